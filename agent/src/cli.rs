@@ -1,0 +1,48 @@
+//! Command-line interface of `qala-agent`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "qala-agent", version, about = "Qala endpoint agent: scan paths through a Qala cluster, query verdicts by hash")]
+pub struct Cli {
+    /// Coordinator URL.
+    #[arg(long, global = true, env = "QALA_SERVER", default_value = "http://127.0.0.1:7000")]
+    pub server: String,
+    /// Agent id sent with uploads (defaults to the host name).
+    #[arg(long, global = true, env = "QALA_AGENT_ID")]
+    pub agent_id: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan files and directories (recursively): exit 0 all clean, 1 something detected, 2 errors.
+    Scan {
+        /// One JSON object per line per file instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Uploads in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Hashing threads (defaults to the CPU count).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the stored verdict for each sha256, or `unknown`.
+    Lookup {
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        sha256: Vec<String>,
+    },
+    /// Show the coordinator's rules, workers and store.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,157 @@
+//! Connection to the coordinator, with deadlines on every call and retries
+//! with jittered backoff where a retry is safe.
+
+use qala_proto::v1::{self as pb, scanner_client::ScannerClient};
+use rand::Rng;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+const RPC_DEADLINE: Duration = Duration::from_secs(30);
+const SCAN_DEADLINE: Duration = Duration::from_secs(15 * 60);
+const ATTEMPTS: u32 = 5;
+
+#[derive(Clone)]
+pub struct Client {
+    inner: ScannerClient<Channel>,
+}
+
+/// Result of one upload.
+pub struct Uploaded {
+    pub response: pb::ScanResponse,
+    /// Bytes of content sent in the successful attempt.
+    pub bytes: u64,
+}
+
+/// Errors worth another try: the server or network, not the request.
+fn retryable(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Unknown | Code::DeadlineExceeded)
+}
+
+async fn backoff(attempt: u32) {
+    let base = 200u64 << attempt.min(6);
+    let jitter = rand::rng().random_range(0..=base / 2);
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+}
+
+impl Client {
+    /// Create a client; the connection is made on first use.
+    pub fn new(server: &str) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(server.to_string())
+            .map_err(|e| anyhow::anyhow!("invalid server URL {server:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        let inner = ScannerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
+        Ok(Self { inner })
+    }
+
+    async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut(ScannerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call(self.inner.clone()).await {
+                Err(s) if retryable(&s) && attempt + 1 < ATTEMPTS => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn lookup(&self, sha256: Vec<String>) -> Result<pb::LookupResponse, Status> {
+        self.retry(|mut c| {
+            let mut req = tonic::Request::new(pb::LookupRequest { sha256: sha256.clone() });
+            req.set_timeout(RPC_DEADLINE);
+            async move { c.lookup(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn get_verdict(&self, sha256: &str) -> Result<pb::GetVerdictResponse, Status> {
+        self.retry(|mut c| {
+            let mut req = tonic::Request::new(pb::GetVerdictRequest { sha256: sha256.to_string() });
+            req.set_timeout(RPC_DEADLINE);
+            async move { c.get_verdict(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn status(&self) -> Result<pb::StatusResponse, Status> {
+        self.retry(|mut c| {
+            let mut req = tonic::Request::new(pb::StatusRequest {});
+            req.set_timeout(RPC_DEADLINE);
+            async move { c.status(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// Upload `path` (whose content hashed to `sha256`, `size` bytes) and wait
+    /// for its verdict, retrying transient failures.
+    pub async fn upload(&self, path: &Path, sha256: &str, size: u64, agent_id: &str) -> Result<Uploaded, Status> {
+        let header = pb::ScanHeader {
+            sha256: sha256.to_string(),
+            size,
+            file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            agent_id: agent_id.to_string(),
+        };
+        let sent = Arc::new(AtomicU64::new(0));
+        let response = self
+            .retry(|mut c| {
+                sent.store(0, Ordering::Relaxed);
+                let (tx, rx) = mpsc::channel(4);
+                let reader = tokio::spawn(stream_file(path.to_path_buf(), size, header.clone(), tx, sent.clone()));
+                let mut req = tonic::Request::new(ReceiverStream::new(rx));
+                req.set_timeout(SCAN_DEADLINE);
+                async move {
+                    let result = c.scan(req).await.map(|r| r.into_inner());
+                    reader.abort();
+                    result
+                }
+            })
+            .await?;
+        Ok(Uploaded { response, bytes: sent.load(Ordering::Relaxed) })
+    }
+}
+
+/// Feed the header and then the file's first `size` bytes into `tx`, chunk
+/// by chunk; the channel's bound keeps memory to a few chunks.
+async fn stream_file(
+    path: std::path::PathBuf,
+    size: u64,
+    header: pb::ScanHeader,
+    tx: mpsc::Sender<pb::ScanRequest>,
+    sent: Arc<AtomicU64>,
+) {
+    use pb::scan_request::Msg;
+    if tx.send(pb::ScanRequest { msg: Some(Msg::Header(header)) }).await.is_err() {
+        return;
+    }
+    let Ok(file) = tokio::fs::File::open(&path).await else { return };
+    let mut file = file.take(size);
+    loop {
+        let mut buf = vec![0u8; qala_proto::CHUNK_BYTES];
+        let n = match file.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.truncate(n);
+        sent.fetch_add(n as u64, Ordering::Relaxed);
+        if tx.send(pb::ScanRequest { msg: Some(Msg::Chunk(buf)) }).await.is_err() {
+            return;
+        }
+    }
+}

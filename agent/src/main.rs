@@ -1,0 +1,130 @@
+//! `qala-agent`: scan paths, look up verdicts, show cluster status.
+
+use clap::Parser;
+use qala_agent::cli::{Cli, Command};
+use qala_agent::client::Client;
+use qala_agent::output::{kind, verdict_json, verdict_text};
+use qala_agent::{exit, scan};
+use qala_proto::VerdictKind;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("qala-agent: {e:#}");
+            exit::ERROR
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let client = Client::new(&cli.server)?;
+    match cli.command {
+        Command::Scan { json, concurrency, threads, paths } => {
+            let opts = scan::ScanOptions {
+                paths,
+                json,
+                concurrency,
+                threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+                agent_id: cli.agent_id.unwrap_or_else(hostname),
+            };
+            Ok(scan::run(client, opts).await.exit_code())
+        }
+        Command::Lookup { json, sha256 } => lookup(&client, json, sha256).await,
+        Command::Status { json } => status(&client, json).await,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "agent".into())
+}
+
+async fn lookup(client: &Client, json: bool, digests: Vec<String>) -> anyhow::Result<i32> {
+    let mut code = exit::CLEAN;
+    for sha in digests {
+        let sha = sha.to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            eprintln!("{sha}: error: not a sha256 (64 hex digits)");
+            if code == exit::CLEAN {
+                code = exit::ERROR;
+            }
+            continue;
+        }
+        match client.get_verdict(&sha).await {
+            Ok(resp) => {
+                let v = resp.verdict;
+                if json {
+                    let mut m = serde_json::Map::new();
+                    m.insert("sha256".into(), serde_json::json!(sha));
+                    match &v {
+                        Some(v) => m.extend(verdict_json(v)),
+                        None => {
+                            m.insert("verdict".into(), serde_json::json!("unknown"));
+                            m.insert("ruleset_id".into(), serde_json::json!(resp.ruleset_id));
+                        }
+                    }
+                    println!("{}", serde_json::Value::Object(m));
+                } else {
+                    match &v {
+                        Some(v) => println!("{sha}: {}", verdict_text(v)),
+                        None => println!("{sha}: unknown"),
+                    }
+                }
+                if let Some(v) = v
+                    && matches!(kind(&v), VerdictKind::Malicious | VerdictKind::Suspicious)
+                {
+                    code = exit::DETECTED;
+                }
+            }
+            Err(e) => {
+                eprintln!("{sha}: error: {}", e.message());
+                if code == exit::CLEAN {
+                    code = exit::ERROR;
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+async fn status(client: &Client, json: bool) -> anyhow::Result<i32> {
+    let s = client.status().await.map_err(|e| anyhow::anyhow!("status failed: {}", e.message()))?;
+    let rules = s.rules.unwrap_or_default();
+    if json {
+        let v = serde_json::json!({
+            "version": s.version,
+            "store": s.store,
+            "rules": {
+                "ruleset_id": rules.ruleset_id, "rule_count": rules.rule_count, "file_count": rules.file_count,
+                "loaded_at_ms": rules.loaded_at_ms, "last_error_at_ms": rules.last_error_at_ms,
+                "last_errors": rules.last_errors.iter().map(|e| serde_json::json!({"path": e.path, "message": e.message})).collect::<Vec<_>>(),
+            },
+            "workers": s.workers.iter().map(|w| serde_json::json!({
+                "worker_id": w.worker_id, "address": w.address, "threads": w.threads, "ruleset_id": w.ruleset_id,
+                "last_heartbeat_ms": w.last_heartbeat_ms, "in_flight": w.in_flight, "scanned": w.scanned,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+    } else {
+        println!("coordinator {} store {}", s.version, s.store);
+        println!("rules {} ({} rules from {} files)", rules.ruleset_id, rules.rule_count, rules.file_count);
+        for e in &rules.last_errors {
+            println!("  last reload failed: {}: {}", e.path, e.message.lines().next().unwrap_or(""));
+        }
+        println!("{} live workers", s.workers.len());
+        for w in &s.workers {
+            println!(
+                "  {} {} threads={} rules={} in_flight={} scanned={}",
+                w.worker_id, w.address, w.threads, w.ruleset_id, w.in_flight, w.scanned
+            );
+        }
+    }
+    Ok(exit::CLEAN)
+}

@@ -1,0 +1,191 @@
+//! What the agent prints: one line per file (text or JSON), then a summary.
+//! Lines are written whole through one locked stdout, so they never
+//! interleave.
+
+use qala_proto::v1::{self as pb, VerdictKind};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The outcome for one file.
+pub struct FileResult {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub outcome: Result<pb::Verdict, String>,
+    /// Answered without uploading this file's content.
+    pub cached: bool,
+    /// Content bytes sent for this file.
+    pub uploaded: u64,
+}
+
+pub fn kind(v: &pb::Verdict) -> VerdictKind {
+    VerdictKind::try_from(v.verdict).unwrap_or(VerdictKind::Unspecified)
+}
+
+/// Verdict fields as JSON, shared by `scan` and `lookup` output.
+pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("verdict".into(), json!(kind(v).label()));
+    m.insert(
+        "detections".into(),
+        Value::Array(
+            v.detections
+                .iter()
+                .map(|d| {
+                    json!({
+                        "rule": d.rule,
+                        "namespace": d.namespace,
+                        "object": d.object,
+                        "tags": d.tags,
+                        "meta": d.meta,
+                        "severity": VerdictKind::try_from(d.severity).unwrap_or_default().label(),
+                    })
+                })
+                .collect(),
+        ),
+    );
+    m.insert(
+        "limits_hit".into(),
+        Value::Array(v.limits_hit.iter().map(|l| json!({"limit": l.limit, "object": l.object, "detail": l.detail})).collect()),
+    );
+    m.insert(
+        "executables".into(),
+        Value::Array(
+            v.executables
+                .iter()
+                .map(|e| {
+                    json!({
+                        "object": e.object, "format": e.format, "arch": e.arch, "is_64": e.is_64,
+                        "entry_point": e.entry_point, "imports": e.imports, "exports": e.exports,
+                        "sections": e.sections.iter().map(|s| json!({
+                            "name": s.name, "virtual_address": s.virtual_address, "virtual_size": s.virtual_size,
+                            "raw_size": s.raw_size, "entropy": (s.entropy * 1000.0).round() / 1000.0,
+                        })).collect::<Vec<_>>(),
+                        "error": if e.error.is_empty() { Value::Null } else { json!(e.error) },
+                    })
+                })
+                .collect(),
+        ),
+    );
+    m.insert("errors".into(), json!(v.errors));
+    m.insert("blake3".into(), json!(v.blake3));
+    m.insert("file_type".into(), json!(v.file_type));
+    m.insert("objects_scanned".into(), json!(v.objects_scanned));
+    m.insert("ruleset_id".into(), json!(v.ruleset_id));
+    m.insert("engine_version".into(), json!(v.engine_version));
+    m.insert("worker_id".into(), json!(v.worker_id));
+    m.insert("scan_duration_us".into(), json!(v.scan_duration_us));
+    m.insert("scanned_at_ms".into(), json!(v.scanned_at_ms));
+    m
+}
+
+/// Short text description of a verdict: `malicious: Rule (object), ...`.
+pub fn verdict_text(v: &pb::Verdict) -> String {
+    let mut s = kind(v).label().to_string();
+    if !v.detections.is_empty() {
+        let list: Vec<String> = v.detections.iter().map(|d| format!("{}/{} [{}]", d.namespace, d.rule, d.object)).collect();
+        s.push_str(": ");
+        s.push_str(&list.join(", "));
+    }
+    if !v.limits_hit.is_empty() {
+        let list: Vec<String> = v.limits_hit.iter().map(|l| format!("{} at {}", l.limit, l.object)).collect();
+        s.push_str(&format!(" (limits hit: {})", list.join(", ")));
+    }
+    if kind(v) == VerdictKind::Unscannable && !v.errors.is_empty() {
+        s.push_str(&format!(" ({})", v.errors.join("; ")));
+    }
+    s
+}
+
+#[derive(Default, Debug)]
+pub struct Summary {
+    pub files: u64,
+    pub bytes: u64,
+    pub clean: u64,
+    pub suspicious: u64,
+    pub malicious: u64,
+    pub unscannable: u64,
+    pub errors: u64,
+    pub cached: u64,
+    pub uploaded_files: u64,
+    pub uploaded_bytes: u64,
+}
+
+impl Summary {
+    pub fn add(&mut self, r: &FileResult) {
+        self.files += 1;
+        self.bytes += r.size;
+        match &r.outcome {
+            Err(_) => self.errors += 1,
+            Ok(v) => match kind(v) {
+                VerdictKind::Clean => self.clean += 1,
+                VerdictKind::Suspicious => self.suspicious += 1,
+                VerdictKind::Malicious => self.malicious += 1,
+                _ => self.unscannable += 1,
+            },
+        }
+        if r.cached {
+            self.cached += 1;
+        }
+        if r.uploaded > 0 {
+            self.uploaded_files += 1;
+            self.uploaded_bytes += r.uploaded;
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        if self.malicious + self.suspicious > 0 {
+            crate::exit::DETECTED
+        } else if self.errors + self.unscannable > 0 {
+            crate::exit::ERROR
+        } else {
+            crate::exit::CLEAN
+        }
+    }
+
+    pub fn line(&self, secs: f64) -> String {
+        format!(
+            "scanned {} files ({} bytes) in {:.2}s: {} clean, {} suspicious, {} malicious, {} unscannable, {} errors; {} answered from cache, {} uploaded ({} bytes)",
+            self.files,
+            self.bytes,
+            secs,
+            self.clean,
+            self.suspicious,
+            self.malicious,
+            self.unscannable,
+            self.errors,
+            self.cached,
+            self.uploaded_files,
+            self.uploaded_bytes
+        )
+    }
+}
+
+pub fn print_result(r: &FileResult, json: bool) {
+    let line = if json {
+        let mut m = serde_json::Map::new();
+        m.insert("path".into(), json!(r.path.display().to_string()));
+        m.insert("sha256".into(), json!(r.sha256));
+        m.insert("size".into(), json!(r.size));
+        match &r.outcome {
+            Ok(v) => m.extend(verdict_json(v)),
+            Err(e) => {
+                m.insert("verdict".into(), json!("error"));
+                m.insert("error".into(), json!(e));
+                m.insert("detections".into(), json!([]));
+                m.insert("limits_hit".into(), json!([]));
+            }
+        }
+        m.insert("cached".into(), json!(r.cached));
+        m.insert("uploaded".into(), json!(r.uploaded));
+        Value::Object(m).to_string()
+    } else {
+        match &r.outcome {
+            Ok(v) => format!("{}: {}{}", r.path.display(), verdict_text(v), if r.cached { " (cached)" } else { "" }),
+            Err(e) => format!("{}: error: {e}", r.path.display()),
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}

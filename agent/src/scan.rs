@@ -1,0 +1,154 @@
+//! The `scan` command: walk and hash in parallel, `Lookup` in batches,
+//! upload what the cluster does not know (each distinct content once, a
+//! bounded number at a time), print as results arrive.
+
+use crate::client::Client;
+use crate::output::{FileResult, Summary, print_result};
+use crate::walk::{Found, hash_file, walk};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Digests per `Lookup` call.
+const LOOKUP_BATCH: usize = 512;
+
+pub struct ScanOptions {
+    pub paths: Vec<PathBuf>,
+    pub json: bool,
+    pub concurrency: usize,
+    pub threads: usize,
+    pub agent_id: String,
+}
+
+struct UploadDone {
+    sha256: String,
+    path: PathBuf,
+    size: u64,
+    result: Result<crate::client::Uploaded, String>,
+}
+
+/// Run a scan; returns the summary (its `exit_code` is the process's).
+pub async fn run(client: Client, opts: ScanOptions) -> Summary {
+    let start = Instant::now();
+    let (found_tx, mut found_rx) = mpsc::channel::<Found>(4096);
+    let (paths, threads) = (opts.paths.clone(), opts.threads);
+    let walker = tokio::task::spawn_blocking(move || walk(&paths, threads, found_tx));
+
+    let (done_tx, mut done_rx) = mpsc::channel::<UploadDone>(1024);
+    let uploads = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    // Content being uploaded -> other files with the same content.
+    let mut pending: HashMap<String, Vec<(PathBuf, u64)>> = HashMap::new();
+    let mut summary = Summary::default();
+    let emit = |r: FileResult, summary: &mut Summary| {
+        summary.add(&r);
+        print_result(&r, opts.json);
+    };
+
+    let mut walking = true;
+    while walking || !pending.is_empty() {
+        tokio::select! {
+            found = found_rx.recv(), if walking => {
+                let Some(first) = found else { walking = false; continue };
+                let mut batch = vec![first];
+                while batch.len() < LOOKUP_BATCH {
+                    match found_rx.try_recv() {
+                        Ok(f) => batch.push(f),
+                        Err(_) => break,
+                    }
+                }
+                let mut files = Vec::new();
+                for f in batch {
+                    match f {
+                        Found::File { path, sha256, size } => files.push((path, sha256, size)),
+                        Found::Error { path, error } => emit(FileResult { path, sha256: String::new(), size: 0, outcome: Err(error), cached: false, uploaded: 0 }, &mut summary),
+                    }
+                }
+                let mut digests: Vec<String> = files.iter().map(|f| f.1.clone()).filter(|s| !pending.contains_key(s)).collect();
+                digests.sort();
+                digests.dedup();
+                let known = match client.lookup(digests).await {
+                    Ok(resp) => resp.verdicts.into_iter().map(|v| (v.sha256.clone(), v)).collect(),
+                    Err(e) => {
+                        for (path, sha256, size) in files {
+                            emit(FileResult { path, sha256, size, outcome: Err(format!("lookup failed: {}", e.message())), cached: false, uploaded: 0 }, &mut summary);
+                        }
+                        continue;
+                    }
+                };
+                let known: HashMap<String, _> = known;
+                for (path, sha256, size) in files {
+                    if let Some(v) = known.get(&sha256) {
+                        emit(FileResult { path, sha256, size, outcome: Ok(v.clone()), cached: true, uploaded: 0 }, &mut summary);
+                    } else if let Some(waiting) = pending.get_mut(&sha256) {
+                        waiting.push((path, size));
+                    } else {
+                        pending.insert(sha256.clone(), Vec::new());
+                        let (client, tx, permits, agent) = (client.clone(), done_tx.clone(), uploads.clone(), opts.agent_id.clone());
+                        tokio::spawn(async move {
+                            let _permit = permits.acquire_owned().await;
+                            let result = upload(&client, &path, &sha256, size, &agent).await;
+                            let _ = tx.send(UploadDone { sha256, path, size, result }).await;
+                        });
+                    }
+                }
+            }
+            Some(done) = done_rx.recv() => {
+                let waiting = pending.remove(&done.sha256).unwrap_or_default();
+                match done.result {
+                    Ok(up) => {
+                        let verdict = up.response.verdict.ok_or_else(|| "coordinator sent no verdict".to_string());
+                        for (path, size) in waiting {
+                            emit(FileResult { path, sha256: done.sha256.clone(), size, outcome: verdict.clone(), cached: true, uploaded: 0 }, &mut summary);
+                        }
+                        emit(FileResult { path: done.path, sha256: done.sha256, size: done.size, outcome: verdict, cached: up.response.cached, uploaded: up.bytes }, &mut summary);
+                    }
+                    Err(e) => {
+                        for (path, size) in waiting {
+                            emit(FileResult { path, sha256: done.sha256.clone(), size, outcome: Err(e.clone()), cached: false, uploaded: 0 }, &mut summary);
+                        }
+                        emit(FileResult { path: done.path, sha256: done.sha256, size: done.size, outcome: Err(e), cached: false, uploaded: 0 }, &mut summary);
+                    }
+                }
+            }
+        }
+    }
+    let _ = walker.await;
+    let line = summary.line(start.elapsed().as_secs_f64());
+    if opts.json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    summary
+}
+
+/// Upload one file; if it changed since it was hashed, hash it again and
+/// retry once with the new content.
+async fn upload(
+    client: &Client,
+    path: &std::path::Path,
+    sha256: &str,
+    size: u64,
+    agent: &str,
+) -> Result<crate::client::Uploaded, String> {
+    match client.upload(path, sha256, size, agent).await {
+        Ok(u) => Ok(u),
+        Err(s) if s.code() == tonic::Code::InvalidArgument => {
+            let p = path.to_path_buf();
+            let (new_sha, new_size) = tokio::task::spawn_blocking(move || hash_file(&p))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot read: {e}"))?;
+            if new_sha == sha256 && new_size == size {
+                return Err(format!("rejected by coordinator: {}", s.message()));
+            }
+            client
+                .upload(path, &new_sha, new_size, agent)
+                .await
+                .map_err(|s| format!("file changed while scanning; retry failed: {}", s.message()))
+        }
+        Err(s) => Err(format!("upload failed: {}", s.message())),
+    }
+}

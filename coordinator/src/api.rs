@@ -1,0 +1,298 @@
+//! The agent-facing `qala.v1.Scanner` service and the worker-facing
+//! `qala.v1.Cluster` service.
+//!
+//! A `Scan` is answered from the store when it can be; otherwise the first
+//! upload of a sha256 leads: it is streamed to the worker rendezvous hashing
+//! picks while its sha256 is checked, and every concurrent upload of the same
+//! content waits for the leader's verdict instead of scanning again. If the
+//! leader fails (a lying client, a dead worker) a waiter takes over with its
+//! own upload.
+
+use crate::cluster::Cluster;
+use crate::rules::{LoadedRules, RulesManager};
+use crate::store::{self, VerdictStore};
+use qala_proto::v1::{self as pb, scan_request::Msg};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+/// Most digests accepted by one `Lookup`.
+const MAX_LOOKUP: usize = 10_000;
+
+type Outcome = Option<Result<pb::Verdict, (Code, String)>>;
+
+pub struct ScannerService {
+    store: Arc<dyn VerdictStore>,
+    cluster: Arc<Cluster>,
+    rules: Arc<RulesManager>,
+    inflight: Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>,
+}
+
+/// The leader's slot in the in-flight map; removed however the leader ends,
+/// and a dropped sender wakes the waiters so one of them takes over.
+struct Leader {
+    key: String,
+    tx: watch::Sender<Outcome>,
+    map: Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+enum Role {
+    Leader(Leader),
+    Waiter(watch::Receiver<Outcome>),
+}
+
+pub fn valid_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn store_unavailable(e: store::StoreError) -> Status {
+    Status::unavailable(format!("verdict store unavailable: {e}"))
+}
+
+impl ScannerService {
+    pub fn new(store: Arc<dyn VerdictStore>, cluster: Arc<Cluster>, rules: Arc<RulesManager>) -> Self {
+        Self { store, cluster, rules, inflight: Arc::default() }
+    }
+
+    fn role(&self, key: &str) -> Role {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = map.get(key) {
+            return Role::Waiter(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.to_string(), rx);
+        Role::Leader(Leader { key: key.to_string(), tx, map: self.inflight.clone() })
+    }
+
+    /// Stream one upload to its worker, verifying size and sha256 on the way.
+    async fn scan_upload(
+        &self,
+        header: &pb::ScanHeader,
+        stream: &mut Streaming<pb::ScanRequest>,
+        rules: &LoadedRules,
+    ) -> Result<pb::Verdict, Status> {
+        let worker =
+            self.cluster.ranked(&header.sha256).into_iter().next().ok_or_else(|| Status::unavailable("no live workers"))?;
+        worker.ensure_rules(rules).await?;
+
+        let (tx, rx) = mpsc::channel(8);
+        let first = pb::WorkerScanRequest {
+            msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
+                sha256: header.sha256.clone(),
+                size: header.size,
+                file_name: header.file_name.clone(),
+                ruleset_id: rules.id.clone(),
+            })),
+        };
+        tx.send(first).await.map_err(|_| Status::internal("worker stream closed"))?;
+        let mut client = worker.client.clone();
+        let call = tokio::spawn(async move { client.scan_file(ReceiverStream::new(rx)).await });
+        // Aborting the call resets the worker's stream: it never scans a
+        // partial or rejected upload.
+        let abort = call.abort_handle();
+        let fail = |s: Status| {
+            abort.abort();
+            Err(s)
+        };
+
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => return fail(Status::cancelled(format!("upload interrupted: {}", e.message()))),
+            };
+            let chunk = match msg.msg {
+                Some(Msg::Chunk(c)) => c,
+                _ => return fail(Status::invalid_argument("Scan: only the first message may be a header")),
+            };
+            received += chunk.len() as u64;
+            if received > header.size {
+                return fail(Status::invalid_argument(format!("upload is larger than the announced {} bytes", header.size)));
+            }
+            hasher.update(&chunk);
+            let m = pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(chunk)) };
+            if tx.send(m).await.is_err() {
+                // The worker ended the call early; its answer says why.
+                break;
+            }
+        }
+        drop(tx);
+        if received != header.size {
+            return fail(Status::invalid_argument(format!("upload has {received} bytes, header announced {}", header.size)));
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != header.sha256 {
+            warn!(claimed = header.sha256, actual, agent = header.agent_id, "sha256 mismatch");
+            return fail(Status::invalid_argument(format!(
+                "sha256 mismatch: header claims {}, content is {actual}",
+                header.sha256
+            )));
+        }
+        let verdict = match call.await {
+            Ok(Ok(v)) => v.into_inner(),
+            Ok(Err(e)) if e.code() == Code::FailedPrecondition => {
+                worker.rules_lost().await;
+                return Err(Status::unavailable(format!("worker {} lacked the rules; retry: {}", worker.id, e.message())));
+            }
+            Ok(Err(e)) if e.code() == Code::InvalidArgument => return Err(e),
+            Ok(Err(e)) => return Err(Status::unavailable(format!("worker {} failed: {}", worker.id, e.message()))),
+            Err(e) => return Err(Status::internal(format!("worker call task failed: {e}"))),
+        };
+        if verdict.ruleset_id != rules.id || verdict.sha256 != header.sha256 {
+            return Err(Status::internal(format!(
+                "worker {} answered for {}/{} instead of {}/{}",
+                worker.id, verdict.ruleset_id, verdict.sha256, rules.id, header.sha256
+            )));
+        }
+        match store::save(self.store.as_ref(), &verdict).await {
+            Ok(stored) => info!(sha256 = %verdict.sha256, worker = worker.id, stored, verdict = kind_label(&verdict), "verdict"),
+            Err(e) => warn!(sha256 = %verdict.sha256, error = %e, "verdict not stored"),
+        }
+        Ok(verdict)
+    }
+}
+
+pub fn kind_label(v: &pb::Verdict) -> &'static str {
+    pb::VerdictKind::try_from(v.verdict).unwrap_or_default().label()
+}
+
+#[tonic::async_trait]
+impl pb::scanner_server::Scanner for ScannerService {
+    async fn lookup(&self, request: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
+        let req = request.into_inner();
+        if req.sha256.len() > MAX_LOOKUP {
+            return Err(Status::invalid_argument(format!("at most {MAX_LOOKUP} digests per Lookup")));
+        }
+        if let Some(bad) = req.sha256.iter().find(|s| !valid_sha256(s)) {
+            return Err(Status::invalid_argument(format!("not a lower-case hex sha256: {bad:?}")));
+        }
+        let rules = self.rules.current();
+        let verdicts = self.store.get_many(&rules.id, &req.sha256).await.map_err(store_unavailable)?;
+        Ok(Response::new(pb::LookupResponse { verdicts, ruleset_id: rules.id.clone() }))
+    }
+
+    async fn scan(&self, request: Request<Streaming<pb::ScanRequest>>) -> Result<Response<pb::ScanResponse>, Status> {
+        let mut stream = request.into_inner();
+        let header = match stream.message().await?.and_then(|m| m.msg) {
+            Some(Msg::Header(h)) => h,
+            _ => return Err(Status::invalid_argument("Scan: the first message must be a header")),
+        };
+        if !valid_sha256(&header.sha256) {
+            return Err(Status::invalid_argument(format!("header sha256 is not a lower-case hex sha256: {:?}", header.sha256)));
+        }
+        let rules = self.rules.current();
+        if let Some(v) = self.store.get(&rules.id, &header.sha256).await.map_err(store_unavailable)? {
+            return Ok(Response::new(pb::ScanResponse { verdict: Some(v), cached: true }));
+        }
+        let key = format!("{}:{}", rules.id, header.sha256);
+        // A waiter whose leader failed takes over; a bound stops a loop.
+        for _ in 0..8 {
+            match self.role(&key) {
+                Role::Leader(leader) => {
+                    let result = self.scan_upload(&header, &mut stream, &rules).await;
+                    let _ = leader.tx.send(Some(result.clone().map_err(|s| (s.code(), s.message().to_string()))));
+                    return result.map(|v| Response::new(pb::ScanResponse { verdict: Some(v), cached: false }));
+                }
+                Role::Waiter(mut rx) => {
+                    if let Ok(outcome) = rx.wait_for(|o| o.is_some()).await
+                        && let Some(Ok(v)) = outcome.clone()
+                    {
+                        return Ok(Response::new(pb::ScanResponse { verdict: Some(v), cached: true }));
+                    }
+                    // The leader failed or went away: try again, maybe as leader.
+                }
+            }
+        }
+        Err(Status::unavailable("could not complete the scan after repeated failures of concurrent uploads"))
+    }
+
+    async fn get_verdict(&self, request: Request<pb::GetVerdictRequest>) -> Result<Response<pb::GetVerdictResponse>, Status> {
+        let sha = request.into_inner().sha256.to_ascii_lowercase();
+        if !valid_sha256(&sha) {
+            return Err(Status::invalid_argument(format!("not a hex sha256: {sha:?}")));
+        }
+        let rules = self.rules.current();
+        let verdict = self.store.get(&rules.id, &sha).await.map_err(store_unavailable)?;
+        Ok(Response::new(pb::GetVerdictResponse { verdict, ruleset_id: rules.id.clone() }))
+    }
+
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let rules = self.rules.current();
+        let failure = self.rules.last_failure();
+        let workers = self
+            .cluster
+            .live()
+            .into_iter()
+            .map(|w| pb::WorkerStatus {
+                worker_id: w.id.clone(),
+                address: w.address.clone(),
+                threads: w.threads,
+                ruleset_id: w.loaded_ruleset(),
+                last_heartbeat_ms: w.last_heartbeat_ms.load(Ordering::Relaxed) as i64,
+                in_flight: w.in_flight.load(Ordering::Relaxed),
+                scanned: w.scanned.load(Ordering::Relaxed),
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            rules: Some(pb::RulesStatus {
+                ruleset_id: rules.id.clone(),
+                rule_count: rules.rule_count,
+                file_count: rules.file_count,
+                loaded_at_ms: rules.loaded_at_ms,
+                last_errors: failure
+                    .as_ref()
+                    .map(|f| {
+                        f.errors
+                            .iter()
+                            .map(|e| pb::RuleFileError { path: e.path.display().to_string(), message: e.message.clone() })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                last_error_at_ms: failure.map(|f| f.at_ms).unwrap_or(0),
+            }),
+            workers,
+            store: self.store.describe(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+}
+
+pub struct ClusterService {
+    cluster: Arc<Cluster>,
+    rules: Arc<RulesManager>,
+}
+
+impl ClusterService {
+    pub fn new(cluster: Arc<Cluster>, rules: Arc<RulesManager>) -> Self {
+        Self { cluster, rules }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.cluster.register(request.into_inner())?;
+        Ok(Response::new(pb::RegisterResponse {
+            heartbeat_interval_ms: self.cluster.heartbeat_interval.as_millis() as u32,
+            ruleset_id: self.rules.current().id.clone(),
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let known = self.cluster.heartbeat(request.get_ref());
+        Ok(Response::new(pb::HeartbeatResponse { known, ruleset_id: self.rules.current().id.clone() }))
+    }
+}

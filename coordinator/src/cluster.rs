@@ -1,0 +1,196 @@
+//! Worker membership, health and rule shipping.
+//!
+//! Workers register and heartbeat; one that misses heartbeats for
+//! `dead_after` leaves the ring until it registers again. Before a worker is
+//! given a file it must hold the rules in force: they are pushed when it
+//! registers, when rules change, and lazily before a scan if it missed both.
+
+use crate::placement;
+use crate::rules::{LoadedRules, RulesManager};
+use qala_proto::v1::{self as pb, worker_client::WorkerClient};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+/// Chunk size for shipping compiled rules.
+const RULES_CHUNK: usize = 1024 * 1024;
+
+pub struct WorkerHandle {
+    pub id: String,
+    pub address: String,
+    pub threads: u32,
+    pub client: WorkerClient<Channel>,
+    last_seen: RwLock<Instant>,
+    pub last_heartbeat_ms: AtomicU64,
+    /// Ruleset id the worker is known to hold; the lock is held while pushing.
+    loaded: tokio::sync::Mutex<String>,
+    loaded_id: RwLock<String>,
+    pub in_flight: AtomicU64,
+    pub scanned: AtomicU64,
+}
+
+impl WorkerHandle {
+    pub fn loaded_ruleset(&self) -> String {
+        self.loaded_id.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn alive(&self, dead_after: Duration) -> bool {
+        self.last_seen.read().unwrap_or_else(|p| p.into_inner()).elapsed() < dead_after
+    }
+
+    /// Make sure this worker holds `rules`, pushing them if needed.
+    pub async fn ensure_rules(&self, rules: &LoadedRules) -> Result<(), Status> {
+        let mut loaded = self.loaded.lock().await;
+        if *loaded == rules.id {
+            return Ok(());
+        }
+        let chunks: Vec<pb::RulesChunk> = rules
+            .bytes
+            .chunks(RULES_CHUNK)
+            .enumerate()
+            .map(|(i, c)| pb::RulesChunk { ruleset_id: if i == 0 { rules.id.clone() } else { String::new() }, data: c.to_vec() })
+            .collect();
+        let start = Instant::now();
+        let resp = self.client.clone().load_rules(tokio_stream::iter(chunks)).await.map_err(|e| {
+            warn!(worker = self.id, error = %e.message(), "shipping rules failed");
+            Status::unavailable(format!("worker {} could not load rules: {}", self.id, e.message()))
+        })?;
+        info!(
+            worker = self.id,
+            ruleset_id = rules.id,
+            rules = resp.get_ref().rule_count,
+            ms = start.elapsed().as_millis() as u64,
+            "rules shipped"
+        );
+        *loaded = rules.id.clone();
+        *self.loaded_id.write().unwrap_or_else(|p| p.into_inner()) = rules.id.clone();
+        Ok(())
+    }
+
+    /// Forget what the worker holds (it answered that it lacks the rules).
+    pub async fn rules_lost(&self) {
+        self.loaded.lock().await.clear();
+        self.loaded_id.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+pub struct Cluster {
+    workers: RwLock<HashMap<String, Arc<WorkerHandle>>>,
+    rules: Arc<RulesManager>,
+    pub heartbeat_interval: Duration,
+    pub dead_after: Duration,
+    scan_timeout: Duration,
+}
+
+impl Cluster {
+    pub fn new(rules: Arc<RulesManager>, heartbeat_interval: Duration, scan_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            workers: RwLock::new(HashMap::new()),
+            rules,
+            heartbeat_interval,
+            dead_after: heartbeat_interval * 3,
+            scan_timeout,
+        })
+    }
+
+    /// Add or replace a worker and ship it the rules in the background.
+    pub fn register(self: &Arc<Self>, req: pb::RegisterRequest) -> Result<Arc<WorkerHandle>, Status> {
+        if req.worker_id.is_empty() {
+            return Err(Status::invalid_argument("worker_id is empty"));
+        }
+        if req.engine_version != qala_engine::ENGINE_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "worker engine {} differs from coordinator engine {}: compiled rules would not load",
+                req.engine_version,
+                qala_engine::ENGINE_VERSION
+            )));
+        }
+        let endpoint = Endpoint::from_shared(req.address.clone())
+            .map_err(|e| Status::invalid_argument(format!("bad worker address {}: {e}", req.address)))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(self.scan_timeout)
+            .tcp_nodelay(true);
+        let client = WorkerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
+        let handle = Arc::new(WorkerHandle {
+            id: req.worker_id.clone(),
+            address: req.address.clone(),
+            threads: req.threads,
+            client,
+            last_seen: RwLock::new(Instant::now()),
+            last_heartbeat_ms: AtomicU64::new(crate::rules::now_ms() as u64),
+            loaded: tokio::sync::Mutex::new(String::new()),
+            loaded_id: RwLock::new(String::new()),
+            in_flight: AtomicU64::new(0),
+            scanned: AtomicU64::new(0),
+        });
+        self.workers.write().unwrap_or_else(|p| p.into_inner()).insert(req.worker_id.clone(), handle.clone());
+        info!(worker = req.worker_id, address = req.address, threads = req.threads, "worker registered");
+        let (w, rules) = (handle.clone(), self.rules.current());
+        tokio::spawn(async move {
+            let _ = w.ensure_rules(&rules).await;
+        });
+        Ok(handle)
+    }
+
+    /// Record a heartbeat; false if the worker is unknown (it must register).
+    pub fn heartbeat(&self, req: &pb::HeartbeatRequest) -> bool {
+        let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
+        let Some(w) = workers.get(&req.worker_id) else { return false };
+        *w.last_seen.write().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        w.last_heartbeat_ms.store(crate::rules::now_ms() as u64, Ordering::Relaxed);
+        w.in_flight.store(req.in_flight, Ordering::Relaxed);
+        w.scanned.store(req.scanned, Ordering::Relaxed);
+        true
+    }
+
+    /// Live workers.
+    pub fn live(&self) -> Vec<Arc<WorkerHandle>> {
+        let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = workers.values().filter(|w| w.alive(self.dead_after)).cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Live workers in rendezvous order for `sha256`.
+    pub fn ranked(&self, sha256: &str) -> Vec<Arc<WorkerHandle>> {
+        let live = self.live();
+        let ids: Vec<&str> = live.iter().map(|w| w.id.as_str()).collect();
+        let order = placement::rank(&ids, sha256);
+        order.into_iter().filter_map(|id| live.iter().find(|w| w.id == *id).cloned()).collect()
+    }
+
+    /// Drop dead workers and push new rules to live ones, until `stop`.
+    pub async fn maintain(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut rules = self.rules.subscribe();
+        let mut tick = tokio::time::interval(self.heartbeat_interval);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {
+                    let mut workers = self.workers.write().unwrap_or_else(|p| p.into_inner());
+                    workers.retain(|id, w| {
+                        let alive = w.alive(self.dead_after * 3);
+                        if !alive {
+                            warn!(worker = id, "worker missed heartbeats; removed");
+                        }
+                        alive
+                    });
+                }
+                Ok(()) = rules.changed() => {
+                    let current = rules.borrow_and_update().clone();
+                    for w in self.live() {
+                        let r = current.clone();
+                        tokio::spawn(async move { let _ = w.ensure_rules(&r).await; });
+                    }
+                }
+            }
+        }
+    }
+}

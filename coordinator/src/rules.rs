@@ -1,0 +1,160 @@
+//! The rules in force: compiled once here, shipped to workers as bytes.
+//!
+//! A reload (SIGHUP, or a change noticed by polling the rule files) compiles
+//! the whole set again off the async runtime. If any file fails, the errors
+//! are logged and kept for `Status`, and the previous rules stay in force.
+
+use qala_engine::{RuleFileError, RulesError, compile_rules, rules_fingerprint};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+/// A compiled ruleset as the coordinator keeps it: serialized, ready to ship.
+#[derive(Debug)]
+pub struct LoadedRules {
+    pub id: String,
+    pub bytes: Arc<Vec<u8>>,
+    pub rule_count: u32,
+    pub file_count: u32,
+    pub loaded_at_ms: i64,
+}
+
+#[derive(Default, Clone)]
+pub struct ReloadFailure {
+    pub errors: Vec<RuleFileError>,
+    pub at_ms: i64,
+}
+
+pub struct RulesManager {
+    path: PathBuf,
+    current: watch::Sender<Arc<LoadedRules>>,
+    last_failure: Mutex<Option<ReloadFailure>>,
+    fingerprint: Mutex<String>,
+    /// Serialises reloads so two triggers never compile at once.
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn compile(path: PathBuf) -> Result<(LoadedRules, String), RulesError> {
+    let fingerprint = rules_fingerprint(&path)?;
+    let ruleset = compile_rules(&path)?;
+    let bytes = ruleset.to_bytes()?;
+    Ok((
+        LoadedRules {
+            id: ruleset.id.clone(),
+            bytes: Arc::new(bytes),
+            rule_count: ruleset.rule_count as u32,
+            file_count: ruleset.file_count as u32,
+            loaded_at_ms: now_ms(),
+        },
+        fingerprint,
+    ))
+}
+
+async fn compile_off_runtime(path: PathBuf) -> Result<(LoadedRules, String), RulesError> {
+    tokio::task::spawn_blocking(move || compile(path)).await.unwrap_or_else(|e| {
+        Err(RulesError::Compile(vec![RuleFileError { path: PathBuf::new(), message: format!("compiler crashed: {e}") }]))
+    })
+}
+
+impl RulesManager {
+    /// Compile the rules at `path`; fails if they do not compile (a
+    /// coordinator never starts without rules).
+    pub async fn load(path: PathBuf) -> Result<Arc<Self>, RulesError> {
+        info!(path = %path.display(), "compiling rules");
+        let (rules, fingerprint) = compile_off_runtime(path.clone()).await?;
+        info!(
+            ruleset_id = rules.id,
+            rules = rules.rule_count,
+            files = rules.file_count,
+            bytes = rules.bytes.len(),
+            "rules compiled"
+        );
+        let (current, _) = watch::channel(Arc::new(rules));
+        Ok(Arc::new(Self {
+            path,
+            current,
+            last_failure: Mutex::new(None),
+            fingerprint: Mutex::new(fingerprint),
+            reload_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn current(&self) -> Arc<LoadedRules> {
+        self.current.borrow().clone()
+    }
+
+    /// Notified whenever new rules come into force.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<LoadedRules>> {
+        self.current.subscribe()
+    }
+
+    pub fn last_failure(&self) -> Option<ReloadFailure> {
+        self.last_failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Compile again; on success the new rules come into force (if they
+    /// differ), on failure the old ones stay and the errors are kept.
+    pub async fn reload(&self) -> Result<bool, RulesError> {
+        let _guard = self.reload_lock.lock().await;
+        match compile_off_runtime(self.path.clone()).await {
+            Ok((rules, fingerprint)) => {
+                *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
+                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                if rules.id == self.current().id {
+                    return Ok(false);
+                }
+                info!(ruleset_id = rules.id, rules = rules.rule_count, files = rules.file_count, "new rules in force");
+                self.current.send_replace(Arc::new(rules));
+                Ok(true)
+            }
+            Err(e) => {
+                let errors = match &e {
+                    RulesError::Compile(list) => list.clone(),
+                    other => vec![RuleFileError { path: self.path.clone(), message: other.to_string() }],
+                };
+                if let Ok(fp) = rules_fingerprint(&self.path) {
+                    *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fp;
+                }
+                for f in &errors {
+                    error!(file = %f.path.display(), error = %f.message, "rule file failed to compile; previous rules stay in force");
+                }
+                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReloadFailure { errors, at_ms: now_ms() });
+                Err(e)
+            }
+        }
+    }
+
+    /// Reload on SIGHUP and whenever the rule files change (polled every
+    /// `poll`), until `stop` flips.
+    pub async fn watch(self: Arc<Self>, poll: Duration, mut stop: watch::Receiver<bool>) {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let by_signal = tokio::select! {
+                _ = stop.changed() => return,
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => true,
+                _ = tick.tick() => false,
+            };
+            if !by_signal {
+                let changed = match rules_fingerprint(&self.path) {
+                    Ok(fp) => fp != *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()),
+                    Err(_) => false,
+                };
+                if !changed {
+                    continue;
+                }
+                info!("rule files changed; reloading");
+            } else {
+                info!("SIGHUP: reloading rules");
+            }
+            let _ = self.reload().await;
+        }
+    }
+}

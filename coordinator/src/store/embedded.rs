@@ -1,0 +1,81 @@
+//! Embedded backend: one redb file, no server. Writes are durable when
+//! `put` returns, so verdicts survive a restart (or a crash).
+
+use super::{StoreError, VerdictStore, decode, key};
+use prost::Message;
+use qala_proto::v1::Verdict;
+use redb::{Database, ReadableDatabase, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts_v1");
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Embedded(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Open or create the database file (and its parent directory).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(err)?;
+        txn.open_table(VERDICTS).map_err(err)?;
+        txn.commit().map_err(err)?;
+        Ok(Self { db: Arc::new(db), path: path.to_path_buf() })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(err)?
+    }
+}
+
+fn read_many(db: &Database, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError> {
+    let txn = db.begin_read().map_err(err)?;
+    let table = txn.open_table(VERDICTS).map_err(err)?;
+    let mut out = Vec::new();
+    for sha in sha256s {
+        if let Some(v) = table.get(key(ruleset_id, sha).as_str()).map_err(err)? {
+            out.push(decode(v.value())?);
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait::async_trait]
+impl VerdictStore for EmbeddedStore {
+    async fn get(&self, ruleset_id: &str, sha256: &str) -> Result<Option<Verdict>, StoreError> {
+        Ok(self.get_many(ruleset_id, &[sha256.to_string()]).await?.pop())
+    }
+
+    async fn get_many(&self, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError> {
+        let (r, s) = (ruleset_id.to_string(), sha256s.to_vec());
+        self.blocking(move |db| read_many(db, &r, &s)).await
+    }
+
+    async fn put(&self, verdict: &Verdict) -> Result<(), StoreError> {
+        let k = key(&verdict.ruleset_id, &verdict.sha256);
+        let bytes = verdict.encode_to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            txn.open_table(VERDICTS).map_err(err)?.insert(k.as_str(), bytes.as_slice()).map_err(err)?;
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded:{}", self.path.display())
+    }
+}

@@ -1,0 +1,89 @@
+//! The verdict store: one trait, two backends (embedded redb file, Redis).
+//!
+//! Verdicts are keyed by ruleset id + sha256, so a verdict produced by other
+//! rules is never served as current. Whether a verdict may be stored at all
+//! is decided here, once, for every backend ([`cacheable`]).
+
+mod embedded;
+mod redis;
+
+pub use embedded::EmbeddedStore;
+pub use redis::RedisStore;
+
+use prost::Message;
+use qala_proto::v1::{Verdict, VerdictKind};
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("embedded store: {0}")]
+    Embedded(String),
+    #[error("redis store: {0}")]
+    Redis(String),
+    #[error("stored verdict is corrupt: {0}")]
+    Corrupt(#[from] prost::DecodeError),
+    #[error("invalid store spec {0:?}: use embedded:PATH or redis://HOST:PORT")]
+    Spec(String),
+}
+
+/// Storage of verdicts by (ruleset id, sha256).
+#[async_trait::async_trait]
+pub trait VerdictStore: Send + Sync + 'static {
+    /// The verdict for `sha256` produced by `ruleset_id`, if stored.
+    async fn get(&self, ruleset_id: &str, sha256: &str) -> Result<Option<Verdict>, StoreError>;
+
+    /// The stored verdicts among `sha256s` for `ruleset_id` (missing ones are left out).
+    async fn get_many(&self, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError>;
+
+    /// Store unconditionally under (verdict.ruleset_id, verdict.sha256). Use [`save`].
+    async fn put(&self, verdict: &Verdict) -> Result<(), StoreError>;
+
+    /// Human-readable description for status output.
+    fn describe(&self) -> String;
+}
+
+/// A verdict may be cached unless it is unscannable, or clean while some
+/// part of the submission was not looked at (a limit was hit): the same file
+/// must be scanned again next time rather than be waved through.
+pub fn cacheable(v: &Verdict) -> bool {
+    match VerdictKind::try_from(v.verdict).unwrap_or(VerdictKind::Unspecified) {
+        VerdictKind::Malicious | VerdictKind::Suspicious => true,
+        VerdictKind::Clean => v.limits_hit.is_empty(),
+        VerdictKind::Unscannable | VerdictKind::Unspecified => false,
+    }
+}
+
+/// Store `verdict` if [`cacheable`]; returns whether it was stored.
+pub async fn save(store: &dyn VerdictStore, verdict: &Verdict) -> Result<bool, StoreError> {
+    if !cacheable(verdict) {
+        return Ok(false);
+    }
+    store.put(verdict).await?;
+    Ok(true)
+}
+
+fn key(ruleset_id: &str, sha256: &str) -> String {
+    format!("{ruleset_id}:{sha256}")
+}
+
+fn decode(bytes: &[u8]) -> Result<Verdict, StoreError> {
+    Ok(Verdict::decode(bytes)?)
+}
+
+/// Open the store named by `spec`: `embedded:PATH`, a bare path, or `redis://...`.
+pub async fn open(spec: &str) -> Result<Arc<dyn VerdictStore>, StoreError> {
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        Ok(Arc::new(RedisStore::connect(spec).await?))
+    } else {
+        let path = spec.strip_prefix("embedded:").unwrap_or(spec);
+        if path.is_empty() {
+            return Err(StoreError::Spec(spec.to_string()));
+        }
+        let path = std::path::PathBuf::from(path);
+        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&path))
+            .await
+            .map_err(|e| StoreError::Embedded(e.to_string()))??;
+        Ok(Arc::new(store))
+    }
+}

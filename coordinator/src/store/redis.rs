@@ -1,0 +1,59 @@
+//! Redis backend: verdicts as protobuf bytes under
+//! `qala:v1:verdict:<ruleset id>:<sha256>`, shared by every coordinator
+//! pointed at the same Redis.
+
+use super::{StoreError, VerdictStore, decode, key};
+use prost::Message;
+use qala_proto::v1::Verdict;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    url: String,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Redis(e.to_string())
+}
+
+fn redis_key(ruleset_id: &str, sha256: &str) -> String {
+    format!("qala:v1:verdict:{}", key(ruleset_id, sha256))
+}
+
+impl RedisStore {
+    /// Connect (and check the connection with a PING).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| err(format!("{url}: {e}")))?;
+        let mut conn = ConnectionManager::new(client).await.map_err(|e| err(format!("{url}: {e}")))?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| err(format!("{url}: {e}")))?;
+        Ok(Self { conn, url: url.to_string() })
+    }
+}
+
+#[async_trait::async_trait]
+impl VerdictStore for RedisStore {
+    async fn get(&self, ruleset_id: &str, sha256: &str) -> Result<Option<Verdict>, StoreError> {
+        let bytes: Option<Vec<u8>> = self.conn.clone().get(redis_key(ruleset_id, sha256)).await.map_err(err)?;
+        bytes.map(|b| decode(&b)).transpose()
+    }
+
+    async fn get_many(&self, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError> {
+        if sha256s.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = sha256s.iter().map(|s| redis_key(ruleset_id, s)).collect();
+        let values: Vec<Option<Vec<u8>>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut self.conn.clone()).await.map_err(err)?;
+        values.into_iter().flatten().map(|b| decode(&b)).collect()
+    }
+
+    async fn put(&self, verdict: &Verdict) -> Result<(), StoreError> {
+        let k = redis_key(&verdict.ruleset_id, &verdict.sha256);
+        self.conn.clone().set::<_, _, ()>(k, verdict.encode_to_vec()).await.map_err(err)
+    }
+
+    fn describe(&self) -> String {
+        format!("redis:{}", self.url.trim_start_matches("redis://"))
+    }
+}

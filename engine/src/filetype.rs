@@ -1,0 +1,165 @@
+//! File type detection by magic bytes. Only the first bytes of an object are
+//! looked at; the answer decides which unpacker or parser runs.
+
+/// Types the engine tells apart. Containers are unpacked, executables
+/// summarised; everything is scanned by the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    Zip,
+    Pe,
+    Elf,
+    MachO,
+    MachOFat,
+    JavaClass,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+    SevenZip,
+    Rar,
+    Cab,
+    Pdf,
+    Ole2,
+    Rtf,
+    Tar,
+    Text,
+    Empty,
+    Binary,
+}
+
+impl FileType {
+    /// Detect the type of `data` from its leading bytes.
+    pub fn detect(data: &[u8]) -> FileType {
+        let starts = |m: &[u8]| data.starts_with(m);
+        if data.is_empty() {
+            return FileType::Empty;
+        }
+        if starts(b"PK\x03\x04") || starts(b"PK\x05\x06") || starts(b"PK\x07\x08") {
+            return FileType::Zip;
+        }
+        if starts(b"MZ") {
+            return FileType::Pe;
+        }
+        if starts(b"\x7fELF") {
+            return FileType::Elf;
+        }
+        if starts(&[0xFE, 0xED, 0xFA, 0xCE])
+            || starts(&[0xFE, 0xED, 0xFA, 0xCF])
+            || starts(&[0xCE, 0xFA, 0xED, 0xFE])
+            || starts(&[0xCF, 0xFA, 0xED, 0xFE])
+        {
+            return FileType::MachO;
+        }
+        if starts(&[0xCA, 0xFE, 0xBA, 0xBE]) {
+            // Java class files share the magic; their next field is a
+            // version (>= 45), a fat header's is a small architecture count.
+            let n = data.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            return match n {
+                Some(n) if n > 0 && n < 30 => FileType::MachOFat,
+                _ => FileType::JavaClass,
+            };
+        }
+        if starts(&[0x1F, 0x8B]) {
+            return FileType::Gzip;
+        }
+        if starts(b"BZh") {
+            return FileType::Bzip2;
+        }
+        if starts(&[0xFD, b'7', b'z', b'X', b'Z', 0x00]) {
+            return FileType::Xz;
+        }
+        if starts(&[0x28, 0xB5, 0x2F, 0xFD]) {
+            return FileType::Zstd;
+        }
+        if starts(&[b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C]) {
+            return FileType::SevenZip;
+        }
+        if starts(b"Rar!\x1A\x07") {
+            return FileType::Rar;
+        }
+        if starts(b"MSCF") {
+            return FileType::Cab;
+        }
+        if starts(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
+            return FileType::Ole2;
+        }
+        if starts(b"{\\rtf") {
+            return FileType::Rtf;
+        }
+        // PDF readers accept the header anywhere in the first KiB.
+        if memfind(&data[..data.len().min(1024)], b"%PDF-").is_some() {
+            return FileType::Pdf;
+        }
+        if data.len() >= 262 && &data[257..262] == b"ustar" {
+            return FileType::Tar;
+        }
+        if looks_like_text(&data[..data.len().min(8192)]) {
+            return FileType::Text;
+        }
+        FileType::Binary
+    }
+
+    /// Name used in verdicts and the `qala_file_type` rule global.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileType::Zip => "zip",
+            FileType::Pe => "pe",
+            FileType::Elf => "elf",
+            FileType::MachO => "macho",
+            FileType::MachOFat => "macho-fat",
+            FileType::JavaClass => "java-class",
+            FileType::Gzip => "gzip",
+            FileType::Bzip2 => "bzip2",
+            FileType::Xz => "xz",
+            FileType::Zstd => "zstd",
+            FileType::SevenZip => "7z",
+            FileType::Rar => "rar",
+            FileType::Cab => "cab",
+            FileType::Pdf => "pdf",
+            FileType::Ole2 => "ole2",
+            FileType::Rtf => "rtf",
+            FileType::Tar => "tar",
+            FileType::Text => "text",
+            FileType::Empty => "empty",
+            FileType::Binary => "binary",
+        }
+    }
+
+    /// Executable formats that get a goblin summary.
+    pub fn is_executable(self) -> bool {
+        matches!(self, FileType::Pe | FileType::Elf | FileType::MachO | FileType::MachOFat)
+    }
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Printable ASCII / UTF-8 with no NUL bytes and few control characters.
+fn looks_like_text(sample: &[u8]) -> bool {
+    if sample.contains(&0) {
+        return false;
+    }
+    let control = sample.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C | 0x1B)).count();
+    control * 100 <= sample.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileType;
+
+    #[test]
+    fn magics() {
+        assert_eq!(FileType::detect(b""), FileType::Empty);
+        assert_eq!(FileType::detect(b"PK\x03\x04rest"), FileType::Zip);
+        assert_eq!(FileType::detect(b"MZ\x90\x00"), FileType::Pe);
+        assert_eq!(FileType::detect(b"\x7fELF\x02\x01"), FileType::Elf);
+        assert_eq!(FileType::detect(&[0xCF, 0xFA, 0xED, 0xFE, 7, 0, 0, 1]), FileType::MachO);
+        assert_eq!(FileType::detect(&[0xCA, 0xFE, 0xBA, 0xBE, 0, 0, 0, 2]), FileType::MachOFat);
+        assert_eq!(FileType::detect(&[0xCA, 0xFE, 0xBA, 0xBE, 0, 0, 0, 52]), FileType::JavaClass);
+        assert_eq!(FileType::detect(&[0x1F, 0x8B, 8, 0]), FileType::Gzip);
+        assert_eq!(FileType::detect(b"%PDF-1.7\n"), FileType::Pdf);
+        assert_eq!(FileType::detect(b"hello world\n"), FileType::Text);
+        assert_eq!(FileType::detect(&[0u8, 1, 2, 3, 200]), FileType::Binary);
+    }
+}

@@ -1,0 +1,37 @@
+//! Qala's scan engine: everything that happens to the bytes of one submission.
+//!
+//! The engine is synchronous and knows nothing of networks, async runtimes or
+//! stores, so it can be tested and fuzzed on its own. The flow mirrors
+//! yara-x's: [`compile_rules`] (once, on the coordinator) produces a
+//! [`Ruleset`], which is shipped as bytes and loaded with
+//! [`Ruleset::from_bytes`]; each scan thread then keeps one [`Engine`] per
+//! ruleset and reuses it for every submission.
+//!
+//! One call to [`Engine::scan`] hashes the root (sha256 + blake3 in one pass),
+//! detects its type by magic, runs the rules over it, summarises executables
+//! and recursively unpacks containers under [`Limits`], scanning every
+//! extracted object. Everything that goes wrong inside a submission (a corrupt
+//! member, a limit, a parser panic) becomes part of the [`Report`], never an
+//! error of the call.
+
+mod entropy;
+mod exe;
+mod filetype;
+mod hash;
+mod limits;
+mod report;
+mod rules;
+mod scan;
+mod unzip;
+
+pub use exe::{ExecutableSummary, SectionSummary, summarize_executable};
+pub use filetype::FileType;
+pub use hash::{Digests, Hasher};
+pub use limits::{Limit, Limits};
+pub use report::{Detection, LimitHit, Report, Severity};
+pub use rules::{RuleFileError, RulesError, Ruleset, compile_rules, rules_fingerprint};
+pub use scan::Engine;
+
+/// Version of the engine, reported in every verdict. It names the yara-x
+/// build too because compiled rules only load into the same build.
+pub const ENGINE_VERSION: &str = concat!("qala-engine/", env!("CARGO_PKG_VERSION"), " yara-x/1.22");

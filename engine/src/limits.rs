@@ -1,0 +1,62 @@
+//! Scan limits, ClamAV's defaults, and the names they are reported under.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Bounds on the work one submission may cause. Hitting one is recorded in
+/// the report ([`crate::LimitHit`]); a clean verdict with a limit hit is never
+/// cached by the coordinator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Deepest nesting of containers followed (the root is depth 0).
+    pub max_depth: u32,
+    /// Most objects (root included) scanned per submission.
+    pub max_objects: u32,
+    /// Most bytes extracted from containers per submission.
+    pub max_total_bytes: u64,
+    /// Largest single extracted object; larger ones are scanned truncated.
+    pub max_object_size: u64,
+    /// Largest ratio of extracted to compressed size of one member.
+    pub max_ratio: u64,
+    /// yara-x timeout per object (one-second granularity).
+    pub object_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_depth: 17,
+            max_objects: 10_000,
+            max_total_bytes: 400 * 1024 * 1024,
+            max_object_size: 100 * 1024 * 1024,
+            max_ratio: 250,
+            object_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which limit was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    MaxDepth,
+    MaxObjects,
+    MaxTotalBytes,
+    MaxObjectSize,
+    MaxRatio,
+    ObjectTimeout,
+}
+
+impl Limit {
+    /// Name used in verdicts and JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxDepth => "max_depth",
+            Limit::MaxObjects => "max_objects",
+            Limit::MaxTotalBytes => "max_total_bytes",
+            Limit::MaxObjectSize => "max_object_size",
+            Limit::MaxRatio => "max_ratio",
+            Limit::ObjectTimeout => "object_timeout",
+        }
+    }
+}

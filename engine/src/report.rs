@@ -1,0 +1,70 @@
+//! What a scan found: the engine's own report types (the worker maps them to
+//! the wire format).
+
+use crate::exe::ExecutableSummary;
+use crate::limits::Limit;
+use std::time::Duration;
+
+/// How bad one detection, or a whole submission, is. Ordered: the verdict of
+/// a submission is the highest severity among its detections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Clean,
+    Suspicious,
+    Malicious,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Clean => "clean",
+            Severity::Suspicious => "suspicious",
+            Severity::Malicious => "malicious",
+        }
+    }
+}
+
+/// One rule that matched one object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub rule: String,
+    pub namespace: String,
+    pub tags: Vec<String>,
+    /// Rule meta as strings (integers, floats and booleans formatted).
+    pub meta: Vec<(String, String)>,
+    /// Object path inside the submission (`outer.zip/inner.zip/eicar.com`).
+    pub object: String,
+    pub severity: Severity,
+}
+
+/// A limit reached while scanning, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitHit {
+    pub limit: Limit,
+    pub object: String,
+    pub detail: String,
+}
+
+/// Everything one submission produced.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub sha256: String,
+    pub blake3: String,
+    pub size: u64,
+    pub file_type: &'static str,
+    /// `None` when the root could not be scanned at all (unscannable).
+    pub verdict: Option<Severity>,
+    pub detections: Vec<Detection>,
+    pub executables: Vec<ExecutableSummary>,
+    pub limits_hit: Vec<LimitHit>,
+    pub errors: Vec<String>,
+    pub objects_scanned: u32,
+    pub duration: Duration,
+}
+
+impl Report {
+    /// True when some part of the submission was not looked at.
+    pub fn incomplete(&self) -> bool {
+        !self.limits_hit.is_empty()
+    }
+}

@@ -1,0 +1,218 @@
+//! Rule compilation (coordinator side) and loading of shipped rules (worker
+//! side).
+//!
+//! A rules path is a file or a directory walked recursively for `.yar` and
+//! `.yara` files; each file gets its own namespace (its path relative to the
+//! root, without extension) so rule names from different authors never
+//! collide. A ruleset is all-or-nothing: if any file fails to compile, the
+//! whole compilation fails with every error listed, and the caller keeps the
+//! rules it had.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Globals every rule may use; set per object by the engine.
+pub(crate) const GLOBAL_FILENAME: &str = "qala_filename";
+pub(crate) const GLOBAL_DEPTH: &str = "qala_depth";
+pub(crate) const GLOBAL_PARENT_TYPE: &str = "qala_parent_type";
+pub(crate) const GLOBAL_FILE_TYPE: &str = "qala_file_type";
+
+/// A compiled ruleset and its identity.
+pub struct Ruleset {
+    /// Stable id: a digest of every source file's path and content and of the
+    /// engine version, so the same sources always give the same id.
+    pub id: String,
+    pub rules: yara_x::Rules,
+    pub rule_count: usize,
+    pub file_count: usize,
+}
+
+impl std::fmt::Debug for Ruleset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ruleset").field("id", &self.id).field("rule_count", &self.rule_count).finish()
+    }
+}
+
+/// One rule file that did not compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleFileError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+#[derive(Debug, Error)]
+pub enum RulesError {
+    #[error("cannot read rules at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("no .yar or .yara files under {0}")]
+    NoRuleFiles(PathBuf),
+    #[error("{} rule file(s) failed to compile: {}", .0.len(), summarize(.0))]
+    Compile(Vec<RuleFileError>),
+    #[error("cannot serialize compiled rules: {0}")]
+    Serialize(String),
+    #[error("cannot load compiled rules: {0}")]
+    Deserialize(String),
+}
+
+fn summarize(errors: &[RuleFileError]) -> String {
+    errors.iter().map(|e| format!("{}: {}", e.path.display(), first_line(&e.message))).collect::<Vec<_>>().join("; ")
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Rule files under `root` (itself if it is a file), sorted so the id and
+/// namespaces do not depend on directory order.
+fn rule_files(root: &Path) -> Result<Vec<PathBuf>, RulesError> {
+    let io = |path: &Path, source| RulesError::Io { path: path.to_path_buf(), source };
+    let meta = std::fs::metadata(root).map_err(|e| io(root, e))?;
+    if meta.is_file() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+            let path = entry.map_err(|e| io(&dir, e))?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yar" | "yara")) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(RulesError::NoRuleFiles(root.to_path_buf()));
+    }
+    Ok(out)
+}
+
+/// Cheap fingerprint of the rule files (paths, sizes, mtimes) used to notice
+/// changes without reading every file.
+pub fn rules_fingerprint(root: &Path) -> Result<String, RulesError> {
+    let mut h = Sha256::new();
+    for path in rule_files(root)? {
+        let meta = std::fs::metadata(&path).map_err(|source| RulesError::Io { path: path.clone(), source })?;
+        h.update(path.to_string_lossy().as_bytes());
+        h.update(meta.len().to_le_bytes());
+        if let Ok(m) = meta.modified() {
+            h.update(format!("{m:?}").as_bytes());
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Compile every rule file under `root` into one ruleset.
+pub fn compile_rules(root: &Path) -> Result<Ruleset, RulesError> {
+    let files = rule_files(root)?;
+    let base = if root.is_dir() { root } else { root.parent().unwrap_or(Path::new("")) };
+
+    let mut compiler = yara_x::Compiler::new();
+    // Rules from outside must not read arbitrary files through `include`.
+    compiler.enable_includes(false);
+    define_globals(&mut compiler);
+
+    let mut id = Sha256::new();
+    id.update(crate::ENGINE_VERSION.as_bytes());
+    let mut errors = Vec::new();
+    for path in &files {
+        let rel = path.strip_prefix(base).unwrap_or(path);
+        let source = std::fs::read(path).map_err(|source| RulesError::Io { path: path.clone(), source })?;
+        id.update((rel.as_os_str().len() as u64).to_le_bytes());
+        id.update(rel.to_string_lossy().as_bytes());
+        id.update((source.len() as u64).to_le_bytes());
+        id.update(&source);
+
+        let namespace = rel.with_extension("").to_string_lossy().replace('\\', "/");
+        compiler.new_namespace(&namespace);
+        let origin = path.to_string_lossy().to_string();
+        if let Err(e) = compiler.add_source(yara_x::SourceCode::from(&source[..]).with_origin(origin)) {
+            errors.push(RuleFileError { path: path.clone(), message: e.to_string() });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(RulesError::Compile(errors));
+    }
+    let rules = compiler.build();
+    let rule_count = rules.iter().len();
+    Ok(Ruleset { id: hex::encode(&id.finalize()[..16]), rules, rule_count, file_count: files.len() })
+}
+
+/// Globals with the types the engine sets them to at scan time.
+fn define_globals(compiler: &mut yara_x::Compiler) {
+    // These names are valid and unique, so definition cannot fail.
+    let _ = compiler.define_global(GLOBAL_FILENAME, "");
+    let _ = compiler.define_global(GLOBAL_DEPTH, 0i64);
+    let _ = compiler.define_global(GLOBAL_PARENT_TYPE, "");
+    let _ = compiler.define_global(GLOBAL_FILE_TYPE, "");
+}
+
+impl Ruleset {
+    /// Serialized compiled rules, to ship to workers.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, RulesError> {
+        self.rules.serialize().map_err(|e| RulesError::Serialize(e.to_string()))
+    }
+
+    /// Load rules serialized by [`Ruleset::to_bytes`] on a node running the
+    /// same engine build. Only load bytes from your own coordinator: compiled
+    /// rules are code.
+    pub fn from_bytes(id: String, bytes: &[u8]) -> Result<Ruleset, RulesError> {
+        let rules = yara_x::Rules::deserialize(bytes).map_err(|e| RulesError::Deserialize(e.to_string()))?;
+        let rule_count = rules.iter().len();
+        Ok(Ruleset { id, rules, rule_count, file_count: 0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn directory_compiles_with_namespaces_and_stable_id() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.yar", "rule same { condition: true }");
+        write(d.path(), "sub/b.yara", "rule same { condition: qala_depth == 0 }");
+        write(d.path(), "notes.txt", "not a rule");
+        let r1 = compile_rules(d.path()).unwrap();
+        assert_eq!((r1.rule_count, r1.file_count), (2, 2));
+        let r2 = compile_rules(d.path()).unwrap();
+        assert_eq!(r1.id, r2.id);
+
+        write(d.path(), "a.yar", "rule same { condition: false }");
+        assert_ne!(compile_rules(d.path()).unwrap().id, r1.id);
+
+        let loaded = Ruleset::from_bytes(r1.id.clone(), &r1.to_bytes().unwrap()).unwrap();
+        assert_eq!(loaded.rule_count, 2);
+    }
+
+    #[test]
+    fn broken_file_fails_whole_set_naming_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "good.yar", "rule ok { condition: true }");
+        write(d.path(), "bad.yar", "rule broken { condition: nope_undefined }");
+        match compile_rules(d.path()) {
+            Err(RulesError::Compile(errs)) => {
+                assert_eq!(errs.len(), 1);
+                assert!(errs[0].path.ends_with("bad.yar"));
+                assert!(errs[0].message.contains("nope_undefined"), "{}", errs[0].message);
+            }
+            other => panic!("expected compile error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_dir_and_missing_path_are_errors() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(compile_rules(d.path()), Err(RulesError::NoRuleFiles(_))));
+        assert!(matches!(compile_rules(&d.path().join("missing")), Err(RulesError::Io { .. })));
+    }
+}

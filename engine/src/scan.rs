@@ -1,0 +1,271 @@
+//! One submission, start to end: hashing, type detection, rules, executable
+//! summaries and recursive unpacking under limits.
+
+use crate::exe::{panic_message, summarize_executable};
+use crate::filetype::FileType;
+use crate::hash::Hasher;
+use crate::limits::{Limit, Limits};
+use crate::report::{Detection, LimitHit, Report, Severity};
+use crate::rules::{GLOBAL_DEPTH, GLOBAL_FILE_TYPE, GLOBAL_FILENAME, GLOBAL_PARENT_TYPE, Ruleset};
+use crate::unzip::ZipReader;
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+/// yara-x keeps up to a million matches per pattern by default; a long run of
+/// one byte against public rule sets then costs seconds and tens of MB. We
+/// only need to know that a rule matched.
+const MAX_MATCHES_PER_PATTERN: usize = 1_000;
+
+/// The scan state of one thread: a reused yara-x scanner bound to one
+/// ruleset, and the limits. Create one per thread and per ruleset (creating a
+/// scanner costs ~0.5 ms); `scan` it many times.
+pub struct Engine<'r> {
+    ruleset: &'r Ruleset,
+    scanner: yara_x::Scanner<'r>,
+    limits: Limits,
+}
+
+/// Per-submission bookkeeping.
+struct Walk {
+    objects: u32,
+    extracted: u64,
+    /// blake3 of every object already scanned in this submission.
+    seen: HashSet<[u8; 32]>,
+    detections: Vec<Detection>,
+    executables: Vec<crate::exe::ExecutableSummary>,
+    limits_hit: Vec<LimitHit>,
+    errors: Vec<String>,
+    root_unscanned: bool,
+}
+
+impl Walk {
+    fn limit(&mut self, limit: Limit, object: &str, detail: String) {
+        self.limits_hit.push(LimitHit { limit, object: object.to_string(), detail });
+    }
+}
+
+fn new_scanner<'r>(ruleset: &'r Ruleset, limits: &Limits) -> yara_x::Scanner<'r> {
+    let mut s = yara_x::Scanner::new(&ruleset.rules);
+    s.max_matches_per_pattern(MAX_MATCHES_PER_PATTERN);
+    s.set_timeout(limits.object_timeout);
+    s
+}
+
+impl<'r> Engine<'r> {
+    pub fn new(ruleset: &'r Ruleset, limits: Limits) -> Self {
+        Self { scanner: new_scanner(ruleset, &limits), ruleset, limits }
+    }
+
+    pub fn ruleset_id(&self) -> &str {
+        &self.ruleset.id
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Scan one submission held in memory. `name` is the root object's name
+    /// (the file name the agent gave), the first element of object paths.
+    pub fn scan(&mut self, data: &[u8], name: &str) -> Report {
+        let start = Instant::now();
+        let digests = Hasher::digest(data);
+        let root_type = FileType::detect(data);
+        let mut walk = Walk {
+            objects: 0,
+            extracted: 0,
+            seen: HashSet::new(),
+            detections: Vec::new(),
+            executables: Vec::new(),
+            limits_hit: Vec::new(),
+            errors: Vec::new(),
+            root_unscanned: false,
+        };
+        let name = if name.is_empty() { "<root>" } else { name };
+        walk.seen.insert(*blake3::hash(data).as_bytes());
+        self.scan_object(&mut walk, data, root_type, name, 0, "");
+
+        let verdict = if walk.root_unscanned && walk.detections.is_empty() {
+            None
+        } else {
+            Some(walk.detections.iter().map(|d| d.severity).max().unwrap_or(Severity::Clean))
+        };
+        Report {
+            sha256: digests.sha256,
+            blake3: digests.blake3,
+            size: data.len() as u64,
+            file_type: root_type.as_str(),
+            verdict,
+            detections: walk.detections,
+            executables: walk.executables,
+            limits_hit: walk.limits_hit,
+            errors: walk.errors,
+            objects_scanned: walk.objects,
+            duration: start.elapsed(),
+        }
+    }
+
+    fn scan_object(&mut self, walk: &mut Walk, data: &[u8], ty: FileType, path: &str, depth: u32, parent_type: &str) {
+        walk.objects += 1;
+        self.run_rules(walk, data, ty, path, depth, parent_type);
+        if ty.is_executable() {
+            walk.executables.extend(summarize_executable(data, ty, path));
+        }
+        if ty == FileType::Zip {
+            self.unpack_zip(walk, data, path, depth);
+        }
+    }
+
+    fn run_rules(&mut self, walk: &mut Walk, data: &[u8], ty: FileType, path: &str, depth: u32, parent_type: &str) {
+        let file_name = path.rsplit('/').next().unwrap_or(path);
+        // The globals were declared with these types at compile time, so
+        // setting them cannot fail.
+        let _ = self.scanner.set_global(GLOBAL_FILENAME, file_name);
+        let _ = self.scanner.set_global(GLOBAL_DEPTH, depth as i64);
+        let _ = self.scanner.set_global(GLOBAL_PARENT_TYPE, parent_type);
+        let _ = self.scanner.set_global(GLOBAL_FILE_TYPE, ty.as_str());
+
+        let scanner = &mut self.scanner;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            scanner.scan(data).map(|results| results.matching_rules().map(|r| detection(&r, path)).collect::<Vec<_>>())
+        }));
+        match outcome {
+            Ok(Ok(found)) => walk.detections.extend(found),
+            Ok(Err(yara_x::ScanError::Timeout)) => {
+                walk.limit(Limit::ObjectTimeout, path, format!("rules did not finish in {:?}", self.limits.object_timeout));
+                walk.root_unscanned |= depth == 0;
+            }
+            Ok(Err(e)) => {
+                walk.errors.push(format!("{path}: rules failed: {e}"));
+                walk.root_unscanned |= depth == 0;
+            }
+            Err(panic) => {
+                walk.errors.push(format!("{path}: rule engine panicked: {}", panic_message(&panic)));
+                walk.root_unscanned |= depth == 0;
+                // The scanner's state is unknown after a panic: start afresh.
+                self.scanner = new_scanner(self.ruleset, &self.limits);
+            }
+        }
+    }
+
+    fn unpack_zip(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
+        let mut zip = match ZipReader::open(data) {
+            Ok(z) => z,
+            Err(e) => {
+                walk.errors.push(format!("{path}: {e}"));
+                return;
+            }
+        };
+        if zip.has_overlapping_files() {
+            walk.errors.push(format!("{path}: zip members overlap (possible zip bomb)"));
+        }
+        let limits = self.limits.clone();
+        for index in 0..zip.len() {
+            let info = match zip.info(index) {
+                Ok(i) => i,
+                Err(e) => {
+                    walk.errors.push(format!("{path}: {e}"));
+                    continue;
+                }
+            };
+            if info.is_dir {
+                continue;
+            }
+            let child_path = format!("{path}/{}", info.name);
+            if info.encrypted {
+                walk.errors.push(format!("{child_path}: encrypted, not scanned"));
+                continue;
+            }
+            if depth + 1 > limits.max_depth {
+                walk.limit(Limit::MaxDepth, &child_path, format!("nesting deeper than {}", limits.max_depth));
+                return;
+            }
+            if walk.objects >= limits.max_objects {
+                walk.limit(Limit::MaxObjects, &child_path, format!("more than {} objects", limits.max_objects));
+                return;
+            }
+            let budget = limits.max_total_bytes.saturating_sub(walk.extracted);
+            if budget == 0 {
+                walk.limit(Limit::MaxTotalBytes, &child_path, format!("more than {} bytes extracted", limits.max_total_bytes));
+                return;
+            }
+            // The tightest bound wins, and names the limit if it truncates.
+            let ratio_cap = info.compressed_size.max(1).saturating_mul(limits.max_ratio);
+            let (cap, limit) =
+                [(limits.max_object_size, Limit::MaxObjectSize), (budget, Limit::MaxTotalBytes), (ratio_cap, Limit::MaxRatio)]
+                    .into_iter()
+                    .min_by_key(|(cap, _)| *cap)
+                    .expect("three candidates");
+            let member = match zip.read(index, cap) {
+                Ok(m) => m,
+                Err(e) => {
+                    walk.errors.push(format!("{child_path}: {e}"));
+                    continue;
+                }
+            };
+            walk.extracted += member.data.len() as u64;
+            if member.truncated {
+                walk.limit(limit, &child_path, format!("scanned the first {cap} bytes only"));
+            }
+            if let Some(e) = member.error {
+                walk.errors.push(format!("{child_path}: {e}"));
+            }
+            if !walk.seen.insert(*blake3::hash(&member.data).as_bytes()) {
+                continue;
+            }
+            let ty = FileType::detect(&member.data);
+            self.scan_object(walk, &member.data, ty, &child_path, depth + 1, FileType::Zip.as_str());
+        }
+    }
+}
+
+/// Copy a match out of the scanner's borrowed results.
+fn detection(rule: &yara_x::Rule, object: &str) -> Detection {
+    let tags: Vec<String> = rule.tags().map(|t| t.identifier().to_string()).collect();
+    let meta: Vec<(String, String)> = rule
+        .metadata()
+        .map(|(k, v)| {
+            let v = match v {
+                yara_x::MetaValue::Integer(i) => i.to_string(),
+                yara_x::MetaValue::Float(f) => f.to_string(),
+                yara_x::MetaValue::Bool(b) => b.to_string(),
+                yara_x::MetaValue::String(s) => s.to_string(),
+                yara_x::MetaValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            };
+            (k.to_string(), v)
+        })
+        .collect();
+    let severity = severity(&tags, &meta);
+    Detection {
+        rule: rule.identifier().to_string(),
+        namespace: rule.namespace().to_string(),
+        tags,
+        meta,
+        object: object.to_string(),
+        severity,
+    }
+}
+
+/// What one matching rule says about the file: the `severity` meta if the
+/// rule has one, else its `malicious` / `suspicious` tag, else informational
+/// categories count as suspicious and anything else as malicious.
+pub(crate) fn severity(tags: &[String], meta: &[(String, String)]) -> Severity {
+    let get = |key: &str| meta.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.to_ascii_lowercase());
+    if let Some(s) = get("severity") {
+        return match s.as_str() {
+            "info" | "informational" | "none" | "clean" => Severity::Clean,
+            "suspicious" | "low" | "medium" => Severity::Suspicious,
+            _ => Severity::Malicious,
+        };
+    }
+    if tags.iter().any(|t| t.eq_ignore_ascii_case("malicious")) {
+        return Severity::Malicious;
+    }
+    if tags.iter().any(|t| t.eq_ignore_ascii_case("suspicious")) {
+        return Severity::Suspicious;
+    }
+    match get("category").as_deref() {
+        Some("info") => Severity::Suspicious,
+        _ => Severity::Malicious,
+    }
+}

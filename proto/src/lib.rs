@@ -1,0 +1,33 @@
+//! Qala's gRPC API (`qala.v1`), generated from `proto/qala/v1/qala.proto`.
+//!
+//! Every server registers [`FILE_DESCRIPTOR_SET`] with tonic-reflection so
+//! `grpcurl` and friends can list and call the services.
+
+/// Generated messages and services of `qala.v1`.
+pub mod v1 {
+    tonic::include_proto!("qala.v1");
+}
+
+/// Encoded `FileDescriptorSet` of the API, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/qala_descriptor.bin"));
+
+pub use v1::VerdictKind;
+
+impl VerdictKind {
+    /// Short lower-case name used in CLI output and JSON (`clean`, `malicious`, ...).
+    pub fn label(self) -> &'static str {
+        match self {
+            VerdictKind::Unspecified => "unknown",
+            VerdictKind::Clean => "clean",
+            VerdictKind::Suspicious => "suspicious",
+            VerdictKind::Malicious => "malicious",
+            VerdictKind::Unscannable => "unscannable",
+        }
+    }
+}
+
+/// Largest gRPC message any Qala server or client accepts (rule bundles are chunked below it).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Size of content chunks in `Scan` / `ScanFile` streams.
+pub const CHUNK_BYTES: usize = 256 * 1024;

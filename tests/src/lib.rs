@@ -1,0 +1,294 @@
+//! Harness for Qala's end-to-end tests: real `qala-coordinator`,
+//! `qala-worker`, `qala-agent` and `redis-server` processes on loopback
+//! ports chosen at run time, each killed when its handle drops.
+//!
+//! The binaries are looked up next to the test executable (`target/<profile>`)
+//! or in `$QALA_BIN_DIR`. `cargo test --workspace` builds them, because each
+//! binary's own package has integration tests.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// EICAR, assembled at run time so no file of the repository contains it.
+pub fn eicar() -> Vec<u8> {
+    let mut v = br"*H+H$!ELIF-TSET-SURIVITNA-DRADNATS-RACIE$}7)CC7)^P(45XZP\4[PA@%P!O5X".to_vec();
+    v.reverse();
+    v
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A zip holding `entries` (deflated).
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in entries {
+        w.start_file(*name, opts).expect("zip entry");
+        w.write_all(data).expect("zip write");
+    }
+    w.finish().expect("zip finish").into_inner()
+}
+
+/// Directory holding the Qala binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("QALA_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let here = exe.parent().expect("exe dir");
+    // A binary of this crate sits beside the others (target/<profile>); a
+    // test sits one level down (target/<profile>/deps).
+    if here.join("qala-coordinator").exists() {
+        return here.to_path_buf();
+    }
+    here.parent().expect("target dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} not found: build with `cargo test --workspace` or set QALA_BIN_DIR", p.display());
+    p
+}
+
+/// The repository root (for bundled rules and test data).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Poll `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process, killed on drop; its stderr goes to a log file.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Result<Proc> {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("spawning {}", program.display()))?;
+        Ok(Proc { name: name.to_string(), child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait (up to 10 s) for a clean exit; returns the exit status.
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status()?;
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("{} did not exit within 10 s of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A throwaway `redis-server` on a free loopback port, no persistence.
+pub struct Redis {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Redis {
+    pub fn start(dir: &Path) -> Result<Redis> {
+        let port = free_port();
+        let program = which("redis-server").context("redis-server is not installed (apt-get install redis-server)")?;
+        let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([dir.display().to_string()])
+            .collect();
+        let proc = Proc::spawn(&format!("redis-{port}"), &program, &args, dir)?;
+        wait_for("redis PING", Duration::from_secs(10), || redis_ping(port).then_some(()))?;
+        Ok(Redis { port, _proc: proc })
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
+}
+
+/// A coordinator and its workers.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub rules: PathBuf,
+    pub store: String,
+    pub coordinator: Option<Proc>,
+    pub workers: Vec<Proc>,
+}
+
+impl Cluster {
+    /// Start a coordinator on `store` with `rules`, and `workers` workers
+    /// (ids `w1`, `w2`, ...), and wait until all workers hold the rules.
+    pub fn start(rules: &Path, store: Option<&str>, workers: usize) -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let store =
+            store.map(str::to_string).unwrap_or_else(|| format!("embedded:{}", dir.path().join("verdicts.redb").display()));
+        let mut c = Cluster { port: free_port(), rules: rules.to_path_buf(), store, coordinator: None, workers: Vec::new(), dir };
+        c.start_coordinator()?;
+        for i in 1..=workers {
+            c.add_worker(&format!("w{i}"))?;
+        }
+        c.wait_ready(workers)?;
+        Ok(c)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start_coordinator(&mut self) -> Result<()> {
+        let args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.port),
+            "--rules".into(),
+            self.rules.display().to_string(),
+            "--store".into(),
+            self.store.clone(),
+            "--heartbeat-ms".into(),
+            "300".into(),
+            "--rules-poll-ms".into(),
+            "300".into(),
+        ];
+        self.coordinator = Some(Proc::spawn("coordinator", &bin("qala-coordinator"), &args, self.dir.path())?);
+        Ok(())
+    }
+
+    pub fn add_worker(&mut self, id: &str) -> Result<()> {
+        let args: Vec<String> = vec![
+            "--coordinator".into(),
+            self.url(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--id".into(),
+            id.into(),
+            "--threads".into(),
+            "2".into(),
+        ];
+        self.workers.push(Proc::spawn(&format!("worker-{id}"), &bin("qala-worker"), &args, self.dir.path())?);
+        Ok(())
+    }
+
+    /// Wait until `n` workers are live and hold the coordinator's rules.
+    pub fn wait_ready(&self, n: usize) -> Result<Value> {
+        wait_for(&format!("{n} workers ready"), Duration::from_secs(60), || {
+            let s = self.status().ok()?;
+            let id = s["rules"]["ruleset_id"].as_str()?.to_string();
+            let workers = s["workers"].as_array()?;
+            (workers.len() == n && workers.iter().all(|w| w["ruleset_id"] == id.as_str())).then_some(s)
+        })
+        .with_context(|| self.logs())
+    }
+
+    pub fn status(&self) -> Result<Value> {
+        let out = self.agent(&["status", "--json"])?;
+        if !out.status.success() {
+            bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Run `qala-agent --server <this cluster> ARGS`.
+    pub fn agent(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(bin("qala-agent")).arg("--server").arg(self.url()).args(args).stdin(Stdio::null()).output()?)
+    }
+
+    /// `scan --json PATHS`: exit code and one JSON object per file, by path.
+    pub fn scan(&self, paths: &[&Path]) -> Result<(i32, Vec<Value>)> {
+        let mut args = vec!["scan", "--json"];
+        let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        args.extend(paths.iter().map(String::as_str));
+        let out = self.agent(&args)?;
+        let mut lines = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            lines.push(serde_json::from_str::<Value>(line).with_context(|| format!("bad JSON line {line:?}"))?);
+        }
+        lines.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+        Ok((out.status.code().unwrap_or(-1), lines))
+    }
+
+    /// All process logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for p in self.coordinator.iter().chain(self.workers.iter()) {
+            s.push_str(&format!("\n----- {} -----\n{}", p.name, tail(&p.log_text(), 4000)));
+        }
+        s
+    }
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let start = s.len().saturating_sub(n);
+    let start = (start..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
+    &s[start..]
+}

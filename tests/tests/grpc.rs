@@ -1,0 +1,133 @@
+//! The gRPC API as a client sees it: health and reflection on every server,
+//! sha256 verification of uploads, coalescing of concurrent scans.
+
+use qala_proto::v1::{self as pb, scan_request::Msg, scanner_client::ScannerClient};
+use qala_tests::{Cluster, repo_root, sha256_hex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+fn header(sha256: &str, size: u64, name: &str) -> pb::ScanRequest {
+    pb::ScanRequest {
+        msg: Some(Msg::Header(pb::ScanHeader { sha256: sha256.into(), size, file_name: name.into(), agent_id: "test".into() })),
+    }
+}
+
+fn chunk(data: &[u8]) -> pb::ScanRequest {
+    pb::ScanRequest { msg: Some(Msg::Chunk(data.to_vec())) }
+}
+
+async fn client(cluster: &Cluster) -> ScannerClient<tonic::transport::Channel> {
+    ScannerClient::connect(cluster.url()).await.unwrap()
+}
+
+async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_string()).unwrap().connect().await.unwrap()
+}
+
+fn worker_url(cluster: &Cluster, id: &str) -> String {
+    let s = cluster.status().unwrap();
+    s["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == id).unwrap()["address"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_reflection_on_coordinator_and_worker() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let worker = worker_url(&cluster, "w1");
+    for (url, service) in [(cluster.url(), "qala.v1.Scanner"), (worker.clone(), "qala.v1.Worker")] {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&url).await);
+        let resp = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap();
+        assert_eq!(resp.into_inner().status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+            server_reflection_response::MessageResponse,
+        };
+        let mut refl = ServerReflectionClient::new(channel(&url).await);
+        let req =
+            ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+        let mut stream = refl.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+        let resp = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.iter().any(|n| n == service), "{names:?}");
+        assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mismatched_sha256_or_size_is_rejected_and_nothing_is_stored() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let mut c = client(&cluster).await;
+    let claimed = sha256_hex(b"what I claim");
+    let content = b"what I send instead!";
+
+    let req = vec![header(&claimed, content.len() as u64, "liar.txt"), chunk(content)];
+    let err = c.scan(tokio_stream::iter(req)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("sha256 mismatch"), "{}", err.message());
+
+    let real = sha256_hex(content);
+    let req = vec![header(&real, 5, "short.txt"), chunk(content)];
+    let err = c.scan(tokio_stream::iter(req)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    let err = c.scan(tokio_stream::iter(vec![chunk(content)])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("header"));
+
+    let err = c.scan(tokio_stream::iter(vec![header("not-hex", 1, "x"), chunk(b"x")])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let got = c.get_verdict(pb::GetVerdictRequest { sha256: claimed.clone() }).await.unwrap().into_inner();
+    assert!(got.verdict.is_none(), "nothing stored for the claimed digest");
+
+    // The cluster is fine afterwards: the honest upload works.
+    let req = vec![header(&real, content.len() as u64, "honest.txt"), chunk(content)];
+    let resp = c.scan(tokio_stream::iter(req)).await.unwrap().into_inner();
+    let v = resp.verdict.unwrap();
+    assert_eq!((v.sha256.as_str(), v.verdict), (real.as_str(), pb::VerdictKind::Clean as i32));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_scans_of_one_sha256_are_coalesced() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 2).unwrap();
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let sha = sha256_hex(&content);
+
+    // A: header and the first MiB, then it stalls until told to go on.
+    let (tx_a, rx_a) = mpsc::channel(4);
+    tx_a.send(header(&sha, content.len() as u64, "a.bin")).await.unwrap();
+    tx_a.send(chunk(&content[..1 << 20])).await.unwrap();
+    let mut ca = client(&cluster).await;
+    let a = tokio::spawn(async move { ca.scan(ReceiverStream::new(rx_a)).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // B: the whole file while A is still uploading.
+    let mut cb = client(&cluster).await;
+    let req: Vec<pb::ScanRequest> =
+        std::iter::once(header(&sha, content.len() as u64, "b.bin")).chain(content.chunks(256 * 1024).map(chunk)).collect();
+    let b = tokio::spawn(async move { cb.scan(tokio_stream::iter(req)).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!b.is_finished(), "B must wait for A's scan, not scan itself");
+
+    for c in content[1 << 20..].chunks(256 * 1024) {
+        tx_a.send(chunk(c)).await.unwrap();
+    }
+    drop(tx_a);
+    let a = a.await.unwrap().unwrap().into_inner();
+    let b = b.await.unwrap().unwrap().into_inner();
+    assert!(!a.cached, "A led the scan");
+    assert!(b.cached, "B was answered by A's scan");
+    assert_eq!(a.verdict, b.verdict);
+
+    // One scan ran on the workers in all.
+    let scanned = qala_tests::wait_for("heartbeat counters", Duration::from_secs(5), || {
+        let s = cluster.status().ok()?;
+        let n: u64 = s["workers"].as_array()?.iter().map(|w| w["scanned"].as_u64().unwrap_or(0)).sum();
+        (n > 0).then_some(n)
+    })
+    .unwrap();
+    assert_eq!(scanned, 1);
+}

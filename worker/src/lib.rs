@@ -1,0 +1,91 @@
+//! Qala worker: a gRPC server the coordinator streams files to, and a fixed
+//! pool of scan threads running the synchronous engine.
+//!
+//! The worker registers with its coordinator and heartbeats; the coordinator
+//! pushes compiled rules with `LoadRules` and files with `ScanFile`. Each file
+//! names the ruleset it must be scanned with, so a verdict is always labelled
+//! with the rules that produced it, even while rules change.
+
+pub mod config;
+mod convert;
+mod pool;
+mod register;
+mod rules;
+mod service;
+
+pub use config::Config;
+
+use qala_proto::v1::worker_server::WorkerServer;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+/// Run a worker on `listener` until `shutdown` resolves. In-flight scans are
+/// finished before this returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| format!("http://{local}"));
+    let worker_id = config.id.clone().unwrap_or_else(|| format!("{}-{}", hostname(), local.port()));
+    let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+
+    info!(worker_id, threads, "starting scan pool");
+    let pool = pool::ScanPool::start(threads, config.limits());
+    let state = Arc::new(service::WorkerState::new(worker_id.clone(), pool, config.max_file_size));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    info!(coordinator = %config.coordinator, advertise, "registering with coordinator");
+    let registration = tokio::spawn(register::run(
+        config.coordinator.clone(),
+        qala_proto::v1::RegisterRequest {
+            worker_id: worker_id.clone(),
+            address: advertise,
+            threads: threads as u32,
+            engine_version: qala_engine::ENGINE_VERSION.to_string(),
+        },
+        state.clone(),
+        stop_rx,
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<WorkerServer<service::WorkerService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(qala_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let svc = WorkerServer::new(service::WorkerService::new(state.clone()))
+        .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
+
+    info!(%local, worker_id, "worker listening");
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            info!("shutdown requested: finishing in-flight scans");
+            health.set_not_serving::<WorkerServer<service::WorkerService>>().await;
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = registration.await;
+    info!("worker stopped");
+    Ok(result?)
+}
+
+/// Host name for default worker ids.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".to_string())
+}

@@ -1,0 +1,112 @@
+//! A fixed pool of scan threads. Each thread keeps one engine (and so one
+//! yara-x scanner) for the ruleset of the jobs it is given, and builds a new
+//! one only when a job names another ruleset.
+
+use qala_engine::{Engine, Hasher, Limits, Report, Ruleset};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info};
+
+/// One submission for a scan thread.
+pub struct Job {
+    pub ruleset: Arc<Ruleset>,
+    pub data: Vec<u8>,
+    pub name: String,
+    pub reply: oneshot::Sender<Report>,
+}
+
+/// Handle to the pool; dropping every handle stops the threads once the
+/// queue is drained.
+#[derive(Clone)]
+pub struct ScanPool {
+    tx: mpsc::Sender<Job>,
+}
+
+impl ScanPool {
+    /// Start `threads` scan threads. The queue holds as many jobs as there
+    /// are threads, so a busy worker pushes back on its callers.
+    pub fn start(threads: usize, limits: Limits) -> ScanPool {
+        let threads = threads.max(1);
+        let (tx, rx) = mpsc::channel::<Job>(threads);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let limits = limits.clone();
+            std::thread::Builder::new()
+                .name(format!("qala-scan-{i}"))
+                .spawn(move || scan_thread(rx, limits))
+                .expect("spawn scan thread");
+        }
+        ScanPool { tx }
+    }
+
+    /// Queue a job and wait for its report.
+    pub async fn scan(&self, ruleset: Arc<Ruleset>, data: Vec<u8>, name: String) -> Option<Report> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { ruleset, data, name, reply }).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+fn next_job(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
+    // One thread waits inside the lock, the others wait for the lock.
+    rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv()
+}
+
+fn scan_thread(rx: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
+    let mut pending = next_job(&rx);
+    while let Some(first) = pending.take() {
+        let ruleset = first.ruleset.clone();
+        let mut engine = Engine::new(&ruleset, limits.clone());
+        let mut job = first;
+        loop {
+            let start = Instant::now();
+            let outcome = catch_unwind(AssertUnwindSafe(|| engine.scan(&job.data, &job.name)));
+            let report = match outcome {
+                Ok(r) => r,
+                Err(panic) => {
+                    error!(name = job.name, "engine panicked; answering unscannable");
+                    let _ = job.reply.send(panicked(&job.data, start, &panic));
+                    // Rebuild the engine: its scanner may be in any state.
+                    pending = next_job(&rx);
+                    break;
+                }
+            };
+            let _ = job.reply.send(report);
+            match next_job(&rx) {
+                Some(next) if next.ruleset.id == ruleset.id => job = next,
+                other => {
+                    if let Some(next) = &other {
+                        info!(ruleset_id = next.ruleset.id, "scan thread switching ruleset");
+                    }
+                    pending = other;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) -> Report {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    let d = Hasher::digest(data);
+    Report {
+        sha256: d.sha256,
+        blake3: d.blake3,
+        size: data.len() as u64,
+        file_type: qala_engine::FileType::detect(data).as_str(),
+        verdict: None,
+        detections: Vec::new(),
+        executables: Vec::new(),
+        limits_hit: Vec::new(),
+        errors: vec![format!("engine panicked: {msg}")],
+        objects_scanned: 0,
+        duration: start.elapsed(),
+    }
+}

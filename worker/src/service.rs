@@ -1,0 +1,182 @@
+//! The `qala.v1.Worker` service: rules loading and per-file scans.
+
+use crate::convert;
+use crate::pool::ScanPool;
+use crate::rules::RulesCache;
+use qala_engine::Ruleset;
+use qala_proto::v1::{self as pb, worker_scan_request::Msg};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+/// Largest serialized ruleset accepted (the ReversingLabs set is a few MB).
+const MAX_RULES_BYTES: usize = 512 * 1024 * 1024;
+
+pub struct WorkerState {
+    pub worker_id: String,
+    pub pool: ScanPool,
+    pub rules: RulesCache,
+    pub max_file_size: u64,
+    pub in_flight: AtomicU64,
+    pub scanned: AtomicU64,
+}
+
+impl WorkerState {
+    pub fn new(worker_id: String, pool: ScanPool, max_file_size: u64) -> Self {
+        Self {
+            worker_id,
+            pool,
+            rules: RulesCache::default(),
+            max_file_size,
+            in_flight: AtomicU64::new(0),
+            scanned: AtomicU64::new(0),
+        }
+    }
+}
+
+pub struct WorkerService {
+    state: Arc<WorkerState>,
+}
+
+impl WorkerService {
+    pub fn new(state: Arc<WorkerState>) -> Self {
+        Self { state }
+    }
+}
+
+/// Decrements the in-flight gauge however the call ends.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(g: &'a AtomicU64) -> Self {
+        g.fetch_add(1, Ordering::Relaxed);
+        Self(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[tonic::async_trait]
+impl pb::worker_server::Worker for WorkerService {
+    async fn load_rules(&self, request: Request<Streaming<pb::RulesChunk>>) -> Result<Response<pb::LoadRulesResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut id = String::new();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if id.is_empty() {
+                id = chunk.ruleset_id;
+            }
+            if bytes.len() + chunk.data.len() > MAX_RULES_BYTES {
+                return Err(Status::resource_exhausted("ruleset larger than 512 MiB"));
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        if id.is_empty() {
+            return Err(Status::invalid_argument("LoadRules: the first chunk must carry ruleset_id"));
+        }
+        if let Some(r) = self.state.rules.get(&id) {
+            self.state.rules.insert(r.clone());
+            return Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count: r.rule_count as u32 }));
+        }
+        let start = Instant::now();
+        let loaded_id = id.clone();
+        // Deserializing re-JITs the rules: seconds of CPU, off the runtime.
+        let ruleset = tokio::task::spawn_blocking(move || Ruleset::from_bytes(loaded_id, &bytes))
+            .await
+            .map_err(|e| Status::internal(format!("rules loader failed: {e}")))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rule_count = ruleset.rule_count as u32;
+        info!(ruleset_id = id, rule_count, elapsed_ms = start.elapsed().as_millis() as u64, "rules loaded");
+        self.state.rules.insert(Arc::new(ruleset));
+        Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count }))
+    }
+
+    async fn scan_file(&self, request: Request<Streaming<pb::WorkerScanRequest>>) -> Result<Response<pb::Verdict>, Status> {
+        let _gauge = InFlight::enter(&self.state.in_flight);
+        let mut stream = request.into_inner();
+        let header = match stream.message().await?.and_then(|m| m.msg) {
+            Some(Msg::Header(h)) => h,
+            _ => return Err(Status::invalid_argument("ScanFile: the first message must be a header")),
+        };
+        let ruleset = self
+            .state
+            .rules
+            .get(&header.ruleset_id)
+            .ok_or_else(|| Status::failed_precondition(format!("ruleset {} not loaded on this worker", header.ruleset_id)))?;
+
+        let too_big = header.size > self.state.max_file_size;
+        let mut data = Vec::with_capacity(if too_big { 0 } else { header.size.min(64 << 20) as usize });
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        while let Some(m) = stream.message().await? {
+            let Some(Msg::Chunk(chunk)) = m.msg else {
+                return Err(Status::invalid_argument("ScanFile: a second header"));
+            };
+            received += chunk.len() as u64;
+            if received > header.size {
+                return Err(Status::invalid_argument(format!("ScanFile: more than the announced {} bytes", header.size)));
+            }
+            if too_big {
+                hasher.update(&chunk);
+            } else {
+                data.extend_from_slice(&chunk);
+            }
+        }
+        if received != header.size {
+            return Err(Status::invalid_argument(format!("ScanFile: got {received} bytes, header announced {}", header.size)));
+        }
+
+        let verdict = if too_big {
+            let sha256 = hex::encode(hasher.finalize());
+            check_sha(&sha256, &header.sha256)?;
+            too_big_verdict(&header, sha256, &ruleset.id, &self.state)
+        } else {
+            let report = self
+                .state
+                .pool
+                .scan(ruleset.clone(), data, header.file_name.clone())
+                .await
+                .ok_or_else(|| Status::unavailable("worker is shutting down"))?;
+            check_sha(&report.sha256, &header.sha256)?;
+            convert::verdict(report, &ruleset.id, &self.state.worker_id)
+        };
+        self.state.scanned.fetch_add(1, Ordering::Relaxed);
+        info!(sha256 = %verdict.sha256, verdict = pb::VerdictKind::try_from(verdict.verdict).unwrap_or_default().label(),
+              us = verdict.scan_duration_us, "scanned");
+        Ok(Response::new(verdict))
+    }
+}
+
+fn check_sha(actual: &str, claimed: &str) -> Result<(), Status> {
+    if actual != claimed {
+        warn!(claimed, actual, "content does not match the claimed sha256");
+        return Err(Status::invalid_argument(format!("sha256 mismatch: header claims {claimed}, content is {actual}")));
+    }
+    Ok(())
+}
+
+fn too_big_verdict(header: &pb::WorkerScanHeader, sha256: String, ruleset_id: &str, state: &WorkerState) -> pb::Verdict {
+    pb::Verdict {
+        sha256,
+        size: header.size,
+        verdict: pb::VerdictKind::Unscannable as i32,
+        limits_hit: vec![pb::LimitHit {
+            limit: "max_file_size".into(),
+            object: header.file_name.clone(),
+            detail: format!("{} bytes is over the worker's limit of {}", header.size, state.max_file_size),
+        }],
+        ruleset_id: ruleset_id.to_string(),
+        engine_version: qala_engine::ENGINE_VERSION.to_string(),
+        scanned_at_ms: convert::now_ms(),
+        errors: vec![format!("file larger than {} bytes", state.max_file_size)],
+        worker_id: state.worker_id.clone(),
+        ..Default::default()
+    }
+}
