@@ -8,7 +8,7 @@
 use crate::placement;
 use crate::rules::{LoadedRules, RulesManager};
 use qala_proto::v1::{self as pb, worker_client::WorkerClient};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -20,6 +20,9 @@ use tracing::{info, warn};
 /// Chunk size for shipping compiled rules.
 const RULES_CHUNK: usize = 1024 * 1024;
 
+/// Rulesets a worker keeps (the worker's own `KEEP`).
+const WORKER_RULESETS: usize = 3;
+
 pub struct WorkerHandle {
     pub id: String,
     pub address: String,
@@ -27,8 +30,10 @@ pub struct WorkerHandle {
     pub client: WorkerClient<Channel>,
     last_seen: RwLock<Instant>,
     pub last_heartbeat_ms: AtomicU64,
-    /// Ruleset id the worker is known to hold; the lock is held while pushing.
-    loaded: tokio::sync::Mutex<String>,
+    /// Ruleset ids the worker holds, newest first, mirroring the worker's
+    /// own cache; the lock is held while pushing.
+    loaded: tokio::sync::Mutex<VecDeque<String>>,
+    /// The newest of them, for status.
     loaded_id: RwLock<String>,
     pub in_flight: AtomicU64,
     pub scanned: AtomicU64,
@@ -46,7 +51,7 @@ impl WorkerHandle {
     /// Make sure this worker holds `rules`, pushing them if needed.
     pub async fn ensure_rules(&self, rules: &LoadedRules) -> Result<(), Status> {
         let mut loaded = self.loaded.lock().await;
-        if *loaded == rules.id {
+        if loaded.contains(&rules.id) {
             return Ok(());
         }
         let chunks: Vec<pb::RulesChunk> = rules
@@ -67,7 +72,8 @@ impl WorkerHandle {
             ms = start.elapsed().as_millis() as u64,
             "rules shipped"
         );
-        *loaded = rules.id.clone();
+        loaded.push_front(rules.id.clone());
+        loaded.truncate(WORKER_RULESETS);
         *self.loaded_id.write().unwrap_or_else(|p| p.into_inner()) = rules.id.clone();
         Ok(())
     }
@@ -125,7 +131,7 @@ impl Cluster {
             client,
             last_seen: RwLock::new(Instant::now()),
             last_heartbeat_ms: AtomicU64::new(crate::rules::now_ms() as u64),
-            loaded: tokio::sync::Mutex::new(String::new()),
+            loaded: tokio::sync::Mutex::new(VecDeque::new()),
             loaded_id: RwLock::new(String::new()),
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),

@@ -30,6 +30,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Take over SIGHUP before the slow start-up so it never kills us.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     info!(store = config.store, "opening verdict store");
     let store = store::open(&config.store).await?;
     let rules = rules::RulesManager::load(config.rules.clone()).await?;
@@ -40,7 +42,7 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let watcher = tokio::spawn(rules.clone().watch(Duration::from_millis(config.rules_poll_ms.max(100)), stop_rx.clone()));
+    let watcher = tokio::spawn(rules.clone().watch(hup, Duration::from_millis(config.rules_poll_ms.max(100)), stop_rx.clone()));
     let maintainer = tokio::spawn(cluster.clone().maintain(stop_rx));
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -8,6 +8,7 @@ use qala_engine::{RuleFileError, RulesError, compile_rules, rules_fingerprint};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -130,10 +131,10 @@ impl RulesManager {
         }
     }
 
-    /// Reload on SIGHUP and whenever the rule files change (polled every
-    /// `poll`), until `stop` flips.
-    pub async fn watch(self: Arc<Self>, poll: Duration, mut stop: watch::Receiver<bool>) {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    /// Reload on `hup` (SIGHUP, installed by the caller as early as it can:
+    /// the default action would kill the process) and whenever the rule files
+    /// change (polled every `poll`), until `stop` flips.
+    pub async fn watch(self: Arc<Self>, mut hup: Option<Signal>, poll: Duration, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

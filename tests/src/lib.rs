@@ -185,16 +185,31 @@ pub struct Cluster {
     pub store: String,
     pub coordinator: Option<Proc>,
     pub workers: Vec<Proc>,
+    /// `--rules-poll-ms` given to the coordinator.
+    pub rules_poll_ms: u64,
 }
 
 impl Cluster {
     /// Start a coordinator on `store` with `rules`, and `workers` workers
     /// (ids `w1`, `w2`, ...), and wait until all workers hold the rules.
     pub fn start(rules: &Path, store: Option<&str>, workers: usize) -> Result<Cluster> {
+        Self::start_with_poll(rules, store, workers, 300)
+    }
+
+    /// [`Cluster::start`] with the coordinator polling rule files every `rules_poll_ms`.
+    pub fn start_with_poll(rules: &Path, store: Option<&str>, workers: usize, rules_poll_ms: u64) -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let store =
             store.map(str::to_string).unwrap_or_else(|| format!("embedded:{}", dir.path().join("verdicts.redb").display()));
-        let mut c = Cluster { port: free_port(), rules: rules.to_path_buf(), store, coordinator: None, workers: Vec::new(), dir };
+        let mut c = Cluster {
+            port: free_port(),
+            rules: rules.to_path_buf(),
+            store,
+            coordinator: None,
+            workers: Vec::new(),
+            dir,
+            rules_poll_ms,
+        };
         c.start_coordinator()?;
         for i in 1..=workers {
             c.add_worker(&format!("w{i}"))?;
@@ -218,7 +233,7 @@ impl Cluster {
             "--heartbeat-ms".into(),
             "300".into(),
             "--rules-poll-ms".into(),
-            "300".into(),
+            self.rules_poll_ms.to_string(),
         ];
         self.coordinator = Some(Proc::spawn("coordinator", &bin("qala-coordinator"), &args, self.dir.path())?);
         Ok(())

@@ -169,10 +169,7 @@ fn placement_is_stable_per_sha256() {
 #[test]
 fn broken_rule_file_is_reported_and_old_rules_stay() {
     let rules = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(repo_root().join("rules")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, rules.path().join(f.file_name().unwrap())).unwrap();
-    }
+    copy_bundled_rules(rules.path());
     let cluster = Cluster::start(rules.path(), None, 2).unwrap();
     let before = cluster.status().unwrap()["rules"]["ruleset_id"].as_str().unwrap().to_string();
 
@@ -220,6 +217,37 @@ fn broken_rule_file_is_reported_and_old_rules_stay() {
     // The old verdict is not served as current under the new rules.
     let (_, lines) = cluster.scan(&[&tree.path().join("eicar-padded.com")]).unwrap();
     assert_eq!(lines[0]["cached"], false);
+    assert_eq!(lines[0]["ruleset_id"], after.as_str());
+}
+
+fn copy_bundled_rules(to: &Path) {
+    for f in std::fs::read_dir(repo_root().join("rules")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn sighup_reloads_rules_at_once() {
+    let rules = tempfile::tempdir().unwrap();
+    copy_bundled_rules(rules.path());
+    // Polling every hour: only the signal can explain a reload.
+    let cluster = Cluster::start_with_poll(rules.path(), None, 1, 3_600_000).unwrap();
+    let before = cluster.status().unwrap()["rules"]["ruleset_id"].as_str().unwrap().to_string();
+    std::fs::write(rules.path().join("extra.yar"), "rule hup_marker { strings: $a = \"qala-hup-4411\" condition: $a }").unwrap();
+    let pid = cluster.coordinator.as_ref().unwrap().pid();
+    std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+    let after = wait_for("reload after SIGHUP", Duration::from_secs(20), || {
+        let s = cluster.status().ok()?;
+        let id = s["rules"]["ruleset_id"].as_str()?.to_string();
+        (id != before && s["workers"][0]["ruleset_id"] == id.as_str()).then_some(id)
+    })
+    .unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("m.txt"), "qala-hup-4411").unwrap();
+    let (code, lines) = cluster.scan(&[tree.path()]).unwrap();
+    assert_eq!(code, 1);
+    assert_eq!(lines[0]["detections"][0]["rule"], "hup_marker");
     assert_eq!(lines[0]["ruleset_id"], after.as_str());
 }
 

@@ -72,6 +72,15 @@ impl pb::worker_server::Worker for WorkerService {
         while let Some(chunk) = stream.message().await? {
             if id.is_empty() {
                 id = chunk.ruleset_id;
+                if id.is_empty() {
+                    return Err(Status::invalid_argument("LoadRules: the first chunk must carry ruleset_id"));
+                }
+                // Already held (a rolling update going back and forth): make
+                // it current and answer before the rest is sent.
+                if let Some(r) = self.state.rules.get(&id) {
+                    self.state.rules.insert(r.clone());
+                    return Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count: r.rule_count as u32 }));
+                }
             }
             if bytes.len() + chunk.data.len() > MAX_RULES_BYTES {
                 return Err(Status::resource_exhausted("ruleset larger than 512 MiB"));
@@ -79,11 +88,7 @@ impl pb::worker_server::Worker for WorkerService {
             bytes.extend_from_slice(&chunk.data);
         }
         if id.is_empty() {
-            return Err(Status::invalid_argument("LoadRules: the first chunk must carry ruleset_id"));
-        }
-        if let Some(r) = self.state.rules.get(&id) {
-            self.state.rules.insert(r.clone());
-            return Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count: r.rule_count as u32 }));
+            return Err(Status::invalid_argument("LoadRules: empty stream"));
         }
         let start = Instant::now();
         let loaded_id = id.clone();

@@ -6,7 +6,8 @@ use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
 use qala_proto::v1::Verdict;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
 
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -25,7 +26,13 @@ impl RedisStore {
     /// Connect (and check the connection with a PING).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| err(format!("{url}: {e}")))?;
-        let mut conn = ConnectionManager::new(client).await.map_err(|e| err(format!("{url}: {e}")))?;
+        // Fail fast: a slow Redis must not hold a scan for long; the
+        // manager reconnects in the background after a failure.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let mut conn = ConnectionManager::new_with_config(client, config).await.map_err(|e| err(format!("{url}: {e}")))?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| err(format!("{url}: {e}")))?;
         Ok(Self { conn, url: url.to_string() })
     }

@@ -29,14 +29,14 @@ fn main() -> Result<()> {
             .unwrap_or_default()
     );
 
-    let demo_dir;
+    let mut demo_dir = None;
     let path = match target {
         Some(p) => p,
         None => {
-            demo_dir = tempfile::Builder::new().prefix("qala-demo-").tempdir()?;
-            make_demo(demo_dir.path())?;
-            println!("no path given: scanning a generated demo folder {}", demo_dir.path().display());
-            demo_dir.path().to_path_buf()
+            let dir = tempfile::Builder::new().prefix("qala-demo-").tempdir()?;
+            make_demo(dir.path())?;
+            println!("no path given: scanning a generated demo folder {}", dir.path().display());
+            demo_dir.insert(dir).path().to_path_buf()
         }
     };
     println!("$ qala-agent --server {} scan {}", cluster.url(), path.display());
@@ -46,6 +46,9 @@ fn main() -> Result<()> {
         .status()
         .context("running qala-agent")?;
     println!("agent exit code {} (0 clean, 1 detected, 2 errors); stopping the cluster", status.code().unwrap_or(-1));
+    // Dropping the cluster stops its processes; exit() would skip that.
+    drop(cluster);
+    drop(demo_dir);
     std::process::exit(status.code().unwrap_or(2));
 }
 
