@@ -69,6 +69,7 @@ pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
         ),
     );
     m.insert("errors".into(), json!(v.errors));
+    m.insert("encrypted".into(), json!(v.encrypted));
     m.insert("blake3".into(), json!(v.blake3));
     m.insert("file_type".into(), json!(v.file_type));
     m.insert("objects_scanned".into(), json!(v.objects_scanned));

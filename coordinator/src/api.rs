@@ -108,6 +108,7 @@ impl ScannerService {
 
         let mut hasher = Sha256::new();
         let mut received = 0u64;
+        let mut worker_gone = false;
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
@@ -126,10 +127,18 @@ impl ScannerService {
             let m = pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(chunk)) };
             if tx.send(m).await.is_err() {
                 // The worker ended the call early; its answer says why.
+                worker_gone = true;
                 break;
             }
         }
         drop(tx);
+        if worker_gone {
+            return match call.await {
+                Ok(Err(e)) if e.code() == Code::InvalidArgument => Err(e),
+                Ok(Err(e)) => Err(Status::unavailable(format!("worker {} failed: {}", worker.id, e.message()))),
+                _ => Err(Status::internal(format!("worker {} ended the upload early", worker.id))),
+            };
+        }
         if received != header.size {
             return fail(Status::invalid_argument(format!("upload has {received} bytes, header announced {}", header.size)));
         }

@@ -125,6 +125,11 @@ impl FileType {
         }
     }
 
+    /// Containers the engine unpacks.
+    pub fn is_container(self) -> bool {
+        matches!(self, FileType::Zip | FileType::Tar | FileType::Gzip | FileType::Bzip2 | FileType::Xz | FileType::Zstd)
+    }
+
     /// Executable formats that get a goblin summary.
     pub fn is_executable(self) -> bool {
         matches!(self, FileType::Pe | FileType::Elf | FileType::MachO | FileType::MachOFat)

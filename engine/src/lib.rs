@@ -22,6 +22,7 @@ mod limits;
 mod report;
 mod rules;
 mod scan;
+mod unpack;
 mod unzip;
 
 pub use exe::{ExecutableSummary, SectionSummary, summarize_executable};

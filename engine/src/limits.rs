@@ -21,6 +21,12 @@ pub struct Limits {
     pub max_ratio: u64,
     /// yara-x timeout per object (one-second granularity).
     pub object_timeout: Duration,
+    /// A submission that hit a limit is at least `suspicious` (ClamAV's
+    /// AlertExceedsMax).
+    pub alert_exceeded: bool,
+    /// A submission with an encrypted member is at least `suspicious`
+    /// (ClamAV's AlertEncrypted).
+    pub alert_encrypted: bool,
 }
 
 impl Default for Limits {
@@ -32,6 +38,8 @@ impl Default for Limits {
             max_object_size: 100 * 1024 * 1024,
             max_ratio: 250,
             object_timeout: Duration::from_secs(30),
+            alert_exceeded: false,
+            alert_encrypted: false,
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct Report {
     pub executables: Vec<ExecutableSummary>,
     pub limits_hit: Vec<LimitHit>,
     pub errors: Vec<String>,
+    /// Objects that are encrypted and so were not unpacked.
+    pub encrypted: Vec<String>,
     pub objects_scanned: u32,
     pub duration: Duration,
 }

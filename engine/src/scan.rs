@@ -7,7 +7,8 @@ use crate::hash::Hasher;
 use crate::limits::{Limit, Limits};
 use crate::report::{Detection, LimitHit, Report, Severity};
 use crate::rules::{GLOBAL_DEPTH, GLOBAL_FILE_TYPE, GLOBAL_FILENAME, GLOBAL_PARENT_TYPE, Ruleset};
-use crate::unzip::ZipReader;
+use crate::unpack::{Codec, read_capped, tar_members};
+use crate::unzip::{MemberData, ZipReader};
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -16,6 +17,10 @@ use std::time::Instant;
 /// one byte against public rule sets then costs seconds and tens of MB. We
 /// only need to know that a rule matched.
 const MAX_MATCHES_PER_PATTERN: usize = 1_000;
+
+/// The compression-ratio cap only bites above this many extracted bytes:
+/// small, very repetitive members (a few KiB of spaces) are normal and cheap.
+const RATIO_FLOOR: u64 = 1024 * 1024;
 
 /// The scan state of one thread: a reused yara-x scanner bound to one
 /// ruleset, and the limits. Create one per thread and per ruleset (creating a
@@ -36,6 +41,7 @@ struct Walk {
     executables: Vec<crate::exe::ExecutableSummary>,
     limits_hit: Vec<LimitHit>,
     errors: Vec<String>,
+    encrypted: Vec<String>,
     root_unscanned: bool,
 }
 
@@ -79,6 +85,7 @@ impl<'r> Engine<'r> {
             executables: Vec::new(),
             limits_hit: Vec::new(),
             errors: Vec::new(),
+            encrypted: Vec::new(),
             root_unscanned: false,
         };
         let name = if name.is_empty() { "<root>" } else { name };
@@ -88,7 +95,14 @@ impl<'r> Engine<'r> {
         let verdict = if walk.root_unscanned && walk.detections.is_empty() {
             None
         } else {
-            Some(walk.detections.iter().map(|d| d.severity).max().unwrap_or(Severity::Clean))
+            let mut v = walk.detections.iter().map(|d| d.severity).max().unwrap_or(Severity::Clean);
+            // Policy: what was not looked at may count against the file.
+            if (self.limits.alert_exceeded && !walk.limits_hit.is_empty())
+                || (self.limits.alert_encrypted && !walk.encrypted.is_empty())
+            {
+                v = v.max(Severity::Suspicious);
+            }
+            Some(v)
         };
         Report {
             sha256: digests.sha256,
@@ -100,6 +114,7 @@ impl<'r> Engine<'r> {
             executables: walk.executables,
             limits_hit: walk.limits_hit,
             errors: walk.errors,
+            encrypted: walk.encrypted,
             objects_scanned: walk.objects,
             duration: start.elapsed(),
         }
@@ -111,8 +126,8 @@ impl<'r> Engine<'r> {
         if ty.is_executable() {
             walk.executables.extend(summarize_executable(data, ty, path));
         }
-        if ty == FileType::Zip {
-            self.unpack_zip(walk, data, path, depth);
+        if ty.is_container() {
+            self.unpack(walk, data, ty, path, depth);
         }
     }
 
@@ -148,6 +163,22 @@ impl<'r> Engine<'r> {
         }
     }
 
+    /// Unpack a container and scan what comes out.
+    fn unpack(&mut self, walk: &mut Walk, data: &[u8], ty: FileType, path: &str, depth: u32) {
+        let codec = match ty {
+            FileType::Zip => return self.unpack_zip(walk, data, path, depth),
+            FileType::Tar => return self.unpack_tar(walk, data, path, depth),
+            FileType::Gzip => Codec::Gzip,
+            FileType::Bzip2 => Codec::Bzip2,
+            FileType::Xz => Codec::Xz,
+            FileType::Zstd => Codec::Zstd,
+            _ => return,
+        };
+        let name = codec.child_name(path.rsplit('/').next().unwrap_or(path));
+        let child = format!("{path}/{name}");
+        self.extract(walk, &child, data.len() as u64, depth, ty, |cap| Ok(codec.decode(data, cap)));
+    }
+
     fn unpack_zip(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
         let mut zip = match ZipReader::open(data) {
             Ok(z) => z,
@@ -159,7 +190,6 @@ impl<'r> Engine<'r> {
         if zip.has_overlapping_files() {
             walk.errors.push(format!("{path}: zip members overlap (possible zip bomb)"));
         }
-        let limits = self.limits.clone();
         for index in 0..zip.len() {
             let info = match zip.info(index) {
                 Ok(i) => i,
@@ -171,52 +201,104 @@ impl<'r> Engine<'r> {
             if info.is_dir {
                 continue;
             }
-            let child_path = format!("{path}/{}", info.name);
+            let child = format!("{path}/{}", info.name);
             if info.encrypted {
-                walk.errors.push(format!("{child_path}: encrypted, not scanned"));
+                walk.encrypted.push(child);
                 continue;
             }
-            if depth + 1 > limits.max_depth {
-                walk.limit(Limit::MaxDepth, &child_path, format!("nesting deeper than {}", limits.max_depth));
+            let flow = self.extract(walk, &child, info.compressed_size, depth, FileType::Zip, |cap| zip.read(index, cap));
+            if flow == Flow::Stop {
                 return;
             }
-            if walk.objects >= limits.max_objects {
-                walk.limit(Limit::MaxObjects, &child_path, format!("more than {} objects", limits.max_objects));
-                return;
-            }
-            let budget = limits.max_total_bytes.saturating_sub(walk.extracted);
-            if budget == 0 {
-                walk.limit(Limit::MaxTotalBytes, &child_path, format!("more than {} bytes extracted", limits.max_total_bytes));
-                return;
-            }
-            // The tightest bound wins, and names the limit if it truncates.
-            let ratio_cap = info.compressed_size.max(1).saturating_mul(limits.max_ratio);
-            let (cap, limit) =
-                [(limits.max_object_size, Limit::MaxObjectSize), (budget, Limit::MaxTotalBytes), (ratio_cap, Limit::MaxRatio)]
-                    .into_iter()
-                    .min_by_key(|(cap, _)| *cap)
-                    .expect("three candidates");
-            let member = match zip.read(index, cap) {
-                Ok(m) => m,
-                Err(e) => {
-                    walk.errors.push(format!("{child_path}: {e}"));
-                    continue;
-                }
-            };
-            walk.extracted += member.data.len() as u64;
-            if member.truncated {
-                walk.limit(limit, &child_path, format!("scanned the first {cap} bytes only"));
-            }
-            if let Some(e) = member.error {
-                walk.errors.push(format!("{child_path}: {e}"));
-            }
-            if !walk.seen.insert(*blake3::hash(&member.data).as_bytes()) {
-                continue;
-            }
-            let ty = FileType::detect(&member.data);
-            self.scan_object(walk, &member.data, ty, &child_path, depth + 1, FileType::Zip.as_str());
         }
     }
+
+    fn unpack_tar(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
+        let (members, error) = tar_members(data);
+        if let Some(e) = error {
+            walk.errors.push(format!("{path}: {e}"));
+        }
+        for m in members {
+            let child = format!("{path}/{}", m.name);
+            let flow = self.extract(walk, &child, m.size, depth, FileType::Tar, |cap| {
+                let start = (m.offset as usize).min(data.len());
+                let end = start.saturating_add(m.size as usize).min(data.len());
+                let mut member = read_capped(&data[start..end], cap, m.size);
+                if ((end - start) as u64) < m.size && member.error.is_none() {
+                    member.error = Some(format!("truncated: {} of {} bytes present", end - start, m.size));
+                }
+                Ok(member)
+            });
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    /// Admit one child of a container under the limits, read it with the
+    /// tightest cap, and scan it. `stored_size` is what the child occupies
+    /// in its parent (for the ratio cap). Returns `Stop` when a
+    /// submission-wide limit means no further sibling may be read.
+    fn extract(
+        &mut self,
+        walk: &mut Walk,
+        child: &str,
+        stored_size: u64,
+        depth: u32,
+        parent_type: FileType,
+        read: impl FnOnce(u64) -> Result<MemberData, String>,
+    ) -> Flow {
+        let limits = &self.limits;
+        if depth + 1 > limits.max_depth {
+            walk.limit(Limit::MaxDepth, child, format!("nesting deeper than {}", limits.max_depth));
+            return Flow::Stop;
+        }
+        if walk.objects >= limits.max_objects {
+            walk.limit(Limit::MaxObjects, child, format!("more than {} objects", limits.max_objects));
+            return Flow::Stop;
+        }
+        let budget = limits.max_total_bytes.saturating_sub(walk.extracted);
+        if budget == 0 {
+            walk.limit(Limit::MaxTotalBytes, child, format!("more than {} bytes extracted", limits.max_total_bytes));
+            return Flow::Stop;
+        }
+        // The tightest bound wins, and names the limit if it truncates.
+        let ratio_cap = stored_size.saturating_mul(limits.max_ratio).max(RATIO_FLOOR);
+        let (cap, limit) =
+            [(limits.max_object_size, Limit::MaxObjectSize), (budget, Limit::MaxTotalBytes), (ratio_cap, Limit::MaxRatio)]
+                .into_iter()
+                .min_by_key(|(cap, _)| *cap)
+                .expect("three candidates");
+        let member = match read(cap) {
+            Ok(m) => m,
+            Err(e) => {
+                walk.errors.push(format!("{child}: {e}"));
+                return Flow::Continue;
+            }
+        };
+        walk.extracted += member.data.len() as u64;
+        if member.truncated {
+            walk.limit(limit, child, format!("scanned the first {cap} bytes only"));
+        }
+        if let Some(e) = member.error {
+            walk.errors.push(format!("{child}: {e}"));
+        }
+        if member.data.is_empty() && !member.truncated {
+            return Flow::Continue;
+        }
+        if !walk.seen.insert(*blake3::hash(&member.data).as_bytes()) {
+            return Flow::Continue;
+        }
+        let ty = FileType::detect(&member.data);
+        self.scan_object(walk, &member.data, ty, child, depth + 1, parent_type.as_str());
+        Flow::Continue
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
 }
 
 /// Copy a match out of the scanner's borrowed results.

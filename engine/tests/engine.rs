@@ -197,3 +197,201 @@ fn reversinglabs_rules_compile_and_scan() {
     let r = Engine::new(&rules, Limits::default()).scan(&me, "self");
     assert!(r.verdict.is_some());
 }
+
+/// A minimal, valid PE32 image: one `.text` section holding the entry point,
+/// with the given section characteristics.
+fn tiny_pe(characteristics: u32) -> Vec<u8> {
+    let mut pe = vec![0u8; 0x400];
+    pe[0..2].copy_from_slice(b"MZ");
+    pe[0x3C..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+    let mut o = 0x40;
+    let mut put = |o: &mut usize, bytes: &[u8]| {
+        pe[*o..*o + bytes.len()].copy_from_slice(bytes);
+        *o += bytes.len();
+    };
+    put(&mut o, b"PE\0\0");
+    // COFF header: i386, 1 section, optional header 0xE0, executable image.
+    put(&mut o, &0x14Cu16.to_le_bytes());
+    put(&mut o, &1u16.to_le_bytes());
+    put(&mut o, &[0; 12]);
+    put(&mut o, &0xE0u16.to_le_bytes());
+    put(&mut o, &0x0102u16.to_le_bytes());
+    // Optional header (PE32).
+    let opt_start = o;
+    put(&mut o, &0x10Bu16.to_le_bytes());
+    put(&mut o, &[0; 2]); // linker version
+    put(&mut o, &0x200u32.to_le_bytes()); // size of code
+    put(&mut o, &[0; 8]); // initialized / uninitialized data
+    put(&mut o, &0x1000u32.to_le_bytes()); // entry point RVA
+    put(&mut o, &0x1000u32.to_le_bytes()); // base of code
+    put(&mut o, &0x2000u32.to_le_bytes()); // base of data
+    put(&mut o, &0x400000u32.to_le_bytes()); // image base
+    put(&mut o, &0x1000u32.to_le_bytes()); // section alignment
+    put(&mut o, &0x200u32.to_le_bytes()); // file alignment
+    put(&mut o, &[4, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0]); // OS, image, subsystem versions
+    put(&mut o, &[0; 4]); // win32 version
+    put(&mut o, &0x2000u32.to_le_bytes()); // size of image
+    put(&mut o, &0x200u32.to_le_bytes()); // size of headers
+    put(&mut o, &[0; 4]); // checksum
+    put(&mut o, &3u16.to_le_bytes()); // subsystem: console
+    put(&mut o, &[0; 2]); // dll characteristics
+    put(&mut o, &0x100000u32.to_le_bytes());
+    put(&mut o, &0x1000u32.to_le_bytes());
+    put(&mut o, &0x100000u32.to_le_bytes());
+    put(&mut o, &0x1000u32.to_le_bytes());
+    put(&mut o, &[0; 4]); // loader flags
+    put(&mut o, &16u32.to_le_bytes()); // data directories, all empty
+    o = opt_start + 0xE0;
+    // Section table.
+    put(&mut o, b".text\0\0\0");
+    put(&mut o, &0x100u32.to_le_bytes()); // virtual size
+    put(&mut o, &0x1000u32.to_le_bytes()); // virtual address
+    put(&mut o, &0x200u32.to_le_bytes()); // raw size
+    put(&mut o, &0x200u32.to_le_bytes()); // raw pointer
+    put(&mut o, &[0; 12]);
+    put(&mut o, &characteristics.to_le_bytes());
+    // Code: `ret` and some varied bytes.
+    for (i, b) in pe[0x200..0x400].iter_mut().enumerate() {
+        *b = (i * 37 % 251) as u8;
+    }
+    pe[0x200] = 0xC3;
+    pe
+}
+
+#[test]
+fn pe_summary_and_pe_module_rules() {
+    const CODE: u32 = 0x0000_0020;
+    const EXEC: u32 = 0x2000_0000;
+    const READ: u32 = 0x4000_0000;
+    const WRITE: u32 = 0x8000_0000;
+    let normal = tiny_pe(CODE | EXEC | READ);
+    let r = Engine::new(bundled(), Limits::default()).scan(&normal, "tool.exe");
+    assert_eq!(r.file_type, "pe");
+    assert_eq!(r.verdict, Some(Severity::Clean), "{:?}", r.detections);
+    let s = &r.executables[0];
+    assert_eq!(s.error, None);
+    assert_eq!((s.format, s.arch.as_str(), s.is_64, s.entry_point), ("pe", "X86", false, 0x1000));
+    assert_eq!(s.sections.len(), 1);
+    assert_eq!(s.sections[0].name, ".text");
+    assert_eq!((s.sections[0].virtual_address, s.sections[0].raw_size), (0x1000, 0x200));
+    assert!(s.sections[0].entropy > 7.0, "{}", s.sections[0].entropy);
+
+    // Entry point in a writable+executable section: the bundled pe-module rule fires.
+    let wx = tiny_pe(CODE | EXEC | READ | WRITE);
+    let r = Engine::new(bundled(), Limits::default()).scan(&wx, "packed.exe");
+    assert_eq!(r.verdict, Some(Severity::Suspicious), "{:?}", r.detections);
+    assert_eq!(r.detections[0].rule, "Qala_PE_Entry_Point_Writable_Executable");
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn single_stream_compressors_unpack() {
+    let payload = eicar();
+    let bz = {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        e.write_all(&payload).unwrap();
+        e.finish().unwrap()
+    };
+    let xz = {
+        let mut w = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::default()).unwrap();
+        w.write_all(&payload).unwrap();
+        w.finish().unwrap()
+    };
+    let zst = ruzstd::encoding::compress_to_vec(&payload[..], ruzstd::encoding::CompressionLevel::Fastest);
+    for (name, data, child) in [
+        ("eicar.com.gz", gzip(&payload), "eicar.com.gz/eicar.com"),
+        ("eicar.com.bz2", bz, "eicar.com.bz2/eicar.com"),
+        ("eicar.com.xz", xz, "eicar.com.xz/eicar.com"),
+        ("eicar.com.zst", zst, "eicar.com.zst/eicar.com"),
+    ] {
+        let r = Engine::new(bundled(), Limits::default()).scan(&data, name);
+        assert_eq!(r.verdict, Some(Severity::Malicious), "{name}: {r:?}");
+        assert_eq!(r.detections[0].object, child, "{name}");
+        assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
+    }
+}
+
+#[test]
+fn tar_gz_inside_zip_reports_the_full_path() {
+    let tar = tar_of(&[("docs/readme.txt", b"hello"), ("bin/eicar.com", &eicar())]);
+    let tgz = gzip(&tar);
+    let z = zip_of(&[("logs.tar.gz", &tgz)]);
+    let r = Engine::new(bundled(), Limits::default()).scan(&z, "mail.zip");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "mail.zip/logs.tar.gz/logs.tar/bin/eicar.com");
+    assert_eq!(r.objects_scanned, 5, "zip, tar.gz, tar, readme, eicar");
+}
+
+#[test]
+fn gzip_of_zeros_is_bounded_by_the_ratio_cap() {
+    // 256 MiB of zeros gzip to ~250 KiB; the ratio cap stops the inflate early.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        e.write_all(&zeros).unwrap();
+    }
+    let gz = e.finish().unwrap();
+    let r = Engine::new(bundled(), Limits::default()).scan(&gz, "zeros.gz");
+    assert_eq!(r.limits_hit.len(), 1, "{:?}", r.limits_hit);
+    assert_eq!(r.limits_hit[0].limit, Limit::MaxRatio);
+    assert_eq!(r.limits_hit[0].object, "zeros.gz/zeros");
+}
+
+#[test]
+fn truncated_streams_report_errors_and_keep_what_decoded() {
+    let big: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let mut gz = gzip(&big);
+    gz.truncate(gz.len() / 2);
+    let r = Engine::new(bundled(), Limits::default()).scan(&gz, "cut.gz");
+    assert!(r.errors.iter().any(|e| e.starts_with("cut.gz/cut")), "{:?}", r.errors);
+    assert_eq!(r.objects_scanned, 2, "the decoded prefix is still scanned");
+
+    let mut tar = tar_of(&[("a.txt", &[b'a'; 3000][..])]);
+    tar.truncate(1024);
+    let r = Engine::new(bundled(), Limits::default()).scan(&tar, "cut.tar");
+    assert!(!r.errors.is_empty(), "{r:?}");
+    assert!(r.verdict.is_some());
+}
+
+#[test]
+fn encrypted_zip_members_are_reported_and_policy_applies() {
+    // Mark the member encrypted (general-purpose flag bit 0) in its local
+    // header and its central-directory entry, as ZipCrypto tools do.
+    let mut z = zip_with(&[("secret.exe", &eicar())], zip::CompressionMethod::Stored);
+    z[6] |= 1;
+    let cd = z.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    z[cd + 8] |= 1;
+
+    let r = Engine::new(bundled(), Limits::default()).scan(&z, "locked.zip");
+    assert_eq!(r.encrypted, ["locked.zip/secret.exe"]);
+    assert_eq!(r.verdict, Some(Severity::Clean));
+    let strict = Limits { alert_encrypted: true, ..Limits::default() };
+    let r = Engine::new(bundled(), strict).scan(&z, "locked.zip");
+    assert_eq!(r.verdict, Some(Severity::Suspicious));
+}
+
+#[test]
+fn alert_exceeded_turns_a_limit_into_suspicious() {
+    let z = zip_of(&[("inner.zip", &zip_of(&[("a.txt", b"a")]))]);
+    let shallow = Limits { max_depth: 1, ..Limits::default() };
+    assert_eq!(Engine::new(bundled(), shallow.clone()).scan(&z, "z.zip").verdict, Some(Severity::Clean));
+    let alert = Limits { alert_exceeded: true, ..shallow };
+    assert_eq!(Engine::new(bundled(), alert).scan(&z, "z.zip").verdict, Some(Severity::Suspicious));
+}

@@ -261,3 +261,51 @@ fn reversinglabs_rules_load_in_the_cluster() {
     let (code, lines) = cluster.scan(&[tree.path()]).unwrap();
     assert_eq!((code, lines[0]["verdict"].as_str()), (0, Some("clean")));
 }
+
+/// Peak resident memory (VmHWM) of a running process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn large_files_are_streamed_not_held_in_agent_memory() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    let size: usize = 128 << 20;
+    // Incompressible-looking content (an LCG), written in pieces.
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(tree.path().join("big.bin")).unwrap());
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        let mut buf = Vec::with_capacity(1 << 20);
+        for _ in 0..size / (1 << 20) {
+            buf.clear();
+            for _ in 0..(1 << 17) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            std::io::Write::write_all(&mut f, &buf).unwrap();
+        }
+    }
+    let mut child = std::process::Command::new(qala_tests::bin("qala-agent"))
+        .args(["--server", &cluster.url(), "scan", "--json"])
+        .arg(tree.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}\n{}", cluster.logs()));
+    assert_eq!(line["verdict"], "clean", "{line}");
+    assert_eq!(line["uploaded"], size as u64);
+    assert_eq!(line["size"], size as u64);
+    assert!(peak > 0, "agent memory was never sampled");
+    assert!(peak < 64 * 1024, "agent peak RSS {peak} KiB for a {} MiB file", size >> 20);
+}

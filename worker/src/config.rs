@@ -43,6 +43,12 @@ pub struct Config {
     /// Rule-engine timeout per object, in seconds.
     #[arg(long, env = "QALA_WORKER_OBJECT_TIMEOUT", default_value_t = 30)]
     pub object_timeout_secs: u64,
+    /// Count a submission that hit a scan limit as at least suspicious.
+    #[arg(long, env = "QALA_WORKER_ALERT_EXCEEDED")]
+    pub alert_exceeded: bool,
+    /// Count a submission with encrypted members as at least suspicious.
+    #[arg(long, env = "QALA_WORKER_ALERT_ENCRYPTED")]
+    pub alert_encrypted: bool,
 }
 
 impl Config {
@@ -54,6 +60,8 @@ impl Config {
             max_object_size: self.max_object_size,
             max_ratio: self.max_ratio,
             object_timeout: Duration::from_secs(self.object_timeout_secs.max(1)),
+            alert_exceeded: self.alert_exceeded,
+            alert_encrypted: self.alert_encrypted,
         }
     }
 }

@@ -71,6 +71,7 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
         file_type: report.file_type.to_string(),
         objects_scanned: report.objects_scanned,
         errors: report.errors,
+        encrypted: report.encrypted,
         worker_id: worker_id.to_string(),
     }
 }

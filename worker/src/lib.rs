@@ -37,7 +37,8 @@ pub async fn run(
 
     info!(worker_id, threads, "starting scan pool");
     let pool = pool::ScanPool::start(threads, config.limits());
-    let state = Arc::new(service::WorkerState::new(worker_id.clone(), pool, config.max_file_size));
+    // Two files per thread: one scanning, one arriving.
+    let state = Arc::new(service::WorkerState::new(worker_id.clone(), pool, config.max_file_size, threads * 2));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     info!(coordinator = %config.coordinator, advertise, "registering with coordinator");

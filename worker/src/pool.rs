@@ -106,6 +106,7 @@ fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) 
         executables: Vec::new(),
         limits_hit: Vec::new(),
         errors: vec![format!("engine panicked: {msg}")],
+        encrypted: Vec::new(),
         objects_scanned: 0,
         duration: start.elapsed(),
     }

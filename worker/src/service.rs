@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
@@ -22,11 +23,16 @@ pub struct WorkerState {
     pub max_file_size: u64,
     pub in_flight: AtomicU64,
     pub scanned: AtomicU64,
+    /// Files being received or scanned at once. Each is held in memory, so
+    /// this bounds memory; further uploads wait (HTTP/2 flow control pushes
+    /// back on the coordinator).
+    admission: Semaphore,
 }
 
 impl WorkerState {
-    pub fn new(worker_id: String, pool: ScanPool, max_file_size: u64) -> Self {
+    pub fn new(worker_id: String, pool: ScanPool, max_file_size: u64, max_in_flight: usize) -> Self {
         Self {
+            admission: Semaphore::new(max_in_flight.max(1)),
             worker_id,
             pool,
             rules: RulesCache::default(),
@@ -105,6 +111,7 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn scan_file(&self, request: Request<Streaming<pb::WorkerScanRequest>>) -> Result<Response<pb::Verdict>, Status> {
         let _gauge = InFlight::enter(&self.state.in_flight);
+        let _admitted = self.state.admission.acquire().await.map_err(|_| Status::unavailable("worker is shutting down"))?;
         let mut stream = request.into_inner();
         let header = match stream.message().await?.and_then(|m| m.msg) {
             Some(Msg::Header(h)) => h,
