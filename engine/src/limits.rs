@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_ratio: u64,
     /// yara-x timeout per object (one-second granularity).
     pub object_timeout: Duration,
+    /// Wall-clock budget for a whole submission; objects not reached by
+    /// then are not scanned (ClamAV's MaxScanTime).
+    pub max_scan_time: Duration,
     /// A submission that hit a limit is at least `suspicious` (ClamAV's
     /// AlertExceedsMax).
     pub alert_exceeded: bool,
@@ -38,6 +41,7 @@ impl Default for Limits {
             max_object_size: 100 * 1024 * 1024,
             max_ratio: 250,
             object_timeout: Duration::from_secs(30),
+            max_scan_time: Duration::from_secs(120),
             alert_exceeded: false,
             alert_encrypted: false,
         }
@@ -53,6 +57,7 @@ pub enum Limit {
     MaxObjectSize,
     MaxRatio,
     ObjectTimeout,
+    MaxScanTime,
 }
 
 impl Limit {
@@ -65,6 +70,7 @@ impl Limit {
             Limit::MaxObjectSize => "max_object_size",
             Limit::MaxRatio => "max_ratio",
             Limit::ObjectTimeout => "object_timeout",
+            Limit::MaxScanTime => "max_scan_time",
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::unpack::{Codec, read_capped, tar_members};
 use crate::unzip::{MemberData, ZipReader};
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// yara-x keeps up to a million matches per pattern by default; a long run of
 /// one byte against public rule sets then costs seconds and tens of MB. We
@@ -29,10 +29,15 @@ pub struct Engine<'r> {
     ruleset: &'r Ruleset,
     scanner: yara_x::Scanner<'r>,
     limits: Limits,
+    /// The scanner's timeout for the object being scanned.
+    timeout: Duration,
 }
 
 /// Per-submission bookkeeping.
 struct Walk {
+    started: Instant,
+    /// Set when the submission's time budget ran out: nothing more is read.
+    out_of_time: bool,
     objects: u32,
     extracted: u64,
     /// blake3 of every object already scanned in this submission.
@@ -60,7 +65,7 @@ fn new_scanner<'r>(ruleset: &'r Ruleset, limits: &Limits) -> yara_x::Scanner<'r>
 
 impl<'r> Engine<'r> {
     pub fn new(ruleset: &'r Ruleset, limits: Limits) -> Self {
-        Self { scanner: new_scanner(ruleset, &limits), ruleset, limits }
+        Self { scanner: new_scanner(ruleset, &limits), ruleset, timeout: limits.object_timeout, limits }
     }
 
     pub fn ruleset_id(&self) -> &str {
@@ -80,6 +85,8 @@ impl<'r> Engine<'r> {
         let mut walk = Walk {
             objects: 0,
             extracted: 0,
+            started: start,
+            out_of_time: false,
             seen: HashSet::new(),
             detections: Vec::new(),
             executables: Vec::new(),
@@ -121,6 +128,20 @@ impl<'r> Engine<'r> {
     }
 
     fn scan_object(&mut self, walk: &mut Walk, data: &[u8], ty: FileType, path: &str, depth: u32, parent_type: &str) {
+        let left = self.limits.max_scan_time.saturating_sub(walk.started.elapsed());
+        if left.is_zero() {
+            if !walk.out_of_time {
+                walk.out_of_time = true;
+                let detail = format!("submission took longer than {:?}", self.limits.max_scan_time);
+                walk.limit(Limit::MaxScanTime, path, detail);
+            }
+            walk.root_unscanned |= depth == 0;
+            return;
+        }
+        // yara-x counts whole seconds: round the rest of the budget up.
+        let timeout = self.limits.object_timeout.min(Duration::from_secs(left.as_secs() + 1));
+        self.scanner.set_timeout(timeout);
+        self.timeout = timeout;
         walk.objects += 1;
         self.run_rules(walk, data, ty, path, depth, parent_type);
         if ty.is_executable() {
@@ -147,7 +168,7 @@ impl<'r> Engine<'r> {
         match outcome {
             Ok(Ok(found)) => walk.detections.extend(found),
             Ok(Err(yara_x::ScanError::Timeout)) => {
-                walk.limit(Limit::ObjectTimeout, path, format!("rules did not finish in {:?}", self.limits.object_timeout));
+                walk.limit(Limit::ObjectTimeout, path, format!("rules did not finish in {:?}", self.timeout));
                 walk.root_unscanned |= depth == 0;
             }
             Ok(Err(e)) => {

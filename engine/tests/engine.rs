@@ -395,3 +395,42 @@ fn alert_exceeded_turns_a_limit_into_suspicious() {
     let alert = Limits { alert_exceeded: true, ..shallow };
     assert_eq!(Engine::new(bundled(), alert).scan(&z, "z.zip").verdict, Some(Severity::Suspicious));
 }
+
+#[test]
+fn submission_time_budget_stops_the_walk() {
+    let d = tempfile::tempdir().unwrap();
+    // Each object takes over a second of rule time: a 2-second budget runs
+    // out inside the archive.
+    std::fs::write(
+        d.path().join("slow.yar"),
+        "import \"math\" rule slow { condition: for all i in (0..999) : ( for all j in (0..999) : ( math.entropy(i, filesize - j) >= 0.0 ) ) }",
+    )
+    .unwrap();
+    let rules = compile_rules(d.path()).unwrap();
+    let big: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 200_000]).collect();
+    let entries: Vec<(String, &[u8])> = big.iter().enumerate().map(|(i, b)| (format!("m{i}.bin"), b.as_slice())).collect();
+    let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+    let z = zip_with(&refs, zip::CompressionMethod::Stored);
+    let limits = Limits { object_timeout: Duration::from_secs(1), max_scan_time: Duration::from_secs(2), ..Limits::default() };
+    let r = Engine::new(&rules, limits).scan(&z, "slow.zip");
+    let hit: Vec<Limit> = r.limits_hit.iter().map(|l| l.limit).collect();
+    assert!(hit.contains(&Limit::MaxScanTime), "{hit:?}");
+    assert_eq!(hit.iter().filter(|l| **l == Limit::MaxScanTime).count(), 1);
+    assert!(r.objects_scanned < 7, "{}", r.objects_scanned);
+    assert!(r.incomplete());
+}
+
+#[test]
+fn zip_compression_methods_unpack() {
+    use zip::CompressionMethod as M;
+    // The zip crate cannot write LZMA, Deflate64 or the legacy methods; those
+    // are read through the same crate features but not covered here yet.
+    for method in [M::Stored, M::Deflated, M::Bzip2, M::Zstd, M::Xz, M::Ppmd] {
+        let z = zip_with(&[("docs/readme.txt", b"hello there"), ("eicar.com", &eicar())], method);
+        let r = Engine::new(bundled(), Limits::default()).scan(&z, "m.zip");
+        assert!(r.errors.is_empty(), "{method:?}: {:?}", r.errors);
+        assert_eq!(r.verdict, Some(Severity::Malicious), "{method:?}");
+        assert_eq!(r.detections[0].object, "m.zip/eicar.com", "{method:?}");
+        assert_eq!(r.objects_scanned, 3, "{method:?}");
+    }
+}

@@ -43,6 +43,9 @@ pub struct Config {
     /// Rule-engine timeout per object, in seconds.
     #[arg(long, env = "QALA_WORKER_OBJECT_TIMEOUT", default_value_t = 30)]
     pub object_timeout_secs: u64,
+    /// Wall-clock budget per submission, in seconds; objects not reached are not scanned.
+    #[arg(long, env = "QALA_WORKER_MAX_SCAN_TIME", default_value_t = 120)]
+    pub max_scan_time_secs: u64,
     /// Count a submission that hit a scan limit as at least suspicious.
     #[arg(long, env = "QALA_WORKER_ALERT_EXCEEDED")]
     pub alert_exceeded: bool,
@@ -60,6 +63,7 @@ impl Config {
             max_object_size: self.max_object_size,
             max_ratio: self.max_ratio,
             object_timeout: Duration::from_secs(self.object_timeout_secs.max(1)),
+            max_scan_time: Duration::from_secs(self.max_scan_time_secs.max(1)),
             alert_exceeded: self.alert_exceeded,
             alert_encrypted: self.alert_encrypted,
         }
