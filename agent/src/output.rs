@@ -57,10 +57,13 @@ pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
                 .map(|e| {
                     json!({
                         "object": e.object, "format": e.format, "arch": e.arch, "is_64": e.is_64,
-                        "entry_point": e.entry_point, "imports": e.imports, "exports": e.exports,
+                        "entry_point": e.entry_point, "entry_section": e.entry_section,
+                        "imports": e.imports, "exports": e.exports,
+                        "import_names": e.import_names, "export_names": e.export_names,
+                        "overlay_size": e.overlay_size, "resources": e.resources, "signed": e.signed, "facts": e.facts,
                         "sections": e.sections.iter().map(|s| json!({
                             "name": s.name, "virtual_address": s.virtual_address, "virtual_size": s.virtual_size,
-                            "raw_size": s.raw_size, "entropy": (s.entropy * 1000.0).round() / 1000.0,
+                            "raw_size": s.raw_size, "entropy": (s.entropy * 1000.0).round() / 1000.0, "flags": s.flags,
                         })).collect::<Vec<_>>(),
                         "error": if e.error.is_empty() { Value::Null } else { json!(e.error) },
                     })

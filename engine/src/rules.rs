@@ -17,6 +17,10 @@ pub(crate) const GLOBAL_FILENAME: &str = "qala_filename";
 pub(crate) const GLOBAL_DEPTH: &str = "qala_depth";
 pub(crate) const GLOBAL_PARENT_TYPE: &str = "qala_parent_type";
 pub(crate) const GLOBAL_FILE_TYPE: &str = "qala_file_type";
+/// Comma-separated executable facts (`writable_executable_section:.text,...`).
+pub(crate) const GLOBAL_EXE_FACTS: &str = "qala_exe_facts";
+pub(crate) const GLOBAL_EXE_SIGNED: &str = "qala_exe_signed";
+pub(crate) const GLOBAL_EXE_OVERLAY: &str = "qala_exe_overlay_size";
 
 /// A compiled ruleset and its identity.
 pub struct Ruleset {
@@ -148,6 +152,9 @@ fn define_globals(compiler: &mut yara_x::Compiler) {
     let _ = compiler.define_global(GLOBAL_DEPTH, 0i64);
     let _ = compiler.define_global(GLOBAL_PARENT_TYPE, "");
     let _ = compiler.define_global(GLOBAL_FILE_TYPE, "");
+    let _ = compiler.define_global(GLOBAL_EXE_FACTS, "");
+    let _ = compiler.define_global(GLOBAL_EXE_SIGNED, false);
+    let _ = compiler.define_global(GLOBAL_EXE_OVERLAY, 0i64);
 }
 
 impl Ruleset {

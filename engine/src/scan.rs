@@ -6,7 +6,10 @@ use crate::filetype::FileType;
 use crate::hash::Hasher;
 use crate::limits::{Limit, Limits};
 use crate::report::{Detection, LimitHit, Report, Severity};
-use crate::rules::{GLOBAL_DEPTH, GLOBAL_FILE_TYPE, GLOBAL_FILENAME, GLOBAL_PARENT_TYPE, Ruleset};
+use crate::rules::{
+    GLOBAL_DEPTH, GLOBAL_EXE_FACTS, GLOBAL_EXE_OVERLAY, GLOBAL_EXE_SIGNED, GLOBAL_FILE_TYPE, GLOBAL_FILENAME, GLOBAL_PARENT_TYPE,
+    Ruleset,
+};
 use crate::unpack::{Codec, read_capped, tar_members};
 use crate::unzip::{MemberData, ZipReader};
 use std::collections::HashSet;
@@ -143,10 +146,14 @@ impl<'r> Engine<'r> {
         self.scanner.set_timeout(timeout);
         self.timeout = timeout;
         walk.objects += 1;
+        // The executable report goes first: rules see it through globals.
+        let exe = if ty.is_executable() { summarize_executable(data, ty, path) } else { Vec::new() };
+        let facts: Vec<&str> = exe.iter().flat_map(|e| e.facts.iter().map(String::as_str)).collect();
+        let _ = self.scanner.set_global(GLOBAL_EXE_FACTS, facts.join(",").as_str());
+        let _ = self.scanner.set_global(GLOBAL_EXE_SIGNED, exe.iter().any(|e| e.signed));
+        let _ = self.scanner.set_global(GLOBAL_EXE_OVERLAY, exe.iter().map(|e| e.overlay_size as i64).max().unwrap_or(0));
         self.run_rules(walk, data, ty, path, depth, parent_type);
-        if ty.is_executable() {
-            walk.executables.extend(summarize_executable(data, ty, path));
-        }
+        walk.executables.extend(exe);
         if ty.is_container() {
             self.unpack(walk, data, ty, path, depth);
         }

@@ -172,6 +172,27 @@ fn globals_are_visible_to_rules() {
 }
 
 #[test]
+fn executable_report_reaches_rules_through_globals() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("g.yar"),
+        r#"rule wx { condition: qala_exe_facts contains "writable_executable_section" }
+           rule overlay { condition: qala_exe_overlay_size > 50 and not qala_exe_signed }"#,
+    )
+    .unwrap();
+    let rules = compile_rules(d.path()).unwrap();
+    let mut wx = tiny_pe(0x2000_0020 | 0x4000_0000 | 0x8000_0000);
+    let r = Engine::new(&rules, Limits::default()).scan(&wx, "a.exe");
+    assert_eq!(r.detections.iter().map(|d| d.rule.as_str()).collect::<Vec<_>>(), ["wx"]);
+    wx.extend_from_slice(&[0; 64]);
+    let r = Engine::new(&rules, Limits::default()).scan(&wx, "a.exe");
+    assert_eq!(r.detections.len(), 2, "{:?}", r.detections);
+    // Not an executable: the globals are reset, nothing matches.
+    let r = Engine::new(&rules, Limits::default()).scan(b"plain text", "a.txt");
+    assert!(r.detections.is_empty());
+}
+
+#[test]
 fn object_timeout_is_a_limit_and_root_timeout_is_unscannable() {
     let d = tempfile::tempdir().unwrap();
     // Nested loops (under yara-x's one-million-iteration cap) each hashing
@@ -250,9 +271,9 @@ fn tiny_pe(characteristics: u32) -> Vec<u8> {
     put(&mut o, &0x200u32.to_le_bytes()); // raw pointer
     put(&mut o, &[0; 12]);
     put(&mut o, &characteristics.to_le_bytes());
-    // Code: `ret` and some varied bytes.
+    // Code: `ret` and then 16 distinct byte values (entropy 4 bits/byte).
     for (i, b) in pe[0x200..0x400].iter_mut().enumerate() {
-        *b = (i * 37 % 251) as u8;
+        *b = (i % 16) as u8;
     }
     pe[0x200] = 0xC3;
     pe
@@ -274,13 +295,32 @@ fn pe_summary_and_pe_module_rules() {
     assert_eq!(s.sections.len(), 1);
     assert_eq!(s.sections[0].name, ".text");
     assert_eq!((s.sections[0].virtual_address, s.sections[0].raw_size), (0x1000, 0x200));
-    assert!(s.sections[0].entropy > 7.0, "{}", s.sections[0].entropy);
+    assert!((s.sections[0].entropy - 4.0).abs() < 0.05, "{}", s.sections[0].entropy);
+    assert_eq!(s.sections[0].flags, "r-x");
+    assert_eq!(s.entry_section.as_deref(), Some(".text"));
+    assert_eq!((s.overlay_size, s.resources, s.signed), (0, 0, false));
+    assert!(s.facts.is_empty(), "{:?}", s.facts);
+
+    // Data appended after the image is overlay.
+    let mut with_overlay = normal.clone();
+    with_overlay.extend_from_slice(&[0xAB; 100]);
+    let r = Engine::new(bundled(), Limits::default()).scan(&with_overlay, "setup.exe");
+    assert_eq!(r.executables[0].overlay_size, 100);
+
+    // Near-random section data reads as packed.
+    let mut packed = normal.clone();
+    for (i, b) in packed[0x201..0x400].iter_mut().enumerate() {
+        *b = (i * 37 % 251) as u8;
+    }
+    let r = Engine::new(bundled(), Limits::default()).scan(&packed, "packed.exe");
+    assert_eq!(r.executables[0].facts, ["high_entropy_section:.text"]);
 
     // Entry point in a writable+executable section: the bundled pe-module rule fires.
     let wx = tiny_pe(CODE | EXEC | READ | WRITE);
     let r = Engine::new(bundled(), Limits::default()).scan(&wx, "packed.exe");
     assert_eq!(r.verdict, Some(Severity::Suspicious), "{:?}", r.detections);
     assert_eq!(r.detections[0].rule, "Qala_PE_Entry_Point_Writable_Executable");
+    assert_eq!(r.executables[0].facts, ["writable_executable_section:.text"]);
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

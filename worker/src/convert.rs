@@ -52,11 +52,19 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
                         virtual_size: s.virtual_size,
                         raw_size: s.raw_size,
                         entropy: s.entropy,
+                        flags: s.flags,
                     })
                     .collect(),
                 imports: e.imports,
                 exports: e.exports,
                 error: e.error.unwrap_or_default(),
+                entry_section: e.entry_section.unwrap_or_default(),
+                import_names: e.import_names,
+                export_names: e.export_names,
+                overlay_size: e.overlay_size,
+                resources: e.resources,
+                signed: e.signed,
+                facts: e.facts,
             })
             .collect(),
         limits_hit: report
