@@ -73,6 +73,10 @@ pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
     );
     m.insert("errors".into(), json!(v.errors));
     m.insert("encrypted".into(), json!(v.encrypted));
+    m.insert(
+        "object_meta".into(),
+        Value::Array(v.object_meta.iter().map(|o| json!({"object": o.object, "meta": o.meta})).collect()),
+    );
     m.insert("blake3".into(), json!(v.blake3));
     m.insert("file_type".into(), json!(v.file_type));
     m.insert("objects_scanned".into(), json!(v.objects_scanned));

@@ -22,6 +22,10 @@ pub enum FileType {
     Ole2,
     Rtf,
     Tar,
+    /// An RFC 822 / MIME message.
+    Mail,
+    /// An mbox file: messages after `From ` separator lines.
+    Mbox,
     Text,
     Empty,
     Binary,
@@ -93,6 +97,12 @@ impl FileType {
         if data.len() >= 262 && &data[257..262] == b"ustar" {
             return FileType::Tar;
         }
+        if data.starts_with(b"From ") && crate::mail::looks_like_mail(data, true) {
+            return FileType::Mbox;
+        }
+        if crate::mail::looks_like_mail(data, false) {
+            return FileType::Mail;
+        }
         if looks_like_text(&data[..data.len().min(8192)]) {
             return FileType::Text;
         }
@@ -119,6 +129,8 @@ impl FileType {
             FileType::Ole2 => "ole2",
             FileType::Rtf => "rtf",
             FileType::Tar => "tar",
+            FileType::Mail => "mail",
+            FileType::Mbox => "mbox",
             FileType::Text => "text",
             FileType::Empty => "empty",
             FileType::Binary => "binary",
@@ -127,7 +139,17 @@ impl FileType {
 
     /// Containers the engine unpacks.
     pub fn is_container(self) -> bool {
-        matches!(self, FileType::Zip | FileType::Tar | FileType::Gzip | FileType::Bzip2 | FileType::Xz | FileType::Zstd)
+        matches!(
+            self,
+            FileType::Zip
+                | FileType::Tar
+                | FileType::Gzip
+                | FileType::Bzip2
+                | FileType::Xz
+                | FileType::Zstd
+                | FileType::Mail
+                | FileType::Mbox
+        )
     }
 
     /// Executable formats that get a goblin summary.
@@ -165,6 +187,8 @@ mod tests {
         assert_eq!(FileType::detect(&[0x1F, 0x8B, 8, 0]), FileType::Gzip);
         assert_eq!(FileType::detect(b"%PDF-1.7\n"), FileType::Pdf);
         assert_eq!(FileType::detect(b"hello world\n"), FileType::Text);
+        assert_eq!(FileType::detect(b"Subject: x\nFrom: a@b\n\nhi"), FileType::Mail);
+        assert_eq!(FileType::detect(b"From x Mon\nSubject: x\nDate: y\n\nhi"), FileType::Mbox);
         assert_eq!(FileType::detect(&[0u8, 1, 2, 3, 200]), FileType::Binary);
     }
 }

@@ -19,6 +19,7 @@ mod exe;
 mod filetype;
 mod hash;
 mod limits;
+mod mail;
 mod report;
 mod rules;
 mod scan;
@@ -29,7 +30,7 @@ pub use exe::{ExecutableSummary, SectionSummary, summarize_executable};
 pub use filetype::FileType;
 pub use hash::{Digests, Hasher};
 pub use limits::{Limit, Limits};
-pub use report::{Detection, LimitHit, Report, Severity};
+pub use report::{Detection, LimitHit, ObjectMeta, Report, Severity};
 pub use rules::{RuleFileError, RulesError, Ruleset, compile_rules, rules_fingerprint};
 pub use scan::Engine;
 

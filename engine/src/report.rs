@@ -45,6 +45,13 @@ pub struct LimitHit {
     pub detail: String,
 }
 
+/// Facts about one object that are not detections (a message's headers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectMeta {
+    pub object: String,
+    pub meta: Vec<(String, String)>,
+}
+
 /// Everything one submission produced.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -60,6 +67,8 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Objects that are encrypted and so were not unpacked.
     pub encrypted: Vec<String>,
+    /// Metadata of objects that have some (message headers).
+    pub object_meta: Vec<ObjectMeta>,
     pub objects_scanned: u32,
     pub duration: Duration,
 }

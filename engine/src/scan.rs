@@ -5,7 +5,8 @@ use crate::exe::{panic_message, summarize_executable};
 use crate::filetype::FileType;
 use crate::hash::Hasher;
 use crate::limits::{Limit, Limits};
-use crate::report::{Detection, LimitHit, Report, Severity};
+use crate::mail;
+use crate::report::{Detection, LimitHit, ObjectMeta, Report, Severity};
 use crate::rules::{
     GLOBAL_DEPTH, GLOBAL_EXE_FACTS, GLOBAL_EXE_OVERLAY, GLOBAL_EXE_SIGNED, GLOBAL_FILE_TYPE, GLOBAL_FILENAME, GLOBAL_PARENT_TYPE,
     Ruleset,
@@ -50,6 +51,7 @@ struct Walk {
     limits_hit: Vec<LimitHit>,
     errors: Vec<String>,
     encrypted: Vec<String>,
+    object_meta: Vec<ObjectMeta>,
     root_unscanned: bool,
 }
 
@@ -96,6 +98,7 @@ impl<'r> Engine<'r> {
             limits_hit: Vec::new(),
             errors: Vec::new(),
             encrypted: Vec::new(),
+            object_meta: Vec::new(),
             root_unscanned: false,
         };
         let name = if name.is_empty() { "<root>" } else { name };
@@ -125,6 +128,7 @@ impl<'r> Engine<'r> {
             limits_hit: walk.limits_hit,
             errors: walk.errors,
             encrypted: walk.encrypted,
+            object_meta: walk.object_meta,
             objects_scanned: walk.objects,
             duration: start.elapsed(),
         }
@@ -196,6 +200,8 @@ impl<'r> Engine<'r> {
         let codec = match ty {
             FileType::Zip => return self.unpack_zip(walk, data, path, depth),
             FileType::Tar => return self.unpack_tar(walk, data, path, depth),
+            FileType::Mail => return self.unpack_mail(walk, data, path, depth),
+            FileType::Mbox => return self.unpack_mbox(walk, data, path, depth),
             FileType::Gzip => Codec::Gzip,
             FileType::Bzip2 => Codec::Bzip2,
             FileType::Xz => Codec::Xz,
@@ -257,6 +263,36 @@ impl<'r> Engine<'r> {
                 }
                 Ok(member)
             });
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    fn unpack_mail(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
+        let Some(parsed) = mail::parse(data) else {
+            walk.errors.push(format!("{path}: not a parsable message"));
+            return;
+        };
+        if !parsed.headers.is_empty() {
+            walk.object_meta.push(ObjectMeta { object: path.to_string(), meta: parsed.headers });
+        }
+        for part in parsed.parts {
+            let child = format!("{path}/{}", part.name);
+            let len = part.data.len() as u64;
+            // Parts are decoded already (base64 at most inflates 3:4).
+            let flow = self.extract(walk, &child, len, depth, FileType::Mail, |cap| Ok(read_capped(&part.data[..], cap, len)));
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    fn unpack_mbox(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
+        for (i, message) in mail::split_mbox(data).into_iter().enumerate() {
+            let child = format!("{path}/message-{}.eml", i + 1);
+            let len = message.len() as u64;
+            let flow = self.extract(walk, &child, len, depth, FileType::Mbox, |cap| Ok(read_capped(message, cap, len)));
             if flow == Flow::Stop {
                 return;
             }

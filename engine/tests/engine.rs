@@ -474,3 +474,113 @@ fn zip_compression_methods_unpack() {
         assert_eq!(r.objects_scanned, 3, "{method:?}");
     }
 }
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for (i, c) in data.chunks(3).enumerate() {
+        if i > 0 && i % 19 == 0 {
+            out.push_str("\r\n");
+        }
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(T[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn message(subject: &str, parts: &[(&str, &str, &str)]) -> Vec<u8> {
+    // parts: (content type with params, transfer encoding, encoded body)
+    let mut m = format!(
+        "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: {subject}\r\nDate: Mon, 2 Mar 2026 10:00:00 +0000\r\n\
+         Message-ID: <{subject}@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BOUND\"\r\n\r\n\
+         This is a multi-part message.\r\n"
+    );
+    for (ctype, enc, body) in parts {
+        m.push_str(&format!("--BOUND\r\nContent-Type: {ctype}\r\nContent-Transfer-Encoding: {enc}\r\n"));
+        if let Some(name) = ctype.split("name=\"").nth(1).and_then(|s| s.split('"').next()) {
+            m.push_str(&format!("Content-Disposition: attachment; filename=\"{name}\"\r\n"));
+        }
+        m.push_str(&format!("\r\n{body}\r\n"));
+    }
+    m.push_str("--BOUND--\r\n");
+    m.into_bytes()
+}
+
+#[test]
+fn mail_with_zip_with_tar_gz_with_payload() {
+    let tgz = gzip(&tar_of(&[("payload/eicar.com", &eicar())]));
+    let z = zip_of(&[("bundle.tar.gz", &tgz)]);
+    let mail = message(
+        "invoice",
+        &[
+            ("text/plain; charset=utf-8", "7bit", "Please see the attachment."),
+            ("application/zip; name=\"invoice.zip\"", "base64", &base64(&z)),
+        ],
+    );
+    let r = Engine::new(bundled(), Limits::default()).scan(&mail, "invoice.eml");
+    assert_eq!(r.file_type, "mail");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "invoice.eml/invoice.zip/bundle.tar.gz/bundle.tar/payload/eicar.com");
+    let meta = &r.object_meta[0];
+    assert_eq!(meta.object, "invoice.eml");
+    assert!(meta.meta.contains(&("Subject".to_string(), "invoice".to_string())), "{:?}", meta.meta);
+    assert!(meta.meta.iter().any(|(k, v)| k == "From" && v.contains("alice@example.org")));
+}
+
+#[test]
+fn quoted_printable_nested_message_and_uuencode() {
+    let e = String::from_utf8(eicar()).unwrap();
+    let qp = format!("{}=\r\n{}", &e[..30], &e[30..]);
+    let r = Engine::new(bundled(), Limits::default())
+        .scan(&message("qp", &[("text/plain; charset=us-ascii", "quoted-printable", &qp)]), "qp.eml");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "qp.eml/part-1.txt");
+
+    // A forwarded message carrying the payload as an attachment.
+    let inner = message("inner", &[("application/octet-stream; name=\"e.com\"", "base64", &base64(&eicar()))]);
+    let outer_body = String::from_utf8(inner).unwrap();
+    let outer = message("fwd", &[("text/plain", "7bit", "fyi"), ("message/rfc822", "7bit", &outer_body)]);
+    let r = Engine::new(bundled(), Limits::default()).scan(&outer, "fwd.eml");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "fwd.eml/part-2.eml/e.com");
+    assert_eq!(r.object_meta.len(), 2, "headers of both messages: {:?}", r.object_meta);
+
+    // uuencoded inside a plain-text body.
+    let mut uu = String::from("begin 644 test.com\n");
+    for line in eicar().chunks(45) {
+        uu.push((b' ' + line.len() as u8) as char);
+        for c in line.chunks(3) {
+            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            for k in 0..4 {
+                let v = (n >> (18 - 6 * k) & 63) as u8;
+                uu.push(if v == 0 { '`' } else { (b' ' + v) as char });
+            }
+        }
+        uu.push('\n');
+    }
+    uu.push_str("`\nend\n");
+    let r = Engine::new(bundled(), Limits::default()).scan(&message("uu", &[("text/plain", "7bit", &uu)]), "uu.eml");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "uu.eml/part-1.txt/test.com");
+}
+
+#[test]
+fn mbox_messages_are_each_scanned() {
+    let clean = message("hello", &[("text/plain", "7bit", "nothing here")]);
+    let bad = message("bad", &[("application/octet-stream; name=\"x.com\"", "base64", &base64(&eicar()))]);
+    let mut mbox = b"From alice@example.org Mon Mar  2 10:00:00 2026\n".to_vec();
+    mbox.extend_from_slice(&clean);
+    mbox.extend_from_slice(b"\nFrom alice@example.org Mon Mar  2 10:05:00 2026\n");
+    mbox.extend_from_slice(&bad);
+    let r = Engine::new(bundled(), Limits::default()).scan(&mbox, "inbox");
+    assert_eq!(r.file_type, "mbox");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "inbox/message-2.eml/x.com");
+    assert_eq!(r.object_meta.len(), 2);
+}

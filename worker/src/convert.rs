@@ -80,6 +80,11 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
         objects_scanned: report.objects_scanned,
         errors: report.errors,
         encrypted: report.encrypted,
+        object_meta: report
+            .object_meta
+            .into_iter()
+            .map(|m| pb::ObjectMeta { object: m.object, meta: m.meta.into_iter().collect() })
+            .collect(),
         worker_id: worker_id.to_string(),
     }
 }

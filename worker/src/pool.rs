@@ -107,6 +107,7 @@ fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) 
         limits_hit: Vec::new(),
         errors: vec![format!("engine panicked: {msg}")],
         encrypted: Vec::new(),
+        object_meta: Vec::new(),
         objects_scanned: 0,
         duration: start.elapsed(),
     }

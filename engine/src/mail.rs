@@ -1,0 +1,222 @@
+//! RFC 822 / MIME messages and mbox files.
+//!
+//! mail-parser decodes each part (base64, quoted-printable, charsets); this
+//! module names the parts, keeps a few message headers as object metadata,
+//! splits mbox files into messages without copying, and decodes uuencoded
+//! blocks found in text parts (old mailers still send them).
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+/// Headers kept as the message's metadata.
+const KEPT_HEADERS: &[&str] =
+    &["From", "To", "Cc", "Subject", "Date", "Message-ID", "Return-Path", "Reply-To", "X-Mailer", "User-Agent"];
+const MAX_HEADER_VALUE: usize = 512;
+
+/// Headers that mark the start of a message.
+const MAIL_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "received",
+    "return-path",
+    "mime-version",
+    "content-type",
+    "delivered-to",
+    "reply-to",
+    "x-mailer",
+    "user-agent",
+    "sender",
+    "x-originating-ip",
+    "dkim-signature",
+    "authentication-results",
+];
+
+/// Does `data` start like a message (a header block with at least two
+/// well-known mail headers)? `mbox` asks for the `From ` separator line first.
+pub(crate) fn looks_like_mail(data: &[u8], mbox: bool) -> bool {
+    let head = &data[..data.len().min(8192)];
+    if head.contains(&0) {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(&head[..head.len() - trailing_partial_utf8(head)]) else { return false };
+    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
+    if mbox && !lines.next().is_some_and(|l| l.starts_with("From ")) {
+        return false;
+    }
+    let mut known = 0;
+    for (i, line) in lines.enumerate() {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) && i > 0 {
+            continue;
+        }
+        let Some((name, _)) = line.split_once(':') else { return false };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return false;
+        }
+        if MAIL_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            known += 1;
+        }
+    }
+    known >= 2
+}
+
+fn trailing_partial_utf8(b: &[u8]) -> usize {
+    // A sample cut inside a multi-byte character is still text.
+    (1..=3.min(b.len())).find(|&n| std::str::from_utf8(&b[b.len() - n..]).is_err() && b[b.len() - n] >= 0xC0).unwrap_or(0)
+}
+
+/// The messages of an mbox file, as slices of it.
+pub(crate) fn split_mbox(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        if data[at..].starts_with(b"From ") && (at == 0 || data[at - 1] == b'\n') {
+            starts.push(at);
+        }
+        at += data[at..].iter().position(|&b| b == b'\n').map_or(data.len() - at, |p| p + 1);
+    }
+    let mut out = Vec::new();
+    for (i, &s) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(data.len());
+        // Skip the separator line itself: what follows is the message.
+        let body = &data[s..end];
+        let first = body.iter().position(|&b| b == b'\n').map_or(body.len(), |p| p + 1);
+        out.push(&body[first..]);
+    }
+    out
+}
+
+/// One decoded part of a message.
+pub(crate) struct Part {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// A parsed message: its kept headers and its parts, decoded.
+pub(crate) struct Parsed {
+    pub headers: Vec<(String, String)>,
+    pub parts: Vec<Part>,
+}
+
+pub(crate) fn parse(data: &[u8]) -> Option<Parsed> {
+    let message = MessageParser::default().parse(data)?;
+    let mut headers = Vec::new();
+    let mut received = 0;
+    for (name, value) in message.headers_raw() {
+        if name.eq_ignore_ascii_case("Received") {
+            received += 1;
+        } else if let Some(k) = KEPT_HEADERS.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+            let mut v = value.trim().replace(['\r', '\n'], " ");
+            if v.len() > MAX_HEADER_VALUE {
+                let cut = (0..=MAX_HEADER_VALUE).rev().find(|&i| v.is_char_boundary(i)).unwrap_or(0);
+                v.truncate(cut);
+            }
+            headers.push((k.to_string(), v));
+        }
+    }
+    if received > 0 {
+        headers.push(("Received-Count".to_string(), received.to_string()));
+    }
+
+    let mut parts = Vec::new();
+    let mut used = std::collections::HashSet::new();
+    for (i, part) in message.parts.iter().enumerate() {
+        let ext = match &part.body {
+            PartType::Multipart(_) => continue,
+            PartType::Text(_) => "txt",
+            PartType::Html(_) => "html",
+            PartType::Message(_) => "eml",
+            PartType::Binary(_) | PartType::InlineBinary(_) => "bin",
+        };
+        let mut name = part
+            .attachment_name()
+            .map(|n| n.replace(['/', '\\'], "_"))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("part-{i}.{ext}"));
+        if !used.insert(name.clone()) {
+            name = format!("{i}-{name}");
+        }
+        let contents = part.contents();
+        if matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
+            for (n, (file, decoded)) in uudecode_all(contents).into_iter().enumerate() {
+                let file = if file.is_empty() { format!("uuencoded-{n}") } else { file.replace(['/', '\\'], "_") };
+                parts.push(Part { name: format!("{name}/{file}"), data: decoded });
+            }
+        }
+        parts.push(Part { name, data: contents.to_vec() });
+    }
+    Some(Parsed { headers, parts })
+}
+
+/// Decode every `begin MODE NAME` ... `end` uuencoded block in `text`.
+pub(crate) fn uudecode_all(text: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut lines = text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.strip_prefix(b"begin ") else { continue };
+        let mut fields = rest.splitn(2, |&b| b == b' ');
+        let mode_ok = fields.next().is_some_and(|m| !m.is_empty() && m.iter().all(|b| (b'0'..=b'7').contains(b)));
+        if !mode_ok {
+            continue;
+        }
+        let name = String::from_utf8_lossy(fields.next().unwrap_or_default()).trim().to_string();
+        let mut data = Vec::new();
+        for l in lines.by_ref() {
+            if l == b"end" || l.is_empty() {
+                break;
+            }
+            let n = (l[0].wrapping_sub(b' ') & 0x3F) as usize;
+            if n == 0 {
+                continue;
+            }
+            let body: Vec<u8> = l[1..].iter().map(|&c| c.wrapping_sub(b' ') & 0x3F).collect();
+            let mut decoded = Vec::with_capacity(n);
+            for quad in body.chunks(4) {
+                let q = |i: usize| *quad.get(i).unwrap_or(&0);
+                decoded.push(q(0) << 2 | q(1) >> 4);
+                decoded.push(q(1) << 4 | q(2) >> 2);
+                decoded.push(q(2) << 6 | q(3));
+            }
+            decoded.truncate(n);
+            data.extend_from_slice(&decoded);
+        }
+        out.push((name, data));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_mail_and_not_other_text() {
+        assert!(looks_like_mail(b"From: a@b\r\nTo: c@d\r\nSubject: hi\r\n\r\nbody", false));
+        assert!(looks_like_mail(b"From someone Mon Jan 1 00:00:00 2024\nFrom: a@b\nDate: x\n\nhi\n", true));
+        assert!(!looks_like_mail(b"Name: value\nOther: thing\n\n", false));
+        assert!(!looks_like_mail(b"just some text: with a colon\n", false));
+        assert!(!looks_like_mail(b"From: a@b\nTo: c@d\n", true));
+    }
+
+    #[test]
+    fn mbox_splits_on_from_lines() {
+        let mbox = b"From a Mon\nSubject: one\n\nbody one\n\nFrom b Tue\nSubject: two\n\nbody two\n";
+        let msgs = split_mbox(mbox);
+        assert_eq!(msgs.len(), 2);
+        assert!(msgs[0].starts_with(b"Subject: one"));
+        assert!(msgs[1].starts_with(b"Subject: two"));
+    }
+
+    #[test]
+    fn uudecode_known_vector() {
+        // "Cat" uuencoded.
+        let text = b"hello\nbegin 644 cat.txt\n#0V%T\n`\nend\nbye\n";
+        let got = uudecode_all(text);
+        assert_eq!(got, vec![("cat.txt".to_string(), b"Cat".to_vec())]);
+    }
+}
