@@ -22,6 +22,9 @@ pub enum FileType {
     Ole2,
     Rtf,
     Tar,
+    /// Unix `ar` archive (static libraries, Debian packages).
+    Ar,
+    Cpio,
     /// An RFC 822 / MIME message.
     Mail,
     /// An mbox file: messages after `From ` separator lines.
@@ -87,6 +90,12 @@ impl FileType {
         if starts(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
             return FileType::Ole2;
         }
+        if starts(b"!<arch>\n") {
+            return FileType::Ar;
+        }
+        if starts(b"070701") || starts(b"070702") || starts(b"070707") || starts(&[0xC7, 0x71]) || starts(&[0x71, 0xC7]) {
+            return FileType::Cpio;
+        }
         if starts(b"{\\rtf") {
             return FileType::Rtf;
         }
@@ -129,6 +138,8 @@ impl FileType {
             FileType::Ole2 => "ole2",
             FileType::Rtf => "rtf",
             FileType::Tar => "tar",
+            FileType::Ar => "ar",
+            FileType::Cpio => "cpio",
             FileType::Mail => "mail",
             FileType::Mbox => "mbox",
             FileType::Text => "text",
@@ -149,6 +160,9 @@ impl FileType {
                 | FileType::Zstd
                 | FileType::Mail
                 | FileType::Mbox
+                | FileType::Ole2
+                | FileType::Ar
+                | FileType::Cpio
         )
     }
 

@@ -14,6 +14,7 @@
 //! member, a limit, a parser panic) becomes part of the [`Report`], never an
 //! error of the call.
 
+mod archive;
 mod entropy;
 mod exe;
 mod filetype;

@@ -1,6 +1,7 @@
 //! One submission, start to end: hashing, type detection, rules, executable
 //! summaries and recursive unpacking under limits.
 
+use crate::archive::{Slot, ar_members, cpio_members};
 use crate::exe::{panic_message, summarize_executable};
 use crate::filetype::FileType;
 use crate::hash::Hasher;
@@ -11,7 +12,7 @@ use crate::rules::{
     GLOBAL_DEPTH, GLOBAL_EXE_FACTS, GLOBAL_EXE_OVERLAY, GLOBAL_EXE_SIGNED, GLOBAL_FILE_TYPE, GLOBAL_FILENAME, GLOBAL_PARENT_TYPE,
     Ruleset,
 };
-use crate::unpack::{Codec, read_capped, tar_members};
+use crate::unpack::{Codec, Ole2, read_capped, tar_members};
 use crate::unzip::{MemberData, ZipReader};
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -159,7 +160,12 @@ impl<'r> Engine<'r> {
         self.run_rules(walk, data, ty, path, depth, parent_type);
         walk.executables.extend(exe);
         if ty.is_container() {
-            self.unpack(walk, data, ty, path, depth);
+            // A parser panic loses this container's children, not the
+            // submission: everything found so far stays in the report.
+            let unpacked = catch_unwind(AssertUnwindSafe(|| self.unpack(walk, data, ty, path, depth)));
+            if let Err(panic) = unpacked {
+                walk.errors.push(format!("{path}: {} unpacker panicked: {}", ty.as_str(), panic_message(&panic)));
+            }
         }
     }
 
@@ -202,6 +208,15 @@ impl<'r> Engine<'r> {
             FileType::Tar => return self.unpack_tar(walk, data, path, depth),
             FileType::Mail => return self.unpack_mail(walk, data, path, depth),
             FileType::Mbox => return self.unpack_mbox(walk, data, path, depth),
+            FileType::Ole2 => return self.unpack_ole2(walk, data, path, depth),
+            FileType::Ar => {
+                let (slots, error) = ar_members(data);
+                return self.unpack_slots(walk, data, path, depth, ty, slots, error);
+            }
+            FileType::Cpio => {
+                let (slots, error) = cpio_members(data);
+                return self.unpack_slots(walk, data, path, depth, ty, slots, error);
+            }
             FileType::Gzip => Codec::Gzip,
             FileType::Bzip2 => Codec::Bzip2,
             FileType::Xz => Codec::Xz,
@@ -249,12 +264,29 @@ impl<'r> Engine<'r> {
 
     fn unpack_tar(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
         let (members, error) = tar_members(data);
+        let slots = members.into_iter().map(|m| Slot { name: m.name, offset: m.offset, size: m.size }).collect();
+        self.unpack_slots(walk, data, path, depth, FileType::Tar, slots, error);
+    }
+
+    /// Scan the members of an uncompressed archive, read straight from the
+    /// input slice.
+    #[allow(clippy::too_many_arguments)]
+    fn unpack_slots(
+        &mut self,
+        walk: &mut Walk,
+        data: &[u8],
+        path: &str,
+        depth: u32,
+        ty: FileType,
+        slots: Vec<Slot>,
+        error: Option<String>,
+    ) {
         if let Some(e) = error {
             walk.errors.push(format!("{path}: {e}"));
         }
-        for m in members {
+        for m in slots {
             let child = format!("{path}/{}", m.name);
-            let flow = self.extract(walk, &child, m.size, depth, FileType::Tar, |cap| {
+            let flow = self.extract(walk, &child, m.size, depth, ty, |cap| {
                 let start = (m.offset as usize).min(data.len());
                 let end = start.saturating_add(m.size as usize).min(data.len());
                 let mut member = read_capped(&data[start..end], cap, m.size);
@@ -282,6 +314,24 @@ impl<'r> Engine<'r> {
             let len = part.data.len() as u64;
             // Parts are decoded already (base64 at most inflates 3:4).
             let flow = self.extract(walk, &child, len, depth, FileType::Mail, |cap| Ok(read_capped(&part.data[..], cap, len)));
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    fn unpack_ole2(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
+        let mut ole = match Ole2::open(data) {
+            Ok(o) => o,
+            Err(e) => {
+                walk.errors.push(format!("{path}: {e}"));
+                return;
+            }
+        };
+        for (name, len) in ole.streams() {
+            let child = format!("{path}/{name}");
+            // Streams are stored uncompressed: their size is their footprint.
+            let flow = self.extract(walk, &child, len, depth, FileType::Ole2, |cap| ole.read(&name, cap, len));
             if flow == Flow::Stop {
                 return;
             }

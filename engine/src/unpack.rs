@@ -99,6 +99,33 @@ pub(crate) fn tar_members(data: &[u8]) -> (Vec<TarMember>, Option<String>) {
     (out, None)
 }
 
+/// The streams of an OLE2 compound file (legacy Office, MSI, ...), with
+/// their storage paths (`Macros/VBA/Module1`). VBA project streams are
+/// streams like any other and come out too.
+pub(crate) struct Ole2<'a> {
+    file: cfb::CompoundFile<Cursor<&'a [u8]>>,
+}
+
+impl<'a> Ole2<'a> {
+    pub fn open(data: &'a [u8]) -> Result<Self, String> {
+        cfb::CompoundFile::open(Cursor::new(data)).map(|file| Self { file }).map_err(|e| format!("ole2: {e}"))
+    }
+
+    /// Stream paths and declared lengths, in directory order.
+    pub fn streams(&self) -> Vec<(String, u64)> {
+        self.file
+            .walk()
+            .filter(|e| e.is_stream())
+            .map(|e| (e.path().to_string_lossy().trim_start_matches('/').to_string(), e.len()))
+            .collect()
+    }
+
+    pub fn read(&mut self, path: &str, cap: u64, declared: u64) -> Result<MemberData, String> {
+        let stream = self.file.open_stream(format!("/{path}")).map_err(|e| format!("ole2 stream: {e}"))?;
+        Ok(read_capped(stream, cap, declared))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Codec;

@@ -584,3 +584,64 @@ fn mbox_messages_are_each_scanned() {
     assert_eq!(r.detections[0].object, "inbox/message-2.eml/x.com");
     assert_eq!(r.object_meta.len(), 2);
 }
+
+#[test]
+fn ole2_streams_are_extracted_with_their_paths() {
+    let mut cf = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).unwrap();
+    cf.create_storage("/Macros").unwrap();
+    cf.create_storage("/Macros/VBA").unwrap();
+    cf.create_stream("/WordDocument").unwrap().write_all(&[0x11; 5000]).unwrap();
+    cf.create_stream("/Macros/VBA/Module1").unwrap().write_all(&eicar()).unwrap();
+    cf.flush().unwrap();
+    let doc = cf.into_inner().into_inner();
+    let r = Engine::new(bundled(), Limits::default()).scan(&doc, "report.doc");
+    assert_eq!(r.file_type, "ole2");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "report.doc/Macros/VBA/Module1");
+    assert_eq!(r.objects_scanned, 3);
+
+    let mut cut = doc.clone();
+    cut.truncate(1000);
+    let r = Engine::new(bundled(), Limits::default()).scan(&cut, "cut.doc");
+    assert!(!r.errors.is_empty() && r.verdict.is_some(), "{r:?}");
+}
+
+#[test]
+fn debian_package_ar_with_data_tar_xz() {
+    let data_tar = tar_of(&[("./usr/bin/tool", &eicar())]);
+    let mut xz = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::default()).unwrap();
+    xz.write_all(&data_tar).unwrap();
+    let data_tar_xz = xz.finish().unwrap();
+    let mut deb = b"!<arch>\n".to_vec();
+    for (name, body) in [("debian-binary", &b"2.0\n"[..]), ("data.tar.xz", &data_tar_xz[..])] {
+        deb.extend_from_slice(format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", 0, 0, 0, 100644, body.len()).as_bytes());
+        deb.extend_from_slice(body);
+        if body.len() % 2 == 1 {
+            deb.push(b'\n');
+        }
+    }
+    let r = Engine::new(bundled(), Limits::default()).scan(&deb, "tool.deb");
+    assert_eq!(r.file_type, "ar");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "tool.deb/data.tar.xz/data.tar/usr/bin/tool");
+}
+
+#[test]
+fn cpio_newc_member_is_scanned() {
+    let mut a = Vec::new();
+    for (name, body, mode) in [("bin/x.com", &eicar()[..], 0o100755u32), ("TRAILER!!!", &b""[..], 0)] {
+        a.extend_from_slice(format!("070701{:08x}{:08x}", 1, mode).as_bytes());
+        for v in [0u32, 0, 1, 0, body.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0] {
+            a.extend_from_slice(format!("{v:08x}").as_bytes());
+        }
+        a.extend_from_slice(name.as_bytes());
+        a.push(0);
+        a.resize(a.len().next_multiple_of(4), 0);
+        a.extend_from_slice(body);
+        a.resize(a.len().next_multiple_of(4), 0);
+    }
+    let r = Engine::new(bundled(), Limits::default()).scan(&a, "initrd.cpio");
+    assert_eq!(r.file_type, "cpio");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "initrd.cpio/bin/x.com");
+}
