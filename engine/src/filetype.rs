@@ -163,6 +163,8 @@ impl FileType {
                 | FileType::Ole2
                 | FileType::Ar
                 | FileType::Cpio
+                | FileType::Pdf
+                | FileType::Rtf
         )
     }
 

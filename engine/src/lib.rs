@@ -15,6 +15,7 @@
 //! error of the call.
 
 mod archive;
+mod docs;
 mod entropy;
 mod exe;
 mod filetype;

@@ -2,6 +2,7 @@
 //! summaries and recursive unpacking under limits.
 
 use crate::archive::{Slot, ar_members, cpio_members};
+use crate::docs;
 use crate::exe::{panic_message, summarize_executable};
 use crate::filetype::FileType;
 use crate::hash::Hasher;
@@ -209,6 +210,8 @@ impl<'r> Engine<'r> {
             FileType::Mail => return self.unpack_mail(walk, data, path, depth),
             FileType::Mbox => return self.unpack_mbox(walk, data, path, depth),
             FileType::Ole2 => return self.unpack_ole2(walk, data, path, depth),
+            FileType::Pdf => return self.unpack_pdf(walk, data, path, depth),
+            FileType::Rtf => return self.unpack_rtf(walk, data, path, depth),
             FileType::Ar => {
                 let (slots, error) = ar_members(data);
                 return self.unpack_slots(walk, data, path, depth, ty, slots, error);
@@ -332,6 +335,32 @@ impl<'r> Engine<'r> {
             let child = format!("{path}/{name}");
             // Streams are stored uncompressed: their size is their footprint.
             let flow = self.extract(walk, &child, len, depth, FileType::Ole2, |cap| ole.read(&name, cap, len));
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    fn unpack_pdf(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
+        if docs::pdf_encrypted(data) {
+            walk.encrypted.push(path.to_string());
+        }
+        for stream in docs::pdf_streams(data) {
+            let child = format!("{path}/{}", stream.name);
+            let flow = self
+                .extract(walk, &child, stream.raw.len() as u64, depth, FileType::Pdf, |cap| Ok(docs::pdf_decode(&stream, cap)));
+            if flow == Flow::Stop {
+                return;
+            }
+        }
+    }
+
+    fn unpack_rtf(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
+        let max = self.limits.max_objects as usize;
+        for object in docs::rtf_objects(data, max) {
+            let child = format!("{path}/{}", object.name);
+            let len = object.data.len() as u64;
+            let flow = self.extract(walk, &child, len, depth, FileType::Rtf, |cap| Ok(read_capped(&object.data[..], cap, len)));
             if flow == Flow::Stop {
                 return;
             }

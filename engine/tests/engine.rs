@@ -645,3 +645,63 @@ fn cpio_newc_member_is_scanned() {
     assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
     assert_eq!(r.detections[0].object, "initrd.cpio/bin/x.com");
 }
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn pdf_with(streams: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut pdf = b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n".to_vec();
+    for (i, (dict, body)) in streams.iter().enumerate() {
+        pdf.extend_from_slice(format!("{} 0 obj\n<< {dict} /Length {} >>\nstream\n", i + 3, body.len()).as_bytes());
+        pdf.extend_from_slice(body);
+        pdf.extend_from_slice(b"\nendstream\nendobj\n");
+    }
+    pdf.extend_from_slice(b"trailer\n<< /Root 1 0 R >>\n%%EOF\n");
+    pdf
+}
+
+#[test]
+fn pdf_streams_are_decoded_through_their_filters() {
+    let hex: String = eicar().iter().map(|b| format!("{b:02x} ")).collect::<String>() + ">";
+    let pdf = pdf_with(&[
+        ("/Filter /FlateDecode", zlib(b"BT /F1 12 Tf (Hello) Tj ET")),
+        ("/Type /EmbeddedFile /Filter /FlateDecode", zlib(&eicar())),
+        ("/Filter [/ASCIIHexDecode]", hex.into_bytes()),
+    ]);
+    let r = Engine::new(bundled(), Limits::default()).scan(&pdf, "doc.pdf");
+    assert_eq!(r.file_type, "pdf");
+    let objects: Vec<&str> = r.detections.iter().map(|d| d.object.as_str()).collect();
+    assert_eq!(objects, ["doc.pdf/embedded-4.bin"], "identical decoded content is scanned once: {:?}", r.detections);
+    assert_eq!(r.objects_scanned, 3, "pdf, page text, payload");
+
+    // Hex-only payload (not deduplicated against anything).
+    let hex: String = eicar().iter().map(|b| format!("{b:02X}")).collect::<String>() + ">";
+    let r = Engine::new(bundled(), Limits::default()).scan(&pdf_with(&[("/Filter /ASCIIHexDecode", hex.into_bytes())]), "h.pdf");
+    assert_eq!(r.detections[0].object, "h.pdf/obj-3.bin");
+
+    // A broken Flate stream is an error, not a crash.
+    let r = Engine::new(bundled(), Limits::default()).scan(&pdf_with(&[("/Filter /FlateDecode", b"not zlib".to_vec())]), "b.pdf");
+    assert!(r.errors.iter().any(|e| e.contains("FlateDecode")), "{:?}", r.errors);
+}
+
+#[test]
+fn rtf_objdata_ole1_native_data_is_scanned() {
+    let mut ole1 = Vec::new();
+    ole1.extend_from_slice(&0x0501u32.to_le_bytes());
+    ole1.extend_from_slice(&2u32.to_le_bytes());
+    for s in [&b"Package\0"[..], b"\0", b"\0"] {
+        ole1.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        ole1.extend_from_slice(s);
+    }
+    ole1.extend_from_slice(&(eicar().len() as u32).to_le_bytes());
+    ole1.extend_from_slice(&eicar());
+    let hex: String = ole1.iter().map(|b| format!("{b:02x}")).collect();
+    let rtf = format!("{{\\rtf1\\ansi hello {{\\object\\objemb{{\\*\\objclass Package}}{{\\*\\objdata\n{hex}\n}}}}}}");
+    let r = Engine::new(bundled(), Limits::default()).scan(rtf.as_bytes(), "letter.rtf");
+    assert_eq!(r.file_type, "rtf");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "letter.rtf/object-1.Package");
+}
