@@ -173,10 +173,12 @@ fn summarize_pe(data: &[u8]) -> Result<ExecutableSummary, goblin::error::Error> 
         .filter(|s| s.size_of_raw_data > 0)
         .map(|s| s.pointer_to_raw_data as u64 + s.size_of_raw_data as u64)
         .fold(headers_end, u64::max);
-    let dirs: Vec<_> = pe.header.optional_header.map(|o| o.data_directories.dirs().collect()).unwrap_or_default();
-    let dir = |t: pe::data_directories::DataDirectoryType| dirs.iter().find(|(ty, _)| *ty == t).map(|(_, d)| *d);
-    let signed = dir(pe::data_directories::DataDirectoryType::CertificateTable).is_some_and(|d| d.size > 0);
-    let resources = dir(pe::data_directories::DataDirectoryType::ResourceTable)
+    // The per-directory getters, not `dirs()`: the latter unwraps an index
+    // conversion that panics on some malformed headers (goblin 0.10.7).
+    let dirs = pe.header.optional_header.map(|o| o.data_directories);
+    let signed = dirs.and_then(|d| d.get_certificate_table().copied()).is_some_and(|d| d.size > 0);
+    let resources = dirs
+        .and_then(|d| d.get_resource_table().copied())
         .and_then(|d| rva_to_offset(&pe.sections, d.virtual_address))
         .and_then(|off| {
             // IMAGE_RESOURCE_DIRECTORY: named and id entry counts at +12, +14.
