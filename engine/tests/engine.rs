@@ -192,17 +192,22 @@ fn executable_report_reaches_rules_through_globals() {
     assert!(r.detections.is_empty());
 }
 
-#[test]
-fn object_timeout_is_a_limit_and_root_timeout_is_unscannable() {
+/// A rule that runs far longer than one second on 200 KB: nested loops
+/// (under yara-x's one-million-iteration cap) each taking the entropy of
+/// the whole input.
+fn slow_rules() -> Ruleset {
     let d = tempfile::tempdir().unwrap();
-    // Nested loops (under yara-x's one-million-iteration cap) each hashing
-    // the whole input: far slower than the one-second timeout.
     std::fs::write(
         d.path().join("slow.yar"),
         "import \"math\" rule slow { condition: for all i in (0..999) : ( for all j in (0..999) : ( math.entropy(i, filesize - j) >= 0.0 ) ) }",
     )
     .unwrap();
-    let rules = compile_rules(d.path()).unwrap();
+    compile_rules(d.path()).unwrap()
+}
+
+#[test]
+fn object_timeout_is_a_limit_and_root_timeout_is_unscannable() {
+    let rules = slow_rules();
     let limits = Limits { object_timeout: Duration::from_secs(1), ..Limits::default() };
     let r = Engine::new(&rules, limits).scan(&vec![1u8; 200_000], "big.bin");
     assert_eq!(r.verdict, None);
@@ -438,15 +443,9 @@ fn alert_exceeded_turns_a_limit_into_suspicious() {
 
 #[test]
 fn submission_time_budget_stops_the_walk() {
-    let d = tempfile::tempdir().unwrap();
     // Each object takes over a second of rule time: a 2-second budget runs
     // out inside the archive.
-    std::fs::write(
-        d.path().join("slow.yar"),
-        "import \"math\" rule slow { condition: for all i in (0..999) : ( for all j in (0..999) : ( math.entropy(i, filesize - j) >= 0.0 ) ) }",
-    )
-    .unwrap();
-    let rules = compile_rules(d.path()).unwrap();
+    let rules = slow_rules();
     let big: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 200_000]).collect();
     let entries: Vec<(String, &[u8])> = big.iter().enumerate().map(|(i, b)| (format!("m{i}.bin"), b.as_slice())).collect();
     let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), *b)).collect();
