@@ -25,6 +25,8 @@ pub enum FileType {
     /// Unix `ar` archive (static libraries, Debian packages).
     Ar,
     Cpio,
+    /// ISO 9660 CD/DVD image.
+    Iso,
     /// An RFC 822 / MIME message.
     Mail,
     /// An mbox file: messages after `From ` separator lines.
@@ -103,6 +105,9 @@ impl FileType {
         if memfind(&data[..data.len().min(1024)], b"%PDF-").is_some() {
             return FileType::Pdf;
         }
+        if crate::archive::is_iso9660(data) {
+            return FileType::Iso;
+        }
         if data.len() >= 262 && &data[257..262] == b"ustar" {
             return FileType::Tar;
         }
@@ -140,6 +145,7 @@ impl FileType {
             FileType::Tar => "tar",
             FileType::Ar => "ar",
             FileType::Cpio => "cpio",
+            FileType::Iso => "iso9660",
             FileType::Mail => "mail",
             FileType::Mbox => "mbox",
             FileType::Text => "text",
@@ -163,6 +169,7 @@ impl FileType {
                 | FileType::Ole2
                 | FileType::Ar
                 | FileType::Cpio
+                | FileType::Iso
                 | FileType::Pdf
                 | FileType::Rtf
         )

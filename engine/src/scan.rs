@@ -1,7 +1,7 @@
 //! One submission, start to end: hashing, type detection, rules, executable
 //! summaries and recursive unpacking under limits.
 
-use crate::archive::{Slot, ar_members, cpio_members};
+use crate::archive::{Slot, ar_members, cpio_members, iso_members};
 use crate::docs;
 use crate::exe::{panic_message, summarize_executable};
 use crate::filetype::FileType;
@@ -218,6 +218,10 @@ impl<'r> Engine<'r> {
             }
             FileType::Cpio => {
                 let (slots, error) = cpio_members(data);
+                return self.unpack_slots(walk, data, path, depth, ty, slots, error);
+            }
+            FileType::Iso => {
+                let (slots, error) = iso_members(data);
                 return self.unpack_slots(walk, data, path, depth, ty, slots, error);
             }
             FileType::Gzip => Codec::Gzip,

@@ -730,6 +730,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("rtf", format!("{{\\rtf1{{\\object{{\\*\\objdata {hex}}}}}}}").into_bytes()),
         ("eml", message("m", &[("application/zip; name=\"a.zip\"", "base64", &base64(&zip_of(&[("e.com", &payload)])))])),
         ("pe", tiny_pe(0xE000_0020)),
+        ("iso", tiny_iso()),
         ("elf", std::fs::read(std::env::current_exe().unwrap()).unwrap()[..64 * 1024].to_vec()),
     ]
 }
@@ -750,7 +751,9 @@ fn mutated_inputs_of_every_format_never_escape_the_engine() {
     let limits = Limits { max_total_bytes: 32 << 20, max_scan_time: Duration::from_secs(10), ..Limits::default() };
     let mut engine = Engine::new(bundled(), limits);
     let mut scanned = 0;
-    for (name, seed) in seeds() {
+    let seeds = seeds();
+    let expected = seeds.len() * 150;
+    for (name, seed) in seeds {
         let clean = engine.scan(&seed, name);
         match name {
             // The ELF seed is a truncated real binary: parse errors are expected.
@@ -787,5 +790,73 @@ fn mutated_inputs_of_every_format_never_escape_the_engine() {
             scanned += 1;
         }
     }
-    assert_eq!(scanned, 12 * 150);
+    assert_eq!(scanned, expected);
+}
+
+/// A minimal ISO 9660 image: /EICAR.COM and /DOCS/README.TXT, plus a
+/// directory record that points back at the root (a loop).
+fn tiny_iso() -> Vec<u8> {
+    const S: usize = 2048;
+    let mut iso = vec![0u8; 24 * S];
+    let record = |lba: u32, len: u32, dir: bool, name: &[u8]| -> Vec<u8> {
+        let mut r = vec![0u8; 33 + name.len() + (name.len() + 1) % 2];
+        r[0] = r.len() as u8;
+        r[2..6].copy_from_slice(&lba.to_le_bytes());
+        r[6..10].copy_from_slice(&lba.to_be_bytes());
+        r[10..14].copy_from_slice(&len.to_le_bytes());
+        r[14..18].copy_from_slice(&len.to_be_bytes());
+        r[25] = if dir { 2 } else { 0 };
+        r[32] = name.len() as u8;
+        r[33..33 + name.len()].copy_from_slice(name);
+        r
+    };
+    // Primary volume descriptor, then the set terminator.
+    iso[16 * S] = 1;
+    iso[16 * S + 1..16 * S + 6].copy_from_slice(b"CD001");
+    let root = record(18, S as u32, true, &[0]);
+    iso[16 * S + 156..16 * S + 156 + root.len()].copy_from_slice(&root);
+    iso[17 * S] = 255;
+    iso[17 * S + 1..17 * S + 6].copy_from_slice(b"CD001");
+    let dir = |iso: &mut Vec<u8>, lba: usize, records: &[Vec<u8>]| {
+        let mut at = lba * S;
+        for r in records {
+            iso[at..at + r.len()].copy_from_slice(r);
+            at += r.len();
+        }
+    };
+    let e = eicar();
+    dir(
+        &mut iso,
+        18,
+        &[
+            record(18, S as u32, true, &[0]),
+            record(18, S as u32, true, &[1]),
+            record(19, e.len() as u32, false, b"EICAR.COM;1"),
+            record(20, S as u32, true, b"DOCS"),
+        ],
+    );
+    iso[19 * S..19 * S + e.len()].copy_from_slice(&e);
+    dir(
+        &mut iso,
+        20,
+        &[
+            record(20, S as u32, true, &[0]),
+            record(18, S as u32, true, &[1]),
+            record(21, 5, false, b"README.TXT;1"),
+            record(18, S as u32, true, b"LOOP"),
+        ],
+    );
+    iso[21 * S..21 * S + 5].copy_from_slice(b"hello");
+    iso
+}
+
+#[test]
+fn iso9660_files_are_scanned_and_loops_end() {
+    let iso = tiny_iso();
+    let r = Engine::new(bundled(), Limits::default()).scan(&iso, "disk.iso");
+    assert_eq!(r.file_type, "iso9660");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "disk.iso/EICAR.COM");
+    assert_eq!(r.objects_scanned, 3, "image, EICAR.COM, DOCS/README.TXT: {r:?}");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
 }
