@@ -170,6 +170,7 @@ impl FileType {
                 | FileType::Ar
                 | FileType::Cpio
                 | FileType::Iso
+                | FileType::SevenZip
                 | FileType::Pdf
                 | FileType::Rtf
         )

@@ -210,6 +210,7 @@ impl<'r> Engine<'r> {
             FileType::Mail => return self.unpack_mail(walk, data, path, depth),
             FileType::Mbox => return self.unpack_mbox(walk, data, path, depth),
             FileType::Ole2 => return self.unpack_ole2(walk, data, path, depth),
+            FileType::SevenZip => return self.unpack_7z(walk, data, path, depth),
             FileType::Pdf => return self.unpack_pdf(walk, data, path, depth),
             FileType::Rtf => return self.unpack_rtf(walk, data, path, depth),
             FileType::Ar => {
@@ -324,6 +325,40 @@ impl<'r> Engine<'r> {
             if flow == Flow::Stop {
                 return;
             }
+        }
+    }
+
+    fn unpack_7z(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
+        let mut archive = match sevenz_rust2::ArchiveReader::new(std::io::Cursor::new(data), sevenz_rust2::Password::default()) {
+            Ok(a) => a,
+            Err(sevenz_rust2::Error::PasswordRequired) => {
+                // Encrypted headers: not even the names can be read.
+                walk.encrypted.push(path.to_string());
+                return;
+            }
+            Err(e) => {
+                walk.errors.push(format!("{path}: 7z: {e}"));
+                return;
+            }
+        };
+        let result = archive.for_each_entries(|entry, reader| {
+            if entry.is_directory() || !entry.has_stream() {
+                return Ok(true);
+            }
+            let child = format!("{path}/{}", entry.name());
+            let size = entry.size();
+            // 7z compresses blocks, not members: the ratio cap uses the
+            // whole archive as the member's footprint.
+            let flow = self
+                .extract(walk, &child, data.len() as u64, depth, FileType::SevenZip, |cap| Ok(read_capped(reader, cap, size)));
+            Ok(flow == Flow::Continue)
+        });
+        match result {
+            Ok(()) => {}
+            Err(sevenz_rust2::Error::PasswordRequired | sevenz_rust2::Error::MaybeBadPassword(_)) => {
+                walk.encrypted.push(path.to_string())
+            }
+            Err(e) => walk.errors.push(format!("{path}: 7z: {e}")),
         }
     }
 

@@ -860,3 +860,26 @@ fn iso9660_files_are_scanned_and_loops_end() {
     assert_eq!(r.objects_scanned, 3, "image, EICAR.COM, DOCS/README.TXT: {r:?}");
     assert!(r.errors.is_empty(), "{:?}", r.errors);
 }
+
+#[test]
+fn seven_zip_members_are_scanned() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("docs")).unwrap();
+    std::fs::write(src.path().join("docs/readme.txt"), "hello").unwrap();
+    std::fs::write(src.path().join("eicar.com"), eicar()).unwrap();
+    let archive = sevenz_rust2::compress(src.path(), std::io::Cursor::new(Vec::new())).unwrap().into_inner();
+    let r = Engine::new(bundled(), Limits::default()).scan(&archive, "pack.7z");
+    assert_eq!(r.file_type, "7z");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert!(
+        r.detections[0].object.starts_with("pack.7z/") && r.detections[0].object.ends_with("eicar.com"),
+        "{:?}",
+        r.detections
+    );
+    assert_eq!(r.objects_scanned, 3);
+
+    let mut cut = archive.clone();
+    cut.truncate(archive.len() - 20);
+    let r = Engine::new(bundled(), Limits::default()).scan(&cut, "cut.7z");
+    assert!(!r.errors.is_empty(), "{r:?}");
+}
