@@ -171,6 +171,7 @@ impl FileType {
                 | FileType::Cpio
                 | FileType::Iso
                 | FileType::SevenZip
+                | FileType::Cab
                 | FileType::Pdf
                 | FileType::Rtf
         )

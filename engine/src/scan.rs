@@ -211,6 +211,7 @@ impl<'r> Engine<'r> {
             FileType::Mbox => return self.unpack_mbox(walk, data, path, depth),
             FileType::Ole2 => return self.unpack_ole2(walk, data, path, depth),
             FileType::SevenZip => return self.unpack_7z(walk, data, path, depth),
+            FileType::Cab => return self.unpack_cab(walk, data, path, depth),
             FileType::Pdf => return self.unpack_pdf(walk, data, path, depth),
             FileType::Rtf => return self.unpack_rtf(walk, data, path, depth),
             FileType::Ar => {
@@ -359,6 +360,31 @@ impl<'r> Engine<'r> {
                 walk.encrypted.push(path.to_string())
             }
             Err(e) => walk.errors.push(format!("{path}: 7z: {e}")),
+        }
+    }
+
+    fn unpack_cab(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
+        let mut cab = match cab::Cabinet::new(std::io::Cursor::new(data)) {
+            Ok(c) => c,
+            Err(e) => {
+                walk.errors.push(format!("{path}: cab: {e}"));
+                return;
+            }
+        };
+        let names: Vec<(String, u64)> = cab
+            .folder_entries()
+            .flat_map(|f| f.file_entries().map(|e| (e.name().to_string(), e.uncompressed_size() as u64)).collect::<Vec<_>>())
+            .collect();
+        for (name, size) in names {
+            let child = format!("{path}/{}", name.replace('\\', "/"));
+            // Folders compress many files together: the ratio cap uses the
+            // whole cabinet as the member's footprint.
+            let flow = self.extract(walk, &child, data.len() as u64, depth, FileType::Cab, |cap| {
+                cab.read_file(&name).map(|r| read_capped(r, cap, size)).map_err(|e| format!("cab: {e}"))
+            });
+            if flow == Flow::Stop {
+                return;
+            }
         }
     }
 

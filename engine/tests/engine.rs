@@ -883,3 +883,29 @@ fn seven_zip_members_are_scanned() {
     let r = Engine::new(bundled(), Limits::default()).scan(&cut, "cut.7z");
     assert!(!r.errors.is_empty(), "{r:?}");
 }
+
+fn cab_of(entries: &[(&str, &[u8])], ctype: cab::CompressionType) -> Vec<u8> {
+    let mut builder = cab::CabinetBuilder::new();
+    let folder = builder.add_folder(ctype);
+    for (name, _) in entries {
+        folder.add_file(*name);
+    }
+    let mut writer = builder.build(std::io::Cursor::new(Vec::new())).unwrap();
+    let mut i = 0;
+    while let Some(mut w) = writer.next_file().unwrap() {
+        w.write_all(entries[i].1).unwrap();
+        i += 1;
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+#[test]
+fn cab_members_are_scanned() {
+    for ctype in [cab::CompressionType::None, cab::CompressionType::MsZip] {
+        let c = cab_of(&[("readme.txt", b"hello"), ("sub\\eicar.com", &eicar())], ctype);
+        let r = Engine::new(bundled(), Limits::default()).scan(&c, "setup.cab");
+        assert_eq!(r.file_type, "cab");
+        assert_eq!(r.verdict, Some(Severity::Malicious), "{ctype:?}: {r:?}");
+        assert_eq!(r.detections[0].object, "setup.cab/sub/eicar.com");
+    }
+}
