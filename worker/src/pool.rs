@@ -9,6 +9,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
+/// Stack of each scan thread (the default 2 MiB is tight for nested parsers).
+const SCAN_STACK_BYTES: usize = 32 * 1024 * 1024;
+
 /// One submission for a scan thread.
 pub struct Job {
     pub ruleset: Arc<Ruleset>,
@@ -36,6 +39,9 @@ impl ScanPool {
             let limits = limits.clone();
             std::thread::Builder::new()
                 .name(format!("qala-scan-{i}"))
+                // Parsers recurse on nested input; a stack overflow would
+                // abort the worker, which catch_unwind cannot prevent.
+                .stack_size(SCAN_STACK_BYTES)
                 .spawn(move || scan_thread(rx, limits))
                 .expect("spawn scan thread");
         }
