@@ -369,7 +369,7 @@ mod tests {
         let text = s.sections.iter().find(|s| s.name == ".text").expect(".text");
         assert!(text.entropy > 4.0 && text.flags == "r-x", "{text:?}");
         assert!(s.import_names.iter().any(|n| n.contains("malloc") || n.contains("__libc_start_main")), "{:?}", s.import_names);
-        assert_eq!(s.imports as usize, s.import_names.len().max(s.imports as usize));
+        assert!(s.import_names.len() <= s.imports as usize, "names are capped, never more than the count");
         assert!(!s.facts.iter().any(|f| f.starts_with("writable_executable")), "{:?}", s.facts);
     }
 }

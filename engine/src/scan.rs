@@ -15,6 +15,7 @@ use crate::rules::{
 };
 use crate::unpack::{Codec, Ole2, read_capped, tar_members};
 use crate::unzip::{MemberData, ZipReader};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
@@ -104,7 +105,10 @@ impl<'r> Engine<'r> {
             root_unscanned: false,
         };
         let name = if name.is_empty() { "<root>" } else { name };
-        walk.seen.insert(*blake3::hash(data).as_bytes());
+        // The root's blake3 is already in the digests: no second pass.
+        if let Ok(h) = blake3::Hash::from_hex(&digests.blake3) {
+            walk.seen.insert(*h.as_bytes());
+        }
         self.scan_object(&mut walk, data, root_type, name, 0, "");
 
         let verdict = if walk.root_unscanned && walk.detections.is_empty() {
@@ -318,11 +322,31 @@ impl<'r> Engine<'r> {
         if !parsed.headers.is_empty() {
             walk.object_meta.push(ObjectMeta { object: path.to_string(), meta: parsed.headers });
         }
-        for part in parsed.parts {
-            let child = format!("{path}/{}", part.name);
-            let len = part.data.len() as u64;
-            // Parts are decoded already (base64 at most inflates 3:4).
-            let flow = self.extract(walk, &child, len, depth, FileType::Mail, |cap| Ok(read_capped(&part.data[..], cap, len)));
+        let parts = parsed.parts.into_iter().map(|p| (p.name, Cow::Owned(p.data)));
+        self.extract_buffers(walk, path, depth, FileType::Mail, parts);
+    }
+
+    /// Scan children that are already whole in memory (decoded mail parts,
+    /// RTF objects, mbox messages). Their footprint in the parent is their
+    /// own size, so the ratio cap never bites; the other limits do.
+    fn extract_buffers<'b>(
+        &mut self,
+        walk: &mut Walk,
+        path: &str,
+        depth: u32,
+        ty: FileType,
+        children: impl IntoIterator<Item = (String, Cow<'b, [u8]>)>,
+    ) {
+        for (name, data) in children {
+            let child = format!("{path}/{name}");
+            let len = data.len() as u64;
+            let flow = self.extract(walk, &child, len, depth, ty, |cap| {
+                Ok(match data {
+                    // An owned buffer that fits is moved, not copied.
+                    Cow::Owned(v) if v.len() as u64 <= cap => MemberData { data: v, truncated: false, error: None },
+                    other => read_capped(&other[..], cap, len),
+                })
+            });
             if flow == Flow::Stop {
                 return;
             }
@@ -421,26 +445,19 @@ impl<'r> Engine<'r> {
     }
 
     fn unpack_rtf(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
-        let max = self.limits.max_objects as usize;
-        for object in docs::rtf_objects(data, max) {
-            let child = format!("{path}/{}", object.name);
-            let len = object.data.len() as u64;
-            let flow = self.extract(walk, &child, len, depth, FileType::Rtf, |cap| Ok(read_capped(&object.data[..], cap, len)));
-            if flow == Flow::Stop {
-                return;
-            }
-        }
+        let objects = docs::rtf_objects(data, self.limits.max_objects as usize);
+        self.extract_buffers(walk, path, depth, FileType::Rtf, objects.into_iter().map(|o| (o.name, Cow::Owned(o.data))));
     }
 
     fn unpack_mbox(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
-        for (i, message) in mail::split_mbox(data).into_iter().enumerate() {
-            let child = format!("{path}/message-{}.eml", i + 1);
-            let len = message.len() as u64;
-            let flow = self.extract(walk, &child, len, depth, FileType::Mbox, |cap| Ok(read_capped(message, cap, len)));
-            if flow == Flow::Stop {
-                return;
-            }
-        }
+        let messages = mail::split_mbox(data).into_iter().enumerate();
+        self.extract_buffers(
+            walk,
+            path,
+            depth,
+            FileType::Mbox,
+            messages.map(|(i, m)| (format!("message-{}.eml", i + 1), Cow::Borrowed(m))),
+        );
     }
 
     /// Admit one child of a container under the limits, read it with the
