@@ -11,6 +11,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Most import or export names kept per executable.
 const MAX_NAMES: usize = 1000;
+/// Most symbol-table entries read from one Mach-O (the table declares its
+/// own length).
+const MAX_SYMBOLS: usize = 1_000_000;
 
 /// Entropy above which a section's data is probably packed or encrypted.
 const HIGH_ENTROPY: f64 = 7.2;
@@ -98,7 +101,7 @@ impl ExecutableSummary {
 fn section_at(sections: &[SectionSummary], addr: u64) -> Option<String> {
     sections
         .iter()
-        .find(|s| addr >= s.virtual_address && addr < s.virtual_address + s.virtual_size.max(s.raw_size))
+        .find(|s| addr >= s.virtual_address && addr < s.virtual_address.saturating_add(s.virtual_size.max(s.raw_size)))
         .map(|s| s.name.clone())
 }
 
@@ -290,7 +293,16 @@ fn summarize_macho(m: &mach::MachO) -> ExecutableSummary {
         }
     }
     let imports = m.imports().unwrap_or_default();
-    let exports = m.exports().unwrap_or_default();
+    // Exports come from the symbol table, not goblin's export-trie walk: a
+    // crafted trie makes that walk exponential in time and memory (found by
+    // the macho fuzz target; the input is in fuzz/corpus/macho).
+    let exports: Vec<String> = m
+        .symbols()
+        .take(MAX_SYMBOLS)
+        .filter_map(Result::ok)
+        .filter(|(_, n)| n.is_global() && !n.is_undefined() && !n.is_stab())
+        .map(|(name, _)| name.to_string())
+        .collect();
     let mut summary = ExecutableSummary {
         format: "macho",
         arch: mach::constants::cputype::get_arch_name_from_types(m.header.cputype(), m.header.cpusubtype())
@@ -303,7 +315,7 @@ fn summarize_macho(m: &mach::MachO) -> ExecutableSummary {
         imports: imports.len() as u32,
         exports: exports.len() as u32,
         import_names: imports.iter().take(MAX_NAMES).map(|i| format!("{}!{}", i.dylib, i.name)).collect(),
-        export_names: exports.iter().take(MAX_NAMES).map(|e| e.name.clone()).collect(),
+        export_names: exports.iter().take(MAX_NAMES).cloned().collect(),
         ..Default::default()
     };
     summary.derive_facts(false);

@@ -13,6 +13,10 @@
 //! extracted object. Everything that goes wrong inside a submission (a corrupt
 //! member, a limit, a parser panic) becomes part of the [`Report`], never an
 //! error of the call.
+//!
+//! The yara-x half sits behind the default `rules` feature: without it the
+//! crate is the unpackers, the executable summaries and the limits alone,
+//! which is what the fuzz targets (`fuzz/`, see [`fuzzing`]) build.
 
 mod archive;
 mod docs;
@@ -23,17 +27,25 @@ mod hash;
 mod limits;
 mod mail;
 mod report;
+#[cfg(feature = "rules")]
 mod rules;
+#[cfg(feature = "rules")]
 mod scan;
 mod unpack;
 mod unzip;
+mod vba;
+mod walk;
+
+pub mod fuzzing;
 
 pub use exe::{ExecutableSummary, SectionSummary, summarize_executable};
 pub use filetype::FileType;
 pub use hash::{Digests, Hasher};
 pub use limits::{Limit, Limits};
 pub use report::{Detection, LimitHit, ObjectMeta, Report, Severity};
+#[cfg(feature = "rules")]
 pub use rules::{RuleFileError, RulesError, Ruleset, compile_rules, rules_fingerprint};
+#[cfg(feature = "rules")]
 pub use scan::Engine;
 
 /// Version of the engine, reported in every verdict. It names the yara-x

@@ -21,6 +21,8 @@ pub(crate) struct MemberInfo {
     pub is_dir: bool,
     pub encrypted: bool,
     pub compressed_size: u64,
+    /// Where the member's compressed bytes sit in the archive.
+    pub data_start: u64,
 }
 
 /// Bytes read from one member: at most `cap` of them.
@@ -41,12 +43,6 @@ impl<'a> ZipReader<'a> {
         self.archive.len()
     }
 
-    /// True when two members share bytes: the shape of an overlapping-entry
-    /// bomb, where a small archive expands to many copies of one stream.
-    pub fn has_overlapping_files(&mut self) -> bool {
-        self.archive.has_overlapping_files().unwrap_or(true)
-    }
-
     pub fn info(&mut self, index: usize) -> Result<MemberInfo, String> {
         let f = self.archive.by_index_raw(index).map_err(|e| format!("zip member #{index}: {e}"))?;
         Ok(MemberInfo {
@@ -54,6 +50,7 @@ impl<'a> ZipReader<'a> {
             is_dir: f.is_dir(),
             encrypted: f.encrypted(),
             compressed_size: f.compressed_size(),
+            data_start: f.data_start().unwrap_or(f.header_start()),
         })
     }
 

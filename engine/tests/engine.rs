@@ -611,14 +611,7 @@ fn debian_package_ar_with_data_tar_xz() {
     let mut xz = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::default()).unwrap();
     xz.write_all(&data_tar).unwrap();
     let data_tar_xz = xz.finish().unwrap();
-    let mut deb = b"!<arch>\n".to_vec();
-    for (name, body) in [("debian-binary", &b"2.0\n"[..]), ("data.tar.xz", &data_tar_xz[..])] {
-        deb.extend_from_slice(format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", 0, 0, 0, 100644, body.len()).as_bytes());
-        deb.extend_from_slice(body);
-        if body.len() % 2 == 1 {
-            deb.push(b'\n');
-        }
-    }
+    let deb = ar_of(&[("debian-binary", b"2.0\n"), ("data.tar.xz", &data_tar_xz)]);
     let r = Engine::new(bundled(), Limits::default()).scan(&deb, "tool.deb");
     assert_eq!(r.file_type, "ar");
     assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
@@ -627,18 +620,7 @@ fn debian_package_ar_with_data_tar_xz() {
 
 #[test]
 fn cpio_newc_member_is_scanned() {
-    let mut a = Vec::new();
-    for (name, body, mode) in [("bin/x.com", &eicar()[..], 0o100755u32), ("TRAILER!!!", &b""[..], 0)] {
-        a.extend_from_slice(format!("070701{:08x}{:08x}", 1, mode).as_bytes());
-        for v in [0u32, 0, 1, 0, body.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0] {
-            a.extend_from_slice(format!("{v:08x}").as_bytes());
-        }
-        a.extend_from_slice(name.as_bytes());
-        a.push(0);
-        a.resize(a.len().next_multiple_of(4), 0);
-        a.extend_from_slice(body);
-        a.resize(a.len().next_multiple_of(4), 0);
-    }
+    let a = cpio_newc(&[("bin/x.com", &eicar()), ("TRAILER!!!", b"")]);
     let r = Engine::new(bundled(), Limits::default()).scan(&a, "initrd.cpio");
     assert_eq!(r.file_type, "cpio");
     assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
@@ -705,34 +687,187 @@ fn rtf_objdata_ole1_native_data_is_scanned() {
     assert_eq!(r.detections[0].object, "letter.rtf/object-1.Package");
 }
 
-/// Seeds of every format the engine reads, each carrying the payload.
-fn seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let payload = eicar();
-    let tar = tar_of(&[("a/eicar.com", &payload), ("b.txt", b"hello")]);
-    let mut cf = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).unwrap();
-    cf.create_stream("/Data").unwrap().write_all(&payload).unwrap();
-    cf.flush().unwrap();
-    let ole = cf.into_inner().into_inner();
+/// Seeds of every format the engine reads, each carrying `payload`, keyed
+/// by the fuzz target that reads them (`qala_engine::fuzzing::TARGETS`).
+fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let tar = tar_of(&[("a/eicar.com", payload), ("b.txt", b"hello")]);
+    // A Word file whose only copy of the payload is VBA module source.
+    let ole = doc_with_macro(std::str::from_utf8(payload).unwrap(), 0x01);
     let mut xz = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::default()).unwrap();
     xz.write_all(&tar).unwrap();
     let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
     bz.write_all(&tar).unwrap();
     let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+    let mail = message("m", &[("application/zip; name=\"a.zip\"", "base64", &base64(&zip_of(&[("e.com", payload)])))]);
+    let mut mbox = b"From alice@example.org Mon Mar  2 10:00:00 2026\n".to_vec();
+    mbox.extend_from_slice(&mail);
+    mbox.extend_from_slice(b"\nFrom bob@example.org Mon Mar  2 11:00:00 2026\nSubject: two\n\nplain body\n");
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("eicar.com"), payload).unwrap();
+    std::fs::write(src.path().join("readme.txt"), "hello").unwrap();
+    let sevenz = sevenz_rust2::compress(src.path(), std::io::Cursor::new(Vec::new())).unwrap().into_inner();
     vec![
-        ("zip", zip_of(&[("in.zip", &zip_of(&[("eicar.com", &payload)])), ("t.tar", &tar)])),
-        ("gz", gzip(&tar)),
+        ("zip", zip_of(&[("in.zip", &zip_of(&[("eicar.com", payload)])), ("t.tar", &tar)])),
+        ("gzip", gzip(&tar)),
         ("xz", xz.finish().unwrap()),
-        ("bz2", bz.finish().unwrap()),
-        ("zst", ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest)),
+        ("bzip2", bz.finish().unwrap()),
+        ("zstd", ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest)),
         ("tar", tar.clone()),
+        ("cpio", cpio_newc(&[("bin/x.com", payload), ("TRAILER!!!", b"")])),
+        ("ar", ar_of(&[("debian-binary", b"2.0\n"), ("data.tar", &tar)])),
+        ("iso9660", tiny_iso(payload)),
+        ("sevenz", sevenz),
+        ("cab", cab_of(&[("readme.txt", b"hello"), ("sub\\eicar.com", payload)], cab::CompressionType::MsZip)),
         ("ole2", ole),
-        ("pdf", pdf_with(&[("/Filter /FlateDecode", zlib(&payload)), ("/Filter /ASCIIHexDecode", hex.clone().into_bytes())])),
+        ("pdf", pdf_with(&[("/Filter /FlateDecode", zlib(payload)), ("/Filter /ASCIIHexDecode", hex.clone().into_bytes())])),
         ("rtf", format!("{{\\rtf1{{\\object{{\\*\\objdata {hex}}}}}}}").into_bytes()),
-        ("eml", message("m", &[("application/zip; name=\"a.zip\"", "base64", &base64(&zip_of(&[("e.com", &payload)])))])),
+        ("mail", mail),
+        ("mbox", mbox),
         ("pe", tiny_pe(0xE000_0020)),
-        ("iso", tiny_iso()),
-        ("elf", std::fs::read(std::env::current_exe().unwrap()).unwrap()[..64 * 1024].to_vec()),
+        ("elf", tiny_elf()),
+        ("macho", tiny_macho()),
+        ("macho_fat", fat_macho(&tiny_macho())),
     ]
+}
+
+fn cpio_newc(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut a = Vec::new();
+    for (name, body) in entries {
+        let mode = if body.is_empty() { 0 } else { 0o100755u32 };
+        a.extend_from_slice(format!("070701{:08x}{:08x}", 1, mode).as_bytes());
+        for v in [0u32, 0, 1, 0, body.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0] {
+            a.extend_from_slice(format!("{v:08x}").as_bytes());
+        }
+        a.extend_from_slice(name.as_bytes());
+        a.push(0);
+        a.resize(a.len().next_multiple_of(4), 0);
+        a.extend_from_slice(body);
+        a.resize(a.len().next_multiple_of(4), 0);
+    }
+    a
+}
+
+fn ar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut ar = b"!<arch>\n".to_vec();
+    for (name, body) in entries {
+        ar.extend_from_slice(format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", 0, 0, 0, 100644, body.len()).as_bytes());
+        ar.extend_from_slice(body);
+        if body.len() % 2 == 1 {
+            ar.push(b'\n');
+        }
+    }
+    ar
+}
+
+/// A minimal x86-64 ELF executable: one PT_LOAD, `.text` and `.shstrtab`.
+fn tiny_elf() -> Vec<u8> {
+    let mut e = vec![0u8; 0x100];
+    e[0..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
+    let put = |e: &mut Vec<u8>, at: usize, bytes: &[u8]| e[at..at + bytes.len()].copy_from_slice(bytes);
+    put(&mut e, 16, &2u16.to_le_bytes()); // ET_EXEC
+    put(&mut e, 18, &0x3Eu16.to_le_bytes()); // x86-64
+    put(&mut e, 20, &1u32.to_le_bytes());
+    put(&mut e, 24, &0x40_0080u64.to_le_bytes()); // entry in .text
+    put(&mut e, 32, &64u64.to_le_bytes()); // program headers
+    put(&mut e, 40, &0xC0u64.to_le_bytes() as &[u8]); // section headers (placed after the body)
+    put(&mut e, 52, &64u16.to_le_bytes());
+    put(&mut e, 54, &56u16.to_le_bytes());
+    put(&mut e, 56, &1u16.to_le_bytes());
+    put(&mut e, 58, &64u16.to_le_bytes());
+    put(&mut e, 60, &3u16.to_le_bytes());
+    put(&mut e, 62, &2u16.to_le_bytes());
+    // PT_LOAD, R+X, the whole file at 0x400000.
+    put(&mut e, 64, &1u32.to_le_bytes());
+    put(&mut e, 68, &5u32.to_le_bytes());
+    put(&mut e, 80, &0x40_0000u64.to_le_bytes());
+    put(&mut e, 88, &0x40_0000u64.to_le_bytes());
+    put(&mut e, 96, &0x100u64.to_le_bytes());
+    put(&mut e, 104, &0x100u64.to_le_bytes());
+    put(&mut e, 112, &0x1000u64.to_le_bytes());
+    // .text: mov eax, 60; xor edi, edi; syscall
+    put(&mut e, 0x80, &[0xB8, 0x3C, 0, 0, 0, 0x31, 0xFF, 0x0F, 0x05]);
+    put(&mut e, 0xA0, b"\0.text\0.shstrtab\0");
+    e.resize(0xC0 + 3 * 64, 0);
+    let section = |e: &mut Vec<u8>, i: usize, name: u32, ty: u32, flags: u64, addr: u64, off: u64, size: u64| {
+        let at = 0xC0 + i * 64;
+        put(e, at, &name.to_le_bytes());
+        put(e, at + 4, &ty.to_le_bytes());
+        put(e, at + 8, &flags.to_le_bytes());
+        put(e, at + 16, &addr.to_le_bytes());
+        put(e, at + 24, &off.to_le_bytes());
+        put(e, at + 32, &size.to_le_bytes());
+        put(e, at + 48, &16u64.to_le_bytes());
+    };
+    section(&mut e, 1, 1, 1, 6, 0x40_0080, 0x80, 9);
+    section(&mut e, 2, 7, 3, 0, 0, 0xA0, 17);
+    e
+}
+
+/// A minimal x86-64 Mach-O executable: one `__TEXT` segment with `__text`.
+fn tiny_macho() -> Vec<u8> {
+    let mut m = Vec::new();
+    let u32s = |m: &mut Vec<u8>, vs: &[u32]| vs.iter().for_each(|v| m.extend_from_slice(&v.to_le_bytes()));
+    let u64s = |m: &mut Vec<u8>, vs: &[u64]| vs.iter().for_each(|v| m.extend_from_slice(&v.to_le_bytes()));
+    let name = |m: &mut Vec<u8>, n: &str| {
+        let mut b = [0u8; 16];
+        b[..n.len()].copy_from_slice(n.as_bytes());
+        m.extend_from_slice(&b);
+    };
+    // magic, cputype x86-64, subtype, MH_EXECUTE, 1 command of 152 bytes, flags, reserved
+    u32s(&mut m, &[0xFEED_FACF, 0x0100_0007, 3, 2, 1, 152, 0, 0]);
+    u32s(&mut m, &[0x19, 152]); // LC_SEGMENT_64
+    name(&mut m, "__TEXT");
+    u64s(&mut m, &[0x1000, 0x1000, 0, 0x200]);
+    u32s(&mut m, &[7, 5, 1, 0]);
+    name(&mut m, "__text");
+    name(&mut m, "__TEXT");
+    u64s(&mut m, &[0x1100, 0x10]);
+    u32s(&mut m, &[0x100, 0, 0, 0, 0x8000_0400, 0, 0, 0]);
+    m.resize(0x100, 0);
+    m.extend_from_slice(&[0x31, 0xC0, 0xC3]);
+    m.resize(0x200, 0);
+    m
+}
+
+/// A fat (universal) Mach-O holding `thin` once.
+fn fat_macho(thin: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    for v in [0xCAFE_BABEu32, 1, 0x0100_0007, 3, 0x1000, thin.len() as u32, 12] {
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    f.resize(0x1000, 0);
+    f.extend_from_slice(thin);
+    f
+}
+
+/// The fuzz corpus seeds (`fuzz/corpus/<target>/seed-*`) are these
+/// generators' output with a harmless payload; set `QALA_WRITE_FUZZ_SEEDS=1`
+/// to write them again. Every seed must reach its parser: containers yield
+/// the payload as a child, executables a summary without error.
+#[test]
+fn fuzz_seeds_reach_their_parsers() {
+    let payload = b"Qala fuzz seed payload: harmless text.\n";
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let targets: Vec<&str> = qala_engine::fuzzing::TARGETS.iter().map(|(t, _)| *t).collect();
+    let seeds = seeds(payload);
+    for (target, seed) in &seeds {
+        assert!(targets.contains(target), "{target} is not a fuzz target");
+        let r = qala_engine::fuzzing::run(target, seed).unwrap();
+        if ["pe", "elf", "macho", "macho_fat"].contains(target) {
+            assert!(!r.executables.is_empty(), "{target}: {r:?}");
+            assert!(r.executables.iter().all(|e| e.error.is_none()), "{target}: {:?}", r.executables);
+        } else {
+            assert!(r.objects_scanned >= 2, "{target} seed must yield children: {r:?}");
+            assert!(r.errors.is_empty(), "{target}: {:?}", r.errors);
+        }
+        if std::env::var_os("QALA_WRITE_FUZZ_SEEDS").is_some() {
+            for dir in [*target, "any"] {
+                std::fs::create_dir_all(corpus.join(dir)).unwrap();
+                std::fs::write(corpus.join(dir).join(format!("seed-{target}")), seed).unwrap();
+            }
+        }
+    }
+    assert_eq!(seeds.len(), targets.len() - 1, "one seed per target but `any`");
 }
 
 /// Deterministic mutations (bit flips, overwrites, truncations, inserted
@@ -751,14 +886,15 @@ fn mutated_inputs_of_every_format_never_escape_the_engine() {
     let limits = Limits { max_total_bytes: 32 << 20, max_scan_time: Duration::from_secs(10), ..Limits::default() };
     let mut engine = Engine::new(bundled(), limits);
     let mut scanned = 0;
-    let seeds = seeds();
+    let seeds = seeds(&eicar());
     let expected = seeds.len() * 150;
     for (name, seed) in seeds {
         let clean = engine.scan(&seed, name);
         match name {
             // The ELF seed is a truncated real binary: parse errors are expected.
-            "elf" => assert_eq!(clean.executables.len(), 1),
-            "pe" => assert!(clean.executables.iter().all(|e| e.error.is_none()), "{clean:?}"),
+            "pe" | "elf" | "macho" | "macho_fat" => {
+                assert!(clean.executables.iter().all(|e| e.error.is_none()), "{clean:?}")
+            }
             _ => assert_eq!(clean.verdict, Some(Severity::Malicious), "seed {name} must carry the payload: {clean:?}"),
         }
         for round in 0..150 {
@@ -795,7 +931,7 @@ fn mutated_inputs_of_every_format_never_escape_the_engine() {
 
 /// A minimal ISO 9660 image: /EICAR.COM and /DOCS/README.TXT, plus a
 /// directory record that points back at the root (a loop).
-fn tiny_iso() -> Vec<u8> {
+fn tiny_iso(e: &[u8]) -> Vec<u8> {
     const S: usize = 2048;
     let mut iso = vec![0u8; 24 * S];
     let record = |lba: u32, len: u32, dir: bool, name: &[u8]| -> Vec<u8> {
@@ -824,7 +960,6 @@ fn tiny_iso() -> Vec<u8> {
             at += r.len();
         }
     };
-    let e = eicar();
     dir(
         &mut iso,
         18,
@@ -835,7 +970,7 @@ fn tiny_iso() -> Vec<u8> {
             record(20, S as u32, true, b"DOCS"),
         ],
     );
-    iso[19 * S..19 * S + e.len()].copy_from_slice(&e);
+    iso[19 * S..19 * S + e.len()].copy_from_slice(e);
     dir(
         &mut iso,
         20,
@@ -852,7 +987,7 @@ fn tiny_iso() -> Vec<u8> {
 
 #[test]
 fn iso9660_files_are_scanned_and_loops_end() {
-    let iso = tiny_iso();
+    let iso = tiny_iso(&eicar());
     let r = Engine::new(bundled(), Limits::default()).scan(&iso, "disk.iso");
     assert_eq!(r.file_type, "iso9660");
     assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
@@ -908,4 +1043,306 @@ fn cab_members_are_scanned() {
         assert_eq!(r.verdict, Some(Severity::Malicious), "{ctype:?}: {r:?}");
         assert_eq!(r.detections[0].object, "setup.cab/sub/eicar.com");
     }
+}
+
+/// `zip` with its one member's central-directory record repeated under
+/// `count` names: every entry points at the same bytes.
+fn aliased_members(zip: &[u8], count: u16) -> Vec<u8> {
+    let cd_at = zip.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    let eocd_at = zip.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+    let record = &zip[cd_at..eocd_at];
+    let name_len = u16::from_le_bytes([record[28], record[29]]) as usize;
+    let mut out = zip[..cd_at].to_vec();
+    for i in 0..count {
+        let name = format!("copy-{i}.com");
+        out.extend_from_slice(&record[..28]);
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&record[30..46]);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&record[46 + name_len..]);
+    }
+    let mut eocd = zip[eocd_at..].to_vec();
+    eocd[8..10].copy_from_slice(&count.to_le_bytes());
+    eocd[10..12].copy_from_slice(&count.to_le_bytes());
+    eocd[12..16].copy_from_slice(&((out.len() - cd_at) as u32).to_le_bytes());
+    out.extend_from_slice(&eocd);
+    out
+}
+
+#[test]
+fn overlapping_zip_members_are_flagged_and_not_followed() {
+    let zip = aliased_members(&zip_of(&[("a.com", &eicar())]), 50);
+    let r = Engine::new(bundled(), Limits::default()).scan(&zip, "overlap.zip");
+    assert_eq!(r.objects_scanned, 2, "the archive and its first member only: {r:?}");
+    let rules: Vec<_> = r.detections.iter().map(|d| (d.rule.as_str(), d.object.as_str(), d.severity)).collect();
+    assert!(rules.contains(&("Heuristics_Zip_OverlappingFiles", "overlap.zip", Severity::Suspicious)), "{rules:?}");
+    assert!(rules.iter().any(|(_, o, s)| *o == "overlap.zip/copy-0.com" && *s == Severity::Malicious), "{rules:?}");
+    assert_eq!(r.verdict, Some(Severity::Malicious));
+    let meta = &r.detections.iter().find(|d| d.namespace == "qala").unwrap().meta;
+    assert!(meta[0].1.starts_with("49 member(s)"), "{meta:?}");
+
+    // Members side by side are not overlapping, empty ones included.
+    let plain = zip_of(&[("a.txt", b"one"), ("b.txt", b"two"), ("empty", b""), ("empty2", b"")]);
+    let r = Engine::new(bundled(), Limits::default()).scan(&plain, "plain.zip");
+    assert!(r.detections.is_empty(), "{r:?}");
+    assert_eq!(r.objects_scanned, 3);
+}
+
+/// Bits written least-significant first, as zip's legacy methods read them.
+#[derive(Default)]
+struct LsbBits {
+    out: Vec<u8>,
+    bit: u32,
+}
+
+impl LsbBits {
+    fn put(&mut self, value: u32, width: u32) {
+        for i in 0..width {
+            if self.bit == 0 {
+                self.out.push(0);
+            }
+            *self.out.last_mut().unwrap() |= (((value >> i) & 1) as u8) << self.bit;
+            self.bit = (self.bit + 1) % 8;
+        }
+    }
+}
+
+/// A one-member zip written field by field, for compression methods the
+/// zip crate reads but cannot write.
+fn raw_zip(name: &str, method: u16, flags: u16, compressed: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    let le16 = |v: u16| v.to_le_bytes().to_vec();
+    let le32 = |v: u32| v.to_le_bytes().to_vec();
+    let common = [le16(flags), le16(method), le16(0), le16(0x5021), le32(crc.sum()), le32(compressed.len() as u32)]
+        .concat()
+        .into_iter()
+        .chain(le32(data.len() as u32))
+        .chain(le16(name.len() as u16))
+        .chain(le16(0))
+        .collect::<Vec<u8>>();
+    let mut z = [b"PK\x03\x04".to_vec(), le16(20), common.clone(), name.as_bytes().to_vec(), compressed.to_vec()].concat();
+    let cd_at = z.len();
+    z.extend([b"PK\x01\x02".to_vec(), le16(20), le16(20), common, le16(0), le16(0), le16(0), le32(0), le32(0)].concat());
+    z.extend_from_slice(name.as_bytes());
+    let cd_len = z.len() - cd_at;
+    z.extend(
+        [b"PK\x05\x06".to_vec(), le16(0), le16(0), le16(1), le16(1), le32(cd_len as u32), le32(cd_at as u32), le16(0)].concat(),
+    );
+    z
+}
+
+/// Shrink (method 1) with literal codes only: 9-bit LZW codes < 256.
+fn shrink_literals(data: &[u8]) -> Vec<u8> {
+    let mut b = LsbBits::default();
+    data.iter().for_each(|&c| b.put(c as u32, 9));
+    b.out
+}
+
+/// Reduce (methods 2-5) with empty follower sets: 256 six-bit zero counts,
+/// then each byte as 8 plain bits (no 0x90 escapes needed for our data).
+fn reduce_literals(data: &[u8]) -> Vec<u8> {
+    assert!(!data.contains(&0x90));
+    let mut b = LsbBits::default();
+    (0..256).for_each(|_| b.put(0, 6));
+    data.iter().for_each(|&c| b.put(c as u32, 8));
+    b.out
+}
+
+/// Implode (method 6), 4 KiB window, no literal tree: a length and a
+/// distance tree of 64 six-bit codes each, then each byte as a 1 bit and
+/// 8 plain bits.
+fn implode_literals(data: &[u8]) -> Vec<u8> {
+    let mut b = LsbBits::default();
+    for _tree in 0..2 {
+        b.put(3, 8); // four description bytes follow
+        (0..4).for_each(|_| b.put(0xF5, 8)); // 16 codes of length 6, four times
+    }
+    data.iter().for_each(|&c| {
+        b.put(1, 1);
+        b.put(c as u32, 8);
+    });
+    b.out
+}
+
+/// Deflate64 (method 9) shares deflate's stored blocks.
+fn deflate64_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x01];
+    out.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(!(data.len() as u16)).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// LZMA (method 14): version, properties size, properties, raw stream.
+fn zip_lzma(data: &[u8]) -> Vec<u8> {
+    let opts = lzma_rust2::LzmaOptions::with_preset(6);
+    let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &opts, true).unwrap();
+    let props = w.props();
+    w.write_all(data).unwrap();
+    let stream = w.finish().unwrap();
+    let mut out = vec![16, 2, 5, 0, props];
+    out.extend_from_slice(&opts.dict_size.to_le_bytes());
+    out.extend_from_slice(&stream);
+    out
+}
+
+#[test]
+fn legacy_deflate64_and_lzma_zip_methods_unpack() {
+    let e = eicar();
+    let cases = [
+        ("shrink", 1, 0, shrink_literals(&e)),
+        ("reduce-1", 2, 0, reduce_literals(&e)),
+        ("reduce-4", 5, 0, reduce_literals(&e)),
+        ("implode", 6, 0, implode_literals(&e)),
+        ("deflate64", 9, 0, deflate64_stored(&e)),
+        ("lzma", 14, 2, zip_lzma(&e)),
+    ];
+    for (method, id, flags, compressed) in cases {
+        let zip = raw_zip("payload.com", id, flags, &compressed, &e);
+        let r = Engine::new(bundled(), Limits::default()).scan(&zip, &format!("{method}.zip"));
+        assert!(r.errors.is_empty(), "{method}: {:?}", r.errors);
+        assert_eq!(r.verdict, Some(Severity::Malicious), "{method}: {r:?}");
+        assert_eq!(r.detections[0].object, format!("{method}.zip/payload.com"), "{method}");
+    }
+}
+
+#[test]
+fn zip64_members_unpack() {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().large_file(true);
+    w.start_file("docs/readme.txt", opts).unwrap();
+    w.write_all(b"hello").unwrap();
+    w.start_file("bin/eicar.com", opts).unwrap();
+    w.write_all(&eicar()).unwrap();
+    let zip = w.finish().unwrap().into_inner();
+    // ZIP64 extra fields (header id 0x0001) in the local headers.
+    assert!(zip.windows(4).any(|x| x == [0x01, 0x00, 0x10, 0x00]), "no zip64 extra field");
+    let r = Engine::new(bundled(), Limits::default()).scan(&zip, "big.zip");
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "big.zip/bin/eicar.com");
+    assert_eq!(r.objects_scanned, 3);
+}
+
+/// A cabinet with one LZX folder (21-bit window) written field by field:
+/// the cab crate writes only stored and MSZIP folders. The folder is one
+/// LZX uncompressed block, which is as valid LZX as any other block type.
+fn cab_lzx(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let folder: Vec<u8> = entries.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+    // Header bits (16-bit little-endian words, most significant bit first):
+    // no E8 translation, block type 3, 24-bit size, 4 bits of alignment.
+    let bits = (3u32 << 28) | ((folder.len() as u32) << 4);
+    let mut lzx = Vec::new();
+    lzx.extend_from_slice(&((bits >> 16) as u16).to_le_bytes());
+    lzx.extend_from_slice(&(bits as u16).to_le_bytes());
+    [1u32, 1, 1].iter().for_each(|r| lzx.extend_from_slice(&r.to_le_bytes()));
+    lzx.extend_from_slice(&folder);
+    if folder.len() % 2 == 1 {
+        lzx.push(0);
+    }
+    let mut files = Vec::new();
+    let mut offset = 0u32;
+    for (name, data) in entries {
+        files.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        files.extend_from_slice(&offset.to_le_bytes());
+        files.extend_from_slice(&[0, 0, 0x21, 0x50, 0, 0, 0x20, 0]);
+        files.extend_from_slice(name.as_bytes());
+        files.push(0);
+        offset += data.len() as u32;
+    }
+    let data_at = 36 + 8 + files.len();
+    let total = data_at + 8 + lzx.len();
+    let mut cab = b"MSCF".to_vec();
+    for v in [0u32, total as u32, 0, 36 + 8, 0] {
+        cab.extend_from_slice(&v.to_le_bytes());
+    }
+    cab.extend_from_slice(&[3, 1]);
+    for v in [1u16, entries.len() as u16, 0, 0, 0] {
+        cab.extend_from_slice(&v.to_le_bytes());
+    }
+    cab.extend_from_slice(&(data_at as u32).to_le_bytes());
+    cab.extend_from_slice(&1u16.to_le_bytes());
+    cab.extend_from_slice(&0x1503u16.to_le_bytes());
+    cab.extend_from_slice(&files);
+    cab.extend_from_slice(&0u32.to_le_bytes());
+    cab.extend_from_slice(&(lzx.len() as u16).to_le_bytes());
+    cab.extend_from_slice(&(folder.len() as u16).to_le_bytes());
+    cab.extend_from_slice(&lzx);
+    cab
+}
+
+#[test]
+fn cab_lzx_members_are_scanned() {
+    let c = cab_lzx(&[("readme.txt", b"hello"), ("sub\\eicar.com", &eicar())]);
+    let r = Engine::new(bundled(), Limits::default()).scan(&c, "lzx.cab");
+    assert_eq!(r.file_type, "cab");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.verdict, Some(Severity::Malicious), "{r:?}");
+    assert_eq!(r.detections[0].object, "lzx.cab/sub/eicar.com");
+    assert_eq!(r.objects_scanned, 3);
+}
+
+/// MS-OVBA compression with literals only (valid, if not small): one
+/// compressed chunk per 3,640 bytes, a zero flag byte before every 8.
+fn ovba_literals(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x01];
+    for chunk in data.chunks(3640) {
+        let body: Vec<u8> = chunk.chunks(8).flat_map(|group| std::iter::once(0u8).chain(group.iter().copied())).collect();
+        out.extend_from_slice(&(0xB000u16 | (body.len() as u16 + 2 - 3)).to_le_bytes());
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+/// A Word 97 file with a VBA project: `Macros/VBA/dir` lists one module
+/// whose source starts after 32 bytes of (fake) p-code. `dir_signature`
+/// is the compressed container's first byte (0x01 when valid).
+fn doc_with_macro(source: &str, dir_signature: u8) -> Vec<u8> {
+    let record = |id: u16, body: &[u8]| [&id.to_le_bytes()[..], &(body.len() as u32).to_le_bytes(), body].concat();
+    let dir = [
+        record(0x0001, &1u32.to_le_bytes()),
+        // PROJECTVERSION: a size field of 4, then 6 bytes.
+        [&0x0009u16.to_le_bytes()[..], &4u32.to_le_bytes(), &[1, 0, 0, 0, 2, 0]].concat(),
+        record(0x000F, &1u16.to_le_bytes()),
+        record(0x0013, &0xFFFFu16.to_le_bytes()),
+        record(0x0019, b"Module1"),
+        record(0x0047, &"Module1".encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<_>>()),
+        record(0x001A, b"Module1"),
+        record(0x0032, &"Module1".encode_utf16().flat_map(u16::to_le_bytes).collect::<Vec<_>>()),
+        record(0x0031, &32u32.to_le_bytes()),
+        record(0x0021, b""),
+        record(0x002B, b""),
+        record(0x0010, b""),
+    ]
+    .concat();
+    let mut module = vec![0xCCu8; 32];
+    module.extend_from_slice(&ovba_literals(source.as_bytes()));
+    let mut cf = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).unwrap();
+    cf.create_storage_all("/Macros/VBA").unwrap();
+    cf.create_stream("/WordDocument").unwrap().write_all(b"document text").unwrap();
+    let mut dir = ovba_literals(&dir);
+    dir[0] = dir_signature;
+    cf.create_stream("/Macros/VBA/dir").unwrap().write_all(&dir).unwrap();
+    cf.create_stream("/Macros/VBA/Module1").unwrap().write_all(&module).unwrap();
+    cf.flush().unwrap();
+    cf.into_inner().into_inner()
+}
+
+#[test]
+fn vba_macro_source_is_decompressed_and_scanned() {
+    let source = "Attribute VB_Name = \"Module1\"\r\nSub AutoOpen()\r\n    Shell \"cmd /c calc.exe\"\r\nEnd Sub\r\n".repeat(3);
+    let doc = doc_with_macro(&source, 0x01);
+    let r = Engine::new(bundled(), Limits::default()).scan(&doc, "macro.doc");
+    assert_eq!(r.file_type, "ole2");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let found: Vec<_> = r.detections.iter().map(|d| (d.rule.as_str(), d.object.as_str())).collect();
+    // Only the decompressed source matches: flag bytes split the strings in the stream.
+    assert_eq!(found, [("Qala_Office_AutoExec_Macro", "macro.doc/Macros/VBA/Module1.vba")], "{r:?}");
+    assert_eq!(r.verdict, Some(Severity::Suspicious));
+
+    // A dir stream that is not MS-OVBA compressed is an error, not a crash;
+    // the streams themselves are still scanned.
+    let r = Engine::new(bundled(), Limits::default()).scan(&doc_with_macro(&source, 0x07), "broken.doc");
+    assert_eq!(r.errors, ["broken.doc/Macros/VBA/dir: vba: no compressed container signature"]);
+    assert_eq!((r.verdict, r.objects_scanned), (Some(Severity::Clean), 4));
 }

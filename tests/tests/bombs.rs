@@ -82,12 +82,19 @@ fn bombs_are_bounded_and_never_cached_clean() {
     for l in &lines {
         let limits = l["limits_hit"].as_array().unwrap();
         assert!(!limits.is_empty(), "no limit recorded: {l}");
-        assert_eq!(l["verdict"], "clean", "{l}");
+        if l["path"].as_str().unwrap().ends_with("overlap.zip") {
+            // One member is read; the 1,999 aliases of its bytes are not.
+            assert_eq!(l["verdict"], "suspicious", "{l}");
+            assert_eq!(l["detections"][0]["rule"], "Heuristics_Zip_OverlappingFiles", "{l}");
+        } else {
+            assert_eq!(l["verdict"], "clean", "{l}");
+        }
         eprintln!("{}: {} limits, first {}, {} objects", l["path"], limits.len(), limits[0], l["objects_scanned"]);
     }
     // A clean verdict from a partial scan is not cached: the next scan uploads again.
     let (_, again) = cluster.scan(&[dir.path()]).unwrap();
-    for l in &again {
+    assert_eq!(again.iter().filter(|l| l["verdict"] == "clean").count(), 2, "{again:#?}");
+    for l in again.iter().filter(|l| l["verdict"] == "clean") {
         assert_eq!(l["cached"], false, "{l}");
         assert!(l["uploaded"].as_u64().unwrap() > 0);
     }
