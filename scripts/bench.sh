@@ -20,8 +20,11 @@ cargo build --release -p qala-tests --bin qala-bench
 DIR="${1:-}"
 if [ -z "$DIR" ]; then
   DIR="$CARGO_TARGET_DIR/bench-corpus"
-  if [ ! -d "$DIR" ]; then
+  if [ ! -f "$DIR.complete" ]; then
+    rm -rf "$DIR"
     mkdir -p "$DIR/bin" "$DIR/text" "$DIR/archives"
+    # Best effort: `head` closing a pipe must not end the script.
+    set +e +o pipefail
     # Executables: ELF shared libraries and programs (about 300 MB).
     find /usr/lib/x86_64-linux-gnu /usr/bin -maxdepth 1 -type f -size +20k -size -40M 2>/dev/null \
       | head -n 1200 | while read -r f; do cp "$f" "$DIR/bin/" 2>/dev/null || true; done
@@ -42,6 +45,8 @@ for i, root in enumerate(sorted(os.listdir('/usr/share/doc'))[150:300]):
                 p = os.path.join(base, f)
                 if os.path.isfile(p): z.write(p, os.path.relpath(p, '/usr/share/doc'))
 PY
+    set -e -o pipefail
+    touch "$DIR.complete"
   fi
 fi
 echo "corpus: $DIR ($(du -sh "$DIR" | cut -f1), $(find "$DIR" -type f | wc -l) files); rules: $RULES; threads: $THREADS"

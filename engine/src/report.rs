@@ -70,6 +70,8 @@ pub struct Report {
     /// Metadata of objects that have some (message headers).
     pub object_meta: Vec<ObjectMeta>,
     pub objects_scanned: u32,
+    /// Bytes of all objects scanned (the root and everything extracted).
+    pub bytes_scanned: u64,
     pub duration: Duration,
 }
 

@@ -70,6 +70,15 @@ impl Inspect for Rules<'_> {
         let _ = self.scanner.set_global(GLOBAL_EXE_FACTS, facts.join(",").as_str());
         let _ = self.scanner.set_global(GLOBAL_EXE_SIGNED, o.exe.iter().any(|e| e.signed));
         let _ = self.scanner.set_global(GLOBAL_EXE_OVERLAY, o.exe.iter().map(|e| e.overlay_size as i64).max().unwrap_or(0));
+        if o.ty == FileType::Elf && self.ruleset.trim_elf_symbols {
+            // Same output as the module computes, minus the symbol tables
+            // no rule looks at (their counts stay).
+            if let Some(mut elf) = yara_x::mods::invoke::<yara_x::mods::ELF>(o.data) {
+                elf.symtab.clear();
+                elf.dynsym.clear();
+                let _ = self.scanner.set_module_output(elf);
+            }
+        }
         self.run_rules(walk, o.data, o.ty, o.path, o.depth, o.parent_type);
     }
 }

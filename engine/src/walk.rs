@@ -57,6 +57,8 @@ pub(crate) struct Walk {
     /// Set when the submission's time budget ran out: nothing more is read.
     pub(crate) out_of_time: bool,
     pub(crate) objects: u32,
+    /// Bytes of the objects counted in `objects`.
+    pub(crate) bytes: u64,
     pub(crate) extracted: u64,
     /// blake3 of every object already scanned in this submission.
     pub(crate) seen: HashSet<[u8; 32]>,
@@ -90,6 +92,7 @@ pub(crate) fn walk(
     let root_type = root_type.unwrap_or_else(|| FileType::detect(data));
     let mut walk = Walk {
         objects: 0,
+        bytes: 0,
         extracted: 0,
         started: start,
         out_of_time: false,
@@ -132,6 +135,7 @@ pub(crate) fn walk(
         encrypted: walk.encrypted,
         object_meta: walk.object_meta,
         objects_scanned: walk.objects,
+        bytes_scanned: walk.bytes,
         duration: start.elapsed(),
     }
 }
@@ -156,6 +160,7 @@ impl<I: Inspect> Unpacker<'_, I> {
         // yara-x counts whole seconds: round the rest of the budget up.
         let timeout = self.limits.object_timeout.min(Duration::from_secs(left.as_secs() + 1));
         walk.objects += 1;
+        walk.bytes += data.len() as u64;
         // The executable report goes first: rules see it through globals.
         let exe = if ty.is_executable() { summarize_executable(data, ty, path) } else { Vec::new() };
         self.inspector.inspect(walk, &Object { data, ty, path, depth, parent_type, exe: &exe, timeout });

@@ -1346,3 +1346,32 @@ fn vba_macro_source_is_decompressed_and_scanned() {
     assert_eq!(r.errors, ["broken.doc/Macros/VBA/dir: vba: no compressed container signature"]);
     assert_eq!((r.verdict, r.objects_scanned), (Some(Severity::Clean), 4));
 }
+
+/// The elf module's output is trimmed (no symbol tables) only for rules
+/// that cannot see the tables; what rules can see is the same either way.
+#[test]
+fn elf_module_fields_are_intact_with_and_without_trimming() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("ep.yar"),
+        "import \"elf\"\nrule ep { condition: elf.entry_point == 0x80 and elf.number_of_sections == 3 and elf.machine == elf.EM_X86_64 }",
+    )
+    .unwrap();
+    let trimmed = compile_rules(d.path()).unwrap();
+    std::fs::write(
+        d.path().join("sym.yar"),
+        "import \"elf\"\nrule sym { condition: elf.symtab_entries == 0 and elf.dynsym_entries == 0 }",
+    )
+    .unwrap();
+    let full = compile_rules(d.path()).unwrap();
+    for rules in [&trimmed, &full] {
+        let shipped = Ruleset::from_bytes(rules.id.clone(), &rules.to_bytes().unwrap()).unwrap();
+        let elf = tiny_elf();
+        let r = Engine::new(&shipped, Limits::default()).scan(&elf, "tool");
+        let hits: Vec<_> = r.detections.iter().map(|d| d.rule.as_str()).collect();
+        assert!(hits.contains(&"ep"), "{hits:?}");
+        // Inside an archive too (the trimmed output is set per object).
+        let r = Engine::new(&shipped, Limits::default()).scan(&zip_of(&[("a", b"text"), ("bin/tool", &elf)]), "t.zip");
+        assert!(r.detections.iter().any(|d| d.rule == "ep" && d.object == "t.zip/bin/tool"), "{:?}", r.detections);
+    }
+}

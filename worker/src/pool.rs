@@ -115,6 +115,7 @@ fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) 
         encrypted: Vec::new(),
         object_meta: Vec::new(),
         objects_scanned: 0,
+        bytes_scanned: 0,
         duration: start.elapsed(),
     }
 }

@@ -3,9 +3,13 @@
 //! yara-x), on THREADS threads each with its own engine, and print MB/s and
 //! files/s of input. `scripts/bench.sh` runs it beside libyara's `yara -r -p N`
 //! on the same directory and rules and prints the ratio.
+//!
+//! MODE splits the cost: `full` (default), `root` (rules on each file as
+//! it is, nothing unpacked: what libyara does), `unpack` (hashing,
+//! unpacking and executable reports, no rules).
 
 use anyhow::{Context, Result};
-use qala_engine::{Engine, Limits, Severity, compile_rules};
+use qala_engine::{Engine, Limits, Report, Severity, compile_rules};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -28,6 +32,12 @@ fn main() -> Result<()> {
     let dir = PathBuf::from(args.next().context("usage: qala-bench DIR RULES [THREADS]")?);
     let rules_path = PathBuf::from(args.next().context("usage: qala-bench DIR RULES [THREADS]")?);
     let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(2);
+    let mode = args.next().unwrap_or_else(|| "full".to_string());
+    let limits = match mode.as_str() {
+        "full" | "unpack" => Limits::default(),
+        "root" => Limits { max_depth: 0, ..Limits::default() },
+        other => anyhow::bail!("unknown mode {other}: full, root or unpack"),
+    };
 
     let t = Instant::now();
     let rules = compile_rules(&rules_path)?;
@@ -37,19 +47,24 @@ fn main() -> Result<()> {
     let total: u64 = list.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
 
     let next = AtomicUsize::new(0);
-    let (objects, detected) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (objects, detected, scanned) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
-                let mut engine = Engine::new(&rules, Limits::default());
+                let mut engine = Engine::new(&rules, limits.clone());
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = list.get(i) else { break };
                     let Ok(data) = std::fs::read(path) else { continue };
                     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    let r = engine.scan(&data, &name);
+                    let r: Report = if mode == "unpack" {
+                        qala_engine::fuzzing::unpack_only(&data, &limits)
+                    } else {
+                        engine.scan(&data, &name)
+                    };
                     objects.fetch_add(r.objects_scanned as usize, Ordering::Relaxed);
+                    scanned.fetch_add(r.bytes_scanned as usize, Ordering::Relaxed);
                     if matches!(r.verdict, Some(Severity::Malicious | Severity::Suspicious)) {
                         detected.fetch_add(1, Ordering::Relaxed);
                     }
@@ -59,10 +74,11 @@ fn main() -> Result<()> {
     });
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "qala-engine: {} files, {:.1} MB, {} objects, {} detected, {threads} threads: {:.2}s, {:.1} MB/s, {:.0} files/s",
+        "qala-engine ({mode}): {} files, {:.1} MB, {} objects ({:.1} MB), {} detected, {threads} threads: {:.2}s, {:.1} MB/s, {:.0} files/s",
         list.len(),
         total as f64 / 1e6,
         objects.load(Ordering::Relaxed),
+        scanned.load(Ordering::Relaxed) as f64 / 1e6,
         detected.load(Ordering::Relaxed),
         secs,
         total as f64 / 1e6 / secs,
