@@ -14,6 +14,8 @@ pub enum FileType {
     Gzip,
     Bzip2,
     Xz,
+    /// A raw LZMA stream with the 13-byte "LZMA alone" header (`.lzma`).
+    Lzma,
     Zstd,
     SevenZip,
     Rar,
@@ -120,6 +122,9 @@ impl FileType {
         if looks_like_text(&data[..data.len().min(8192)]) {
             return FileType::Text;
         }
+        if looks_like_lzma_alone(data) {
+            return FileType::Lzma;
+        }
         FileType::Binary
     }
 
@@ -135,6 +140,7 @@ impl FileType {
             FileType::Gzip => "gzip",
             FileType::Bzip2 => "bzip2",
             FileType::Xz => "xz",
+            FileType::Lzma => "lzma",
             FileType::Zstd => "zstd",
             FileType::SevenZip => "7z",
             FileType::Rar => "rar",
@@ -163,6 +169,7 @@ impl FileType {
                 | FileType::Gzip
                 | FileType::Bzip2
                 | FileType::Xz
+                | FileType::Lzma
                 | FileType::Zstd
                 | FileType::Mail
                 | FileType::Mbox
@@ -196,6 +203,22 @@ fn looks_like_text(sample: &[u8]) -> bool {
     control * 100 <= sample.len()
 }
 
+/// The "LZMA alone" header has no magic: a properties byte (lc/lp/pb, 0x5D
+/// from every common encoder, at most 224), a dictionary size that encoders
+/// write as 2^n or 2^n + 2^(n-1) between 4 KiB and 1.5 GiB, and an
+/// uncompressed size that is either unknown (all ones) or plausible. The
+/// check runs after every magic-based type, on binary data only.
+fn looks_like_lzma_alone(data: &[u8]) -> bool {
+    let Some(header) = data.get(..13) else { return false };
+    let dict = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+    let size = u64::from_le_bytes(header[5..13].try_into().expect("8 bytes"));
+    let dict_ok = (1 << 12..=3 << 29).contains(&dict) && {
+        let high = 1u32 << (31 - dict.leading_zeros());
+        dict == high || dict == high | (high >> 1)
+    };
+    header[0] <= 224 && dict_ok && (size == u64::MAX || size < 1 << 40) && data.len() > 13
+}
+
 #[cfg(test)]
 mod tests {
     use super::FileType;
@@ -203,6 +226,15 @@ mod tests {
     #[test]
     fn magics() {
         assert_eq!(FileType::detect(b""), FileType::Empty);
+        // LZMA alone: props 0x5D, 8 MiB dictionary, unknown or plausible size.
+        let lzma = [&[0x5D, 0, 0, 0x80, 0][..], &[0xFF; 8], b"\x00\x12\x34"].concat();
+        assert_eq!(FileType::detect(&lzma), FileType::Lzma);
+        let sized = [&[0x5D, 0, 0, 0x30, 0][..], &1234u64.to_le_bytes(), b"\x00\x12\x34"].concat();
+        assert_eq!(FileType::detect(&sized), FileType::Lzma, "3 MiB = 2^21 + 2^20 is a valid dictionary");
+        let odd_dict = [&[0x5D, 0x01, 0, 0x80, 0][..], &[0xFF; 8], b"\x00\x12\x34"].concat();
+        assert_eq!(FileType::detect(&odd_dict), FileType::Binary);
+        let huge = [&[0x5D, 0, 0, 0x80, 0][..], &(1u64 << 50).to_le_bytes(), b"\x00"].concat();
+        assert_eq!(FileType::detect(&huge), FileType::Binary);
         assert_eq!(FileType::detect(b"PK\x03\x04rest"), FileType::Zip);
         assert_eq!(FileType::detect(b"MZ\x90\x00"), FileType::Pe);
         assert_eq!(FileType::detect(b"\x7fELF\x02\x01"), FileType::Elf);

@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("gzip", Some(FileType::Gzip)),
     ("bzip2", Some(FileType::Bzip2)),
     ("xz", Some(FileType::Xz)),
+    ("lzma", Some(FileType::Lzma)),
     ("zstd", Some(FileType::Zstd)),
     ("tar", Some(FileType::Tar)),
     ("cpio", Some(FileType::Cpio)),

@@ -15,7 +15,7 @@ pub(crate) fn read_capped(reader: impl Read, cap: u64, size_hint: u64) -> Member
     MemberData { data, truncated, error: result.err().map(|e| e.to_string()) }
 }
 
-/// Largest xz/LZMA2 decoder memory allowed, in KiB.
+/// Largest xz/LZMA decoder memory allowed, in KiB.
 const XZ_MEM_LIMIT_KIB: u32 = 128 * 1024;
 
 /// Compressed single streams the engine decodes.
@@ -24,6 +24,8 @@ pub(crate) enum Codec {
     Gzip,
     Bzip2,
     Xz,
+    /// LZMA alone (`.lzma`): a 13-byte header, then one LZMA stream.
+    Lzma,
     Zstd,
 }
 
@@ -35,7 +37,8 @@ impl Codec {
         let (exts, tar_exts): (&[&str], &[&str]) = match self {
             Codec::Gzip => (&[".gz", ".gzip", ".z"], &[".tgz", ".taz"]),
             Codec::Bzip2 => (&[".bz2", ".bzip2", ".bz"], &[".tbz", ".tbz2", ".tb2"]),
-            Codec::Xz => (&[".xz", ".lzma"], &[".txz", ".tlz"]),
+            Codec::Xz => (&[".xz"], &[".txz"]),
+            Codec::Lzma => (&[".lzma"], &[".tlz"]),
             Codec::Zstd => (&[".zst", ".zstd"], &[".tzst"]),
         };
         for e in exts {
@@ -59,6 +62,10 @@ impl Codec {
             // An xz header may ask for a dictionary of up to 1.5 GiB: refuse
             // more than the decoder memory we allow.
             Codec::Xz => read_capped(lzma_rust2::XzReader::new_mem_limit(data, true, XZ_MEM_LIMIT_KIB), cap, 0),
+            Codec::Lzma => match lzma_rust2::LzmaReader::new_mem_limit(data, XZ_MEM_LIMIT_KIB, None) {
+                Ok(r) => read_capped(r, cap, 0),
+                Err(e) => MemberData { data: Vec::new(), truncated: false, error: Some(format!("lzma: {e}")) },
+            },
             Codec::Zstd => match ruzstd::decoding::StreamingDecoder::new(Cursor::new(data)) {
                 Ok(r) => read_capped(r, cap, 0),
                 Err(e) => MemberData { data: Vec::new(), truncated: false, error: Some(format!("zstd: {e}")) },
@@ -136,6 +143,8 @@ mod tests {
         assert_eq!(Codec::Gzip.child_name("a.TGZ"), "a.tar");
         assert_eq!(Codec::Bzip2.child_name("x.bz2"), "x");
         assert_eq!(Codec::Xz.child_name("x.txz"), "x.tar");
+        assert_eq!(Codec::Lzma.child_name("notes.txt.lzma"), "notes.txt");
+        assert_eq!(Codec::Lzma.child_name("x.tlz"), "x.tar");
         assert_eq!(Codec::Zstd.child_name("blob"), "blob.decompressed");
         assert_eq!(Codec::Gzip.child_name(".gz"), ".gz.decompressed");
     }

@@ -202,6 +202,7 @@ impl<I: Inspect> Unpacker<'_, I> {
             FileType::Gzip => Codec::Gzip,
             FileType::Bzip2 => Codec::Bzip2,
             FileType::Xz => Codec::Xz,
+            FileType::Lzma => Codec::Lzma,
             FileType::Zstd => Codec::Zstd,
             _ => return,
         };

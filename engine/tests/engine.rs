@@ -361,6 +361,7 @@ fn single_stream_compressors_unpack() {
     };
     let zst = ruzstd::encoding::compress_to_vec(&payload[..], ruzstd::encoding::CompressionLevel::Fastest);
     for (name, data, child) in [
+        ("eicar.com.lzma", lzma_alone(&payload), "eicar.com.lzma/eicar.com"),
         ("eicar.com.gz", gzip(&payload), "eicar.com.gz/eicar.com"),
         ("eicar.com.bz2", bz, "eicar.com.bz2/eicar.com"),
         ("eicar.com.xz", xz, "eicar.com.xz/eicar.com"),
@@ -710,6 +711,7 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("zip", zip_of(&[("in.zip", &zip_of(&[("eicar.com", payload)])), ("t.tar", &tar)])),
         ("gzip", gzip(&tar)),
         ("xz", xz.finish().unwrap()),
+        ("lzma", lzma_alone(&tar)),
         ("bzip2", bz.finish().unwrap()),
         ("zstd", ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest)),
         ("tar", tar.clone()),
@@ -1086,6 +1088,14 @@ fn overlapping_zip_members_are_flagged_and_not_followed() {
     let r = Engine::new(bundled(), Limits::default()).scan(&plain, "plain.zip");
     assert!(r.detections.is_empty(), "{r:?}");
     assert_eq!(r.objects_scanned, 3);
+}
+
+/// An "LZMA alone" (`.lzma`) stream, as `xz --format=lzma` writes it.
+fn lzma_alone(data: &[u8]) -> Vec<u8> {
+    let opts = lzma_rust2::LzmaOptions::with_preset(6);
+    let mut w = lzma_rust2::LzmaWriter::new_use_header(Vec::new(), &opts, Some(data.len() as u64)).unwrap();
+    w.write_all(data).unwrap();
+    w.finish().unwrap()
 }
 
 /// Bits written least-significant first, as zip's legacy methods read them.
