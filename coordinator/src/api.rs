@@ -5,11 +5,14 @@
 //! upload of a sha256 leads: it is streamed to the worker rendezvous hashing
 //! picks while its sha256 is checked, and every concurrent upload of the same
 //! content waits for the leader's verdict instead of scanning again. If the
-//! leader fails (a lying client, a dead worker) a waiter takes over with its
-//! own upload.
+//! leader fails (a lying client) a waiter takes over with its own upload.
+//! A worker that fails mid-scan costs nothing but time: the coordinator
+//! keeps a copy of the upload ([`Spool`]) and replays it to the next worker
+//! in the ranking.
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, WorkerHandle};
 use crate::rules::{LoadedRules, RulesManager};
+use crate::spool::Spool;
 use crate::store::{self, VerdictStore};
 use qala_proto::v1::{self as pb, scan_request::Msg};
 use sha2::{Digest, Sha256};
@@ -75,17 +78,51 @@ impl ScannerService {
         Role::Leader(Leader { key: key.to_string(), tx, map: self.inflight.clone() })
     }
 
-    /// Stream one upload to its worker, verifying size and sha256 on the way.
+    /// Scan one upload: stream it to the first worker in its rendezvous
+    /// ranking while checking size and sha256 and keeping a copy; if that
+    /// worker fails (killed, unreachable, lost its rules), replay the copy
+    /// to the next worker in the ranking, up to [`MAX_FAILOVERS`] times.
     async fn scan_upload(
         &self,
         header: &pb::ScanHeader,
         stream: &mut Streaming<pb::ScanRequest>,
         rules: &LoadedRules,
     ) -> Result<pb::Verdict, Status> {
-        let worker =
+        let first =
             self.cluster.ranked(&header.sha256).into_iter().next().ok_or_else(|| Status::unavailable("no live workers"))?;
-        worker.ensure_rules(rules).await?;
+        let mut spool = Spool::new();
+        let mut last = match self.stream_to(&first, header, stream, rules, &mut spool).await {
+            Ok(v) => return self.finish(v, &first, header, rules).await,
+            Err(Failed::Upload(s)) => return Err(s),
+            Err(Failed::Worker(s)) => s,
+        };
+        let mut tried = vec![first.id.clone()];
+        first.suspend();
+        for _ in 0..MAX_FAILOVERS {
+            let ranked = self.cluster.ranked(&header.sha256);
+            let Some(next) = ranked.into_iter().find(|w| !tried.contains(&w.id)) else { break };
+            warn!(sha256 = header.sha256, failed = tried.last().map(String::as_str), next = next.id, error = %last.message(), "worker failed; replaying the upload to the next worker");
+            match self.replay_to(&next, header, rules, &mut spool).await {
+                Ok(v) => return self.finish(v, &next, header, rules).await,
+                Err(Failed::Upload(s)) => return Err(s),
+                Err(Failed::Worker(s)) => {
+                    next.suspend();
+                    tried.push(next.id.clone());
+                    last = s;
+                }
+            }
+        }
+        Err(Status::unavailable(format!(
+            "no worker could scan {} (tried {}): {}",
+            header.sha256,
+            tried.join(", "),
+            last.message()
+        )))
+    }
 
+    /// Open a `ScanFile` call on `worker` and send it the header.
+    async fn open(&self, worker: &WorkerHandle, header: &pb::ScanHeader, rules: &LoadedRules) -> Result<WorkerCall, Status> {
+        worker.ensure_rules(rules).await?;
         let (tx, rx) = mpsc::channel(8);
         let first = pb::WorkerScanRequest {
             msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
@@ -98,68 +135,111 @@ impl ScannerService {
         tx.send(first).await.map_err(|_| Status::internal("worker stream closed"))?;
         let mut client = worker.client.clone();
         let call = tokio::spawn(async move { client.scan_file(ReceiverStream::new(rx)).await });
+        Ok(WorkerCall { tx, call })
+    }
+
+    /// The first attempt: receive the upload, check it, keep a copy in
+    /// `spool` and pass it on to `worker`. The upload is read to its end
+    /// even if the worker goes away, so it can be replayed.
+    async fn stream_to(
+        &self,
+        worker: &WorkerHandle,
+        header: &pb::ScanHeader,
+        stream: &mut Streaming<pb::ScanRequest>,
+        rules: &LoadedRules,
+        spool: &mut Spool,
+    ) -> Result<pb::Verdict, Failed> {
+        let (mut tx, call, mut worker_error) = match self.open(worker, header, rules).await {
+            Ok(WorkerCall { tx, call }) => (Some(tx), Some(call), None),
+            Err(e) => (None, None, Some(e)),
+        };
         // Aborting the call resets the worker's stream: it never scans a
         // partial or rejected upload.
-        let abort = call.abort_handle();
-        let fail = |s: Status| {
-            abort.abort();
-            Err(s)
+        let abort = call.as_ref().map(|c| c.abort_handle());
+        let reject = |s: Status| {
+            if let Some(a) = &abort {
+                a.abort();
+            }
+            Failed::Upload(s)
         };
-
         let mut hasher = Sha256::new();
-        let mut received = 0u64;
-        let mut worker_gone = false;
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
-                Err(e) => return fail(Status::cancelled(format!("upload interrupted: {}", e.message()))),
+                Err(e) => return Err(reject(Status::cancelled(format!("upload interrupted: {}", e.message())))),
             };
             let chunk = match msg.msg {
                 Some(Msg::Chunk(c)) => c,
-                _ => return fail(Status::invalid_argument("Scan: only the first message may be a header")),
+                _ => return Err(reject(Status::invalid_argument("Scan: only the first message may be a header"))),
             };
-            received += chunk.len() as u64;
-            if received > header.size {
-                return fail(Status::invalid_argument(format!("upload is larger than the announced {} bytes", header.size)));
+            if spool.len() + chunk.len() as u64 > header.size {
+                return Err(reject(Status::invalid_argument(format!(
+                    "upload is larger than the announced {} bytes",
+                    header.size
+                ))));
             }
             hasher.update(&chunk);
-            let m = pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(chunk)) };
-            if tx.send(m).await.is_err() {
-                // The worker ended the call early; its answer says why.
-                worker_gone = true;
-                break;
+            spool.write(&chunk).await.map_err(|e| reject(Status::unavailable(format!("coordinator spool: {e}"))))?;
+            if let Some(t) = &tx {
+                let m = pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(chunk)) };
+                if t.send(m).await.is_err() {
+                    // The worker ended the call early; its answer says why.
+                    tx = None;
+                }
             }
         }
         drop(tx);
-        if worker_gone {
-            return match call.await {
-                Ok(Err(e)) if e.code() == Code::InvalidArgument => Err(e),
-                Ok(Err(e)) => Err(Status::unavailable(format!("worker {} failed: {}", worker.id, e.message()))),
-                _ => Err(Status::internal(format!("worker {} ended the upload early", worker.id))),
-            };
-        }
-        if received != header.size {
-            return fail(Status::invalid_argument(format!("upload has {received} bytes, header announced {}", header.size)));
+        if spool.len() != header.size {
+            return Err(reject(Status::invalid_argument(format!(
+                "upload has {} bytes, header announced {}",
+                spool.len(),
+                header.size
+            ))));
         }
         let actual = hex::encode(hasher.finalize());
         if actual != header.sha256 {
             warn!(claimed = header.sha256, actual, agent = header.agent_id, "sha256 mismatch");
-            return fail(Status::invalid_argument(format!(
+            return Err(reject(Status::invalid_argument(format!(
                 "sha256 mismatch: header claims {}, content is {actual}",
                 header.sha256
-            )));
+            ))));
         }
-        let verdict = match call.await {
-            Ok(Ok(v)) => v.into_inner(),
-            Ok(Err(e)) if e.code() == Code::FailedPrecondition => {
-                worker.rules_lost().await;
-                return Err(Status::unavailable(format!("worker {} lacked the rules; retry: {}", worker.id, e.message())));
+        if let Some(e) = worker_error.take() {
+            return Err(Failed::Worker(e));
+        }
+        answer(worker, call.expect("a call when no open error")).await
+    }
+
+    /// A later attempt: the checked upload, replayed from the spool.
+    async fn replay_to(
+        &self,
+        worker: &WorkerHandle,
+        header: &pb::ScanHeader,
+        rules: &LoadedRules,
+        spool: &mut Spool,
+    ) -> Result<pb::Verdict, Failed> {
+        let WorkerCall { tx, call } = self.open(worker, header, rules).await.map_err(Failed::Worker)?;
+        let spool_error = |e: std::io::Error| Failed::Upload(Status::unavailable(format!("coordinator spool: {e}")));
+        spool.rewind().await.map_err(spool_error)?;
+        while let Some(chunk) = spool.next_chunk(qala_proto::CHUNK_BYTES).await.map_err(spool_error)? {
+            let m = pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(chunk)) };
+            if tx.send(m).await.is_err() {
+                break; // the worker's answer says why
             }
-            Ok(Err(e)) if e.code() == Code::InvalidArgument => return Err(e),
-            Ok(Err(e)) => return Err(Status::unavailable(format!("worker {} failed: {}", worker.id, e.message()))),
-            Err(e) => return Err(Status::internal(format!("worker call task failed: {e}"))),
-        };
+        }
+        drop(tx);
+        answer(worker, call).await
+    }
+
+    /// Check that the verdict is the one asked for, and store it.
+    async fn finish(
+        &self,
+        verdict: pb::Verdict,
+        worker: &WorkerHandle,
+        header: &pb::ScanHeader,
+        rules: &LoadedRules,
+    ) -> Result<pb::Verdict, Status> {
         if verdict.ruleset_id != rules.id || verdict.sha256 != header.sha256 {
             return Err(Status::internal(format!(
                 "worker {} answered for {}/{} instead of {}/{}",
@@ -171,6 +251,41 @@ impl ScannerService {
             Err(e) => warn!(sha256 = %verdict.sha256, error = %e, "verdict not stored"),
         }
         Ok(verdict)
+    }
+}
+
+/// Most workers a failed scan moves on to.
+const MAX_FAILOVERS: usize = 3;
+
+/// An open `ScanFile` call: its request stream and the pending answer.
+struct WorkerCall {
+    tx: mpsc::Sender<pb::WorkerScanRequest>,
+    call: tokio::task::JoinHandle<Result<Response<pb::Verdict>, Status>>,
+}
+
+/// Why one attempt failed.
+enum Failed {
+    /// The upload itself is bad (size, sha256, protocol): no other worker
+    /// would answer differently, the agent gets this error.
+    Upload(Status),
+    /// The worker failed: the next one in the ranking gets the upload.
+    Worker(Status),
+}
+
+/// The worker's answer to a call whose upload was sent whole.
+async fn answer(
+    worker: &WorkerHandle,
+    call: tokio::task::JoinHandle<Result<Response<pb::Verdict>, Status>>,
+) -> Result<pb::Verdict, Failed> {
+    match call.await {
+        Ok(Ok(v)) => Ok(v.into_inner()),
+        Ok(Err(e)) if e.code() == Code::InvalidArgument => Err(Failed::Upload(e)),
+        Ok(Err(e)) if e.code() == Code::FailedPrecondition => {
+            worker.rules_lost().await;
+            Err(Failed::Worker(Status::unavailable(format!("worker {} lacked the rules: {}", worker.id, e.message()))))
+        }
+        Ok(Err(e)) => Err(Failed::Worker(Status::unavailable(format!("worker {} failed: {}", worker.id, e.message())))),
+        Err(e) => Err(Failed::Worker(Status::internal(format!("worker call task failed: {e}")))),
     }
 }
 

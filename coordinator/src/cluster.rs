@@ -9,7 +9,7 @@ use crate::placement;
 use crate::rules::{LoadedRules, RulesManager};
 use qala_proto::v1::{self as pb, worker_client::WorkerClient};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -37,6 +37,9 @@ pub struct WorkerHandle {
     loaded_id: RwLock<String>,
     pub in_flight: AtomicU64,
     pub scanned: AtomicU64,
+    /// A call to it failed: out of the ring until its next heartbeat (a
+    /// killed worker never sends one; a restarted one registers anew).
+    suspect: AtomicBool,
 }
 
 impl WorkerHandle {
@@ -45,7 +48,14 @@ impl WorkerHandle {
     }
 
     fn alive(&self, dead_after: Duration) -> bool {
-        self.last_seen.read().unwrap_or_else(|p| p.into_inner()).elapsed() < dead_after
+        !self.suspect.load(Ordering::Relaxed) && self.last_seen.read().unwrap_or_else(|p| p.into_inner()).elapsed() < dead_after
+    }
+
+    /// Take the worker out of the ring until it heartbeats again.
+    pub fn suspend(&self) {
+        if !self.suspect.swap(true, Ordering::Relaxed) {
+            warn!(worker = self.id, "worker failed a scan; out of the ring until its next heartbeat");
+        }
     }
 
     /// Make sure this worker holds `rules`, pushing them if needed.
@@ -135,6 +145,7 @@ impl Cluster {
             loaded_id: RwLock::new(String::new()),
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
+            suspect: AtomicBool::new(false),
         });
         self.workers.write().unwrap_or_else(|p| p.into_inner()).insert(req.worker_id.clone(), handle.clone());
         info!(worker = req.worker_id, address = req.address, threads = req.threads, "worker registered");
@@ -153,6 +164,7 @@ impl Cluster {
         w.last_heartbeat_ms.store(crate::rules::now_ms() as u64, Ordering::Relaxed);
         w.in_flight.store(req.in_flight, Ordering::Relaxed);
         w.scanned.store(req.scanned, Ordering::Relaxed);
+        w.suspect.store(false, Ordering::Relaxed);
         true
     }
 

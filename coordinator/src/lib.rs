@@ -10,6 +10,7 @@ mod cluster;
 pub mod config;
 pub mod placement;
 mod rules;
+mod spool;
 pub mod store;
 
 pub use api::valid_sha256;

@@ -126,6 +126,13 @@ impl Proc {
         }
     }
 
+    /// SIGKILL: no chance to finish anything (a crash, an OOM kill).
+    pub fn kill_hard(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
