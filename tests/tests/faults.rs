@@ -5,14 +5,15 @@ use qala_tests::{Cluster, bin, eicar, repo_root};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `count` files under `dir`: every 100th is EICAR (one content, many
 /// paths), the others unique pseudo-random bytes of 16 to 272 KiB. Returns
 /// path -> expected verdict.
-fn generate(dir: &std::path::Path, count: usize) -> HashMap<String, &'static str> {
+fn generate(dir: &Path, count: usize) -> HashMap<String, &'static str> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {
         x ^= x << 13;
@@ -41,8 +42,51 @@ fn generate(dir: &std::path::Path, count: usize) -> HashMap<String, &'static str
     expected
 }
 
-fn parse_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+/// `qala-agent scan --json DIR` running in the background, its lines read
+/// as it prints them (one per verdict, as verdicts come).
+struct Agent {
+    child: Child,
+    printed: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Agent {
+    fn scan(cluster: &Cluster, dir: &Path) -> Agent {
+        let mut child = Command::new(bin("qala-agent"))
+            .args(["--server", &cluster.url(), "scan", "--json"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let sink = printed.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                sink.lock().unwrap().push(line.unwrap());
+            }
+        });
+        Agent { child, printed, reader }
+    }
+
+    fn lines_so_far(&self) -> usize {
+        self.printed.lock().unwrap().len()
+    }
+
+    fn wait_for_lines(&self, n: usize) {
+        qala_tests::wait_for("scanning under way", Duration::from_secs(60), || (self.lines_so_far() >= n).then_some(())).unwrap();
+    }
+
+    /// Wait for the agent to exit: its status and its lines as JSON.
+    fn finish(mut self) -> (std::process::ExitStatus, Vec<Value>) {
+        let status = self.child.wait().unwrap();
+        self.reader.join().unwrap();
+        let lines =
+            self.printed.lock().unwrap().iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+        (status, lines)
+    }
 }
 
 /// Every expected path has exactly one line, with the expected verdict.
@@ -68,36 +112,15 @@ fn worker_killed_mid_scan_loses_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let expected = generate(dir.path(), 2000);
 
-    let mut agent = Command::new(bin("qala-agent"))
-        .args(["--server", &cluster.url(), "scan", "--json"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The agent prints a line per verdict as it comes: read them as they do.
-    let stdout = agent.stdout.take().unwrap();
-    let printed = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let printed = printed.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                printed.lock().unwrap().push(line.unwrap());
-            }
-        })
-    };
+    let agent = Agent::scan(&cluster, dir.path());
     // Kill w2 once scanning is under way, with uploads in flight on it.
-    qala_tests::wait_for("scanning under way", Duration::from_secs(60), || (printed.lock().unwrap().len() >= 150).then_some(()))
-        .unwrap();
+    agent.wait_for_lines(150);
     cluster.workers[1].kill_hard().unwrap();
-    let at_kill = printed.lock().unwrap().len();
+    let at_kill = agent.lines_so_far();
     std::thread::sleep(Duration::from_secs(1));
     cluster.add_worker("w2").unwrap();
 
-    let status = agent.wait().unwrap();
-    reader.join().unwrap();
-    let lines = parse_lines(printed.lock().unwrap().join("\n").as_bytes());
+    let (status, lines) = agent.finish();
     let logs = cluster.logs();
     assert!(at_kill < 1900, "the kill came too late to test anything ({at_kill} verdicts already)");
     check_verdicts(&lines, &expected);
@@ -108,4 +131,28 @@ fn worker_killed_mid_scan_loses_no_file() {
     // The restarted worker rejoined the ring.
     cluster.wait_ready(3).unwrap();
     eprintln!("2,000 files, w2 killed after {at_kill} verdicts, {replays} uploads replayed, {:?} in all", started.elapsed());
+}
+
+/// SIGTERM on a worker in the middle of scans: it drains (stops taking
+/// files, finishes what it has) and exits cleanly; no file is lost.
+#[test]
+fn worker_drains_on_sigterm() {
+    let mut cluster = Cluster::start(&repo_root().join("rules"), None, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let expected = generate(dir.path(), 400);
+    let agent = Agent::scan(&cluster, dir.path());
+    agent.wait_for_lines(40);
+    let w1 = cluster.workers.remove(0);
+    let log = w1.log.clone();
+    let started = Instant::now();
+    let status = w1.terminate().unwrap();
+    let drained_in = started.elapsed();
+    let (agent_status, lines) = agent.finish();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(status.success(), "worker exit {status:?}: {log}");
+    assert!(log.contains("draining: finishing in-flight scans") && log.contains("worker stopped"), "{log}");
+    assert!(!log.contains("drain timeout"), "drain should finish well within 30 s: {log}");
+    check_verdicts(&lines, &expected);
+    assert_eq!(agent_status.code(), Some(1), "{}", cluster.logs());
+    eprintln!("w1 drained and exited in {drained_in:?}");
 }

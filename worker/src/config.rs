@@ -52,6 +52,11 @@ pub struct Config {
     /// Count a submission with encrypted members as at least suspicious.
     #[arg(long, env = "QALA_WORKER_ALERT_ENCRYPTED")]
     pub alert_encrypted: bool,
+    /// On SIGTERM, how long in-flight scans may take to finish (seconds);
+    /// past it the worker exits and the coordinator replays what it held to
+    /// the next worker.
+    #[arg(long, env = "QALA_WORKER_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
 }
 
 impl Config {

@@ -18,10 +18,11 @@ pub use config::Config;
 use qala_proto::v1::worker_server::WorkerServer;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Run a worker on `listener` until `shutdown` resolves. In-flight scans are
 /// finished before this returns.
@@ -65,17 +66,30 @@ pub async fn run(
         .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
 
     info!(%local, worker_id, "worker listening");
-    let result = tonic::transport::Server::builder()
+    // Draining: stop heartbeating (the coordinator takes the worker out of
+    // the ring), refuse new calls (GOAWAY: the coordinator sends those files
+    // to the next worker) and let the scans in flight finish, for at most
+    // the drain timeout.
+    let (draining_tx, mut draining) = watch::channel(false);
+    let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
-            info!("shutdown requested: finishing in-flight scans");
+            info!(in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed), "draining: finishing in-flight scans");
+            let _ = stop_tx.send(true);
+            let _ = draining_tx.send(true);
             health.set_not_serving::<WorkerServer<service::WorkerService>>().await;
-        })
-        .await;
-    let _ = stop_tx.send(true);
+        });
+    let drain_timeout = Duration::from_secs(config.drain_timeout_secs);
+    let result = tokio::select! {
+        r = serve => r,
+        _ = async { let _ = draining.wait_for(|d| *d).await; tokio::time::sleep(drain_timeout).await } => {
+            warn!(?drain_timeout, "drain timeout: exiting with scans in flight (the coordinator replays them)");
+            Ok(())
+        }
+    };
     let _ = registration.await;
     info!("worker stopped");
     Ok(result?)
