@@ -101,6 +101,8 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<i32> {
         let v = serde_json::json!({
             "version": s.version,
             "store": s.store,
+            "store_healthy": s.store_healthy,
+            "store_error": s.store_error,
             "rules": {
                 "ruleset_id": rules.ruleset_id, "rule_count": rules.rule_count, "file_count": rules.file_count,
                 "loaded_at_ms": rules.loaded_at_ms, "last_error_at_ms": rules.last_error_at_ms,
@@ -114,6 +116,9 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<i32> {
         println!("{v}");
     } else {
         println!("coordinator {} store {}", s.version, s.store);
+        if !s.store_healthy {
+            println!("  store DEGRADED (scanning without the cache): {}", s.store_error);
+        }
         println!("rules {} ({} rules from {} files)", rules.ruleset_id, rules.rule_count, rules.file_count);
         for e in &rules.last_errors {
             println!("  last reload failed: {}: {}", e.path, e.message.lines().next().unwrap_or(""));

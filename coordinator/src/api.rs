@@ -13,7 +13,7 @@
 use crate::cluster::{Cluster, WorkerHandle};
 use crate::rules::{LoadedRules, RulesManager};
 use crate::spool::Spool;
-use crate::store::{self, VerdictStore};
+use crate::store::{self, Guarded};
 use qala_proto::v1::{self as pb, scan_request::Msg};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -30,7 +30,7 @@ const MAX_LOOKUP: usize = 10_000;
 type Outcome = Option<Result<pb::Verdict, (Code, String)>>;
 
 pub struct ScannerService {
-    store: Arc<dyn VerdictStore>,
+    store: Arc<Guarded>,
     cluster: Arc<Cluster>,
     rules: Arc<RulesManager>,
     inflight: Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>,
@@ -64,7 +64,7 @@ fn store_unavailable(e: store::StoreError) -> Status {
 }
 
 impl ScannerService {
-    pub fn new(store: Arc<dyn VerdictStore>, cluster: Arc<Cluster>, rules: Arc<RulesManager>) -> Self {
+    pub fn new(store: Arc<Guarded>, cluster: Arc<Cluster>, rules: Arc<RulesManager>) -> Self {
         Self { store, cluster, rules, inflight: Arc::default() }
     }
 
@@ -246,7 +246,7 @@ impl ScannerService {
                 worker.id, verdict.ruleset_id, verdict.sha256, rules.id, header.sha256
             )));
         }
-        match store::save(self.store.as_ref(), &verdict).await {
+        match self.store.save(&verdict).await {
             Ok(stored) => info!(sha256 = %verdict.sha256, worker = worker.id, stored, verdict = kind_label(&verdict), "verdict"),
             Err(e) => warn!(sha256 = %verdict.sha256, error = %e, "verdict not stored"),
         }
@@ -304,7 +304,9 @@ impl pb::scanner_server::Scanner for ScannerService {
             return Err(Status::invalid_argument(format!("not a lower-case hex sha256: {bad:?}")));
         }
         let rules = self.rules.current();
-        let verdicts = self.store.get_many(&rules.id, &req.sha256).await.map_err(store_unavailable)?;
+        // With the store down every file is unknown: the agent uploads it
+        // and it is scanned again (degraded, never wrong).
+        let verdicts = self.store.get_many(&rules.id, &req.sha256).await.unwrap_or_default();
         Ok(Response::new(pb::LookupResponse { verdicts, ruleset_id: rules.id.clone() }))
     }
 
@@ -318,7 +320,7 @@ impl pb::scanner_server::Scanner for ScannerService {
             return Err(Status::invalid_argument(format!("header sha256 is not a lower-case hex sha256: {:?}", header.sha256)));
         }
         let rules = self.rules.current();
-        if let Some(v) = self.store.get(&rules.id, &header.sha256).await.map_err(store_unavailable)? {
+        if let Ok(Some(v)) = self.store.get(&rules.id, &header.sha256).await {
             return Ok(Response::new(pb::ScanResponse { verdict: Some(v), cached: true }));
         }
         let key = format!("{}:{}", rules.id, header.sha256);
@@ -390,6 +392,8 @@ impl pb::scanner_server::Scanner for ScannerService {
             workers,
             store: self.store.describe(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            store_healthy: self.store.healthy(),
+            store_error: if self.store.healthy() { String::new() } else { self.store.last_error() },
         }))
     }
 }

@@ -22,7 +22,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
 use tracing::info;
+
+/// The gRPC health service name that reports the verdict store.
+pub const STORE_HEALTH_SERVICE: &str = "qala.v1.VerdictStore";
 
 /// Run a coordinator on `listener` until `shutdown` resolves; in-flight
 /// requests finish before this returns.
@@ -34,7 +38,7 @@ pub async fn run(
     // Take over SIGHUP before the slow start-up so it never kills us.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     info!(store = config.store, "opening verdict store");
-    let store = store::open(&config.store).await?;
+    let store = store::Guarded::new(store::open(&config.store).await?);
     let rules = rules::RulesManager::load(config.rules.clone()).await?;
     let cluster = cluster::Cluster::new(
         rules.clone(),
@@ -44,11 +48,26 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = tokio::spawn(rules.clone().watch(hup, Duration::from_millis(config.rules_poll_ms.max(100)), stop_rx.clone()));
-    let maintainer = tokio::spawn(cluster.clone().maintain(stop_rx));
+    let maintainer = tokio::spawn(cluster.clone().maintain(stop_rx.clone()));
+    let prober = tokio::spawn(store.clone().probe(stop_rx.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ScannerServer<api::ScannerService>>().await;
     health.set_serving::<ClusterServer<api::ClusterService>>().await;
+    // `qala.v1.VerdictStore` in gRPC health: NOT_SERVING while degraded.
+    let store_health = tokio::spawn({
+        let (health, mut changes, mut stop) = (health.clone(), store.subscribe(), stop_rx);
+        async move {
+            loop {
+                let status = if *changes.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
+                health.set_service_status(STORE_HEALTH_SERVICE, status).await;
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return },
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(qala_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -71,7 +90,7 @@ pub async fn run(
         })
         .await;
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(watcher, maintainer);
+    let _ = tokio::join!(watcher, maintainer, prober, store_health);
     info!("coordinator stopped");
     Ok(result?)
 }

@@ -1,4 +1,5 @@
-//! The coordinator binary refuses bad start-up input with a clear message.
+//! The coordinator binary refuses bad start-up input with a clear message,
+//! and starts degraded when only the verdict store is missing.
 
 use std::process::Command;
 
@@ -26,11 +27,30 @@ fn broken_rules_at_start_name_the_file() {
     assert!(err.contains("bad.yar") && err.contains("what_is_this"), "{err}");
 }
 
+/// Redis down at start is not fatal: the coordinator says so and starts
+/// degraded (scanning without the cache until Redis answers).
 #[test]
-fn unreachable_redis_is_a_clear_error() {
+fn unreachable_redis_starts_degraded_with_a_clear_warning() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
-    let (code, err) = run(&["--listen", "127.0.0.1:0", "--rules", rules, "--store", &format!("redis://127.0.0.1:{port}")]);
-    assert_ne!(code, 0);
-    assert!(err.contains("redis"), "{err}");
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qala-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--rules", rules, "--store", &format!("redis://127.0.0.1:{port}")])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("coordinator listening") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the coordinator exited: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("verdict store unreachable at start") && text.contains(&port.to_string()), "{text}");
+    assert!(text.contains("coordinator listening"), "{text}");
 }

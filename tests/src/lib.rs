@@ -153,7 +153,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(dir: &Path) -> Result<Redis> {
-        let port = free_port();
+        Self::start_on(dir, free_port())
+    }
+
+    /// Start on `port` (to bring a stopped Redis back where clients expect it).
+    pub fn start_on(dir: &Path, port: u16) -> Result<Redis> {
         let program = which("redis-server").context("redis-server is not installed (apt-get install redis-server)")?;
         let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"]
             .iter()

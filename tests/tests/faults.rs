@@ -1,7 +1,7 @@
 //! Faults while agents scan: real processes on loopback, each test bounded
 //! in time and cleaning up its processes (they are killed on drop).
 
-use qala_tests::{Cluster, bin, eicar, repo_root};
+use qala_tests::{Cluster, Redis, bin, eicar, free_port, repo_root, wait_for};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -76,7 +76,7 @@ impl Agent {
     }
 
     fn wait_for_lines(&self, n: usize) {
-        qala_tests::wait_for("scanning under way", Duration::from_secs(60), || (self.lines_so_far() >= n).then_some(())).unwrap();
+        wait_for("scanning under way", Duration::from_secs(60), || (self.lines_so_far() >= n).then_some(())).unwrap();
     }
 
     /// Wait for the agent to exit: its status and its lines as JSON.
@@ -155,4 +155,59 @@ fn worker_drains_on_sigterm() {
     check_verdicts(&lines, &expected);
     assert_eq!(agent_status.code(), Some(1), "{}", cluster.logs());
     eprintln!("w1 drained and exited in {drained_in:?}");
+}
+
+fn store_healthy(cluster: &Cluster) -> Option<bool> {
+    cluster.status().ok()?["store_healthy"].as_bool()
+}
+
+/// Redis down at start, up, down during a scan, up again: the cluster keeps
+/// scanning without the cache (degraded, said in status), every file gets
+/// its verdict, and the cache fills again once Redis answers.
+#[test]
+fn redis_outages_degrade_and_recover() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    // Down when the coordinator starts: it starts anyway, degraded.
+    let cluster = Cluster::start(&repo_root().join("rules"), Some(&url), 2).unwrap();
+    wait_for("degraded", Duration::from_secs(10), || (store_healthy(&cluster) == Some(false)).then_some(())).unwrap();
+    assert!(cluster.status().unwrap()["store_error"].as_str().unwrap().contains("127.0.0.1"));
+    let dir = tempfile::tempdir().unwrap();
+    let expected = generate(dir.path(), 150);
+    let (code, lines) = cluster.scan(&[dir.path()]).unwrap();
+    check_verdicts(&lines, &expected);
+    assert_eq!(code, 1);
+
+    // Up: the coordinator notices without traffic, and the cache fills.
+    let redis = Redis::start_on(redis_dir.path(), port).unwrap();
+    wait_for("healthy", Duration::from_secs(10), || (store_healthy(&cluster) == Some(true)).then_some(())).unwrap();
+    let (_, lines) = cluster.scan(&[dir.path()]).unwrap();
+    check_verdicts(&lines, &expected);
+    // (Files of one content are uploaded once; the agent answers the others
+    // from that upload, as cached: only the unique, clean files tell.)
+    let unique = lines.iter().filter(|l| l["verdict"] == "clean");
+    assert!(
+        unique.clone().count() > 100 && unique.clone().all(|l| l["cached"] == false),
+        "nothing was cached while Redis was down"
+    );
+    let (_, lines) = cluster.scan(&[dir.path()]).unwrap();
+    assert!(lines.iter().all(|l| l["cached"] == true), "cache filled once Redis answered");
+
+    // Down in the middle of a scan of new files, then up again.
+    let dir2 = tempfile::tempdir().unwrap();
+    let expected2 = generate(dir2.path(), 600);
+    let agent = Agent::scan(&cluster, dir2.path());
+    agent.wait_for_lines(60);
+    drop(redis);
+    let at_stop = agent.lines_so_far();
+    std::thread::sleep(Duration::from_secs(1));
+    let _redis = Redis::start_on(redis_dir.path(), port).unwrap();
+    let (status, lines) = agent.finish();
+    assert!(at_stop < 590, "Redis stopped too late to matter ({at_stop} verdicts already)");
+    check_verdicts(&lines, &expected2);
+    assert_eq!(status.code(), Some(1), "{}", cluster.logs());
+    wait_for("healthy again", Duration::from_secs(10), || (store_healthy(&cluster) == Some(true)).then_some(())).unwrap();
+    let log = cluster.coordinator.as_ref().unwrap().log_text();
+    assert!(log.contains("scanning without the cache (degraded)") && log.contains("cache back in use"), "{log}");
 }

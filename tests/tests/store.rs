@@ -81,7 +81,8 @@ async fn embedded_store_conforms_and_persists() {
 async fn redis_store_conforms() {
     let d = tempfile::tempdir().unwrap();
     let redis = Redis::start(d.path()).unwrap();
-    let s = RedisStore::connect(&redis.url()).await.unwrap();
+    let s = RedisStore::new(&redis.url()).unwrap();
+    s.ping().await.unwrap();
     conformance(&s).await;
     let again = store::open(&redis.url()).await.unwrap();
     let bad = verdict("rs1", "bad", VerdictKind::Malicious, false);

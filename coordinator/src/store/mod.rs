@@ -5,9 +5,11 @@
 //! is decided here, once, for every backend ([`cacheable`]).
 
 mod embedded;
+mod guard;
 mod redis;
 
 pub use embedded::EmbeddedStore;
+pub use guard::Guarded;
 pub use redis::RedisStore;
 
 use prost::Message;
@@ -25,6 +27,8 @@ pub enum StoreError {
     Corrupt(#[from] prost::DecodeError),
     #[error("invalid store spec {0:?}: use embedded:PATH or redis://HOST:PORT")]
     Spec(String),
+    #[error("store unavailable (degraded, retried in the background): {0}")]
+    Unavailable(String),
 }
 
 /// Storage of verdicts by (ruleset id, sha256).
@@ -41,6 +45,11 @@ pub trait VerdictStore: Send + Sync + 'static {
 
     /// Human-readable description for status output.
     fn describe(&self) -> String;
+
+    /// Check that the store answers.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A verdict may be cached unless it is unscannable, or clean while some
@@ -74,7 +83,12 @@ fn decode(bytes: &[u8]) -> Result<Verdict, StoreError> {
 /// Open the store named by `spec`: `embedded:PATH`, a bare path, or `redis://...`.
 pub async fn open(spec: &str) -> Result<Arc<dyn VerdictStore>, StoreError> {
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
-        Ok(Arc::new(RedisStore::connect(spec).await?))
+        let store = RedisStore::new(spec)?;
+        // Not reachable yet is not fatal: the coordinator starts degraded.
+        if let Err(e) = store.ping().await {
+            tracing::warn!(error = %e, "verdict store unreachable at start: scanning without the cache until it answers");
+        }
+        Ok(Arc::new(store))
     } else {
         let path = spec.strip_prefix("embedded:").unwrap_or(spec);
         if path.is_empty() {

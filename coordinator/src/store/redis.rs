@@ -10,7 +10,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::time::Duration;
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    client: redis::Client,
+    /// Made on first use, so a coordinator starts (degraded) while Redis is
+    /// down; once made, the manager reconnects by itself.
+    conn: tokio::sync::OnceCell<ConnectionManager>,
     url: String,
 }
 
@@ -23,25 +26,32 @@ fn redis_key(ruleset_id: &str, sha256: &str) -> String {
 }
 
 impl RedisStore {
-    /// Connect (and check the connection with a PING).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// Parse `url`; the connection is made on first use (see [`RedisStore::ping`]).
+    pub fn new(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| err(format!("{url}: {e}")))?;
+        Ok(Self { client, conn: tokio::sync::OnceCell::new(), url: url.to_string() })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         // Fail fast: a slow Redis must not hold a scan for long; the
         // manager reconnects in the background after a failure.
         let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(2)
+            .set_number_of_retries(1)
             .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let mut conn = ConnectionManager::new_with_config(client, config).await.map_err(|e| err(format!("{url}: {e}")))?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| err(format!("{url}: {e}")))?;
-        Ok(Self { conn, url: url.to_string() })
+            .set_response_timeout(Some(Duration::from_secs(3)));
+        let conn = self
+            .conn
+            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .await
+            .map_err(|e| err(format!("{}: {e}", self.url)))?;
+        Ok(conn.clone())
     }
 }
 
 #[async_trait::async_trait]
 impl VerdictStore for RedisStore {
     async fn get(&self, ruleset_id: &str, sha256: &str) -> Result<Option<Verdict>, StoreError> {
-        let bytes: Option<Vec<u8>> = self.conn.clone().get(redis_key(ruleset_id, sha256)).await.map_err(err)?;
+        let bytes: Option<Vec<u8>> = self.conn().await?.get(redis_key(ruleset_id, sha256)).await.map_err(err)?;
         bytes.map(|b| decode(&b)).transpose()
     }
 
@@ -51,13 +61,18 @@ impl VerdictStore for RedisStore {
         }
         let keys: Vec<String> = sha256s.iter().map(|s| redis_key(ruleset_id, s)).collect();
         let values: Vec<Option<Vec<u8>>> =
-            redis::cmd("MGET").arg(&keys).query_async(&mut self.conn.clone()).await.map_err(err)?;
+            redis::cmd("MGET").arg(&keys).query_async(&mut self.conn().await?).await.map_err(err)?;
         values.into_iter().flatten().map(|b| decode(&b)).collect()
     }
 
     async fn put(&self, verdict: &Verdict) -> Result<(), StoreError> {
         let k = redis_key(&verdict.ruleset_id, &verdict.sha256);
-        self.conn.clone().set::<_, _, ()>(k, verdict.encode_to_vec()).await.map_err(err)
+        self.conn().await?.set::<_, _, ()>(k, verdict.encode_to_vec()).await.map_err(err)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn().await?).await.map_err(err)?;
+        Ok(())
     }
 
     fn describe(&self) -> String {

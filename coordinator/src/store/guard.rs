@@ -1,0 +1,160 @@
+//! Degraded mode: the store's health, and failing fast while it is down.
+//!
+//! Every store call goes through [`Guarded`]. A failure marks the store
+//! unhealthy; while it is, calls fail at once instead of waiting on a dead
+//! Redis, and a probe (a PING every [`PROBE_EVERY`]) brings it back as soon
+//! as it answers. The API treats a failing store as a cache miss, so
+//! scanning goes on without the cache, and reports the state in `Status`
+//! and in gRPC health (`qala.v1.VerdictStore`).
+
+use super::{StoreError, VerdictStore};
+use qala_proto::v1::Verdict;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+pub struct Guarded {
+    inner: Arc<dyn VerdictStore>,
+    healthy: AtomicBool,
+    last_error: Mutex<String>,
+    changes: watch::Sender<bool>,
+}
+
+impl Guarded {
+    pub fn new(inner: Arc<dyn VerdictStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            healthy: AtomicBool::new(true),
+            last_error: Mutex::new(String::new()),
+            changes: watch::Sender::new(true),
+        })
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> String {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Health changes (true = healthy), for the gRPC health reporter.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.changes.subscribe()
+    }
+
+    pub fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn record<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => self.set_healthy(true, ""),
+            Err(e) => self.set_healthy(false, &e.to_string()),
+        }
+        result
+    }
+
+    fn set_healthy(&self, healthy: bool, error: &str) {
+        if !healthy {
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error.to_string();
+        }
+        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            if healthy {
+                info!(store = self.describe(), "verdict store answers again: cache back in use");
+            } else {
+                warn!(store = self.describe(), error, "verdict store failing: scanning without the cache (degraded)");
+            }
+            self.changes.send_replace(healthy);
+        }
+    }
+
+    fn down(&self) -> Result<(), StoreError> {
+        if self.healthy() { Ok(()) } else { Err(StoreError::Unavailable(self.last_error())) }
+    }
+
+    pub async fn get(&self, ruleset_id: &str, sha256: &str) -> Result<Option<Verdict>, StoreError> {
+        self.down()?;
+        self.record(self.inner.get(ruleset_id, sha256).await)
+    }
+
+    pub async fn get_many(&self, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError> {
+        self.down()?;
+        self.record(self.inner.get_many(ruleset_id, sha256s).await)
+    }
+
+    /// Store `verdict` if it may be cached; whether it was stored.
+    pub async fn save(&self, verdict: &Verdict) -> Result<bool, StoreError> {
+        self.down()?;
+        self.record(super::save(self.inner.as_ref(), verdict).await)
+    }
+
+    /// Probe the store until `stop`: marks it unhealthy when a PING fails
+    /// (even with no traffic) and healthy again when one succeeds.
+    pub async fn probe(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {
+                    let r = self.inner.ping().await;
+                    self.record(r).ok();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that fails while `down` is set.
+    struct Flaky {
+        down: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl VerdictStore for Flaky {
+        async fn get(&self, _: &str, _: &str) -> Result<Option<Verdict>, StoreError> {
+            self.ping().await.map(|_| None)
+        }
+        async fn get_many(&self, _: &str, _: &[String]) -> Result<Vec<Verdict>, StoreError> {
+            self.ping().await.map(|_| Vec::new())
+        }
+        async fn put(&self, _: &Verdict) -> Result<(), StoreError> {
+            self.ping().await
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            if self.down.load(Ordering::Relaxed) { Err(StoreError::Redis("connection refused".into())) } else { Ok(()) }
+        }
+    }
+
+    #[tokio::test]
+    async fn failure_degrades_fails_fast_and_the_probe_restores() {
+        let flaky = Arc::new(Flaky { down: AtomicBool::new(false) });
+        let g = Guarded::new(flaky.clone());
+        let mut changes = g.subscribe();
+        assert!(g.get("r", "s").await.is_ok() && g.healthy());
+
+        flaky.down.store(true, Ordering::Relaxed);
+        assert!(g.get("r", "s").await.is_err());
+        assert!(!g.healthy() && g.last_error().contains("connection refused"));
+        assert!(!*changes.borrow_and_update());
+        // While unhealthy, calls fail without reaching the store.
+        flaky.down.store(false, Ordering::Relaxed);
+        assert!(matches!(g.get("r", "s").await, Err(StoreError::Unavailable(_))));
+
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(g.clone().probe(stop));
+        tokio::time::timeout(Duration::from_secs(5), changes.wait_for(|h| *h)).await.unwrap().unwrap();
+        assert!(g.healthy() && g.get("r", "s").await.is_ok());
+    }
+}
