@@ -34,6 +34,15 @@ fn retryable(s: &Status) -> bool {
     matches!(s.code(), Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Unknown | Code::DeadlineExceeded)
 }
 
+/// How long a busy coordinator may keep an agent waiting in all.
+const BUSY_PATIENCE: Duration = Duration::from_secs(10 * 60);
+
+/// The coordinator's `retry-after-ms` hint, capped at a minute.
+fn retry_after(s: &Status) -> Option<Duration> {
+    let ms: u64 = s.metadata().get("retry-after-ms")?.to_str().ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms.min(60_000)))
+}
+
 async fn backoff(attempt: u32) {
     let base = 200u64 << attempt.min(6);
     let jitter = rand::rng().random_range(0..=base / 2);
@@ -61,8 +70,21 @@ impl Client {
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let mut attempt = 0;
+        let mut busy_since: Option<std::time::Instant> = None;
         loop {
             match call(self.inner.clone()).await {
+                // A busy coordinator says when to come back: wait that long
+                // (with jitter), for as long as BUSY_PATIENCE, without using
+                // up the attempts meant for failures.
+                Err(s) if s.code() == Code::ResourceExhausted && retry_after(&s).is_some() => {
+                    let since = *busy_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > BUSY_PATIENCE {
+                        return Err(s);
+                    }
+                    let after = retry_after(&s).unwrap_or_default();
+                    let jitter = rand::rng().random_range(0..=after.as_millis() as u64 / 2);
+                    tokio::time::sleep(after + Duration::from_millis(jitter)).await;
+                }
                 Err(s) if retryable(&s) && attempt + 1 < ATTEMPTS => {
                     attempt += 1;
                     backoff(attempt).await;

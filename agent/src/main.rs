@@ -102,6 +102,7 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<i32> {
             "version": s.version,
             "store": s.store,
             "store_healthy": s.store_healthy,
+            "busy_rejections": s.busy_rejections,
             "store_error": s.store_error,
             "rules": {
                 "ruleset_id": rules.ruleset_id, "rule_count": rules.rule_count, "file_count": rules.file_count,

@@ -34,6 +34,25 @@ pub struct ScannerService {
     cluster: Arc<Cluster>,
     rules: Arc<RulesManager>,
     inflight: Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>,
+    /// One permit per upload being received and scanned.
+    uploads: Arc<tokio::sync::Semaphore>,
+    max_uploads: usize,
+    busy_rejections: std::sync::atomic::AtomicU64,
+}
+
+/// gRPC metadata key of the retry hint sent with RESOURCE_EXHAUSTED.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// Told to agents when every upload slot is taken: how long to wait, a
+/// little longer the busier the cluster (the agent adds jitter).
+fn busy(max_uploads: usize, waiting: usize) -> Status {
+    let after_ms = 250 + 50 * waiting.min(100) as u64;
+    let mut s =
+        Status::resource_exhausted(format!("coordinator busy: {max_uploads} uploads in progress; retry in {after_ms} ms"));
+    if let Ok(v) = after_ms.to_string().parse() {
+        s.metadata_mut().insert(RETRY_AFTER_MS, v);
+    }
+    s
 }
 
 /// The leader's slot in the in-flight map; removed however the leader ends,
@@ -64,8 +83,10 @@ fn store_unavailable(e: store::StoreError) -> Status {
 }
 
 impl ScannerService {
-    pub fn new(store: Arc<Guarded>, cluster: Arc<Cluster>, rules: Arc<RulesManager>) -> Self {
-        Self { store, cluster, rules, inflight: Arc::default() }
+    pub fn new(store: Arc<Guarded>, cluster: Arc<Cluster>, rules: Arc<RulesManager>, max_uploads: usize) -> Self {
+        let max_uploads = max_uploads.max(1);
+        let uploads = Arc::new(tokio::sync::Semaphore::new(max_uploads));
+        Self { store, cluster, rules, inflight: Arc::default(), uploads, max_uploads, busy_rejections: Default::default() }
     }
 
     fn role(&self, key: &str) -> Role {
@@ -328,6 +349,13 @@ impl pb::scanner_server::Scanner for ScannerService {
         for _ in 0..8 {
             match self.role(&key) {
                 Role::Leader(leader) => {
+                    // Bounded work: past the limit the agent is asked to come
+                    // back later instead of being queued without bound.
+                    let Ok(_permit) = self.uploads.clone().try_acquire_owned() else {
+                        let waiting = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).len();
+                        self.busy_rejections.fetch_add(1, Ordering::Relaxed);
+                        return Err(busy(self.max_uploads, waiting));
+                    };
                     let result = self.scan_upload(&header, &mut stream, &rules).await;
                     let _ = leader.tx.send(Some(result.clone().map_err(|s| (s.code(), s.message().to_string()))));
                     return result.map(|v| Response::new(pb::ScanResponse { verdict: Some(v), cached: false }));
@@ -392,6 +420,7 @@ impl pb::scanner_server::Scanner for ScannerService {
             workers,
             store: self.store.describe(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            busy_rejections: self.busy_rejections.load(Ordering::Relaxed),
             store_healthy: self.store.healthy(),
             store_error: if self.store.healthy() { String::new() } else { self.store.last_error() },
         }))

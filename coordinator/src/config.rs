@@ -29,4 +29,8 @@ pub struct Config {
     /// Deadline of one call to a worker (upload and scan), in seconds.
     #[arg(long, env = "QALA_COORDINATOR_SCAN_TIMEOUT", default_value_t = 300)]
     pub scan_timeout_secs: u64,
+    /// Most uploads received and scanned at once; past it, agents are told
+    /// RESOURCE_EXHAUSTED with a retry hint (`retry-after-ms`) they honour.
+    #[arg(long, env = "QALA_COORDINATOR_MAX_UPLOADS", default_value_t = 256)]
+    pub max_uploads: usize,
 }

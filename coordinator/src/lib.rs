@@ -72,7 +72,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(qala_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let scanner = ScannerServer::new(api::ScannerService::new(store, cluster.clone(), rules.clone()))
+    let scanner = ScannerServer::new(api::ScannerService::new(store, cluster.clone(), rules.clone(), config.max_uploads))
         .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
     let cluster_service = ClusterServer::new(api::ClusterService::new(cluster, rules));
