@@ -211,3 +211,24 @@ fn redis_outages_degrade_and_recover() {
     let log = cluster.coordinator.as_ref().unwrap().log_text();
     assert!(log.contains("scanning without the cache (degraded)") && log.contains("cache back in use"), "{log}");
 }
+
+/// The coordinator killed during a scan and started again on its address:
+/// agents retry with backoff and resend what the new one does not have;
+/// workers register again; every file gets its verdict.
+#[test]
+fn coordinator_restart_mid_scan_loses_no_file() {
+    let mut cluster = Cluster::start(&repo_root().join("rules"), None, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let expected = generate(dir.path(), 800);
+    let agent = Agent::scan(&cluster, dir.path());
+    agent.wait_for_lines(80);
+    cluster.coordinator.as_mut().unwrap().kill_hard().unwrap();
+    let at_kill = agent.lines_so_far();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.start_coordinator().unwrap();
+    let (status, lines) = agent.finish();
+    assert!(at_kill < 790, "the restart came too late to matter ({at_kill} verdicts already)");
+    check_verdicts(&lines, &expected);
+    assert_eq!(status.code(), Some(1), "{}", cluster.logs());
+    cluster.wait_ready(2).unwrap();
+}
