@@ -232,3 +232,43 @@ fn coordinator_restart_mid_scan_loses_no_file() {
     assert_eq!(status.code(), Some(1), "{}", cluster.logs());
     cluster.wait_ready(2).unwrap();
 }
+
+/// Rules changed in the middle of a scan: each verdict is labelled with the
+/// ruleset that produced it (the marker rule exists only in the new one, so
+/// the label and the detection must agree), and no file is dropped while
+/// workers switch.
+#[test]
+fn rolling_rules_update_labels_every_verdict_truthfully() {
+    let rules = tempfile::tempdir().unwrap();
+    let file = rules.path().join("r.yar");
+    std::fs::write(&file, "rule absent { strings: $x = \"no-file-has-this-9f2c\" condition: $x }").unwrap();
+    let cluster = Cluster::start_with_poll(rules.path(), None, 2, 200).unwrap();
+    let old = cluster.status().unwrap()["rules"]["ruleset_id"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..600 {
+        let body = format!("QALA-ROLLING-MARKER file {i} ").repeat(400 + i);
+        std::fs::write(dir.path().join(format!("f{i:03}.txt")), body).unwrap();
+    }
+    let agent = Agent::scan(&cluster, dir.path());
+    agent.wait_for_lines(60);
+    std::fs::write(&file, "rule marker { strings: $m = \"QALA-ROLLING-MARKER\" condition: $m }").unwrap();
+    let (_, lines) = agent.finish();
+    assert_eq!(lines.len(), 600, "{}", cluster.logs());
+    let new = cluster.status().unwrap()["rules"]["ruleset_id"].as_str().unwrap().to_string();
+    assert_ne!(old, new, "the rules were reloaded");
+    let (mut by_old, mut by_new) = (0, 0);
+    for l in &lines {
+        let id = l["ruleset_id"].as_str().unwrap();
+        if id == old {
+            by_old += 1;
+            assert_eq!(l["verdict"], "clean", "{l}");
+        } else {
+            assert_eq!(id, new, "{l}");
+            by_new += 1;
+            assert_eq!(l["verdict"], "malicious", "{l}");
+            assert_eq!(l["detections"][0]["rule"], "marker", "{l}");
+        }
+    }
+    assert!(by_old >= 60 && by_new > 0, "both rulesets answered: {by_old} old, {by_new} new");
+    eprintln!("600 files across a rules change: {by_old} by the old ruleset, {by_new} by the new");
+}
