@@ -2,13 +2,8 @@
 //! limit it hit, is not cached as clean, and the worker's peak resident
 //! memory stays under 512 MiB (read from /proc, not timed).
 
-use qala_tests::{Cluster, repo_root, zip_of};
+use qala_tests::{Cluster, peak_rss_kib, repo_root, zip_of};
 use std::io::Write;
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 fn deflate_zeros(len: usize) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());

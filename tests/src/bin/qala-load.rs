@@ -1,0 +1,140 @@
+//! `qala-load [WORKERS...] [--streams N] [--files N] [--size BYTES]`: start
+//! a local cluster (embedded store) with each worker count in turn, drive N
+//! concurrent `Scan` streams of generated, distinct files through the
+//! coordinator on loopback, and print one Markdown table row per worker
+//! count: files/s, MB/s, p50/p99 verdict latency (first byte sent to verdict
+//! received), and the peak RSS of the coordinator and of the largest worker.
+//! Run by hand (`./scripts/load.sh`); the machine it runs on is the limit.
+
+use anyhow::{Context, Result, bail};
+use qala_proto::v1::{self as pb, scan_request::Msg, scanner_client::ScannerClient};
+use qala_tests::{Cluster, peak_rss_kib, repo_root, sha256_hex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+struct Args {
+    workers: Vec<usize>,
+    streams: usize,
+    files: usize,
+    size: usize,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args { workers: Vec::new(), streams: 32, files: 2000, size: 256 * 1024 };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| -> Result<usize> {
+            it.next().with_context(|| format!("{name} needs a value"))?.parse().context(name.to_string())
+        };
+        match arg.as_str() {
+            "--streams" => a.streams = value("--streams")?,
+            "--files" => a.files = value("--files")?,
+            "--size" => a.size = value("--size")?,
+            n => a.workers.push(n.parse().with_context(|| format!("not a worker count: {n}"))?),
+        }
+    }
+    if a.workers.is_empty() {
+        a.workers = vec![1, 2, 4];
+    }
+    if a.streams == 0 || a.files == 0 {
+        bail!("--streams and --files must be positive");
+    }
+    Ok(a)
+}
+
+/// Distinct pseudo-random files around `size` bytes (75% to 125%).
+fn files(count: usize, size: usize, round: u64) -> Vec<(String, Vec<u8>)> {
+    let mut x = 0x2545_F491_4F6C_DD1D ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..count)
+        .map(|_| {
+            let len = size * 3 / 4 + (x as usize % (size / 2 + 1));
+            let mut v = Vec::with_capacity(len + 8);
+            while v.len() < len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+            v.truncate(len);
+            (sha256_hex(&v), v)
+        })
+        .collect()
+}
+
+async fn scan_one(client: &mut ScannerClient<tonic::transport::Channel>, sha: &str, data: &[u8]) -> Result<pb::Verdict> {
+    let header = pb::ScanHeader {
+        sha256: sha.to_string(),
+        size: data.len() as u64,
+        file_name: "load.bin".into(),
+        agent_id: "qala-load".into(),
+    };
+    let mut msgs = vec![pb::ScanRequest { msg: Some(Msg::Header(header)) }];
+    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| pb::ScanRequest { msg: Some(Msg::Chunk(c.to_vec())) }));
+    loop {
+        match client.scan(tokio_stream::iter(msgs.clone())).await {
+            Ok(r) => return r.into_inner().verdict.context("no verdict"),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(s) => bail!("scan failed: {s}"),
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = args()?;
+    println!("| workers | streams | files | MB | time | files/s | MB/s | p50 | p99 | coordinator peak RSS | worker peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (round, &workers) in a.workers.iter().enumerate() {
+        let cluster = Cluster::start(&repo_root().join("rules"), None, workers)?;
+        let inputs = Arc::new(files(a.files, a.size, round as u64));
+        let bytes: usize = inputs.iter().map(|(_, d)| d.len()).sum();
+        let client = ScannerClient::connect(cluster.url())
+            .await?
+            .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
+        let next = Arc::new(AtomicUsize::new(0));
+        let latencies = Arc::new(Mutex::new(Vec::with_capacity(a.files)));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..a.streams {
+            let (mut client, inputs, next, latencies) = (client.clone(), inputs.clone(), next.clone(), latencies.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((sha, data)) = inputs.get(i) else { return Ok::<_, anyhow::Error>(()) };
+                    let t = Instant::now();
+                    let v = scan_one(&mut client, sha, data).await?;
+                    if v.sha256 != *sha {
+                        bail!("verdict for the wrong file");
+                    }
+                    latencies.lock().await.push(t.elapsed());
+                }
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let mut lat = latencies.lock().await.clone();
+        lat.sort();
+        let coordinator = peak_rss_kib(cluster.coordinator.as_ref().context("coordinator")?.pid()) / 1024;
+        let worker = cluster.workers.iter().map(|w| peak_rss_kib(w.pid())).max().unwrap_or(0) / 1024;
+        println!(
+            "| {workers} | {} | {} | {:.1} | {secs:.2} s | {:.0} | {:.1} | {:.1} ms | {:.1} ms | {coordinator} MiB | {worker} MiB |",
+            a.streams,
+            a.files,
+            bytes as f64 / 1e6,
+            a.files as f64 / secs,
+            bytes as f64 / 1e6 / secs,
+            percentile(&lat, 0.50).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+    Ok(())
+}
