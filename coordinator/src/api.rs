@@ -229,7 +229,7 @@ impl ScannerService {
         if let Some(e) = worker_error.take() {
             return Err(Failed::Worker(e));
         }
-        answer(worker, call.expect("a call when no open error")).await
+        answer(worker, header, &rules.id, call.expect("a call when no open error")).await
     }
 
     /// A later attempt: the checked upload, replayed from the spool.
@@ -250,7 +250,7 @@ impl ScannerService {
             }
         }
         drop(tx);
-        answer(worker, call).await
+        answer(worker, header, &rules.id, call).await
     }
 
     /// Check that the verdict is the one asked for, and store it.
@@ -275,6 +275,26 @@ impl ScannerService {
     }
 }
 
+/// The verdict for a scan cancelled at the coordinator's deadline.
+fn timeout_verdict(header: &pb::ScanHeader, ruleset_id: &str, worker: &WorkerHandle, e: &Status) -> pb::Verdict {
+    pb::Verdict {
+        sha256: header.sha256.clone(),
+        size: header.size,
+        verdict: pb::VerdictKind::Unscannable as i32,
+        limits_hit: vec![pb::LimitHit {
+            limit: "scan_timeout".into(),
+            object: header.file_name.clone(),
+            detail: format!("no verdict from worker {} within the coordinator's deadline", worker.id),
+        }],
+        errors: vec![format!("timeout: {}", e.message())],
+        worker_id: worker.id.clone(),
+        ruleset_id: ruleset_id.to_string(),
+        engine_version: qala_engine::ENGINE_VERSION.to_string(),
+        scanned_at_ms: crate::rules::now_ms(),
+        ..Default::default()
+    }
+}
+
 /// Most workers a failed scan moves on to.
 const MAX_FAILOVERS: usize = 3;
 
@@ -296,10 +316,19 @@ enum Failed {
 /// The worker's answer to a call whose upload was sent whole.
 async fn answer(
     worker: &WorkerHandle,
+    header: &pb::ScanHeader,
+    ruleset_id: &str,
     call: tokio::task::JoinHandle<Result<Response<pb::Verdict>, Status>>,
 ) -> Result<pb::Verdict, Failed> {
     match call.await {
         Ok(Ok(v)) => Ok(v.into_inner()),
+        // Past the deadline the call is cancelled (the worker's stream is
+        // reset). Another worker would most likely take as long: the answer
+        // is `unscannable`, reason timeout, which is never cached.
+        Ok(Err(e)) if e.code() == Code::DeadlineExceeded || e.code() == Code::Cancelled && e.message().contains("Timeout") => {
+            warn!(sha256 = header.sha256, worker = worker.id, "scan exceeded the coordinator's deadline");
+            Ok(timeout_verdict(header, ruleset_id, worker, &e))
+        }
         Ok(Err(e)) if e.code() == Code::InvalidArgument => Err(Failed::Upload(e)),
         Ok(Err(e)) if e.code() == Code::FailedPrecondition => {
             worker.rules_lost().await;
