@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Most digests accepted by one `Lookup`.
 const MAX_LOOKUP: usize = 10_000;
@@ -45,8 +45,8 @@ pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 /// Told to agents when every upload slot is taken: how long to wait, a
 /// little longer the busier the cluster (the agent adds jitter).
-fn busy(max_uploads: usize, waiting: usize) -> Status {
-    let after_ms = 250 + 50 * waiting.min(100) as u64;
+fn busy(max_uploads: usize, scans_in_flight: usize) -> Status {
+    let after_ms = 250 + 50 * scans_in_flight.min(100) as u64;
     let mut s =
         Status::resource_exhausted(format!("coordinator busy: {max_uploads} uploads in progress; retry in {after_ms} ms"));
     if let Ok(v) = after_ms.to_string().parse() {
@@ -269,6 +269,8 @@ impl ScannerService {
         }
         match self.store.save(&verdict).await {
             Ok(stored) => info!(sha256 = %verdict.sha256, worker = worker.id, stored, verdict = kind_label(&verdict), "verdict"),
+            // Degraded: the guard already said so once.
+            Err(e @ store::StoreError::Unavailable(_)) => debug!(sha256 = %verdict.sha256, error = %e, "verdict not stored"),
             Err(e) => warn!(sha256 = %verdict.sha256, error = %e, "verdict not stored"),
         }
         Ok(verdict)
@@ -381,9 +383,9 @@ impl pb::scanner_server::Scanner for ScannerService {
                     // Bounded work: past the limit the agent is asked to come
                     // back later instead of being queued without bound.
                     let Ok(_permit) = self.uploads.clone().try_acquire_owned() else {
-                        let waiting = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).len();
+                        let scans_in_flight = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).len();
                         self.busy_rejections.fetch_add(1, Ordering::Relaxed);
-                        return Err(busy(self.max_uploads, waiting));
+                        return Err(busy(self.max_uploads, scans_in_flight));
                     };
                     let result = self.scan_upload(&header, &mut stream, &rules).await;
                     let _ = leader.tx.send(Some(result.clone().map_err(|s| (s.code(), s.message().to_string()))));
