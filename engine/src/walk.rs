@@ -412,10 +412,15 @@ impl<I: Inspect> Unpacker<'_, I> {
                 return;
             }
         }
-        // A VBA project's `dir` stream lists its modules: scan their
-        // decompressed source too, as `<storage>/<module>.vba`.
+        // A VBA project (a storage with `dir` and `_VBA_PROJECT`) lists its
+        // modules in `dir`: scan their decompressed source too, as
+        // `<storage>/<module>.vba`.
+        let is_vba = |storage: &str| streams.iter().any(|(n, _)| *n == format!("{storage}_VBA_PROJECT"));
         for (name, _) in streams.iter().filter(|(n, _)| n == "dir" || n.ends_with("/dir")) {
             let storage = name.strip_suffix("dir").unwrap_or("");
+            if !is_vba(storage) {
+                continue;
+            }
             if self.unpack_vba(walk, &mut ole, &streams, path, storage, depth) == Flow::Stop {
                 return;
             }

@@ -1334,6 +1334,7 @@ fn doc_with_macro(source: &str, dir_signature: u8) -> Vec<u8> {
     dir[0] = dir_signature;
     cf.create_stream("/Macros/VBA/dir").unwrap().write_all(&dir).unwrap();
     cf.create_stream("/Macros/VBA/Module1").unwrap().write_all(&module).unwrap();
+    cf.create_stream("/Macros/VBA/_VBA_PROJECT").unwrap().write_all(&[0xCC, 0x61, 0xFF, 0xFF, 0x00]).unwrap();
     cf.flush().unwrap();
     cf.into_inner().into_inner()
 }
@@ -1354,7 +1355,16 @@ fn vba_macro_source_is_decompressed_and_scanned() {
     // the streams themselves are still scanned.
     let r = Engine::new(bundled(), Limits::default()).scan(&doc_with_macro(&source, 0x07), "broken.doc");
     assert_eq!(r.errors, ["broken.doc/Macros/VBA/dir: vba: no compressed container signature"]);
-    assert_eq!((r.verdict, r.objects_scanned), (Some(Severity::Clean), 4));
+    assert_eq!((r.verdict, r.objects_scanned), (Some(Severity::Clean), 5));
+
+    // A stream that happens to be called `dir` outside a VBA project is a
+    // stream like any other.
+    let mut cf = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).unwrap();
+    cf.create_stream("/dir").unwrap().write_all(b"not a VBA directory").unwrap();
+    cf.flush().unwrap();
+    let r = Engine::new(bundled(), Limits::default()).scan(&cf.into_inner().into_inner(), "plain.doc");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.objects_scanned, 2);
 }
 
 /// The elf module's output is trimmed (no symbol tables) only for rules
