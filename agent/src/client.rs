@@ -29,9 +29,15 @@ pub struct Uploaded {
     pub bytes: u64,
 }
 
-/// Errors worth another try: the server or network, not the request.
+/// Errors worth another try: the server or network, not the request. Every
+/// call the agent makes is idempotent (a scan is keyed by content), so a
+/// call cut off with its connection (`Cancelled`: the agent never cancels
+/// one itself) is sent again too.
 fn retryable(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Unknown | Code::DeadlineExceeded)
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
+    )
 }
 
 /// How long a busy coordinator may keep an agent waiting in all.
