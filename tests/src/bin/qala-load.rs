@@ -44,23 +44,21 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-/// Distinct pseudo-random files around `size` bytes (75% to 125%).
-fn files(count: usize, size: usize, round: u64) -> Vec<(String, Vec<u8>)> {
-    let mut x = 0x2545_F491_4F6C_DD1D ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..count)
-        .map(|_| {
-            let len = size * 3 / 4 + (x as usize % (size / 2 + 1));
-            let mut v = Vec::with_capacity(len + 8);
-            while v.len() < len {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                v.extend_from_slice(&x.to_le_bytes());
-            }
-            v.truncate(len);
-            (sha256_hex(&v), v)
-        })
-        .collect()
+/// File `i` of a round: distinct pseudo-random bytes around `size` (75% to
+/// 125%), made when it is sent so that large runs do not sit in memory.
+fn file(i: usize, size: usize, round: u64) -> Vec<u8> {
+    let mut x =
+        0x2545_F491_4F6C_DD1D ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let len = size * 3 / 4 + (x as usize % (size / 2 + 1));
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
 }
 
 async fn scan_one(client: &mut ScannerClient<tonic::transport::Channel>, sha: &str, data: &[u8]) -> Result<pb::Verdict> {
@@ -92,28 +90,33 @@ async fn main() -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (round, &workers) in a.workers.iter().enumerate() {
         let cluster = Cluster::start(&repo_root().join("rules"), None, workers)?;
-        let inputs = Arc::new(files(a.files, a.size, round as u64));
-        let bytes: usize = inputs.iter().map(|(_, d)| d.len()).sum();
-        let client = ScannerClient::connect(cluster.url())
-            .await?
-            .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
         let next = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicUsize::new(0));
         let latencies = Arc::new(Mutex::new(Vec::with_capacity(a.files)));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..a.streams {
-            let (mut client, inputs, next, latencies) = (client.clone(), inputs.clone(), next.clone(), latencies.clone());
+            // Each stream its own connection, as separate agents would be.
+            let mut client = ScannerClient::connect(cluster.url())
+                .await?
+                .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
+            let (next, bytes, latencies, files, size) = (next.clone(), bytes.clone(), latencies.clone(), a.files, a.size);
             tasks.push(tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((sha, data)) = inputs.get(i) else { return Ok::<_, anyhow::Error>(()) };
+                    if i >= files {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    let data = file(i, size, round as u64);
+                    let sha = sha256_hex(&data);
                     let t = Instant::now();
-                    let v = scan_one(&mut client, sha, data).await?;
-                    if v.sha256 != *sha {
+                    let v = scan_one(&mut client, &sha, &data).await?;
+                    if v.sha256 != sha {
                         bail!("verdict for the wrong file");
                     }
                     latencies.lock().await.push(t.elapsed());
+                    bytes.fetch_add(data.len(), Ordering::Relaxed);
                 }
             }));
         }
@@ -121,6 +124,7 @@ async fn main() -> Result<()> {
             t.await??;
         }
         let secs = start.elapsed().as_secs_f64();
+        let bytes = bytes.load(Ordering::Relaxed);
         let mut lat = latencies.lock().await.clone();
         lat.sort();
         let coordinator = peak_rss_kib(cluster.coordinator.as_ref().context("coordinator")?.pid()) / 1024;
