@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -99,46 +100,66 @@ impl ScannerService {
         Role::Leader(Leader { key: key.to_string(), tx, map: self.inflight.clone() })
     }
 
-    /// Scan one upload: stream it to the first worker in its rendezvous
-    /// ranking while checking size and sha256 and keeping a copy; if that
-    /// worker fails (killed, unreachable, lost its rules), replay the copy
-    /// to the next worker in the ranking, up to [`MAX_FAILOVERS`] times.
+    /// Scan one upload: receive it whole into a spool while checking its
+    /// size and sha256, then send it to the first worker in its rendezvous
+    /// ranking when that worker has a free slot; if that worker fails
+    /// (killed, unreachable, lost its rules), send it to the next, up to
+    /// [`MAX_FAILOVERS`] times.
+    ///
+    /// The upload is read whole before any worker call opens: a worker is
+    /// only ever sent a checked file, and never holds a stream it cannot
+    /// read yet (unread streams fill the HTTP/2 connection window the calls
+    /// it is serving need).
     async fn scan_upload(
         &self,
         header: &pb::ScanHeader,
         stream: &mut Streaming<pb::ScanRequest>,
         rules: &LoadedRules,
     ) -> Result<pb::Verdict, Status> {
-        let first =
-            self.cluster.ranked(&header.sha256).into_iter().next().ok_or_else(|| Status::unavailable("no live workers"))?;
-        let mut spool = Spool::new();
-        let mut last = match self.stream_to(&first, header, stream, rules, &mut spool).await {
-            Ok(v) => return self.finish(v, &first, header, rules).await,
-            Err(Failed::Upload(s)) => return Err(s),
-            Err(Failed::Worker(s)) => s,
-        };
-        let mut tried = vec![first.id.clone()];
-        first.suspend();
-        for _ in 0..MAX_FAILOVERS {
-            let ranked = self.cluster.ranked(&header.sha256);
-            let Some(next) = ranked.into_iter().find(|w| !tried.contains(&w.id)) else { break };
-            warn!(sha256 = header.sha256, failed = tried.last().map(String::as_str), next = next.id, error = %last.message(), "worker failed; replaying the upload to the next worker");
-            match self.replay_to(&next, header, rules, &mut spool).await {
-                Ok(v) => return self.finish(v, &next, header, rules).await,
+        let mut spool = receive(header, stream).await?;
+        let mut tried: Vec<String> = Vec::new();
+        let mut last: Option<Status> = None;
+        let busy_until = tokio::time::Instant::now() + self.cluster.scan_timeout;
+        loop {
+            let Some(slot) = self.cluster.acquire(&header.sha256, &tried).await else { break };
+            let worker = slot.worker.clone();
+            if let Some(e) = &last {
+                warn!(sha256 = header.sha256, failed = tried.last().map(String::as_str), next = worker.id, error = %e.message(), "worker failed; replaying the upload to the next worker");
+            }
+            match self.send_to(&worker, header, rules, &mut spool).await {
+                Ok(v) => return self.finish(v, &worker, header, rules).await,
                 Err(Failed::Upload(s)) => return Err(s),
+                // Another coordinator's calls fill it: wait a moment and
+                // look again (this or another worker), for a while.
+                Err(Failed::Busy(s)) => {
+                    drop(slot);
+                    if tokio::time::Instant::now() < busy_until {
+                        debug!(sha256 = header.sha256, worker = worker.id, "worker busy; waiting for a slot");
+                        tokio::time::sleep(BUSY_PAUSE).await;
+                    } else {
+                        tried.push(worker.id.clone());
+                        last = Some(s);
+                    }
+                }
                 Err(Failed::Worker(s)) => {
-                    next.suspend();
-                    tried.push(next.id.clone());
-                    last = s;
+                    worker.suspend();
+                    tried.push(worker.id.clone());
+                    last = Some(s);
+                    if tried.len() > MAX_FAILOVERS {
+                        break;
+                    }
                 }
             }
         }
-        Err(Status::unavailable(format!(
-            "no worker could scan {} (tried {}): {}",
-            header.sha256,
-            tried.join(", "),
-            last.message()
-        )))
+        Err(match last {
+            None => Status::unavailable("no live workers"),
+            Some(last) => Status::unavailable(format!(
+                "no worker could scan {} (tried {}): {}",
+                header.sha256,
+                tried.join(", "),
+                last.message()
+            )),
+        })
     }
 
     /// Open a `ScanFile` call on `worker` and send it the header.
@@ -159,81 +180,8 @@ impl ScannerService {
         Ok(WorkerCall { tx, call })
     }
 
-    /// The first attempt: receive the upload, check it, keep a copy in
-    /// `spool` and pass it on to `worker`. The upload is read to its end
-    /// even if the worker goes away, so it can be replayed.
-    async fn stream_to(
-        &self,
-        worker: &WorkerHandle,
-        header: &pb::ScanHeader,
-        stream: &mut Streaming<pb::ScanRequest>,
-        rules: &LoadedRules,
-        spool: &mut Spool,
-    ) -> Result<pb::Verdict, Failed> {
-        let (mut tx, call, mut worker_error) = match self.open(worker, header, rules).await {
-            Ok(WorkerCall { tx, call }) => (Some(tx), Some(call), None),
-            Err(e) => (None, None, Some(e)),
-        };
-        // Aborting the call resets the worker's stream: it never scans a
-        // partial or rejected upload.
-        let abort = call.as_ref().map(|c| c.abort_handle());
-        let reject = |s: Status| {
-            if let Some(a) = &abort {
-                a.abort();
-            }
-            Failed::Upload(s)
-        };
-        let mut hasher = Sha256::new();
-        loop {
-            let msg = match stream.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => return Err(reject(Status::cancelled(format!("upload interrupted: {}", e.message())))),
-            };
-            let chunk = match msg.msg {
-                Some(Msg::Chunk(c)) => c,
-                _ => return Err(reject(Status::invalid_argument("Scan: only the first message may be a header"))),
-            };
-            if spool.len() + chunk.len() as u64 > header.size {
-                return Err(reject(Status::invalid_argument(format!(
-                    "upload is larger than the announced {} bytes",
-                    header.size
-                ))));
-            }
-            hasher.update(&chunk);
-            spool.write(&chunk).await.map_err(|e| reject(Status::unavailable(format!("coordinator spool: {e}"))))?;
-            if let Some(t) = &tx {
-                let m = pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(chunk)) };
-                if t.send(m).await.is_err() {
-                    // The worker ended the call early; its answer says why.
-                    tx = None;
-                }
-            }
-        }
-        drop(tx);
-        if spool.len() != header.size {
-            return Err(reject(Status::invalid_argument(format!(
-                "upload has {} bytes, header announced {}",
-                spool.len(),
-                header.size
-            ))));
-        }
-        let actual = hex::encode(hasher.finalize());
-        if actual != header.sha256 {
-            warn!(claimed = header.sha256, actual, agent = header.agent_id, "sha256 mismatch");
-            return Err(reject(Status::invalid_argument(format!(
-                "sha256 mismatch: header claims {}, content is {actual}",
-                header.sha256
-            ))));
-        }
-        if let Some(e) = worker_error.take() {
-            return Err(Failed::Worker(e));
-        }
-        answer(worker, header, &rules.id, call.expect("a call when no open error")).await
-    }
-
-    /// A later attempt: the checked upload, replayed from the spool.
-    async fn replay_to(
+    /// Send the checked upload from the spool to `worker` and wait for its verdict.
+    async fn send_to(
         &self,
         worker: &WorkerHandle,
         header: &pb::ScanHeader,
@@ -300,6 +248,36 @@ fn timeout_verdict(header: &pb::ScanHeader, ruleset_id: &str, worker: &WorkerHan
 /// Most workers a failed scan moves on to.
 const MAX_FAILOVERS: usize = 3;
 
+/// Pause before asking a busy worker again.
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Receive an upload whole into a spool (memory, then a temporary file),
+/// checking it against its header: no more and no fewer bytes than
+/// announced, and the announced sha256.
+async fn receive(header: &pb::ScanHeader, stream: &mut Streaming<pb::ScanRequest>) -> Result<Spool, Status> {
+    let mut spool = Spool::new();
+    let mut hasher = Sha256::new();
+    while let Some(msg) = stream.message().await.map_err(|e| Status::cancelled(format!("upload interrupted: {}", e.message())))? {
+        let Some(Msg::Chunk(chunk)) = msg.msg else {
+            return Err(Status::invalid_argument("Scan: only the first message may be a header"));
+        };
+        if spool.len() + chunk.len() as u64 > header.size {
+            return Err(Status::invalid_argument(format!("upload is larger than the announced {} bytes", header.size)));
+        }
+        hasher.update(&chunk);
+        spool.write(&chunk).await.map_err(|e| Status::unavailable(format!("coordinator spool: {e}")))?;
+    }
+    if spool.len() != header.size {
+        return Err(Status::invalid_argument(format!("upload has {} bytes, header announced {}", spool.len(), header.size)));
+    }
+    let actual = hex::encode(hasher.finalize());
+    if actual != header.sha256 {
+        warn!(claimed = header.sha256, actual, agent = header.agent_id, "sha256 mismatch");
+        return Err(Status::invalid_argument(format!("sha256 mismatch: header claims {}, content is {actual}", header.sha256)));
+    }
+    Ok(spool)
+}
+
 /// An open `ScanFile` call: its request stream and the pending answer.
 struct WorkerCall {
     tx: mpsc::Sender<pb::WorkerScanRequest>,
@@ -313,6 +291,9 @@ enum Failed {
     Upload(Status),
     /// The worker failed: the next one in the ranking gets the upload.
     Worker(Status),
+    /// The worker has no room (its slots are taken by other coordinators'
+    /// calls): the same or another worker gets the upload in a moment.
+    Busy(Status),
 }
 
 /// The worker's answer to a call whose upload was sent whole.
@@ -332,6 +313,7 @@ async fn answer(
             Ok(timeout_verdict(header, ruleset_id, worker, &e))
         }
         Ok(Err(e)) if e.code() == Code::InvalidArgument => Err(Failed::Upload(e)),
+        Ok(Err(e)) if e.code() == Code::ResourceExhausted => Err(Failed::Busy(e)),
         Ok(Err(e)) if e.code() == Code::FailedPrecondition => {
             worker.rules_lost().await;
             Err(Failed::Worker(Status::unavailable(format!("worker {} lacked the rules: {}", worker.id, e.message()))))

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
@@ -40,6 +40,11 @@ pub struct WorkerHandle {
     /// A call to it failed: out of the ring until its next heartbeat (a
     /// killed worker never sends one; a restarted one registers anew).
     suspect: AtomicBool,
+    /// Calls this coordinator may have open on the worker at once: as many
+    /// as the worker admits (`max_in_flight` when it registered). A file waits here, in the
+    /// coordinator's spool, rather than as an unread stream on the worker's
+    /// connection, where it would hold HTTP/2 window the admitted calls need.
+    slots: Arc<Semaphore>,
 }
 
 impl WorkerHandle {
@@ -95,12 +100,22 @@ impl WorkerHandle {
     }
 }
 
+/// The right to have one `ScanFile` call open on `worker`.
+pub struct Slot {
+    pub worker: Arc<WorkerHandle>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// How long an upload waits for its worker's slot before it looks at the
+/// ranking again.
+const SLOT_RECHECK: Duration = Duration::from_secs(1);
+
 pub struct Cluster {
     workers: RwLock<HashMap<String, Arc<WorkerHandle>>>,
     rules: Arc<RulesManager>,
     pub heartbeat_interval: Duration,
     pub dead_after: Duration,
-    scan_timeout: Duration,
+    pub scan_timeout: Duration,
 }
 
 impl Cluster {
@@ -146,6 +161,10 @@ impl Cluster {
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
+            slots: Arc::new(Semaphore::new(match req.max_in_flight {
+                0 => req.threads.max(1) as usize * 2,
+                n => n as usize,
+            })),
         });
         self.workers.write().unwrap_or_else(|p| p.into_inner()).insert(req.worker_id.clone(), handle.clone());
         info!(worker = req.worker_id, address = req.address, threads = req.threads, "worker registered");
@@ -182,6 +201,22 @@ impl Cluster {
         let ids: Vec<&str> = live.iter().map(|w| w.id.as_str()).collect();
         let order = placement::rank(&ids, sha256);
         order.into_iter().filter_map(|id| live.iter().find(|w| w.id == *id).cloned()).collect()
+    }
+
+    /// A slot on the first live worker not in `exclude` in the rendezvous
+    /// ranking of `sha256`, waiting until it has one free; `None` when no
+    /// such worker is live. Placement stays the ranking's even when that
+    /// worker is busy: a file goes elsewhere only when its worker fails.
+    pub async fn acquire(&self, sha256: &str, exclude: &[String]) -> Option<Slot> {
+        loop {
+            let worker = self.ranked(sha256).into_iter().find(|w| !exclude.contains(&w.id))?;
+            // Waiters are served in turn; look at the ranking again now and
+            // then in case membership changed (the worker left, or one
+            // ranked higher came).
+            if let Ok(Ok(permit)) = tokio::time::timeout(SLOT_RECHECK, worker.slots.clone().acquire_owned()).await {
+                return Some(Slot { worker, _permit: permit });
+            }
+        }
     }
 
     /// Drop dead workers and push new rules to live ones, until `stop`.

@@ -12,7 +12,7 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Bytes of one upload kept in memory before it spills to disk.
-pub const MEMORY_LIMIT: usize = 1 << 20;
+pub const MEMORY_LIMIT: usize = 256 << 10;
 
 pub struct Spool {
     memory: Vec<u8>,

@@ -39,7 +39,8 @@ pub async fn run(
     info!(worker_id, threads, "starting scan pool");
     let pool = pool::ScanPool::start(threads, config.limits());
     // Two files per thread: one scanning, one arriving.
-    let state = Arc::new(service::WorkerState::new(worker_id.clone(), pool, config.max_file_size, threads * 2));
+    let max_in_flight = threads * 2;
+    let state = Arc::new(service::WorkerState::new(worker_id.clone(), pool, config.max_file_size, max_in_flight));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     info!(coordinator = %config.coordinator, advertise, "registering with coordinator");
@@ -49,6 +50,7 @@ pub async fn run(
             worker_id: worker_id.clone(),
             address: advertise,
             threads: threads as u32,
+            max_in_flight: max_in_flight as u32,
             engine_version: qala_engine::ENGINE_VERSION.to_string(),
         },
         state.clone(),

@@ -23,9 +23,13 @@ pub struct WorkerState {
     pub max_file_size: u64,
     pub in_flight: AtomicU64,
     pub scanned: AtomicU64,
+    max_in_flight: usize,
     /// Files being received or scanned at once. Each is held in memory, so
-    /// this bounds memory; further uploads wait (HTTP/2 flow control pushes
-    /// back on the coordinator).
+    /// this bounds memory. A call past it is refused at once with
+    /// RESOURCE_EXHAUSTED, never left waiting: its unread stream would hold
+    /// HTTP/2 connection window that the admitted calls need, and enough of
+    /// them stall the connection. Coordinators keep to this many calls per
+    /// worker; the refusal covers several coordinators sharing a worker.
     admission: Semaphore,
 }
 
@@ -33,6 +37,7 @@ impl WorkerState {
     pub fn new(worker_id: String, pool: ScanPool, max_file_size: u64, max_in_flight: usize) -> Self {
         Self {
             admission: Semaphore::new(max_in_flight.max(1)),
+            max_in_flight: max_in_flight.max(1),
             worker_id,
             pool,
             rules: RulesCache::default(),
@@ -111,7 +116,13 @@ impl pb::worker_server::Worker for WorkerService {
 
     async fn scan_file(&self, request: Request<Streaming<pb::WorkerScanRequest>>) -> Result<Response<pb::Verdict>, Status> {
         let _gauge = InFlight::enter(&self.state.in_flight);
-        let _admitted = self.state.admission.acquire().await.map_err(|_| Status::unavailable("worker is shutting down"))?;
+        let _admitted = match self.state.admission.try_acquire() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return Err(Status::resource_exhausted(format!("worker busy: {} files in flight", self.state.max_in_flight)));
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Status::unavailable("worker is shutting down")),
+        };
         let mut stream = request.into_inner();
         let header = match stream.message().await?.and_then(|m| m.msg) {
             Some(Msg::Header(h)) => h,

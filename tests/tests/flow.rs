@@ -1,0 +1,158 @@
+//! Flow control under load: many concurrent uploads on few worker slots all
+//! finish (none stalls behind unread streams), a worker refuses calls past
+//! its admission instead of leaving them unread, and the coordinator's
+//! memory stays bounded while it holds many large uploads.
+
+use qala_proto::v1::{self as pb, scan_request::Msg, scanner_client::ScannerClient, worker_client::WorkerClient};
+use qala_tests::{Cluster, peak_rss_kib, repo_root, sha256_hex, wait_for};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+/// Distinct pseudo-random bytes, `len` of them, for file `i`.
+fn file(i: u64, len: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+async fn scan(client: &mut ScannerClient<tonic::transport::Channel>, data: &[u8]) -> Result<pb::Verdict, tonic::Status> {
+    let sha256 = sha256_hex(data);
+    let mut msgs = vec![pb::ScanRequest {
+        msg: Some(Msg::Header(pb::ScanHeader {
+            sha256: sha256.clone(),
+            size: data.len() as u64,
+            file_name: "flow.bin".into(),
+            agent_id: "test".into(),
+        })),
+    }];
+    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| pb::ScanRequest { msg: Some(Msg::Chunk(c.to_vec())) }));
+    let v = client.scan(tokio_stream::iter(msgs)).await?.into_inner().verdict.expect("a verdict");
+    assert_eq!(v.sha256, sha256);
+    Ok(v)
+}
+
+async fn connect(url: &str) -> ScannerClient<tonic::transport::Channel> {
+    ScannerClient::connect(url.to_string())
+        .await
+        .unwrap()
+        .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+}
+
+/// `streams` tasks scanning `files` files of `len` bytes between them,
+/// over one shared connection or one connection each; all must finish
+/// within two minutes (a stall fails the test instead of hanging it).
+async fn drive(url: &str, streams: usize, files: u64, len: usize, shared: bool, seed: u64) {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let one = connect(url).await;
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        let mut client = if shared { one.clone() } else { connect(url).await };
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= files {
+                    return;
+                }
+                loop {
+                    match scan(&mut client, &file(seed + i, len)).await {
+                        Ok(v) => {
+                            assert_eq!(v.verdict, pb::VerdictKind::Clean as i32, "{v:?}");
+                            break;
+                        }
+                        // The coordinator's upload limit: come back later, as agents do.
+                        Err(s) if s.code() == Code::ResourceExhausted => tokio::time::sleep(Duration::from_millis(50)).await,
+                        Err(s) => panic!("file {i}: {s}"),
+                    }
+                }
+            }
+        }));
+    }
+    let all = futures::future::join_all(tasks);
+    let done = tokio::time::timeout(Duration::from_secs(120), all).await.expect("uploads stalled: not all finished in 120 s");
+    for r in done {
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_uploads_through_few_worker_slots_all_finish() {
+    // One worker with 2 threads admits 4 calls; 48 streams share one
+    // connection to the coordinator, which has one to the worker. Calls
+    // left waiting unread on the worker used to fill that connection's
+    // HTTP/2 window and stall every scan.
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    drive(&cluster.url(), 48, 480, 300 * 1024, true, 0).await;
+    // Every file was scanned once (the count comes with the heartbeats).
+    wait_for("the worker's count of scans", Duration::from_secs(10), || {
+        (cluster.status().ok()?["workers"][0]["scanned"].as_u64()? == 480).then_some(())
+    })
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coordinator_memory_stays_bounded_with_100_large_uploads_at_once() {
+    // 100 agents (a connection each) upload 4 MiB files at once: 400 MiB in
+    // flight. The coordinator spools past 256 KiB per upload to disk and
+    // waits for worker slots; its peak RSS must stay far below what it holds.
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    drive(&cluster.url(), 100, 200, 4 << 20, false, 1_000_000).await;
+    let rss_mib = peak_rss_kib(cluster.coordinator.as_ref().unwrap().pid()) / 1024;
+    eprintln!("coordinator peak RSS with 100 uploads of 4 MiB at once: {rss_mib} MiB");
+    assert!(rss_mib > 0, "could not read the coordinator's peak RSS");
+    assert!(rss_mib < 256, "coordinator peak RSS {rss_mib} MiB with 100 uploads of 4 MiB in flight");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_refuses_calls_past_its_admission_at_once() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let status = cluster.status().unwrap();
+    let address = status["workers"][0]["address"].as_str().unwrap().to_string();
+    let ruleset_id = status["rules"]["ruleset_id"].as_str().unwrap().to_string();
+    let channel = tonic::transport::Endpoint::from_shared(address).unwrap().connect().await.unwrap();
+    let header = |i: u64| pb::WorkerScanRequest {
+        msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
+            sha256: sha256_hex(&file(i, 1000)),
+            size: 1000,
+            file_name: format!("held-{i}"),
+            ruleset_id: ruleset_id.clone(),
+        })),
+    };
+    // Two threads admit four calls: hold four open with their uploads unfinished.
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(header(i)).await.unwrap();
+        let mut client = WorkerClient::new(channel.clone());
+        held.push((tx, tokio::spawn(async move { client.scan_file(ReceiverStream::new(rx)).await })));
+    }
+    // Once the four are in (they wait for their bytes), a fifth is refused
+    // at once, not left waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(held.iter().all(|(_, call)| !call.is_finished()), "a held call ended early");
+    let mut client = WorkerClient::new(channel.clone());
+    let call = client.scan_file(tokio_stream::iter([header(9)]));
+    let refused = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the fifth call was left waiting")
+        .expect_err("a header-only call cannot be scanned");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("busy"), "{refused:?}");
+    // The held calls, once finished, are scanned.
+    for (i, (tx, call)) in held.into_iter().enumerate() {
+        tx.send(pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(file(i as u64, 1000))) }).await.unwrap();
+        drop(tx);
+        let v = call.await.unwrap().unwrap().into_inner();
+        assert_eq!(v.sha256, sha256_hex(&file(i as u64, 1000)));
+    }
+}
