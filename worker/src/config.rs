@@ -7,9 +7,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "qala-worker", version, about = "Qala scan worker: registers with a coordinator and scans the files it sends")]
 pub struct Config {
-    /// Coordinator URL to register with, e.g. http://127.0.0.1:7000.
-    #[arg(long, env = "QALA_WORKER_COORDINATOR")]
-    pub coordinator: String,
+    /// Coordinator URL to register with, e.g. http://127.0.0.1:7000; with
+    /// several coordinators (sharing a Redis store), each one's own URL,
+    /// comma-separated or the flag repeated: the worker registers and
+    /// heartbeats with every one of them.
+    #[arg(long, env = "QALA_WORKER_COORDINATOR", value_delimiter = ',', required = true)]
+    pub coordinator: Vec<String>,
     /// Address to listen on for the coordinator's calls (port 0 picks a free port).
     #[arg(long, env = "QALA_WORKER_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: String,

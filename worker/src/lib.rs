@@ -1,10 +1,11 @@
 //! Qala worker: a gRPC server the coordinator streams files to, and a fixed
 //! pool of scan threads running the synchronous engine.
 //!
-//! The worker registers with its coordinator and heartbeats; the coordinator
-//! pushes compiled rules with `LoadRules` and files with `ScanFile`. Each file
-//! names the ruleset it must be scanned with, so a verdict is always labelled
-//! with the rules that produced it, even while rules change.
+//! The worker registers with its coordinator (or with each of several) and
+//! heartbeats; a coordinator pushes compiled rules with `LoadRules` and files
+//! with `ScanFile`. Each file names the ruleset it must be scanned with, so a
+//! verdict is always labelled with the rules that produced it, even while
+//! rules change.
 
 pub mod config;
 mod convert;
@@ -43,19 +44,28 @@ pub async fn run(
     let state = Arc::new(service::WorkerState::new(worker_id.clone(), pool, config.max_file_size, max_in_flight));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    info!(coordinator = %config.coordinator, advertise, "registering with coordinator");
-    let registration = tokio::spawn(register::run(
-        config.coordinator.clone(),
-        qala_proto::v1::RegisterRequest {
-            worker_id: worker_id.clone(),
-            address: advertise,
-            threads: threads as u32,
-            max_in_flight: max_in_flight as u32,
-            engine_version: qala_engine::ENGINE_VERSION.to_string(),
-        },
-        state.clone(),
-        stop_rx,
-    ));
+    let request = qala_proto::v1::RegisterRequest {
+        worker_id: worker_id.clone(),
+        address: advertise.clone(),
+        threads: threads as u32,
+        max_in_flight: max_in_flight as u32,
+        engine_version: qala_engine::ENGINE_VERSION.to_string(),
+    };
+    let mut coordinators: Vec<String> =
+        config.coordinator.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+    coordinators.dedup();
+    if coordinators.is_empty() {
+        anyhow::bail!("no coordinator URL given");
+    }
+    // One registration and heartbeat loop per coordinator: each keeps its
+    // own view of membership and its own share of this worker's slots.
+    let registrations: Vec<_> = coordinators
+        .into_iter()
+        .map(|coordinator| {
+            info!(coordinator, advertise, "registering with coordinator");
+            tokio::spawn(register::run(coordinator, request.clone(), state.clone(), stop_rx.clone()))
+        })
+        .collect();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServer<service::WorkerService>>().await;
@@ -92,7 +102,9 @@ pub async fn run(
             Ok(())
         }
     };
-    let _ = registration.await;
+    for r in registrations {
+        let _ = r.await;
+    }
     info!("worker stopped");
     Ok(result?)
 }
