@@ -39,6 +39,9 @@ pub struct ScannerService {
     uploads: Arc<tokio::sync::Semaphore>,
     max_uploads: usize,
     busy_rejections: std::sync::atomic::AtomicU64,
+    /// Names this coordinator process in scan-lock tokens.
+    instance: String,
+    tokens: std::sync::atomic::AtomicU64,
 }
 
 /// gRPC metadata key of the retry hint sent with RESOURCE_EXHAUSTED.
@@ -75,6 +78,10 @@ enum Role {
     Waiter(watch::Receiver<Outcome>),
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "coordinator".into())
+}
+
 pub fn valid_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -87,7 +94,18 @@ impl ScannerService {
     pub fn new(store: Arc<Guarded>, cluster: Arc<Cluster>, rules: Arc<RulesManager>, max_uploads: usize) -> Self {
         let max_uploads = max_uploads.max(1);
         let uploads = Arc::new(tokio::sync::Semaphore::new(max_uploads));
-        Self { store, cluster, rules, inflight: Arc::default(), uploads, max_uploads, busy_rejections: Default::default() }
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        Self {
+            store,
+            cluster,
+            rules,
+            inflight: Arc::default(),
+            uploads,
+            max_uploads,
+            busy_rejections: Default::default(),
+            instance: format!("{}-{}-{started:x}", hostname(), std::process::id()),
+            tokens: Default::default(),
+        }
     }
 
     fn role(&self, key: &str) -> Role {
@@ -98,6 +116,41 @@ impl ScannerService {
         let (tx, rx) = watch::channel(None);
         map.insert(key.to_string(), rx);
         Role::Leader(Leader { key: key.to_string(), tx, map: self.inflight.clone() })
+    }
+
+    /// Take the store's scan lock of this content, or, while another
+    /// coordinator holds it, wait for that one's verdict. Bounded: past the
+    /// scan deadline this coordinator scans without the lock.
+    async fn take_turn(&self, ruleset_id: &str, sha256: &str) -> Turn {
+        if !self.store.shared() {
+            return Turn::Scan(ScanLock::none());
+        }
+        let key = store::key(ruleset_id, sha256);
+        let token = format!("{}-{}", self.instance, self.tokens.fetch_add(1, Ordering::Relaxed));
+        let deadline = tokio::time::Instant::now() + self.cluster.scan_timeout + LOCK_TTL;
+        let mut waited = false;
+        loop {
+            if self.store.lock(&key, &token, LOCK_TTL).await {
+                let lock = ScanLock::hold(self.store.clone(), key, token);
+                // Its holder may have stored the verdict and let go just now.
+                if waited && let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
+                    return Turn::Done(Box::new(v));
+                }
+                return Turn::Scan(lock);
+            }
+            if let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
+                return Turn::Done(Box::new(v));
+            }
+            if !waited {
+                debug!(sha256, "another coordinator is scanning this content; waiting for its verdict");
+                waited = true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                warn!(sha256, "another coordinator's scan lock outlived the scan deadline; scanning here too");
+                return Turn::Scan(ScanLock::none());
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
     }
 
     /// Scan one upload: receive it whole into a spool while checking its
@@ -245,6 +298,58 @@ fn timeout_verdict(header: &pb::ScanHeader, ruleset_id: &str, worker: &WorkerHan
     }
 }
 
+/// Life of a scan lock in the store; extended every third of it while the
+/// scan runs, so a coordinator that dies holding one frees it this soon.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// How often a coordinator waiting on another's scan looks for its verdict.
+const LOCK_POLL: Duration = Duration::from_millis(50);
+
+enum Turn {
+    /// This coordinator scans; the lock (if the store gave one) is held
+    /// until the verdict is stored.
+    Scan(ScanLock),
+    /// Another coordinator scanned it meanwhile.
+    Done(Box<pb::Verdict>),
+}
+
+/// A scan lock taken in the store: extended in the background while held,
+/// given back when dropped.
+struct ScanLock {
+    held: Option<(Arc<Guarded>, String, String, tokio::task::JoinHandle<()>)>,
+}
+
+impl ScanLock {
+    fn none() -> Self {
+        Self { held: None }
+    }
+
+    fn hold(store: Arc<Guarded>, key: String, token: String) -> Self {
+        let keeper = tokio::spawn({
+            let (store, key, token) = (store.clone(), key.clone(), token.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(LOCK_TTL / 3).await;
+                    if !store.relock(&key, &token, LOCK_TTL).await {
+                        warn!(key, "scan lock lost to another coordinator (expired)");
+                        return;
+                    }
+                }
+            }
+        });
+        Self { held: Some((store, key, token, keeper)) }
+    }
+}
+
+impl Drop for ScanLock {
+    fn drop(&mut self) {
+        if let Some((store, key, token, keeper)) = self.held.take() {
+            keeper.abort();
+            tokio::spawn(async move { store.unlock(&key, &token).await });
+        }
+    }
+}
+
 /// Most workers a failed scan moves on to.
 const MAX_FAILOVERS: usize = 3;
 
@@ -369,9 +474,14 @@ impl pb::scanner_server::Scanner for ScannerService {
                         self.busy_rejections.fetch_add(1, Ordering::Relaxed);
                         return Err(busy(self.max_uploads, scans_in_flight));
                     };
-                    let result = self.scan_upload(&header, &mut stream, &rules).await;
+                    // Coordinators sharing the store scan one content once:
+                    // wait for another's verdict if it is scanning this one.
+                    let (result, cached) = match self.take_turn(&rules.id, &header.sha256).await {
+                        Turn::Done(v) => (Ok(*v), true),
+                        Turn::Scan(_lock) => (self.scan_upload(&header, &mut stream, &rules).await, false),
+                    };
                     let _ = leader.tx.send(Some(result.clone().map_err(|s| (s.code(), s.message().to_string()))));
-                    return result.map(|v| Response::new(pb::ScanResponse { verdict: Some(v), cached: false }));
+                    return result.map(|v| Response::new(pb::ScanResponse { verdict: Some(v), cached }));
                 }
                 Role::Waiter(mut rx) => {
                     if let Ok(outcome) = rx.wait_for(|o| o.is_some()).await

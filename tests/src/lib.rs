@@ -201,6 +201,9 @@ pub struct Cluster {
     pub rules: PathBuf,
     pub store: String,
     pub coordinator: Option<Proc>,
+    /// More coordinators on the same store and rules, each on its own port
+    /// ([`Cluster::add_coordinator`]); workers added later register with all.
+    pub peers: Vec<(u16, Proc)>,
     pub workers: Vec<Proc>,
     /// `--rules-poll-ms` given to the coordinator.
     pub rules_poll_ms: u64,
@@ -223,6 +226,7 @@ impl Cluster {
             rules: rules.to_path_buf(),
             store,
             coordinator: None,
+            peers: Vec::new(),
             workers: Vec::new(),
             dir,
             rules_poll_ms,
@@ -240,9 +244,14 @@ impl Cluster {
     }
 
     pub fn start_coordinator(&mut self) -> Result<()> {
+        self.coordinator = Some(self.spawn_coordinator("coordinator", self.port)?);
+        Ok(())
+    }
+
+    fn spawn_coordinator(&self, name: &str, port: u16) -> Result<Proc> {
         let args: Vec<String> = vec![
             "--listen".into(),
-            format!("127.0.0.1:{}", self.port),
+            format!("127.0.0.1:{port}"),
             "--rules".into(),
             self.rules.display().to_string(),
             "--store".into(),
@@ -252,14 +261,26 @@ impl Cluster {
             "--rules-poll-ms".into(),
             self.rules_poll_ms.to_string(),
         ];
-        self.coordinator = Some(Proc::spawn("coordinator", &bin("qala-coordinator"), &args, self.dir.path())?);
-        Ok(())
+        Proc::spawn(name, &bin("qala-coordinator"), &args, self.dir.path())
+    }
+
+    /// Start another coordinator on the same store and rules; its URL.
+    pub fn add_coordinator(&mut self) -> Result<String> {
+        let port = free_port();
+        let proc = self.spawn_coordinator(&format!("coordinator-{}", self.peers.len() + 2), port)?;
+        self.peers.push((port, proc));
+        Ok(format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Every coordinator's URL, the first one's first.
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url()).chain(self.peers.iter().map(|(port, _)| format!("http://127.0.0.1:{port}"))).collect()
     }
 
     pub fn add_worker(&mut self, id: &str) -> Result<()> {
         let args: Vec<String> = vec![
             "--coordinator".into(),
-            self.url(),
+            self.urls().join(","),
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--id".into(),
@@ -273,8 +294,13 @@ impl Cluster {
 
     /// Wait until `n` workers are live and hold the coordinator's rules.
     pub fn wait_ready(&self, n: usize) -> Result<Value> {
-        wait_for(&format!("{n} workers ready"), Duration::from_secs(60), || {
-            let s = self.status().ok()?;
+        self.wait_ready_at(&self.url(), n)
+    }
+
+    /// [`Cluster::wait_ready`] as the coordinator at `url` sees it.
+    pub fn wait_ready_at(&self, url: &str, n: usize) -> Result<Value> {
+        wait_for(&format!("{n} workers ready at {url}"), Duration::from_secs(60), || {
+            let s = self.status_at(url).ok()?;
             let id = s["rules"]["ruleset_id"].as_str()?.to_string();
             let workers = s["workers"].as_array()?;
             (workers.len() == n && workers.iter().all(|w| w["ruleset_id"] == id.as_str())).then_some(s)
@@ -283,7 +309,12 @@ impl Cluster {
     }
 
     pub fn status(&self) -> Result<Value> {
-        let out = self.agent(&["status", "--json"])?;
+        self.status_at(&self.url())
+    }
+
+    /// `status --json` of the coordinator at `url`.
+    pub fn status_at(&self, url: &str) -> Result<Value> {
+        let out = self.agent_at(url, &["status", "--json"])?;
         if !out.status.success() {
             bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -292,15 +323,25 @@ impl Cluster {
 
     /// Run `qala-agent --server <this cluster> ARGS`.
     pub fn agent(&self, args: &[&str]) -> Result<Output> {
-        Ok(Command::new(bin("qala-agent")).arg("--server").arg(self.url()).args(args).stdin(Stdio::null()).output()?)
+        self.agent_at(&self.url(), args)
+    }
+
+    /// Run `qala-agent --server URL ARGS`.
+    pub fn agent_at(&self, url: &str, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(bin("qala-agent")).arg("--server").arg(url).args(args).stdin(Stdio::null()).output()?)
     }
 
     /// `scan --json PATHS`: exit code and one JSON object per file, by path.
     pub fn scan(&self, paths: &[&Path]) -> Result<(i32, Vec<Value>)> {
+        self.scan_at(&self.url(), paths)
+    }
+
+    /// [`Cluster::scan`] through the coordinator at `url`.
+    pub fn scan_at(&self, url: &str, paths: &[&Path]) -> Result<(i32, Vec<Value>)> {
         let mut args = vec!["scan", "--json"];
         let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         args.extend(paths.iter().map(String::as_str));
-        let out = self.agent(&args)?;
+        let out = self.agent_at(url, &args)?;
         let mut lines = Vec::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             lines.push(serde_json::from_str::<Value>(line).with_context(|| format!("bad JSON line {line:?}"))?);
@@ -312,7 +353,7 @@ impl Cluster {
     /// All process logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
-        for p in self.coordinator.iter().chain(self.workers.iter()) {
+        for p in self.coordinator.iter().chain(self.peers.iter().map(|(_, p)| p)).chain(self.workers.iter()) {
             s.push_str(&format!("\n----- {} -----\n{}", p.name, tail(&p.log_text(), 4000)));
         }
         s

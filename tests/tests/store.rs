@@ -89,6 +89,40 @@ async fn redis_store_conforms() {
     assert!(again.get("rs1", &bad.sha256).await.unwrap().is_some(), "a second client sees the same data");
 }
 
+#[tokio::test]
+async fn redis_scan_locks_exclude_other_holders_and_expire() {
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    let redis = Redis::start(d.path()).unwrap();
+    let (a, b) = (RedisStore::new(&redis.url()).unwrap(), RedisStore::new(&redis.url()).unwrap());
+    assert!(a.shared(), "coordinators share a Redis store");
+    let ttl = Duration::from_secs(5);
+    assert!(a.lock("rs1:x", "A", ttl).await.unwrap());
+    assert!(!b.lock("rs1:x", "B", ttl).await.unwrap(), "held by A");
+    assert!(b.lock("rs1:y", "B", ttl).await.unwrap(), "another key is free");
+    assert!(!b.relock("rs1:x", "B", ttl).await.unwrap(), "B cannot extend A's lock");
+    b.unlock("rs1:x", "B").await.unwrap();
+    assert!(!b.lock("rs1:x", "B", ttl).await.unwrap(), "B cannot release A's lock");
+    assert!(a.relock("rs1:x", "A", ttl).await.unwrap());
+    a.unlock("rs1:x", "A").await.unwrap();
+    assert!(b.lock("rs1:x", "B", ttl).await.unwrap(), "free once A let go");
+    // A holder that dies without letting go: the lock expires.
+    assert!(a.lock("rs1:z", "A", Duration::from_millis(200)).await.unwrap());
+    assert!(!b.lock("rs1:z", "B", ttl).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(b.lock("rs1:z", "B", ttl).await.unwrap(), "expired");
+    assert!(!a.relock("rs1:z", "A", ttl).await.unwrap(), "A's expired lock is B's now");
+}
+
+#[tokio::test]
+async fn embedded_store_is_not_shared_and_grants_every_lock() {
+    let d = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(&d.path().join("v.redb")).unwrap();
+    assert!(!s.shared());
+    let ttl = std::time::Duration::from_secs(5);
+    assert!(s.lock("k", "A", ttl).await.unwrap() && s.lock("k", "B", ttl).await.unwrap());
+}
+
 #[test]
 fn invalid_specs_are_rejected() {
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -93,6 +93,33 @@ impl Guarded {
         self.record(super::save(self.inner.as_ref(), verdict).await)
     }
 
+    pub fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+
+    /// [`VerdictStore::lock`]; with the store down every lock is granted
+    /// (degraded: coordinators may then scan one content twice, never wrongly).
+    pub async fn lock(&self, key: &str, token: &str, ttl: Duration) -> bool {
+        if self.down().is_err() {
+            return true;
+        }
+        self.record(self.inner.lock(key, token, ttl).await).unwrap_or(true)
+    }
+
+    /// [`VerdictStore::relock`]; false only when the store says the lock is someone else's.
+    pub async fn relock(&self, key: &str, token: &str, ttl: Duration) -> bool {
+        if self.down().is_err() {
+            return true;
+        }
+        self.record(self.inner.relock(key, token, ttl).await).unwrap_or(true)
+    }
+
+    pub async fn unlock(&self, key: &str, token: &str) {
+        if self.down().is_ok() {
+            let _ = self.record(self.inner.unlock(key, token).await);
+        }
+    }
+
     /// Probe the store until `stop`: marks it unhealthy when a PING fails
     /// (even with no traffic) and healthy again when one succeeds.
     pub async fn probe(self: Arc<Self>, mut stop: watch::Receiver<bool>) {

@@ -15,6 +15,7 @@ pub use redis::RedisStore;
 use prost::Message;
 use qala_proto::v1::{Verdict, VerdictKind};
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -50,6 +51,34 @@ pub trait VerdictStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether several coordinators may use this store at once (and so need
+    /// its scan locks).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Take the scan lock of `key` (ruleset id + sha256) for `ttl`, as
+    /// `token`: false if another holder has it. Coordinators sharing the
+    /// store take it before scanning, so one content is scanned once across
+    /// all of them. A store only one coordinator can open (embedded) grants
+    /// it always: that coordinator coalesces in memory.
+    async fn lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let _ = (key, token, ttl);
+        Ok(true)
+    }
+
+    /// Extend the lock for another `ttl` if `token` still holds it.
+    async fn relock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let _ = (key, token, ttl);
+        Ok(true)
+    }
+
+    /// Give the lock back if `token` holds it.
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        let _ = (key, token);
+        Ok(())
+    }
 }
 
 /// A verdict may be cached unless it is unscannable, or clean while some
@@ -72,7 +101,8 @@ pub async fn save(store: &dyn VerdictStore, verdict: &Verdict) -> Result<bool, S
     Ok(true)
 }
 
-fn key(ruleset_id: &str, sha256: &str) -> String {
+/// The key of a verdict, and of its scan lock.
+pub fn key(ruleset_id: &str, sha256: &str) -> String {
     format!("{ruleset_id}:{sha256}")
 }
 

@@ -1,6 +1,9 @@
 //! Redis backend: verdicts as protobuf bytes under
 //! `qala:v1:verdict:<ruleset id>:<sha256>`, shared by every coordinator
-//! pointed at the same Redis.
+//! pointed at the same Redis, and the scan locks that keep those
+//! coordinators from scanning one content twice (`qala:v1:lock:<same>`: a
+//! token naming the coordinator process and the scan, with a TTL extended
+//! while the scan runs).
 
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
@@ -24,6 +27,17 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 fn redis_key(ruleset_id: &str, sha256: &str) -> String {
     format!("qala:v1:verdict:{}", key(ruleset_id, sha256))
 }
+
+fn lock_key(key: &str) -> String {
+    format!("qala:v1:lock:{key}")
+}
+
+/// Extend a lock only if the caller still holds it.
+const RELOCK: &str =
+    r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+
+/// Delete a lock only if the caller holds it (an expired lock may be someone else's now).
+const UNLOCK: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 impl RedisStore {
     /// Parse `url`; the connection is made on first use (see [`RedisStore::ping`]).
@@ -68,6 +82,40 @@ impl VerdictStore for RedisStore {
     async fn put(&self, verdict: &Verdict) -> Result<(), StoreError> {
         let k = redis_key(&verdict.ruleset_id, &verdict.sha256);
         self.conn().await?.set::<_, _, ()>(k, verdict.encode_to_vec()).await.map_err(err)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(lock_key(key))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(err)?;
+        Ok(set.is_some())
+    }
+
+    async fn relock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let extended: i64 = redis::Script::new(RELOCK)
+            .key(lock_key(key))
+            .arg(token)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(err)?;
+        Ok(extended == 1)
+    }
+
+    async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        let _: i64 =
+            redis::Script::new(UNLOCK).key(lock_key(key)).arg(token).invoke_async(&mut self.conn().await?).await.map_err(err)?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
