@@ -17,7 +17,11 @@ pub struct Config {
     /// Rules: a .yar/.yara file or a directory of them (recursive, one namespace per file).
     #[arg(long, env = "QALA_COORDINATOR_RULES")]
     pub rules: PathBuf,
-    /// Verdict store: embedded:PATH (a local file, the default) or redis://HOST:PORT.
+    /// Verdict store: embedded:PATH (a local file, the default), or Redis:
+    /// redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...] (a
+    /// Redis Cluster) or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]
+    /// (the master Sentinel names, followed through failovers). USER:PASS@
+    /// may come before the hosts.
     #[arg(long, env = "QALA_COORDINATOR_STORE", default_value = "embedded:qala-data/verdicts.redb")]
     pub store: String,
     /// Interval workers heartbeat at, in milliseconds; three missed and a worker leaves the ring.

@@ -180,6 +180,162 @@ impl Redis {
     }
 }
 
+/// One command on a Redis server (or sentinel) at `port`.
+pub fn redis_cmd<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Result<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    Ok(cmd.query(&mut conn)?)
+}
+
+fn redis_server(dir: &Path, name: &str, args: &[&str]) -> Result<Proc> {
+    let program = which("redis-server").context("redis-server is not installed (apt-get install redis-server)")?;
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    Proc::spawn(name, &program, &args, dir)
+}
+
+/// A throwaway Redis Cluster: `nodes` primaries on free loopback ports, the
+/// 16,384 slots split evenly between them.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    _procs: Vec<Proc>,
+}
+
+impl RedisCluster {
+    pub fn start(dir: &Path, nodes: usize) -> Result<RedisCluster> {
+        let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let mut procs = Vec::new();
+        for &port in &ports {
+            let p = port.to_string();
+            let conf = format!("nodes-{port}.conf");
+            #[rustfmt::skip]
+            let args = ["--port", &p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", &dir.display().to_string(),
+                "--cluster-enabled", "yes", "--cluster-config-file", &conf, "--cluster-node-timeout", "2000"];
+            procs.push(redis_server(dir, &format!("redis-cluster-{port}"), &args)?);
+        }
+        for &port in &ports {
+            wait_for("redis cluster node PING", Duration::from_secs(10), || redis_ping(port).then_some(()))?;
+        }
+        for (i, &port) in ports.iter().enumerate() {
+            let (first, last) = (i * 16384 / nodes, (i + 1) * 16384 / nodes - 1);
+            redis_cmd::<()>(port, &["CLUSTER", "ADDSLOTSRANGE", &first.to_string(), &last.to_string()])?;
+        }
+        for &port in &ports[1..] {
+            redis_cmd::<()>(ports[0], &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()])?;
+        }
+        let known = format!("cluster_known_nodes:{nodes}");
+        wait_for("redis cluster state ok", Duration::from_secs(30), || {
+            ports
+                .iter()
+                .all(|&p| {
+                    let info: String = redis_cmd(p, &["CLUSTER", "INFO"]).unwrap_or_default();
+                    info.contains("cluster_state:ok") && info.contains(&known)
+                })
+                .then_some(())
+        })?;
+        Ok(RedisCluster { ports, _procs: procs })
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
+
+/// A throwaway Sentinel group: a master, one replica and one sentinel
+/// (quorum 1) watching them as `qala`, quick to fail over.
+pub struct RedisSentinel {
+    pub master_port: u16,
+    pub replica_port: u16,
+    pub sentinel_port: u16,
+    master: Option<Proc>,
+    _replica: Proc,
+    _sentinel: Proc,
+}
+
+impl RedisSentinel {
+    pub const MASTER: &str = "qala";
+
+    pub fn start(dir: &Path) -> Result<RedisSentinel> {
+        let (m, r, s) = (free_port(), free_port(), free_port());
+        let base = |port: u16| -> Vec<String> {
+            [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &dir.display().to_string(),
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+        };
+        let master = redis_server(dir, &format!("redis-master-{m}"), &base(m).iter().map(String::as_str).collect::<Vec<_>>())?;
+        wait_for("redis master PING", Duration::from_secs(10), || redis_ping(m).then_some(()))?;
+        let mut replica_args = base(r);
+        replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), m.to_string()]);
+        let replica =
+            redis_server(dir, &format!("redis-replica-{r}"), &replica_args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        wait_for("replica in sync", Duration::from_secs(20), || {
+            let info: String = redis_cmd(r, &["INFO", "replication"]).ok()?;
+            info.contains("master_link_status:up").then_some(())
+        })?;
+        let conf = dir.join(format!("sentinel-{s}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {s}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {m} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n",
+                dir.display(),
+                name = Self::MASTER
+            ),
+        )?;
+        let sentinel = redis_server(dir, &format!("redis-sentinel-{s}"), &[&conf.display().to_string(), "--sentinel"])?;
+        // The sentinel learns of the replica from the master's INFO.
+        wait_for("sentinel sees the replica", Duration::from_secs(30), || {
+            let replicas: Vec<Vec<String>> = redis_cmd(s, &["SENTINEL", "REPLICAS", Self::MASTER]).ok()?;
+            replicas.iter().any(|fields| fields.iter().any(|f| f == &r.to_string())).then_some(())
+        })?;
+        Ok(RedisSentinel {
+            master_port: m,
+            replica_port: r,
+            sentinel_port: s,
+            master: Some(master),
+            _replica: replica,
+            _sentinel: sentinel,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/{}", self.sentinel_port, Self::MASTER)
+    }
+
+    /// The port of the master the sentinel names now.
+    pub fn current_master(&self) -> Option<u16> {
+        let addr: Vec<String> = redis_cmd(self.sentinel_port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self::MASTER]).ok()?;
+        addr.get(1)?.parse().ok()
+    }
+
+    /// Kill the master (after it has passed its writes on) and wait until
+    /// the sentinel has promoted the replica.
+    pub fn fail_over(&mut self) -> Result<()> {
+        redis_cmd::<i64>(self.master_port, &["WAIT", "1", "2000"])?;
+        if let Some(mut m) = self.master.take() {
+            m.kill_hard()?;
+        }
+        wait_for("sentinel failover", Duration::from_secs(60), || (self.current_master()? == self.replica_port).then_some(()))?;
+        Ok(())
+    }
+}
+
 fn redis_ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));

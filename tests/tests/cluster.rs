@@ -1,7 +1,7 @@
 //! End-to-end: coordinator + two workers + agent as real processes, on the
 //! embedded store and on a real redis-server.
 
-use qala_tests::{Cluster, Redis, eicar, repo_root, sha256_hex, wait_for, zip_of};
+use qala_tests::{Cluster, Redis, RedisCluster, RedisSentinel, eicar, repo_root, sha256_hex, wait_for, zip_of};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -117,6 +117,20 @@ fn end_to_end_on_redis() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(dir.path()).unwrap();
     suite(Some(&redis.url()));
+}
+
+#[test]
+fn end_to_end_on_redis_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(dir.path(), 3).unwrap();
+    suite(Some(&cluster.url()));
+}
+
+#[test]
+fn end_to_end_on_redis_sentinel() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = RedisSentinel::start(dir.path()).unwrap();
+    suite(Some(&group.url()));
 }
 
 #[test]

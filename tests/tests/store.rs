@@ -3,7 +3,7 @@
 
 use qala_coordinator::store::{self, EmbeddedStore, RedisStore, VerdictStore};
 use qala_proto::v1::{Detection, LimitHit, Verdict, VerdictKind};
-use qala_tests::{Redis, sha256_hex};
+use qala_tests::{Redis, RedisCluster, RedisSentinel, redis_cmd, sha256_hex};
 
 fn verdict(ruleset: &str, content: &str, kind: VerdictKind, limits: bool) -> Verdict {
     Verdict {
@@ -89,12 +89,9 @@ async fn redis_store_conforms() {
     assert!(again.get("rs1", &bad.sha256).await.unwrap().is_some(), "a second client sees the same data");
 }
 
-#[tokio::test]
-async fn redis_scan_locks_exclude_other_holders_and_expire() {
+/// Scan locks through two clients of one store.
+async fn locks(a: &dyn VerdictStore, b: &dyn VerdictStore) {
     use std::time::Duration;
-    let d = tempfile::tempdir().unwrap();
-    let redis = Redis::start(d.path()).unwrap();
-    let (a, b) = (RedisStore::new(&redis.url()).unwrap(), RedisStore::new(&redis.url()).unwrap());
     assert!(a.shared(), "coordinators share a Redis store");
     let ttl = Duration::from_secs(5);
     assert!(a.lock("rs1:x", "A", ttl).await.unwrap());
@@ -112,6 +109,65 @@ async fn redis_scan_locks_exclude_other_holders_and_expire() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(b.lock("rs1:z", "B", ttl).await.unwrap(), "expired");
     assert!(!a.relock("rs1:z", "A", ttl).await.unwrap(), "A's expired lock is B's now");
+}
+
+#[tokio::test]
+async fn redis_scan_locks_exclude_other_holders_and_expire() {
+    let d = tempfile::tempdir().unwrap();
+    let redis = Redis::start(d.path()).unwrap();
+    locks(&RedisStore::new(&redis.url()).unwrap(), &RedisStore::new(&redis.url()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_store_conforms() {
+    let d = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start(d.path(), 3).unwrap();
+    let s = store::open(&cluster.url()).await.unwrap();
+    s.ping().await.unwrap();
+    // Keys spread over the three primaries: MGET in `get_many` crosses slots.
+    conformance(s.as_ref()).await;
+    let many: Vec<Verdict> = (0..50).map(|i| verdict("rs1", &format!("spread {i}"), VerdictKind::Malicious, false)).collect();
+    for v in &many {
+        s.put(v).await.unwrap();
+    }
+    let shas: Vec<String> = many.iter().map(|v| v.sha256.clone()).collect();
+    assert_eq!(s.get_many("rs1", &shas).await.unwrap().len(), 50);
+    let other = store::open(&cluster.url()).await.unwrap();
+    locks(s.as_ref(), other.as_ref()).await;
+    // Every node holds some of the keys: the data is really spread.
+    for &port in &cluster.ports {
+        let keys: i64 = redis_cmd(port, &["DBSIZE"]).unwrap();
+        assert!(keys > 0, "node {port} holds no key");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sentinel_store_conforms_and_follows_a_failover() {
+    let d = tempfile::tempdir().unwrap();
+    let mut group = RedisSentinel::start(d.path()).unwrap();
+    let s = store::open(&group.url()).await.unwrap();
+    conformance(s.as_ref()).await;
+    locks(s.as_ref(), store::open(&group.url()).await.unwrap().as_ref()).await;
+    let before = verdict("rs1", "before failover", VerdictKind::Malicious, false);
+    s.put(&before).await.unwrap();
+
+    group.fail_over().unwrap();
+    // The same store object finds the new master: the first calls may fail
+    // (the coordinator runs degraded meanwhile), then writes go through.
+    let after = verdict("rs1", "after failover", VerdictKind::Malicious, false);
+    let start = std::time::Instant::now();
+    loop {
+        if s.put(&after).await.is_ok() {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "no write accepted 30 s after the failover");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.get("rs1", &after.sha256).await.unwrap(), Some(after.clone()));
+    assert_eq!(s.get("rs1", &before.sha256).await.unwrap(), Some(before), "replicated before the failover");
+    let on_new_master: Option<Vec<u8>> =
+        redis_cmd(group.replica_port, &["GET", &format!("qala:v1:verdict:rs1:{}", after.sha256)]).unwrap();
+    assert!(on_new_master.is_some(), "written to the promoted replica");
 }
 
 #[tokio::test]

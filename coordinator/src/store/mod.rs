@@ -26,7 +26,9 @@ pub enum StoreError {
     Redis(String),
     #[error("stored verdict is corrupt: {0}")]
     Corrupt(#[from] prost::DecodeError),
-    #[error("invalid store spec {0:?}: use embedded:PATH or redis://HOST:PORT")]
+    #[error(
+        "invalid store spec {0:?}: use embedded:PATH, redis://HOST:PORT, redis+cluster://HOST:PORT[,...] or redis+sentinel://HOST:PORT[,...]/MASTER"
+    )]
     Spec(String),
     #[error("store unavailable (degraded, retried in the background): {0}")]
     Unavailable(String),
@@ -110,9 +112,11 @@ fn decode(bytes: &[u8]) -> Result<Verdict, StoreError> {
     Ok(Verdict::decode(bytes)?)
 }
 
-/// Open the store named by `spec`: `embedded:PATH`, a bare path, or `redis://...`.
+/// Open the store named by `spec`: `embedded:PATH`, a bare path, or a Redis
+/// spec (`redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://`;
+/// see [`RedisStore::new`]).
 pub async fn open(spec: &str) -> Result<Arc<dyn VerdictStore>, StoreError> {
-    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+    if ["redis://", "rediss://", "redis+cluster://", "redis+sentinel://"].iter().any(|p| spec.starts_with(p)) {
         let store = RedisStore::new(spec)?;
         // Not reachable yet is not fatal: the coordinator starts degraded.
         if let Err(e) = store.ping().await {

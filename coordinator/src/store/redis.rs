@@ -8,16 +8,71 @@
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
 use qala_proto::v1::Verdict;
-use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::time::Duration;
 
+/// A slow Redis must not hold a scan for long: fail fast, the guard marks
+/// the store degraded and probes it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the verdicts live.
+enum Target {
+    /// One server (`redis://`, `rediss://`).
+    Node(redis::Client),
+    /// A Redis Cluster, found from its seed nodes (`redis+cluster://`).
+    Cluster(redis::cluster::ClusterClient),
+    /// The master of a Sentinel-monitored group (`redis+sentinel://`),
+    /// looked up again after every failure (a failover moves it).
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+/// A connection of any of the three kinds; cheap to clone, multiplexed.
+#[derive(Clone)]
+enum Conn {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(MultiplexedConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(&'a mut self, cmd: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
+        }
+    }
+}
+
 pub struct RedisStore {
-    client: redis::Client,
+    target: Target,
     /// Made on first use, so a coordinator starts (degraded) while Redis is
-    /// down; once made, the manager reconnects by itself.
-    conn: tokio::sync::OnceCell<ConnectionManager>,
-    url: String,
+    /// down. A single-node manager and a cluster connection reconnect by
+    /// themselves; a Sentinel connection is dropped on failure and the
+    /// master looked up again.
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    /// The spec without credentials, for status and errors.
+    shown: String,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -39,33 +94,149 @@ const RELOCK: &str =
 /// Delete a lock only if the caller holds it (an expired lock may be someone else's now).
 const UNLOCK: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// The parts of a multi-host spec `SCHEME://[USER:PASS@]HOST:PORT[,HOST:PORT...][/PATH]`.
+struct MultiHost<'a> {
+    userinfo: Option<&'a str>,
+    hosts: Vec<&'a str>,
+    path: Vec<&'a str>,
+}
+
+fn multi_host(rest: &str) -> MultiHost<'_> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    MultiHost {
+        userinfo,
+        hosts: hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).collect(),
+        path: path.split('/').filter(|p| !p.is_empty()).collect(),
+    }
+}
+
+/// `spec` with any password replaced, for logs and status.
+fn redact(spec: &str) -> String {
+    let Some((scheme, rest)) = spec.split_once("://") else { return spec.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
+            format!("{scheme}://{user}:***@{hosts}{}", &rest[authority_end..])
+        }
+        None => spec.to_string(),
+    }
+}
+
 impl RedisStore {
-    /// Parse `url`; the connection is made on first use (see [`RedisStore::ping`]).
-    pub fn new(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| err(format!("{url}: {e}")))?;
-        Ok(Self { client, conn: tokio::sync::OnceCell::new(), url: url.to_string() })
+    /// Parse `spec`; the connection is made on first use (see
+    /// [`RedisStore::ping`]). Accepted:
+    /// - `redis://[USER:PASS@]HOST:PORT[/DB]` (or `rediss://`): one server;
+    /// - `redis+cluster://[USER:PASS@]HOST:PORT[,HOST:PORT...]`: a Redis
+    ///   Cluster, from any of its nodes;
+    /// - `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]`, with
+    ///   `USER:PASS@` before the hosts for the master: the master Sentinel
+    ///   names for MASTER, followed through failovers.
+    pub fn new(spec: &str) -> Result<Self, StoreError> {
+        let shown = redact(spec);
+        let bad = |e: &dyn std::fmt::Display| err(format!("{shown}: {e}"));
+        let target = if let Some(rest) = spec.strip_prefix("redis+cluster://") {
+            let m = multi_host(rest);
+            if m.hosts.is_empty() || !m.path.is_empty() {
+                return Err(bad(&"expected redis+cluster://[USER:PASS@]HOST:PORT[,HOST:PORT...]"));
+            }
+            let auth = m.userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+            let nodes: Vec<String> = m.hosts.iter().map(|h| format!("redis://{auth}{h}")).collect();
+            let client = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .retries(1)
+                .build()
+                .map_err(|e| bad(&e))?;
+            Target::Cluster(client)
+        } else if let Some(rest) = spec.strip_prefix("redis+sentinel://") {
+            let m = multi_host(rest);
+            let (Some(master), false) = (m.path.first(), m.hosts.is_empty()) else {
+                return Err(bad(&"expected redis+sentinel://[USER:PASS@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]"));
+            };
+            let mut info = redis::RedisConnectionInfo::default();
+            if let Some(db) = m.path.get(1) {
+                info = info.set_db(db.parse().map_err(|_| bad(&format!("database {db:?} is not a number")))?);
+            }
+            if let Some(userinfo) = m.userinfo {
+                let (user, pass) = userinfo.split_once(':').unwrap_or(("", userinfo));
+                if !user.is_empty() {
+                    info = info.set_username(user);
+                }
+                info = info.set_password(pass);
+            }
+            let sentinels: Vec<String> = m.hosts.iter().map(|h| format!("redis://{h}")).collect();
+            let client = SentinelClient::build(
+                sentinels,
+                master.to_string(),
+                Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(info)),
+                SentinelServerType::Master,
+            )
+            .map_err(|e| bad(&e))?;
+            Target::Sentinel(tokio::sync::Mutex::new(client))
+        } else {
+            Target::Node(redis::Client::open(spec).map_err(|e| bad(&e))?)
+        };
+        Ok(Self { target, conn: tokio::sync::Mutex::new(None), shown })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        // Fail fast: a slow Redis must not hold a scan for long; the
-        // manager reconnects in the background after a failure.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(3)));
-        let conn = self
-            .conn
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
-            .await
-            .map_err(|e| err(format!("{}: {e}", self.url)))?;
-        Ok(conn.clone())
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        match &self.target {
+            Target::Node(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                Ok(Conn::Node(ConnectionManager::new_with_config(client.clone(), config).await?))
+            }
+            Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+            Target::Sentinel(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                Ok(Conn::Sentinel(client.lock().await.get_async_connection_with_config(&config).await?))
+            }
+        }
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT * 3, self.connect()).await {
+            Ok(r) => r.map_err(|e| err(format!("{}: {e}", self.shown)))?,
+            Err(_) => return Err(err(format!("{}: no connection within {:?}", self.shown, CONNECT_TIMEOUT * 3))),
+        };
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Run one command (or script) on the store's connection. After a
+    /// failure a Sentinel connection is dropped, so the next call asks the
+    /// sentinels where the master is now.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
+    {
+        let mut conn = self.conn().await?;
+        let result = f(&mut conn).await;
+        if result.is_err() && matches!(self.target, Target::Sentinel(_)) {
+            *self.conn.lock().await = None;
+        }
+        result.map_err(|e| err(format!("{}: {e}", self.shown)))
     }
 }
 
 #[async_trait::async_trait]
 impl VerdictStore for RedisStore {
     async fn get(&self, ruleset_id: &str, sha256: &str) -> Result<Option<Verdict>, StoreError> {
-        let bytes: Option<Vec<u8>> = self.conn().await?.get(redis_key(ruleset_id, sha256)).await.map_err(err)?;
+        let k = redis_key(ruleset_id, sha256);
+        let bytes: Option<Vec<u8>> = self.run(async |c| redis::cmd("GET").arg(&k).query_async(c).await).await?;
         bytes.map(|b| decode(&b)).transpose()
     }
 
@@ -74,14 +245,15 @@ impl VerdictStore for RedisStore {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = sha256s.iter().map(|s| redis_key(ruleset_id, s)).collect();
-        let values: Vec<Option<Vec<u8>>> =
-            redis::cmd("MGET").arg(&keys).query_async(&mut self.conn().await?).await.map_err(err)?;
+        // In a cluster the client splits MGET by slot and joins the answers.
+        let values: Vec<Option<Vec<u8>>> = self.run(async |c| redis::cmd("MGET").arg(&keys).query_async(c).await).await?;
         values.into_iter().flatten().map(|b| decode(&b)).collect()
     }
 
     async fn put(&self, verdict: &Verdict) -> Result<(), StoreError> {
         let k = redis_key(&verdict.ruleset_id, &verdict.sha256);
-        self.conn().await?.set::<_, _, ()>(k, verdict.encode_to_vec()).await.map_err(err)
+        let bytes = verdict.encode_to_vec();
+        self.run(async |c| redis::cmd("SET").arg(&k).arg(&bytes).query_async(c).await).await
     }
 
     fn shared(&self) -> bool {
@@ -89,41 +261,61 @@ impl VerdictStore for RedisStore {
     }
 
     async fn lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(lock_key(key))
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut self.conn().await?)
-            .await
-            .map_err(err)?;
+        let k = lock_key(key);
+        let ms = ttl.as_millis().max(1) as u64;
+        let set: Option<String> =
+            self.run(async |c| redis::cmd("SET").arg(&k).arg(token).arg("NX").arg("PX").arg(ms).query_async(c).await).await?;
         Ok(set.is_some())
     }
 
     async fn relock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let extended: i64 = redis::Script::new(RELOCK)
-            .key(lock_key(key))
-            .arg(token)
-            .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut self.conn().await?)
-            .await
-            .map_err(err)?;
+        let k = lock_key(key);
+        let ms = ttl.as_millis().max(1) as u64;
+        let extended: i64 =
+            self.run(async |c| redis::Script::new(RELOCK).key(&k).arg(token).arg(ms).invoke_async(c).await).await?;
         Ok(extended == 1)
     }
 
     async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        let _: i64 =
-            redis::Script::new(UNLOCK).key(lock_key(key)).arg(token).invoke_async(&mut self.conn().await?).await.map_err(err)?;
+        let k = lock_key(key);
+        let _: i64 = self.run(async |c| redis::Script::new(UNLOCK).key(&k).arg(token).invoke_async(c).await).await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn().await?).await.map_err(err)?;
+        // In a cluster, PING goes to every primary.
+        let _: Value = self.run(async |c| redis::cmd("PING").query_async(c).await).await?;
         Ok(())
     }
 
     fn describe(&self) -> String {
-        format!("redis:{}", self.url.trim_start_matches("redis://"))
+        self.shown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_passwords_never_show() {
+        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis+sentinel://:secret@a:1,b:2/mymaster"), "redis+sentinel://:***@a:1,b:2/mymaster");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        let m = multi_host("u:p@a:1, b:2/master/3");
+        assert_eq!((m.userinfo, m.hosts, m.path), (Some("u:p"), vec!["a:1", "b:2"], vec!["master", "3"]));
+
+        for ok in ["redis://127.0.0.1:6379", "redis+cluster://a:1,b:2", "redis+sentinel://a:1,b:2/mymaster/2"] {
+            let s = RedisStore::new(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(s.describe(), ok);
+        }
+        assert!(
+            matches!(RedisStore::new("redis+sentinel://a:1,b:2").map(|_| ()), Err(StoreError::Redis(m)) if m.contains("MASTER"))
+        );
+        assert!(RedisStore::new("redis+sentinel://a:1/m/notanumber").is_err());
+        assert!(RedisStore::new("redis+cluster://").is_err());
+        assert!(RedisStore::new("redis+cluster://a:1/0").is_err(), "a cluster has no databases");
+        let e = RedisStore::new("redis+sentinel://:hunter2@a:1").map(|_| ()).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }
