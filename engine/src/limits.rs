@@ -58,6 +58,9 @@ pub enum Limit {
     MaxRatio,
     ObjectTimeout,
     MaxScanTime,
+    /// Not a configured limit: whoever asked for the scan stopped waiting
+    /// (the coordinator's deadline passed), so the rest was not looked at.
+    Cancelled,
 }
 
 impl Limit {
@@ -71,6 +74,7 @@ impl Limit {
             Limit::MaxRatio => "max_ratio",
             Limit::ObjectTimeout => "object_timeout",
             Limit::MaxScanTime => "max_scan_time",
+            Limit::Cancelled => "cancelled",
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::rules::{
 };
 use crate::walk::{Inspect, Object, Walk, walk};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// yara-x keeps up to a million matches per pattern by default; a long run of
@@ -58,7 +59,13 @@ impl<'r> Engine<'r> {
     /// Scan one submission held in memory. `name` is the root object's name
     /// (the file name the agent gave), the first element of object paths.
     pub fn scan(&mut self, data: &[u8], name: &str) -> Report {
-        walk(&mut self.rules, &self.limits, data, name, None)
+        walk(&mut self.rules, &self.limits, data, name, None, None)
+    }
+
+    /// [`Engine::scan`] that stops at the next object once `cancel` is set
+    /// (from another thread); the report then has a `cancelled` limit hit.
+    pub fn scan_cancellable(&mut self, data: &[u8], name: &str, cancel: &AtomicBool) -> Report {
+        walk(&mut self.rules, &self.limits, data, name, None, Some(cancel))
     }
 }
 

@@ -16,6 +16,7 @@ use crate::unzip::{MemberData, ZipReader};
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The compression-ratio cap only bites above this many extracted bytes:
@@ -86,6 +87,7 @@ pub(crate) fn walk(
     data: &[u8],
     name: &str,
     root_type: Option<FileType>,
+    cancel: Option<&AtomicBool>,
 ) -> Report {
     let start = Instant::now();
     let digests = Hasher::digest(data);
@@ -110,7 +112,7 @@ pub(crate) fn walk(
     if let Ok(h) = blake3::Hash::from_hex(&digests.blake3) {
         walk.seen.insert(*h.as_bytes());
     }
-    Unpacker { inspector, limits }.scan_object(&mut walk, data, root_type, name, 0, "");
+    Unpacker { inspector, limits, cancel }.scan_object(&mut walk, data, root_type, name, 0, "");
 
     let verdict = if walk.root_unscanned && walk.detections.is_empty() {
         None
@@ -143,16 +145,23 @@ pub(crate) fn walk(
 struct Unpacker<'a, I> {
     inspector: &'a mut I,
     limits: &'a Limits,
+    /// Set from another thread when the scan's result is no longer wanted.
+    cancel: Option<&'a AtomicBool>,
 }
 
 impl<I: Inspect> Unpacker<'_, I> {
     fn scan_object(&mut self, walk: &mut Walk, data: &[u8], ty: FileType, path: &str, depth: u32, parent_type: &str) {
-        let left = self.limits.max_scan_time.saturating_sub(walk.started.elapsed());
+        let cancelled = self.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+        let left = if cancelled { Duration::ZERO } else { self.limits.max_scan_time.saturating_sub(walk.started.elapsed()) };
         if left.is_zero() {
             if !walk.out_of_time {
                 walk.out_of_time = true;
-                let detail = format!("submission took longer than {:?}", self.limits.max_scan_time);
-                walk.limit(Limit::MaxScanTime, path, detail);
+                if cancelled {
+                    walk.limit(Limit::Cancelled, path, "the scan was cancelled by its caller".into());
+                } else {
+                    let detail = format!("submission took longer than {:?}", self.limits.max_scan_time);
+                    walk.limit(Limit::MaxScanTime, path, detail);
+                }
             }
             walk.root_unscanned |= depth == 0;
             return;

@@ -4,6 +4,7 @@
 
 use qala_engine::{Engine, Hasher, Limits, Report, Ruleset};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +19,18 @@ pub struct Job {
     pub data: Vec<u8>,
     pub name: String,
     pub reply: oneshot::Sender<Report>,
+    /// Set when the caller stops waiting: the scan stops at its next object.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// Cancels a job when the call waiting for it goes away (the coordinator's
+/// deadline passed and the call was reset): dropped with the call's future.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Handle to the pool; dropping every handle stops the threads once the
@@ -48,10 +61,13 @@ impl ScanPool {
         ScanPool { tx }
     }
 
-    /// Queue a job and wait for its report.
+    /// Queue a job and wait for its report. Dropping the returned future
+    /// (its call was cancelled) cancels the scan: it stops at its next object.
     pub async fn scan(&self, ruleset: Arc<Ruleset>, data: Vec<u8>, name: String) -> Option<Report> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { ruleset, data, name, reply }).await.ok()?;
+        self.tx.send(Job { ruleset, data, name, reply, cancel }).await.ok()?;
         rx.await.ok()
     }
 }
@@ -69,9 +85,19 @@ fn scan_thread(rx: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
         let mut job = first;
         loop {
             let start = Instant::now();
-            let outcome = catch_unwind(AssertUnwindSafe(|| engine.scan(&job.data, &job.name)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| engine.scan_cancellable(&job.data, &job.name, &job.cancel)));
             let report = match outcome {
-                Ok(r) => r,
+                Ok(r) => {
+                    if job.cancel.load(Ordering::Relaxed) {
+                        info!(
+                            name = job.name,
+                            objects = r.objects_scanned,
+                            ms = start.elapsed().as_millis() as u64,
+                            "scan cancelled: its caller stopped waiting"
+                        );
+                    }
+                    r
+                }
                 Err(panic) => {
                     error!(name = job.name, "engine panicked; answering unscannable");
                     let _ = job.reply.send(panicked(&job.data, start, &panic));
