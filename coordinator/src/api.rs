@@ -218,7 +218,7 @@ impl ScannerService {
     /// Open a `ScanFile` call on `worker` and send it the header.
     async fn open(&self, worker: &WorkerHandle, header: &pb::ScanHeader, rules: &LoadedRules) -> Result<WorkerCall, Status> {
         worker.ensure_rules(rules).await?;
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(2);
         let first = pb::WorkerScanRequest {
             msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
                 sha256: header.sha256.clone(),
