@@ -1,0 +1,58 @@
+//! Graceful shutdown of the coordinator: on SIGTERM it stops accepting new
+//! calls and finishes the scans in flight before it exits. (Its own test
+//! binary: the worker's rule-time limit is set through the environment.)
+
+use qala_proto::v1::{self as pb, scan_request::Msg, scanner_client::ScannerClient};
+use qala_tests::{Cluster, sha256_hex, wait_for};
+use std::time::Duration;
+
+async fn scan(url: String, data: Vec<u8>) -> Result<pb::ScanResponse, tonic::Status> {
+    let mut client = ScannerClient::connect(url).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let header = pb::ScanHeader {
+        sha256: sha256_hex(&data),
+        size: data.len() as u64,
+        file_name: "slow.bin".into(),
+        agent_id: "test".into(),
+    };
+    let mut msgs = vec![pb::ScanRequest { msg: Some(Msg::Header(header)) }];
+    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| pb::ScanRequest { msg: Some(Msg::Chunk(c.to_vec())) }));
+    Ok(client.scan(tokio_stream::iter(msgs)).await?.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coordinator_finishes_in_flight_scans_on_sigterm_then_exits() {
+    // Each scan takes the worker's 2 s of rule time.
+    // SAFETY: this binary has this one test; set before any process starts.
+    unsafe { std::env::set_var("QALA_WORKER_OBJECT_TIMEOUT", "2") };
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("slow.yar"),
+        "import \"math\" rule slow { condition: for all i in (0..999) : ( for all j in (0..999) : ( math.entropy(i, filesize - j) >= 0.0 ) ) }",
+    )
+    .unwrap();
+    let mut cluster = Cluster::start(rules.path(), None, 1).unwrap();
+    let url = cluster.url();
+    let scans: Vec<_> =
+        (0..3u8).map(|i| tokio::spawn(scan(url.clone(), (0..200_000u32).map(|j| (j as u8) ^ i).collect()))).collect();
+    // The worker has them (its heartbeat reports calls in flight).
+    wait_for("scans in flight on the worker", Duration::from_secs(10), || {
+        (cluster.status().ok()?["workers"][0]["in_flight"].as_u64()? >= 1).then_some(())
+    })
+    .unwrap();
+
+    let coordinator = cluster.coordinator.take().unwrap();
+    let exited = tokio::task::spawn_blocking(move || coordinator.terminate());
+    // New calls are refused once it is shutting down.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = scan(url.clone(), b"sent after SIGTERM".to_vec()).await;
+    assert!(late.is_err(), "a call after SIGTERM was accepted: {late:?}");
+
+    for s in scans {
+        let r = s.await.unwrap().unwrap_or_else(|e| panic!("an in-flight scan was dropped: {e}"));
+        let v = r.verdict.unwrap();
+        assert_eq!(v.verdict, pb::VerdictKind::Unscannable as i32, "{v:?}");
+        assert_eq!(v.limits_hit[0].limit, "object_timeout", "{v:?}");
+    }
+    let status = exited.await.unwrap().unwrap();
+    assert!(status.success(), "coordinator exit: {status:?}");
+}
