@@ -21,6 +21,32 @@ pub fn eicar() -> Vec<u8> {
     v
 }
 
+/// `len` distinct pseudo-random bytes for `seed` (xorshift): test and load
+/// files that are all different and compress to nothing.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = 0x2545_F491_4F6C_DD1D ^ (seed + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// The messages of one `Scan` call for `data`: its header (sha256, size,
+/// `name`), then the content in chunks.
+pub fn scan_messages(data: &[u8], name: &str) -> Vec<qala_proto::v1::ScanRequest> {
+    use qala_proto::v1::{ScanHeader, ScanRequest, scan_request::Msg};
+    let header =
+        ScanHeader { sha256: sha256_hex(data), size: data.len() as u64, file_name: name.into(), agent_id: "qala-tests".into() };
+    let mut msgs = vec![ScanRequest { msg: Some(Msg::Header(header)) }];
+    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| ScanRequest { msg: Some(Msg::Chunk(c.to_vec())) }));
+    msgs
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))

@@ -3,23 +3,9 @@
 //! cache hit through the others, and one content sent to two coordinators
 //! at once is scanned once (the store's scan lock).
 
-use qala_proto::v1::{self as pb, scan_request::Msg, scanner_client::ScannerClient};
-use qala_tests::{Cluster, Redis, eicar, repo_root, sha256_hex};
+use qala_proto::v1::{self as pb, scanner_client::ScannerClient};
+use qala_tests::{Cluster, Redis, eicar, pseudo_random, repo_root, scan_messages, sha256_hex};
 use std::collections::HashMap;
-
-/// Distinct pseudo-random bytes, `len` of them, for file `i`.
-fn file(i: u64, len: usize) -> Vec<u8> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 async fn scan(url: String, data: std::sync::Arc<Vec<u8>>) -> pb::ScanResponse {
     let mut client = ScannerClient::connect(url)
@@ -27,16 +13,7 @@ async fn scan(url: String, data: std::sync::Arc<Vec<u8>>) -> pb::ScanResponse {
         .unwrap()
         .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
-    let mut msgs = vec![pb::ScanRequest {
-        msg: Some(Msg::Header(pb::ScanHeader {
-            sha256: sha256_hex(&data),
-            size: data.len() as u64,
-            file_name: "twice.bin".into(),
-            agent_id: "test".into(),
-        })),
-    }];
-    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| pb::ScanRequest { msg: Some(Msg::Chunk(c.to_vec())) }));
-    client.scan(tokio_stream::iter(msgs)).await.unwrap().into_inner()
+    client.scan(tokio_stream::iter(scan_messages(&data, "twice.bin"))).await.unwrap().into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -55,7 +32,7 @@ async fn two_coordinators_share_workers_verdicts_and_scan_locks() {
 
     // The same content sent to both at once is scanned once: one answer is
     // the scan, the other waited for it (or found it stored).
-    let files: Vec<_> = (0..12).map(|i| std::sync::Arc::new(file(i, 3 << 20))).collect();
+    let files: Vec<_> = (0..12).map(|i| std::sync::Arc::new(pseudo_random(i, 3 << 20))).collect();
     let mut pairs = Vec::new();
     for data in &files {
         pairs.push((tokio::spawn(scan(first.clone(), data.clone())), tokio::spawn(scan(second.clone(), data.clone()))));

@@ -3,40 +3,16 @@
 //! its admission instead of leaving them unread, and the coordinator's
 //! memory stays bounded while it holds many large uploads.
 
-use qala_proto::v1::{self as pb, scan_request::Msg, scanner_client::ScannerClient, worker_client::WorkerClient};
-use qala_tests::{Cluster, peak_rss_kib, repo_root, sha256_hex, wait_for};
+use qala_proto::v1::{self as pb, scanner_client::ScannerClient, worker_client::WorkerClient};
+use qala_tests::{Cluster, peak_rss_kib, pseudo_random, repo_root, scan_messages, sha256_hex, wait_for};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-/// Distinct pseudo-random bytes, `len` of them, for file `i`.
-fn file(i: u64, len: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 async fn scan(client: &mut ScannerClient<tonic::transport::Channel>, data: &[u8]) -> Result<pb::Verdict, tonic::Status> {
-    let sha256 = sha256_hex(data);
-    let mut msgs = vec![pb::ScanRequest {
-        msg: Some(Msg::Header(pb::ScanHeader {
-            sha256: sha256.clone(),
-            size: data.len() as u64,
-            file_name: "flow.bin".into(),
-            agent_id: "test".into(),
-        })),
-    }];
-    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| pb::ScanRequest { msg: Some(Msg::Chunk(c.to_vec())) }));
-    let v = client.scan(tokio_stream::iter(msgs)).await?.into_inner().verdict.expect("a verdict");
-    assert_eq!(v.sha256, sha256);
+    let v = client.scan(tokio_stream::iter(scan_messages(data, "flow.bin"))).await?.into_inner().verdict.expect("a verdict");
+    assert_eq!(v.sha256, sha256_hex(data));
     Ok(v)
 }
 
@@ -65,7 +41,7 @@ async fn drive(url: &str, streams: usize, files: u64, len: usize, shared: bool, 
                     return;
                 }
                 loop {
-                    match scan(&mut client, &file(seed + i, len)).await {
+                    match scan(&mut client, &pseudo_random(seed + i, len)).await {
                         Ok(v) => {
                             assert_eq!(v.verdict, pb::VerdictKind::Clean as i32, "{v:?}");
                             break;
@@ -122,7 +98,7 @@ async fn worker_refuses_calls_past_its_admission_at_once() {
     let channel = tonic::transport::Endpoint::from_shared(address).unwrap().connect().await.unwrap();
     let header = |i: u64| pb::WorkerScanRequest {
         msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
-            sha256: sha256_hex(&file(i, 1000)),
+            sha256: sha256_hex(&pseudo_random(i, 1000)),
             size: 1000,
             file_name: format!("held-{i}"),
             ruleset_id: ruleset_id.clone(),
@@ -150,9 +126,11 @@ async fn worker_refuses_calls_past_its_admission_at_once() {
     assert!(refused.message().contains("busy"), "{refused:?}");
     // The held calls, once finished, are scanned.
     for (i, (tx, call)) in held.into_iter().enumerate() {
-        tx.send(pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(file(i as u64, 1000))) }).await.unwrap();
+        tx.send(pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(pseudo_random(i as u64, 1000))) })
+            .await
+            .unwrap();
         drop(tx);
         let v = call.await.unwrap().unwrap().into_inner();
-        assert_eq!(v.sha256, sha256_hex(&file(i as u64, 1000)));
+        assert_eq!(v.sha256, sha256_hex(&pseudo_random(i as u64, 1000)));
     }
 }

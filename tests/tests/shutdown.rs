@@ -2,21 +2,13 @@
 //! calls and finishes the scans in flight before it exits. (Its own test
 //! binary: the worker's rule-time limit is set through the environment.)
 
-use qala_proto::v1::{self as pb, scan_request::Msg, scanner_client::ScannerClient};
-use qala_tests::{Cluster, sha256_hex, wait_for};
+use qala_proto::v1::{self as pb, scanner_client::ScannerClient};
+use qala_tests::{Cluster, scan_messages, wait_for};
 use std::time::Duration;
 
 async fn scan(url: String, data: Vec<u8>) -> Result<pb::ScanResponse, tonic::Status> {
     let mut client = ScannerClient::connect(url).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let header = pb::ScanHeader {
-        sha256: sha256_hex(&data),
-        size: data.len() as u64,
-        file_name: "slow.bin".into(),
-        agent_id: "test".into(),
-    };
-    let mut msgs = vec![pb::ScanRequest { msg: Some(Msg::Header(header)) }];
-    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| pb::ScanRequest { msg: Some(Msg::Chunk(c.to_vec())) }));
-    Ok(client.scan(tokio_stream::iter(msgs)).await?.into_inner())
+    Ok(client.scan(tokio_stream::iter(scan_messages(&data, "slow.bin"))).await?.into_inner())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,8 +7,8 @@
 //! Run by hand (`./scripts/load.sh`); the machine it runs on is the limit.
 
 use anyhow::{Context, Result, bail};
-use qala_proto::v1::{self as pb, scan_request::Msg, scanner_client::ScannerClient};
-use qala_tests::{Cluster, peak_rss_kib, repo_root, sha256_hex};
+use qala_proto::v1::{self as pb, scanner_client::ScannerClient};
+use qala_tests::{Cluster, peak_rss_kib, pseudo_random, repo_root, scan_messages, sha256_hex};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -47,29 +47,13 @@ fn args() -> Result<Args> {
 /// File `i` of a round: distinct pseudo-random bytes around `size` (75% to
 /// 125%), made when it is sent so that large runs do not sit in memory.
 fn file(i: usize, size: usize, round: u64) -> Vec<u8> {
-    let mut x =
-        0x2545_F491_4F6C_DD1D ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let len = size * 3 / 4 + (x as usize % (size / 2 + 1));
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    let seed = (round << 40) ^ i as u64;
+    let len = size * 3 / 4 + (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as usize % (size / 2 + 1);
+    pseudo_random(seed, len)
 }
 
-async fn scan_one(client: &mut ScannerClient<tonic::transport::Channel>, sha: &str, data: &[u8]) -> Result<pb::Verdict> {
-    let header = pb::ScanHeader {
-        sha256: sha.to_string(),
-        size: data.len() as u64,
-        file_name: "load.bin".into(),
-        agent_id: "qala-load".into(),
-    };
-    let mut msgs = vec![pb::ScanRequest { msg: Some(Msg::Header(header)) }];
-    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| pb::ScanRequest { msg: Some(Msg::Chunk(c.to_vec())) }));
+async fn scan_one(client: &mut ScannerClient<tonic::transport::Channel>, data: &[u8]) -> Result<pb::Verdict> {
+    let msgs = scan_messages(data, "load.bin");
     loop {
         match client.scan(tokio_stream::iter(msgs.clone())).await {
             Ok(r) => return r.into_inner().verdict.context("no verdict"),
@@ -111,7 +95,7 @@ async fn main() -> Result<()> {
                     let data = file(i, size, round as u64);
                     let sha = sha256_hex(&data);
                     let t = Instant::now();
-                    let v = scan_one(&mut client, &sha, &data).await?;
+                    let v = scan_one(&mut client, &data).await?;
                     if v.sha256 != sha {
                         bail!("verdict for the wrong file");
                     }
