@@ -121,9 +121,9 @@ impl ScannerService {
     /// Take the store's scan lock of this content, or, while another
     /// coordinator holds it, wait for that one's verdict. Bounded: past the
     /// scan deadline this coordinator scans without the lock.
-    async fn take_turn(&self, ruleset_id: &str, sha256: &str) -> Turn {
+    async fn take_turn(&self, ruleset_id: &str, sha256: &str, upload: &mut Upload) -> Result<Turn, Status> {
         if !self.store.shared() {
-            return Turn::Scan(ScanLock::none());
+            return Ok(Turn::Scan(ScanLock::none()));
         }
         let key = store::key(ruleset_id, sha256);
         let token = format!("{}-{}", self.instance, self.tokens.fetch_add(1, Ordering::Relaxed));
@@ -134,12 +134,12 @@ impl ScannerService {
                 let lock = ScanLock::hold(self.store.clone(), key, token);
                 // Its holder may have stored the verdict and let go just now.
                 if waited && let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
-                    return Turn::Done(Box::new(v));
+                    return Ok(Turn::Done(Box::new(v)));
                 }
-                return Turn::Scan(lock);
+                return Ok(Turn::Scan(lock));
             }
             if let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
-                return Turn::Done(Box::new(v));
+                return Ok(Turn::Done(Box::new(v)));
             }
             if !waited {
                 debug!(sha256, "another coordinator is scanning this content; waiting for its verdict");
@@ -147,15 +147,19 @@ impl ScannerService {
             }
             if tokio::time::Instant::now() > deadline {
                 warn!(sha256, "another coordinator's scan lock outlived the scan deadline; scanning here too");
-                return Turn::Scan(ScanLock::none());
+                return Ok(Turn::Scan(ScanLock::none()));
             }
-            tokio::time::sleep(LOCK_POLL).await;
+            // Go on receiving the upload meanwhile.
+            tokio::select! {
+                _ = tokio::time::sleep(LOCK_POLL) => {}
+                r = upload.wait(), if !upload.finished() => { r?; }
+            }
         }
     }
 
-    /// Scan one upload: receive it whole into a spool while checking its
-    /// size and sha256, then send it to the first worker in its rendezvous
-    /// ranking when that worker has a free slot; if that worker fails
+    /// Scan one upload, received whole and checked (size, sha256): send it to
+    /// the first worker in its rendezvous ranking when that worker has a free
+    /// slot; if that worker fails
     /// (killed, unreachable, lost its rules), send it to the next, up to
     /// [`MAX_FAILOVERS`] times.
     ///
@@ -163,13 +167,7 @@ impl ScannerService {
     /// only ever sent a checked file, and never holds a stream it cannot
     /// read yet (unread streams fill the HTTP/2 connection window the calls
     /// it is serving need).
-    async fn scan_upload(
-        &self,
-        header: &pb::ScanHeader,
-        stream: &mut Streaming<pb::ScanRequest>,
-        rules: &LoadedRules,
-    ) -> Result<pb::Verdict, Status> {
-        let mut spool = receive(header, stream).await?;
+    async fn scan_upload(&self, header: &pb::ScanHeader, spool: &mut Spool, rules: &LoadedRules) -> Result<pb::Verdict, Status> {
         let mut tried: Vec<String> = Vec::new();
         let mut last: Option<Status> = None;
         let busy_until = tokio::time::Instant::now() + self.cluster.scan_timeout;
@@ -179,7 +177,7 @@ impl ScannerService {
             if let Some(e) = &last {
                 warn!(sha256 = header.sha256, failed = tried.last().map(String::as_str), next = worker.id, error = %e.message(), "worker failed; replaying the upload to the next worker");
             }
-            match self.send_to(&worker, header, rules, &mut spool).await {
+            match self.send_to(&worker, header, rules, spool).await {
                 Ok(v) => return self.finish(v, &worker, header, rules).await,
                 Err(Failed::Upload(s)) => return Err(s),
                 // Another coordinator's calls fill it: wait a moment and
@@ -345,7 +343,10 @@ impl Drop for ScanLock {
     fn drop(&mut self) {
         if let Some((store, key, token, keeper)) = self.held.take() {
             keeper.abort();
-            tokio::spawn(async move { store.unlock(&key, &token).await });
+            // Outside a runtime (shutting down) the lock just expires.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { store.unlock(&key, &token).await });
+            }
         }
     }
 }
@@ -355,6 +356,46 @@ const MAX_FAILOVERS: usize = 3;
 
 /// Pause before asking a busy worker again.
 const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// An upload being received into a spool by a task of its own, so that it
+/// is read while its call waits for something else; aborted if the call
+/// goes away first.
+struct Upload {
+    task: Option<tokio::task::JoinHandle<Result<Spool, Status>>>,
+    result: Option<Result<Spool, Status>>,
+}
+
+impl Upload {
+    fn start(header: pb::ScanHeader, mut stream: Streaming<pb::ScanRequest>) -> Self {
+        let task = tokio::spawn(async move { receive(&header, &mut stream).await });
+        Self { task: Some(task), result: None }
+    }
+
+    fn finished(&self) -> bool {
+        self.result.is_some()
+    }
+
+    /// The whole, checked upload (or why it is not). Cancel-safe.
+    async fn wait(&mut self) -> Result<&mut Spool, Status> {
+        if let Some(task) = self.task.as_mut() {
+            let r = task.await.unwrap_or_else(|e| Err(Status::internal(format!("upload task failed: {e}"))));
+            self.task = None;
+            self.result = Some(r);
+        }
+        match self.result.as_mut().expect("set once the task ends") {
+            Ok(spool) => Ok(spool),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
 
 /// Receive an upload whole into a spool (memory, then a temporary file),
 /// checking it against its header: no more and no fewer bytes than
@@ -462,31 +503,44 @@ impl pb::scanner_server::Scanner for ScannerService {
         if let Ok(Some(v)) = self.store.get(&rules.id, &header.sha256).await {
             return Ok(Response::new(pb::ScanResponse { verdict: Some(v), cached: true }));
         }
+        // Bounded work: past the limit the agent is asked to come back later
+        // instead of being queued without bound.
+        let Ok(_permit) = self.uploads.clone().try_acquire_owned() else {
+            let scans_in_flight = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).len();
+            self.busy_rejections.fetch_add(1, Ordering::Relaxed);
+            return Err(busy(self.max_uploads, scans_in_flight));
+        };
+        // The upload is received from now on, whatever this call then waits
+        // for (a concurrent scan of the same content, another coordinator's
+        // scan lock): a stream left unread would hold flow-control window
+        // that the agent's other uploads on the connection need.
+        let mut upload = Upload::start(header.clone(), stream);
         let key = format!("{}:{}", rules.id, header.sha256);
         // A waiter whose leader failed takes over; a bound stops a loop.
         for _ in 0..8 {
             match self.role(&key) {
                 Role::Leader(leader) => {
-                    // Bounded work: past the limit the agent is asked to come
-                    // back later instead of being queued without bound.
-                    let Ok(_permit) = self.uploads.clone().try_acquire_owned() else {
-                        let scans_in_flight = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).len();
-                        self.busy_rejections.fetch_add(1, Ordering::Relaxed);
-                        return Err(busy(self.max_uploads, scans_in_flight));
-                    };
                     // Coordinators sharing the store scan one content once:
                     // wait for another's verdict if it is scanning this one.
-                    let (result, cached) = match self.take_turn(&rules.id, &header.sha256).await {
-                        Turn::Done(v) => (Ok(*v), true),
-                        Turn::Scan(_lock) => (self.scan_upload(&header, &mut stream, &rules).await, false),
+                    let (result, cached) = match self.take_turn(&rules.id, &header.sha256, &mut upload).await {
+                        Ok(Turn::Done(v)) => (Ok(*v), true),
+                        Ok(Turn::Scan(_lock)) => match upload.wait().await {
+                            Ok(spool) => (self.scan_upload(&header, spool, &rules).await, false),
+                            Err(e) => (Err(e), false),
+                        },
+                        Err(e) => (Err(e), false),
                     };
                     let _ = leader.tx.send(Some(result.clone().map_err(|s| (s.code(), s.message().to_string()))));
                     return result.map(|v| Response::new(pb::ScanResponse { verdict: Some(v), cached }));
                 }
                 Role::Waiter(mut rx) => {
-                    if let Ok(outcome) = rx.wait_for(|o| o.is_some()).await
-                        && let Some(Ok(v)) = outcome.clone()
-                    {
+                    let outcome = loop {
+                        tokio::select! {
+                            o = rx.wait_for(|o| o.is_some()) => break o.ok().and_then(|o| o.clone()),
+                            r = upload.wait(), if !upload.finished() => { r?; }
+                        }
+                    };
+                    if let Some(Ok(v)) = outcome {
                         return Ok(Response::new(pb::ScanResponse { verdict: Some(v), cached: true }));
                     }
                     // The leader failed or went away: try again, maybe as leader.

@@ -131,3 +131,56 @@ async fn concurrent_scans_of_one_sha256_are_coalesced() {
     .unwrap();
     assert_eq!(scanned, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_uploads_do_not_block_others_on_their_connection() {
+    // Six uploads lead scans and six more wait for them (same contents),
+    // all on ONE connection. Waiting streams must still be read: left
+    // unread, their data would take the connection's flow-control window
+    // and the leaders' uploads could never end.
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let shared = client(&cluster).await;
+    let contents: Vec<Vec<u8>> = (0..6u32)
+        .map(|k| (0..4_000_000u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(k * 7919) >> 11) as u8).collect())
+        .collect();
+    let mut leaders = Vec::new();
+    for content in &contents {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(header(&sha256_hex(content), content.len() as u64, "lead.bin")).await.unwrap();
+        tx.send(chunk(&content[..256 * 1024])).await.unwrap();
+        let mut c = shared.clone();
+        leaders.push((tx, tokio::spawn(async move { c.scan(ReceiverStream::new(rx)).await })));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut waiters = Vec::new();
+    for content in &contents {
+        let req: Vec<pb::ScanRequest> = std::iter::once(header(&sha256_hex(content), content.len() as u64, "wait.bin"))
+            .chain(content.chunks(256 * 1024).map(chunk))
+            .collect();
+        let mut c = shared.clone();
+        waiters.push(tokio::spawn(async move { c.scan(tokio_stream::iter(req)).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut calls = Vec::new();
+    for ((tx, call), content) in leaders.into_iter().zip(&contents) {
+        let rest = content[256 * 1024..].to_vec();
+        tokio::spawn(async move {
+            for c in rest.chunks(256 * 1024) {
+                if tx.send(chunk(c)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        calls.push(call);
+    }
+    let all = futures::future::join_all(calls.into_iter().chain(waiters));
+    let answers = tokio::time::timeout(Duration::from_secs(60), all).await.expect("the uploads on one connection stalled");
+    let answers: Vec<_> = answers.into_iter().map(|a| a.unwrap().unwrap().into_inner()).collect();
+    for (k, content) in contents.iter().enumerate() {
+        let (lead, wait) = (&answers[k], &answers[k + contents.len()]);
+        assert_eq!(lead.verdict.as_ref().unwrap().sha256, sha256_hex(content));
+        assert_eq!(lead.verdict, wait.verdict);
+        assert!(lead.cached != wait.cached, "one scanned, the other was answered by that scan");
+    }
+}
