@@ -1,14 +1,16 @@
 //! The agent-facing `qala.v1.Scanner` service and the worker-facing
 //! `qala.v1.Cluster` service.
 //!
-//! A `Scan` is answered from the store when it can be; otherwise the first
-//! upload of a sha256 leads: it is streamed to the worker rendezvous hashing
-//! picks while its sha256 is checked, and every concurrent upload of the same
-//! content waits for the leader's verdict instead of scanning again. If the
-//! leader fails (a lying client) a waiter takes over with its own upload.
-//! A worker that fails mid-scan costs nothing but time: the coordinator
-//! keeps a copy of the upload ([`Spool`]) and replays it to the next worker
-//! in the ranking.
+//! A `Scan` is answered from the store when it can be. Otherwise its upload
+//! is received whole into a [`Spool`] and checked (size, sha256), always as
+//! it arrives, and the first upload of a sha256 leads: every concurrent
+//! upload of the same content waits for the leader's verdict instead of
+//! scanning again (across coordinators sharing Redis, through a scan lock in
+//! the store). If the leader fails (a lying client) a waiter takes over with
+//! its own upload. The leader's file goes to the worker rendezvous hashing
+//! picks once that worker has a free slot; a worker that fails mid-scan
+//! costs nothing but time: the spool is replayed to the next worker in the
+//! ranking.
 
 use crate::cluster::{Cluster, WorkerHandle};
 use crate::rules::{LoadedRules, RulesManager};
@@ -159,9 +161,8 @@ impl ScannerService {
 
     /// Scan one upload, received whole and checked (size, sha256): send it to
     /// the first worker in its rendezvous ranking when that worker has a free
-    /// slot; if that worker fails
-    /// (killed, unreachable, lost its rules), send it to the next, up to
-    /// [`MAX_FAILOVERS`] times.
+    /// slot; if that worker fails (killed, unreachable, lost its rules), send
+    /// it to the next, up to [`MAX_FAILOVERS`] times.
     ///
     /// The upload is read whole before any worker call opens: a worker is
     /// only ever sent a checked file, and never holds a stream it cannot
@@ -180,8 +181,8 @@ impl ScannerService {
             match self.send_to(&worker, header, rules, spool).await {
                 Ok(v) => return self.finish(v, &worker, header, rules).await,
                 Err(Failed::Upload(s)) => return Err(s),
-                // Another coordinator's calls fill it: wait a moment and
-                // look again (this or another worker), for a while.
+                // Another coordinator's calls fill it: wait a moment and ask
+                // again, for as long as a scan may take.
                 Err(Failed::Busy(s)) => {
                     drop(slot);
                     if tokio::time::Instant::now() < busy_until {

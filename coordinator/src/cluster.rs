@@ -41,9 +41,10 @@ pub struct WorkerHandle {
     /// killed worker never sends one; a restarted one registers anew).
     suspect: AtomicBool,
     /// Calls this coordinator may have open on the worker at once: as many
-    /// as the worker admits (`max_in_flight` when it registered). A file waits here, in the
-    /// coordinator's spool, rather than as an unread stream on the worker's
-    /// connection, where it would hold HTTP/2 window the admitted calls need.
+    /// as the worker admits (`max_in_flight` when it registered). A file
+    /// waits for one in the coordinator's spool, not as an unread stream on
+    /// the worker's connection, where it would hold HTTP/2 window that the
+    /// admitted calls need.
     slots: Arc<Semaphore>,
 }
 
