@@ -190,13 +190,7 @@ impl Redis {
 
     /// Start on `port` (to bring a stopped Redis back where clients expect it).
     pub fn start_on(dir: &Path, port: u16) -> Result<Redis> {
-        let program = which("redis-server").context("redis-server is not installed (apt-get install redis-server)")?;
-        let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([dir.display().to_string()])
-            .collect();
-        let proc = Proc::spawn(&format!("redis-{port}"), &program, &args, dir)?;
+        let proc = redis_server(dir, &format!("redis-{port}"), &redis_args(dir, port))?;
         wait_for("redis PING", Duration::from_secs(10), || redis_ping(port).then_some(()))?;
         Ok(Redis { port, _proc: proc })
     }
@@ -217,10 +211,18 @@ pub fn redis_cmd<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Result<T
     Ok(cmd.query(&mut conn)?)
 }
 
-fn redis_server(dir: &Path, name: &str, args: &[&str]) -> Result<Proc> {
+/// Flags of a throwaway server: loopback `port`, no persistence, files in `dir`.
+fn redis_args(dir: &Path, port: u16) -> Vec<String> {
+    let dir = dir.display().to_string();
+    ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", &dir]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn redis_server(dir: &Path, name: &str, args: &[String]) -> Result<Proc> {
     let program = which("redis-server").context("redis-server is not installed (apt-get install redis-server)")?;
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    Proc::spawn(name, &program, &args, dir)
+    Proc::spawn(name, &program, args, dir)
 }
 
 /// A throwaway Redis Cluster: `nodes` primaries on free loopback ports, the
@@ -235,11 +237,11 @@ impl RedisCluster {
         let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let mut procs = Vec::new();
         for &port in &ports {
-            let p = port.to_string();
+            let mut args = redis_args(dir, port);
             let conf = format!("nodes-{port}.conf");
-            #[rustfmt::skip]
-            let args = ["--port", &p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", &dir.display().to_string(),
-                "--cluster-enabled", "yes", "--cluster-config-file", &conf, "--cluster-node-timeout", "2000"];
+            args.extend(
+                ["--cluster-enabled", "yes", "--cluster-config-file", &conf, "--cluster-node-timeout", "2000"].map(String::from),
+            );
             procs.push(redis_server(dir, &format!("redis-cluster-{port}"), &args)?);
         }
         for &port in &ports {
@@ -287,29 +289,11 @@ impl RedisSentinel {
 
     pub fn start(dir: &Path) -> Result<RedisSentinel> {
         let (m, r, s) = (free_port(), free_port(), free_port());
-        let base = |port: u16| -> Vec<String> {
-            [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &dir.display().to_string(),
-            ]
-            .iter()
-            .map(|a| a.to_string())
-            .collect()
-        };
-        let master = redis_server(dir, &format!("redis-master-{m}"), &base(m).iter().map(String::as_str).collect::<Vec<_>>())?;
+        let master = redis_server(dir, &format!("redis-master-{m}"), &redis_args(dir, m))?;
         wait_for("redis master PING", Duration::from_secs(10), || redis_ping(m).then_some(()))?;
-        let mut replica_args = base(r);
+        let mut replica_args = redis_args(dir, r);
         replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), m.to_string()]);
-        let replica =
-            redis_server(dir, &format!("redis-replica-{r}"), &replica_args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let replica = redis_server(dir, &format!("redis-replica-{r}"), &replica_args)?;
         wait_for("replica in sync", Duration::from_secs(20), || {
             let info: String = redis_cmd(r, &["INFO", "replication"]).ok()?;
             info.contains("master_link_status:up").then_some(())
@@ -324,7 +308,7 @@ impl RedisSentinel {
                 name = Self::MASTER
             ),
         )?;
-        let sentinel = redis_server(dir, &format!("redis-sentinel-{s}"), &[&conf.display().to_string(), "--sentinel"])?;
+        let sentinel = redis_server(dir, &format!("redis-sentinel-{s}"), &[conf.display().to_string(), "--sentinel".into()])?;
         // The sentinel learns of the replica from the master's INFO.
         wait_for("sentinel sees the replica", Duration::from_secs(30), || {
             let replicas: Vec<Vec<String>> = redis_cmd(s, &["SENTINEL", "REPLICAS", Self::MASTER]).ok()?;
