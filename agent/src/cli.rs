@@ -6,9 +6,19 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "qala-agent", version, about = "Qala endpoint agent: scan paths through a Qala cluster, query verdicts by hash")]
 pub struct Cli {
-    /// Coordinator URL.
-    #[arg(long, global = true, env = "QALA_SERVER", default_value = "http://127.0.0.1:7000")]
+    /// Coordinator URL (https://HOST:PORT).
+    #[arg(long, global = true, env = "QALA_SERVER", default_value = "https://127.0.0.1:7000")]
     pub server: String,
+    /// CA certificate the coordinator's certificate is checked against
+    /// (default: the system's roots).
+    #[arg(long, global = true, env = "QALA_CA")]
+    pub ca: Option<PathBuf>,
+    /// File holding this client's token (or set QALA_TOKEN).
+    #[arg(long, global = true, env = "QALA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Plain text (http://) to a loopback coordinator started with --insecure.
+    #[arg(long, global = true)]
+    pub insecure: bool,
     /// Agent id sent with uploads (defaults to the host name).
     #[arg(long, global = true, env = "QALA_AGENT_ID")]
     pub agent_id: Option<String>,

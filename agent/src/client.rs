@@ -2,6 +2,7 @@
 //! with jittered backoff where a retry is safe.
 
 use qala_proto::v1::{self as pb, scanner_client::ScannerClient};
+use qala_tls::BearerToken;
 use rand::Rng;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,8 +11,20 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+
+type Inner = ScannerClient<InterceptedService<Channel, BearerToken>>;
+
+/// How the agent reaches the coordinator and proves who it is.
+#[derive(Debug, Clone, Default)]
+pub struct Connect {
+    pub server: String,
+    pub ca: Option<std::path::PathBuf>,
+    pub token: Option<String>,
+    pub insecure: bool,
+}
 
 const RPC_DEADLINE: Duration = Duration::from_secs(30);
 const SCAN_DEADLINE: Duration = Duration::from_secs(15 * 60);
@@ -19,7 +32,7 @@ const ATTEMPTS: u32 = 5;
 
 #[derive(Clone)]
 pub struct Client {
-    inner: ScannerClient<Channel>,
+    inner: Inner,
 }
 
 /// Result of one upload.
@@ -56,15 +69,25 @@ async fn backoff(attempt: u32) {
 }
 
 impl Client {
-    /// Create a client; the connection is made on first use.
-    pub fn new(server: &str) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(server.to_string())
+    /// Create a client; the connection is made on first use. TLS unless
+    /// `insecure` (then only to a loopback `http://` URL).
+    pub fn new(c: &Connect) -> anyhow::Result<Self> {
+        let server = &c.server;
+        let mut endpoint = Endpoint::from_shared(server.to_string())
             .map_err(|e| anyhow::anyhow!("invalid server URL {server:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let inner = ScannerClient::new(endpoint.connect_lazy())
+        if c.insecure {
+            qala_tls::check_plaintext_url(server)?;
+        } else {
+            if !server.starts_with("https://") {
+                anyhow::bail!("{server}: use an https:// URL (or --insecure for a loopback coordinator without TLS)");
+            }
+            endpoint = endpoint.tls_config(qala_tls::client_config(c.ca.as_deref(), None)?)?;
+        }
+        let inner = ScannerClient::with_interceptor(endpoint.connect_lazy(), BearerToken::new(c.token.as_deref())?)
             .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
         Ok(Self { inner })
@@ -72,7 +95,7 @@ impl Client {
 
     async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
     where
-        F: FnMut(ScannerClient<Channel>) -> Fut,
+        F: FnMut(Inner) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let mut attempt = 0;
@@ -97,6 +120,23 @@ impl Client {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Whether this client may scan at all: a `Scan` with no header is
+    /// refused for its credentials first (UNAUTHENTICATED, PERMISSION_DENIED),
+    /// else for the missing header (INVALID_ARGUMENT), without any effect.
+    pub async fn check_scan_access(&self) -> Result<(), Status> {
+        let result = self
+            .retry(|mut c| {
+                let mut req = tonic::Request::new(tokio_stream::iter(Vec::<pb::ScanRequest>::new()));
+                req.set_timeout(RPC_DEADLINE);
+                async move { c.scan(req).await.map(|_| ()) }
+            })
+            .await;
+        match result {
+            Err(s) if s.code() == Code::InvalidArgument => Ok(()),
+            other => other,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use qala_agent::cli::{Cli, Command};
-use qala_agent::client::Client;
+use qala_agent::client::{Client, Connect};
 use qala_agent::output::{kind, verdict_json, verdict_text};
 use qala_agent::{exit, scan};
 use qala_proto::VerdictKind;
@@ -26,9 +26,19 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let client = Client::new(&cli.server)?;
+    qala_tls::install_crypto_provider();
+    let token = qala_tls::read_token(cli.token_file.as_deref(), "QALA_TOKEN")?;
+    let client = Client::new(&Connect { server: cli.server.clone(), ca: cli.ca.clone(), token, insecure: cli.insecure })?;
     match cli.command {
         Command::Scan { json, concurrency, threads, paths } => {
+            // One cheap call first: a missing, revoked or wrong-role token
+            // is one clear line and exit 2, not an error per file.
+            if let Err(e) = client.check_scan_access().await
+                && matches!(e.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
+            {
+                eprintln!("qala-agent: not authorized ({:?}): {}", e.code(), e.message());
+                return Ok(exit::ERROR);
+            }
             let opts = scan::ScanOptions {
                 paths,
                 json,
@@ -47,52 +57,56 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "agent".into())
 }
 
+/// Verdicts by sha256 through the batch `Lookup` call (role agent or analyst).
 async fn lookup(client: &Client, json: bool, digests: Vec<String>) -> anyhow::Result<i32> {
     let mut code = exit::CLEAN;
+    let mut asked = Vec::new();
     for sha in digests {
         let sha = sha.to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             eprintln!("{sha}: error: not a sha256 (64 hex digits)");
-            if code == exit::CLEAN {
-                code = exit::ERROR;
-            }
+            code = exit::ERROR;
             continue;
         }
-        match client.get_verdict(&sha).await {
-            Ok(resp) => {
-                let v = resp.verdict;
-                if json {
-                    let mut m = serde_json::Map::new();
-                    m.insert("sha256".into(), serde_json::json!(sha));
-                    match &v {
-                        Some(v) => m.extend(verdict_json(v)),
-                        None => {
-                            m.insert("verdict".into(), serde_json::json!("unknown"));
-                            m.insert("ruleset_id".into(), serde_json::json!(resp.ruleset_id));
-                        }
-                    }
-                    println!("{}", serde_json::Value::Object(m));
-                } else {
-                    match &v {
-                        Some(v) => println!("{sha}: {}", verdict_text(v)),
-                        None => println!("{sha}: unknown"),
-                    }
-                }
-                if let Some(v) = v
-                    && matches!(kind(&v), VerdictKind::Malicious | VerdictKind::Suspicious)
-                {
-                    code = exit::DETECTED;
+        asked.push(sha);
+    }
+    if asked.is_empty() {
+        return Ok(code);
+    }
+    let resp = match client.lookup(asked.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("qala-agent: lookup failed ({:?}): {}", e.code(), e.message());
+            return Ok(exit::ERROR);
+        }
+    };
+    let known: std::collections::HashMap<String, qala_proto::v1::Verdict> =
+        resp.verdicts.into_iter().map(|v| (v.sha256.clone(), v)).collect();
+    let mut detected = false;
+    for sha in asked {
+        let v = known.get(&sha);
+        if json {
+            let mut m = serde_json::Map::new();
+            m.insert("sha256".into(), serde_json::json!(sha));
+            match v {
+                Some(v) => m.extend(verdict_json(v)),
+                None => {
+                    m.insert("verdict".into(), serde_json::json!("unknown"));
+                    m.insert("ruleset_id".into(), serde_json::json!(resp.ruleset_id));
                 }
             }
-            Err(e) => {
-                eprintln!("{sha}: error: {}", e.message());
-                if code == exit::CLEAN {
-                    code = exit::ERROR;
-                }
+            println!("{}", serde_json::Value::Object(m));
+        } else {
+            match v {
+                Some(v) => println!("{sha}: {}", verdict_text(v)),
+                None => println!("{sha}: unknown"),
             }
         }
+        if v.is_some_and(|v| matches!(kind(v), VerdictKind::Malicious | VerdictKind::Suspicious)) {
+            detected = true;
+        }
     }
-    Ok(code)
+    Ok(if detected { exit::DETECTED } else { code })
 }
 
 async fn status(client: &Client, json: bool) -> anyhow::Result<i32> {

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::{info, warn};
 
 /// Chunk size for shipping compiled rules.
@@ -27,6 +27,8 @@ pub struct WorkerHandle {
     pub id: String,
     pub address: String,
     pub threads: u32,
+    /// Largest file the worker scans (0: it did not say).
+    pub max_file_size: u64,
     pub client: WorkerClient<Channel>,
     last_seen: RwLock<Instant>,
     pub last_heartbeat_ms: AtomicU64,
@@ -117,11 +119,19 @@ pub struct Cluster {
     pub heartbeat_interval: Duration,
     pub dead_after: Duration,
     pub scan_timeout: Duration,
+    /// Mutual TLS to workers: the cluster CA and this coordinator's certificate.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Cluster {
-    pub fn new(rules: Arc<RulesManager>, heartbeat_interval: Duration, scan_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        rules: Arc<RulesManager>,
+        heartbeat_interval: Duration,
+        scan_timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            tls,
             workers: RwLock::new(HashMap::new()),
             rules,
             heartbeat_interval,
@@ -142,11 +152,16 @@ impl Cluster {
                 qala_engine::ENGINE_VERSION
             )));
         }
-        let endpoint = Endpoint::from_shared(req.address.clone())
+        let mut endpoint = Endpoint::from_shared(req.address.clone())
             .map_err(|e| Status::invalid_argument(format!("bad worker address {}: {e}", req.address)))?
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.scan_timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Status::invalid_argument(format!("worker address {}: {e}", req.address)))?;
+        }
         let client = WorkerClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
@@ -154,6 +169,7 @@ impl Cluster {
             id: req.worker_id.clone(),
             address: req.address.clone(),
             threads: req.threads,
+            max_file_size: req.max_file_size,
             client,
             last_seen: RwLock::new(Instant::now()),
             last_heartbeat_ms: AtomicU64::new(crate::rules::now_ms() as u64),
@@ -186,6 +202,13 @@ impl Cluster {
         w.scanned.store(req.scanned, Ordering::Relaxed);
         w.suspect.store(false, Ordering::Relaxed);
         true
+    }
+
+    /// Take a worker out of the ring now (it was revoked).
+    pub fn evict(&self, id: &str) {
+        if self.workers.write().unwrap_or_else(|p| p.into_inner()).remove(id).is_some() {
+            warn!(worker = id, "worker revoked: removed from the ring");
+        }
     }
 
     /// Live workers.

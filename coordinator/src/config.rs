@@ -1,29 +1,57 @@
-//! Coordinator configuration: command-line flags, each also settable from
-//! the environment (`QALA_COORDINATOR_*`).
+//! Coordinator command line: the flags of a running coordinator (each also
+//! settable from the environment, `QALA_COORDINATOR_*`) and the `pki` and
+//! `token` commands.
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Parser)]
 #[command(
     name = "qala-coordinator",
     version,
-    about = "Qala coordinator: agent API, rules, placement over workers, verdict store"
+    about = "Qala coordinator: agent API, rules, placement over workers, verdict store",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
 )]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Address for agents and workers, e.g. 127.0.0.1:7000 (port 0 picks a free port).
+    /// Address for agents, analysts and administrators, e.g. 127.0.0.1:7000
+    /// (port 0 picks a free port).
     #[arg(long, env = "QALA_COORDINATOR_LISTEN", default_value = "127.0.0.1:7000")]
     pub listen: String,
+    /// Address for workers (Register, Heartbeat, Enroll); with TLS only
+    /// worker certificates of the cluster CA may register there.
+    #[arg(long, env = "QALA_COORDINATOR_CLUSTER_LISTEN", default_value = "127.0.0.1:7001")]
+    pub cluster_listen: String,
+    /// Directory made by `qala-coordinator pki init`: ca.pem,
+    /// coordinator.pem, coordinator-key.pem (and ca-key.pem to enroll
+    /// workers). Files are reloaded when they change.
+    #[arg(long, env = "QALA_COORDINATOR_TLS")]
+    pub tls: Option<PathBuf>,
+    /// Plain text instead of TLS, for a test setup on one machine: refuses
+    /// to listen on anything but a loopback address.
+    #[arg(long, env = "QALA_COORDINATOR_INSECURE", conflicts_with = "tls")]
+    pub insecure: bool,
     /// Rules: a .yar/.yara file or a directory of them (recursive, one namespace per file).
-    #[arg(long, env = "QALA_COORDINATOR_RULES")]
-    pub rules: PathBuf,
+    #[arg(long, env = "QALA_COORDINATOR_RULES", required = true)]
+    pub rules: Option<PathBuf>,
     /// Verdict store: embedded:PATH (a local file, the default), or Redis:
-    /// redis://HOST:PORT[/DB], redis+cluster://HOST:PORT[,HOST:PORT...] (a
-    /// Redis Cluster) or redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]
-    /// (the master Sentinel names, followed through failovers). USER:PASS@
-    /// may come before the hosts.
+    /// redis://HOST:PORT[/DB] (rediss:// for TLS),
+    /// redis+cluster://HOST:PORT[,HOST:PORT...] or
+    /// redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB] (rediss+cluster,
+    /// rediss+sentinel with TLS). USER@ may come before the hosts; give the
+    /// password with --store-password-file or QALA_STORE_PASSWORD.
     #[arg(long, env = "QALA_COORDINATOR_STORE", default_value = "embedded:qala-data/verdicts.redb")]
     pub store: String,
+    #[command(flatten)]
+    pub store_auth: StoreAuth,
     /// Interval workers heartbeat at, in milliseconds; three missed and a worker leaves the ring.
     #[arg(long, env = "QALA_COORDINATOR_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_ms: u64,
@@ -37,4 +65,169 @@ pub struct Config {
     /// RESOURCE_EXHAUSTED with a retry hint (`retry-after-ms`) they honour.
     #[arg(long, env = "QALA_COORDINATOR_MAX_UPLOADS", default_value_t = 256)]
     pub max_uploads: usize,
+    /// Most uploads one client (one token) has in flight at once.
+    #[arg(long, env = "QALA_COORDINATOR_CLIENT_MAX_UPLOADS", default_value_t = 32)]
+    pub client_max_uploads: usize,
+    /// Bytes per second one client (one token) may upload; 0 for no limit.
+    #[arg(long, env = "QALA_COORDINATOR_CLIENT_MAX_BYTES_PER_SEC", default_value_t = 128 * 1024 * 1024)]
+    pub client_max_bytes_per_sec: u64,
+    /// Most concurrent HTTP/2 streams (calls) on one connection.
+    #[arg(long, env = "QALA_COORDINATOR_MAX_STREAMS", default_value_t = 128)]
+    pub max_streams_per_connection: u32,
+    /// An upload that sends nothing for this many seconds is cancelled.
+    #[arg(long, env = "QALA_COORDINATOR_UPLOAD_STALL_SECS", default_value_t = 30)]
+    pub upload_stall_secs: u64,
+    /// Bytes of uploads held at once (memory and spool files, counted by
+    /// their announced size); past it RESOURCE_EXHAUSTED, and the agent retries.
+    #[arg(long, env = "QALA_COORDINATOR_SPOOL_MAX_BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
+    pub spool_max_bytes: u64,
+    /// Largest upload scanned while no worker has said its own limit; larger
+    /// ones are answered `unscannable` (max_file_size) without being read.
+    #[arg(long, env = "QALA_COORDINATOR_MAX_FILE_SIZE", default_value_t = 1024 * 1024 * 1024)]
+    pub max_file_size: u64,
+    /// Audit log: `-` for standard output (the debug log goes to standard
+    /// error), or a file appended to.
+    #[arg(long, env = "QALA_COORDINATOR_AUDIT_LOG", default_value = "-")]
+    pub audit_log: String,
+    /// How often the client tokens and revoked workers are read again from
+    /// the store, in milliseconds.
+    #[arg(long, env = "QALA_COORDINATOR_AUTH_REFRESH_MS", default_value_t = 2000)]
+    pub auth_refresh_ms: u64,
+    /// Where the client tokens (their hashes) and revoked workers read last
+    /// are kept, so a coordinator started while the store is down still
+    /// authenticates (0600).
+    #[arg(long, env = "QALA_COORDINATOR_AUTH_CACHE", default_value = "qala-data/auth-cache.json")]
+    pub auth_cache: PathBuf,
+    /// Lifetime of the certificates given to enrolled workers, in seconds
+    /// (they renew at half of it).
+    #[arg(long, env = "QALA_COORDINATOR_ENROLL_CERT_SECS", default_value_t = 24 * 3600)]
+    pub enroll_cert_secs: u64,
+}
+
+/// How the coordinator proves itself to Redis: ACL user and password, and
+/// the CA of a `rediss://` server. Never on the command line itself.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreAuth {
+    /// File holding the Redis password (or set QALA_STORE_PASSWORD).
+    #[arg(long, env = "QALA_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// CA certificate of a rediss:// server (PEM; default: the system's roots).
+    #[arg(long, env = "QALA_STORE_CA")]
+    pub store_ca: Option<PathBuf>,
+}
+
+impl StoreAuth {
+    /// The store spec with the password from the file or the environment.
+    pub fn spec(&self, spec: &str) -> anyhow::Result<crate::store::StoreSpec> {
+        let password = match &self.store_password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            None => std::env::var("QALA_STORE_PASSWORD").ok().filter(|p| !p.is_empty()),
+        };
+        Ok(crate::store::StoreSpec { spec: spec.to_string(), password, ca: self.store_ca.clone() })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The cluster's certificates: a CA, coordinators, workers; revoking a worker.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Client tokens: add (prints the token once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create DIR/ca.pem, DIR/ca-key.pem, DIR/coordinator.pem and
+    /// DIR/coordinator-key.pem (localhost, 127.0.0.1 and ::1 always named).
+    Init {
+        dir: PathBuf,
+        /// Another DNS name or IP address the coordinator is reached at (repeat).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// The coordinator's name in its certificate.
+        #[arg(long, default_value = "coordinator")]
+        name: String,
+    },
+    /// Another coordinator's certificate: DIR/coordinators/NAME/.
+    Coordinator {
+        dir: PathBuf,
+        name: String,
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// A worker's certificate: DIR/workers/ID/ (ca.pem, worker.pem,
+    /// worker-key.pem) to copy to the worker's host. Names the hosts given,
+    /// or localhost and 127.0.0.1.
+    Worker {
+        dir: PathBuf,
+        id: String,
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// Refuse worker ID from now on, on every coordinator sharing the store.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; the token alone is printed on the last line (only the
+    /// store's copy of its hash remains).
+    Add {
+        /// agent, analyst, admin, metrics or worker-enroll.
+        #[arg(long)]
+        role: String,
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Names, roles and creation times of the tokens.
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Revoke the token NAME (running coordinators refuse it within seconds).
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+/// Where an administrative command acts: on the store directly (no
+/// coordinator running on an embedded store), or through a running
+/// coordinator's admin API.
+#[derive(Debug, Clone, Args)]
+pub struct AdminTarget {
+    /// Work on this store directly (as in `--store`).
+    #[arg(long, conflicts_with = "server")]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub store_auth: StoreAuth,
+    /// A running coordinator's URL (https://HOST:PORT).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// CA certificate the coordinator's certificate is checked against.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// File holding an admin token (or set QALA_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Plain text to a loopback coordinator started with --insecure.
+    #[arg(long)]
+    pub insecure: bool,
 }

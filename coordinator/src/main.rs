@@ -1,7 +1,8 @@
-//! `qala-coordinator`: parse flags, set up logging, bind, run until Ctrl-C or SIGTERM.
+//! `qala-coordinator`: parse flags, set up logging; then either run (bind
+//! both listeners, serve until Ctrl-C or SIGTERM) or do one `pki`/`token` command.
 
 use clap::Parser;
-use qala_coordinator::Config;
+use qala_coordinator::{Cli, Listeners};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -11,11 +12,16 @@ async fn main() -> anyhow::Result<()> {
         // Colour only on a terminal: not in journald, files or pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = Config::parse();
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    qala_coordinator::run(config, listener, shutdown_signal()).await
+    let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return qala_coordinator::run_command(command).await;
+    }
+    let config = cli.config;
+    let bind = |addr: String| async move {
+        tokio::net::TcpListener::bind(&addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    };
+    let listeners = Listeners { api: bind(config.listen.clone()).await?, cluster: bind(config.cluster_listen.clone()).await? };
+    qala_coordinator::run(config, listeners, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

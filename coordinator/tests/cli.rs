@@ -10,8 +10,17 @@ fn run(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn missing_rules_path_is_a_clear_error() {
-    let (code, err) =
-        run(&["--listen", "127.0.0.1:0", "--rules", "/nonexistent/rules", "--store", "embedded:/tmp/qala-cli-test.redb"]);
+    let (code, err) = run(&[
+        "--insecure",
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--rules",
+        "/nonexistent/rules",
+        "--store",
+        "embedded:/tmp/qala-cli-test.redb",
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/rules"), "{err}");
 }
@@ -22,7 +31,17 @@ fn broken_rules_at_start_name_the_file() {
     std::fs::write(d.path().join("ok.yar"), "rule ok { condition: true }").unwrap();
     std::fs::write(d.path().join("bad.yar"), "rule bad { condition: what_is_this }").unwrap();
     let store = format!("embedded:{}", d.path().join("v.redb").display());
-    let (code, err) = run(&["--listen", "127.0.0.1:0", "--rules", d.path().to_str().unwrap(), "--store", &store]);
+    let (code, err) = run(&[
+        "--insecure",
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-listen",
+        "127.0.0.1:0",
+        "--rules",
+        d.path().to_str().unwrap(),
+        "--store",
+        &store,
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("bad.yar") && err.contains("what_is_this"), "{err}");
 }
@@ -36,7 +55,8 @@ fn unreachable_redis_starts_degraded_with_a_clear_warning() {
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("stderr.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_qala-coordinator"))
-        .args(["--listen", "127.0.0.1:0", "--rules", rules, "--store", &format!("redis://127.0.0.1:{port}")])
+        .args(["--insecure", "--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0", "--rules", rules])
+        .args(["--store", &format!("redis://127.0.0.1:{port}"), "--auth-cache", d.path().join("auth.json").to_str().unwrap()])
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();

@@ -190,7 +190,21 @@ impl Redis {
 
     /// Start on `port` (to bring a stopped Redis back where clients expect it).
     pub fn start_on(dir: &Path, port: u16) -> Result<Redis> {
-        let proc = redis_server(dir, &format!("redis-{port}"), &redis_args(dir, port))?;
+        Self::start_with(dir, port, &[])
+    }
+
+    /// Start on `port` with an append-only file in `dir` (fsync'd on every
+    /// write): stopped and started again, it has what it had, as a
+    /// production Redis would.
+    pub fn start_persistent_on(dir: &Path, port: u16) -> Result<Redis> {
+        Self::start_with(dir, port, &["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Result<Redis> {
+        let mut args = redis_args(dir, port);
+        // Later flags win over the throwaway defaults.
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = redis_server(dir, &format!("redis-{port}"), &args)?;
         wait_for("redis PING", Duration::from_secs(10), || redis_ping(port).then_some(()))?;
         Ok(Redis { port, _proc: proc })
     }
@@ -360,43 +374,85 @@ pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
 
-/// A coordinator and its workers.
+/// The gRPC client of `qala.v1.Scanner` the tests use: TLS and a bearer token.
+pub type Scanner = qala_proto::v1::scanner_client::ScannerClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, qala_tls::BearerToken>,
+>;
+
+/// How [`Cluster::start_with`] starts the coordinators.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--rules-poll-ms`.
+    pub rules_poll_ms: u64,
+    /// More coordinator flags (quotas, timeouts).
+    pub coordinator_args: Vec<String>,
+    /// Keep the PKI and token files here (made anew) instead of in the
+    /// cluster's temporary directory.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        // The tests drive many uploads as one client: per-client quotas are
+        // raised here and tested on their own.
+        let args = ["--client-max-uploads", "4096", "--client-max-bytes-per-sec", "0"];
+        Options { rules_poll_ms: 300, coordinator_args: args.map(String::from).to_vec(), state_dir: None }
+    }
+}
+
+/// A coordinator and its workers, over TLS with the cluster's own PKI
+/// (`qala-coordinator pki init` in the test's directory) and tokens.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The coordinator's cluster listener (workers register there).
+    pub cluster_port: u16,
     pub rules: PathBuf,
     pub store: String,
     pub coordinator: Option<Proc>,
-    /// More coordinators on the same store and rules, each on its own port
+    /// More coordinators on the same store and rules, each on its own ports
     /// ([`Cluster::add_coordinator`]); workers added later register with all.
-    pub peers: Vec<(u16, Proc)>,
+    pub peers: Vec<(u16, u16, Proc)>,
     pub workers: Vec<Proc>,
-    /// `--rules-poll-ms` given to the coordinator.
-    pub rules_poll_ms: u64,
+    pub options: Options,
+    /// The PKI directory (ca.pem, coordinator.pem, workers/ID/...).
+    pub pki: PathBuf,
+}
+
+/// Run `qala-coordinator ARGS` to completion (pki and token commands).
+pub fn coordinator_command(args: &[&str]) -> Result<String> {
+    let out = Command::new(bin("qala-coordinator")).args(args).stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!("qala-coordinator {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Write `token` to a 0600 file.
+pub fn write_token(path: &Path, token: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    writeln!(f, "{token}")?;
+    Ok(())
 }
 
 impl Cluster {
     /// Start a coordinator on `store` with `rules`, and `workers` workers
     /// (ids `w1`, `w2`, ...), and wait until all workers hold the rules.
     pub fn start(rules: &Path, store: Option<&str>, workers: usize) -> Result<Cluster> {
-        Self::start_with_poll(rules, store, workers, 300)
+        Self::start_with(rules, store, workers, Options::default())
     }
 
     /// [`Cluster::start`] with the coordinator polling rule files every `rules_poll_ms`.
     pub fn start_with_poll(rules: &Path, store: Option<&str>, workers: usize, rules_poll_ms: u64) -> Result<Cluster> {
-        let dir = tempfile::tempdir()?;
-        let store =
-            store.map(str::to_string).unwrap_or_else(|| format!("embedded:{}", dir.path().join("verdicts.redb").display()));
-        let mut c = Cluster {
-            port: free_port(),
-            rules: rules.to_path_buf(),
-            store,
-            coordinator: None,
-            peers: Vec::new(),
-            workers: Vec::new(),
-            dir,
-            rules_poll_ms,
-        };
+        Self::start_with(rules, store, workers, Options { rules_poll_ms, ..Options::default() })
+    }
+
+    /// [`Cluster::start`] with `options`. Makes a PKI and two tokens
+    /// (`admin`, `agent`) in the store before the coordinator starts.
+    pub fn start_with(rules: &Path, store: Option<&str>, workers: usize, options: Options) -> Result<Cluster> {
+        let c = Self::prepare(rules, store, options)?;
+        let mut c = c;
         c.start_coordinator()?;
         for i in 1..=workers {
             c.add_worker(&format!("w{i}"))?;
@@ -405,19 +461,121 @@ impl Cluster {
         Ok(c)
     }
 
+    /// The directory, PKI and tokens of a cluster, nothing started.
+    pub fn prepare(rules: &Path, store: Option<&str>, options: Options) -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let store =
+            store.map(str::to_string).unwrap_or_else(|| format!("embedded:{}", dir.path().join("verdicts.redb").display()));
+        let pki = match &options.state_dir {
+            Some(state) => {
+                let pki = state.join("pki");
+                if pki.exists() {
+                    std::fs::remove_dir_all(&pki)?;
+                }
+                pki
+            }
+            None => dir.path().join("pki"),
+        };
+        coordinator_command(&["pki", "init", &pki.display().to_string()])?;
+        let c = Cluster {
+            port: free_port(),
+            cluster_port: free_port(),
+            rules: rules.to_path_buf(),
+            store,
+            coordinator: None,
+            peers: Vec::new(),
+            workers: Vec::new(),
+            dir,
+            options,
+            pki,
+        };
+        c.add_token_offline("admin", "admin")?;
+        c.add_token_offline("agent", "agent")?;
+        Ok(c)
+    }
+
+    /// Make a token in the store directly (no coordinator running on an
+    /// embedded store); written to `<dir>/<name>.token`, returned.
+    pub fn add_token_offline(&self, role: &str, name: &str) -> Result<String> {
+        let out = coordinator_command(&["token", "add", "--role", role, name, "--store", &self.store])?;
+        let token = out.lines().last().unwrap_or("").trim().to_string();
+        write_token(&self.token_file(name), &token)?;
+        Ok(token)
+    }
+
+    /// Make a token through the running coordinator's admin API.
+    pub fn add_token(&self, role: &str, name: &str) -> Result<String> {
+        let (ca, admin) = (self.ca().display().to_string(), self.token_file("admin").display().to_string());
+        let out = coordinator_command(&[
+            "token",
+            "add",
+            "--role",
+            role,
+            name,
+            "--server",
+            &self.url(),
+            "--ca",
+            &ca,
+            "--token-file",
+            &admin,
+        ])?;
+        let token = out.lines().last().unwrap_or("").trim().to_string();
+        write_token(&self.token_file(name), &token)?;
+        Ok(token)
+    }
+
+    /// Where the token named `name` is kept.
+    pub fn token_file(&self, name: &str) -> PathBuf {
+        self.options.state_dir.as_deref().unwrap_or(self.dir.path()).join(format!("{name}.token"))
+    }
+
+    pub fn token(&self, name: &str) -> String {
+        std::fs::read_to_string(self.token_file(name)).unwrap_or_default().trim().to_string()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.pki.join("ca.pem")
+    }
+
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
     }
 
+    pub fn cluster_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.cluster_port)
+    }
+
+    /// Start (or start again) the first coordinator, on its ports. A port
+    /// taken meanwhile by another test's process (they are picked free, then
+    /// released) is picked anew on a first start.
     pub fn start_coordinator(&mut self) -> Result<()> {
-        self.coordinator = Some(self.spawn_coordinator("coordinator", self.port)?);
-        Ok(())
+        let first_start = self.coordinator.is_none() && !self.dir.path().join("coordinator.log").exists();
+        for _ in 0..5 {
+            let before = std::fs::metadata(self.dir.path().join("coordinator.log")).map(|m| m.len() as usize).unwrap_or(0);
+            let mut proc = self.spawn_coordinator("coordinator", self.port, self.cluster_port)?;
+            match listening(&mut proc, before)? {
+                true => {
+                    self.coordinator = Some(proc);
+                    return Ok(());
+                }
+                false if first_start => {
+                    self.port = free_port();
+                    self.cluster_port = free_port();
+                }
+                false => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+        bail!("the coordinator could not bind its ports:{}", self.logs())
     }
 
-    fn spawn_coordinator(&self, name: &str, port: u16) -> Result<Proc> {
-        let args: Vec<String> = vec![
+    fn spawn_coordinator(&self, name: &str, port: u16, cluster_port: u16) -> Result<Proc> {
+        let mut args: Vec<String> = vec![
             "--listen".into(),
             format!("127.0.0.1:{port}"),
+            "--cluster-listen".into(),
+            format!("127.0.0.1:{cluster_port}"),
+            "--tls".into(),
+            self.pki.display().to_string(),
             "--rules".into(),
             self.rules.display().to_string(),
             "--store".into(),
@@ -425,35 +583,78 @@ impl Cluster {
             "--heartbeat-ms".into(),
             "300".into(),
             "--rules-poll-ms".into(),
-            self.rules_poll_ms.to_string(),
+            self.options.rules_poll_ms.to_string(),
+            "--auth-refresh-ms".into(),
+            "300".into(),
+            "--audit-log".into(),
+            self.audit_log(name).display().to_string(),
+            "--auth-cache".into(),
+            self.dir.path().join(format!("{name}-auth-cache.json")).display().to_string(),
         ];
+        args.extend(self.options.coordinator_args.iter().cloned());
         Proc::spawn(name, &bin("qala-coordinator"), &args, self.dir.path())
+    }
+
+    /// The audit log of the coordinator called `name` (`coordinator` for the first).
+    pub fn audit_log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-audit.jsonl"))
+    }
+
+    /// The audit lines written so far by the first coordinator.
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.audit_log("coordinator"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Start another coordinator on the same store and rules; its URL.
     pub fn add_coordinator(&mut self) -> Result<String> {
-        let port = free_port();
-        let proc = self.spawn_coordinator(&format!("coordinator-{}", self.peers.len() + 2), port)?;
-        self.peers.push((port, proc));
-        Ok(format!("http://127.0.0.1:{port}"))
+        let (port, cluster_port) = (free_port(), free_port());
+        let proc = self.spawn_coordinator(&format!("coordinator-{}", self.peers.len() + 2), port, cluster_port)?;
+        self.peers.push((port, cluster_port, proc));
+        Ok(format!("https://127.0.0.1:{port}"))
     }
 
     /// Every coordinator's URL, the first one's first.
     pub fn urls(&self) -> Vec<String> {
-        std::iter::once(self.url()).chain(self.peers.iter().map(|(port, _)| format!("http://127.0.0.1:{port}"))).collect()
+        std::iter::once(self.url()).chain(self.peers.iter().map(|(port, _, _)| format!("https://127.0.0.1:{port}"))).collect()
     }
 
+    /// Every coordinator's cluster listener URL, the first one's first.
+    pub fn cluster_urls(&self) -> Vec<String> {
+        std::iter::once(self.cluster_url())
+            .chain(self.peers.iter().map(|(_, port, _)| format!("https://127.0.0.1:{port}")))
+            .collect()
+    }
+
+    /// The certificate directory of worker `id`, made on first use.
+    pub fn worker_tls(&self, id: &str) -> Result<PathBuf> {
+        let dir = self.pki.join("workers").join(id);
+        if !dir.exists() {
+            coordinator_command(&["pki", "worker", &self.pki.display().to_string(), id])?;
+        }
+        Ok(dir)
+    }
+
+    /// Start worker `id` with its certificate.
     pub fn add_worker(&mut self, id: &str) -> Result<()> {
-        let args: Vec<String> = vec![
+        let tls = self.worker_tls(id)?;
+        self.add_worker_with(id, &["--tls".into(), tls.display().to_string()])
+    }
+
+    /// Start worker `id` with `identity` flags (--tls DIR, or enrollment ones).
+    pub fn add_worker_with(&mut self, id: &str, identity: &[String]) -> Result<()> {
+        let mut args: Vec<String> = vec![
             "--coordinator".into(),
-            self.urls().join(","),
+            self.cluster_urls().join(","),
             "--listen".into(),
             "127.0.0.1:0".into(),
-            "--id".into(),
-            id.into(),
             "--threads".into(),
             "2".into(),
         ];
+        args.extend(identity.iter().cloned());
         self.workers.push(Proc::spawn(&format!("worker-{id}"), &bin("qala-worker"), &args, self.dir.path())?);
         Ok(())
     }
@@ -478,23 +679,36 @@ impl Cluster {
         self.status_at(&self.url())
     }
 
-    /// `status --json` of the coordinator at `url`.
+    /// `status --json` of the coordinator at `url`, as the admin.
     pub fn status_at(&self, url: &str) -> Result<Value> {
-        let out = self.agent_at(url, &["status", "--json"])?;
+        let out = self.agent_as(url, "admin", &["status", "--json"])?;
         if !out.status.success() {
             bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
-    /// Run `qala-agent --server <this cluster> ARGS`.
+    /// Run `qala-agent --server <this cluster> ARGS` with the agent token.
     pub fn agent(&self, args: &[&str]) -> Result<Output> {
         self.agent_at(&self.url(), args)
     }
 
-    /// Run `qala-agent --server URL ARGS`.
+    /// Run `qala-agent --server URL ARGS` with the agent token.
     pub fn agent_at(&self, url: &str, args: &[&str]) -> Result<Output> {
-        Ok(Command::new(bin("qala-agent")).arg("--server").arg(url).args(args).stdin(Stdio::null()).output()?)
+        self.agent_as(url, "agent", args)
+    }
+
+    /// The `qala-agent` command for `url` with the token named `token`.
+    pub fn agent_command(&self, url: &str, token: &str) -> Command {
+        let mut cmd = Command::new(bin("qala-agent"));
+        cmd.arg("--server").arg(url).arg("--ca").arg(self.ca()).arg("--token-file").arg(self.token_file(token));
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run `qala-agent --server URL ARGS` with the token named `token`.
+    pub fn agent_as(&self, url: &str, token: &str, args: &[&str]) -> Result<Output> {
+        Ok(self.agent_command(url, token).args(args).output()?)
     }
 
     /// `scan --json PATHS`: exit code and one JSON object per file, by path.
@@ -516,13 +730,90 @@ impl Cluster {
         Ok((out.status.code().unwrap_or(-1), lines))
     }
 
+    /// A TLS channel to `url` checked against the cluster CA, with no
+    /// client certificate (an agent's connection).
+    pub async fn channel(&self, url: &str) -> tonic::transport::Channel {
+        self.channel_as(url, None).await
+    }
+
+    /// A TLS channel to `url` presenting `identity` (certificate, key files).
+    pub async fn channel_as(&self, url: &str, identity: Option<(&Path, &Path)>) -> tonic::transport::Channel {
+        qala_tls::install_crypto_provider();
+        let tls = qala_tls::client_config(Some(&self.ca()), identity).expect("client TLS");
+        tonic::transport::Endpoint::from_shared(url.to_string())
+            .expect("url")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {url}: {e:?}"))
+    }
+
+    /// A channel to a worker as a coordinator (the coordinator's certificate).
+    pub async fn worker_channel(&self, address: &str) -> tonic::transport::Channel {
+        let (cert, key) = (self.pki.join("coordinator.pem"), self.pki.join("coordinator-key.pem"));
+        self.channel_as(address, Some((&cert, &key))).await
+    }
+
+    /// A `Scanner` client of `url` with the token named `token` (no token if `None`).
+    pub async fn scanner_with(&self, url: &str, token: Option<&str>) -> Scanner {
+        let token = token.map(|t| self.token(t));
+        let channel = self.channel(url).await;
+        qala_proto::v1::scanner_client::ScannerClient::with_interceptor(
+            channel,
+            qala_tls::BearerToken::new(token.as_deref()).expect("token"),
+        )
+        .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+    }
+
+    /// [`Cluster::scanner`], failing instead of panicking when the
+    /// coordinator cannot be reached.
+    pub async fn scanner_try(&self) -> Result<Scanner> {
+        qala_tls::install_crypto_provider();
+        let tls = qala_tls::client_config(Some(&self.ca()), None)?;
+        let channel = tonic::transport::Endpoint::from_shared(self.url())?.tls_config(tls)?.connect().await?;
+        Ok(qala_proto::v1::scanner_client::ScannerClient::with_interceptor(
+            channel,
+            qala_tls::BearerToken::new(Some(&self.token("agent")))?,
+        ))
+    }
+
+    /// A `Scanner` client of this cluster with the agent token.
+    pub async fn scanner(&self) -> Scanner {
+        self.scanner_with(&self.url(), Some("agent")).await
+    }
+
     /// All process logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
-        for p in self.coordinator.iter().chain(self.peers.iter().map(|(_, p)| p)).chain(self.workers.iter()) {
+        for p in self.coordinator.iter().chain(self.peers.iter().map(|(_, _, p)| p)).chain(self.workers.iter()) {
             s.push_str(&format!("\n----- {} -----\n{}", p.name, tail(&p.log_text(), 4000)));
         }
         s
+    }
+}
+
+/// Wait until a coordinator listens on both its sockets: true; false if it
+/// exited because a port was taken; an error for any other exit.
+fn listening(proc: &mut Proc, before: usize) -> Result<bool> {
+    let start = Instant::now();
+    loop {
+        let log = proc.log_text();
+        let new = log.get(before..).unwrap_or("");
+        if new.contains("cluster listener (workers) listening") {
+            return Ok(true);
+        }
+        if !proc.is_running() {
+            if new.contains("cannot listen") {
+                return Ok(false);
+            }
+            bail!("{} exited at start:\n{}", proc.name, tail(new, 4000));
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("{} did not listen within 60 s:\n{}", proc.name, tail(new, 4000));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -170,6 +170,8 @@ fn placement_is_stable_per_sha256() {
     // file lands on the same worker as before.
     cluster.coordinator.take().unwrap().terminate().unwrap();
     cluster.store = format!("embedded:{}", cluster.dir.path().join("second.redb").display());
+    cluster.add_token_offline("admin", "admin").unwrap();
+    cluster.add_token_offline("agent", "agent").unwrap();
     cluster.start_coordinator().unwrap();
     cluster.wait_ready(2).unwrap();
     let (_, second) = cluster.scan(&[tree.path()]).unwrap();
@@ -301,8 +303,9 @@ fn large_files_are_streamed_not_held_in_agent_memory() {
             std::io::Write::write_all(&mut f, &buf).unwrap();
         }
     }
-    let mut child = std::process::Command::new(qala_tests::bin("qala-agent"))
-        .args(["--server", &cluster.url(), "scan", "--json"])
+    let mut child = cluster
+        .agent_command(&cluster.url(), "agent")
+        .args(["scan", "--json"])
         .arg(tree.path())
         .stdout(std::process::Stdio::piped())
         .spawn()

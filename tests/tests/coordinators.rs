@@ -3,16 +3,11 @@
 //! cache hit through the others, and one content sent to two coordinators
 //! at once is scanned once (the store's scan lock).
 
-use qala_proto::v1::{self as pb, scanner_client::ScannerClient};
+use qala_proto::v1 as pb;
 use qala_tests::{Cluster, Redis, eicar, pseudo_random, repo_root, scan_messages, sha256_hex};
 use std::collections::HashMap;
 
-async fn scan(url: String, data: std::sync::Arc<Vec<u8>>) -> pb::ScanResponse {
-    let mut client = ScannerClient::connect(url)
-        .await
-        .unwrap()
-        .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
+async fn scan(mut client: qala_tests::Scanner, data: std::sync::Arc<Vec<u8>>) -> pb::ScanResponse {
     client.scan(tokio_stream::iter(scan_messages(&data, "twice.bin"))).await.unwrap().into_inner()
 }
 
@@ -35,7 +30,8 @@ async fn two_coordinators_share_workers_verdicts_and_scan_locks() {
     let files: Vec<_> = (0..12).map(|i| std::sync::Arc::new(pseudo_random(i, 3 << 20))).collect();
     let mut pairs = Vec::new();
     for data in &files {
-        pairs.push((tokio::spawn(scan(first.clone(), data.clone())), tokio::spawn(scan(second.clone(), data.clone()))));
+        let (a, b) = (cluster.scanner_with(&first, Some("agent")).await, cluster.scanner_with(&second, Some("agent")).await);
+        pairs.push((tokio::spawn(scan(a, data.clone())), tokio::spawn(scan(b, data.clone()))));
     }
     for (data, (x, y)) in files.iter().zip(pairs) {
         let (x, y) = (x.await.unwrap(), y.await.unwrap());

@@ -1,12 +1,12 @@
 //! Faults while agents scan: real processes on loopback, each test bounded
 //! in time and cleaning up its processes (they are killed on drop).
 
-use qala_tests::{Cluster, Redis, bin, eicar, free_port, repo_root, wait_for};
+use qala_tests::{Cluster, Redis, eicar, free_port, repo_root, wait_for};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,9 @@ struct Agent {
 
 impl Agent {
     fn scan(cluster: &Cluster, dir: &Path) -> Agent {
-        let mut child = Command::new(bin("qala-agent"))
-            .args(["--server", &cluster.url(), "scan", "--json"])
+        let mut child = cluster
+            .agent_command(&cluster.url(), "agent")
+            .args(["scan", "--json"])
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -169,8 +170,13 @@ fn redis_outages_degrade_and_recover() {
     let redis_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    // Down when the coordinator starts: it starts anyway, degraded.
-    let cluster = Cluster::start(&repo_root().join("rules"), Some(&url), 2).unwrap();
+    let redis = Redis::start_persistent_on(redis_dir.path(), port).unwrap();
+    let mut cluster = Cluster::start(&repo_root().join("rules"), Some(&url), 2).unwrap();
+    // Down when the coordinator starts: it starts anyway, degraded, and
+    // still knows the client tokens it saw last (its auth cache).
+    cluster.coordinator.take().unwrap().terminate().unwrap();
+    drop(redis);
+    cluster.start_coordinator().unwrap();
     wait_for("degraded", Duration::from_secs(10), || (store_healthy(&cluster) == Some(false)).then_some(())).unwrap();
     assert!(cluster.status().unwrap()["store_error"].as_str().unwrap().contains("127.0.0.1"));
     let dir = tempfile::tempdir().unwrap();
@@ -180,7 +186,7 @@ fn redis_outages_degrade_and_recover() {
     assert_eq!(code, 1);
 
     // Up: the coordinator notices without traffic, and the cache fills.
-    let redis = Redis::start_on(redis_dir.path(), port).unwrap();
+    let redis = Redis::start_persistent_on(redis_dir.path(), port).unwrap();
     wait_for("healthy", Duration::from_secs(10), || (store_healthy(&cluster) == Some(true)).then_some(())).unwrap();
     let (_, lines) = cluster.scan(&[dir.path()]).unwrap();
     check_verdicts(&lines, &expected);
@@ -202,7 +208,7 @@ fn redis_outages_degrade_and_recover() {
     drop(redis);
     let at_stop = agent.lines_so_far();
     std::thread::sleep(Duration::from_secs(1));
-    let _redis = Redis::start_on(redis_dir.path(), port).unwrap();
+    let _redis = Redis::start_persistent_on(redis_dir.path(), port).unwrap();
     let (status, lines) = agent.finish();
     assert!(at_stop < 590, "Redis stopped too late to matter ({at_stop} verdicts already)");
     check_verdicts(&lines, &expected2);

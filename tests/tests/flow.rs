@@ -3,36 +3,28 @@
 //! its admission instead of leaving them unread, and the coordinator's
 //! memory stays bounded while it holds many large uploads.
 
-use qala_proto::v1::{self as pb, scanner_client::ScannerClient, worker_client::WorkerClient};
+use qala_proto::v1::{self as pb, worker_client::WorkerClient};
 use qala_tests::{Cluster, peak_rss_kib, pseudo_random, repo_root, scan_messages, sha256_hex, wait_for};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-async fn scan(client: &mut ScannerClient<tonic::transport::Channel>, data: &[u8]) -> Result<pb::Verdict, tonic::Status> {
+async fn scan(client: &mut qala_tests::Scanner, data: &[u8]) -> Result<pb::Verdict, tonic::Status> {
     let v = client.scan(tokio_stream::iter(scan_messages(data, "flow.bin"))).await?.into_inner().verdict.expect("a verdict");
     assert_eq!(v.sha256, sha256_hex(data));
     Ok(v)
 }
 
-async fn connect(url: &str) -> ScannerClient<tonic::transport::Channel> {
-    ScannerClient::connect(url.to_string())
-        .await
-        .unwrap()
-        .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
-}
-
 /// `streams` tasks scanning `files` files of `len` bytes between them,
 /// over one shared connection or one connection each; all must finish
 /// within two minutes (a stall fails the test instead of hanging it).
-async fn drive(url: &str, streams: usize, files: u64, len: usize, shared: bool, seed: u64) {
+async fn drive(cluster: &Cluster, streams: usize, files: u64, len: usize, shared: bool, seed: u64) {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let one = connect(url).await;
+    let one = cluster.scanner().await;
     let mut tasks = Vec::new();
     for _ in 0..streams {
-        let mut client = if shared { one.clone() } else { connect(url).await };
+        let mut client = if shared { one.clone() } else { cluster.scanner().await };
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -68,7 +60,7 @@ async fn many_uploads_through_few_worker_slots_all_finish() {
     // left waiting unread on the worker used to fill that connection's
     // HTTP/2 window and stall every scan.
     let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
-    drive(&cluster.url(), 48, 480, 300 * 1024, true, 0).await;
+    drive(&cluster, 48, 480, 300 * 1024, true, 0).await;
     // Every file was scanned once (the count comes with the heartbeats).
     wait_for("the worker's count of scans", Duration::from_secs(10), || {
         (cluster.status().ok()?["workers"][0]["scanned"].as_u64()? == 480).then_some(())
@@ -82,7 +74,7 @@ async fn coordinator_memory_stays_bounded_with_100_large_uploads_at_once() {
     // flight. The coordinator spools past 256 KiB per upload to disk and
     // waits for worker slots; its peak RSS must stay far below what it holds.
     let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
-    drive(&cluster.url(), 100, 200, 4 << 20, false, 1_000_000).await;
+    drive(&cluster, 100, 200, 4 << 20, false, 1_000_000).await;
     let rss_mib = peak_rss_kib(cluster.coordinator.as_ref().unwrap().pid()) / 1024;
     eprintln!("coordinator peak RSS with 100 uploads of 4 MiB at once: {rss_mib} MiB");
     assert!(rss_mib > 0, "could not read the coordinator's peak RSS");
@@ -95,7 +87,7 @@ async fn worker_refuses_calls_past_its_admission_at_once() {
     let status = cluster.status().unwrap();
     let address = status["workers"][0]["address"].as_str().unwrap().to_string();
     let ruleset_id = status["rules"]["ruleset_id"].as_str().unwrap().to_string();
-    let channel = tonic::transport::Endpoint::from_shared(address).unwrap().connect().await.unwrap();
+    let channel = cluster.worker_channel(&address).await;
     let header = |i: u64| pb::WorkerScanRequest {
         msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
             sha256: sha256_hex(&pseudo_random(i, 1000)),

@@ -1,7 +1,7 @@
 //! The gRPC API as a client sees it: health and reflection on every server,
 //! sha256 verification of uploads, coalescing of concurrent scans.
 
-use qala_proto::v1::{self as pb, scan_request::Msg, scanner_client::ScannerClient};
+use qala_proto::v1::{self as pb, scan_request::Msg};
 use qala_tests::{Cluster, repo_root, sha256_hex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -18,12 +18,8 @@ fn chunk(data: &[u8]) -> pb::ScanRequest {
     pb::ScanRequest { msg: Some(Msg::Chunk(data.to_vec())) }
 }
 
-async fn client(cluster: &Cluster) -> ScannerClient<tonic::transport::Channel> {
-    ScannerClient::connect(cluster.url()).await.unwrap()
-}
-
-async fn channel(url: &str) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(url.to_string()).unwrap().connect().await.unwrap()
+async fn client(cluster: &Cluster) -> qala_tests::Scanner {
+    cluster.scanner().await
 }
 
 fn worker_url(cluster: &Cluster, id: &str) -> String {
@@ -36,7 +32,9 @@ async fn health_and_reflection_on_coordinator_and_worker() {
     let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
     let worker = worker_url(&cluster, "w1");
     for (url, service) in [(cluster.url(), "qala.v1.Scanner"), (worker.clone(), "qala.v1.Worker")] {
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&url).await);
+        // Workers accept coordinators only: ask as one.
+        let channel = if url == worker { cluster.worker_channel(&url).await } else { cluster.channel(&url).await };
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         let resp = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap();
         assert_eq!(resp.into_inner().status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
 
@@ -44,7 +42,7 @@ async fn health_and_reflection_on_coordinator_and_worker() {
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
             server_reflection_response::MessageResponse,
         };
-        let mut refl = ServerReflectionClient::new(channel(&url).await);
+        let mut refl = ServerReflectionClient::new(channel);
         let req =
             ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
         let mut stream = refl.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
@@ -80,7 +78,8 @@ async fn mismatched_sha256_or_size_is_rejected_and_nothing_is_stored() {
     let err = c.scan(tokio_stream::iter(vec![header("not-hex", 1, "x"), chunk(b"x")])).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
-    let got = c.get_verdict(pb::GetVerdictRequest { sha256: claimed.clone() }).await.unwrap().into_inner();
+    let mut analyst = cluster.scanner_with(&cluster.url(), Some("admin")).await;
+    let got = analyst.get_verdict(pb::GetVerdictRequest { sha256: claimed.clone() }).await.unwrap().into_inner();
     assert!(got.verdict.is_none(), "nothing stored for the claimed digest");
 
     // The cluster is fine afterwards: the honest upload works.
@@ -90,13 +89,48 @@ async fn mismatched_sha256_or_size_is_rejected_and_nothing_is_stored() {
     assert_eq!((v.sha256.as_str(), v.verdict), (real.as_str(), pb::VerdictKind::Clean as i32));
 }
 
+/// Scans the workers ran in all (their heartbeat counters), once settled.
+fn scans_on_workers(cluster: &Cluster) -> u64 {
+    let mut last = None;
+    qala_tests::wait_for("heartbeat counters", Duration::from_secs(10), || {
+        let s = cluster.status().ok()?;
+        let n: u64 = s["workers"].as_array()?.iter().map(|w| w["scanned"].as_u64().unwrap_or(0)).sum();
+        // Two equal readings a heartbeat apart.
+        let settled = last == Some(n) && n > 0;
+        last = Some(n);
+        std::thread::sleep(Duration::from_millis(400));
+        settled.then_some(n)
+    })
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn concurrent_scans_of_one_sha256_are_coalesced() {
+async fn concurrent_complete_uploads_of_one_sha256_are_scanned_once() {
     let cluster = Cluster::start(&repo_root().join("rules"), None, 2).unwrap();
     let content: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let sha = sha256_hex(&content);
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let mut c = client(&cluster).await;
+        let req: Vec<pb::ScanRequest> = std::iter::once(header(&sha, content.len() as u64, &format!("{i}.bin")))
+            .chain(content.chunks(256 * 1024).map(chunk))
+            .collect();
+        calls.push(tokio::spawn(async move { c.scan(tokio_stream::iter(req)).await }));
+    }
+    let answers: Vec<_> = futures::future::join_all(calls).await.into_iter().map(|a| a.unwrap().unwrap().into_inner()).collect();
+    assert_eq!(answers.iter().filter(|a| !a.cached).count(), 1, "exactly one upload led the scan");
+    assert!(answers.iter().all(|a| a.verdict == answers[0].verdict));
+    assert_eq!(scans_on_workers(&cluster), 1);
+}
 
-    // A: header and the first MiB, then it stalls until told to go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_upload_never_delays_another_clients_upload_of_the_same_content() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 2).unwrap();
+    cluster.add_token("agent", "other-agent").unwrap();
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let sha = sha256_hex(&content);
+
+    // A (one client): header and the first MiB, then it stalls.
     let (tx_a, rx_a) = mpsc::channel(4);
     tx_a.send(header(&sha, content.len() as u64, "a.bin")).await.unwrap();
     tx_a.send(chunk(&content[..1 << 20])).await.unwrap();
@@ -104,32 +138,28 @@ async fn concurrent_scans_of_one_sha256_are_coalesced() {
     let a = tokio::spawn(async move { ca.scan(ReceiverStream::new(rx_a)).await });
     tokio::time::sleep(Duration::from_millis(700)).await;
 
-    // B: the whole file while A is still uploading.
-    let mut cb = client(&cluster).await;
+    // B (another client): the whole file while A stalls. B is scanned at
+    // once: a claim on a content is taken only by a complete, verified upload.
+    let mut cb = cluster.scanner_with(&cluster.url(), Some("other-agent")).await;
     let req: Vec<pb::ScanRequest> =
         std::iter::once(header(&sha, content.len() as u64, "b.bin")).chain(content.chunks(256 * 1024).map(chunk)).collect();
-    let b = tokio::spawn(async move { cb.scan(tokio_stream::iter(req)).await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!b.is_finished(), "B must wait for A's scan, not scan itself");
+    let b = tokio::time::timeout(Duration::from_secs(20), cb.scan(tokio_stream::iter(req)))
+        .await
+        .expect("B waited for A's stalled upload")
+        .unwrap()
+        .into_inner();
+    assert!(!b.cached, "B scanned its own upload");
+    assert!(!a.is_finished(), "A is still stalled");
 
+    // A, once complete, is answered from B's stored verdict.
     for c in content[1 << 20..].chunks(256 * 1024) {
         tx_a.send(chunk(c)).await.unwrap();
     }
     drop(tx_a);
     let a = a.await.unwrap().unwrap().into_inner();
-    let b = b.await.unwrap().unwrap().into_inner();
-    assert!(!a.cached, "A led the scan");
-    assert!(b.cached, "B was answered by A's scan");
+    assert!(a.cached, "A was answered by B's scan");
     assert_eq!(a.verdict, b.verdict);
-
-    // One scan ran on the workers in all.
-    let scanned = qala_tests::wait_for("heartbeat counters", Duration::from_secs(5), || {
-        let s = cluster.status().ok()?;
-        let n: u64 = s["workers"].as_array()?.iter().map(|w| w["scanned"].as_u64().unwrap_or(0)).sum();
-        (n > 0).then_some(n)
-    })
-    .unwrap();
-    assert_eq!(scanned, 1);
+    assert_eq!(scans_on_workers(&cluster), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

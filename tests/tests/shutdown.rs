@@ -2,12 +2,11 @@
 //! calls and finishes the scans in flight before it exits. (Its own test
 //! binary: the worker's rule-time limit is set through the environment.)
 
-use qala_proto::v1::{self as pb, scanner_client::ScannerClient};
+use qala_proto::v1 as pb;
 use qala_tests::{Cluster, scan_messages, wait_for};
 use std::time::Duration;
 
-async fn scan(url: String, data: Vec<u8>) -> Result<pb::ScanResponse, tonic::Status> {
-    let mut client = ScannerClient::connect(url).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+async fn scan(mut client: qala_tests::Scanner, data: Vec<u8>) -> Result<pb::ScanResponse, tonic::Status> {
     Ok(client.scan(tokio_stream::iter(scan_messages(&data, "slow.bin"))).await?.into_inner())
 }
 
@@ -23,9 +22,11 @@ async fn coordinator_finishes_in_flight_scans_on_sigterm_then_exits() {
     )
     .unwrap();
     let mut cluster = Cluster::start(rules.path(), None, 1).unwrap();
-    let url = cluster.url();
-    let scans: Vec<_> =
-        (0..3u8).map(|i| tokio::spawn(scan(url.clone(), (0..200_000u32).map(|j| (j as u8) ^ i).collect()))).collect();
+    let mut scans = Vec::new();
+    for i in 0..3u8 {
+        let client = cluster.scanner().await;
+        scans.push(tokio::spawn(scan(client, (0..200_000u32).map(|j| (j as u8) ^ i).collect())));
+    }
     // The worker has them (its heartbeat reports calls in flight).
     wait_for("scans in flight on the worker", Duration::from_secs(10), || {
         (cluster.status().ok()?["workers"][0]["in_flight"].as_u64()? >= 1).then_some(())
@@ -36,7 +37,11 @@ async fn coordinator_finishes_in_flight_scans_on_sigterm_then_exits() {
     let exited = tokio::task::spawn_blocking(move || coordinator.terminate());
     // New calls are refused once it is shutting down.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let late = scan(url.clone(), b"sent after SIGTERM".to_vec()).await;
+    let late = match tokio::time::timeout(Duration::from_secs(5), cluster.scanner_try()).await {
+        Ok(Ok(client)) => scan(client, b"sent after SIGTERM".to_vec()).await,
+        Ok(Err(e)) => Err(tonic::Status::unavailable(e.to_string())),
+        Err(_) => Err(tonic::Status::unavailable("no connection")),
+    };
     assert!(late.is_err(), "a call after SIGTERM was accepted: {late:?}");
 
     for s in scans {

@@ -61,6 +61,26 @@ async fn conformance(s: &dyn VerdictStore) {
     newer.worker_id = "w9".into();
     s.put(&newer).await.unwrap();
     assert_eq!(s.get("rs1", &bad.sha256).await.unwrap().unwrap().worker_id, "w9");
+
+    // Client tokens (hashes only) and revoked workers, shared by coordinators.
+    let token = |name: &str, role: &str| qala_proto::v1::TokenRecord {
+        name: name.into(),
+        role: role.into(),
+        sha256: sha256_hex(name.as_bytes()),
+        created_ms: 1,
+    };
+    s.put_token(&token("ops", "admin")).await.unwrap();
+    s.put_token(&token("ws-17", "agent")).await.unwrap();
+    s.put_token(&token("ws-17", "analyst")).await.unwrap();
+    let mut tokens = s.tokens().await.unwrap();
+    tokens.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(tokens, vec![token("ops", "admin"), token("ws-17", "analyst")]);
+    assert!(s.delete_token("ws-17").await.unwrap());
+    assert!(!s.delete_token("ws-17").await.unwrap());
+    assert_eq!(s.tokens().await.unwrap(), vec![token("ops", "admin")]);
+    s.revoke_worker("w3", 5).await.unwrap();
+    s.revoke_worker("w3", 6).await.unwrap();
+    assert_eq!(s.revoked_workers().await.unwrap(), vec!["w3".to_string()]);
 }
 
 #[tokio::test]
@@ -71,7 +91,7 @@ async fn embedded_store_conforms_and_persists() {
         let s = EmbeddedStore::open(&path).unwrap();
         conformance(&s).await;
     }
-    let s = store::open(&format!("embedded:{}", path.display())).await.unwrap();
+    let s = store::open(&format!("embedded:{}", path.display()).as_str().into()).await.unwrap();
     let bad = verdict("rs1", "bad", VerdictKind::Malicious, false);
     assert_eq!(s.get("rs1", &bad.sha256).await.unwrap().unwrap().worker_id, "w9", "survives reopening");
     assert!(s.describe().starts_with("embedded:"));
@@ -84,7 +104,7 @@ async fn redis_store_conforms() {
     let s = RedisStore::new(&redis.url()).unwrap();
     s.ping().await.unwrap();
     conformance(&s).await;
-    let again = store::open(&redis.url()).await.unwrap();
+    let again = store::open(&redis.url().as_str().into()).await.unwrap();
     let bad = verdict("rs1", "bad", VerdictKind::Malicious, false);
     assert!(again.get("rs1", &bad.sha256).await.unwrap().is_some(), "a second client sees the same data");
 }
@@ -122,7 +142,7 @@ async fn redis_scan_locks_exclude_other_holders_and_expire() {
 async fn redis_cluster_store_conforms() {
     let d = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start(d.path(), 3).unwrap();
-    let s = store::open(&cluster.url()).await.unwrap();
+    let s = store::open(&cluster.url().as_str().into()).await.unwrap();
     s.ping().await.unwrap();
     // Keys spread over the three primaries: MGET in `get_many` crosses slots.
     conformance(s.as_ref()).await;
@@ -132,7 +152,7 @@ async fn redis_cluster_store_conforms() {
     }
     let shas: Vec<String> = many.iter().map(|v| v.sha256.clone()).collect();
     assert_eq!(s.get_many("rs1", &shas).await.unwrap().len(), 50);
-    let other = store::open(&cluster.url()).await.unwrap();
+    let other = store::open(&cluster.url().as_str().into()).await.unwrap();
     locks(s.as_ref(), other.as_ref()).await;
     // Every node holds some of the keys: the data is really spread.
     for &port in &cluster.ports {
@@ -145,9 +165,9 @@ async fn redis_cluster_store_conforms() {
 async fn redis_sentinel_store_conforms_and_follows_a_failover() {
     let d = tempfile::tempdir().unwrap();
     let mut group = RedisSentinel::start(d.path()).unwrap();
-    let s = store::open(&group.url()).await.unwrap();
+    let s = store::open(&group.url().as_str().into()).await.unwrap();
     conformance(s.as_ref()).await;
-    locks(s.as_ref(), store::open(&group.url()).await.unwrap().as_ref()).await;
+    locks(s.as_ref(), store::open(&group.url().as_str().into()).await.unwrap().as_ref()).await;
     let before = verdict("rs1", "before failover", VerdictKind::Malicious, false);
     s.put(&before).await.unwrap();
 
@@ -182,5 +202,5 @@ async fn embedded_store_is_not_shared_and_grants_every_lock() {
 #[test]
 fn invalid_specs_are_rejected() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    assert!(rt.block_on(store::open("embedded:")).is_err());
+    assert!(rt.block_on(store::open(&"embedded:".into())).is_err());
 }

@@ -2,24 +2,48 @@
 //! environment (`QALA_WORKER_*`).
 
 use clap::Parser;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "qala-worker", version, about = "Qala scan worker: registers with a coordinator and scans the files it sends")]
 pub struct Config {
-    /// Coordinator URL to register with, e.g. http://127.0.0.1:7000; with
-    /// several coordinators (sharing a Redis store), each one's own URL,
-    /// comma-separated or the flag repeated: the worker registers and
+    /// URL of a coordinator's cluster listener, e.g. https://qala.example.org:7001;
+    /// with several coordinators (sharing a Redis store), each one's own
+    /// URL, comma-separated or the flag repeated: the worker registers and
     /// heartbeats with every one of them.
     #[arg(long, env = "QALA_WORKER_COORDINATOR", value_delimiter = ',', required = true)]
     pub coordinator: Vec<String>,
+    /// Directory made by `qala-coordinator pki worker DIR ID`: ca.pem,
+    /// worker.pem, worker-key.pem (reloaded when they change). The worker id
+    /// is the one in the certificate.
+    #[arg(long, env = "QALA_WORKER_TLS", conflicts_with_all = ["insecure", "enroll_token_file"])]
+    pub tls: Option<PathBuf>,
+    /// Get a short-lived certificate from the coordinator with a
+    /// `worker-enroll` token read from this file (and renew it), instead of
+    /// a pre-made --tls directory. Needs --id and --ca.
+    #[arg(long, env = "QALA_WORKER_ENROLL_TOKEN_FILE", requires_all = ["id", "ca"], conflicts_with = "insecure")]
+    pub enroll_token_file: Option<PathBuf>,
+    /// CA certificate of the cluster, to check the coordinator while enrolling.
+    #[arg(long, env = "QALA_WORKER_CA")]
+    pub ca: Option<PathBuf>,
+    /// Where an enrolled worker keeps its certificate and key.
+    #[arg(long, env = "QALA_WORKER_ENROLL_DIR", default_value = "qala-data/worker-enrolled")]
+    pub enroll_dir: PathBuf,
+    /// Plain text instead of TLS, for a test setup on one machine: only on
+    /// a loopback address, to loopback coordinators.
+    #[arg(long, env = "QALA_WORKER_INSECURE")]
+    pub insecure: bool,
     /// Address to listen on for the coordinator's calls (port 0 picks a free port).
     #[arg(long, env = "QALA_WORKER_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// URL the coordinator should dial; defaults to http://<bound listen address>.
+    /// URL the coordinator should dial; defaults to https://<bound listen
+    /// address> (http:// with --insecure). Its host must be one the
+    /// worker's certificate names.
     #[arg(long, env = "QALA_WORKER_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Stable worker id (placement follows it); defaults to <hostname>-<port>.
+    /// Stable worker id (placement follows it); with --tls it must be the
+    /// certificate's (which it defaults to); else defaults to <hostname>-<port>.
     #[arg(long, env = "QALA_WORKER_ID")]
     pub id: Option<String>,
     /// Scan threads, each with its own yara-x scanner; defaults to the CPU count.
@@ -60,6 +84,10 @@ pub struct Config {
     /// the next worker.
     #[arg(long, env = "QALA_WORKER_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// A call that sends nothing for this many seconds is cancelled and
+    /// frees its admission slot.
+    #[arg(long, env = "QALA_WORKER_UPLOAD_STALL_SECS", default_value_t = 30)]
+    pub upload_stall_secs: u64,
 }
 
 impl Config {

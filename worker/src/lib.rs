@@ -9,6 +9,7 @@
 
 pub mod config;
 mod convert;
+mod identity;
 mod pool;
 mod register;
 mod rules;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 /// Run a worker on `listener` until `shutdown` resolves. In-flight scans are
@@ -32,16 +32,59 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    qala_tls::install_crypto_provider();
     let local = listener.local_addr()?;
-    let advertise = config.advertise.clone().unwrap_or_else(|| format!("http://{local}"));
-    let worker_id = config.id.clone().unwrap_or_else(|| format!("{}-{}", hostname(), local.port()));
+    let mut coordinators: Vec<String> =
+        config.coordinator.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+    coordinators.dedup();
+    if coordinators.is_empty() {
+        anyhow::bail!("no coordinator URL given");
+    }
+    if config.insecure {
+        qala_tls::check_plaintext_bind(&local)?;
+        for c in &coordinators {
+            qala_tls::check_plaintext_url(c)?;
+        }
+    } else if let Some(c) = coordinators.iter().find(|c| !c.starts_with("https://")) {
+        anyhow::bail!("coordinator URL {c} must be https:// (or run with --insecure on loopback)");
+    }
+    let scheme = if config.insecure { "http" } else { "https" };
+    let advertise = config.advertise.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
+    let advertise_host = qala_tls::url_host(&advertise).unwrap_or_default();
+    info!("establishing this worker's identity");
+    let (identity, enrolled) = identity::establish(&config, &advertise_host).await?;
+    let worker_id = match &identity {
+        Some(i) => {
+            let id = i.worker_id()?;
+            if let Some(asked) = config.id.as_ref().filter(|asked| **asked != id) {
+                anyhow::bail!("--id {asked} differs from the worker id in the certificate ({id})");
+            }
+            id
+        }
+        None => config.id.clone().unwrap_or_else(|| format!("{}-{}", hostname(), local.port())),
+    };
+    // Only coordinators (certificates of the cluster CA) may connect.
+    let server_tls = match &identity {
+        Some(i) => Some(qala_tls::ServerTls::load(
+            qala_tls::ServerTlsFiles { cert: i.cert(), key: i.key(), client_ca: Some(i.ca()) },
+            qala_tls::ClientAuth::Required,
+        )?),
+        None => None,
+    };
     let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
 
     info!(worker_id, threads, "starting scan pool");
     let pool = pool::ScanPool::start(threads, config.limits());
     // Two files per thread: one scanning, one arriving.
     let max_in_flight = threads * 2;
-    let state = Arc::new(service::WorkerState::new(worker_id.clone(), pool, config.max_file_size, max_in_flight));
+    let state = Arc::new(service::WorkerState::new(
+        worker_id.clone(),
+        pool,
+        config.max_file_size,
+        max_in_flight,
+        identity.is_some(),
+        Duration::from_secs(config.upload_stall_secs.max(1)),
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let request = qala_proto::v1::RegisterRequest {
@@ -50,12 +93,22 @@ pub async fn run(
         threads: threads as u32,
         max_in_flight: max_in_flight as u32,
         engine_version: qala_engine::ENGINE_VERSION.to_string(),
+        max_file_size: config.max_file_size,
     };
-    let mut coordinators: Vec<String> =
-        config.coordinator.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
-    coordinators.dedup();
-    if coordinators.is_empty() {
-        anyhow::bail!("no coordinator URL given");
+    let mut background = Vec::new();
+    if let (Some(i), Some((lifetime, token))) = (&identity, enrolled) {
+        let enrolled = identity::Enrolled {
+            coordinator: coordinators[0].clone(),
+            ca: config.ca.clone().unwrap_or_else(|| i.ca()),
+            token,
+            id: worker_id.clone(),
+            hosts: vec![advertise_host.clone()],
+            dir: i.dir.clone(),
+        };
+        background.push(tokio::spawn(identity::renew(enrolled, lifetime, stop_rx.clone())));
+    }
+    if let Some(tls) = &server_tls {
+        background.push(tokio::spawn(tls.clone().watch(Duration::from_secs(2), stop_rx.clone())));
     }
     // One registration and heartbeat loop per coordinator: each keeps its
     // own view of membership and its own share of this worker's slots.
@@ -63,7 +116,7 @@ pub async fn run(
         .into_iter()
         .map(|coordinator| {
             info!(coordinator, advertise, "registering with coordinator");
-            tokio::spawn(register::run(coordinator, request.clone(), state.clone(), stop_rx.clone()))
+            tokio::spawn(register::run(coordinator, request.clone(), state.clone(), stop_rx.clone(), identity.clone()))
         })
         .collect();
 
@@ -87,7 +140,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(qala_tls::incoming(listener, server_tls), async move {
             shutdown.await;
             info!(in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed), "draining: finishing in-flight scans");
             let _ = stop_tx.send(true);
@@ -102,7 +155,7 @@ pub async fn run(
             Ok(())
         }
     };
-    for r in registrations {
+    for r in registrations.into_iter().chain(background) {
         let _ = r.await;
     }
     info!("worker stopped");

@@ -2,27 +2,54 @@
 //! that restarts forgets its workers; the heartbeat answer says so and the
 //! worker registers again.
 
+use crate::identity::Identity;
 use crate::service::WorkerState;
 use qala_proto::v1::{self as pb, cluster_client::ClusterClient};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
+
+fn client_fresh(coordinator: &str, identity: Option<&Identity>) -> anyhow::Result<ClusterClient<Channel>> {
+    client(coordinator, identity)
+}
 use tracing::{info, warn};
 
-pub async fn run(coordinator: String, request: pb::RegisterRequest, state: Arc<WorkerState>, mut stop: watch::Receiver<bool>) {
+/// A client of `coordinator`'s cluster listener, with this worker's
+/// certificate as it is now (a renewed one is picked up at the next
+/// registration).
+fn client(coordinator: &str, identity: Option<&Identity>) -> anyhow::Result<ClusterClient<Channel>> {
+    let mut endpoint =
+        Endpoint::from_shared(coordinator.to_string())?.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(10));
+    if let Some(i) = identity {
+        endpoint = endpoint.tls_config(i.client()?)?;
+    }
+    Ok(ClusterClient::new(endpoint.connect_lazy()))
+}
+
+pub async fn run(
+    coordinator: String,
+    request: pb::RegisterRequest,
+    state: Arc<WorkerState>,
+    mut stop: watch::Receiver<bool>,
+    identity: Option<Identity>,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut registered: Option<Duration> = None;
-    let endpoint = match Endpoint::from_shared(coordinator.clone()) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(10)),
+    let mut client = match client(&coordinator, identity.as_ref()) {
+        Ok(c) => c,
         Err(e) => {
-            warn!(coordinator, error = %e, "invalid coordinator URL; not registering");
+            warn!(coordinator, error = %e, "cannot make a client of the coordinator; not registering");
             return;
         }
     };
-    let mut client = ClusterClient::new(endpoint.connect_lazy());
     loop {
+        if registered.is_none()
+            && let Ok(c) = client_fresh(&coordinator, identity.as_ref())
+        {
+            client = c;
+        }
         let wait = match registered {
             None => match client.register(request.clone()).await {
                 Ok(resp) => {

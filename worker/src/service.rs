@@ -31,11 +31,24 @@ pub struct WorkerState {
     /// them stall the connection. Coordinators keep to this many calls per
     /// worker; the refusal covers several coordinators sharing a worker.
     admission: Semaphore,
+    /// Mutual TLS: only coordinator certificates may load rules or send files.
+    tls: bool,
+    /// A call that sends nothing for this long is cancelled.
+    stall: std::time::Duration,
 }
 
 impl WorkerState {
-    pub fn new(worker_id: String, pool: ScanPool, max_file_size: u64, max_in_flight: usize) -> Self {
+    pub fn new(
+        worker_id: String,
+        pool: ScanPool,
+        max_file_size: u64,
+        max_in_flight: usize,
+        tls: bool,
+        stall: std::time::Duration,
+    ) -> Self {
         Self {
+            tls,
+            stall,
             admission: Semaphore::new(max_in_flight.max(1)),
             max_in_flight: max_in_flight.max(1),
             worker_id,
@@ -55,6 +68,34 @@ pub struct WorkerService {
 impl WorkerService {
     pub fn new(state: Arc<WorkerState>) -> Self {
         Self { state }
+    }
+
+    /// With TLS, only a coordinator certificate of the cluster CA may call:
+    /// another worker's certificate cannot push rules or files to a peer.
+    fn check_coordinator<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
+        if !self.state.tls {
+            return Ok(());
+        }
+        let cert = qala_tls::peer_info(request)
+            .and_then(|p| p.certs.clone())
+            .and_then(|c| c.first().and_then(|der| qala_tls::PeerCert::parse(der).ok()));
+        match cert.and_then(|c| c.role()) {
+            Some(qala_tls::CertRole::Coordinator(_)) => Ok(()),
+            other => {
+                warn!(peer = ?qala_tls::peer_info(request).and_then(|p| p.remote), role = ?other, "refused {what} from a non-coordinator certificate");
+                Err(Status::permission_denied(format!("{what} is only for coordinator certificates (qala:coordinator:NAME)")))
+            }
+        }
+    }
+
+    /// The next message of a call, or DEADLINE_EXCEEDED if it stalls.
+    async fn next<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
+        match tokio::time::timeout(self.state.stall, stream.message()).await {
+            Ok(m) => m,
+            Err(_) => {
+                Err(Status::deadline_exceeded(format!("call stalled: nothing received for {} s", self.state.stall.as_secs())))
+            }
+        }
     }
 }
 
@@ -77,10 +118,11 @@ impl Drop for InFlight<'_> {
 #[tonic::async_trait]
 impl pb::worker_server::Worker for WorkerService {
     async fn load_rules(&self, request: Request<Streaming<pb::RulesChunk>>) -> Result<Response<pb::LoadRulesResponse>, Status> {
+        self.check_coordinator(&request, "LoadRules")?;
         let mut stream = request.into_inner();
         let mut id = String::new();
         let mut bytes = Vec::new();
-        while let Some(chunk) = stream.message().await? {
+        while let Some(chunk) = self.next(&mut stream).await? {
             if id.is_empty() {
                 id = chunk.ruleset_id;
                 if id.is_empty() {
@@ -115,6 +157,7 @@ impl pb::worker_server::Worker for WorkerService {
     }
 
     async fn scan_file(&self, request: Request<Streaming<pb::WorkerScanRequest>>) -> Result<Response<pb::Verdict>, Status> {
+        self.check_coordinator(&request, "ScanFile")?;
         let _gauge = InFlight::enter(&self.state.in_flight);
         let _admitted = match self.state.admission.try_acquire() {
             Ok(permit) => permit,
@@ -124,7 +167,7 @@ impl pb::worker_server::Worker for WorkerService {
             Err(tokio::sync::TryAcquireError::Closed) => return Err(Status::unavailable("worker is shutting down")),
         };
         let mut stream = request.into_inner();
-        let header = match stream.message().await?.and_then(|m| m.msg) {
+        let header = match self.next(&mut stream).await?.and_then(|m| m.msg) {
             Some(Msg::Header(h)) => h,
             _ => return Err(Status::invalid_argument("ScanFile: the first message must be a header")),
         };
@@ -138,7 +181,7 @@ impl pb::worker_server::Worker for WorkerService {
         let mut data = Vec::with_capacity(if too_big { 0 } else { header.size.min(64 << 20) as usize });
         let mut hasher = Sha256::new();
         let mut received = 0u64;
-        while let Some(m) = stream.message().await? {
+        while let Some(m) = self.next(&mut stream).await? {
             let Some(Msg::Chunk(chunk)) = m.msg else {
                 return Err(Status::invalid_argument("ScanFile: a second header"));
             };

@@ -14,7 +14,7 @@ fn coordinator_flag_is_required() {
 fn waits_for_an_absent_coordinator_and_stops_on_sigterm() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_qala-worker"))
-        .args(["--coordinator", &format!("http://127.0.0.1:{port}"), "--threads", "1"])
+        .args(["--insecure", "--coordinator", &format!("http://127.0.0.1:{port}"), "--threads", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -3,12 +3,16 @@
 
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
-use qala_proto::v1::Verdict;
-use redb::{Database, ReadableDatabase, TableDefinition};
+use qala_proto::v1::{TokenRecord, Verdict};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts_v1");
+/// Client tokens by name (protobuf `TokenRecord`: name, role, sha256 of the token).
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
+/// Revoked worker ids -> when (Unix ms).
+const REVOKED_WORKERS: TableDefinition<&str, i64> = TableDefinition::new("revoked_workers_v1");
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -28,6 +32,8 @@ impl EmbeddedStore {
         let db = Database::create(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(VERDICTS).map_err(err)?;
+        txn.open_table(TOKENS).map_err(err)?;
+        txn.open_table(REVOKED_WORKERS).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(Self { db: Arc::new(db), path: path.to_path_buf() })
     }
@@ -77,5 +83,63 @@ impl VerdictStore for EmbeddedStore {
 
     fn describe(&self) -> String {
         format!("embedded:{}", self.path.display())
+    }
+
+    async fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        let (name, bytes) = (record.name.clone(), record.encode_to_vec());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            txn.open_table(TOKENS).map_err(err)?.insert(name.as_str(), bytes.as_slice()).map_err(err)?;
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            let existed = txn.open_table(TOKENS).map_err(err)?.remove(name.as_str()).map_err(err)?.is_some();
+            txn.commit().map_err(err)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(TOKENS).map_err(err)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(err)? {
+                let (_, v) = row.map_err(err)?;
+                out.push(TokenRecord::decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke_worker(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            txn.open_table(REVOKED_WORKERS).map_err(err)?.insert(id.as_str(), at_ms).map_err(err)?;
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(REVOKED_WORKERS).map_err(err)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(err)? {
+                out.push(row.map_err(err)?.0.value().to_string());
+            }
+            Ok(out)
+        })
+        .await
     }
 }

@@ -8,7 +8,7 @@
 //! and in gRPC health (`qala.v1.VerdictStore`).
 
 use super::{StoreError, VerdictStore};
-use qala_proto::v1::Verdict;
+use qala_proto::v1::{TokenRecord, Verdict};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,6 +97,31 @@ impl Guarded {
         self.inner.shared()
     }
 
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.down()?;
+        self.record(self.inner.tokens().await)
+    }
+
+    pub async fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        self.down()?;
+        self.record(self.inner.put_token(record).await)
+    }
+
+    pub async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
+        self.down()?;
+        self.record(self.inner.delete_token(name).await)
+    }
+
+    pub async fn revoke_worker(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.down()?;
+        self.record(self.inner.revoke_worker(id, at_ms).await)
+    }
+
+    pub async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
+        self.down()?;
+        self.record(self.inner.revoked_workers().await)
+    }
+
     /// [`VerdictStore::lock`]; with the store down every lock is granted
     /// (degraded: coordinators may then scan one content twice, never wrongly).
     pub async fn lock(&self, key: &str, token: &str, ttl: Duration) -> bool {
@@ -158,6 +183,21 @@ mod tests {
         }
         fn describe(&self) -> String {
             "flaky".into()
+        }
+        async fn put_token(&self, _: &TokenRecord) -> Result<(), StoreError> {
+            self.ping().await
+        }
+        async fn delete_token(&self, _: &str) -> Result<bool, StoreError> {
+            self.ping().await.map(|_| false)
+        }
+        async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+            self.ping().await.map(|_| Vec::new())
+        }
+        async fn revoke_worker(&self, _: &str, _: i64) -> Result<(), StoreError> {
+            self.ping().await
+        }
+        async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
+            self.ping().await.map(|_| Vec::new())
         }
         async fn ping(&self) -> Result<(), StoreError> {
             if self.down.load(Ordering::Relaxed) { Err(StoreError::Redis("connection refused".into())) } else { Ok(()) }

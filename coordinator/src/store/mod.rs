@@ -13,7 +13,7 @@ pub use guard::Guarded;
 pub use redis::RedisStore;
 
 use prost::Message;
-use qala_proto::v1::{Verdict, VerdictKind};
+use qala_proto::v1::{TokenRecord, Verdict, VerdictKind};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -48,6 +48,21 @@ pub trait VerdictStore: Send + Sync + 'static {
 
     /// Human-readable description for status output.
     fn describe(&self) -> String;
+
+    /// Add or replace the client token named `record.name` (its hash only).
+    async fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError>;
+
+    /// Remove the token named `name`; whether there was one.
+    async fn delete_token(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Every client token.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Refuse worker `id` from now on (`at_ms`: when it was revoked).
+    async fn revoke_worker(&self, id: &str, at_ms: i64) -> Result<(), StoreError>;
+
+    /// Every revoked worker id.
+    async fn revoked_workers(&self) -> Result<Vec<String>, StoreError>;
 
     /// Check that the store answers.
     async fn ping(&self) -> Result<(), StoreError> {
@@ -112,12 +127,29 @@ fn decode(bytes: &[u8]) -> Result<Verdict, StoreError> {
     Ok(Verdict::decode(bytes)?)
 }
 
+/// A store spec with the secrets and TLS material that never go into it.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSpec {
+    pub spec: String,
+    /// Redis password (from a file or the environment).
+    pub password: Option<String>,
+    /// CA certificate of a `rediss://` server.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+impl From<&str> for StoreSpec {
+    fn from(spec: &str) -> Self {
+        StoreSpec { spec: spec.to_string(), ..Default::default() }
+    }
+}
+
 /// Open the store named by `spec`: `embedded:PATH`, a bare path, or a Redis
 /// spec (`redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://`;
 /// see [`RedisStore::new`]).
-pub async fn open(spec: &str) -> Result<Arc<dyn VerdictStore>, StoreError> {
+pub async fn open(spec: &StoreSpec) -> Result<Arc<dyn VerdictStore>, StoreError> {
+    let (spec, password) = (spec.spec.as_str(), spec.password.as_deref());
     if ["redis://", "rediss://", "redis+cluster://", "redis+sentinel://"].iter().any(|p| spec.starts_with(p)) {
-        let store = RedisStore::new(spec)?;
+        let store = RedisStore::with_password(spec, password)?;
         // Not reachable yet is not fatal: the coordinator starts degraded.
         if let Err(e) = store.ping().await {
             tracing::warn!(error = %e, "verdict store unreachable at start: scanning without the cache until it answers");

@@ -7,7 +7,7 @@
 
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
-use qala_proto::v1::Verdict;
+use qala_proto::v1::{TokenRecord, Verdict};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
@@ -83,6 +83,11 @@ fn redis_key(ruleset_id: &str, sha256: &str) -> String {
     format!("qala:v1:verdict:{}", key(ruleset_id, sha256))
 }
 
+/// Hash of client tokens: name -> protobuf `TokenRecord` (the token's sha256, never the token).
+const TOKENS_KEY: &str = "qala:v1:tokens";
+/// Hash of revoked worker ids -> Unix ms.
+const REVOKED_WORKERS_KEY: &str = "qala:v1:revoked-workers";
+
 fn lock_key(key: &str) -> String {
     format!("qala:v1:lock:{key}")
 }
@@ -137,6 +142,13 @@ impl RedisStore {
     ///   `USER:PASS@` before the hosts for the master: the master Sentinel
     ///   names for MASTER, followed through failovers.
     pub fn new(spec: &str) -> Result<Self, StoreError> {
+        Self::with_password(spec, None)
+    }
+
+    /// [`RedisStore::new`], with the password (for the ACL user in the spec,
+    /// or `default`) given apart from the spec, so it never has to be on a
+    /// command line.
+    pub fn with_password(spec: &str, password: Option<&str>) -> Result<Self, StoreError> {
         let shown = redact(spec);
         let bad = |e: &dyn std::fmt::Display| err(format!("{shown}: {e}"));
         let target = if let Some(rest) = spec.strip_prefix("redis+cluster://") {
@@ -146,7 +158,11 @@ impl RedisStore {
             }
             let auth = m.userinfo.map(|u| format!("{u}@")).unwrap_or_default();
             let nodes: Vec<String> = m.hosts.iter().map(|h| format!("redis://{auth}{h}")).collect();
-            let client = redis::cluster::ClusterClient::builder(nodes)
+            let mut builder = redis::cluster::ClusterClient::builder(nodes);
+            if let Some(p) = password {
+                builder = builder.password(p);
+            }
+            let client = builder
                 .connection_timeout(CONNECT_TIMEOUT)
                 .response_timeout(RESPONSE_TIMEOUT)
                 .retries(1)
@@ -169,6 +185,9 @@ impl RedisStore {
                 }
                 info = info.set_password(pass);
             }
+            if let Some(p) = password {
+                info = info.set_password(p);
+            }
             let sentinels: Vec<String> = m.hosts.iter().map(|h| format!("redis://{h}")).collect();
             let client = SentinelClient::build(
                 sentinels,
@@ -179,7 +198,12 @@ impl RedisStore {
             .map_err(|e| bad(&e))?;
             Target::Sentinel(tokio::sync::Mutex::new(client))
         } else {
-            Target::Node(redis::Client::open(spec).map_err(|e| bad(&e))?)
+            let mut info = redis::IntoConnectionInfo::into_connection_info(spec).map_err(|e| bad(&e))?;
+            if let Some(p) = password {
+                let settings = info.redis_settings().clone().set_password(p);
+                info = info.set_redis_settings(settings);
+            }
+            Target::Node(redis::Client::open(info).map_err(|e| bad(&e))?)
         };
         Ok(Self { target, conn: tokio::sync::Mutex::new(None), shown })
     }
@@ -290,6 +314,29 @@ impl VerdictStore for RedisStore {
 
     fn describe(&self) -> String {
         self.shown.clone()
+    }
+
+    async fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        let bytes = record.encode_to_vec();
+        self.run(async |c| redis::cmd("HSET").arg(TOKENS_KEY).arg(&record.name).arg(&bytes).query_async(c).await).await
+    }
+
+    async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.run(async |c| redis::cmd("HDEL").arg(TOKENS_KEY).arg(name).query_async(c).await).await?;
+        Ok(n > 0)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let values: Vec<Vec<u8>> = self.run(async |c| redis::cmd("HVALS").arg(TOKENS_KEY).query_async(c).await).await?;
+        values.iter().map(|b| TokenRecord::decode(b.as_slice()).map_err(StoreError::from)).collect()
+    }
+
+    async fn revoke_worker(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.run(async |c| redis::cmd("HSET").arg(REVOKED_WORKERS_KEY).arg(id).arg(at_ms).query_async(c).await).await
+    }
+
+    async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
+        self.run(async |c| redis::cmd("HKEYS").arg(REVOKED_WORKERS_KEY).query_async(c).await).await
     }
 }
 

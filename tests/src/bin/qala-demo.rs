@@ -5,9 +5,8 @@
 //! `scripts/demo.sh` builds everything and runs this.
 
 use anyhow::{Context, Result};
-use qala_tests::{Cluster, eicar, repo_root, zip_of};
+use qala_tests::{Cluster, Options, eicar, repo_root, zip_of};
 use std::path::PathBuf;
-use std::process::Command;
 
 fn main() -> Result<()> {
     let target: Option<PathBuf> = std::env::args_os().nth(1).map(PathBuf::from);
@@ -15,8 +14,10 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&data)?;
     let store = format!("embedded:{}", data.join("demo-verdicts.redb").display());
 
-    println!("starting coordinator and two workers (store {store}) ...");
-    let cluster = Cluster::start(&repo_root().join("rules"), Some(&store), 2)?;
+    println!("making a throwaway PKI and tokens in {} ...", data.display());
+    println!("starting coordinator and two workers over TLS (store {store}) ...");
+    let options = Options { state_dir: Some(data.clone()), ..Options::default() };
+    let cluster = Cluster::start_with(&repo_root().join("rules"), Some(&store), 2, options)?;
     let status = cluster.status()?;
     println!(
         "cluster up at {}: ruleset {} ({} rules), workers {}",
@@ -39,10 +40,18 @@ fn main() -> Result<()> {
             demo_dir.insert(dir).path().to_path_buf()
         }
     };
-    println!("$ qala-agent --server {} scan {}", cluster.url(), path.display());
-    let status = Command::new(qala_tests::bin("qala-agent"))
-        .args(["--server", &cluster.url(), "scan"])
+    println!(
+        "$ qala-agent --server {} --ca {} --token-file {} scan {}",
+        cluster.url(),
+        cluster.ca().display(),
+        cluster.token_file("agent").display(),
+        path.display()
+    );
+    let status = cluster
+        .agent_command(&cluster.url(), "agent")
+        .arg("scan")
         .arg(&path)
+        .stdin(std::process::Stdio::inherit())
         .status()
         .context("running qala-agent")?;
     println!("agent exit code {} (0 clean, 1 detected, 2 errors); stopping the cluster", status.code().unwrap_or(-1));

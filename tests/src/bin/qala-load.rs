@@ -7,7 +7,7 @@
 //! Run by hand (`./scripts/load.sh`); the machine it runs on is the limit.
 
 use anyhow::{Context, Result, bail};
-use qala_proto::v1::{self as pb, scanner_client::ScannerClient};
+use qala_proto::v1 as pb;
 use qala_tests::{Cluster, peak_rss_kib, pseudo_random, repo_root, scan_messages, sha256_hex};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,7 +52,7 @@ fn file(i: usize, size: usize, round: u64) -> Vec<u8> {
     pseudo_random(seed, len)
 }
 
-async fn scan_one(client: &mut ScannerClient<tonic::transport::Channel>, data: &[u8]) -> Result<pb::Verdict> {
+async fn scan_one(client: &mut qala_tests::Scanner, data: &[u8]) -> Result<pb::Verdict> {
     let msgs = scan_messages(data, "load.bin");
     loop {
         match client.scan(tokio_stream::iter(msgs.clone())).await {
@@ -81,10 +81,7 @@ async fn main() -> Result<()> {
         let mut tasks = Vec::new();
         for _ in 0..a.streams {
             // Each stream its own connection, as separate agents would be.
-            let mut client = ScannerClient::connect(cluster.url())
-                .await?
-                .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
+            let mut client = cluster.scanner().await;
             let (next, bytes, latencies, files, size) = (next.clone(), bytes.clone(), latencies.clone(), a.files, a.size);
             tasks.push(tokio::spawn(async move {
                 loop {

@@ -1,0 +1,134 @@
+//! `qala-coordinator pki ...` and `qala-coordinator token ...`: the PKI on
+//! disk, and tokens and revocations either in the store directly (while no
+//! coordinator runs on it: the embedded store is locked by a running one)
+//! or through a running coordinator's admin API.
+
+use crate::auth::{self, Role};
+use crate::config::{AdminTarget, Command, PkiCommand, TokenCommand};
+use crate::store::{self, Guarded};
+use anyhow::{Context, bail};
+use qala_proto::v1::{self as pb, admin_client::AdminClient};
+use qala_tls::{BearerToken, pki};
+use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+type Admin = AdminClient<InterceptedService<Channel, BearerToken>>;
+
+enum Target {
+    Store(Arc<Guarded>),
+    Server(Admin),
+}
+
+async fn target(t: &AdminTarget) -> anyhow::Result<Target> {
+    qala_tls::install_crypto_provider();
+    match (&t.store, &t.server) {
+        (Some(spec), None) => {
+            let s = store::open(&t.store_auth.spec(spec)?).await.with_context(|| format!("opening {spec}"))?;
+            Ok(Target::Store(Guarded::new(s)))
+        }
+        (None, Some(url)) => {
+            let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            if t.insecure {
+                qala_tls::check_plaintext_url(url)?;
+            } else {
+                if !url.starts_with("https://") {
+                    bail!("{url}: use https:// (or --insecure for a loopback coordinator without TLS)");
+                }
+                endpoint = endpoint.tls_config(qala_tls::client_config(t.ca.as_deref(), None)?)?;
+            }
+            let token = qala_tls::read_token(t.token_file.as_deref(), "QALA_TOKEN")?
+                .context("an admin token is needed: --token-file FILE or QALA_TOKEN")?;
+            let channel = endpoint.connect().await.with_context(|| format!("connecting to {url}"))?;
+            Ok(Target::Server(AdminClient::with_interceptor(channel, BearerToken::new(Some(&token))?)))
+        }
+        _ => bail!("say where: --store SPEC (no coordinator running on it) or --server URL --ca FILE --token-file FILE"),
+    }
+}
+
+fn denied(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+}
+
+pub async fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Pki { command } => pki_command(command).await,
+        Command::Token { command } => token_command(command).await,
+    }
+}
+
+async fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init { dir, hosts, name } => {
+            pki::init(&dir, &name, &hosts)?;
+            println!("CA and coordinator certificate in {}:", dir.display());
+            for f in [pki::CA_CERT, pki::CA_KEY, pki::COORDINATOR_CERT, pki::COORDINATOR_KEY] {
+                println!("  {}", dir.join(f).display());
+            }
+            println!("keep {} secret: it signs every certificate of the cluster", dir.join(pki::CA_KEY).display());
+        }
+        PkiCommand::Coordinator { dir, name, hosts } => {
+            let out = pki::coordinator(&dir, &name, &hosts)?;
+            println!("{}", out.display());
+        }
+        PkiCommand::Worker { dir, id, hosts } => {
+            let out = pki::worker(&dir, &id, &hosts)?;
+            println!("{}", out.display());
+        }
+        PkiCommand::Revoke { id, target: t } => {
+            pki::check_name("worker id", &id)?;
+            match target(&t).await? {
+                Target::Store(s) => s.revoke_worker(&id, crate::rules::now_ms()).await?,
+                Target::Server(mut c) => {
+                    c.revoke_worker(pb::RevokeWorkerRequest { worker_id: id.clone() }).await.map_err(denied)?;
+                }
+            }
+            println!("worker {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Add { role, name, target: t } => {
+            let role = Role::parse(&role).map_err(anyhow::Error::msg)?;
+            let token = match target(&t).await? {
+                Target::Store(s) => auth::add_token(&s, &name, role).await.map_err(denied)?.0,
+                Target::Server(mut c) => {
+                    c.add_token(pb::AddTokenRequest { name: name.clone(), role: role.label().into() })
+                        .await
+                        .map_err(denied)?
+                        .into_inner()
+                        .token
+                }
+            };
+            println!("token {name:?} (role {}), shown only this once:", role.label());
+            println!("{token}");
+        }
+        TokenCommand::List { target: t } => {
+            let tokens = match target(&t).await? {
+                Target::Store(s) => s.tokens().await?,
+                Target::Server(mut c) => c.list_tokens(pb::ListTokensRequest {}).await.map_err(denied)?.into_inner().tokens,
+            };
+            let mut tokens = tokens;
+            tokens.sort_by(|a, b| a.name.cmp(&b.name));
+            for tk in tokens {
+                println!("{}\t{}\tcreated_ms={}", tk.name, tk.role, tk.created_ms);
+            }
+        }
+        TokenCommand::Revoke { name, target: t } => {
+            let revoked = match target(&t).await? {
+                Target::Store(s) => s.delete_token(&name).await?,
+                Target::Server(mut c) => {
+                    c.revoke_token(pb::RevokeTokenRequest { name: name.clone() }).await.map_err(denied)?.into_inner().revoked
+                }
+            };
+            if !revoked {
+                bail!("no token named {name:?}");
+            }
+            println!("token {name:?} revoked");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Who may call what: client tokens and their roles, and revoked workers.
+//!
+//! A token is 256 random bits shown once (`qala_` + 64 hex digits); the
+//! store keeps only its sha256, with a name and a role, so coordinators
+//! sharing a store share the tokens. Each coordinator keeps the set in
+//! memory and reads it again every few seconds: a revoked token stops
+//! working within that time, and while the store is down the last set
+//! read stays in force (degraded mode still authenticates).
+
+use crate::store::{Guarded, StoreError};
+use qala_proto::v1::TokenRecord;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::Status;
+use tracing::{info, warn};
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Lookup and Scan: what an endpoint agent does.
+    Agent,
+    /// Lookup, GetVerdict and Status.
+    Analyst,
+    /// Everything, token and rule administration included.
+    Admin,
+    /// Reading metrics.
+    Metrics,
+    /// Trading a certificate signing request for a worker certificate.
+    WorkerEnroll,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [Role::Agent, Role::Analyst, Role::Admin, Role::Metrics, Role::WorkerEnroll];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+            Role::Metrics => "metrics",
+            Role::WorkerEnroll => "worker-enroll",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.label() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: use one of {}", Role::ALL.map(Role::label).join(", ")))
+    }
+
+    fn allows(self, op: Op) -> bool {
+        use Op::*;
+        match self {
+            Role::Admin => true,
+            Role::Agent => matches!(op, Lookup | Scan),
+            Role::Analyst => matches!(op, Lookup | GetVerdict | Status),
+            Role::Metrics => matches!(op, Metrics),
+            Role::WorkerEnroll => matches!(op, Enroll),
+        }
+    }
+}
+
+/// An operation a caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lookup,
+    Scan,
+    GetVerdict,
+    Status,
+    Admin,
+    Metrics,
+    Enroll,
+}
+
+impl Op {
+    fn label(self) -> &'static str {
+        match self {
+            Op::Lookup => "Lookup",
+            Op::Scan => "Scan",
+            Op::GetVerdict => "GetVerdict",
+            Op::Status => "Status",
+            Op::Admin => "administration",
+            Op::Metrics => "metrics",
+            Op::Enroll => "Enroll",
+        }
+    }
+}
+
+/// An authenticated client: the token's name and role, and where it called from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+    pub peer: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// PERMISSION_DENIED unless the role allows `op`.
+    pub fn require(&self, op: Op) -> Result<(), Status> {
+        if self.role.allows(op) {
+            return Ok(());
+        }
+        let allowed: Vec<&str> = Role::ALL.into_iter().filter(|r| r.allows(op)).map(Role::label).collect();
+        Err(Status::permission_denied(format!(
+            "token {:?} has role {}; {} needs {}",
+            self.name,
+            self.role.label(),
+            op.label(),
+            allowed.join(" or ")
+        )))
+    }
+}
+
+/// Credentials a front door found on a request, before they are checked.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub token: Option<String>,
+    pub peer: Option<SocketAddr>,
+}
+
+/// A new token: `qala_` and 256 random bits in hex.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("qala_{}", hex::encode(bytes))
+}
+
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Token names go into logs and audit lines: keep them plain.
+pub fn check_token_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if ok { Ok(()) } else { Err(format!("token name {name:?}: use 1-64 letters, digits, '.', '_', '-' or '@'")) }
+}
+
+/// Make a token for `name` with `role` and store its hash (replacing any
+/// token of that name). Returns the token, shown this once.
+pub async fn add_token(store: &Guarded, name: &str, role: Role) -> Result<(String, TokenRecord), Status> {
+    check_token_name(name).map_err(Status::invalid_argument)?;
+    let token = new_token();
+    let record = TokenRecord {
+        name: name.to_string(),
+        role: role.label().to_string(),
+        sha256: token_sha256(&token),
+        created_ms: crate::rules::now_ms(),
+    };
+    store.put_token(&record).await.map_err(|e| Status::unavailable(format!("verdict store: {e}")))?;
+    Ok((token, record))
+}
+
+#[derive(Default)]
+struct State {
+    /// sha256 of a token -> (name, role).
+    by_hash: HashMap<String, (String, Role)>,
+    revoked_workers: HashSet<String>,
+}
+
+pub struct Auth {
+    store: Arc<Guarded>,
+    state: RwLock<State>,
+    loaded: AtomicBool,
+    /// Where the last set read is kept (hashes only, 0600), so a coordinator
+    /// that starts while the store is down still authenticates.
+    cache: Option<PathBuf>,
+}
+
+/// The auth cache file: what the store said last.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+struct CacheFile {
+    /// (name, role, sha256 of the token)
+    tokens: Vec<(String, String, String)>,
+    revoked_workers: Vec<String>,
+}
+
+impl Auth {
+    /// Read the tokens once; a store that does not answer yet leaves the set
+    /// empty (every call refused) until a refresh succeeds.
+    pub async fn start(store: Arc<Guarded>, cache: Option<PathBuf>) -> Arc<Self> {
+        let auth = Arc::new(Self { store, state: RwLock::default(), loaded: AtomicBool::new(false), cache });
+        match auth.refresh().await {
+            Ok(0) => warn!("no client tokens in the store: every call is refused; add one with `qala-coordinator token add`"),
+            Ok(n) => info!(tokens = n, "client tokens loaded"),
+            Err(e) => match auth.load_cache() {
+                Some(n) => warn!(error = %e, tokens = n, "store unavailable: using the client tokens it gave last (auth cache)"),
+                None => {
+                    warn!(error = %e, "client tokens not loaded yet (store unavailable, no auth cache): calls are refused until they are")
+                }
+            },
+        }
+        auth
+    }
+
+    fn load_cache(&self) -> Option<usize> {
+        let text = std::fs::read_to_string(self.cache.as_ref()?).ok()?;
+        let file: CacheFile = serde_json::from_str(&text).ok()?;
+        let n = file.tokens.len();
+        self.install(
+            file.tokens.into_iter().map(|(name, role, sha256)| TokenRecord { name, role, sha256, created_ms: 0 }).collect(),
+            file.revoked_workers,
+        );
+        Some(n)
+    }
+
+    fn save_cache(&self, tokens: &[TokenRecord], revoked: &[String]) {
+        let Some(path) = &self.cache else { return };
+        let mut file = CacheFile {
+            tokens: tokens.iter().map(|t| (t.name.clone(), t.role.clone(), t.sha256.clone())).collect(),
+            revoked_workers: revoked.to_vec(),
+        };
+        file.tokens.sort();
+        file.revoked_workers.sort();
+        let Ok(text) = serde_json::to_string(&file) else { return };
+        if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
+            return;
+        }
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            warn!(path = %path.display(), error = %e, "cannot write the auth cache");
+        }
+    }
+
+    fn install(&self, tokens: Vec<TokenRecord>, revoked: Vec<String>) -> usize {
+        let mut by_hash = HashMap::new();
+        for t in tokens {
+            match Role::parse(&t.role) {
+                Ok(role) => {
+                    by_hash.insert(t.sha256, (t.name, role));
+                }
+                Err(e) => warn!(token = t.name, error = e, "stored token has an unknown role; ignored"),
+            }
+        }
+        let n = by_hash.len();
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) =
+            State { by_hash, revoked_workers: revoked.into_iter().collect() };
+        self.loaded.store(true, Ordering::Relaxed);
+        n
+    }
+
+    /// Read tokens and revoked workers again; the number of tokens.
+    pub async fn refresh(&self) -> Result<usize, StoreError> {
+        let tokens = self.store.tokens().await?;
+        let revoked = self.store.revoked_workers().await?;
+        self.save_cache(&tokens, &revoked);
+        Ok(self.install(tokens, revoked))
+    }
+
+    /// Refresh every `every` until `stop`; `on_revoked` is told of each
+    /// worker id newly revoked (by another coordinator, or offline).
+    pub async fn keep_fresh(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>, on_revoked: impl Fn(&str) + Send) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let before = self.state.read().unwrap_or_else(|p| p.into_inner()).revoked_workers.clone();
+            // A failure keeps the last set in force; the guard logs the outage.
+            if self.refresh().await.is_ok() {
+                let now = self.state.read().unwrap_or_else(|p| p.into_inner()).revoked_workers.clone();
+                for id in now.difference(&before) {
+                    on_revoked(id);
+                }
+            }
+        }
+    }
+
+    /// The caller `creds` prove to be, or UNAUTHENTICATED.
+    pub fn authenticate(&self, creds: &Credentials) -> Result<Caller, Status> {
+        let Some(token) = creds.token.as_deref() else {
+            return Err(Status::unauthenticated("no token: send `authorization: Bearer <token>` (qala-agent --token-file)"));
+        };
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        match state.by_hash.get(&token_sha256(token)) {
+            Some((name, role)) => Ok(Caller { name: name.clone(), role: *role, peer: creds.peer }),
+            None if !self.loaded.load(Ordering::Relaxed) => {
+                Err(Status::unavailable("client tokens not loaded yet: the verdict store has not answered"))
+            }
+            None => Err(Status::unauthenticated("unknown or revoked token")),
+        }
+    }
+
+    pub fn worker_revoked(&self, id: &str) -> bool {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).revoked_workers.contains(id)
+    }
+
+    /// Record a revocation made here, before the next refresh sees it.
+    pub fn note_revoked(&self, id: &str) {
+        self.state.write().unwrap_or_else(|p| p.into_inner()).revoked_workers.insert(id.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_allow_what_the_readme_says() {
+        let c = |role| Caller { name: "t".into(), role, peer: None };
+        assert!(c(Role::Agent).require(Op::Scan).is_ok() && c(Role::Agent).require(Op::Lookup).is_ok());
+        assert!(c(Role::Agent).require(Op::Status).is_err() && c(Role::Agent).require(Op::GetVerdict).is_err());
+        let denied = c(Role::Analyst).require(Op::Scan).unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(denied.message().contains("analyst") && denied.message().contains("agent or admin"), "{}", denied.message());
+        assert!(c(Role::Analyst).require(Op::GetVerdict).is_ok() && c(Role::Analyst).require(Op::Admin).is_err());
+        assert!(c(Role::WorkerEnroll).require(Op::Enroll).is_ok() && c(Role::WorkerEnroll).require(Op::Lookup).is_err());
+        assert!(Role::ALL.iter().all(|r| {
+            c(Role::Admin)
+                .require(match r {
+                    Role::Metrics => Op::Metrics,
+                    _ => Op::Admin,
+                })
+                .is_ok()
+        }));
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.label()), Ok(r));
+        }
+        let t = new_token();
+        assert!(t.starts_with("qala_") && t.len() == 69 && t != new_token());
+        assert!(check_token_name("ws-17@corp").is_ok() && check_token_name("a b").is_err());
+    }
+}

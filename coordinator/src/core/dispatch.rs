@@ -1,0 +1,207 @@
+//! Sending a checked upload to a worker: the first in its rendezvous
+//! ranking once that worker has a free slot; if it fails (killed,
+//! unreachable, lost its rules) the spool is replayed to the next, up to
+//! [`MAX_FAILOVERS`] times. The verdict is checked and stored.
+
+use super::{Core, kind_label};
+use crate::cluster::WorkerHandle;
+use crate::rules::LoadedRules;
+use crate::spool::Spool;
+use crate::store;
+use qala_proto::v1 as pb;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Response, Status};
+use tracing::{debug, info, warn};
+
+/// Most workers a failed scan moves on to.
+const MAX_FAILOVERS: usize = 3;
+
+/// Pause before asking a busy worker again.
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// An open `ScanFile` call: its request stream and the pending answer.
+struct WorkerCall {
+    tx: mpsc::Sender<pb::WorkerScanRequest>,
+    call: tokio::task::JoinHandle<Result<Response<pb::Verdict>, Status>>,
+}
+
+/// Why one attempt failed.
+enum Failed {
+    /// The upload itself is bad (size, sha256, protocol): no other worker
+    /// would answer differently, the client gets this error.
+    Upload(Status),
+    /// The worker failed: the next one in the ranking gets the upload.
+    Worker(Status),
+    /// The worker has no room (its slots are taken by other coordinators'
+    /// calls): the same or another worker gets the upload in a moment.
+    Busy(Status),
+}
+
+impl Core {
+    /// Scan one upload, received whole and checked (size, sha256).
+    ///
+    /// The upload is read whole before any worker call opens: a worker is
+    /// only ever sent a checked file, and never holds a stream it cannot
+    /// read yet (unread streams fill the HTTP/2 connection window the calls
+    /// it is serving need).
+    pub(super) async fn dispatch(
+        &self,
+        header: &pb::ScanHeader,
+        spool: &mut Spool,
+        rules: &LoadedRules,
+    ) -> Result<pb::Verdict, Status> {
+        let mut tried: Vec<String> = Vec::new();
+        let mut last: Option<Status> = None;
+        let busy_until = tokio::time::Instant::now() + self.cluster.scan_timeout;
+        loop {
+            let Some(slot) = self.cluster.acquire(&header.sha256, &tried).await else { break };
+            let worker = slot.worker.clone();
+            if let Some(e) = &last {
+                warn!(sha256 = header.sha256, failed = tried.last().map(String::as_str), next = worker.id, error = %e.message(), "worker failed; replaying the upload to the next worker");
+            }
+            match send_to(&worker, header, rules, spool).await {
+                Ok(v) => return self.finish(v, &worker, header, rules).await,
+                Err(Failed::Upload(s)) => return Err(s),
+                // Another coordinator's calls fill it: wait a moment and ask
+                // again, for as long as a scan may take.
+                Err(Failed::Busy(s)) => {
+                    drop(slot);
+                    if tokio::time::Instant::now() < busy_until {
+                        debug!(sha256 = header.sha256, worker = worker.id, "worker busy; waiting for a slot");
+                        tokio::time::sleep(BUSY_PAUSE).await;
+                    } else {
+                        tried.push(worker.id.clone());
+                        last = Some(s);
+                    }
+                }
+                Err(Failed::Worker(s)) => {
+                    worker.suspend();
+                    tried.push(worker.id.clone());
+                    last = Some(s);
+                    if tried.len() > MAX_FAILOVERS {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(match last {
+            None => Status::unavailable("no live workers"),
+            Some(last) => Status::unavailable(format!(
+                "no worker could scan {} (tried {}): {}",
+                header.sha256,
+                tried.join(", "),
+                last.message()
+            )),
+        })
+    }
+
+    /// Check that the verdict is the one asked for, and store it.
+    async fn finish(
+        &self,
+        verdict: pb::Verdict,
+        worker: &WorkerHandle,
+        header: &pb::ScanHeader,
+        rules: &LoadedRules,
+    ) -> Result<pb::Verdict, Status> {
+        if verdict.ruleset_id != rules.id || verdict.sha256 != header.sha256 {
+            return Err(Status::internal(format!(
+                "worker {} answered for {}/{} instead of {}/{}",
+                worker.id, verdict.ruleset_id, verdict.sha256, rules.id, header.sha256
+            )));
+        }
+        match self.store.save(&verdict).await {
+            Ok(stored) => info!(sha256 = %verdict.sha256, worker = worker.id, stored, verdict = kind_label(&verdict), "verdict"),
+            // Degraded: the guard already said so once.
+            Err(e @ store::StoreError::Unavailable(_)) => debug!(sha256 = %verdict.sha256, error = %e, "verdict not stored"),
+            Err(e) => warn!(sha256 = %verdict.sha256, error = %e, "verdict not stored"),
+        }
+        Ok(verdict)
+    }
+}
+
+/// Open a `ScanFile` call on `worker` and send it the header.
+async fn open(worker: &WorkerHandle, header: &pb::ScanHeader, rules: &LoadedRules) -> Result<WorkerCall, Status> {
+    worker.ensure_rules(rules).await?;
+    let (tx, rx) = mpsc::channel(2);
+    let first = pb::WorkerScanRequest {
+        msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
+            sha256: header.sha256.clone(),
+            size: header.size,
+            file_name: header.file_name.clone(),
+            ruleset_id: rules.id.clone(),
+        })),
+    };
+    tx.send(first).await.map_err(|_| Status::internal("worker stream closed"))?;
+    let mut client = worker.client.clone();
+    let call = tokio::spawn(async move { client.scan_file(ReceiverStream::new(rx)).await });
+    Ok(WorkerCall { tx, call })
+}
+
+/// Send the checked upload from the spool to `worker` and wait for its verdict.
+async fn send_to(
+    worker: &WorkerHandle,
+    header: &pb::ScanHeader,
+    rules: &LoadedRules,
+    spool: &mut Spool,
+) -> Result<pb::Verdict, Failed> {
+    let WorkerCall { tx, call } = open(worker, header, rules).await.map_err(Failed::Worker)?;
+    let spool_error = |e: std::io::Error| Failed::Upload(Status::unavailable(format!("coordinator spool: {e}")));
+    spool.rewind().await.map_err(spool_error)?;
+    while let Some(chunk) = spool.next_chunk(qala_proto::CHUNK_BYTES).await.map_err(spool_error)? {
+        let m = pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(chunk)) };
+        if tx.send(m).await.is_err() {
+            break; // the worker's answer says why
+        }
+    }
+    drop(tx);
+    answer(worker, header, &rules.id, call).await
+}
+
+/// The verdict for a scan cancelled at the coordinator's deadline.
+fn timeout_verdict(header: &pb::ScanHeader, ruleset_id: &str, worker: &WorkerHandle, e: &Status) -> pb::Verdict {
+    pb::Verdict {
+        sha256: header.sha256.clone(),
+        size: header.size,
+        verdict: pb::VerdictKind::Unscannable as i32,
+        limits_hit: vec![pb::LimitHit {
+            limit: "scan_timeout".into(),
+            object: header.file_name.clone(),
+            detail: format!("no verdict from worker {} within the coordinator's deadline", worker.id),
+        }],
+        errors: vec![format!("timeout: {}", e.message())],
+        worker_id: worker.id.clone(),
+        ruleset_id: ruleset_id.to_string(),
+        engine_version: qala_engine::ENGINE_VERSION.to_string(),
+        scanned_at_ms: crate::rules::now_ms(),
+        ..Default::default()
+    }
+}
+
+/// The worker's answer to a call whose upload was sent whole.
+async fn answer(
+    worker: &WorkerHandle,
+    header: &pb::ScanHeader,
+    ruleset_id: &str,
+    call: tokio::task::JoinHandle<Result<Response<pb::Verdict>, Status>>,
+) -> Result<pb::Verdict, Failed> {
+    match call.await {
+        Ok(Ok(v)) => Ok(v.into_inner()),
+        // Past the deadline the call is cancelled (the worker's stream is
+        // reset). Another worker would most likely take as long: the answer
+        // is `unscannable`, reason timeout, which is never cached.
+        Ok(Err(e)) if e.code() == Code::DeadlineExceeded || e.code() == Code::Cancelled && e.message().contains("Timeout") => {
+            warn!(sha256 = header.sha256, worker = worker.id, "scan exceeded the coordinator's deadline");
+            Ok(timeout_verdict(header, ruleset_id, worker, &e))
+        }
+        Ok(Err(e)) if e.code() == Code::InvalidArgument => Err(Failed::Upload(e)),
+        Ok(Err(e)) if e.code() == Code::ResourceExhausted => Err(Failed::Busy(e)),
+        Ok(Err(e)) if e.code() == Code::FailedPrecondition => {
+            worker.rules_lost().await;
+            Err(Failed::Worker(Status::unavailable(format!("worker {} lacked the rules: {}", worker.id, e.message()))))
+        }
+        Ok(Err(e)) => Err(Failed::Worker(Status::unavailable(format!("worker {} failed: {}", worker.id, e.message())))),
+        Err(e) => Err(Failed::Worker(Status::internal(format!("worker call task failed: {e}")))),
+    }
+}

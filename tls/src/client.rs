@@ -1,0 +1,78 @@
+//! TLS for Qala's clients (agent -> coordinator, worker -> coordinator,
+//! coordinator -> worker): a tonic `ClientTlsConfig` from files.
+
+use crate::{TlsError, load_certs, load_key};
+use std::path::Path;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })
+}
+
+/// Verify servers against `ca` (a PEM file), or the system's roots when
+/// `None`; present `identity` (certificate chain and key files) if given.
+/// The files are checked here, so a wrong path fails at start with its name.
+pub fn client_config(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Result<ClientTlsConfig, TlsError> {
+    let mut config = ClientTlsConfig::new();
+    config = match ca {
+        Some(ca) => {
+            load_certs(ca)?;
+            config.ca_certificate(Certificate::from_pem(read(ca)?))
+        }
+        None => config.with_native_roots(),
+    };
+    if let Some((cert, key)) = identity {
+        load_certs(cert)?;
+        load_key(key)?;
+        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(config)
+}
+
+/// Adds `authorization: Bearer <token>` to every call of a client.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl BearerToken {
+    pub fn new(token: Option<&str>) -> Result<Self, TlsError> {
+        match token {
+            None => Ok(Self(None)),
+            Some(t) => format!("Bearer {}", t.trim())
+                .parse()
+                .map(|v| Self(Some(v)))
+                .map_err(|_| TlsError::Config("the token has characters a header cannot carry".into())),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A token from `file` (first line), or from the environment variable
+/// `env` when no file is given. Warns when the file is readable by others.
+pub fn read_token(file: Option<&Path>, env: &str) -> Result<Option<String>, TlsError> {
+    match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| TlsError::File { path: f.display().to_string(), message: e.to_string() })?;
+            if let Ok(meta) = std::fs::metadata(f) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(file = %f.display(), "token file is readable by other users; chmod 600 it");
+                }
+            }
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.is_empty() {
+                return Err(TlsError::File { path: f.display().to_string(), message: "empty token file".into() });
+            }
+            Ok(Some(token))
+        }
+        None => Ok(std::env::var(env).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())),
+    }
+}

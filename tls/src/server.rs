@@ -1,0 +1,269 @@
+//! TLS for Qala's listeners.
+//!
+//! A [`ServerTls`] holds a rustls server config built from three files (the
+//! server's certificate chain, its key, and the CA whose client
+//! certificates it accepts) and builds it again when any of them changes,
+//! so a renewed certificate or a new CA takes effect without a restart
+//! (connections already open keep theirs). [`incoming`] accepts TCP
+//! connections, runs each handshake in a task of its own under a deadline
+//! (a slow or silent client never holds up the accept loop) and yields
+//! [`Conn`]s, TLS or plain text (`--insecure`), whose [`PeerInfo`] tonic
+//! puts in every request's extensions.
+
+use crate::{TlsError, load_certs, load_key};
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::CertificateDer;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether and how clients present certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificates asked for.
+    None,
+    /// A certificate of the client CA may be presented (and is verified if
+    /// it is); the handlers decide what needs one.
+    Optional,
+    /// A certificate of the client CA is required to connect at all.
+    Required,
+}
+
+/// The files a server's TLS is built from.
+#[derive(Debug, Clone)]
+pub struct ServerTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA of the client certificates accepted (needed unless `ClientAuth::None`).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ServerTlsFiles {
+    fn paths(&self) -> Vec<&PathBuf> {
+        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()].into_iter().flatten().collect()
+    }
+}
+
+pub struct ServerTls {
+    files: ServerTlsFiles,
+    auth: ClientAuth,
+    config: RwLock<Arc<ServerConfig>>,
+    stamps: Mutex<Vec<Option<SystemTime>>>,
+}
+
+fn stamps(files: &ServerTlsFiles) -> Vec<Option<SystemTime>> {
+    files.paths().iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+}
+
+fn build(files: &ServerTlsFiles, auth: ClientAuth) -> Result<ServerConfig, TlsError> {
+    let certs = load_certs(&files.cert)?;
+    let key = load_key(&files.key)?;
+    let builder = ServerConfig::builder();
+    let builder = match auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Optional | ClientAuth::Required => {
+            let ca = files.client_ca.as_ref().ok_or_else(|| TlsError::Config("client authentication needs a CA file".into()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in load_certs(ca)? {
+                roots.add(c).map_err(|e| TlsError::File { path: ca.display().to_string(), message: e.to_string() })?;
+            }
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots));
+            let verifier = if auth == ClientAuth::Optional { verifier.allow_unauthenticated() } else { verifier };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Config(e.to_string()))?)
+        }
+    };
+    let mut config =
+        builder.with_single_cert(certs, key).map_err(|e| TlsError::Config(format!("{}: {e}", files.cert.display())))?;
+    // gRPC is HTTP/2 only.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+impl ServerTls {
+    /// Build from `files`; fails with the file and reason if any is unusable.
+    pub fn load(files: ServerTlsFiles, auth: ClientAuth) -> Result<Arc<Self>, TlsError> {
+        let config = build(&files, auth)?;
+        Ok(Arc::new(Self { stamps: Mutex::new(stamps(&files)), files, auth, config: RwLock::new(Arc::new(config)) }))
+    }
+
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Build the config again if a file changed; a broken new file is
+    /// logged and the config in force stays. True if it was replaced.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = stamps(&self.files);
+        let mut seen = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == now {
+            return false;
+        }
+        *seen = now;
+        match build(&self.files, self.auth) {
+            Ok(config) => {
+                *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+                info!(cert = %self.files.cert.display(), "TLS certificate files changed; reloaded");
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "TLS certificate files changed but do not load; keeping the ones in force");
+                false
+            }
+        }
+    }
+
+    /// Check the files every `every` until `stop` flips.
+    pub async fn watch(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => { self.reload_if_changed(); }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// What a handler knows of the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: Option<SocketAddr>,
+    /// The client's verified certificate chain (TLS with a client certificate).
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    pub tls: bool,
+}
+
+/// The [`PeerInfo`] of a request served through [`incoming`].
+pub fn peer_info<T>(request: &tonic::Request<T>) -> Option<&PeerInfo> {
+    request.extensions().get::<PeerInfo>()
+}
+
+/// A connection accepted by [`incoming`].
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        match self {
+            Conn::Plain(s) => PeerInfo { remote: s.peer_addr().ok(), certs: None, tls: false },
+            Conn::Tls(s) => {
+                let (tcp, session) = s.get_ref();
+                PeerInfo {
+                    remote: tcp.peer_addr().ok(),
+                    certs: session.peer_certificates().map(|c| Arc::new(c.to_vec())),
+                    tls: true,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Accept connections on `listener`: with `tls`, each after its handshake
+/// (run in a task of its own, at most [`HANDSHAKE_TIMEOUT`]); without, as
+/// plain text. Ends when the returned stream is dropped.
+pub fn incoming(listener: TcpListener, tls: Option<Arc<ServerTls>>) -> ReceiverStream<io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel::<io::Result<Conn>>(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, do not spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            match &tls {
+                None => {
+                    if tx.send(Ok(Conn::Plain(tcp))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    let acceptor = TlsAcceptor::from(tls.config());
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
+                            }
+                            Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%remote, "TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
