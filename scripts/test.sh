@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Run Qala's whole test suite: unit tests, the store conformance suite and the
 # end-to-end tests (real coordinator, worker, agent and redis-server processes).
-# Installs redis-server with apt-get when it is missing and we are root.
+# Installs redis-server and systemd-analyze with apt-get when missing and we are root.
 #
 #   ./scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null 2>&1; then
+# redis-server (built with TLS in Debian) for the Redis store tests;
+# systemd-analyze (package systemd) to score the hardened units in deploy/.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing redis-server (needed by the Redis store tests)"
+    echo "installing ${missing[*]} (needed by the tests)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "redis-server is required by the tests: install it (e.g. sudo apt-get install redis-server)" >&2
+    echo "the tests need: ${missing[*]} (e.g. sudo apt-get install ${missing[*]})" >&2
     exit 2
   fi
 fi

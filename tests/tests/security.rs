@@ -193,12 +193,28 @@ fn authentication_works_while_redis_is_down() {
     let d = tempfile::tempdir().unwrap();
     let redis = Redis::start(d.path()).unwrap();
     let cluster = Cluster::start(&repo_root().join("rules"), Some(&redis.url()), 1).unwrap();
-    drop(redis);
-    wait_for("degraded", Duration::from_secs(10), || (cluster.status().ok()?["store_healthy"] == false).then_some(())).unwrap();
+    // A token revoked in the store directly (as another coordinator or an
+    // offline `token revoke --store` would) is refused within the refresh
+    // interval (300 ms in these tests, 2 s by default).
+    cluster.add_token("agent", "doomed").unwrap();
     let tree = tempfile::tempdir().unwrap();
     std::fs::write(tree.path().join("e.com"), eicar()).unwrap();
+    let out = cluster.agent_as(&cluster.url(), "doomed", &["scan", tree.path().to_str().unwrap()]).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let t = Instant::now();
+    coordinator_command(&["token", "revoke", "doomed", "--store", &redis.url()]).unwrap();
+    let took = wait_for("the revoked token to be refused", Duration::from_secs(10), || {
+        let out = cluster.agent_as(&cluster.url(), "doomed", &["scan", tree.path().to_str().unwrap()]).ok()?;
+        (out.status.code() == Some(2)).then(|| t.elapsed())
+    })
+    .unwrap();
+    eprintln!("token revoked in the store refused after {took:?}");
+    drop(redis);
+    wait_for("degraded", Duration::from_secs(10), || (cluster.status().ok()?["store_healthy"] == false).then_some(())).unwrap();
     let (code, lines) = cluster.scan(&[tree.path()]).unwrap();
     assert_eq!((code, lines[0]["verdict"].as_str()), (1, Some("malicious")), "{lines:?}");
+    let out = cluster.agent_as(&cluster.url(), "doomed", &["scan", tree.path().to_str().unwrap()]).unwrap();
+    assert_eq!(out.status.code(), Some(2), "a revoked token came back while Redis was down");
     // Still refused without a token.
     let out = std::process::Command::new(qala_tests::bin("qala-agent"))
         .args(["--server", &cluster.url(), "--ca", cluster.ca().to_str().unwrap(), "scan", tree.path().to_str().unwrap()])

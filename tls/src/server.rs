@@ -267,3 +267,37 @@ pub fn incoming(listener: TcpListener, tls: Option<Arc<ServerTls>>) -> ReceiverS
     });
     ReceiverStream::new(rx)
 }
+
+#[cfg(all(test, feature = "pki"))]
+mod tests {
+    use super::*;
+    use crate::pki;
+
+    #[test]
+    fn changed_files_are_reloaded_and_broken_ones_ignored() {
+        crate::install_crypto_provider();
+        let d = tempfile::tempdir().unwrap();
+        pki::init(d.path(), "main", &[]).unwrap();
+        let files = ServerTlsFiles {
+            cert: d.path().join(pki::COORDINATOR_CERT),
+            key: d.path().join(pki::COORDINATOR_KEY),
+            client_ca: Some(d.path().join(pki::CA_CERT)),
+        };
+        let tls = ServerTls::load(files.clone(), ClientAuth::Optional).unwrap();
+        let first = tls.config();
+        assert!(!tls.reload_if_changed(), "nothing changed");
+        // A renewed certificate: another coordinator bundle copied over.
+        std::thread::sleep(Duration::from_millis(20));
+        let other = pki::coordinator(d.path(), "main", &[]).unwrap();
+        std::fs::copy(other.join(pki::COORDINATOR_KEY), &files.key).unwrap();
+        std::fs::copy(other.join(pki::COORDINATOR_CERT), &files.cert).unwrap();
+        assert!(tls.reload_if_changed());
+        let second = tls.config();
+        assert!(!Arc::ptr_eq(&first, &second), "the new files are in force");
+        // A broken certificate keeps the one in force.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&files.cert, "not a certificate").unwrap();
+        assert!(!tls.reload_if_changed());
+        assert!(Arc::ptr_eq(&second, &tls.config()));
+    }
+}

@@ -27,7 +27,7 @@ pub enum StoreError {
     #[error("stored verdict is corrupt: {0}")]
     Corrupt(#[from] prost::DecodeError),
     #[error(
-        "invalid store spec {0:?}: use embedded:PATH, redis://HOST:PORT, redis+cluster://HOST:PORT[,...] or redis+sentinel://HOST:PORT[,...]/MASTER"
+        "invalid store spec {0:?}: use embedded:PATH, redis[s]://HOST:PORT, redis[s]+cluster://HOST:PORT[,...] or redis[s]+sentinel://HOST:PORT[,...]/MASTER"
     )]
     Spec(String),
     #[error("store unavailable (degraded, retried in the background): {0}")]
@@ -147,9 +147,14 @@ impl From<&str> for StoreSpec {
 /// spec (`redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://`;
 /// see [`RedisStore::new`]).
 pub async fn open(spec: &StoreSpec) -> Result<Arc<dyn VerdictStore>, StoreError> {
+    let ca = match &spec.ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| StoreError::Redis(format!("{}: {e}", path.display())))?),
+        None => None,
+    };
     let (spec, password) = (spec.spec.as_str(), spec.password.as_deref());
-    if ["redis://", "rediss://", "redis+cluster://", "redis+sentinel://"].iter().any(|p| spec.starts_with(p)) {
-        let store = RedisStore::with_password(spec, password)?;
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") || spec.starts_with("redis+") || spec.starts_with("rediss+")
+    {
+        let store = RedisStore::configure(spec, password, ca)?;
         // Not reachable yet is not fatal: the coordinator starts degraded.
         if let Err(e) = store.ping().await {
             tracing::warn!(error = %e, "verdict store unreachable at start: scanning without the cache until it answers");

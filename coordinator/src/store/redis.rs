@@ -10,7 +10,7 @@ use prost::Message;
 use qala_proto::v1::{TokenRecord, Verdict};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::time::Duration;
 
@@ -142,25 +142,49 @@ impl RedisStore {
     ///   `USER:PASS@` before the hosts for the master: the master Sentinel
     ///   names for MASTER, followed through failovers.
     pub fn new(spec: &str) -> Result<Self, StoreError> {
-        Self::with_password(spec, None)
+        Self::configure(spec, None, None)
     }
 
-    /// [`RedisStore::new`], with the password (for the ACL user in the spec,
-    /// or `default`) given apart from the spec, so it never has to be on a
-    /// command line.
-    pub fn with_password(spec: &str, password: Option<&str>) -> Result<Self, StoreError> {
+    /// [`RedisStore::new`], with the password (for the ACL user named in
+    /// the spec, or `default`) given apart from the spec, so it never has to
+    /// be on a command line, and the CA certificate (PEM) of a TLS server:
+    /// `rediss://`, `rediss+cluster://`, `rediss+sentinel://` (without a CA,
+    /// the system's roots).
+    pub fn configure(spec: &str, password: Option<&str>, ca_pem: Option<Vec<u8>>) -> Result<Self, StoreError> {
         let shown = redact(spec);
         let bad = |e: &dyn std::fmt::Display| err(format!("{shown}: {e}"));
-        let target = if let Some(rest) = spec.strip_prefix("redis+cluster://") {
+        let tls = spec.starts_with("rediss");
+        let certs = || redis::TlsCertificates { client_tls: None, root_cert: ca_pem.clone() };
+        // USER:PASS@ or USER@ (the password then given apart).
+        let credentials = |userinfo: Option<&str>| -> (Option<String>, Option<String>) {
+            let (user, pass) = match userinfo {
+                Some(u) => match u.split_once(':') {
+                    Some((user, pass)) => (Some(user.to_string()), Some(pass.to_string())),
+                    None if password.is_some() => (Some(u.to_string()), None),
+                    None => (None, Some(u.to_string())),
+                },
+                None => (None, None),
+            };
+            (user.filter(|u| !u.is_empty()), password.map(str::to_string).or(pass))
+        };
+        let node_scheme = if tls { "rediss" } else { "redis" };
+        let target = if let Some(rest) = spec.strip_prefix("redis+cluster://").or_else(|| spec.strip_prefix("rediss+cluster://"))
+        {
             let m = multi_host(rest);
             if m.hosts.is_empty() || !m.path.is_empty() {
-                return Err(bad(&"expected redis+cluster://[USER:PASS@]HOST:PORT[,HOST:PORT...]"));
+                return Err(bad(&"expected redis+cluster://[USER@]HOST:PORT[,HOST:PORT...]"));
             }
-            let auth = m.userinfo.map(|u| format!("{u}@")).unwrap_or_default();
-            let nodes: Vec<String> = m.hosts.iter().map(|h| format!("redis://{auth}{h}")).collect();
+            let nodes: Vec<String> = m.hosts.iter().map(|h| format!("{node_scheme}://{h}")).collect();
             let mut builder = redis::cluster::ClusterClient::builder(nodes);
-            if let Some(p) = password {
+            let (user, pass) = credentials(m.userinfo);
+            if let Some(u) = user {
+                builder = builder.username(u);
+            }
+            if let Some(p) = pass {
                 builder = builder.password(p);
+            }
+            if tls {
+                builder = builder.tls(redis::TlsMode::Secure).certs(certs());
             }
             let client = builder
                 .connection_timeout(CONNECT_TIMEOUT)
@@ -169,41 +193,50 @@ impl RedisStore {
                 .build()
                 .map_err(|e| bad(&e))?;
             Target::Cluster(client)
-        } else if let Some(rest) = spec.strip_prefix("redis+sentinel://") {
+        } else if let Some(rest) = spec.strip_prefix("redis+sentinel://").or_else(|| spec.strip_prefix("rediss+sentinel://")) {
             let m = multi_host(rest);
             let (Some(master), false) = (m.path.first(), m.hosts.is_empty()) else {
-                return Err(bad(&"expected redis+sentinel://[USER:PASS@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]"));
+                return Err(bad(&"expected redis+sentinel://[USER@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]"));
             };
-            let mut info = redis::RedisConnectionInfo::default();
+            let mut addrs = Vec::new();
+            for h in &m.hosts {
+                let (host, port) = h.rsplit_once(':').ok_or_else(|| bad(&format!("{h}: expected HOST:PORT")))?;
+                let port: u16 = port.parse().map_err(|_| bad(&format!("{h}: bad port")))?;
+                addrs.push(if tls {
+                    redis::ConnectionAddr::TcpTls { host: host.to_string(), port, insecure: false, tls_params: None }
+                } else {
+                    redis::ConnectionAddr::Tcp(host.to_string(), port)
+                });
+            }
+            let mut builder =
+                redis::sentinel::SentinelClientBuilder::new(addrs, master, SentinelServerType::Master).map_err(|e| bad(&e))?;
             if let Some(db) = m.path.get(1) {
-                info = info.set_db(db.parse().map_err(|_| bad(&format!("database {db:?} is not a number")))?);
+                builder =
+                    builder.set_client_to_redis_db(db.parse().map_err(|_| bad(&format!("database {db:?} is not a number")))?);
             }
-            if let Some(userinfo) = m.userinfo {
-                let (user, pass) = userinfo.split_once(':').unwrap_or(("", userinfo));
-                if !user.is_empty() {
-                    info = info.set_username(user);
-                }
-                info = info.set_password(pass);
+            let (user, pass) = credentials(m.userinfo);
+            if let Some(u) = user {
+                builder = builder.set_client_to_redis_username(u);
             }
-            if let Some(p) = password {
-                info = info.set_password(p);
+            if let Some(p) = pass {
+                builder = builder.set_client_to_redis_password(p);
             }
-            let sentinels: Vec<String> = m.hosts.iter().map(|h| format!("redis://{h}")).collect();
-            let client = SentinelClient::build(
-                sentinels,
-                master.to_string(),
-                Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(info)),
-                SentinelServerType::Master,
-            )
-            .map_err(|e| bad(&e))?;
-            Target::Sentinel(tokio::sync::Mutex::new(client))
+            if tls {
+                builder = builder
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_redis_certificates(certs())
+                    .set_client_to_sentinel_certificates(certs());
+            }
+            Target::Sentinel(tokio::sync::Mutex::new(builder.build().map_err(|e| bad(&e))?))
         } else {
             let mut info = redis::IntoConnectionInfo::into_connection_info(spec).map_err(|e| bad(&e))?;
             if let Some(p) = password {
                 let settings = info.redis_settings().clone().set_password(p);
                 info = info.set_redis_settings(settings);
             }
-            Target::Node(redis::Client::open(info).map_err(|e| bad(&e))?)
+            let client = if tls { redis::Client::build_with_tls(info, certs()) } else { redis::Client::open(info) };
+            Target::Node(client.map_err(|e| bad(&e))?)
         };
         Ok(Self { target, conn: tokio::sync::Mutex::new(None), shown })
     }
