@@ -13,6 +13,13 @@ pub struct Cli {
     /// (default: the system's roots).
     #[arg(long, global = true, env = "QALA_CA")]
     pub ca: Option<PathBuf>,
+    /// A client certificate (from `qala-coordinator pki client`) to
+    /// authenticate with instead of a token; with --key.
+    #[arg(long, global = true, env = "QALA_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, global = true, env = "QALA_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// File holding this client's token (or set QALA_TOKEN).
     #[arg(long, global = true, env = "QALA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,

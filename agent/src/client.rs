@@ -23,6 +23,8 @@ pub struct Connect {
     pub server: String,
     pub ca: Option<std::path::PathBuf>,
     pub token: Option<String>,
+    /// A client certificate and its key, instead of a token.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub insecure: bool,
 }
 
@@ -85,7 +87,8 @@ impl Client {
             if !server.starts_with("https://") {
                 anyhow::bail!("{server}: use an https:// URL (or --insecure for a loopback coordinator without TLS)");
             }
-            endpoint = endpoint.tls_config(qala_tls::client_config(c.ca.as_deref(), None)?)?;
+            let identity = c.identity.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()));
+            endpoint = endpoint.tls_config(qala_tls::client_config(c.ca.as_deref(), identity)?)?;
         }
         let inner = ScannerClient::with_interceptor(endpoint.connect_lazy(), BearerToken::new(c.token.as_deref())?)
             .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)

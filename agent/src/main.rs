@@ -28,7 +28,9 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     qala_tls::install_crypto_provider();
     let token = qala_tls::read_token(cli.token_file.as_deref(), "QALA_TOKEN")?;
-    let client = Client::new(&Connect { server: cli.server.clone(), ca: cli.ca.clone(), token, insecure: cli.insecure })?;
+    let identity = cli.cert.clone().zip(cli.key.clone());
+    let client =
+        Client::new(&Connect { server: cli.server.clone(), ca: cli.ca.clone(), token, identity, insecure: cli.insecure })?;
     match cli.command {
         Command::Scan { json, concurrency, threads, paths } => {
             // One cheap call first: a missing, revoked or wrong-role token

@@ -75,15 +75,23 @@ async fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
             let out = pki::worker(&dir, &id, &hosts)?;
             println!("{}", out.display());
         }
-        PkiCommand::Revoke { id, target: t } => {
-            pki::check_name("worker id", &id)?;
+        PkiCommand::Client { dir, name, role } => {
+            Role::parse(&role).map_err(anyhow::Error::msg)?;
+            let out = pki::client(&dir, &name, &role)?;
+            println!("{}", out.display());
+        }
+        PkiCommand::Revoke { id, client, target: t } => {
+            pki::check_name(if client { "client name" } else { "worker id" }, &id)?;
             match target(&t).await? {
-                Target::Store(s) => s.revoke_worker(&id, crate::rules::now_ms()).await?,
+                Target::Store(s) => {
+                    let key = if client { auth::client_revocation_key(&id) } else { id.clone() };
+                    s.revoke_worker(&key, crate::rules::now_ms()).await?
+                }
                 Target::Server(mut c) => {
-                    c.revoke_worker(pb::RevokeWorkerRequest { worker_id: id.clone() }).await.map_err(denied)?;
+                    c.revoke_worker(pb::RevokeWorkerRequest { worker_id: id.clone(), client }).await.map_err(denied)?;
                 }
             }
-            println!("worker {id} revoked");
+            println!("{} {id} revoked", if client { "client certificate" } else { "worker" });
         }
     }
     Ok(())

@@ -124,6 +124,13 @@ impl Caller {
 pub struct Credentials {
     pub token: Option<String>,
     pub peer: Option<SocketAddr>,
+    /// A client certificate of the cluster CA, verified by the handshake.
+    pub cert: Option<qala_tls::PeerCert>,
+}
+
+/// The revocation key of a client certificate name (beside worker ids).
+pub fn client_revocation_key(name: &str) -> String {
+    format!("client:{name}")
 }
 
 /// A new token: `qala_` and 256 random bits in hex.
@@ -289,6 +296,14 @@ impl Auth {
     /// The caller `creds` prove to be, or UNAUTHENTICATED.
     pub fn authenticate(&self, creds: &Credentials) -> Result<Caller, Status> {
         let Some(token) = creds.token.as_deref() else {
+            // A client certificate instead of a token: `qala:client:ROLE:NAME`.
+            if let Some(qala_tls::CertRole::Client { role, name }) = creds.cert.as_ref().and_then(|c| c.role()) {
+                if self.worker_revoked(&client_revocation_key(&name)) {
+                    return Err(Status::unauthenticated(format!("client certificate {name:?} is revoked")));
+                }
+                let role = Role::parse(&role).map_err(Status::unauthenticated)?;
+                return Ok(Caller { name, role, peer: creds.peer });
+            }
             return Err(Status::unauthenticated("no token: send `authorization: Bearer <token>` (qala-agent --token-file)"));
         };
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());

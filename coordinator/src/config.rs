@@ -175,9 +175,22 @@ pub enum PkiCommand {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
-    /// Refuse worker ID from now on, on every coordinator sharing the store.
+    /// A client certificate (`qala:client:ROLE:NAME`) for a client that
+    /// authenticates with it instead of a token: DIR/clients/NAME/.
+    Client {
+        dir: PathBuf,
+        name: String,
+        /// agent, analyst, admin, metrics or worker-enroll.
+        #[arg(long)]
+        role: String,
+    },
+    /// Refuse worker ID (or, with --client, the client certificate NAME)
+    /// from now on, on every coordinator sharing the store.
     Revoke {
         id: String,
+        /// ID is a client certificate's name, not a worker id.
+        #[arg(long)]
+        client: bool,
         #[command(flatten)]
         target: AdminTarget,
     },

@@ -19,7 +19,7 @@ fn credentials<T>(request: &Request<T>) -> Credentials {
         .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    Credentials { token, peer: qala_tls::peer_info(request).and_then(|p| p.remote) }
+    Credentials { token, peer: qala_tls::peer_info(request).and_then(|p| p.remote), cert: peer_cert(request) }
 }
 
 /// The client's leaf certificate, verified by the handshake against the cluster CA.
@@ -115,7 +115,8 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::RevokeWorkerRequest>,
     ) -> Result<Response<pb::RevokeWorkerResponse>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::Admin)?;
-        self.core.revoke_worker(&caller, &request.into_inner().worker_id).await.map(Response::new)
+        let req = request.into_inner();
+        self.core.revoke(&caller, &req.worker_id, req.client).await.map(Response::new)
     }
 }
 

@@ -75,7 +75,8 @@ pub async fn run(
                 key: dir.join(pki::COORDINATOR_KEY),
                 client_ca: Some(dir.join(pki::CA_CERT)),
             };
-            let api = ServerTls::load(files.clone(), ClientAuth::None)?;
+            // Clients may present a certificate (`pki client`) instead of a token.
+            let api = ServerTls::load(files.clone(), ClientAuth::Optional)?;
             // Workers present certificates; an enrolling one has none yet.
             let cluster = ServerTls::load(files.clone(), ClientAuth::Optional)?;
             let client = qala_tls::client_config(Some(&dir.join(pki::CA_CERT)), Some((&files.cert, &files.key)))?;

@@ -451,3 +451,58 @@ fn insecure_mode_is_loopback_only_and_works_there() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_client_certificate_can_stand_in_for_a_token_and_be_revoked() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let pki = cluster.pki.display().to_string();
+    let dir =
+        std::path::PathBuf::from(coordinator_command(&["pki", "client", &pki, "gateway", "--role", "agent"]).unwrap().trim());
+    let soc = std::path::PathBuf::from(coordinator_command(&["pki", "client", &pki, "soc", "--role", "analyst"]).unwrap().trim());
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("e.com"), eicar()).unwrap();
+    let scan_as = |dir: &Path| {
+        std::process::Command::new(qala_tests::bin("qala-agent"))
+            .args(["--server", &cluster.url(), "--ca", cluster.ca().to_str().unwrap()])
+            .arg("--cert")
+            .arg(dir.join("client.pem"))
+            .arg("--key")
+            .arg(dir.join("client-key.pem"))
+            .args(["scan", "--json", tree.path().to_str().unwrap()])
+            .env_remove("QALA_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = scan_as(&dir);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(cluster.audit().iter().any(|l| l["event"] == "scan" && l["client"] == "gateway"));
+    // Its role counts as a token's would.
+    let out = scan_as(&soc);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"), "{out:?}");
+    // A client certificate of another CA gets no handshake.
+    let other = cluster.dir.path().join("other-pki");
+    coordinator_command(&["pki", "init", other.to_str().unwrap()]).unwrap();
+    let foreign = std::path::PathBuf::from(
+        coordinator_command(&["pki", "client", other.to_str().unwrap(), "gateway", "--role", "agent"]).unwrap().trim(),
+    );
+    assert_eq!(scan_as(&foreign).status.code(), Some(2));
+    // Revoked: refused from then on.
+    let (ca, admin) = (cluster.ca().display().to_string(), cluster.token_file("admin").display().to_string());
+    coordinator_command(&[
+        "pki",
+        "revoke",
+        "--client",
+        "gateway",
+        "--server",
+        &cluster.url(),
+        "--ca",
+        &ca,
+        "--token-file",
+        &admin,
+    ])
+    .unwrap();
+    let out = scan_as(&dir);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"), "{out:?}");
+}

@@ -1,8 +1,9 @@
 //! Who a certificate says its holder is.
 //!
 //! Qala certificates name their role and identity in a SAN URI:
-//! `qala:worker:ID` or `qala:coordinator:NAME`; their DNS and IP SANs are
-//! the addresses the holder may be reached at.
+//! `qala:worker:ID`, `qala:coordinator:NAME` or, for a client that uses a
+//! certificate instead of a token, `qala:client:ROLE:NAME`; their DNS and
+//! IP SANs are the addresses the holder may be reached at.
 
 use crate::TlsError;
 use std::net::IpAddr;
@@ -13,6 +14,11 @@ use x509_parser::prelude::*;
 pub enum CertRole {
     Worker(String),
     Coordinator(String),
+    /// A client: its role (as a token's) and name.
+    Client {
+        role: String,
+        name: String,
+    },
 }
 
 /// What Qala reads from a (verified) leaf certificate.
@@ -66,6 +72,11 @@ impl PeerCert {
             match kind {
                 "worker" => Some(CertRole::Worker(id.to_string())),
                 "coordinator" => Some(CertRole::Coordinator(id.to_string())),
+                "client" => {
+                    let (role, name) = id.split_once(':')?;
+                    (!role.is_empty() && !name.is_empty())
+                        .then(|| CertRole::Client { role: role.to_string(), name: name.to_string() })
+                }
                 _ => None,
             }
         });
@@ -77,7 +88,7 @@ impl PeerCert {
     pub fn worker_id(&self) -> Option<String> {
         match self.role()? {
             CertRole::Worker(id) => Some(id),
-            CertRole::Coordinator(_) => None,
+            CertRole::Coordinator(_) | CertRole::Client { .. } => None,
         }
     }
 

@@ -26,6 +26,8 @@ pub const COORDINATOR_CERT: &str = "coordinator.pem";
 pub const COORDINATOR_KEY: &str = "coordinator-key.pem";
 pub const WORKER_CERT: &str = "worker.pem";
 pub const WORKER_KEY: &str = "worker-key.pem";
+pub const CLIENT_CERT: &str = "client.pem";
+pub const CLIENT_KEY: &str = "client-key.pem";
 
 /// Lifetime of the CA.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
@@ -163,6 +165,15 @@ pub fn coordinator(dir: &Path, name: &str, hosts: &[String]) -> Result<PathBuf, 
 pub fn worker(dir: &Path, id: &str, hosts: &[String]) -> Result<PathBuf, TlsError> {
     check_name("worker id", id)?;
     bundle(dir, "workers", id, (WORKER_CERT, WORKER_KEY), &format!("qala:worker:{id}"), &worker_hosts(hosts))
+}
+
+/// A client certificate (`qala:client:ROLE:NAME`), for a client that
+/// authenticates with a certificate instead of a token:
+/// `dir/clients/NAME/` (ca.pem, client.pem, client-key.pem).
+pub fn client(dir: &Path, name: &str, role: &str) -> Result<PathBuf, TlsError> {
+    check_name("client name", name)?;
+    check_name("role", role)?;
+    bundle(dir, "clients", name, (CLIENT_CERT, CLIENT_KEY), &format!("qala:client:{role}:{name}"), &[])
 }
 
 /// A key pair and a certificate signing request for worker `id` (the

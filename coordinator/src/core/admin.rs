@@ -65,13 +65,20 @@ impl Core {
         Ok(pb::ReloadRulesResponse { ruleset_id, changed, errors })
     }
 
-    pub async fn revoke_worker(&self, caller: &Caller, id: &str) -> Result<pb::RevokeWorkerResponse, Status> {
+    /// Revoke worker `id`, or the client certificate name `id` if `client`.
+    pub async fn revoke(&self, caller: &Caller, id: &str, client: bool) -> Result<pb::RevokeWorkerResponse, Status> {
         caller.require(Op::Admin)?;
-        qala_tls::pki::check_name("worker id", id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.store.revoke_worker(id, crate::rules::now_ms()).await.map_err(store_error)?;
-        self.auth.note_revoked(id);
-        self.cluster.evict(id);
-        self.audit.event("admin", Some(caller), json!({"action": "worker_revoked", "worker_id": id}));
+        qala_tls::pki::check_name(if client { "client name" } else { "worker id" }, id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let key = if client { auth::client_revocation_key(id) } else { id.to_string() };
+        self.store.revoke_worker(&key, crate::rules::now_ms()).await.map_err(store_error)?;
+        self.auth.note_revoked(&key);
+        if client {
+            self.audit.event("admin", Some(caller), json!({"action": "client_certificate_revoked", "client": id}));
+        } else {
+            self.cluster.evict(id);
+            self.audit.event("admin", Some(caller), json!({"action": "worker_revoked", "worker_id": id}));
+        }
         Ok(pb::RevokeWorkerResponse {})
     }
 
