@@ -152,6 +152,23 @@ impl Client {
         .await
     }
 
+    /// [`Client::lookup`], asking again for the digests a truncated answer
+    /// left out (large verdicts), until every known one is in.
+    pub async fn lookup_all(&self, sha256: Vec<String>) -> Result<pb::LookupResponse, Status> {
+        let mut resp = self.lookup(sha256.clone()).await?;
+        while resp.truncated {
+            let have: std::collections::HashSet<&str> = resp.verdicts.iter().map(|v| v.sha256.as_str()).collect();
+            let rest: Vec<String> = sha256.iter().filter(|s| !have.contains(s.as_str())).cloned().collect();
+            let more = self.lookup(rest).await?;
+            if more.verdicts.is_empty() {
+                break;
+            }
+            resp.truncated = more.truncated;
+            resp.verdicts.extend(more.verdicts);
+        }
+        Ok(resp)
+    }
+
     pub async fn get_verdict(&self, sha256: &str) -> Result<pb::GetVerdictResponse, Status> {
         self.retry(|mut c| {
             let mut req = tonic::Request::new(pb::GetVerdictRequest { sha256: sha256.to_string() });

@@ -3,7 +3,7 @@
 use clap::Parser;
 use qala_agent::cli::{Cli, Command};
 use qala_agent::client::{Client, Connect};
-use qala_agent::output::{kind, verdict_json, verdict_text};
+use qala_agent::output::{kind, safe, verdict_json, verdict_text};
 use qala_agent::{exit, scan};
 use qala_proto::VerdictKind;
 
@@ -18,7 +18,7 @@ async fn main() {
     let code = match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("qala-agent: {e:#}");
+            eprintln!("qala-agent: {}", safe(&format!("{e:#}")));
             exit::ERROR
         }
     };
@@ -38,7 +38,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Err(e) = client.check_scan_access().await
                 && matches!(e.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
             {
-                eprintln!("qala-agent: not authorized ({:?}): {}", e.code(), e.message());
+                eprintln!("qala-agent: not authorized ({:?}): {}", e.code(), safe(e.message()));
                 return Ok(exit::ERROR);
             }
             let opts = scan::ScanOptions {
@@ -66,7 +66,7 @@ async fn lookup(client: &Client, json: bool, digests: Vec<String>) -> anyhow::Re
     for sha in digests {
         let sha = sha.to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            eprintln!("{sha}: error: not a sha256 (64 hex digits)");
+            eprintln!("{}: error: not a sha256 (64 hex digits)", safe(&sha));
             code = exit::ERROR;
             continue;
         }
@@ -75,10 +75,10 @@ async fn lookup(client: &Client, json: bool, digests: Vec<String>) -> anyhow::Re
     if asked.is_empty() {
         return Ok(code);
     }
-    let resp = match client.lookup(asked.clone()).await {
+    let resp = match client.lookup_all(asked.clone()).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("qala-agent: lookup failed ({:?}): {}", e.code(), e.message());
+            eprintln!("qala-agent: lookup failed ({:?}): {}", e.code(), safe(e.message()));
             return Ok(exit::ERROR);
         }
     };
@@ -135,17 +135,22 @@ async fn status(client: &Client, json: bool) -> anyhow::Result<i32> {
     } else {
         println!("coordinator {} store {}", s.version, s.store);
         if !s.store_healthy {
-            println!("  store DEGRADED (scanning without the cache): {}", s.store_error);
+            println!("  store DEGRADED (scanning without the cache): {}", safe(&s.store_error));
         }
         println!("rules {} ({} rules from {} files)", rules.ruleset_id, rules.rule_count, rules.file_count);
         for e in &rules.last_errors {
-            println!("  last reload failed: {}: {}", e.path, e.message.lines().next().unwrap_or(""));
+            println!("  last reload failed: {}: {}", safe(&e.path), safe(e.message.lines().next().unwrap_or("")));
         }
         println!("{} live workers", s.workers.len());
         for w in &s.workers {
             println!(
                 "  {} {} threads={} rules={} in_flight={} scanned={}",
-                w.worker_id, w.address, w.threads, w.ruleset_id, w.in_flight, w.scanned
+                safe(&w.worker_id),
+                safe(&w.address),
+                w.threads,
+                safe(&w.ruleset_id),
+                w.in_flight,
+                w.scanned
             );
         }
     }

@@ -77,6 +77,7 @@ pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
         "object_meta".into(),
         Value::Array(v.object_meta.iter().map(|o| json!({"object": o.object, "meta": o.meta})).collect()),
     );
+    m.insert("partial".into(), json!(v.partial));
     m.insert("blake3".into(), json!(v.blake3));
     m.insert("file_type".into(), json!(v.file_type));
     m.insert("objects_scanned".into(), json!(v.objects_scanned));
@@ -88,20 +89,43 @@ pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
     m
 }
 
-/// Short text description of a verdict: `malicious: Rule (object), ...`.
+/// `s` safe to print on a terminal or in a log: control characters (C0,
+/// DEL, C1: escape sequences start with them) and the bidirectional
+/// overrides that make text read other than it is are written as `\u{..}`.
+/// Paths, member names, rule names and errors all come from files or
+/// servers the agent does not control.
+pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Short text description of a verdict: `malicious: Rule (object), ...`,
+/// every part from the verdict made [`safe`].
 pub fn verdict_text(v: &pb::Verdict) -> String {
     let mut s = kind(v).label().to_string();
     if !v.detections.is_empty() {
-        let list: Vec<String> = v.detections.iter().map(|d| format!("{}/{} [{}]", d.namespace, d.rule, d.object)).collect();
+        let list: Vec<String> =
+            v.detections.iter().map(|d| format!("{}/{} [{}]", safe(&d.namespace), safe(&d.rule), safe(&d.object))).collect();
         s.push_str(": ");
         s.push_str(&list.join(", "));
     }
     if !v.limits_hit.is_empty() {
-        let list: Vec<String> = v.limits_hit.iter().map(|l| format!("{} at {}", l.limit, l.object)).collect();
+        let list: Vec<String> = v.limits_hit.iter().map(|l| format!("{} at {}", safe(&l.limit), safe(&l.object))).collect();
         s.push_str(&format!(" (limits hit: {})", list.join(", ")));
     }
     if kind(v) == VerdictKind::Unscannable && !v.errors.is_empty() {
-        s.push_str(&format!(" ({})", v.errors.join("; ")));
+        s.push_str(&format!(" ({})", safe(&v.errors.join("; "))));
     }
     s
 }
@@ -190,10 +214,43 @@ pub fn print_result(r: &FileResult, json: bool) {
         Value::Object(m).to_string()
     } else {
         match &r.outcome {
-            Ok(v) => format!("{}: {}{}", r.path.display(), verdict_text(v), if r.cached { " (cached)" } else { "" }),
-            Err(e) => format!("{}: error: {e}", r.path.display()),
+            Ok(v) => {
+                let note = match (r.cached, v.partial) {
+                    (true, true) => " (cached, partial)",
+                    (true, false) => " (cached)",
+                    _ => "",
+                };
+                format!("{}: {}{note}", safe(&r.path.display().to_string()), verdict_text(v))
+            }
+            Err(e) => format!("{}: error: {}", safe(&r.path.display().to_string()), safe(e)),
         }
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_output_escapes_control_characters_and_bidi_overrides() {
+        assert_eq!(safe("plain/path.txt"), "plain/path.txt");
+        assert_eq!(safe("a\x1b[31mred\x07"), "a\\u{1b}[31mred\\u{7}");
+        assert_eq!(safe("inv\u{202E}fdp.exe"), "inv\\u{202e}fdp.exe");
+        assert_eq!(safe("csi\u{9b}2J"), "csi\\u{9b}2J");
+        let v = pb::Verdict {
+            verdict: VerdictKind::Malicious as i32,
+            detections: vec![pb::Detection {
+                rule: "R\x1b]0;owned\x07".into(),
+                namespace: "ns".into(),
+                object: "x.zip/\x1b[2Jevil".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = verdict_text(&v);
+        assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
+        assert!(text.contains("\\u{1b}[2Jevil"), "{text}");
+    }
 }

@@ -94,6 +94,11 @@ fn filters(dict: &[u8]) -> Vec<String> {
     out
 }
 
+/// One byte more than `cap`, so a capped read can tell it was cut.
+fn cap_usize(cap: u64) -> usize {
+    usize::try_from(cap.saturating_add(1)).unwrap_or(usize::MAX)
+}
+
 /// Apply a stream's filters, each stage capped at `cap` bytes.
 pub(crate) fn pdf_decode(stream: &PdfStream, cap: u64) -> MemberData {
     let mut data = stream.raw.to_vec();
@@ -101,8 +106,8 @@ pub(crate) fn pdf_decode(stream: &PdfStream, cap: u64) -> MemberData {
     for f in &stream.filters {
         let step = match f.as_str() {
             "FlateDecode" | "Fl" => read_capped(flate2::read::ZlibDecoder::new(&data[..]), cap, 0),
-            "ASCIIHexDecode" | "AHx" => read_capped(&hex_decode(&data)[..], cap, 0),
-            "ASCII85Decode" | "A85" => read_capped(&ascii85_decode(&data)[..], cap, 0),
+            "ASCIIHexDecode" | "AHx" => read_capped(&hex_decode(&data, b">", cap_usize(cap)).0[..], cap, 0),
+            "ASCII85Decode" | "A85" => read_capped(&ascii85_decode(&data, cap_usize(cap))[..], cap, 0),
             "LZWDecode" | "LZW" => read_capped(&lzw_decode(&data, cap)[..], cap, 0),
             "RunLengthDecode" | "RL" => read_capped(&run_length_decode(&data, cap)[..], cap, 0),
             // Images and unknown filters: scan the bytes as they are.
@@ -129,11 +134,16 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// Hex digits to bytes, skipping whitespace, stopping at `>` (PDF) or `}` (RTF).
-pub(crate) fn hex_decode(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() / 2);
+/// Hex digits up to the first byte of `stop` (other bytes are skipped, as
+/// whitespace is), at most `max` bytes out: the decoded bytes and how many
+/// input bytes were read. Grows as it decodes, never by the input's size.
+pub(crate) fn hex_decode(data: &[u8], stop: &[u8], max: usize) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
     let mut high: Option<u8> = None;
-    for &b in data {
-        if b == b'>' || b == b'}' {
+    let mut read = data.len();
+    for (i, &b) in data.iter().enumerate() {
+        if stop.contains(&b) || out.len() >= max {
+            read = i;
             break;
         }
         let Some(v) = hex_value(b) else { continue };
@@ -142,18 +152,24 @@ pub(crate) fn hex_decode(data: &[u8]) -> Vec<u8> {
             None => high = Some(v),
         }
     }
-    if let Some(h) = high {
+    if let Some(h) = high.filter(|_| out.len() < max) {
         out.push(h << 4);
     }
-    out
+    (out, read)
 }
 
-fn ascii85_decode(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() * 4 / 5);
+/// ASCII85, at most `max` bytes out (a `z` is four zero bytes: a run of
+/// them expands fourfold, so the cap matters).
+fn ascii85_decode(data: &[u8], max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut group = [0u32; 5];
     let mut n = 0;
     let body = data.strip_prefix(b"<~").unwrap_or(data);
     for &b in body {
+        if out.len() >= max {
+            out.truncate(max);
+            return out;
+        }
         match b {
             b'~' => break,
             b'z' if n == 0 => out.extend_from_slice(&[0; 4]),
@@ -264,24 +280,28 @@ pub(crate) struct RtfObject {
     pub data: Vec<u8>,
 }
 
-/// Decode every `\objdata` hex blob; when it is an OLE1 embedded object,
-/// return its native data (often an OLE2 file or a Package).
-pub(crate) fn rtf_objects(data: &[u8], max: usize) -> Vec<RtfObject> {
-    let mut out = Vec::new();
+/// The `\objdata` objects of an RTF document, decoded one at a time as
+/// the walk asks for them (so its object and byte limits stop the work, not
+/// just the output); an OLE1 embedded object gives its native data (often
+/// an OLE2 file or a Package). An object's hex data ends at the next control
+/// word or closing brace, and at most `max_bytes` of it are decoded: a
+/// crafted document of thousands of unterminated `\objdata` runs costs its
+/// own size, not its size times the number of runs.
+pub(crate) fn rtf_objects(data: &[u8], max_bytes: usize) -> impl Iterator<Item = RtfObject> + '_ {
     let mut at = 0;
-    while let Some(p) = find(data, b"\\objdata", at) {
-        if out.len() >= max {
-            break;
-        }
+    let mut n = 0;
+    std::iter::from_fn(move || {
+        let p = find(data, b"\\objdata", at)?;
         at = p + 8;
-        let decoded = hex_decode(&data[at..]);
+        let (decoded, read) = hex_decode(&data[at..], b"\\}", max_bytes);
+        at += read;
+        n += 1;
         let (name, body) = match ole1_native(&decoded) {
-            Some((class, native)) => (format!("object-{}.{}", out.len() + 1, class), native.to_vec()),
-            None => (format!("object-{}.bin", out.len() + 1), decoded),
+            Some((class, native)) => (format!("object-{n}.{class}"), native.to_vec()),
+            None => (format!("object-{n}.bin"), decoded),
         };
-        out.push(RtfObject { name, data: body });
-    }
-    out
+        Some(RtfObject { name, data: body })
+    })
 }
 
 /// OLE1 `EmbeddedObject`: version, format id 2, class name, topic, item,
@@ -319,8 +339,15 @@ mod tests {
 
     #[test]
     fn ascii85_and_hex_and_run_length() {
-        assert_eq!(ascii85_decode(b"<~87cURD]i,\"Ebo80~>"), b"Hello World!");
-        assert_eq!(hex_decode(b"48 65 6c6C6f>"), b"Hello");
+        assert_eq!(ascii85_decode(b"<~87cURD]i,\"Ebo80~>", 1000), b"Hello World!");
+        assert_eq!(ascii85_decode(b"<~zzzzzzzz~>", 10).len(), 10, "a z run stops at the cap");
+        assert_eq!(hex_decode(b"48 65 6c6C6f>", b">", 100), (b"Hello".to_vec(), 12));
+        assert_eq!(hex_decode(b"48656c6c6f", b">", 2).0, b"He");
+        // Unterminated \objdata runs: each stops at the next control word.
+        let rtf: Vec<u8> = b"{\\rtf1".iter().copied().chain(b"\\objdata 41414141 ".repeat(1000)).collect();
+        let objects: Vec<RtfObject> = rtf_objects(&rtf, 1 << 20).collect();
+        assert_eq!(objects.len(), 1000);
+        assert!(objects.iter().all(|o| o.data == b"AAAA"));
         assert_eq!(run_length_decode(&[2, b'a', b'b', b'c', 254, b'z', 128], 100), b"abczzz");
     }
 

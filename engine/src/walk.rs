@@ -489,8 +489,9 @@ impl<I: Inspect> Unpacker<'_, I> {
     }
 
     fn unpack_rtf(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {
-        let objects = docs::rtf_objects(data, self.limits.max_objects as usize);
-        self.extract_buffers(walk, path, depth, FileType::Rtf, objects.into_iter().map(|o| (o.name, Cow::Owned(o.data))));
+        let max = usize::try_from(self.limits.max_object_size.saturating_add(1)).unwrap_or(usize::MAX);
+        let objects = docs::rtf_objects(data, max);
+        self.extract_buffers(walk, path, depth, FileType::Rtf, objects.map(|o| (o.name, Cow::Owned(o.data))));
     }
 
     fn unpack_mbox(&mut self, walk: &mut Walk, data: &[u8], path: &str, depth: u32) {

@@ -45,10 +45,36 @@ async fn conformance(s: &dyn VerdictStore) {
     assert_eq!(many, want);
     assert!(s.get_many("rs1", &[]).await.unwrap().is_empty());
 
-    // Never cached: a clean verdict that hit a limit, an unscannable one.
+    // Kept only an hour, marked partial: a clean verdict that hit a limit,
+    // had an error or an encrypted member.
     let partial = verdict("rs1", "partial", VerdictKind::Clean, true);
-    assert!(!store::save(s, &partial).await.unwrap());
-    assert!(s.get("rs1", &partial.sha256).await.unwrap().is_none());
+    assert!(store::save(s, &partial).await.unwrap());
+    let got = s.get("rs1", &partial.sha256).await.unwrap().unwrap();
+    assert!(got.partial && got.expires_at_ms > 0, "{got:?}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let hour = store::PARTIAL_TTL.as_millis() as i64;
+    assert!(got.expires_at_ms > now + hour - 60_000 && got.expires_at_ms <= now + hour, "kept about an hour");
+    for (what, mut v) in [
+        ("errors", verdict("rs1", "err", VerdictKind::Clean, false)),
+        ("encrypted", verdict("rs1", "enc", VerdictKind::Clean, false)),
+    ] {
+        if what == "errors" {
+            v.errors.push("zip member 3: corrupt deflate stream".into());
+        } else {
+            v.encrypted.push("x.zip/secret.doc".into());
+        }
+        assert!(store::save(s, &v).await.unwrap());
+        assert!(s.get("rs1", &v.sha256).await.unwrap().unwrap().partial, "{what}");
+    }
+    // Past its time it is gone.
+    let mut brief = verdict("rs1", "brief", VerdictKind::Clean, true);
+    brief.partial = true;
+    brief.expires_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 + 30;
+    s.put(&brief).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(s.get("rs1", &brief.sha256).await.unwrap().is_none(), "an expired verdict was served");
+    assert!(s.get_many("rs1", &[brief.sha256.clone()]).await.unwrap().is_empty());
+    // Never kept: an unscannable one.
     let unscannable = verdict("rs1", "odd", VerdictKind::Unscannable, false);
     assert!(!store::save(s, &unscannable).await.unwrap());
     assert!(s.get("rs1", &unscannable.sha256).await.unwrap().is_none());

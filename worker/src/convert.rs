@@ -17,7 +17,7 @@ pub fn now_ms() -> i64 {
 }
 
 pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict {
-    pb::Verdict {
+    let mut v = pb::Verdict {
         sha256: report.sha256,
         blake3: report.blake3,
         size: report.size,
@@ -86,5 +86,159 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
             .map(|m| pb::ObjectMeta { object: m.object, meta: m.meta.into_iter().collect() })
             .collect(),
         worker_id: worker_id.to_string(),
+        ..Default::default()
+    };
+    bound(&mut v);
+    v
+}
+
+/// Longest string kept in a verdict (names, paths, meta values, errors).
+const MAX_TEXT: usize = 1024;
+/// Most entries kept in each list of a verdict.
+const MAX_LIST: usize = 1000;
+/// A verdict's encoded size is kept under this, well below the 16 MiB
+/// message cap, so it always encodes (and leaves room in a `Lookup`).
+pub const MAX_VERDICT_BYTES: usize = 4 << 20;
+
+fn cut(s: &mut String) -> bool {
+    if s.len() <= MAX_TEXT {
+        return false;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str("...[truncated]");
+    true
+}
+
+fn cap<T>(list: &mut Vec<T>, max: usize) -> usize {
+    let dropped = list.len().saturating_sub(max);
+    list.truncate(max);
+    dropped
+}
+
+/// Drop the second half of `list`; how many were dropped.
+fn halve<T>(list: &mut Vec<T>) -> usize {
+    let keep = list.len() / 2;
+    cap(list, keep)
+}
+
+/// Cap every name, path, list and the whole verdict's size, so that a file
+/// with huge names or countless sections, members or detections still gets
+/// a verdict that encodes; what was cut is said in `errors`.
+pub fn bound(v: &mut pb::Verdict) {
+    let mut notes = Vec::new();
+    let mut texts = 0;
+    for d in &mut v.detections {
+        for s in [&mut d.rule, &mut d.namespace, &mut d.object].into_iter().chain(d.tags.iter_mut()).chain(d.meta.values_mut()) {
+            texts += cut(s) as usize;
+        }
+        let extra: Vec<String> = d.meta.keys().skip(64).cloned().collect();
+        for k in extra {
+            d.meta.remove(&k);
+        }
+    }
+    for e in &mut v.executables {
+        texts += cut(&mut e.object) as usize + cut(&mut e.error) as usize + cut(&mut e.entry_section) as usize;
+        for s in e.import_names.iter_mut().chain(e.export_names.iter_mut()).chain(e.facts.iter_mut()) {
+            texts += cut(s) as usize;
+        }
+        for sec in &mut e.sections {
+            texts += cut(&mut sec.name) as usize;
+        }
+        cap(&mut e.sections, MAX_LIST);
+        cap(&mut e.facts, MAX_LIST);
+    }
+    for l in &mut v.limits_hit {
+        texts += cut(&mut l.object) as usize + cut(&mut l.detail) as usize;
+    }
+    for s in v.errors.iter_mut().chain(v.encrypted.iter_mut()) {
+        texts += cut(s) as usize;
+    }
+    for m in &mut v.object_meta {
+        texts += cut(&mut m.object) as usize;
+        for s in m.meta.values_mut() {
+            texts += cut(s) as usize;
+        }
+    }
+    if texts > 0 {
+        notes.push(format!("{texts} names or messages cut at {MAX_TEXT} bytes"));
+    }
+    for (what, dropped) in [
+        ("detections", cap(&mut v.detections, MAX_LIST)),
+        ("executable summaries", cap(&mut v.executables, MAX_LIST)),
+        ("limits hit", cap(&mut v.limits_hit, MAX_LIST)),
+        ("errors", cap(&mut v.errors, MAX_LIST)),
+        ("encrypted members", cap(&mut v.encrypted, MAX_LIST)),
+        ("object metadata", cap(&mut v.object_meta, MAX_LIST)),
+    ] {
+        if dropped > 0 {
+            notes.push(format!("{dropped} {what} left out"));
+        }
+    }
+    // Still too large (many long entries): halve the largest list until it fits.
+    use prost::Message;
+    while v.encoded_len() > MAX_VERDICT_BYTES {
+        let sizes = [
+            v.detections.iter().map(Message::encoded_len).sum::<usize>(),
+            v.executables.iter().map(Message::encoded_len).sum::<usize>(),
+            v.object_meta.iter().map(Message::encoded_len).sum::<usize>(),
+            v.encrypted.iter().map(String::len).sum::<usize>() + v.errors.iter().map(String::len).sum::<usize>(),
+        ];
+        let largest = (0..4).max_by_key(|&i| sizes[i]).unwrap_or(0);
+        let n = match largest {
+            0 => halve(&mut v.detections),
+            1 => halve(&mut v.executables),
+            2 => halve(&mut v.object_meta),
+            _ => halve(&mut v.encrypted) + halve(&mut v.errors),
+        };
+        if n == 0 {
+            break;
+        }
+        notes.push(format!("{n} more entries left out to keep the verdict under {MAX_VERDICT_BYTES} bytes"));
+    }
+    if !notes.is_empty() {
+        v.errors.push(format!("verdict truncated: {}", notes.join("; ")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn a_huge_verdict_is_bounded_and_says_so() {
+        let long = "x".repeat(100_000);
+        let mut v = pb::Verdict {
+            verdict: pb::VerdictKind::Malicious as i32,
+            detections: (0..20_000)
+                .map(|i| pb::Detection {
+                    rule: format!("R{i}"),
+                    object: long.clone(),
+                    meta: (0..100).map(|k| (format!("k{k}"), long[..500].to_string())).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            executables: vec![pb::ExecutableSummary {
+                sections: (0..65_535).map(|i| pb::Section { name: format!("s{i}"), ..Default::default() }).collect(),
+                ..Default::default()
+            }],
+            errors: vec![long.clone(); 5000],
+            ..Default::default()
+        };
+        assert!(v.encoded_len() > qala_proto::MAX_MESSAGE_BYTES);
+        bound(&mut v);
+        assert!(v.encoded_len() <= MAX_VERDICT_BYTES, "{}", v.encoded_len());
+        assert!(v.detections.len() <= MAX_LIST && !v.detections.is_empty());
+        assert!(v.detections[0].object.ends_with("[truncated]") && v.detections[0].meta.len() <= 64);
+        assert!(v.executables[0].sections.len() <= MAX_LIST);
+        assert!(v.errors.last().unwrap().starts_with("verdict truncated:"), "{:?}", v.errors.last());
+        // A small verdict is left alone.
+        let mut small = pb::Verdict { errors: vec!["one".into()], ..Default::default() };
+        bound(&mut small);
+        assert_eq!(small.errors, ["one"]);
     }
 }

@@ -159,18 +159,23 @@ async fn send_to(
     answer(worker, header, &rules.id, call).await
 }
 
-/// The verdict for a scan cancelled at the coordinator's deadline.
-fn timeout_verdict(header: &pb::ScanHeader, ruleset_id: &str, worker: &WorkerHandle, e: &Status) -> pb::Verdict {
+/// `unscannable` with `limit` hit, for an answer the worker could not give:
+/// a scan past the coordinator's deadline (`scan_timeout`), a verdict too
+/// large to send (`verdict_size`). Never cached, never replayed elsewhere.
+fn unscannable(
+    header: &pb::ScanHeader,
+    ruleset_id: &str,
+    worker: &WorkerHandle,
+    limit: &str,
+    detail: String,
+    e: &Status,
+) -> pb::Verdict {
     pb::Verdict {
         sha256: header.sha256.clone(),
         size: header.size,
         verdict: pb::VerdictKind::Unscannable as i32,
-        limits_hit: vec![pb::LimitHit {
-            limit: "scan_timeout".into(),
-            object: header.file_name.clone(),
-            detail: format!("no verdict from worker {} within the coordinator's deadline", worker.id),
-        }],
-        errors: vec![format!("timeout: {}", e.message())],
+        limits_hit: vec![pb::LimitHit { limit: limit.into(), object: header.file_name.clone(), detail }],
+        errors: vec![format!("{limit}: {}", e.message())],
         worker_id: worker.id.clone(),
         ruleset_id: ruleset_id.to_string(),
         engine_version: qala_engine::ENGINE_VERSION.to_string(),
@@ -193,7 +198,15 @@ async fn answer(
         // is `unscannable`, reason timeout, which is never cached.
         Ok(Err(e)) if e.code() == Code::DeadlineExceeded || e.code() == Code::Cancelled && e.message().contains("Timeout") => {
             warn!(sha256 = header.sha256, worker = worker.id, "scan exceeded the coordinator's deadline");
-            Ok(timeout_verdict(header, ruleset_id, worker, &e))
+            let detail = format!("no verdict from worker {} within the coordinator's deadline", worker.id);
+            Ok(unscannable(header, ruleset_id, worker, "scan_timeout", detail, &e))
+        }
+        // A verdict too large to encode or decode says nothing about the
+        // worker's health: the worker is not failed over.
+        Ok(Err(e)) if e.code() == Code::OutOfRange || e.message().contains("message length too large") => {
+            warn!(sha256 = header.sha256, worker = worker.id, error = %e.message(), "verdict too large to send");
+            let detail = format!("worker {}'s verdict exceeds the message size limit", worker.id);
+            Ok(unscannable(header, ruleset_id, worker, "verdict_size", detail, &e))
         }
         Ok(Err(e)) if e.code() == Code::InvalidArgument => Err(Failed::Upload(e)),
         Ok(Err(e)) if e.code() == Code::ResourceExhausted => Err(Failed::Busy(e)),

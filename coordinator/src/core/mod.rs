@@ -41,6 +41,10 @@ pub use lock::LOCK_TTL;
 /// Most digests accepted by one `Lookup`.
 const MAX_LOOKUP: usize = 10_000;
 
+/// Largest `Lookup` answer, well under the 16 MiB message cap (a worker's
+/// verdict is at most 4 MiB encoded, so one always fits).
+const MAX_LOOKUP_BYTES: usize = 12 << 20;
+
 /// The content of an upload after its header, as an adapter hands it over.
 pub type Body = BoxStream<'static, Result<Vec<u8>, Status>>;
 
@@ -206,12 +210,27 @@ impl Core {
         let rules = self.rules.current();
         // With the store down every file is unknown: the agent uploads it
         // and it is scanned again (degraded, never wrong).
-        let verdicts = self.store.get_many(&rules.id, &sha256s).await.unwrap_or_default();
-        self.audit.event("lookup", Some(caller), json!({"asked": sha256s.len(), "answered": verdicts.len()}));
+        let mut verdicts = self.store.get_many(&rules.id, &sha256s).await.unwrap_or_default();
+        // Bounded: a batch of large verdicts is cut, and the client asks again.
+        let mut bytes = 0;
+        let keep = verdicts
+            .iter()
+            .position(|v| {
+                bytes += prost::Message::encoded_len(v) + 8;
+                bytes > MAX_LOOKUP_BYTES
+            })
+            .unwrap_or(verdicts.len());
+        let truncated = keep < verdicts.len();
+        verdicts.truncate(keep.max(usize::from(truncated && keep == 0)));
+        self.audit.event(
+            "lookup",
+            Some(caller),
+            json!({"asked": sha256s.len(), "answered": verdicts.len(), "truncated": truncated}),
+        );
         for v in &verdicts {
             self.served(caller, "lookup", v);
         }
-        Ok(pb::LookupResponse { verdicts, ruleset_id: rules.id.clone() })
+        Ok(pb::LookupResponse { verdicts, ruleset_id: rules.id.clone(), truncated })
     }
 
     pub async fn get_verdict(&self, caller: &Caller, sha256: &str) -> Result<pb::GetVerdictResponse, Status> {

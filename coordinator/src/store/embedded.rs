@@ -53,7 +53,11 @@ fn read_many(db: &Database, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<
     let mut out = Vec::new();
     for sha in sha256s {
         if let Some(v) = table.get(key(ruleset_id, sha).as_str()).map_err(err)? {
-            out.push(decode(v.value())?);
+            // An expired partial verdict is gone (its bytes stay until overwritten).
+            let v = decode(v.value())?;
+            if !super::expired(&v) {
+                out.push(v);
+            }
         }
     }
     Ok(out)

@@ -43,7 +43,8 @@ pub trait VerdictStore: Send + Sync + 'static {
     /// The stored verdicts among `sha256s` for `ruleset_id` (missing ones are left out).
     async fn get_many(&self, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError>;
 
-    /// Store unconditionally under (verdict.ruleset_id, verdict.sha256). Use [`save`].
+    /// Store unconditionally under (verdict.ruleset_id, verdict.sha256),
+    /// until `verdict.expires_at_ms` if set. Use [`save`].
     async fn put(&self, verdict: &Verdict) -> Result<(), StoreError>;
 
     /// Human-readable description for status output.
@@ -98,24 +99,54 @@ pub trait VerdictStore: Send + Sync + 'static {
     }
 }
 
-/// A verdict may be cached unless it is unscannable, or clean while some
-/// part of the submission was not looked at (a limit was hit): the same file
-/// must be scanned again next time rather than be waved through.
-pub fn cacheable(v: &Verdict) -> bool {
+/// How long an incomplete verdict is kept: long enough that rescans do not
+/// upload the file again every time, short enough that new rules or a new
+/// engine soon retry it.
+pub const PARTIAL_TTL: Duration = Duration::from_secs(3600);
+
+/// How long a verdict may be kept.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// A complete verdict, or any detection: for good.
+    Final,
+    /// Clean, but some part of the submission was not looked at (a limit
+    /// was hit, an error, an encrypted member, a contained panic): kept
+    /// [`PARTIAL_TTL`] and marked `partial`, never as final.
+    Partial,
+    /// Unscannable (a timeout, a crash): not kept.
+    Never,
+}
+
+pub fn retention(v: &Verdict) -> Retention {
     match VerdictKind::try_from(v.verdict).unwrap_or(VerdictKind::Unspecified) {
-        VerdictKind::Malicious | VerdictKind::Suspicious => true,
-        VerdictKind::Clean => v.limits_hit.is_empty(),
-        VerdictKind::Unscannable | VerdictKind::Unspecified => false,
+        VerdictKind::Malicious | VerdictKind::Suspicious => Retention::Final,
+        VerdictKind::Clean if v.limits_hit.is_empty() && v.errors.is_empty() && v.encrypted.is_empty() => Retention::Final,
+        VerdictKind::Clean => Retention::Partial,
+        VerdictKind::Unscannable | VerdictKind::Unspecified => Retention::Never,
     }
 }
 
-/// Store `verdict` if [`cacheable`]; returns whether it was stored.
+/// Store `verdict` as its [`retention`] allows; returns whether it was stored.
 pub async fn save(store: &dyn VerdictStore, verdict: &Verdict) -> Result<bool, StoreError> {
-    if !cacheable(verdict) {
-        return Ok(false);
+    match retention(verdict) {
+        Retention::Never => Ok(false),
+        Retention::Final => store.put(verdict).await.map(|_| true),
+        Retention::Partial => {
+            let mut v = verdict.clone();
+            v.partial = true;
+            v.expires_at_ms = now_ms() + PARTIAL_TTL.as_millis() as i64;
+            store.put(&v).await.map(|_| true)
+        }
     }
-    store.put(verdict).await?;
-    Ok(true)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Whether a stored verdict is past its `expires_at_ms`.
+pub(crate) fn expired(v: &Verdict) -> bool {
+    v.expires_at_ms != 0 && v.expires_at_ms <= now_ms()
 }
 
 /// The key of a verdict, and of its scan lock.

@@ -310,6 +310,10 @@ impl VerdictStore for RedisStore {
     async fn put(&self, verdict: &Verdict) -> Result<(), StoreError> {
         let k = redis_key(&verdict.ruleset_id, &verdict.sha256);
         let bytes = verdict.encode_to_vec();
+        if verdict.expires_at_ms != 0 {
+            let ms = (verdict.expires_at_ms - super::now_ms()).max(1);
+            return self.run(async |c| redis::cmd("SET").arg(&k).arg(&bytes).arg("PX").arg(ms).query_async(c).await).await;
+        }
         self.run(async |c| redis::cmd("SET").arg(&k).arg(&bytes).query_async(c).await).await
     }
 
