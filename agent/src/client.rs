@@ -193,7 +193,8 @@ impl Client {
         let header = pb::ScanHeader {
             sha256: sha256.to_string(),
             size,
-            file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            // The name stays on the endpoint: verdicts depend on content only.
+            file_name: String::new(),
             agent_id: agent_id.to_string(),
         };
         let sent = Arc::new(AtomicU64::new(0));

@@ -2,11 +2,12 @@
 //! knows, upload only unknown content, and report a verdict per file.
 //!
 //! The agent never links the scan engine: all it does locally is read and
-//! hash files. Uploads are streamed from disk in chunks, never held whole in
+//! hash files, and check file names (which stay on the endpoint). Uploads are streamed from disk in chunks, never held whole in
 //! memory, and content that several files share is uploaded once.
 
 pub mod cli;
 pub mod client;
+pub mod local;
 pub mod output;
 pub mod scan;
 pub mod walk;

@@ -115,8 +115,14 @@ pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
 pub fn verdict_text(v: &pb::Verdict) -> String {
     let mut s = kind(v).label().to_string();
     if !v.detections.is_empty() {
-        let list: Vec<String> =
-            v.detections.iter().map(|d| format!("{}/{} [{}]", safe(&d.namespace), safe(&d.rule), safe(&d.object))).collect();
+        let list: Vec<String> = v
+            .detections
+            .iter()
+            .map(|d| match d.object.as_str() {
+                "" => format!("{}/{}", safe(&d.namespace), safe(&d.rule)),
+                object => format!("{}/{} [{}]", safe(&d.namespace), safe(&d.rule), safe(object)),
+            })
+            .collect();
         s.push_str(": ");
         s.push_str(&list.join(", "));
     }

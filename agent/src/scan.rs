@@ -41,7 +41,8 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
     // Content being uploaded -> other files with the same content.
     let mut pending: HashMap<String, Vec<(PathBuf, u64)>> = HashMap::new();
     let mut summary = Summary::default();
-    let emit = |r: FileResult, summary: &mut Summary| {
+    let emit = |mut r: FileResult, summary: &mut Summary| {
+        r.outcome = r.outcome.map(|v| crate::local::localize(v, &r.path));
         summary.add(&r);
         print_result(&r, opts.json);
     };

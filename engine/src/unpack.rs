@@ -33,6 +33,18 @@ impl Codec {
     /// The name of the decompressed object: the parent's name without the
     /// codec's extension (`logs.tar.gz` -> `logs.tar`, `a.tgz` -> `a.tar`).
     pub fn child_name(self, parent: &str) -> String {
+        // The submission itself has no name (that is the client's): say
+        // what was decompressed instead.
+        if parent.is_empty() {
+            let codec = match self {
+                Codec::Gzip => "gzip",
+                Codec::Bzip2 => "bzip2",
+                Codec::Xz => "xz",
+                Codec::Lzma => "lzma",
+                Codec::Zstd => "zstd",
+            };
+            return format!("{codec}.decompressed");
+        }
         let lower = parent.to_ascii_lowercase();
         let (exts, tar_exts): (&[&str], &[&str]) = match self {
             Codec::Gzip => (&[".gz", ".gzip", ".z"], &[".tgz", ".taz"]),
@@ -147,5 +159,6 @@ mod tests {
         assert_eq!(Codec::Lzma.child_name("x.tlz"), "x.tar");
         assert_eq!(Codec::Zstd.child_name("blob"), "blob.decompressed");
         assert_eq!(Codec::Gzip.child_name(".gz"), ".gz.decompressed");
+        assert_eq!(Codec::Xz.child_name(""), "xz.decompressed");
     }
 }

@@ -48,6 +48,13 @@ pub(crate) trait Inspect {
 /// measuring the unpackers alone).
 pub(crate) struct NoInspection;
 
+/// The path of a child object: `parent/name`, or just `name` under the root,
+/// whose path is empty (a submission's own name is the client's, not part of
+/// its content).
+pub(crate) fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
+}
+
 impl Inspect for NoInspection {
     fn inspect(&mut self, _: &mut Walk, _: &Object<'_>) {}
 }
@@ -107,7 +114,8 @@ pub(crate) fn walk(
         object_meta: Vec::new(),
         root_unscanned: false,
     };
-    let name = if name.is_empty() { "<root>" } else { name };
+    // An empty name is the submission itself (the worker never has the
+    // client's name): object paths are then relative to it, the root "".
     // The root's blake3 is already in the digests: no second pass.
     if let Ok(h) = blake3::Hash::from_hex(&digests.blake3) {
         walk.seen.insert(*h.as_bytes());
@@ -216,7 +224,7 @@ impl<I: Inspect> Unpacker<'_, I> {
             _ => return,
         };
         let name = codec.child_name(path.rsplit('/').next().unwrap_or(path));
-        let child = format!("{path}/{name}");
+        let child = join(path, &name);
         self.extract(walk, &child, data.len() as u64, depth, ty, |cap| Ok(codec.decode(data, cap)));
     }
 
@@ -244,7 +252,7 @@ impl<I: Inspect> Unpacker<'_, I> {
             if info.is_dir {
                 continue;
             }
-            let child = format!("{path}/{}", info.name);
+            let child = join(path, &info.name);
             if !spans.insert(info.data_start, info.compressed_size) {
                 overlapping += 1;
                 continue;
@@ -290,7 +298,7 @@ impl<I: Inspect> Unpacker<'_, I> {
             walk.errors.push(format!("{path}: {e}"));
         }
         for m in slots {
-            let child = format!("{path}/{}", m.name);
+            let child = join(path, &m.name);
             let flow = self.extract(walk, &child, m.size, depth, ty, |cap| {
                 let start = (m.offset as usize).min(data.len());
                 let end = start.saturating_add(m.size as usize).min(data.len());
@@ -330,7 +338,7 @@ impl<I: Inspect> Unpacker<'_, I> {
         children: impl IntoIterator<Item = (String, Cow<'b, [u8]>)>,
     ) {
         for (name, data) in children {
-            let child = format!("{path}/{name}");
+            let child = join(path, &name);
             let len = data.len() as u64;
             let flow = self.extract(walk, &child, len, depth, ty, |cap| {
                 Ok(match data {
@@ -362,7 +370,7 @@ impl<I: Inspect> Unpacker<'_, I> {
             if entry.is_directory() || !entry.has_stream() {
                 return Ok(true);
             }
-            let child = format!("{path}/{}", entry.name());
+            let child = join(path, entry.name());
             let size = entry.size();
             // 7z compresses blocks, not members: the ratio cap uses the
             // whole archive as the member's footprint.
@@ -392,7 +400,7 @@ impl<I: Inspect> Unpacker<'_, I> {
             .flat_map(|f| f.file_entries().map(|e| (e.name().to_string(), e.uncompressed_size() as u64)).collect::<Vec<_>>())
             .collect();
         for (name, size) in names {
-            let child = format!("{path}/{}", name.replace('\\', "/"));
+            let child = join(path, &name.replace('\\', "/"));
             // Folders compress many files together: the ratio cap uses the
             // whole cabinet as the member's footprint.
             let flow = self.extract(walk, &child, data.len() as u64, depth, FileType::Cab, |cap| {
@@ -414,7 +422,7 @@ impl<I: Inspect> Unpacker<'_, I> {
         };
         let streams = ole.streams();
         for (name, len) in &streams {
-            let child = format!("{path}/{name}");
+            let child = join(path, name);
             // Streams are stored uncompressed: their size is their footprint.
             let flow = self.extract(walk, &child, *len, depth, FileType::Ole2, |cap| ole.read(name, cap, *len));
             if flow == Flow::Stop {
@@ -450,16 +458,16 @@ impl<I: Inspect> Unpacker<'_, I> {
         let dir = match ole.read(&format!("{storage}dir"), max, 0) {
             Ok(raw) => crate::vba::decompress(&raw.data, max as usize),
             Err(e) => {
-                walk.errors.push(format!("{path}/{storage}dir: {e}"));
+                walk.errors.push(format!("{}: {e}", join(path, &format!("{storage}dir"))));
                 return Flow::Continue;
             }
         };
         if let Some(e) = &dir.error {
-            walk.errors.push(format!("{path}/{storage}dir: {e}"));
+            walk.errors.push(format!("{}: {e}", join(path, &format!("{storage}dir"))));
         }
         for module in crate::vba::modules(&dir.data) {
             let stream = format!("{storage}{}", module.stream);
-            let child = format!("{path}/{storage}{}.vba", module.name);
+            let child = join(path, &format!("{storage}{}.vba", module.name));
             // The compressed stream is the source's footprint (ratio cap).
             let stored = streams.iter().find(|(n, _)| *n == stream).map_or(0, |(_, len)| *len);
             let flow = self.extract(walk, &child, stored, depth, FileType::Ole2, |cap| {
@@ -479,7 +487,7 @@ impl<I: Inspect> Unpacker<'_, I> {
             walk.encrypted.push(path.to_string());
         }
         for stream in docs::pdf_streams(data) {
-            let child = format!("{path}/{}", stream.name);
+            let child = join(path, &stream.name);
             let flow = self
                 .extract(walk, &child, stream.raw.len() as u64, depth, FileType::Pdf, |cap| Ok(docs::pdf_decode(&stream, cap)));
             if flow == Flow::Stop {

@@ -207,7 +207,7 @@ impl pb::worker_server::Worker for WorkerService {
             let report = self
                 .state
                 .pool
-                .scan(ruleset.clone(), data, header.file_name.clone())
+                .scan(ruleset.clone(), data, String::new())
                 .await
                 .ok_or_else(|| Status::unavailable("worker is shutting down"))?;
             check_sha(&report.sha256, &header.sha256)?;
@@ -235,7 +235,7 @@ fn too_big_verdict(header: &pb::WorkerScanHeader, sha256: String, ruleset_id: &s
         verdict: pb::VerdictKind::Unscannable as i32,
         limits_hit: vec![pb::LimitHit {
             limit: "max_file_size".into(),
-            object: header.file_name.clone(),
+            object: String::new(),
             detail: format!("{} bytes is over the worker's limit of {}", header.size, state.max_file_size),
         }],
         ruleset_id: ruleset_id.to_string(),

@@ -129,7 +129,9 @@ async fn open(worker: &WorkerHandle, header: &pb::ScanHeader, rules: &LoadedRule
         msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
             sha256: header.sha256.clone(),
             size: header.size,
-            file_name: header.file_name.clone(),
+            // A verdict is a function of content and ruleset: the client's
+            // name for the file never reaches a worker.
+            file_name: String::new(),
             ruleset_id: rules.id.clone(),
         })),
     };
@@ -174,7 +176,7 @@ fn unscannable(
         sha256: header.sha256.clone(),
         size: header.size,
         verdict: pb::VerdictKind::Unscannable as i32,
-        limits_hit: vec![pb::LimitHit { limit: limit.into(), object: header.file_name.clone(), detail }],
+        limits_hit: vec![pb::LimitHit { limit: limit.into(), object: String::new(), detail }],
         errors: vec![format!("{limit}: {}", e.message())],
         worker_id: worker.id.clone(),
         ruleset_id: ruleset_id.to_string(),

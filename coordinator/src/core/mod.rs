@@ -20,7 +20,7 @@ mod lock;
 mod receive;
 
 use crate::audit::Audit;
-use crate::auth::{Auth, Caller, Credentials, Op};
+use crate::auth::{Auth, Caller, Credentials, Op, Role};
 use crate::cluster::Cluster;
 use crate::quota::Quotas;
 use crate::rules::RulesManager;
@@ -199,6 +199,14 @@ impl Core {
         }
     }
 
+    /// What of a verdict `caller` may see: the metadata of objects (a mail's
+    /// headers: From, To, Subject) only for analysts and admins.
+    fn for_caller(caller: &Caller, v: &mut pb::Verdict) {
+        if !matches!(caller.role, Role::Analyst | Role::Admin) {
+            v.object_meta.clear();
+        }
+    }
+
     pub async fn lookup(&self, caller: &Caller, sha256s: Vec<String>) -> Result<pb::LookupResponse, Status> {
         caller.require(Op::Lookup)?;
         if sha256s.len() > MAX_LOOKUP {
@@ -227,8 +235,9 @@ impl Core {
             Some(caller),
             json!({"asked": sha256s.len(), "answered": verdicts.len(), "truncated": truncated}),
         );
-        for v in &verdicts {
+        for v in &mut verdicts {
             self.served(caller, "lookup", v);
+            Self::for_caller(caller, v);
         }
         Ok(pb::LookupResponse { verdicts, ruleset_id: rules.id.clone(), truncated })
     }
@@ -257,7 +266,10 @@ impl Core {
     /// Scan one upload: `header` then `body`. See the module documentation.
     pub async fn scan(&self, caller: &Caller, header: pb::ScanHeader, body: Body) -> Result<pb::ScanResponse, Status> {
         caller.require(Op::Scan)?;
-        let result = self.scan_inner(caller, &header, body).await;
+        let mut result = self.scan_inner(caller, &header, body).await;
+        if let Ok(pb::ScanResponse { verdict: Some(v), .. }) = &mut result {
+            Self::for_caller(caller, v);
+        }
         match &result {
             Ok(r) => {
                 let v = r.verdict.clone().unwrap_or_default();
@@ -405,7 +417,7 @@ fn too_big_verdict(header: &pb::ScanHeader, max: u64, ruleset_id: &str) -> pb::V
         verdict: pb::VerdictKind::Unscannable as i32,
         limits_hit: vec![pb::LimitHit {
             limit: "max_file_size".into(),
-            object: header.file_name.clone(),
+            object: String::new(),
             detail: format!("{} bytes is over the workers' limit of {max}", header.size),
         }],
         ruleset_id: ruleset_id.to_string(),
