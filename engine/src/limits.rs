@@ -19,6 +19,11 @@ pub struct Limits {
     pub max_object_size: u64,
     /// Largest ratio of extracted to compressed size of one member.
     pub max_ratio: u64,
+    /// Most bytes of decoded objects held at once by one submission's walk
+    /// (the submission itself and every extracted object on the way down to
+    /// the one being scanned): a member that would take more is scanned
+    /// truncated to what is left.
+    pub max_scan_memory: u64,
     /// yara-x timeout per object (one-second granularity).
     pub object_timeout: Duration,
     /// Wall-clock budget for a whole submission; objects not reached by
@@ -40,6 +45,7 @@ impl Default for Limits {
             max_total_bytes: 400 * 1024 * 1024,
             max_object_size: 100 * 1024 * 1024,
             max_ratio: 250,
+            max_scan_memory: 512 * 1024 * 1024,
             object_timeout: Duration::from_secs(30),
             max_scan_time: Duration::from_secs(120),
             alert_exceeded: false,
@@ -56,6 +62,7 @@ pub enum Limit {
     MaxTotalBytes,
     MaxObjectSize,
     MaxRatio,
+    MaxScanMemory,
     ObjectTimeout,
     MaxScanTime,
     /// Not a configured limit: whoever asked for the scan stopped waiting
@@ -72,6 +79,7 @@ impl Limit {
             Limit::MaxTotalBytes => "max_total_bytes",
             Limit::MaxObjectSize => "max_object_size",
             Limit::MaxRatio => "max_ratio",
+            Limit::MaxScanMemory => "max_scan_memory",
             Limit::ObjectTimeout => "object_timeout",
             Limit::MaxScanTime => "max_scan_time",
             Limit::Cancelled => "cancelled",

@@ -68,6 +68,9 @@ pub(crate) struct Walk {
     /// Bytes of the objects counted in `objects`.
     pub(crate) bytes: u64,
     pub(crate) extracted: u64,
+    /// Bytes of decoded objects alive now: the submission and the objects
+    /// on the way down to the one being scanned.
+    pub(crate) live: u64,
     /// blake3 of every object already scanned in this submission.
     pub(crate) seen: HashSet<[u8; 32]>,
     pub(crate) detections: Vec<Detection>,
@@ -100,6 +103,7 @@ pub(crate) fn walk(
     let digests = Hasher::digest(data);
     let root_type = root_type.unwrap_or_else(|| FileType::detect(data));
     let mut walk = Walk {
+        live: data.len() as u64,
         objects: 0,
         bytes: 0,
         extracted: 0,
@@ -540,13 +544,22 @@ impl<I: Inspect> Unpacker<'_, I> {
             walk.limit(Limit::MaxTotalBytes, child, format!("more than {} bytes extracted", limits.max_total_bytes));
             return Flow::Stop;
         }
+        let memory = limits.max_scan_memory.saturating_sub(walk.live);
+        if memory == 0 {
+            walk.limit(Limit::MaxScanMemory, child, format!("{} bytes of decoded objects held already", walk.live));
+            return Flow::Stop;
+        }
         // The tightest bound wins, and names the limit if it truncates.
         let ratio_cap = stored_size.saturating_mul(limits.max_ratio).max(RATIO_FLOOR);
-        let (cap, limit) =
-            [(limits.max_object_size, Limit::MaxObjectSize), (budget, Limit::MaxTotalBytes), (ratio_cap, Limit::MaxRatio)]
-                .into_iter()
-                .min_by_key(|(cap, _)| *cap)
-                .expect("three candidates");
+        let (cap, limit) = [
+            (limits.max_object_size, Limit::MaxObjectSize),
+            (budget, Limit::MaxTotalBytes),
+            (ratio_cap, Limit::MaxRatio),
+            (memory, Limit::MaxScanMemory),
+        ]
+        .into_iter()
+        .min_by_key(|(cap, _)| *cap)
+        .expect("four candidates");
         let member = match read(cap) {
             Ok(m) => m,
             Err(e) => {
@@ -568,7 +581,10 @@ impl<I: Inspect> Unpacker<'_, I> {
             return Flow::Continue;
         }
         let ty = FileType::detect(&member.data);
+        let held = member.data.len() as u64;
+        walk.live += held;
         self.scan_object(walk, &member.data, ty, child, depth + 1, parent_type.as_str());
+        walk.live -= held;
         Flow::Continue
     }
 }

@@ -1395,3 +1395,30 @@ fn elf_module_fields_are_intact_with_and_without_trimming() {
         assert!(r.detections.iter().any(|d| d.rule == "ep" && d.object == "t.zip/bin/tool"), "{:?}", r.detections);
     }
 }
+
+/// Decoded objects held at once are counted against `max_scan_memory`: a
+/// zip holding a stored 40 MiB zip whose member is 40 MiB of zeros needs 80
+/// MiB live at the bottom; with 60 MiB allowed the member is cut there.
+#[test]
+fn decoded_objects_held_at_once_are_capped() {
+    let zeros = vec![0u8; 40 << 20];
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("zeros.bin", stored).unwrap();
+    std::io::Write::write_all(&mut w, &zeros).unwrap();
+    let inner = w.finish().unwrap().into_inner();
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    w.start_file("inner.zip", deflated).unwrap();
+    std::io::Write::write_all(&mut w, &inner).unwrap();
+    let outer = w.finish().unwrap().into_inner();
+
+    let limits = Limits { max_scan_memory: 60 << 20, max_ratio: 100_000, ..Limits::default() };
+    let r = Engine::new(bundled(), limits).scan(&outer, "outer.zip");
+    let hit: Vec<_> = r.limits_hit.iter().filter(|l| l.limit == Limit::MaxScanMemory).collect();
+    assert_eq!(hit.len(), 1, "{:?}", r.limits_hit);
+    assert_eq!(hit[0].object, "outer.zip/inner.zip/zeros.bin");
+    // With the default (512 MiB) nothing is cut.
+    let full = Engine::new(bundled(), Limits { max_ratio: 100_000, ..Limits::default() }).scan(&outer, "outer.zip");
+    assert!(full.limits_hit.is_empty(), "{:?}", full.limits_hit);
+}

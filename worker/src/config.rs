@@ -64,6 +64,10 @@ pub struct Config {
     /// Largest extracted object scanned in full (bytes).
     #[arg(long, env = "QALA_WORKER_MAX_OBJECT_SIZE", default_value_t = 100 * 1024 * 1024)]
     pub max_object_size: u64,
+    /// Most bytes of decoded objects one scan holds at once (the file and
+    /// the objects on the way down to the one being scanned).
+    #[arg(long, env = "QALA_WORKER_MAX_SCAN_MEMORY", default_value_t = 512 * 1024 * 1024)]
+    pub max_scan_memory: u64,
     /// Largest extracted/compressed ratio followed for one member.
     #[arg(long, env = "QALA_WORKER_MAX_RATIO", default_value_t = 250)]
     pub max_ratio: u64,
@@ -98,6 +102,7 @@ impl Config {
             max_total_bytes: self.max_total_bytes,
             max_object_size: self.max_object_size,
             max_ratio: self.max_ratio,
+            max_scan_memory: self.max_scan_memory,
             object_timeout: Duration::from_secs(self.object_timeout_secs.max(1)),
             max_scan_time: Duration::from_secs(self.max_scan_time_secs.max(1)),
             alert_exceeded: self.alert_exceeded,
