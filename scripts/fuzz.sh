@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz every target (or the ones named) for SECONDS each with cargo-fuzz
-# (libFuzzer + AddressSanitizer), one after another, and print how long each
-# ran and whether it crashed. Needs a nightly toolchain (or RUSTC_BOOTSTRAP=1)
+# (libFuzzer + AddressSanitizer), one after another, with the worker's default
+# limits and inputs up to 8 MiB, and print how long each ran and whether it
+# crashed. Needs a nightly toolchain (or RUSTC_BOOTSTRAP=1)
 # and `cargo install cargo-fuzz`.
 #
 #   ./scripts/fuzz.sh                 # every target, 60 s each
@@ -28,7 +29,7 @@ for t in "${targets[@]}"; do
     log="$work/$t.log"
     start=$(date +%s)
     cargo "${toolchain[@]}" fuzz run --target-dir "$target_dir" "$t" "$work/$t" "fuzz/corpus/$t" -- \
-        -max_total_time="$each" -timeout=20 -rss_limit_mb=2048 -max_len=1048576 -print_final_stats=1 >"$log" 2>&1
+        -max_total_time="$each" -timeout=20 -rss_limit_mb=2048 -max_len=8388608 -print_final_stats=1 >"$log" 2>&1
     rc=$?
     took=$(( $(date +%s) - start ))
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')

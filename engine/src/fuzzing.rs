@@ -12,7 +12,6 @@ use crate::filetype::FileType;
 use crate::limits::Limits;
 use crate::report::Report;
 use crate::walk::{NoInspection, walk};
-use std::time::Duration;
 
 /// Every fuzz target: its name (the directory of its corpus) and the type
 /// its input is forced to. `any` detects the type as a worker does.
@@ -41,19 +40,11 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("macho_fat", Some(FileType::MachOFat)),
 ];
 
-/// Limits small enough that one input costs milliseconds, not seconds, yet
-/// large enough that nesting and several members are exercised.
+/// The worker's own default limits, so the fuzzers see what production
+/// does (10,000 objects, 400 MiB extracted, ...), with a lower memory budget
+/// for the sanitizer's overhead under libFuzzer's 2 GiB RSS limit.
 pub fn limits() -> Limits {
-    Limits {
-        max_depth: 6,
-        max_objects: 200,
-        max_total_bytes: 16 << 20,
-        max_object_size: 4 << 20,
-        max_ratio: 100,
-        object_timeout: Duration::from_secs(2),
-        max_scan_time: Duration::from_secs(5),
-        ..Limits::default()
-    }
+    Limits { max_scan_memory: 256 << 20, ..Limits::default() }
 }
 
 /// Walk `data` as target `target` would; `None` for an unknown target name.
