@@ -11,48 +11,10 @@ use std::time::Duration;
 #[test]
 fn redis_over_tls_with_an_acl_user() {
     let dir = tempfile::tempdir().unwrap();
+    pki_with_redis_cert(dir.path());
     let pki = dir.path().join("pki");
-    coordinator_command(&["pki", "init", pki.to_str().unwrap()]).unwrap();
-    // A server certificate for Redis from the same CA (any qala leaf is one).
-    let server = coordinator_command(&["pki", "coordinator", pki.to_str().unwrap(), "redis", "--host", "127.0.0.1"]).unwrap();
-    let server = std::path::PathBuf::from(server.trim());
     let port = free_port();
-    let args: Vec<String> = [
-        "--port",
-        "0",
-        "--tls-port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        dir.path().to_str().unwrap(),
-        "--tls-cert-file",
-        server.join("coordinator.pem").to_str().unwrap(),
-        "--tls-key-file",
-        server.join("coordinator-key.pem").to_str().unwrap(),
-        "--tls-ca-cert-file",
-        pki.join("ca.pem").to_str().unwrap(),
-        "--tls-auth-clients",
-        "no",
-        "--user",
-        "default",
-        "off",
-        "--user",
-        "qala",
-        "on",
-        ">s3cret-pass",
-        "~*",
-        "&*",
-        "+@all",
-    ]
-    .map(String::from)
-    .to_vec();
-    let redis = which("redis-server").expect("redis-server");
-    let _redis = Proc::spawn("redis-tls", &redis, &args, dir.path()).unwrap();
+    let _redis = tls_redis(dir.path(), "redis-tls", port, &[]);
     let password = dir.path().join("redis.password");
     std::fs::write(&password, "s3cret-pass\n").unwrap();
     let ca = std::fs::read(pki.join("ca.pem")).unwrap();

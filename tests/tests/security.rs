@@ -506,3 +506,56 @@ fn a_client_certificate_can_stand_in_for_a_token_and_be_revoked() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_and_enroll_refuse_wrong_callers_and_garbage() {
+    use pb::admin_client::AdminClient;
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 0).unwrap();
+    cluster.add_token("worker-enroll", "scaler").unwrap();
+    let bearer = |name: Option<&str>| qala_tls::BearerToken::new(name.map(|n| cluster.token(n)).as_deref()).unwrap();
+    let add = |name: &str, role: &str| pb::AddTokenRequest { name: name.into(), role: role.into() };
+
+    let api = cluster.channel(&cluster.url()).await;
+    let e = AdminClient::with_interceptor(api.clone(), bearer(None)).add_token(add("x", "agent")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = AdminClient::with_interceptor(api.clone(), bearer(Some("agent"))).add_token(add("x", "admin")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let mut admin = AdminClient::with_interceptor(api, bearer(Some("admin")));
+    for (name, role) in [("x", "root"), ("a b", "agent"), ("", "agent")] {
+        let e = admin.add_token(add(name, role)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{name:?}/{role:?}: {e:?}");
+    }
+    let e = admin.revoke_worker(pb::RevokeWorkerRequest { worker_id: "../etc".into(), client: false }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    let enroll = |id: &str, csr: &str| pb::EnrollRequest { worker_id: id.into(), csr_pem: csr.into(), hosts: vec![] };
+    let cl = cluster.channel(&cluster.cluster_url()).await;
+    let e = ClusterClient::with_interceptor(cl.clone(), bearer(None)).enroll(enroll("w1", "x")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let e = ClusterClient::with_interceptor(cl.clone(), bearer(Some("agent"))).enroll(enroll("w1", "x")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let mut scaler = ClusterClient::with_interceptor(cl, bearer(Some("scaler")));
+    let garbage = String::from_utf8_lossy(&qala_tests::pseudo_random(3, 4096)).into_owned();
+    for (id, csr) in [
+        ("w1", garbage.as_str()),
+        ("w1", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
+        ("../etc", "x"),
+    ] {
+        let e = scaler.enroll(enroll(id, csr)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{id:?}: {e:?}");
+    }
+    // Nothing was added by the refused calls.
+    let listed = cluster.dir.path().join("admin.token");
+    let out = coordinator_command(&[
+        "token",
+        "list",
+        "--server",
+        &cluster.url(),
+        "--ca",
+        cluster.ca().to_str().unwrap(),
+        "--token-file",
+        listed.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(!out.contains("x\t"), "{out}");
+}

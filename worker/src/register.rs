@@ -10,16 +10,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
-
-fn client_fresh(coordinator: &str, identity: Option<&Identity>) -> anyhow::Result<ClusterClient<Channel>> {
-    client(coordinator, identity)
-}
 use tracing::{info, warn};
 
 /// A client of `coordinator`'s cluster listener, with this worker's
 /// certificate as it is now (a renewed one is picked up at the next
 /// registration).
-fn client(coordinator: &str, identity: Option<&Identity>) -> anyhow::Result<ClusterClient<Channel>> {
+fn cluster_client(coordinator: &str, identity: Option<&Identity>) -> anyhow::Result<ClusterClient<Channel>> {
     let mut endpoint =
         Endpoint::from_shared(coordinator.to_string())?.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(10));
     if let Some(i) = identity {
@@ -37,7 +33,7 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut registered: Option<Duration> = None;
-    let mut client = match client(&coordinator, identity.as_ref()) {
+    let mut client = match cluster_client(&coordinator, identity.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             warn!(coordinator, error = %e, "cannot make a client of the coordinator; not registering");
@@ -45,8 +41,10 @@ pub async fn run(
         }
     };
     loop {
+        // Before each registration: read the certificate files again (a
+        // renewed certificate is used from then on).
         if registered.is_none()
-            && let Ok(c) = client_fresh(&coordinator, identity.as_ref())
+            && let Ok(c) = cluster_client(&coordinator, identity.as_ref())
         {
             client = c;
         }
