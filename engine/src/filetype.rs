@@ -107,16 +107,16 @@ impl FileType {
         if memfind(&data[..data.len().min(1024)], b"%PDF-").is_some() {
             return FileType::Pdf;
         }
-        if crate::archive::is_iso9660(data) {
+        if crate::formats::iso::is_iso9660(data) {
             return FileType::Iso;
         }
         if data.len() >= 262 && &data[257..262] == b"ustar" {
             return FileType::Tar;
         }
-        if data.starts_with(b"From ") && crate::mail::looks_like_mail(data, true) {
+        if data.starts_with(b"From ") && crate::formats::mail::looks_like_mail(data, true) {
             return FileType::Mbox;
         }
-        if crate::mail::looks_like_mail(data, false) {
+        if crate::formats::mail::looks_like_mail(data, false) {
             return FileType::Mail;
         }
         if looks_like_text(&data[..data.len().min(8192)]) {

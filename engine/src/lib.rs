@@ -18,22 +18,17 @@
 //! crate is the unpackers, the executable summaries and the limits alone,
 //! which is what the fuzz targets (`fuzz/`, see [`fuzzing`]) build.
 
-mod archive;
-mod docs;
 mod entropy;
 mod exe;
 mod filetype;
+mod formats;
 mod hash;
 mod limits;
-mod mail;
 mod report;
 #[cfg(feature = "rules")]
 mod rules;
 #[cfg(feature = "rules")]
 mod scan;
-mod unpack;
-mod unzip;
-mod vba;
 mod walk;
 
 pub mod fuzzing;

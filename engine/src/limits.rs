@@ -1,7 +1,9 @@
 //! Scan limits, ClamAV's defaults, and the names they are reported under.
 
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Bounds on the work one submission may cause. Hitting one is recorded in
 /// the report ([`crate::LimitHit`]); a clean verdict with a limit hit is never
@@ -84,5 +86,34 @@ impl Limit {
             Limit::MaxScanTime => "max_scan_time",
             Limit::Cancelled => "cancelled",
         }
+    }
+}
+
+/// When a submission must stop: the end of its time budget, or earlier if
+/// its caller sets the cancel flag. Decoders check it inside their long
+/// loops (every chunk of output), not only the walk between objects.
+#[derive(Clone, Debug)]
+pub(crate) struct Deadline {
+    end: Instant,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Deadline {
+    pub(crate) fn new(budget: Duration, cancel: Option<Arc<AtomicBool>>) -> Self {
+        let now = Instant::now();
+        Self { end: now.checked_add(budget).unwrap_or(now + Duration::from_secs(86_400 * 365)), cancel }
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Time left; zero once cancelled.
+    pub(crate) fn left(&self) -> Duration {
+        if self.cancelled() { Duration::ZERO } else { self.end.saturating_duration_since(Instant::now()) }
+    }
+
+    pub(crate) fn passed(&self) -> bool {
+        self.left().is_zero()
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::exe::panic_message;
 use crate::filetype::FileType;
+use crate::formats::at;
 use crate::limits::{Limit, Limits};
 use crate::report::{Detection, Report, Severity};
 use crate::rules::{
@@ -11,6 +12,7 @@ use crate::rules::{
 };
 use crate::walk::{Inspect, Object, Walk, walk};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -62,9 +64,10 @@ impl<'r> Engine<'r> {
         walk(&mut self.rules, &self.limits, data, name, None, None)
     }
 
-    /// [`Engine::scan`] that stops at the next object once `cancel` is set
-    /// (from another thread); the report then has a `cancelled` limit hit.
-    pub fn scan_cancellable(&mut self, data: &[u8], name: &str, cancel: &AtomicBool) -> Report {
+    /// [`Engine::scan`] that stops at its next check (between objects and
+    /// inside long decodes) once `cancel` is set from another thread; the
+    /// report then has a `cancelled` limit hit.
+    pub fn scan_cancellable(&mut self, data: &[u8], name: &str, cancel: Arc<AtomicBool>) -> Report {
         walk(&mut self.rules, &self.limits, data, name, None, Some(cancel))
     }
 }
@@ -111,11 +114,11 @@ impl Rules<'_> {
                 walk.root_unscanned |= depth == 0;
             }
             Ok(Err(e)) => {
-                walk.errors.push(format!("{path}: rules failed: {e}"));
+                walk.errors.push(at(path, format_args!("rules failed: {e}")));
                 walk.root_unscanned |= depth == 0;
             }
             Err(panic) => {
-                walk.errors.push(format!("{path}: rule engine panicked: {}", panic_message(&panic)));
+                walk.errors.push(at(path, format_args!("rule engine panicked: {}", panic_message(&panic))));
                 walk.root_unscanned |= depth == 0;
                 // The scanner's state is unknown after a panic: start afresh.
                 self.scanner = new_scanner(self.ruleset, self.timeout);

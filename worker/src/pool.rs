@@ -85,7 +85,7 @@ fn scan_thread(rx: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
         let mut job = first;
         loop {
             let start = Instant::now();
-            let outcome = catch_unwind(AssertUnwindSafe(|| engine.scan_cancellable(&job.data, &job.name, &job.cancel)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| engine.scan_cancellable(&job.data, &job.name, job.cancel.clone())));
             let report = match outcome {
                 Ok(r) => {
                     if job.cancel.load(Ordering::Relaxed) {

@@ -5,7 +5,39 @@
 //! splits mbox files into messages without copying, and decodes uuencoded
 //! blocks found in text parts (old mailers still send them).
 
+use super::Container;
+use crate::walk::Flow;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
+use std::borrow::Cow;
+
+/// A message: its kept headers become the object's metadata (shown only to
+/// analysts), its parts children. mail-parser decodes every part in one
+/// pass (base64 and quoted-printable only shrink, so that costs at most the
+/// message's size); what it holds is counted against the scan's memory
+/// budget, and each part is moved to the walk, not copied.
+pub(super) fn unpack_message(c: &mut Container<'_>, data: &[u8]) {
+    let Some(parsed) = parse(data) else {
+        return c.error("not a parsable message");
+    };
+    c.meta(parsed.headers);
+    let held: u64 = parsed.parts.iter().map(|p| p.data.len() as u64).sum();
+    c.walker.walk().live += held;
+    for part in parsed.parts {
+        if c.deadline().passed() || c.buffer(&part.name, part.data) == Flow::Stop {
+            break;
+        }
+    }
+    c.walker.walk().live -= held;
+}
+
+/// An mbox file: each message is a child, sliced from the file.
+pub(super) fn unpack_mbox(c: &mut Container<'_>, data: &[u8]) {
+    for (i, message) in split_mbox(data).into_iter().enumerate() {
+        if c.buffer(&format!("message-{}.eml", i + 1), Cow::Borrowed(message)) == Flow::Stop {
+            return;
+        }
+    }
+}
 
 /// Headers kept as the message's metadata.
 const KEPT_HEADERS: &[&str] =
@@ -71,7 +103,7 @@ fn trailing_partial_utf8(b: &[u8]) -> usize {
 }
 
 /// The messages of an mbox file, as slices of it.
-pub(crate) fn split_mbox(data: &[u8]) -> Vec<&[u8]> {
+fn split_mbox(data: &[u8]) -> Vec<&[u8]> {
     let mut starts = Vec::new();
     let mut at = 0;
     while at < data.len() {
@@ -91,20 +123,21 @@ pub(crate) fn split_mbox(data: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// One decoded part of a message.
-pub(crate) struct Part {
-    pub name: String,
-    pub data: Vec<u8>,
+/// One decoded part of a message (borrowed from the message where it
+/// needed no decoding).
+struct Part<'a> {
+    name: String,
+    data: Cow<'a, [u8]>,
 }
 
 /// A parsed message: its kept headers and its parts, decoded.
-pub(crate) struct Parsed {
-    pub headers: Vec<(String, String)>,
-    pub parts: Vec<Part>,
+struct Parsed<'a> {
+    headers: Vec<(String, String)>,
+    parts: Vec<Part<'a>>,
 }
 
-pub(crate) fn parse(data: &[u8]) -> Option<Parsed> {
-    let message = MessageParser::default().parse(data)?;
+fn parse(data: &[u8]) -> Option<Parsed<'_>> {
+    let mut message = MessageParser::default().parse(data)?;
     let mut headers = Vec::new();
     let mut received = 0;
     for (name, value) in message.headers_raw() {
@@ -125,7 +158,7 @@ pub(crate) fn parse(data: &[u8]) -> Option<Parsed> {
 
     let mut parts = Vec::new();
     let mut used = std::collections::HashSet::new();
-    for (i, part) in message.parts.iter().enumerate() {
+    for (i, part) in std::mem::take(&mut message.parts).into_iter().enumerate() {
         let ext = match &part.body {
             PartType::Multipart(_) => continue,
             PartType::Text(_) => "txt",
@@ -141,20 +174,33 @@ pub(crate) fn parse(data: &[u8]) -> Option<Parsed> {
         if !used.insert(name.clone()) {
             name = format!("{i}-{name}");
         }
-        let contents = part.contents();
-        if matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
-            for (n, (file, decoded)) in uudecode_all(contents).into_iter().enumerate() {
+        let contents: Cow<'_, [u8]> = match part.body {
+            PartType::Text(Cow::Borrowed(t)) | PartType::Html(Cow::Borrowed(t)) => Cow::Borrowed(t.as_bytes()),
+            PartType::Text(Cow::Owned(t)) | PartType::Html(Cow::Owned(t)) => Cow::Owned(t.into_bytes()),
+            PartType::Binary(b) | PartType::InlineBinary(b) => b,
+            PartType::Message(m) => {
+                // The nested message's own bytes, as mail-parser's `contents` gives them.
+                let span = m.parts.first().map_or(0..0, |p| p.offset_header as usize..p.offset_end as usize);
+                match m.raw_message {
+                    Cow::Borrowed(raw) => Cow::Borrowed(raw.get(span).unwrap_or_default()),
+                    Cow::Owned(raw) => Cow::Owned(raw.get(span).unwrap_or_default().to_vec()),
+                }
+            }
+            PartType::Multipart(_) => continue,
+        };
+        if ext == "txt" || ext == "html" {
+            for (n, (file, decoded)) in uudecode_all(&contents).into_iter().enumerate() {
                 let file = if file.is_empty() { format!("uuencoded-{n}") } else { file.replace(['/', '\\'], "_") };
-                parts.push(Part { name: format!("{name}/{file}"), data: decoded });
+                parts.push(Part { name: format!("{name}/{file}"), data: Cow::Owned(decoded) });
             }
         }
-        parts.push(Part { name, data: contents.to_vec() });
+        parts.push(Part { name, data: contents });
     }
     Some(Parsed { headers, parts })
 }
 
 /// Decode every `begin MODE NAME` ... `end` uuencoded block in `text`.
-pub(crate) fn uudecode_all(text: &[u8]) -> Vec<(String, Vec<u8>)> {
+fn uudecode_all(text: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut lines = text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     while let Some(line) = lines.next() {

@@ -20,7 +20,7 @@ pub(crate) struct Module {
     pub offset: u32,
 }
 
-use crate::unzip::MemberData;
+use super::bytes::MemberData;
 
 /// Decompress an MS-OVBA compressed container (2.4.1), producing at most
 /// `cap` bytes. Keeps what was decoded and, if decoding stopped early, says

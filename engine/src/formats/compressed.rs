@@ -1,0 +1,113 @@
+//! Single-stream compression: gzip (`flate2`, multi-member), bzip2
+//! (`bzip2`, multi-stream), xz and lzma-alone (`lzma-rust2`, with a decoder
+//! memory limit) and zstd (`ruzstd`, pure Rust). One child, read with the
+//! walk's cap and stopped at the deadline.
+
+use super::Container;
+use super::bytes::{MemberData, read_capped};
+use crate::filetype::FileType;
+use crate::limits::Deadline;
+use std::io::Cursor;
+
+pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
+    let codec = match c.ty {
+        FileType::Gzip => Codec::Gzip,
+        FileType::Bzip2 => Codec::Bzip2,
+        FileType::Xz => Codec::Xz,
+        FileType::Lzma => Codec::Lzma,
+        FileType::Zstd => Codec::Zstd,
+        _ => return,
+    };
+    let name = codec.child_name(c.path.rsplit('/').next().unwrap_or(c.path));
+    let deadline = c.deadline();
+    c.member(&name, data.len() as u64, |cap| Ok(codec.decode(data, cap, &deadline)));
+}
+
+/// Largest xz/LZMA decoder memory allowed, in KiB.
+const XZ_MEM_LIMIT_KIB: u32 = 128 * 1024;
+
+/// Compressed single streams the engine decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Gzip,
+    Bzip2,
+    Xz,
+    /// LZMA alone (`.lzma`): a 13-byte header, then one LZMA stream.
+    Lzma,
+    Zstd,
+}
+
+impl Codec {
+    /// The name of the decompressed object: the parent's name without the
+    /// codec's extension (`logs.tar.gz` -> `logs.tar`, `a.tgz` -> `a.tar`).
+    fn child_name(self, parent: &str) -> String {
+        // The submission itself has no name (that is the client's): say
+        // what was decompressed instead.
+        if parent.is_empty() {
+            let codec = match self {
+                Codec::Gzip => "gzip",
+                Codec::Bzip2 => "bzip2",
+                Codec::Xz => "xz",
+                Codec::Lzma => "lzma",
+                Codec::Zstd => "zstd",
+            };
+            return format!("{codec}.decompressed");
+        }
+        let lower = parent.to_ascii_lowercase();
+        let (exts, tar_exts): (&[&str], &[&str]) = match self {
+            Codec::Gzip => (&[".gz", ".gzip", ".z"], &[".tgz", ".taz"]),
+            Codec::Bzip2 => (&[".bz2", ".bzip2", ".bz"], &[".tbz", ".tbz2", ".tb2"]),
+            Codec::Xz => (&[".xz"], &[".txz"]),
+            Codec::Lzma => (&[".lzma"], &[".tlz"]),
+            Codec::Zstd => (&[".zst", ".zstd"], &[".tzst"]),
+        };
+        for e in exts {
+            if lower.ends_with(e) && lower.len() > e.len() {
+                return parent[..parent.len() - e.len()].to_string();
+            }
+        }
+        for e in tar_exts {
+            if lower.ends_with(e) && lower.len() > e.len() {
+                return format!("{}.tar", &parent[..parent.len() - e.len()]);
+            }
+        }
+        format!("{parent}.decompressed")
+    }
+
+    /// Decode `data`, producing at most `cap` bytes.
+    fn decode(self, data: &[u8], cap: u64, d: &Deadline) -> MemberData {
+        match self {
+            Codec::Gzip => read_capped(flate2::read::MultiGzDecoder::new(data), cap, 0, d),
+            Codec::Bzip2 => read_capped(bzip2::read::MultiBzDecoder::new(data), cap, 0, d),
+            // An xz header may ask for a dictionary of up to 1.5 GiB: refuse
+            // more than the decoder memory we allow.
+            Codec::Xz => read_capped(lzma_rust2::XzReader::new_mem_limit(data, true, XZ_MEM_LIMIT_KIB), cap, 0, d),
+            Codec::Lzma => match lzma_rust2::LzmaReader::new_mem_limit(data, XZ_MEM_LIMIT_KIB, None) {
+                Ok(r) => read_capped(r, cap, 0, d),
+                Err(e) => MemberData::failed(format!("lzma: {e}")),
+            },
+            Codec::Zstd => match ruzstd::decoding::StreamingDecoder::new(Cursor::new(data)) {
+                Ok(r) => read_capped(r, cap, 0, d),
+                Err(e) => MemberData::failed(format!("zstd: {e}")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Codec;
+
+    #[test]
+    fn child_names() {
+        assert_eq!(Codec::Gzip.child_name("logs.tar.gz"), "logs.tar");
+        assert_eq!(Codec::Gzip.child_name("a.TGZ"), "a.tar");
+        assert_eq!(Codec::Bzip2.child_name("x.bz2"), "x");
+        assert_eq!(Codec::Xz.child_name("x.txz"), "x.tar");
+        assert_eq!(Codec::Lzma.child_name("notes.txt.lzma"), "notes.txt");
+        assert_eq!(Codec::Lzma.child_name("x.tlz"), "x.tar");
+        assert_eq!(Codec::Zstd.child_name("blob"), "blob.decompressed");
+        assert_eq!(Codec::Gzip.child_name(".gz"), ".gz.decompressed");
+        assert_eq!(Codec::Xz.child_name(""), "xz.decompressed");
+    }
+}

@@ -1,0 +1,208 @@
+//! One module per format family, behind one small interface.
+//!
+//! A format module is a function `unpack(&mut Container, bytes)`: it
+//! recognises the structure of a container and hands each child to the
+//! walk by name ([`Container::member`] for bytes still to decode under a
+//! cap, [`Container::buffer`] for bytes already decoded). The walk decides
+//! whether a child is read at all (depth, object, byte, ratio and memory
+//! budgets), how much of it, and scans what comes out. A module never
+//! allocates from a size the input declares, and checks
+//! [`Container::deadline`] in its own long loops.
+//!
+//! Adding a format is one file here plus one line in [`unpacker`] (and its
+//! magic in `filetype.rs`). Crates used, by family:
+//!
+//! | module | formats | parser |
+//! |---|---|---|
+//! | `zip` | zip, OOXML, JAR, APK | `zip` (central directory), reads capped here |
+//! | `tar` | tar (ustar, GNU, pax) | `tar` |
+//! | `ar`, `cpio`, `iso` | ar/deb, cpio (4 encodings), ISO 9660 | own bounded readers (no crate reads them from memory safely) |
+//! | `compressed` | gzip, bzip2, xz, lzma, zstd | `flate2`, `bzip2`, `lzma-rust2`, `ruzstd` |
+//! | `sevenz` | 7z | `sevenz-rust2` |
+//! | `cab` | Microsoft cabinet | `cab` |
+//! | `ole2` (+ `vba`) | OLE2 compound files, VBA macro source | `cfb`; MS-OVBA decompression own |
+//! | `pdf` | PDF streams and their filters | own bounded reader; Flate via `flate2` |
+//! | `rtf` | RTF `\objdata` and OLE1 objects | own bounded reader |
+//! | `mail` | RFC 822/MIME messages, mbox | `mail-parser`; uuencode own |
+
+mod ar;
+pub(crate) mod bytes;
+mod cab;
+mod compressed;
+mod cpio;
+pub(crate) mod iso;
+pub(crate) mod mail;
+mod ole2;
+mod pdf;
+mod rtf;
+mod sevenz;
+mod tar;
+mod vba;
+mod zip;
+
+use crate::filetype::FileType;
+use crate::limits::{Deadline, Limits};
+use crate::report::{Detection, ObjectMeta, Severity};
+use crate::walk::{Flow, Walk, join};
+pub(crate) use bytes::MemberData;
+use bytes::read_capped;
+use std::borrow::Cow;
+
+/// How a format hands its children to the walk.
+pub(crate) type Unpack = fn(&mut Container<'_>, &[u8]);
+
+/// The unpacker of each container type: the registration table.
+pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
+    Some(match ty {
+        FileType::Zip => zip::unpack,
+        FileType::Tar => tar::unpack,
+        FileType::Ar => ar::unpack,
+        FileType::Cpio => cpio::unpack,
+        FileType::Iso => iso::unpack,
+        FileType::Gzip | FileType::Bzip2 | FileType::Xz | FileType::Lzma | FileType::Zstd => compressed::unpack,
+        FileType::SevenZip => sevenz::unpack,
+        FileType::Cab => cab::unpack,
+        FileType::Ole2 => ole2::unpack,
+        FileType::Pdf => pdf::unpack,
+        FileType::Rtf => rtf::unpack,
+        FileType::Mail => mail::unpack_message,
+        FileType::Mbox => mail::unpack_mbox,
+        _ => return None,
+    })
+}
+
+/// Reads one child, producing at most the cap it is given.
+pub(crate) type Read<'a> = Box<dyn FnOnce(u64) -> Result<MemberData, String> + 'a>;
+
+/// What the walk offers a format module (implemented by the walk itself).
+pub(crate) trait Walker {
+    /// Admit one child under the limits, read it with the tightest cap and
+    /// scan it. `stored_size` is what the child occupies in its parent.
+    fn extract(&mut self, child: &str, stored_size: u64, depth: u32, parent: FileType, read: Read<'_>) -> Flow;
+    fn walk(&mut self) -> &mut Walk;
+    fn limits(&self) -> &Limits;
+    fn deadline(&self) -> &Deadline;
+}
+
+/// One container being unpacked: its place in the submission, and the way
+/// to the walk for its children and findings.
+pub(crate) struct Container<'a> {
+    pub(crate) walker: &'a mut dyn Walker,
+    /// Object path of the container (`""` for the submission itself).
+    pub(crate) path: &'a str,
+    pub(crate) depth: u32,
+    pub(crate) ty: FileType,
+}
+
+impl Container<'_> {
+    pub(crate) fn limits(&self) -> &Limits {
+        self.walker.limits()
+    }
+
+    /// A clone to move into decoders (checked in their loops).
+    pub(crate) fn deadline(&self) -> Deadline {
+        self.walker.deadline().clone()
+    }
+
+    /// Hand a child to the walk; `read(cap)` produces at most `cap` bytes.
+    /// `Stop` means no further sibling may be read (a submission-wide limit).
+    pub(crate) fn member(&mut self, name: &str, stored_size: u64, read: impl FnOnce(u64) -> Result<MemberData, String>) -> Flow {
+        let child = join(self.path, name);
+        self.walker.extract(&child, stored_size, self.depth, self.ty, Box::new(read))
+    }
+
+    /// A child already whole in memory (a decoded mail part, an RTF
+    /// object, an mbox message): its footprint is its own size, so the
+    /// ratio cap never bites; the other limits do. An owned buffer that fits
+    /// is moved, not copied.
+    pub(crate) fn buffer(&mut self, name: &str, data: Cow<'_, [u8]>) -> Flow {
+        let len = data.len() as u64;
+        let deadline = self.deadline();
+        self.member(name, len, move |cap| {
+            Ok(match data {
+                Cow::Owned(v) if v.len() as u64 <= cap => MemberData::whole(v),
+                other => read_capped(&other[..], cap, len, &deadline),
+            })
+        })
+    }
+
+    /// Something about this container could not be read.
+    pub(crate) fn error(&mut self, what: impl std::fmt::Display) {
+        let message = at(self.path, what);
+        self.walker.walk().errors.push(message);
+    }
+
+    /// Something about child `name` could not be read.
+    pub(crate) fn member_error(&mut self, name: &str, what: impl std::fmt::Display) {
+        let message = format!("{}: {what}", join(self.path, name));
+        self.walker.walk().errors.push(message);
+    }
+
+    /// A child (or, with `None`, the container itself) is encrypted.
+    pub(crate) fn encrypted(&mut self, name: Option<&str>) {
+        let object = name.map_or_else(|| self.path.to_string(), |n| join(self.path, n));
+        self.walker.walk().encrypted.push(object);
+    }
+
+    /// The container is built like an attack on scanners: a `suspicious`
+    /// detection of the engine itself, in the `qala` namespace.
+    pub(crate) fn heuristic(&mut self, rule: &str, description: &str) {
+        let detection = Detection {
+            rule: rule.to_string(),
+            namespace: "qala".to_string(),
+            tags: vec!["heuristic".to_string()],
+            meta: vec![("description".to_string(), description.to_string())],
+            object: self.path.to_string(),
+            severity: Severity::Suspicious,
+        };
+        self.walker.walk().detections.push(detection);
+    }
+
+    /// Metadata of the container itself (a message's headers).
+    pub(crate) fn meta(&mut self, meta: Vec<(String, String)>) {
+        if !meta.is_empty() {
+            let object = self.path.to_string();
+            self.walker.walk().object_meta.push(ObjectMeta { object, meta });
+        }
+    }
+}
+
+/// `what`, prefixed with the object it is about (nothing for the root).
+pub(crate) fn at(path: &str, what: impl std::fmt::Display) -> String {
+    if path.is_empty() { what.to_string() } else { format!("{path}: {what}") }
+}
+
+/// A regular file inside an uncompressed archive: where its bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Slot {
+    pub name: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// Most members listed from one archive; the object limit applies anyway,
+/// this bounds the listing itself.
+pub(crate) const MAX_LISTED: usize = 100_000;
+
+/// Hand the members of an uncompressed archive to the walk, read straight
+/// from the input slice.
+pub(crate) fn unpack_slots(c: &mut Container<'_>, data: &[u8], slots: Vec<Slot>, error: Option<String>) {
+    if let Some(e) = error {
+        c.error(e);
+    }
+    for m in slots {
+        let deadline = c.deadline();
+        let flow = c.member(&m.name, m.size, |cap| {
+            let start = (m.offset as usize).min(data.len());
+            let end = start.saturating_add(m.size as usize).min(data.len());
+            let mut member = read_capped(&data[start..end], cap, m.size, &deadline);
+            if ((end - start) as u64) < m.size && member.error.is_none() {
+                member.error = Some(format!("truncated: {} of {} bytes present", end - start, m.size));
+            }
+            Ok(member)
+        });
+        if flow == Flow::Stop {
+            return;
+        }
+    }
+}
