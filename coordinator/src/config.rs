@@ -52,6 +52,8 @@ pub struct Config {
     pub store: String,
     #[command(flatten)]
     pub store_auth: StoreAuth,
+    #[command(flatten)]
+    pub policy: Policy,
     /// Interval workers heartbeat at, in milliseconds; three missed and a worker leaves the ring.
     #[arg(long, env = "QALA_COORDINATOR_HEARTBEAT_MS", default_value_t = 2000)]
     pub heartbeat_ms: u64,
@@ -243,4 +245,59 @@ pub struct AdminTarget {
     /// Plain text to a loopback coordinator started with --insecure.
     #[arg(long)]
     pub insecure: bool,
+}
+
+/// The cluster's scan policy: limits and alert flags, shipped to every
+/// worker with the rules and part of the ruleset id (a change is a new
+/// ruleset, so verdicts judged under the old policy are not served).
+#[derive(Args, Debug, Clone)]
+pub struct Policy {
+    /// Deepest container nesting followed.
+    #[arg(long, env = "QALA_POLICY_MAX_DEPTH", default_value_t = 17)]
+    pub max_depth: u32,
+    /// Most objects scanned per submission.
+    #[arg(long, env = "QALA_POLICY_MAX_OBJECTS", default_value_t = 10_000)]
+    pub max_objects: u32,
+    /// Most bytes extracted from containers per submission.
+    #[arg(long, env = "QALA_POLICY_MAX_TOTAL_BYTES", default_value_t = 400 * 1024 * 1024)]
+    pub max_total_bytes: u64,
+    /// Largest extracted object scanned in full (bytes).
+    #[arg(long, env = "QALA_POLICY_MAX_OBJECT_SIZE", default_value_t = 100 * 1024 * 1024)]
+    pub max_object_size: u64,
+    /// Most bytes of decoded objects one scan holds at once (the file and
+    /// the objects on the way down to the one being scanned).
+    #[arg(long, env = "QALA_POLICY_MAX_SCAN_MEMORY", default_value_t = 512 * 1024 * 1024)]
+    pub max_scan_memory: u64,
+    /// Largest extracted/compressed ratio followed for one member.
+    #[arg(long, env = "QALA_POLICY_MAX_RATIO", default_value_t = 250)]
+    pub max_ratio: u64,
+    /// Rule-engine timeout per object, in seconds.
+    #[arg(long, env = "QALA_POLICY_OBJECT_TIMEOUT", default_value_t = 30)]
+    pub object_timeout_secs: u64,
+    /// Wall-clock budget per submission, in seconds; objects not reached are not scanned.
+    #[arg(long, env = "QALA_POLICY_MAX_SCAN_TIME", default_value_t = 120)]
+    pub max_scan_time_secs: u64,
+    /// Count a submission that hit a scan limit as at least suspicious.
+    #[arg(long, env = "QALA_POLICY_ALERT_EXCEEDED")]
+    pub alert_exceeded: bool,
+    /// Count a submission with encrypted members as at least suspicious.
+    #[arg(long, env = "QALA_POLICY_ALERT_ENCRYPTED")]
+    pub alert_encrypted: bool,
+}
+
+impl Policy {
+    pub fn limits(&self) -> qala_engine::Limits {
+        qala_engine::Limits {
+            max_depth: self.max_depth,
+            max_objects: self.max_objects,
+            max_total_bytes: self.max_total_bytes,
+            max_object_size: self.max_object_size,
+            max_ratio: self.max_ratio,
+            max_scan_memory: self.max_scan_memory,
+            object_timeout: std::time::Duration::from_secs(self.object_timeout_secs.max(1)),
+            max_scan_time: std::time::Duration::from_secs(self.max_scan_time_secs.max(1)),
+            alert_exceeded: self.alert_exceeded,
+            alert_encrypted: self.alert_encrypted,
+        }
+    }
 }

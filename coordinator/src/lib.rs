@@ -91,7 +91,7 @@ pub async fn run(
 
     info!(store = config.store, "opening verdict store");
     let store = store::Guarded::new(store::open(&config.store_auth.spec(&config.store)?).await?);
-    let rules = rules::RulesManager::load(rules_path).await?;
+    let rules = rules::RulesManager::load(rules_path, config.policy.limits()).await?;
     let cluster = cluster::Cluster::new(
         rules.clone(),
         Duration::from_millis(config.heartbeat_ms.max(50)),

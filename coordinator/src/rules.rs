@@ -4,7 +4,7 @@
 //! the whole set again off the async runtime. If any file fails, the errors
 //! are logged and kept for `Status`, and the previous rules stay in force.
 
-use qala_engine::{RuleFileError, RulesError, compile_rules, rules_fingerprint};
+use qala_engine::{Limits, RuleFileError, RulesError, compile_rules, rules_fingerprint};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct ReloadFailure {
 
 pub struct RulesManager {
     path: PathBuf,
+    /// The scan policy compiled into every ruleset.
+    policy: Limits,
     current: watch::Sender<Arc<LoadedRules>>,
     last_failure: Mutex<Option<ReloadFailure>>,
     fingerprint: Mutex<String>,
@@ -41,9 +43,9 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn compile(path: PathBuf) -> Result<(LoadedRules, String), RulesError> {
+fn compile(path: PathBuf, policy: Limits) -> Result<(LoadedRules, String), RulesError> {
     let fingerprint = rules_fingerprint(&path)?;
-    let ruleset = compile_rules(&path)?;
+    let ruleset = compile_rules(&path, &policy)?;
     let bytes = ruleset.to_bytes()?;
     Ok((
         LoadedRules {
@@ -57,8 +59,8 @@ fn compile(path: PathBuf) -> Result<(LoadedRules, String), RulesError> {
     ))
 }
 
-async fn compile_off_runtime(path: PathBuf) -> Result<(LoadedRules, String), RulesError> {
-    tokio::task::spawn_blocking(move || compile(path)).await.unwrap_or_else(|e| {
+async fn compile_off_runtime(path: PathBuf, policy: Limits) -> Result<(LoadedRules, String), RulesError> {
+    tokio::task::spawn_blocking(move || compile(path, policy)).await.unwrap_or_else(|e| {
         Err(RulesError::Compile(vec![RuleFileError { path: PathBuf::new(), message: format!("compiler crashed: {e}") }]))
     })
 }
@@ -66,9 +68,9 @@ async fn compile_off_runtime(path: PathBuf) -> Result<(LoadedRules, String), Rul
 impl RulesManager {
     /// Compile the rules at `path`; fails if they do not compile (a
     /// coordinator never starts without rules).
-    pub async fn load(path: PathBuf) -> Result<Arc<Self>, RulesError> {
+    pub async fn load(path: PathBuf, policy: Limits) -> Result<Arc<Self>, RulesError> {
         info!(path = %path.display(), "compiling rules");
-        let (rules, fingerprint) = compile_off_runtime(path.clone()).await?;
+        let (rules, fingerprint) = compile_off_runtime(path.clone(), policy.clone()).await?;
         info!(
             ruleset_id = rules.id,
             rules = rules.rule_count,
@@ -79,6 +81,7 @@ impl RulesManager {
         let (current, _) = watch::channel(Arc::new(rules));
         Ok(Arc::new(Self {
             path,
+            policy,
             current,
             last_failure: Mutex::new(None),
             fingerprint: Mutex::new(fingerprint),
@@ -103,7 +106,7 @@ impl RulesManager {
     /// differ), on failure the old ones stay and the errors are kept.
     pub async fn reload(&self) -> Result<bool, RulesError> {
         let _guard = self.reload_lock.lock().await;
-        match compile_off_runtime(self.path.clone()).await {
+        match compile_off_runtime(self.path.clone(), self.policy.clone()).await {
             Ok((rules, fingerprint)) => {
                 *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
                 *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;

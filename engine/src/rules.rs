@@ -8,6 +8,7 @@
 //! whole compilation fails with every error listed, and the caller keeps the
 //! rules it had.
 
+use crate::limits::Limits;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -35,11 +36,17 @@ pub struct Ruleset {
     /// yara-x the elf module's output without them, which saves converting
     /// thousands of symbols per ELF object. Shipped with the compiled rules.
     pub(crate) trim_elf_symbols: bool,
+    /// The cluster's scan policy (limits and alert flags), set on the
+    /// coordinator and shipped with the rules: part of the id, so every
+    /// worker judges alike and a policy change is a new ruleset.
+    pub limits: Limits,
 }
 
 /// What a serialized ruleset starts with: a version tag and the flags the
 /// engine derives from the sources, which compiled rules no longer show.
-const SHIPPED_MAGIC: &[u8; 8] = b"QALARS1\0";
+const SHIPPED_MAGIC: &[u8; 8] = b"QALARS2\0";
+/// Largest serialized policy accepted.
+const MAX_POLICY_BYTES: usize = 64 * 1024;
 const FLAG_TRIM_ELF_SYMBOLS: u8 = 1;
 
 impl std::fmt::Debug for Ruleset {
@@ -119,8 +126,9 @@ pub fn rules_fingerprint(root: &Path) -> Result<String, RulesError> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Compile every rule file under `root` into one ruleset.
-pub fn compile_rules(root: &Path) -> Result<Ruleset, RulesError> {
+/// Compile every rule file under `root` into one ruleset judged under the
+/// scan policy `limits`.
+pub fn compile_rules(root: &Path, limits: &Limits) -> Result<Ruleset, RulesError> {
     let files = rule_files(root)?;
     let base = if root.is_dir() { root } else { root.parent().unwrap_or(Path::new("")) };
 
@@ -131,6 +139,9 @@ pub fn compile_rules(root: &Path) -> Result<Ruleset, RulesError> {
 
     let mut id = Sha256::new();
     id.update(crate::ENGINE_VERSION.as_bytes());
+    let policy = serde_json::to_vec(limits).map_err(|e| RulesError::Serialize(e.to_string()))?;
+    id.update((policy.len() as u64).to_le_bytes());
+    id.update(&policy);
     let mut errors = Vec::new();
     let mut mentions_elf_symbols = false;
     for path in &files {
@@ -157,7 +168,14 @@ pub fn compile_rules(root: &Path) -> Result<Ruleset, RulesError> {
     let rules = compiler.build();
     let rule_count = rules.iter().len();
     let trim_elf_symbols = imports_elf(&rules) && !mentions_elf_symbols;
-    Ok(Ruleset { id: hex::encode(&id.finalize()[..16]), rules, rule_count, file_count: files.len(), trim_elf_symbols })
+    Ok(Ruleset {
+        id: hex::encode(&id.finalize()[..16]),
+        rules,
+        rule_count,
+        file_count: files.len(),
+        trim_elf_symbols,
+        limits: limits.clone(),
+    })
 }
 
 fn imports_elf(rules: &yara_x::Rules) -> bool {
@@ -181,21 +199,30 @@ impl Ruleset {
     pub fn to_bytes(&self) -> Result<Vec<u8>, RulesError> {
         let rules = self.rules.serialize().map_err(|e| RulesError::Serialize(e.to_string()))?;
         let flags = if self.trim_elf_symbols { FLAG_TRIM_ELF_SYMBOLS } else { 0 };
-        Ok([&SHIPPED_MAGIC[..], &[flags], &rules].concat())
+        let policy = serde_json::to_vec(&self.limits).map_err(|e| RulesError::Serialize(e.to_string()))?;
+        Ok([&SHIPPED_MAGIC[..], &[flags], &(policy.len() as u32).to_le_bytes(), &policy, &rules].concat())
     }
 
     /// Load rules serialized by [`Ruleset::to_bytes`] on a node running the
     /// same engine build. Only load bytes from your own coordinator: compiled
     /// rules are code.
     pub fn from_bytes(id: String, bytes: &[u8]) -> Result<Ruleset, RulesError> {
-        let (flags, compiled) = match bytes.strip_prefix(&SHIPPED_MAGIC[..]) {
-            Some([flags, compiled @ ..]) => (*flags, compiled),
+        let (flags, rest) = match bytes.strip_prefix(&SHIPPED_MAGIC[..]) {
+            Some([flags, rest @ ..]) => (*flags, rest),
             _ => return Err(RulesError::Deserialize("not a ruleset serialized by this engine".into())),
         };
+        let bad = |why: &str| RulesError::Deserialize(format!("scan policy: {why}"));
+        let len = rest.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or_else(|| bad("missing"))?;
+        if len > MAX_POLICY_BYTES {
+            return Err(bad("too large"));
+        }
+        let policy = rest.get(4..4 + len).ok_or_else(|| bad("truncated"))?;
+        let limits: Limits = serde_json::from_slice(policy).map_err(|e| bad(&e.to_string()))?;
+        let compiled = &rest[4 + len..];
         let rules = yara_x::Rules::deserialize(compiled).map_err(|e| RulesError::Deserialize(e.to_string()))?;
         let rule_count = rules.iter().len();
         let trim_elf_symbols = flags & FLAG_TRIM_ELF_SYMBOLS != 0 && imports_elf(&rules);
-        Ok(Ruleset { id, rules, rule_count, file_count: 0, trim_elf_symbols })
+        Ok(Ruleset { id, rules, rule_count, file_count: 0, trim_elf_symbols, limits })
     }
 }
 
@@ -215,13 +242,13 @@ mod tests {
         write(d.path(), "a.yar", "rule same { condition: true }");
         write(d.path(), "sub/b.yara", "rule same { condition: qala_depth == 0 }");
         write(d.path(), "notes.txt", "not a rule");
-        let r1 = compile_rules(d.path()).unwrap();
+        let r1 = compile_rules(d.path(), &Limits::default()).unwrap();
         assert_eq!((r1.rule_count, r1.file_count), (2, 2));
-        let r2 = compile_rules(d.path()).unwrap();
+        let r2 = compile_rules(d.path(), &Limits::default()).unwrap();
         assert_eq!(r1.id, r2.id);
 
         write(d.path(), "a.yar", "rule same { condition: false }");
-        assert_ne!(compile_rules(d.path()).unwrap().id, r1.id);
+        assert_ne!(compile_rules(d.path(), &Limits::default()).unwrap().id, r1.id);
 
         let loaded = Ruleset::from_bytes(r1.id.clone(), &r1.to_bytes().unwrap()).unwrap();
         assert_eq!(loaded.rule_count, 2);
@@ -229,20 +256,38 @@ mod tests {
     }
 
     #[test]
+    fn the_scan_policy_is_part_of_the_id_and_ships_with_the_rules() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.yar", "rule a { condition: true }");
+        let plain = compile_rules(d.path(), &Limits::default()).unwrap();
+        let strict = Limits { max_depth: 3, alert_encrypted: true, ..Limits::default() };
+        let policed = compile_rules(d.path(), &strict).unwrap();
+        assert_ne!(plain.id, policed.id, "a policy change is a new ruleset");
+        let shipped = Ruleset::from_bytes(policed.id.clone(), &policed.to_bytes().unwrap()).unwrap();
+        assert_eq!((shipped.limits.max_depth, shipped.limits.alert_encrypted), (3, true));
+        // A cut or oversized policy is refused, not guessed at.
+        let bytes = policed.to_bytes().unwrap();
+        assert!(Ruleset::from_bytes(String::new(), &bytes[..12]).is_err());
+        let mut huge = bytes[..9].to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Ruleset::from_bytes(String::new(), &huge).is_err());
+    }
+
+    #[test]
     fn elf_symbol_trimming_only_when_no_rule_can_see_the_symbols() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "a.yar", "import \"elf\"\nrule ep { condition: elf.entry_point == 0 }");
-        let r = compile_rules(d.path()).unwrap();
+        let r = compile_rules(d.path(), &Limits::default()).unwrap();
         assert!(r.trim_elf_symbols);
         let shipped = Ruleset::from_bytes(r.id.clone(), &r.to_bytes().unwrap()).unwrap();
         assert!(shipped.trim_elf_symbols, "the flag travels with the compiled rules");
 
         write(d.path(), "b.yar", "import \"elf\"\nrule s { condition: for any s in elf.symtab: (s.name == \"x\") }");
-        assert!(!compile_rules(d.path()).unwrap().trim_elf_symbols);
+        assert!(!compile_rules(d.path(), &Limits::default()).unwrap().trim_elf_symbols);
 
         let plain = tempfile::tempdir().unwrap();
         write(plain.path(), "a.yar", "rule t { condition: true }");
-        assert!(!compile_rules(plain.path()).unwrap().trim_elf_symbols, "no elf import, nothing to trim");
+        assert!(!compile_rules(plain.path(), &Limits::default()).unwrap().trim_elf_symbols, "no elf import, nothing to trim");
     }
 
     #[test]
@@ -250,7 +295,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "good.yar", "rule ok { condition: true }");
         write(d.path(), "bad.yar", "rule broken { condition: nope_undefined }");
-        match compile_rules(d.path()) {
+        match compile_rules(d.path(), &Limits::default()) {
             Err(RulesError::Compile(errs)) => {
                 assert_eq!(errs.len(), 1);
                 assert!(errs[0].path.ends_with("bad.yar"));
@@ -263,7 +308,7 @@ mod tests {
     #[test]
     fn empty_dir_and_missing_path_are_errors() {
         let d = tempfile::tempdir().unwrap();
-        assert!(matches!(compile_rules(d.path()), Err(RulesError::NoRuleFiles(_))));
-        assert!(matches!(compile_rules(&d.path().join("missing")), Err(RulesError::Io { .. })));
+        assert!(matches!(compile_rules(d.path(), &Limits::default()), Err(RulesError::NoRuleFiles(_))));
+        assert!(matches!(compile_rules(&d.path().join("missing"), &Limits::default()), Err(RulesError::Io { .. })));
     }
 }

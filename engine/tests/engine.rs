@@ -16,7 +16,7 @@ fn eicar() -> Vec<u8> {
 
 fn bundled() -> &'static Ruleset {
     static R: OnceLock<Ruleset> = OnceLock::new();
-    R.get_or_init(|| compile_rules(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")).unwrap())
+    R.get_or_init(|| compile_rules(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules"), &Limits::default()).unwrap())
 }
 
 fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
@@ -180,7 +180,7 @@ fn executable_report_reaches_rules_through_globals() {
            rule overlay { condition: qala_exe_overlay_size > 50 and not qala_exe_signed }"#,
     )
     .unwrap();
-    let rules = compile_rules(d.path()).unwrap();
+    let rules = compile_rules(d.path(), &Limits::default()).unwrap();
     let mut wx = tiny_pe(0x2000_0020 | 0x4000_0000 | 0x8000_0000);
     let r = Engine::new(&rules, Limits::default()).scan(&wx, "a.exe");
     assert_eq!(r.detections.iter().map(|d| d.rule.as_str()).collect::<Vec<_>>(), ["wx"]);
@@ -202,7 +202,7 @@ fn slow_rules() -> Ruleset {
         "import \"math\" rule slow { condition: for all i in (0..999) : ( for all j in (0..999) : ( math.entropy(i, filesize - j) >= 0.0 ) ) }",
     )
     .unwrap();
-    compile_rules(d.path()).unwrap()
+    compile_rules(d.path(), &Limits::default()).unwrap()
 }
 
 #[test]
@@ -217,7 +217,7 @@ fn object_timeout_is_a_limit_and_root_timeout_is_unscannable() {
 #[test]
 fn reversinglabs_rules_compile_and_scan() {
     let rl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/reversinglabs");
-    let rules = compile_rules(&rl).expect("ReversingLabs rules must load");
+    let rules = compile_rules(&rl, &Limits::default()).expect("ReversingLabs rules must load");
     assert!(rules.rule_count > 1000, "{}", rules.rule_count);
     let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
     let r = Engine::new(&rules, Limits::default()).scan(&me, "self");
@@ -1377,13 +1377,13 @@ fn elf_module_fields_are_intact_with_and_without_trimming() {
         "import \"elf\"\nrule ep { condition: elf.entry_point == 0x80 and elf.number_of_sections == 3 and elf.machine == elf.EM_X86_64 }",
     )
     .unwrap();
-    let trimmed = compile_rules(d.path()).unwrap();
+    let trimmed = compile_rules(d.path(), &Limits::default()).unwrap();
     std::fs::write(
         d.path().join("sym.yar"),
         "import \"elf\"\nrule sym { condition: elf.symtab_entries == 0 and elf.dynsym_entries == 0 }",
     )
     .unwrap();
-    let full = compile_rules(d.path()).unwrap();
+    let full = compile_rules(d.path(), &Limits::default()).unwrap();
     for rules in [&trimmed, &full] {
         let shipped = Ruleset::from_bytes(rules.id.clone(), &rules.to_bytes().unwrap()).unwrap();
         let elf = tiny_elf();

@@ -94,3 +94,34 @@ fn base64_of(data: &[u8]) -> String {
     }
     out
 }
+
+/// Scan limits and alert flags are cluster policy: set on the coordinator,
+/// shipped with the rules (workers take no such flags) and part of the
+/// ruleset id, so a policy change is a new ruleset.
+#[test]
+fn scan_policy_is_set_on_the_coordinator_and_names_the_ruleset() {
+    let rules = repo_root().join("rules");
+    let nested = qala_tests::zip_of(&[("inner.zip", &qala_tests::zip_of(&[("eicar.com", &eicar())]))]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nested.zip"), &nested).unwrap();
+
+    let plain = Cluster::start(&rules, None, 1).unwrap();
+    let (_, lines) = plain.scan(&[dir.path()]).unwrap();
+    assert_eq!(lines[0]["verdict"], "malicious", "{}", lines[0]);
+    let plain_id = plain.status().unwrap()["rules"]["ruleset_id"].as_str().unwrap().to_string();
+
+    let options = qala_tests::Options {
+        coordinator_args: ["--max-depth", "1", "--alert-exceeded"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let strict = Cluster::start_with(&rules, None, 1, options).unwrap();
+    let (_, lines) = strict.scan(&[dir.path()]).unwrap();
+    // The worker never saw a flag: the depth cap and the alert came with the rules.
+    assert_eq!(lines[0]["verdict"], "suspicious", "{}", lines[0]);
+    assert_eq!(lines[0]["limits_hit"][0]["limit"], "max_depth", "{}", lines[0]);
+    let strict_id = strict.status().unwrap()["rules"]["ruleset_id"].as_str().unwrap().to_string();
+    assert_ne!(plain_id, strict_id, "a policy change is a new ruleset");
+
+    let refused = std::process::Command::new(qala_tests::bin("qala-worker")).args(["--max-depth", "3"]).output().unwrap();
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--max-depth"));
+}

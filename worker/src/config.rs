@@ -3,7 +3,6 @@
 
 use clap::Parser;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "qala-worker", version, about = "Qala scan worker: registers with a coordinator and scans the files it sends")]
@@ -52,37 +51,6 @@ pub struct Config {
     /// Largest file accepted for scanning (bytes); larger ones are answered `unscannable`.
     #[arg(long, env = "QALA_WORKER_MAX_FILE_SIZE", default_value_t = 1024 * 1024 * 1024)]
     pub max_file_size: u64,
-    /// Deepest container nesting followed.
-    #[arg(long, env = "QALA_WORKER_MAX_DEPTH", default_value_t = 17)]
-    pub max_depth: u32,
-    /// Most objects scanned per submission.
-    #[arg(long, env = "QALA_WORKER_MAX_OBJECTS", default_value_t = 10_000)]
-    pub max_objects: u32,
-    /// Most bytes extracted from containers per submission.
-    #[arg(long, env = "QALA_WORKER_MAX_TOTAL_BYTES", default_value_t = 400 * 1024 * 1024)]
-    pub max_total_bytes: u64,
-    /// Largest extracted object scanned in full (bytes).
-    #[arg(long, env = "QALA_WORKER_MAX_OBJECT_SIZE", default_value_t = 100 * 1024 * 1024)]
-    pub max_object_size: u64,
-    /// Most bytes of decoded objects one scan holds at once (the file and
-    /// the objects on the way down to the one being scanned).
-    #[arg(long, env = "QALA_WORKER_MAX_SCAN_MEMORY", default_value_t = 512 * 1024 * 1024)]
-    pub max_scan_memory: u64,
-    /// Largest extracted/compressed ratio followed for one member.
-    #[arg(long, env = "QALA_WORKER_MAX_RATIO", default_value_t = 250)]
-    pub max_ratio: u64,
-    /// Rule-engine timeout per object, in seconds.
-    #[arg(long, env = "QALA_WORKER_OBJECT_TIMEOUT", default_value_t = 30)]
-    pub object_timeout_secs: u64,
-    /// Wall-clock budget per submission, in seconds; objects not reached are not scanned.
-    #[arg(long, env = "QALA_WORKER_MAX_SCAN_TIME", default_value_t = 120)]
-    pub max_scan_time_secs: u64,
-    /// Count a submission that hit a scan limit as at least suspicious.
-    #[arg(long, env = "QALA_WORKER_ALERT_EXCEEDED")]
-    pub alert_exceeded: bool,
-    /// Count a submission with encrypted members as at least suspicious.
-    #[arg(long, env = "QALA_WORKER_ALERT_ENCRYPTED")]
-    pub alert_encrypted: bool,
     /// On SIGTERM, how long in-flight scans may take to finish (seconds);
     /// past it the worker exits and the coordinator replays what it held to
     /// the next worker.
@@ -92,21 +60,4 @@ pub struct Config {
     /// frees its admission slot.
     #[arg(long, env = "QALA_WORKER_UPLOAD_STALL_SECS", default_value_t = 30)]
     pub upload_stall_secs: u64,
-}
-
-impl Config {
-    pub fn limits(&self) -> qala_engine::Limits {
-        qala_engine::Limits {
-            max_depth: self.max_depth,
-            max_objects: self.max_objects,
-            max_total_bytes: self.max_total_bytes,
-            max_object_size: self.max_object_size,
-            max_ratio: self.max_ratio,
-            max_scan_memory: self.max_scan_memory,
-            object_timeout: Duration::from_secs(self.object_timeout_secs.max(1)),
-            max_scan_time: Duration::from_secs(self.max_scan_time_secs.max(1)),
-            alert_exceeded: self.alert_exceeded,
-            alert_encrypted: self.alert_encrypted,
-        }
-    }
 }

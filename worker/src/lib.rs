@@ -74,7 +74,7 @@ pub async fn run(
     let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
 
     info!(worker_id, threads, "starting scan pool");
-    let pool = pool::ScanPool::start(threads, config.limits());
+    let pool = pool::ScanPool::start(threads);
     // Two files per thread: one scanning, one arriving.
     let max_in_flight = threads * 2;
     let state = Arc::new(service::WorkerState::new(

@@ -2,7 +2,7 @@
 //! yara-x scanner) for the ruleset of the jobs it is given, and builds a new
 //! one only when a job names another ruleset.
 
-use qala_engine::{Engine, Hasher, Limits, Report, Ruleset};
+use qala_engine::{Engine, Hasher, Report, Ruleset};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,19 +43,18 @@ pub struct ScanPool {
 impl ScanPool {
     /// Start `threads` scan threads. The queue holds as many jobs as there
     /// are threads, so a busy worker pushes back on its callers.
-    pub fn start(threads: usize, limits: Limits) -> ScanPool {
+    pub fn start(threads: usize) -> ScanPool {
         let threads = threads.max(1);
         let (tx, rx) = mpsc::channel::<Job>(threads);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads {
             let rx = rx.clone();
-            let limits = limits.clone();
             std::thread::Builder::new()
                 .name(format!("qala-scan-{i}"))
                 // Parsers recurse on nested input; a stack overflow would
                 // abort the worker, which catch_unwind cannot prevent.
                 .stack_size(SCAN_STACK_BYTES)
-                .spawn(move || scan_thread(rx, limits))
+                .spawn(move || scan_thread(rx))
                 .expect("spawn scan thread");
         }
         ScanPool { tx }
@@ -77,11 +76,12 @@ fn next_job(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
     rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv()
 }
 
-fn scan_thread(rx: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Limits) {
+fn scan_thread(rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let mut pending = next_job(&rx);
     while let Some(first) = pending.take() {
         let ruleset = first.ruleset.clone();
-        let mut engine = Engine::new(&ruleset, limits.clone());
+        // The scan policy comes with the rules: every worker judges alike.
+        let mut engine = Engine::new(&ruleset, ruleset.limits.clone());
         let mut job = first;
         loop {
             let start = Instant::now();

@@ -40,7 +40,7 @@ fn main() -> Result<()> {
     };
 
     let t = Instant::now();
-    let rules = compile_rules(&rules_path)?;
+    let rules = compile_rules(&rules_path, &qala_engine::Limits::default())?;
     eprintln!("compiled {} rules in {:.2}s", rules.rule_count, t.elapsed().as_secs_f64());
     let mut list = Vec::new();
     files(&dir, &mut list)?;
