@@ -21,9 +21,10 @@ fn scans_past_their_deadline_are_unscannable_timeouts_and_not_cached() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("slow.bin"), vec![1u8; 200_000]).unwrap();
 
-    // The worker's own limit: rule time per object (1 s).
+    // The cluster's policy (set on the coordinator, shipped to the worker):
+    // rule time per object (1 s).
     // SAFETY: this binary has this one test; no thread reads the env meanwhile.
-    unsafe { std::env::set_var("QALA_WORKER_OBJECT_TIMEOUT", "1") };
+    unsafe { std::env::set_var("QALA_POLICY_OBJECT_TIMEOUT", "1") };
     let cluster = Cluster::start(rules.path(), None, 1).unwrap();
     for round in 0..2 {
         let (_, lines) = cluster.scan(&[dir.path()]).unwrap();
@@ -36,7 +37,7 @@ fn scans_past_their_deadline_are_unscannable_timeouts_and_not_cached() {
     // The coordinator's deadline on the worker call (1 s), rules given 2 s
     // per object.
     unsafe {
-        std::env::set_var("QALA_WORKER_OBJECT_TIMEOUT", "2");
+        std::env::set_var("QALA_POLICY_OBJECT_TIMEOUT", "2");
         std::env::set_var("QALA_COORDINATOR_SCAN_TIMEOUT", "1");
     }
     let cluster = Cluster::start(rules.path(), None, 1).unwrap();

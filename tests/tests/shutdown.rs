@@ -1,6 +1,6 @@
 //! Graceful shutdown of the coordinator: on SIGTERM it stops accepting new
 //! calls and finishes the scans in flight before it exits. (Its own test
-//! binary: the worker's rule-time limit is set through the environment.)
+//! binary: the policy's rule-time limit is set through the environment.)
 
 use qala_proto::v1 as pb;
 use qala_tests::{Cluster, scan_messages, wait_for};
@@ -14,7 +14,7 @@ async fn scan(mut client: qala_tests::Scanner, data: Vec<u8>) -> Result<pb::Scan
 async fn coordinator_finishes_in_flight_scans_on_sigterm_then_exits() {
     // Each scan takes the worker's 2 s of rule time.
     // SAFETY: this binary has this one test; set before any process starts.
-    unsafe { std::env::set_var("QALA_WORKER_OBJECT_TIMEOUT", "2") };
+    unsafe { std::env::set_var("QALA_POLICY_OBJECT_TIMEOUT", "2") };
     let rules = tempfile::tempdir().unwrap();
     std::fs::write(
         rules.path().join("slow.yar"),

@@ -51,6 +51,11 @@ pub struct Config {
     /// Largest file accepted for scanning (bytes); larger ones are answered `unscannable`.
     #[arg(long, env = "QALA_WORKER_MAX_FILE_SIZE", default_value_t = 1024 * 1024 * 1024)]
     pub max_file_size: u64,
+    /// Heap of each sandboxed scan child (RLIMIT_DATA), MiB; its address
+    /// space is this plus 8 GiB of reservations. A child over it dies and is
+    /// replaced; the file is retried once, alone.
+    #[arg(long, env = "QALA_WORKER_SCAN_CHILD_MEMORY_MIB", default_value_t = 1024)]
+    pub scan_child_memory_mib: u64,
     /// On SIGTERM, how long in-flight scans may take to finish (seconds);
     /// past it the worker exits and the coordinator replays what it held to
     /// the next worker.

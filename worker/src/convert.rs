@@ -92,6 +92,29 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
     v
 }
 
+/// The verdict of a file that killed its scan child each time it was
+/// scanned alone: unscannable, limit `worker_crash`. The coordinator puts
+/// its sha256 on the poison list and sends it to no other worker.
+pub fn crashed(sha256: String, size: u64, ruleset_id: &str, worker_id: &str, detail: &str) -> pb::Verdict {
+    let mut v = pb::Verdict {
+        sha256,
+        size,
+        verdict: pb::VerdictKind::Unscannable as i32,
+        limits_hit: vec![pb::LimitHit { limit: WORKER_CRASH.into(), object: String::new(), detail: detail.to_string() }],
+        errors: vec![format!("the scan process died on this file each time: {detail}")],
+        ruleset_id: ruleset_id.to_string(),
+        engine_version: qala_engine::ENGINE_VERSION.to_string(),
+        scanned_at_ms: now_ms(),
+        worker_id: worker_id.to_string(),
+        ..Default::default()
+    };
+    bound(&mut v);
+    v
+}
+
+/// The limit a poison file is reported under.
+pub const WORKER_CRASH: &str = "worker_crash";
+
 /// Longest string kept in a verdict (names, paths, meta values, errors).
 const MAX_TEXT: usize = 1024;
 /// Most entries kept in each list of a verdict.

@@ -1,5 +1,6 @@
 //! Qala worker: a gRPC server the coordinator streams files to, and a fixed
-//! pool of scan threads running the synchronous engine.
+//! pool of scan threads, each handing files to a sandboxed child process
+//! that runs the synchronous engine ([`sandbox`]).
 //!
 //! The worker registers with its coordinator (or with each of several) and
 //! heartbeats; a coordinator pushes compiled rules with `LoadRules` and files
@@ -13,6 +14,7 @@ mod identity;
 mod pool;
 mod register;
 mod rules;
+pub mod sandbox;
 mod service;
 
 pub use config::Config;
@@ -73,8 +75,19 @@ pub async fn run(
     };
     let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
 
-    info!(worker_id, threads, "starting scan pool");
-    let pool = pool::ScanPool::start(threads);
+    // Scans run in sandboxed children: check now that this machine can
+    // confine them, rather than at the first file.
+    let settings = sandbox::Settings::new(config.scan_child_memory_mib.saturating_mul(1 << 20))?;
+    let probe = settings.clone();
+    let confinement = tokio::task::spawn_blocking(move || sandbox::probe(&probe)).await??;
+    info!(
+        worker_id,
+        threads,
+        confinement,
+        memory_limit_mib = config.scan_child_memory_mib,
+        "starting scan pool (one sandboxed scan child per thread)"
+    );
+    let pool = pool::ScanPool::start(threads, settings);
     // Two files per thread: one scanning, one arriving.
     let max_in_flight = threads * 2;
     let state = Arc::new(service::WorkerState::new(

@@ -1,10 +1,14 @@
-//! `qala-worker`: parse flags, set up logging, bind, run until Ctrl-C or SIGTERM.
+//! `qala-worker`: parse flags, set up logging, bind, run until Ctrl-C or
+//! SIGTERM. Started with `__scan-child`, the same binary is a sandboxed scan
+//! child of a worker instead (see `qala_worker::sandbox`).
 
 use clap::Parser;
 use qala_worker::Config;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    if std::env::args_os().nth(1).is_some_and(|a| a == qala_worker::sandbox::CHILD_ARG) {
+        qala_worker::sandbox::child::main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -12,10 +16,12 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::parse();
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    qala_worker::run(config, listener, shutdown_signal()).await
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        qala_worker::run(config, listener, shutdown_signal()).await
+    })
 }
 
 async fn shutdown_signal() {

@@ -1,26 +1,39 @@
-//! A fixed pool of scan threads. Each thread keeps one engine (and so one
-//! yara-x scanner) for the ruleset of the jobs it is given, and builds a new
-//! one only when a job names another ruleset.
+//! A fixed pool of scan threads. Each thread owns one sandboxed scan child
+//! ([`crate::sandbox`]) with the ruleset of the jobs it is given, starts a
+//! new one when a job names another ruleset, and replaces one that dies.
 
-use qala_engine::{Engine, Hasher, Report, Ruleset};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use crate::sandbox::{Failure, ScanChild, Settings, Shipped};
+use qala_proto::v1 as pb;
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info};
+use tracing::{info, warn};
 
-/// Stack of each scan thread (the default 2 MiB is tight for nested parsers).
-const SCAN_STACK_BYTES: usize = 32 * 1024 * 1024;
+/// A child still busy this long after the policy's `max_scan_time` is
+/// killed (the engine stops itself at the deadline; this is the backstop).
+const GRACE: Duration = Duration::from_secs(30);
 
-/// One submission for a scan thread.
+/// How many children one file may take down before it is given up on.
+pub const CRASHES_ALLOWED: usize = 2;
+
+/// One submission for a scan thread: a sealed memfd with its bytes.
 pub struct Job {
-    pub ruleset: Arc<Ruleset>,
-    pub data: Vec<u8>,
-    pub name: String,
-    pub reply: oneshot::Sender<Report>,
-    /// Set when the caller stops waiting: the scan stops at its next object.
+    pub rules: Arc<Shipped>,
+    pub file: File,
+    pub reply: oneshot::Sender<Outcome>,
+    /// Set when the caller stops waiting: the child is asked to stop.
     pub cancel: Arc<AtomicBool>,
+}
+
+/// What became of a job.
+pub enum Outcome {
+    Verdict(Box<pb::Verdict>),
+    /// The file killed a child each time it was scanned, alone.
+    Crashed(String),
+    /// No child could be started, or the caller cancelled mid-crash.
+    Failed(String),
 }
 
 /// Cancels a job when the call waiting for it goes away (the coordinator's
@@ -43,30 +56,28 @@ pub struct ScanPool {
 impl ScanPool {
     /// Start `threads` scan threads. The queue holds as many jobs as there
     /// are threads, so a busy worker pushes back on its callers.
-    pub fn start(threads: usize) -> ScanPool {
+    pub fn start(threads: usize, settings: Settings) -> ScanPool {
         let threads = threads.max(1);
         let (tx, rx) = mpsc::channel::<Job>(threads);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads {
             let rx = rx.clone();
+            let settings = settings.clone();
             std::thread::Builder::new()
                 .name(format!("qala-scan-{i}"))
-                // Parsers recurse on nested input; a stack overflow would
-                // abort the worker, which catch_unwind cannot prevent.
-                .stack_size(SCAN_STACK_BYTES)
-                .spawn(move || scan_thread(rx))
+                .spawn(move || scan_thread(rx, settings))
                 .expect("spawn scan thread");
         }
         ScanPool { tx }
     }
 
-    /// Queue a job and wait for its report. Dropping the returned future
-    /// (its call was cancelled) cancels the scan: it stops at its next object.
-    pub async fn scan(&self, ruleset: Arc<Ruleset>, data: Vec<u8>, name: String) -> Option<Report> {
+    /// Queue a job and wait for its outcome. Dropping the returned future
+    /// (its call was cancelled) cancels the scan.
+    pub async fn scan(&self, rules: Arc<Shipped>, file: File) -> Option<Outcome> {
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { ruleset, data, name, reply, cancel }).await.ok()?;
+        self.tx.send(Job { rules, file, reply, cancel }).await.ok()?;
         rx.await.ok()
     }
 }
@@ -76,72 +87,56 @@ fn next_job(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
     rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv()
 }
 
-fn scan_thread(rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let mut pending = next_job(&rx);
-    while let Some(first) = pending.take() {
-        let ruleset = first.ruleset.clone();
-        // The scan policy comes with the rules: every worker judges alike.
-        let mut engine = Engine::new(&ruleset, ruleset.limits.clone());
-        let mut job = first;
-        loop {
-            let start = Instant::now();
-            let outcome = catch_unwind(AssertUnwindSafe(|| engine.scan_cancellable(&job.data, &job.name, job.cancel.clone())));
-            let report = match outcome {
-                Ok(r) => {
-                    if job.cancel.load(Ordering::Relaxed) {
-                        info!(
-                            name = job.name,
-                            objects = r.objects_scanned,
-                            ms = start.elapsed().as_millis() as u64,
-                            "scan cancelled: its caller stopped waiting"
-                        );
-                    }
-                    r
+fn scan_thread(rx: Arc<Mutex<mpsc::Receiver<Job>>>, settings: Settings) {
+    let mut child: Option<ScanChild> = None;
+    while let Some(job) = next_job(&rx) {
+        let outcome = run(&mut child, &job, &settings);
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// Scan one job in this thread's child, replacing the child as needed. A
+/// child scans one file at a time, so a file that kills one is retried
+/// alone in a fresh child; after [`CRASHES_ALLOWED`] it is given up on.
+fn run(slot: &mut Option<ScanChild>, job: &Job, settings: &Settings) -> Outcome {
+    let deadline = job.rules.limits.max_scan_time + GRACE;
+    let mut failures = Vec::new();
+    while failures.len() < CRASHES_ALLOWED {
+        if slot.as_ref().is_none_or(|c| c.ruleset_id != job.rules.id) {
+            *slot = None;
+            match ScanChild::spawn(&job.rules, settings) {
+                Ok(c) => {
+                    info!(ruleset_id = job.rules.id, confinement = c.confinement, "scan child started");
+                    *slot = Some(c);
                 }
-                Err(panic) => {
-                    error!(name = job.name, "engine panicked; answering unscannable");
-                    let _ = job.reply.send(panicked(&job.data, start, &panic));
-                    // Rebuild the engine: its scanner may be in any state.
-                    pending = next_job(&rx);
-                    break;
+                Err(e) => return Outcome::Failed(e.to_string()),
+            }
+        }
+        let Some(child) = slot.as_mut() else { continue };
+        let start = std::time::Instant::now();
+        match child.scan(&job.file, deadline, &job.cancel) {
+            Ok(verdict) => {
+                if job.cancel.load(Ordering::Relaxed) {
+                    info!(
+                        objects = verdict.objects_scanned,
+                        ms = start.elapsed().as_millis() as u64,
+                        "scan cancelled: its caller stopped waiting"
+                    );
                 }
-            };
-            let _ = job.reply.send(report);
-            match next_job(&rx) {
-                Some(next) if next.ruleset.id == ruleset.id => job = next,
-                other => {
-                    if let Some(next) = &other {
-                        info!(ruleset_id = next.ruleset.id, "scan thread switching ruleset");
-                    }
-                    pending = other;
-                    break;
+                return Outcome::Verdict(Box::new(verdict));
+            }
+            Err(failure) => {
+                warn!(attempt = failures.len() + 1, "{failure}; replacing the scan child");
+                *slot = None;
+                if let Failure::Start(e) = failure {
+                    return Outcome::Failed(e);
+                }
+                failures.push(failure.to_string());
+                if job.cancel.load(Ordering::Relaxed) {
+                    return Outcome::Failed("cancelled after the scan child died".into());
                 }
             }
         }
     }
-}
-
-fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) -> Report {
-    let msg = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    let d = Hasher::digest(data);
-    Report {
-        sha256: d.sha256,
-        blake3: d.blake3,
-        size: data.len() as u64,
-        file_type: qala_engine::FileType::detect(data).as_str(),
-        verdict: None,
-        detections: Vec::new(),
-        executables: Vec::new(),
-        limits_hit: Vec::new(),
-        errors: vec![format!("engine panicked: {msg}")],
-        encrypted: Vec::new(),
-        object_meta: Vec::new(),
-        objects_scanned: 0,
-        bytes_scanned: 0,
-        duration: start.elapsed(),
-    }
+    Outcome::Crashed(failures.join("; then "))
 }

@@ -1,7 +1,7 @@
 //! The rulesets a worker holds, by id. The newest is current; a few older
 //! ones stay so scans already queued with them still finish.
 
-use qala_engine::Ruleset;
+use crate::sandbox::Shipped;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -9,11 +9,11 @@ const KEEP: usize = 3;
 
 #[derive(Default)]
 pub struct RulesCache {
-    sets: Mutex<VecDeque<Arc<Ruleset>>>,
+    sets: Mutex<VecDeque<Arc<Shipped>>>,
 }
 
 impl RulesCache {
-    pub fn get(&self, id: &str) -> Option<Arc<Ruleset>> {
+    pub fn get(&self, id: &str) -> Option<Arc<Shipped>> {
         self.sets.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id == id).cloned()
     }
 
@@ -21,7 +21,7 @@ impl RulesCache {
         self.sets.lock().unwrap_or_else(|p| p.into_inner()).front().map(|r| r.id.clone()).unwrap_or_default()
     }
 
-    pub fn insert(&self, rules: Arc<Ruleset>) {
+    pub fn insert(&self, rules: Arc<Shipped>) {
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
         sets.retain(|r| r.id != rules.id);
         sets.push_front(rules);

@@ -1,11 +1,13 @@
 //! The `qala.v1.Worker` service: rules loading and per-file scans.
 
 use crate::convert;
-use crate::pool::ScanPool;
+use crate::pool::{Outcome, ScanPool};
 use crate::rules::RulesCache;
+use crate::sandbox::Shipped;
 use qala_engine::Ruleset;
 use qala_proto::v1::{self as pb, worker_scan_request::Msg};
 use sha2::{Digest, Sha256};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -132,7 +134,7 @@ impl pb::worker_server::Worker for WorkerService {
                 // it current and answer before the rest is sent.
                 if let Some(r) = self.state.rules.get(&id) {
                     self.state.rules.insert(r.clone());
-                    return Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count: r.rule_count as u32 }));
+                    return Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count: r.rule_count }));
                 }
             }
             if bytes.len() + chunk.data.len() > MAX_RULES_BYTES {
@@ -145,14 +147,19 @@ impl pb::worker_server::Worker for WorkerService {
         }
         let start = Instant::now();
         let loaded_id = id.clone();
-        // Deserializing re-JITs the rules: seconds of CPU, off the runtime.
-        let ruleset = tokio::task::spawn_blocking(move || Ruleset::from_bytes(loaded_id, &bytes))
-            .await
-            .map_err(|e| Status::internal(format!("rules loader failed: {e}")))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let rule_count = ruleset.rule_count as u32;
+        // Checked here (deserializing re-JITs the rules: seconds of CPU, off
+        // the runtime), then kept as bytes in a sealed memfd that each scan
+        // child maps and loads for itself.
+        let shipped = tokio::task::spawn_blocking(move || {
+            let ruleset = Ruleset::from_bytes(loaded_id.clone(), &bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            Shipped::new(loaded_id, ruleset.rule_count as u32, ruleset.limits.clone(), &bytes)
+                .map_err(|e| Status::internal(format!("cannot hold the rules in memory: {e}")))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("rules loader failed: {e}")))??;
+        let rule_count = shipped.rule_count;
         info!(ruleset_id = id, rule_count, elapsed_ms = start.elapsed().as_millis() as u64, "rules loaded");
-        self.state.rules.insert(Arc::new(ruleset));
+        self.state.rules.insert(Arc::new(shipped));
         Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count }))
     }
 
@@ -178,7 +185,13 @@ impl pb::worker_server::Worker for WorkerService {
             .ok_or_else(|| Status::failed_precondition(format!("ruleset {} not loaded on this worker", header.ruleset_id)))?;
 
         let too_big = header.size > self.state.max_file_size;
-        let mut data = Vec::with_capacity(if too_big { 0 } else { header.size.min(64 << 20) as usize });
+        // The bytes go straight into a memfd that the scan child maps: the
+        // file is received once and never copied again.
+        let mut file = if too_big {
+            None
+        } else {
+            Some(crate::sandbox::memfd("qala-upload").map_err(|e| Status::internal(format!("memfd: {e}")))?)
+        };
         let mut hasher = Sha256::new();
         let mut received = 0u64;
         while let Some(m) = self.next(&mut stream).await? {
@@ -189,29 +202,41 @@ impl pb::worker_server::Worker for WorkerService {
             if received > header.size {
                 return Err(Status::invalid_argument(format!("ScanFile: more than the announced {} bytes", header.size)));
             }
-            if too_big {
-                hasher.update(&chunk);
-            } else {
-                data.extend_from_slice(&chunk);
+            hasher.update(&chunk);
+            if let Some(f) = file.as_mut() {
+                f.write_all(&chunk).map_err(|e| Status::resource_exhausted(format!("holding the upload: {e}")))?;
             }
         }
         if received != header.size {
             return Err(Status::invalid_argument(format!("ScanFile: got {received} bytes, header announced {}", header.size)));
         }
 
-        let verdict = if too_big {
-            let sha256 = hex::encode(hasher.finalize());
-            check_sha(&sha256, &header.sha256)?;
-            too_big_verdict(&header, sha256, &ruleset.id, &self.state)
-        } else {
-            let report = self
-                .state
-                .pool
-                .scan(ruleset.clone(), data, String::new())
-                .await
-                .ok_or_else(|| Status::unavailable("worker is shutting down"))?;
-            check_sha(&report.sha256, &header.sha256)?;
-            convert::verdict(report, &ruleset.id, &self.state.worker_id)
+        // Nothing is scanned that is not what the coordinator said it is.
+        let sha256 = hex::encode(hasher.finalize());
+        check_sha(&sha256, &header.sha256)?;
+        let verdict = match file {
+            None => too_big_verdict(&header, sha256, &ruleset.id, &self.state),
+            Some(file) => {
+                crate::sandbox::seal(&file).map_err(|e| Status::internal(format!("sealing the upload: {e}")))?;
+                let outcome = self
+                    .state
+                    .pool
+                    .scan(ruleset.clone(), file)
+                    .await
+                    .ok_or_else(|| Status::unavailable("worker is shutting down"))?;
+                match outcome {
+                    Outcome::Verdict(v) => {
+                        let mut v = *v;
+                        v.worker_id = self.state.worker_id.clone();
+                        v
+                    }
+                    Outcome::Crashed(detail) => {
+                        warn!(sha256, detail, "file killed its scan child each time it was scanned alone; unscannable");
+                        convert::crashed(sha256, header.size, &ruleset.id, &self.state.worker_id, &detail)
+                    }
+                    Outcome::Failed(e) => return Err(Status::internal(e)),
+                }
+            }
         };
         self.state.scanned.fetch_add(1, Ordering::Relaxed);
         info!(sha256 = %verdict.sha256, verdict = pb::VerdictKind::try_from(verdict.verdict).unwrap_or_default().label(),

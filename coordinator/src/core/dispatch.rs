@@ -52,6 +52,16 @@ impl Core {
         spool: &mut Spool,
         rules: &LoadedRules,
     ) -> Result<pb::Verdict, Status> {
+        // A file that killed scan processes goes to no more workers while
+        // it is on the poison list (every coordinator sees the list).
+        match self.store.poisoned(&header.sha256).await {
+            Ok(Some(detail)) => {
+                warn!(sha256 = header.sha256, detail, "poison file: not sent to any worker");
+                return Ok(poison_verdict(header, &rules.id, &detail));
+            }
+            Ok(None) => {}
+            Err(e) => debug!(sha256 = header.sha256, error = %e, "poison list not read"),
+        }
         let mut tried: Vec<String> = Vec::new();
         let mut last: Option<Status> = None;
         let busy_until = tokio::time::Instant::now() + self.cluster.scan_timeout;
@@ -110,6 +120,15 @@ impl Core {
                 "worker {} answered for {}/{} instead of {}/{}",
                 worker.id, verdict.ruleset_id, verdict.sha256, rules.id, header.sha256
             )));
+        }
+        if let Some(crash) = verdict.limits_hit.iter().find(|l| l.limit == store::WORKER_CRASH) {
+            let until = store::now_ms() + store::POISON_TTL.as_millis() as i64;
+            match self.store.poison(&verdict.sha256, &crash.detail, until).await {
+                Ok(()) => {
+                    warn!(sha256 = %verdict.sha256, worker = worker.id, detail = crash.detail, "poison file: listed for an hour")
+                }
+                Err(e) => warn!(sha256 = %verdict.sha256, error = %e, "poison file not listed"),
+            }
         }
         match self.store.save(&verdict).await {
             Ok(stored) => info!(sha256 = %verdict.sha256, worker = worker.id, stored, verdict = kind_label(&verdict), "verdict"),
@@ -179,6 +198,22 @@ fn unscannable(
         limits_hit: vec![pb::LimitHit { limit: limit.into(), object: String::new(), detail }],
         errors: vec![format!("{limit}: {}", e.message())],
         worker_id: worker.id.clone(),
+        ruleset_id: ruleset_id.to_string(),
+        engine_version: qala_engine::ENGINE_VERSION.to_string(),
+        scanned_at_ms: crate::rules::now_ms(),
+        ..Default::default()
+    }
+}
+
+/// The answer for a file on the poison list: what the workers said when it
+/// killed their scan processes.
+fn poison_verdict(header: &pb::ScanHeader, ruleset_id: &str, detail: &str) -> pb::Verdict {
+    pb::Verdict {
+        sha256: header.sha256.clone(),
+        size: header.size,
+        verdict: pb::VerdictKind::Unscannable as i32,
+        limits_hit: vec![pb::LimitHit { limit: store::WORKER_CRASH.into(), object: String::new(), detail: detail.to_string() }],
+        errors: vec![format!("on the poison list (it killed scan processes): {detail}")],
         ruleset_id: ruleset_id.to_string(),
         engine_version: qala_engine::ENGINE_VERSION.to_string(),
         scanned_at_ms: crate::rules::now_ms(),

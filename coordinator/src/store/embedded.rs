@@ -13,6 +13,8 @@ const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts_v1
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
 /// Revoked worker ids -> when (Unix ms).
 const REVOKED_WORKERS: TableDefinition<&str, i64> = TableDefinition::new("revoked_workers_v1");
+/// sha256 -> (until_ms, what the file did).
+const POISON: TableDefinition<&str, (i64, &str)> = TableDefinition::new("poison_v1");
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -34,6 +36,7 @@ impl EmbeddedStore {
         txn.open_table(VERDICTS).map_err(err)?;
         txn.open_table(TOKENS).map_err(err)?;
         txn.open_table(REVOKED_WORKERS).map_err(err)?;
+        txn.open_table(POISON).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(Self { db: Arc::new(db), path: path.to_path_buf() })
     }
@@ -145,5 +148,60 @@ impl VerdictStore for EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn poison(&self, sha256: &str, detail: &str, until_ms: i64) -> Result<(), StoreError> {
+        let (sha256, detail) = (sha256.to_string(), detail.to_string());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(POISON).map_err(err)?;
+                table.insert(sha256.as_str(), (until_ms, detail.as_str())).map_err(err)?;
+                // Forget what has expired, so the list stays short.
+                let now = super::now_ms();
+                table.retain(|_, (until, _)| until > now).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn poisoned(&self, sha256: &str) -> Result<Option<String>, StoreError> {
+        let sha256 = sha256.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(POISON).map_err(err)?;
+            let entry = table.get(sha256.as_str()).map_err(err)?;
+            Ok(entry.and_then(|e| {
+                let (until, detail) = e.value();
+                (until > super::now_ms()).then(|| detail.to_string())
+            }))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTableMetadata;
+
+    #[tokio::test]
+    async fn poison_entries_answer_until_they_expire() {
+        let d = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&d.path().join("v.redb")).unwrap();
+        let now = super::super::now_ms();
+        store.poison("aa", "killed by SIGSEGV", now + 60_000).await.unwrap();
+        store.poison("bb", "killed by SIGABRT", now - 1).await.unwrap();
+        assert_eq!(store.poisoned("aa").await.unwrap().as_deref(), Some("killed by SIGSEGV"));
+        assert_eq!(store.poisoned("bb").await.unwrap(), None, "expired");
+        assert_eq!(store.poisoned("cc").await.unwrap(), None);
+        // Expired entries are dropped on the next write.
+        store.poison("dd", "x", now + 60_000).await.unwrap();
+        let db = store.db.clone();
+        let left = tokio::task::spawn_blocking(move || db.begin_read().unwrap().open_table(POISON).unwrap().len().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(left, 2);
     }
 }

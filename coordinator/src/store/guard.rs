@@ -122,6 +122,16 @@ impl Guarded {
         self.record(self.inner.revoked_workers().await)
     }
 
+    pub async fn poison(&self, sha256: &str, detail: &str, until_ms: i64) -> Result<(), StoreError> {
+        self.down()?;
+        self.record(self.inner.poison(sha256, detail, until_ms).await)
+    }
+
+    pub async fn poisoned(&self, sha256: &str) -> Result<Option<String>, StoreError> {
+        self.down()?;
+        self.record(self.inner.poisoned(sha256).await)
+    }
+
     /// [`VerdictStore::lock`]; with the store down every lock is granted
     /// (degraded: coordinators may then scan one content twice, never wrongly).
     pub async fn lock(&self, key: &str, token: &str, ttl: Duration) -> bool {
@@ -198,6 +208,12 @@ mod tests {
         }
         async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
             self.ping().await.map(|_| Vec::new())
+        }
+        async fn poison(&self, _: &str, _: &str, _: i64) -> Result<(), StoreError> {
+            self.ping().await
+        }
+        async fn poisoned(&self, _: &str) -> Result<Option<String>, StoreError> {
+            self.ping().await.map(|_| None)
         }
         async fn ping(&self) -> Result<(), StoreError> {
             if self.down.load(Ordering::Relaxed) { Err(StoreError::Redis("connection refused".into())) } else { Ok(()) }

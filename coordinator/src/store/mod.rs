@@ -65,6 +65,13 @@ pub trait VerdictStore: Send + Sync + 'static {
     /// Every revoked worker id.
     async fn revoked_workers(&self) -> Result<Vec<String>, StoreError>;
 
+    /// Put `sha256` on the poison list until `until_ms`: a file that killed
+    /// scan processes, sent to no worker until then (`detail`: what it did).
+    async fn poison(&self, sha256: &str, detail: &str, until_ms: i64) -> Result<(), StoreError>;
+
+    /// What `sha256` did, if it is on the poison list now.
+    async fn poisoned(&self, sha256: &str) -> Result<Option<String>, StoreError>;
+
     /// Check that the store answers.
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -104,6 +111,12 @@ pub trait VerdictStore: Send + Sync + 'static {
 /// engine soon retry it.
 pub const PARTIAL_TTL: Duration = Duration::from_secs(3600);
 
+/// How long a file that killed scan processes stays on the poison list.
+pub const POISON_TTL: Duration = Duration::from_secs(3600);
+
+/// The limit a poison file's verdict names (set by the worker).
+pub const WORKER_CRASH: &str = "worker_crash";
+
 /// How long a verdict may be kept.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Retention {
@@ -111,7 +124,8 @@ pub enum Retention {
     Final,
     /// Clean, but some part of the submission was not looked at (a limit
     /// was hit, an error, an encrypted member, a contained panic): kept
-    /// [`PARTIAL_TTL`] and marked `partial`, never as final.
+    /// [`PARTIAL_TTL`] and marked `partial`, never as final. So is the
+    /// `unscannable` of a file that killed its scan processes.
     Partial,
     /// Unscannable (a timeout, a crash): not kept.
     Never,
@@ -122,6 +136,9 @@ pub fn retention(v: &Verdict) -> Retention {
         VerdictKind::Malicious | VerdictKind::Suspicious => Retention::Final,
         VerdictKind::Clean if v.limits_hit.is_empty() && v.errors.is_empty() && v.encrypted.is_empty() => Retention::Final,
         VerdictKind::Clean => Retention::Partial,
+        // A poison file: lookups answer it for a while, so agents do not
+        // upload it again, and a new engine or rules soon retry it.
+        VerdictKind::Unscannable if v.limits_hit.iter().any(|l| l.limit == WORKER_CRASH) => Retention::Partial,
         VerdictKind::Unscannable | VerdictKind::Unspecified => Retention::Never,
     }
 }

@@ -87,6 +87,8 @@ fn redis_key(ruleset_id: &str, sha256: &str) -> String {
 const TOKENS_KEY: &str = "qala:v1:tokens";
 /// Hash of revoked worker ids -> Unix ms.
 const REVOKED_WORKERS_KEY: &str = "qala:v1:revoked-workers";
+/// Prefix of poison list entries (`qala:v1:poison:<sha256>`, with a TTL).
+const POISON_PREFIX: &str = "qala:v1:poison:";
 
 fn lock_key(key: &str) -> String {
     format!("qala:v1:lock:{key}")
@@ -374,6 +376,17 @@ impl VerdictStore for RedisStore {
 
     async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
         self.run(async |c| redis::cmd("HKEYS").arg(REVOKED_WORKERS_KEY).query_async(c).await).await
+    }
+
+    async fn poison(&self, sha256: &str, detail: &str, until_ms: i64) -> Result<(), StoreError> {
+        let key = format!("{POISON_PREFIX}{sha256}");
+        let ttl = (until_ms - super::now_ms()).max(1);
+        self.run(async |c| redis::cmd("SET").arg(&key).arg(detail).arg("PX").arg(ttl).query_async(c).await).await
+    }
+
+    async fn poisoned(&self, sha256: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("{POISON_PREFIX}{sha256}");
+        self.run(async |c| redis::cmd("GET").arg(&key).query_async(c).await).await
     }
 }
 

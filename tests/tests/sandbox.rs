@@ -1,0 +1,131 @@
+//! Scans run in sandboxed children of the worker: a file that kills its scan
+//! process costs a child, never the worker; it is retried once, alone, then
+//! answered `unscannable` (`worker_crash`), put on a poison list every
+//! coordinator sees, and sent to no more workers. Children cannot open files
+//! or sockets, and hold no key.
+
+use qala_tests::{Cluster, Redis, eicar, repo_root, scan_messages, sha256_hex, wait_for};
+use std::io::Write;
+use std::time::Duration;
+
+/// A gzip of `mib` MiB of zeros (about 1 KiB per MiB).
+fn zeros_gz(mib: usize) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        gz.write_all(&block).unwrap();
+    }
+    gz.finish().unwrap()
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_kills_scan_children_is_poisoned_not_the_worker() {
+    let d = tempfile::tempdir().unwrap();
+    let redis = Redis::start(d.path()).unwrap();
+    // A policy that lets a member decompress 150 MiB of zeros (no ratio
+    // cap), and scan children with 96 MiB of heap: decoding it runs one out
+    // of memory, a real crash.
+    let options = qala_tests::Options { coordinator_args: vec!["--max-ratio".into(), "1000000".into()], ..Default::default() };
+    let mut cluster = Cluster::start_with(&repo_root().join("rules"), Some(&redis.url()), 0, options).unwrap();
+    let second = cluster.add_coordinator().unwrap();
+    let tls = cluster.worker_tls("w1").unwrap();
+    let flags = ["--tls", tls.to_str().unwrap(), "--scan-child-memory-mib", "96"].map(String::from);
+    cluster.add_worker_with("w1", &flags).unwrap();
+    cluster.wait_ready(1).unwrap();
+
+    let files = tempfile::tempdir().unwrap();
+    let bomb = zeros_gz(150);
+    std::fs::write(files.path().join("zeros.gz"), &bomb).unwrap();
+    std::fs::write(files.path().join("eicar.com"), eicar()).unwrap();
+    let (code, lines) = cluster.scan(&[files.path()]).unwrap();
+    assert_eq!(code, 1, "a detection: {lines:?}");
+    let by_name =
+        |lines: &[serde_json::Value], n: &str| lines.iter().find(|l| l["path"].as_str().unwrap().ends_with(n)).cloned().unwrap();
+    let poisoned = by_name(&lines, "zeros.gz");
+    assert_eq!(poisoned["verdict"], "unscannable", "{poisoned}");
+    assert_eq!(poisoned["limits_hit"][0]["limit"], "worker_crash", "{poisoned}");
+    assert!(poisoned["limits_hit"][0]["detail"].as_str().unwrap().contains("SIGABRT"), "{poisoned}");
+    // The worker lived on and scanned the other file.
+    assert_eq!(by_name(&lines, "eicar.com")["verdict"], "malicious");
+    let worker = cluster.workers[0].pid();
+    assert!(std::path::Path::new(&format!("/proc/{worker}")).exists(), "the worker died");
+    let logs = cluster.logs();
+    assert_eq!(logs.matches("replacing the scan child").count(), 2, "retried once, alone, then given up on: {logs}");
+
+    // The next run answers it from the store: no upload, no retry.
+    let (_, again) = cluster.scan(&[files.path()]).unwrap();
+    let again = by_name(&again, "zeros.gz");
+    assert_eq!((again["verdict"].as_str(), again["cached"].as_bool()), (Some("unscannable"), Some(true)), "{again}");
+
+    // Uploaded to the other coordinator, it goes to no worker: the stored
+    // verdict answers it; and with that verdict gone (a new ruleset has
+    // none), the poison list, shared by every coordinator, still does.
+    let ruleset = cluster.status().unwrap()["rules"]["ruleset_id"].as_str().unwrap().to_string();
+    let key = format!("qala:v1:verdict:{ruleset}:{}", sha256_hex(&bomb));
+    let deleted: i64 = qala_tests::redis_cmd(redis.port, &["DEL", &key]).unwrap();
+    assert_eq!(deleted, 1, "the poison file's verdict is stored (for an hour)");
+    let ttl: i64 = qala_tests::redis_cmd(redis.port, &["PTTL", &format!("qala:v1:poison:{}", sha256_hex(&bomb))]).unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "poison list entry for an hour: {ttl} ms");
+    // The worker's count of scans comes with its heartbeats: eicar.com and
+    // the poison file, once each.
+    let scanned = || cluster.status().ok()?["workers"][0]["scanned"].as_u64();
+    let scanned_before =
+        wait_for("the heartbeat's scan count", Duration::from_secs(10), || scanned().filter(|n| *n >= 2)).unwrap();
+    assert_eq!(scanned_before, 2);
+    let mut client = cluster.scanner_with(&second, Some("agent")).await;
+    let answer = client.scan(tokio_stream::iter(scan_messages(&bomb, ""))).await.unwrap().into_inner();
+    let v = answer.verdict.unwrap();
+    assert_eq!((v.sha256.as_str(), v.limits_hit[0].limit.as_str()), (sha256_hex(&bomb).as_str(), "worker_crash"));
+    assert!(v.errors[0].contains("poison list"), "{:?}", v.errors);
+    std::thread::sleep(Duration::from_millis(2500)); // one heartbeat
+    assert_eq!(scanned(), Some(scanned_before), "a poison file reached a worker");
+    assert_eq!(cluster.logs().matches("replacing the scan child").count(), 2);
+}
+
+#[test]
+fn scan_children_are_confined_and_replaced() {
+    let mut cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("eicar.com"), eicar()).unwrap();
+    assert_eq!(cluster.scan(&[files.path()]).unwrap().0, 1);
+    let worker = cluster.workers[0].pid();
+    let children =
+        wait_for("a scan child", Duration::from_secs(10), || Some(children_of(worker)).filter(|c| !c.is_empty())).unwrap();
+    for child in &children {
+        let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+        let field = |k: &str| status.lines().find(|l| l.starts_with(k)).unwrap_or_default().to_string();
+        assert!(field("Seccomp:").ends_with('2'), "seccomp filter mode: {status}");
+        assert!(field("NoNewPrivs:").ends_with('1'), "{status}");
+        // No descriptor but its socket, /dev/null and stderr: no TLS key
+        // file, no listening or client socket of the worker's.
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{child}/fd"))
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                format!("{} -> {}", e.file_name().to_string_lossy(), std::fs::read_link(e.path()).unwrap_or_default().display())
+            })
+            .collect();
+        assert!(fds.len() <= 4, "child descriptors: {fds:?}");
+        let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
+        assert!(environ.is_empty(), "the child's environment is empty");
+        let limits = std::fs::read_to_string(format!("/proc/{child}/limits")).unwrap();
+        assert!(limits.lines().any(|l| l.starts_with("Max data size") && l.contains(&(1024u64 << 20).to_string())), "{limits}");
+    }
+    // A child that dies is replaced at the next file.
+    for child in &children {
+        let _ = std::process::Command::new("kill").args(["-KILL", &child.to_string()]).status();
+    }
+    std::fs::write(files.path().join("other.txt"), b"nothing to see").unwrap();
+    let (code, lines) = cluster.scan(&[files.path()]).unwrap();
+    assert_eq!(code, 1, "{lines:?}");
+    assert!(cluster.workers[0].is_running(), "the worker outlives its children");
+}

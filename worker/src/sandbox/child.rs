@@ -1,0 +1,112 @@
+//! The scan child: a process of its own (the worker binary started again
+//! with `__scan-child`, empty environment, no descriptors but its socket to
+//! the worker and stderr), which loads one ruleset, confines itself, then
+//! scans the files the worker hands it one at a time and answers each with
+//! a bounded verdict. It holds no key and cannot open a file or a socket; if
+//! a hostile file crashes it, only it dies.
+
+use super::{Hello, Ready, confine, wire};
+use crate::convert;
+use prost::Message;
+use qala_engine::{Engine, Hasher, Report, Ruleset};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Run the child; never returns.
+pub fn main() -> ! {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("qala scan child: {e}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> Result<(), String> {
+    confine::die_with_parent()?;
+    confine::close_inherited();
+    // SAFETY: the worker started us with our end of the socket as stdin.
+    let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(0) });
+    // The worker cancels a scan (its caller stopped waiting) with SIGUSR1.
+    let cancel = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, cancel.clone()).map_err(|e| format!("SIGUSR1: {e}"))?;
+
+    let (hello, fd) = wire::recv(&mut sock, 64 * 1024).map_err(|e| format!("no hello from the worker: {e}"))?;
+    let hello: Hello = serde_json::from_slice(&hello).map_err(|e| format!("bad hello: {e}"))?;
+    let ruleset = match (&hello.ruleset_id, fd) {
+        (Some(id), Some(fd)) => {
+            let file = std::fs::File::from(fd);
+            // SAFETY: a sealed memfd: nobody can change or shrink it.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("mapping the rules: {e}"))?;
+            Some(Ruleset::from_bytes(id.clone(), &map).map_err(|e| e.to_string())?)
+        }
+        (Some(_), None) => return Err("rules announced without a descriptor".into()),
+        (None, _) => None,
+    };
+    let mut engine = ruleset.as_ref().map(|r| Engine::new(r, r.limits.clone()));
+    if let Some(engine) = engine.as_mut() {
+        // The first scan starts yara-x's timer thread: before the filter,
+        // which allows no new threads.
+        let _ = engine.scan(b"qala warm-up", "");
+    }
+    confine::limit_resources(hello.memory_limit)?;
+    let landlock = confine::landlock();
+    confine::seccomp()?;
+    let ready =
+        Ready { rule_count: ruleset.as_ref().map_or(0, |r| r.rule_count as u32), confinement: format!("seccomp, {landlock}") };
+    wire::send(&mut sock, &serde_json::to_vec(&ready).unwrap_or_default(), None).map_err(|e| format!("answering: {e}"))?;
+    let (Some(engine), Some(ruleset)) = (engine.as_mut(), ruleset.as_ref()) else {
+        return Ok(()); // a probe: confinement checked, nothing to scan
+    };
+
+    loop {
+        let (_, fd) = match wire::recv(&mut sock, 64 * 1024) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()), // the worker closed us
+            Err(e) => return Err(format!("reading a request: {e}")),
+        };
+        let file = std::fs::File::from(fd.ok_or("a scan request without a file")?);
+        let len = file.metadata().map_err(|e| format!("file size: {e}"))?.len();
+        // SAFETY: a sealed memfd, as above. An empty file cannot be mapped.
+        let map = if len == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("mapping: {e}"))?) };
+        let data: &[u8] = map.as_deref().unwrap_or_default();
+        cancel.store(false, Ordering::Relaxed);
+        let start = Instant::now();
+        let report = catch_unwind(AssertUnwindSafe(|| engine.scan_cancellable(data, "", cancel.clone())))
+            .unwrap_or_else(|panic| panicked(data, start, &panic));
+        let verdict = convert::verdict(report, &ruleset.id, "");
+        wire::send(&mut sock, &verdict.encode_to_vec(), None).map_err(|e| format!("answering: {e}"))?;
+    }
+}
+
+/// The report of a scan the engine itself panicked in: unscannable.
+fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) -> Report {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    let d = Hasher::digest(data);
+    Report {
+        sha256: d.sha256,
+        blake3: d.blake3,
+        size: data.len() as u64,
+        file_type: qala_engine::FileType::detect(data).as_str(),
+        verdict: None,
+        detections: Vec::new(),
+        executables: Vec::new(),
+        limits_hit: Vec::new(),
+        errors: vec![format!("engine panicked: {msg}")],
+        encrypted: Vec::new(),
+        object_meta: Vec::new(),
+        objects_scanned: 0,
+        bytes_scanned: 0,
+        duration: start.elapsed(),
+    }
+}

@@ -1,0 +1,255 @@
+//! Scans run in sandboxed child processes, one per scan thread.
+//!
+//! The worker process holds the mTLS key and the network; it never parses a
+//! file. Each scan thread owns a long-lived child (the same binary, started
+//! with [`CHILD_ARG`]) that loads one ruleset, then confines itself
+//! ([`confine`]: RLIMIT_DATA/AS, landlock with no file and no TCP access,
+//! a seccomp allow-list without open, socket, clone or exec) and scans file
+//! after file. Files travel as sealed memfds passed over a Unix socket
+//! ([`wire`]): the bytes the worker received are mapped by the child, never
+//! copied. A child that crashes, runs out of memory or outlives its deadline
+//! is killed and replaced; the file it was scanning is tried once more in a
+//! fresh child (alone: a child scans one file at a time), and a file that
+//! kills two children is answered `unscannable` (`worker_crash`).
+
+pub mod child;
+mod confine;
+mod wire;
+
+use prost::Message;
+use qala_engine::Limits;
+use qala_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The first argument that makes the worker binary a scan child.
+pub const CHILD_ARG: &str = "__scan-child";
+
+/// Largest verdict a child may send (verdicts are bounded to 4 MiB).
+const MAX_REPLY: usize = 64 << 20;
+
+/// How long a child may take to load its rules and confine itself.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a child is told first (with the ruleset's memfd, if any).
+#[derive(Serialize, Deserialize)]
+struct Hello {
+    /// `None`: a probe that confines itself, answers and exits.
+    ruleset_id: Option<String>,
+    memory_limit: u64,
+}
+
+/// What a child answers once confined.
+#[derive(Serialize, Deserialize)]
+struct Ready {
+    rule_count: u32,
+    confinement: String,
+}
+
+/// A ruleset as the worker holds it: the shipped bytes in a sealed memfd
+/// (each child maps them), and what the coordinator's policy says.
+#[derive(Debug)]
+pub struct Shipped {
+    pub id: String,
+    pub rule_count: u32,
+    pub limits: Limits,
+    file: File,
+}
+
+impl Shipped {
+    pub fn new(id: String, rule_count: u32, limits: Limits, bytes: &[u8]) -> std::io::Result<Self> {
+        Ok(Self { id, rule_count, limits, file: sealed(bytes)? })
+    }
+}
+
+/// How children are started.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The worker binary (children are the same program).
+    pub exe: PathBuf,
+    /// RLIMIT_DATA of each child, bytes.
+    pub memory_limit: u64,
+}
+
+impl Settings {
+    pub fn new(memory_limit: u64) -> std::io::Result<Self> {
+        Ok(Self { exe: std::env::current_exe()?, memory_limit })
+    }
+}
+
+/// An anonymous in-memory file, closed on exec.
+pub fn memfd(name: &str) -> std::io::Result<File> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    Ok(File::from(fd))
+}
+
+/// Seal a memfd: from now on nobody (worker or child) can write, grow or
+/// shrink it, so a child maps exactly what the worker verified.
+pub fn seal(file: &File) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
+    fcntl(file.as_fd(), FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(())
+}
+
+fn sealed(bytes: &[u8]) -> std::io::Result<File> {
+    use std::io::Write;
+    let mut f = memfd("qala-rules")?;
+    f.write_all(bytes)?;
+    seal(&f)?;
+    Ok(f)
+}
+
+/// Why a scan got no verdict from its child.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("scan child died: {0}")]
+    Died(String),
+    #[error("scan child still busy {0:?} past the scan deadline; killed")]
+    Overtime(Duration),
+    #[error("scan child could not start: {0}")]
+    Start(String),
+}
+
+/// One sandboxed child with one ruleset loaded.
+pub struct ScanChild {
+    process: std::process::Child,
+    sock: UnixStream,
+    pub ruleset_id: String,
+    pub confinement: String,
+}
+
+impl ScanChild {
+    /// Start a child for `rules` and wait until it is confined.
+    pub fn spawn(rules: &Shipped, settings: &Settings) -> Result<ScanChild, Failure> {
+        let (child, sock, ready) = start(Some(rules), settings)?;
+        Ok(ScanChild { process: child, sock, ruleset_id: rules.id.clone(), confinement: ready.confinement })
+    }
+
+    /// Scan `file` (a sealed memfd). The engine keeps to the policy's
+    /// `max_scan_time` itself; a child still busy `grace` after `deadline`
+    /// is killed. Setting `cancel` asks the child to stop (SIGUSR1).
+    pub fn scan(&mut self, file: &File, deadline: Duration, cancel: &AtomicBool) -> Result<pb::Verdict, Failure> {
+        if wire::send(&mut self.sock, b"scan", Some(file.as_fd())).is_err() {
+            return Err(Failure::Died(self.reap()));
+        }
+        let start = Instant::now();
+        let mut signalled = false;
+        loop {
+            if readable(&self.sock, Duration::from_millis(200)) {
+                return match wire::recv(&mut self.sock, MAX_REPLY) {
+                    Ok((reply, _)) => pb::Verdict::decode(&reply[..]).map_err(|e| {
+                        let _ = self.process.kill();
+                        Failure::Died(format!("sent an unreadable verdict ({e}); killed"))
+                    }),
+                    Err(_) => Err(Failure::Died(self.reap())),
+                };
+            }
+            if cancel.load(Ordering::Relaxed) && !signalled {
+                let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1);
+                signalled = true;
+            }
+            if start.elapsed() > deadline {
+                let _ = self.process.kill();
+                let _ = self.process.wait();
+                return Err(Failure::Overtime(start.elapsed()));
+            }
+        }
+    }
+
+    /// How the child ended (it closed its socket: it is dying or dead).
+    fn reap(&mut self) -> String {
+        let _ = self.process.kill();
+        match self.process.wait() {
+            Ok(status) => describe(status),
+            Err(e) => format!("lost ({e})"),
+        }
+    }
+}
+
+impl Drop for ScanChild {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Start a child that confines itself without rules and exits: proves at
+/// the worker's start that scans can be sandboxed here. Returns what the
+/// child enforced.
+pub fn probe(settings: &Settings) -> Result<String, Failure> {
+    let (mut child, _sock, ready) = start(None, settings)?;
+    let _ = child.wait();
+    Ok(ready.confinement)
+}
+
+fn start(rules: Option<&Shipped>, settings: &Settings) -> Result<(std::process::Child, UnixStream, Ready), Failure> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| Failure::Start(format!("{what}: {e}"));
+    let (mut ours, theirs) = UnixStream::pair().map_err(|e| fail("socketpair", &e))?;
+    let mut child = Command::new(&settings.exe)
+        .arg(CHILD_ARG)
+        .env_clear()
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| fail(&format!("starting {}", settings.exe.display()), &e))?;
+    let hello = Hello { ruleset_id: rules.map(|r| r.id.clone()), memory_limit: settings.memory_limit };
+    let hello = serde_json::to_vec(&hello).map_err(|e| fail("hello", &e))?;
+    let sent = wire::send(&mut ours, &hello, rules.map(|r| r.file.as_fd()));
+    let ready = sent.ok().filter(|_| readable(&ours, START_TIMEOUT)).and_then(|_| wire::recv(&mut ours, 64 * 1024).ok());
+    let ready = match ready.map(|(r, _)| serde_json::from_slice::<Ready>(&r)) {
+        Some(Ok(ready)) => ready,
+        _ => {
+            let _ = child.kill();
+            let status = child.wait().map(describe).unwrap_or_default();
+            return Err(Failure::Start(format!("no answer from the child ({status}; its reason is in the log above)")));
+        }
+    };
+    Ok((child, ours, ready))
+}
+
+/// Wait up to `timeout` for `sock` to have something to read (or be closed).
+fn readable(sock: &UnixStream, timeout: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let end = Instant::now() + timeout;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(0) if left.is_zero() => return false,
+            Ok(0) => continue,
+            Ok(_) => return true,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true, // let the read report it
+        }
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (_, Some(sig)) => {
+            let name = nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown signal");
+            let why = match sig {
+                libc::SIGABRT => " (aborted: an allocation over the memory limit, or a bug)",
+                libc::SIGSEGV | libc::SIGBUS => " (memory fault)",
+                libc::SIGKILL => " (killed: out of memory, or by the worker)",
+                libc::SIGSYS => " (a forbidden system call)",
+                _ => "",
+            };
+            format!("killed by {name}{why}")
+        }
+        _ => "ended".into(),
+    }
+}
