@@ -95,6 +95,30 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
     status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
+/// The live child processes of `pid` (a worker's scan children).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    out
+}
+
+/// Peak resident memory of `pid` plus that of each of its live children,
+/// in KiB: a worker's own and its scan children's, which parse the files.
+pub fn tree_peak_rss_kib(pid: u32) -> u64 {
+    peak_rss_kib(pid) + children_of(pid).into_iter().map(peak_rss_kib).sum::<u64>()
+}
+
+/// Start the peak resident memory of `pid` and its children afresh
+/// (`clear_refs` 5), so the next figure is one file's.
+pub fn reset_peak_rss(pid: u32) {
+    for p in std::iter::once(pid).chain(children_of(pid)) {
+        let _ = std::fs::write(format!("/proc/{p}/clear_refs"), "5");
+    }
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()

@@ -4,7 +4,7 @@
 //! coordinator sees, and sent to no more workers. Children cannot open files
 //! or sockets, and hold no key.
 
-use qala_tests::{Cluster, Redis, eicar, repo_root, scan_messages, sha256_hex, wait_for};
+use qala_tests::{Cluster, Redis, children_of, eicar, repo_root, scan_messages, sha256_hex, wait_for};
 use std::io::Write;
 use std::time::Duration;
 
@@ -16,15 +16,6 @@ fn zeros_gz(mib: usize) -> Vec<u8> {
         gz.write_all(&block).unwrap();
     }
     gz.finish().unwrap()
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
