@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 RULES="${2:-tests/data/reversinglabs/yara}"
 THREADS="${3:-2}"
 command -v yara >/dev/null || { echo "install libyara's CLI: apt-get install yara" >&2; exit 2; }
-cargo build --release -p qala-tests --bin qala-bench
+cargo build --release -p qala-tests --bin qala-bench -p qala-worker --bin qala-worker
 
 DIR="${1:-}"
 if [ -z "$DIR" ]; then
@@ -62,6 +62,14 @@ BYTES=$(find "$DIR" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 FILES=$(find "$DIR" -type f | wc -l)
 Q=$("$CARGO_TARGET_DIR/release/qala-bench" "$DIR" "$RULES" "$THREADS" 2>/dev/null)
 echo "$Q"
+# The same scans as a worker runs them: in sandboxed scan children.
+S=$("$CARGO_TARGET_DIR/release/qala-bench" "$DIR" "$RULES" "$THREADS" sandboxed 2>/dev/null)
+echo "$S"
+python3 - "$Q" "$S" <<'PY'
+import re, sys
+q, s = (float(re.search(r'([\d.]+) MB/s', x).group(1)) for x in sys.argv[1:3])
+print(f"ratio sandboxed / in-process (MB/s): {s/q:.2f}x")
+PY
 Y0=$(date +%s.%N)
 yara -C -r -p "$THREADS" "$COMPILED" "$DIR" > /dev/null 2>&1 || true
 Y1=$(date +%s.%N)
