@@ -40,8 +40,10 @@ impl Core {
         loop {
             if self.store.lock(&key, &token, LOCK_TTL).await {
                 let lock = ScanLock::hold(self.store.clone(), key, token);
-                // Its holder may have stored the verdict and let go just now.
-                if waited && let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
+                // Another coordinator may have scanned it, stored the verdict
+                // and let go while this upload was still arriving (or just
+                // now, while this one waited): look before scanning again.
+                if let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
                     return Taken::Done(Box::new(v));
                 }
                 return Taken::Scan(lock);
