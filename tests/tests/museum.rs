@@ -230,6 +230,66 @@ fn lzma_huge_dictionary() -> Vec<u8> {
     lzma
 }
 
+/// A 7z number: the first byte's leading ones say how many little-endian
+/// bytes follow; its other bits are the high part.
+fn sevenz_number(v: u64) -> Vec<u8> {
+    if v < 0x80 {
+        return vec![v as u8];
+    }
+    for n in 1..8u32 {
+        if v < 1u64 << (7 * (n + 1)) {
+            let mut out = vec![!(0xFFu8 >> n) | (v >> (8 * n)) as u8];
+            out.extend_from_slice(&v.to_le_bytes()[..n as usize]);
+            return out;
+        }
+    }
+    [&[0xFF][..], &v.to_le_bytes()].concat()
+}
+
+/// A 7z archive (plain header, written here) whose one LZMA coder declares
+/// a 1.5 GiB dictionary and an unpacked size of 3 GiB, around 68 KiB of
+/// real data.
+fn sevenz_huge_dictionary() -> Vec<u8> {
+    let content = b"a member of a 7z archive with a huge dictionary\n".repeat(1400);
+    let options = lzma_rust2::LzmaOptions::with_preset(1);
+    let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &options, true).unwrap();
+    w.write_all(&content).unwrap();
+    let packed = w.finish().unwrap();
+    let n = sevenz_number;
+    let mut h = vec![0x01, 0x04, 0x06];
+    h.extend(n(0));
+    h.extend(n(1));
+    h.push(0x09);
+    h.extend(n(packed.len() as u64));
+    h.extend([0x00, 0x07, 0x0B]);
+    h.extend(n(1)); // one folder
+    h.push(0x00);
+    h.extend(n(1)); // one coder: LZMA, with 5 bytes of properties
+    h.extend([0x23, 0x03, 0x01, 0x01]);
+    h.extend(n(5));
+    h.push(options.get_props());
+    h.extend_from_slice(&(3u32 << 29).to_le_bytes());
+    h.push(0x0C);
+    h.extend(n(3 << 30));
+    h.extend([0x00, 0x08, 0x00, 0x00, 0x05]); // one substream per folder
+    h.extend(n(1)); // one file
+    let name: Vec<u8> = "big.bin\0".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    h.push(0x11);
+    h.extend(n(1 + name.len() as u64));
+    h.push(0x00);
+    h.extend(&name);
+    h.extend([0x00, 0x00]);
+    let mut start = (packed.len() as u64).to_le_bytes().to_vec();
+    start.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    start.extend_from_slice(&crc32(&h));
+    let mut out = b"7z\xBC\xAF\x27\x1C\x00\x04".to_vec();
+    out.extend_from_slice(&crc32(&start));
+    out.extend_from_slice(&start);
+    out.extend_from_slice(&packed);
+    out.extend_from_slice(&h);
+    out
+}
+
 #[test]
 fn hostile_files_are_bounded_in_memory_and_time() {
     let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
@@ -246,6 +306,7 @@ fn hostile_files_are_bounded_in_memory_and_time() {
         ("deep-looping.iso", iso_deep_and_looping()),
         ("huge-dictionary.xz", xz_huge_dictionary()),
         ("huge-dictionary.lzma", lzma_huge_dictionary()),
+        ("huge-dictionary.7z", sevenz_huge_dictionary()),
     ];
     let visit = Instant::now();
     for (name, data) in &files {
@@ -272,7 +333,12 @@ fn hostile_files_are_bounded_in_memory_and_time() {
             // The loops end; 40 levels stop at 32; the image's files are read.
             assert!(l["objects_scanned"].as_u64().unwrap() >= 2, "{l}");
         }
-        if name.starts_with("huge-dictionary") {
+        if name.ends_with(".7z") {
+            // The member is decoded and scanned, no dictionary is allocated
+            // up front; the lie about its size ends in an error.
+            assert_eq!((l["file_type"].as_str(), l["objects_scanned"].as_u64()), (Some("7z"), Some(2)), "{l}");
+            assert!(!l["errors"].as_array().unwrap().is_empty(), "{l}");
+        } else if name.starts_with("huge-dictionary") {
             // Refused before any dictionary is allocated.
             assert!(l["errors"].to_string().contains("memory"), "{name}: {l}");
         }
