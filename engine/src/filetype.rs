@@ -181,6 +181,7 @@ impl FileType {
                 | FileType::Cab
                 | FileType::Pdf
                 | FileType::Rtf
+                | FileType::Text
         )
     }
 

@@ -277,14 +277,22 @@ impl<I: Inspect> Walker for Unpacker<'_, I> {
         if member.data.is_empty() && !member.truncated {
             return Flow::Continue;
         }
-        if !walk.seen.insert(*blake3::hash(&member.data).as_bytes()) {
+        let digest = *blake3::hash(&member.data).as_bytes();
+        if !walk.seen.insert(digest) {
             return Flow::Continue;
         }
         let ty = FileType::detect(&member.data);
         let held = member.data.len() as u64;
         walk.live += held;
+        let limits_before = walk.limits_hit.len();
         self.scan_object(&member.data, ty, child, depth + 1, parent_type.as_str());
         self.walk.live -= held;
+        // An object whose scan a limit cut short was not seen whole: a copy
+        // of it elsewhere (shallower, say) is scanned again, not skipped as
+        // a duplicate (ClamAV's `clam_cache_emax` case).
+        if self.walk.limits_hit.len() > limits_before {
+            self.walk.seen.remove(&digest);
+        }
         Flow::Continue
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! mail-parser decodes each part (base64, quoted-printable, charsets); this
 //! module names the parts, keeps a few message headers as object metadata,
-//! splits mbox files into messages without copying, and decodes uuencoded
-//! blocks found in text parts (old mailers still send them).
+//! and splits mbox files into messages without copying. Text parts are text
+//! objects: uuencode and the like in them are the `text` module's.
 
 use super::Container;
 use crate::walk::Flow;
@@ -188,52 +188,9 @@ fn parse(data: &[u8]) -> Option<Parsed<'_>> {
             }
             PartType::Multipart(_) => continue,
         };
-        if ext == "txt" || ext == "html" {
-            for (n, (file, decoded)) in uudecode_all(&contents).into_iter().enumerate() {
-                let file = if file.is_empty() { format!("uuencoded-{n}") } else { file.replace(['/', '\\'], "_") };
-                parts.push(Part { name: format!("{name}/{file}"), data: Cow::Owned(decoded) });
-            }
-        }
         parts.push(Part { name, data: contents });
     }
     Some(Parsed { headers, parts })
-}
-
-/// Decode every `begin MODE NAME` ... `end` uuencoded block in `text`.
-fn uudecode_all(text: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut lines = text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    while let Some(line) = lines.next() {
-        let Some(rest) = line.strip_prefix(b"begin ") else { continue };
-        let mut fields = rest.splitn(2, |&b| b == b' ');
-        let mode_ok = fields.next().is_some_and(|m| !m.is_empty() && m.iter().all(|b| (b'0'..=b'7').contains(b)));
-        if !mode_ok {
-            continue;
-        }
-        let name = String::from_utf8_lossy(fields.next().unwrap_or_default()).trim().to_string();
-        let mut data = Vec::new();
-        for l in lines.by_ref() {
-            if l == b"end" || l.is_empty() {
-                break;
-            }
-            let n = (l[0].wrapping_sub(b' ') & 0x3F) as usize;
-            if n == 0 {
-                continue;
-            }
-            let body: Vec<u8> = l[1..].iter().map(|&c| c.wrapping_sub(b' ') & 0x3F).collect();
-            let mut decoded = Vec::with_capacity(n);
-            for quad in body.chunks(4) {
-                let q = |i: usize| *quad.get(i).unwrap_or(&0);
-                decoded.push(q(0) << 2 | q(1) >> 4);
-                decoded.push(q(1) << 4 | q(2) >> 2);
-                decoded.push(q(2) << 6 | q(3));
-            }
-            decoded.truncate(n);
-            data.extend_from_slice(&decoded);
-        }
-        out.push((name, data));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -256,13 +213,5 @@ mod tests {
         assert_eq!(msgs.len(), 2);
         assert!(msgs[0].starts_with(b"Subject: one"));
         assert!(msgs[1].starts_with(b"Subject: two"));
-    }
-
-    #[test]
-    fn uudecode_known_vector() {
-        // "Cat" uuencoded.
-        let text = b"hello\nbegin 644 cat.txt\n#0V%T\n`\nend\nbye\n";
-        let got = uudecode_all(text);
-        assert_eq!(got, vec![("cat.txt".to_string(), b"Cat".to_vec())]);
     }
 }

@@ -20,23 +20,28 @@
 //! | `compressed` | gzip, bzip2, xz, lzma, zstd | `flate2`, `bzip2`, `lzma-rust2`, `ruzstd` |
 //! | `sevenz` | 7z | `sevenz-rust2` |
 //! | `cab` | Microsoft cabinet | `cab` |
-//! | `ole2` (+ `vba`) | OLE2 compound files, VBA macro source | `cfb`; MS-OVBA decompression own |
+//! | `ole2` (+ `vba`, `ppt`, `ole1`) | OLE2 compound files, MSI stream names, VBA macro source, PowerPoint `ExOleObjStg`, OLE1 `Ole10Native` and Packager objects | `cfb`; MS-OVBA decompression, record walks own; zlib via `flate2` |
 //! | `pdf` | PDF streams and their filters | own bounded reader; Flate via `flate2` |
 //! | `rtf` | RTF `\objdata` and OLE1 objects | own bounded reader |
-//! | `mail` | RFC 822/MIME messages, mbox | `mail-parser`; uuencode own |
+//! | `mail` | RFC 822/MIME messages, mbox | `mail-parser` |
+//! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
 
 mod ar;
+mod binhex;
 pub(crate) mod bytes;
 mod cab;
 mod compressed;
 mod cpio;
 pub(crate) mod iso;
 pub(crate) mod mail;
+mod ole1;
 mod ole2;
 mod pdf;
+mod ppt;
 mod rtf;
 mod sevenz;
 mod tar;
+mod text;
 mod vba;
 mod zip;
 
@@ -67,6 +72,7 @@ pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
         FileType::Rtf => rtf::unpack,
         FileType::Mail => mail::unpack_message,
         FileType::Mbox => mail::unpack_mbox,
+        FileType::Text => text::unpack,
         _ => return None,
     })
 }

@@ -3,11 +3,12 @@
 //! and a VBA project's modules are also scanned as decompressed source
 //! (`<storage>/<module>.vba`, see [`super::vba`]).
 
-use super::Container;
 use super::bytes::{MemberData, read_capped};
 use super::vba;
+use super::{Container, ole1, ppt};
 use crate::limits::Deadline;
 use crate::walk::Flow;
+use std::borrow::Cow;
 use std::io::Cursor;
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
@@ -19,7 +20,36 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     for (name, len) in &streams {
         let deadline = c.deadline();
         // Streams are stored uncompressed: their size is their footprint.
-        if c.member(name, *len, |cap| ole.read(name, cap, *len, &deadline)) == Flow::Stop {
+        if c.member(&msi_name(name), *len, |cap| ole.read(name, cap, *len, &deadline)) == Flow::Stop {
+            return;
+        }
+    }
+    // PowerPoint keeps embedded objects in records of its main stream.
+    for (name, len) in streams.iter().filter(|(n, _)| n.rsplit('/').next() == Some("PowerPoint Document")) {
+        let deadline = c.deadline();
+        match ole.read(name, c.limits().max_object_size, *len, &deadline) {
+            Ok(s) if ppt::unpack_stream(c, name, &s.data) == Flow::Stop => return,
+            Ok(_) => {}
+            Err(e) => c.member_error(name, e),
+        }
+    }
+    // OLE1 objects embedded in the document: the file a Packager object
+    // carries, or the native data of any other class.
+    for (name, len) in streams.iter().filter(|(n, _)| n.rsplit('/').next() == Some("\u{1}Ole10Native")) {
+        let deadline = c.deadline();
+        let stream = match ole.read(name, c.limits().max_object_size, *len, &deadline) {
+            Ok(s) => s.data,
+            Err(e) => {
+                c.member_error(name, e);
+                continue;
+            }
+        };
+        let Some(native) = ole1::ole10native(&stream) else { continue };
+        let flow = match ole1::package(native) {
+            Some(p) => c.buffer(&format!("{name}/{}", ole1::file_name(&p)), Cow::Borrowed(p.data)),
+            None => c.buffer(&format!("{name}/native"), Cow::Borrowed(native)),
+        };
+        if flow == Flow::Stop {
             return;
         }
     }
@@ -64,6 +94,28 @@ fn unpack_vba(c: &mut Container<'_>, ole: &mut Ole2, streams: &[(String, u64)], 
     Flow::Continue
 }
 
+/// MSI databases store stream names in their own encoding: each character
+/// in U+3800..U+4840 packs one or two characters of a 64-letter alphabet,
+/// U+4840 marks a table. Decoded here so `Binary.setup.cab` reads as such.
+fn msi_name(raw: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz._";
+    let mut out = String::with_capacity(raw.len());
+    for ch in raw.chars() {
+        let c = ch as u32;
+        match c {
+            0x3800..0x4800 => {
+                let c = c - 0x3800;
+                out.push(ALPHABET[(c & 0x3F) as usize] as char);
+                out.push(ALPHABET[(c >> 6 & 0x3F) as usize] as char);
+            }
+            0x4800..0x4840 => out.push(ALPHABET[(c - 0x4800) as usize] as char),
+            0x4840 => out.push('!'),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
 /// The streams of a compound file, with their storage paths.
 struct Ole2<'a> {
     file: cfb::CompoundFile<Cursor<&'a [u8]>>,
@@ -87,5 +139,23 @@ impl<'a> Ole2<'a> {
     fn read(&mut self, path: &str, cap: u64, declared: u64, deadline: &Deadline) -> Result<MemberData, String> {
         let stream = self.file.open_stream(format!("/{path}")).map_err(|e| format!("ole2 stream: {e}"))?;
         Ok(read_capped(stream, cap, declared, deadline))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn msi_stream_names_decode() {
+        // "Binary.x" as MSI writes it: pairs packed into one character each.
+        let pack = |a: usize, b: usize| char::from_u32(0x3800 + (a | b << 6) as u32).unwrap();
+        let idx = |c: char| "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz._".find(c).unwrap();
+        let mut raw = String::from('\u{4840}');
+        for pair in ["Bi", "na", "ry", ".x"] {
+            let mut cs = pair.chars();
+            raw.push(pack(idx(cs.next().unwrap()), idx(cs.next().unwrap())));
+        }
+        raw.push(char::from_u32(0x4800 + idx('z') as u32).unwrap());
+        assert_eq!(super::msi_name(&raw), "!Binary.xz");
+        assert_eq!(super::msi_name("WordDocument"), "WordDocument");
     }
 }

@@ -1,12 +1,12 @@
 //! RTF: every `\objdata` is a child, hex-decoded as the walk asks for it;
-//! an OLE1 embedded object gives its native data (often an OLE2 file or a
-//! Package). Own bounded reader, no crate: an object's hex data ends at the
+//! an OLE1 embedded object gives its native data (often an OLE2 file), a
+//! Packager object the file it carries. Own bounded reader, no crate: an object's hex data ends at the
 //! next control word or closing brace, and at most the walk's cap of it is
 //! decoded, so a crafted document of thousands of unterminated `\objdata`
 //! runs costs its own size, not its size times the number of runs.
 
-use super::Container;
 use super::bytes::hex_decode;
+use super::{Container, ole1};
 use crate::limits::Deadline;
 use crate::walk::Flow;
 use std::borrow::Cow;
@@ -50,6 +50,11 @@ fn rtf_objects(data: &[u8], max_bytes: usize, deadline: Deadline) -> impl Iterat
         at += read;
         n += 1;
         let (name, body) = match ole1_native(&decoded) {
+            // A Packager object: the file it carries, by its label.
+            Some((class, native)) if class == "Package" => match ole1::package(native) {
+                Some(p) => (format!("object-{n}.Package/{}", ole1::file_name(&p)), p.data.to_vec()),
+                None => (format!("object-{n}.Package"), native.to_vec()),
+            },
             Some((class, native)) => (format!("object-{n}.{class}"), native.to_vec()),
             None => (format!("object-{n}.bin"), decoded),
         };

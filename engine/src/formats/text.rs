@@ -1,0 +1,350 @@
+//! Binary payloads written as text, wherever they sit in a text object (a
+//! mail body, an HTML page, a script, a log): uuencode and xxencode blocks
+//! (`begin 644 name` ... `end`), BinHex 4.0, base64 `data:` URIs, long
+//! base64 runs, and quoted-printable bodies. Own bounded decoders (the
+//! `uuencoding` and `binhex` crates allocate from declared sizes or are
+//! GPL): every decoder grows its output as it decodes, stops at the walk's
+//! cap, and a text object yields at most [`MAX_CARVED`] children, so a page
+//! of a million `data:` URIs costs one pass over it.
+
+use super::Container;
+use super::binhex::{self, Fork};
+use super::bytes::MemberData;
+use crate::walk::Flow;
+use memchr::memmem;
+
+/// Most children carved out of one text object.
+const MAX_CARVED: usize = 64;
+/// A base64 run shorter than this (not counting line breaks) is left alone:
+/// identifiers, hashes and keys are shorter; a payload worth scanning is not.
+const MIN_BASE64_RUN: usize = 256;
+
+pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
+    let mut carved = 0usize;
+    let mut emit = |c: &mut Container<'_>, name: String, stored: u64, read: &mut dyn FnMut(u64) -> MemberData| -> Flow {
+        if carved >= MAX_CARVED {
+            return Flow::Stop;
+        }
+        carved += 1;
+        c.member(&name, stored, |cap| Ok(read(cap)))
+    };
+    // uuencode / xxencode blocks.
+    for (n, block) in begin_blocks(data).enumerate() {
+        let name = block.name.clone().unwrap_or_else(|| format!("{}-{n}", block.kind.as_str()));
+        let stored = block.body.len() as u64;
+        if emit(c, name, stored, &mut |cap| block.decode(cap)) == Flow::Stop {
+            return;
+        }
+    }
+    // BinHex 4.0.
+    if let Some(start) = memmem::find(data, b"(This file must be converted with BinHex") {
+        let body = &data[start..];
+        let stored = body.len() as u64;
+        for (fork, name) in [(Fork::Data, "binhex.data"), (Fork::Resource, "binhex.resource")] {
+            if emit(c, name.into(), stored, &mut |cap| binhex::decode(body, fork, cap)) == Flow::Stop {
+                return;
+            }
+        }
+    }
+    // base64: `data:` URIs first (any length), then long bare runs.
+    let mut covered = 0usize;
+    let mut n = 0;
+    let mut at = 0;
+    while let Some(p) = memmem::find(&data[at..], b";base64,") {
+        let start = at + p + 8;
+        let len = base64_run(&data[start..]);
+        at = start + len;
+        covered = at;
+        if len < 4 {
+            continue;
+        }
+        n += 1;
+        let run = &data[start..start + len];
+        if emit(c, format!("data-uri-{n}"), len as u64, &mut |cap| decode_base64(run, cap)) == Flow::Stop {
+            return;
+        }
+    }
+    let mut n = 0;
+    let mut i = 0;
+    while i < data.len() {
+        if !is_base64(data[i]) {
+            i += 1;
+            continue;
+        }
+        let len = base64_run(&data[i..]);
+        let run = &data[i..i + len];
+        i += len.max(1);
+        if i <= covered || !worth_decoding(run) {
+            continue;
+        }
+        n += 1;
+        if emit(c, format!("base64-{n}"), len as u64, &mut |cap| decode_base64(run, cap)) == Flow::Stop {
+            return;
+        }
+    }
+    // Quoted-printable text outside a message (a saved body, a .qp file).
+    if looks_quoted_printable(data) {
+        let _ = emit(c, "quoted-printable".into(), data.len() as u64, &mut |cap| decode_quoted_printable(data, cap));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Uu,
+    Xx,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Uu => "uuencoded",
+            Kind::Xx => "xxencoded",
+        }
+    }
+
+    fn value(self, c: u8) -> Option<u8> {
+        match self {
+            // Both space and backquote stand for zero.
+            Kind::Uu => (0x20..=0x60).contains(&c).then(|| (c - 0x20) & 0x3F),
+            Kind::Xx => XX.iter().position(|&x| x == c).map(|v| v as u8),
+        }
+    }
+}
+
+const XX: &[u8; 64] = b"+-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// One `begin MODE NAME` block: its body runs to `end` or the end of text.
+struct Block<'a> {
+    kind: Kind,
+    name: Option<String>,
+    body: &'a [u8],
+}
+
+impl Block<'_> {
+    fn decode(&self, cap: u64) -> MemberData {
+        let mut out = Vec::new();
+        for line in lines(self.body) {
+            if line == b"end" || line.is_empty() {
+                break;
+            }
+            let Some(n) = self.kind.value(line[0]).map(usize::from) else { break };
+            let mut quad = [0u8; 4];
+            let mut got = 0;
+            let mut produced = 0;
+            for &ch in &line[1..] {
+                let Some(v) = self.kind.value(ch) else { break };
+                quad[got] = v;
+                got += 1;
+                if got == 4 {
+                    for b in [quad[0] << 2 | quad[1] >> 4, quad[1] << 4 | quad[2] >> 2, quad[2] << 6 | quad[3]] {
+                        if produced < n {
+                            out.push(b);
+                            produced += 1;
+                        }
+                    }
+                    got = 0;
+                }
+            }
+            if got > 1 && produced < n {
+                quad[got..].fill(0);
+                for b in [quad[0] << 2 | quad[1] >> 4, quad[1] << 4 | quad[2] >> 2] {
+                    if produced < n {
+                        out.push(b);
+                        produced += 1;
+                    }
+                }
+            }
+            if out.len() as u64 > cap {
+                out.truncate(cap as usize);
+                return MemberData { data: out, truncated: true, error: None };
+            }
+        }
+        MemberData::whole(out)
+    }
+}
+
+fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    data.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+/// The uuencoded and xxencoded blocks of `data`, found with one pass for
+/// `begin `.
+fn begin_blocks(data: &[u8]) -> impl Iterator<Item = Block<'_>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        loop {
+            let p = at + memmem::find(&data[at..], b"begin ")?;
+            at = p + 6;
+            if p > 0 && data[p - 1] != b'\n' {
+                continue;
+            }
+            let line_end = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |e| at + e);
+            let header = data[at..line_end].strip_suffix(b"\r").unwrap_or(&data[at..line_end]);
+            let mut fields = header.splitn(2, |&b| b == b' ');
+            let mode = fields.next().unwrap_or_default();
+            if mode.is_empty() || mode.len() > 4 || !mode.iter().all(|b| (b'0'..=b'7').contains(b)) {
+                continue;
+            }
+            let name = String::from_utf8_lossy(fields.next().unwrap_or_default()).trim().replace(['/', '\\'], "_");
+            let body = data.get(line_end + 1..).unwrap_or_default();
+            // xxencode's full line starts with `h` (45 bytes) and uses
+            // lower case; uuencode's with `M` and never does.
+            let first = lines(body).next().unwrap_or_default();
+            let kind = if first.iter().any(u8::is_ascii_lowercase) { Kind::Xx } else { Kind::Uu };
+            at = line_end;
+            return Some(Block { kind, name: (!name.is_empty()).then_some(name), body });
+        }
+    })
+}
+
+fn is_base64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
+}
+
+/// Length of the base64 run at the start of `data`: alphabet bytes, `=`
+/// padding and line breaks between lines of it.
+fn base64_run(data: &[u8]) -> usize {
+    let mut i = 0;
+    while i < data.len() {
+        let b = data[i];
+        if is_base64(b) || b == b'=' {
+            i += 1;
+        } else if (b == b'\r' || b == b'\n') && data.get(i + 1).is_some_and(|&n| is_base64(n) || n == b'\n') {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    i
+}
+
+/// A bare run is worth decoding when it is long and looks like encoded
+/// bytes, not a word: mixed case and digits or `+`/`/`.
+fn worth_decoding(run: &[u8]) -> bool {
+    if run.len() < MIN_BASE64_RUN {
+        return false;
+    }
+    let sample = &run[..run.len().min(4096)];
+    let upper = sample.iter().any(u8::is_ascii_uppercase);
+    let lower = sample.iter().any(u8::is_ascii_lowercase);
+    let other = sample.iter().any(|b| b.is_ascii_digit() || matches!(b, b'+' | b'/'));
+    upper && lower && other
+}
+
+/// Decode standard or URL-safe base64, skipping line breaks, stopping at
+/// padding; at most `cap` bytes out.
+fn decode_base64(run: &[u8], cap: u64) -> MemberData {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in run {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ => continue,
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            if out.len() as u64 >= cap {
+                return MemberData { data: out, truncated: true, error: None };
+            }
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    MemberData::whole(out)
+}
+
+/// Many `=XX` escapes and soft line breaks, few other `=`: a body written
+/// as quoted-printable.
+fn looks_quoted_printable(data: &[u8]) -> bool {
+    let sample = &data[..data.len().min(64 * 1024)];
+    let (mut escapes, mut soft, mut other) = (0usize, 0usize, 0usize);
+    for (i, _) in sample.iter().enumerate().filter(|&(_, &b)| b == b'=') {
+        match (sample.get(i + 1), sample.get(i + 2)) {
+            (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')) => soft += 1,
+            (Some(a), Some(b)) if is_upper_hex(*a) && is_upper_hex(*b) => escapes += 1,
+            _ => other += 1,
+        }
+    }
+    soft >= 4 && escapes >= 16 && other * 10 < escapes
+}
+
+fn is_upper_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'A'..=b'F').contains(&b)
+}
+
+fn decode_quoted_printable(data: &[u8], cap: u64) -> MemberData {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let hex = |b: u8| (b as char).to_digit(16).map(|v| v as u8);
+    while i < data.len() {
+        if out.len() as u64 >= cap {
+            return MemberData { data: out, truncated: true, error: None };
+        }
+        match data[i] {
+            b'=' => match (data.get(i + 1).copied(), data.get(i + 2).copied()) {
+                (Some(b'\n'), _) => i += 2,
+                (Some(b'\r'), Some(b'\n')) => i += 3,
+                (Some(a), Some(b)) if hex(a).is_some() && hex(b).is_some() => {
+                    out.push(hex(a).unwrap_or(0) << 4 | hex(b).unwrap_or(0));
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'=');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    MemberData::whole(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uu_and_xx_blocks() {
+        let text = b"hello\nbegin 644 cat.txt\n#0V%T\n`\nend\nbye\n";
+        let blocks: Vec<_> = begin_blocks(text).collect();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].kind, Kind::Uu);
+        assert_eq!(blocks[0].name.as_deref(), Some("cat.txt"));
+        assert_eq!(blocks[0].decode(100).data, b"Cat");
+        // `xxencode` of "Cat": length 3 is '1', then the four digits.
+        let xx = b"begin 644 cat.txt\n1Eq3o\n+\nend\n";
+        let blocks: Vec<_> = begin_blocks(xx).collect();
+        assert_eq!(blocks[0].kind, Kind::Xx);
+        assert_eq!(blocks[0].decode(100).data, b"Cat");
+        // Not at a line start, or no octal mode: not a block.
+        assert_eq!(begin_blocks(b"we begin 644 x\n").count(), 0);
+        assert_eq!(begin_blocks(b"begin here\n").count(), 0);
+    }
+
+    #[test]
+    fn base64_runs_and_caps() {
+        assert_eq!(decode_base64(b"SGVs\nbG8=", 100).data, b"Hello");
+        let r = decode_base64(b"SGVsbG8=", 2);
+        assert_eq!((r.data.as_slice(), r.truncated), (&b"He"[..], true));
+        assert_eq!(base64_run(b"QUJD\r\nREVG;x"), 10);
+        assert!(!worth_decoding(&[b'a'; 1000]), "a word repeated is not a payload");
+    }
+
+    #[test]
+    fn quoted_printable() {
+        let body = "caf=C3=A9 =3D=3D=3D=3D=3D=3D=3D=3D=3D=3D=3D=3D=3D=3D=3D=\n=\n=\n=\nend";
+        assert!(looks_quoted_printable(body.as_bytes()));
+        assert_eq!(decode_quoted_printable(body.as_bytes(), 1000).data, "café ===============end".as_bytes());
+        assert!(!looks_quoted_printable(b"a = b\nc = d\n"));
+    }
+}
