@@ -33,6 +33,16 @@ pub enum FileType {
     Mail,
     /// An mbox file: messages after `From ` separator lines.
     Mbox,
+    /// Outlook's TNEF attachment wrapper (`winmail.dat`).
+    Tnef,
+    /// MS-DOS `COMPRESS.EXE` output: SZDD or KWAJ (`setup.ex_`).
+    MsCompress,
+    /// Symbian installation file (EPOC release 3 to 6).
+    Sis,
+    /// ARJ archive.
+    Arj,
+    /// Compiled HTML Help (`.chm`, ITSF).
+    Chm,
     Text,
     Empty,
     Binary,
@@ -100,6 +110,21 @@ impl FileType {
         if starts(b"070701") || starts(b"070702") || starts(b"070707") || starts(&[0xC7, 0x71]) || starts(&[0x71, 0xC7]) {
             return FileType::Cpio;
         }
+        if starts(crate::formats::tnef::MAGIC) {
+            return FileType::Tnef;
+        }
+        if starts(crate::formats::msexpand::SZDD_MAGIC) || starts(crate::formats::msexpand::KWAJ_MAGIC) {
+            return FileType::MsCompress;
+        }
+        if crate::formats::sis::is_sis(data) {
+            return FileType::Sis;
+        }
+        if starts(&[0x60, 0xEA]) && data.len() > 10 {
+            return FileType::Arj;
+        }
+        if starts(b"ITSF\x03\0\0\0") {
+            return FileType::Chm;
+        }
         if starts(b"{\\rtf") {
             return FileType::Rtf;
         }
@@ -154,6 +179,11 @@ impl FileType {
             FileType::Iso => "iso9660",
             FileType::Mail => "mail",
             FileType::Mbox => "mbox",
+            FileType::Tnef => "tnef",
+            FileType::MsCompress => "ms-compress",
+            FileType::Sis => "sis",
+            FileType::Arj => "arj",
+            FileType::Chm => "chm",
             FileType::Text => "text",
             FileType::Empty => "empty",
             FileType::Binary => "binary",
@@ -182,6 +212,11 @@ impl FileType {
                 | FileType::Pdf
                 | FileType::Rtf
                 | FileType::Text
+                | FileType::Tnef
+                | FileType::MsCompress
+                | FileType::Sis
+                | FileType::Arj
+                | FileType::Chm
         )
     }
 

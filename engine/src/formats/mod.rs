@@ -24,6 +24,9 @@
 //! | `pdf` | PDF streams and their filters | own bounded reader; Flate via `flate2` |
 //! | `rtf` | RTF `\objdata` and OLE1 objects | own bounded reader |
 //! | `mail` | RFC 822/MIME messages, mbox | `mail-parser` |
+//! | `tnef` | Outlook TNEF (`winmail.dat`) attachments | own reader |
+//! | `msexpand` | SZDD and KWAJ (`COMPRESS.EXE`) | own LZSS |
+//! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
 
 mod ar;
@@ -34,14 +37,17 @@ mod compressed;
 mod cpio;
 pub(crate) mod iso;
 pub(crate) mod mail;
+pub(crate) mod msexpand;
 mod ole1;
 mod ole2;
 mod pdf;
 mod ppt;
 mod rtf;
 mod sevenz;
+pub(crate) mod sis;
 mod tar;
 mod text;
+pub(crate) mod tnef;
 mod vba;
 mod zip;
 
@@ -73,6 +79,9 @@ pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
         FileType::Mail => mail::unpack_message,
         FileType::Mbox => mail::unpack_mbox,
         FileType::Text => text::unpack,
+        FileType::Tnef => tnef::unpack,
+        FileType::MsCompress => msexpand::unpack,
+        FileType::Sis => sis::unpack,
         _ => return None,
     })
 }
