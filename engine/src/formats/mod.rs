@@ -30,14 +30,18 @@
 //! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
 
 mod ar;
+mod autoit_script;
 mod binhex;
 pub(crate) mod bytes;
 mod cab;
+pub(crate) mod carve;
 mod compressed;
 mod cpio;
+mod executable;
 pub(crate) mod iso;
 pub(crate) mod mail;
 pub(crate) mod msexpand;
+mod nsis_installer;
 mod ole1;
 mod ole2;
 mod pdf;
@@ -48,6 +52,7 @@ pub(crate) mod sis;
 mod tar;
 mod text;
 pub(crate) mod tnef;
+mod upx;
 mod vba;
 mod zip;
 
@@ -82,6 +87,7 @@ pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
         FileType::Tnef => tnef::unpack,
         FileType::MsCompress => msexpand::unpack,
         FileType::Sis => sis::unpack,
+        FileType::Pe | FileType::Elf | FileType::MachO | FileType::MachOFat | FileType::Binary => executable::unpack,
         _ => return None,
     })
 }
