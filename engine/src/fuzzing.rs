@@ -38,6 +38,13 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("elf", Some(FileType::Elf)),
     ("macho", Some(FileType::MachO)),
     ("macho_fat", Some(FileType::MachOFat)),
+    ("text", Some(FileType::Text)),
+    ("tnef", Some(FileType::Tnef)),
+    ("ms_compress", Some(FileType::MsCompress)),
+    ("sis", Some(FileType::Sis)),
+    ("arj", Some(FileType::Arj)),
+    ("carve", Some(FileType::Binary)),
+    ("upx_elf", Some(FileType::Elf)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production
@@ -78,4 +85,52 @@ pub fn abort_on_own_panics() {
             }
         }));
     });
+}
+
+/// An NRV2B (32-bit bit words) stream of `data` as literals only, then the
+/// end-of-stream marker: what UPX's method 2 decoder reads. For seeds and
+/// tests (no UPX is installed here to make real ones).
+pub fn nrv2b_literals(data: &[u8]) -> Vec<u8> {
+    #[derive(Default)]
+    struct Writer {
+        bytes: Vec<u8>,
+        word_at: Option<usize>,
+        word: u32,
+        used: u32,
+    }
+    impl Writer {
+        fn bit(&mut self, b: u32) {
+            if self.word_at.is_none() || self.used == 32 {
+                self.flush();
+                self.word_at = Some(self.bytes.len());
+                self.bytes.extend_from_slice(&[0; 4]);
+                self.word = 0;
+                self.used = 0;
+            }
+            self.word |= b << (31 - self.used);
+            self.used += 1;
+        }
+        fn flush(&mut self) {
+            if let Some(at) = self.word_at {
+                self.bytes[at..at + 4].copy_from_slice(&self.word.to_le_bytes());
+            }
+        }
+    }
+    let mut w = Writer::default();
+    for &b in data {
+        w.bit(1);
+        w.bytes.push(b);
+    }
+    // A match whose offset word is 0xFFFFFFFF ends the stream: high part
+    // 0x1000002 in the gamma code, then the low byte 0xFF.
+    w.bit(0);
+    let off: u32 = 0x0100_0002;
+    let n = 32 - off.leading_zeros();
+    for i in (0..n - 1).rev() {
+        w.bit(off >> i & 1);
+        w.bit(u32::from(i == 0));
+    }
+    w.bytes.push(0xFF);
+    w.flush();
+    w.bytes
 }

@@ -1,6 +1,8 @@
 //! Engine behaviour on generated inputs: EICAR bare and nested, limits,
 //! dedupe, corrupt containers, and the public rule sets.
 
+mod builders;
+
 use qala_engine::{Engine, Limit, Limits, Ruleset, Severity, compile_rules};
 use std::io::Write;
 use std::path::Path;
@@ -729,6 +731,21 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("elf", tiny_elf()),
         ("macho", tiny_macho()),
         ("macho_fat", fat_macho(&tiny_macho())),
+        (
+            "text",
+            format!(
+                "{}\n{}",
+                builders::uuencode("a.com", payload, false),
+                String::from_utf8(builders::binhex("b.com", payload)).unwrap()
+            )
+            .into_bytes(),
+        ),
+        ("tnef", builders::tnef("c.com", payload)),
+        ("ms_compress", builders::szdd(payload)),
+        ("sis", builders::sis("d.com", payload)),
+        ("arj", builders::arj_stored("e.com", payload)),
+        ("carve", [&[0xAB; 100][..], &zip_of(&[("f.com", payload)])].concat()),
+        ("upx_elf", builders::upx_elf(tiny_elf(), payload)),
     ]
 }
 
@@ -855,7 +872,7 @@ fn fuzz_seeds_reach_their_parsers() {
     for (target, seed) in &seeds {
         assert!(targets.contains(target), "{target} is not a fuzz target");
         let r = qala_engine::fuzzing::run(target, seed).unwrap();
-        if ["pe", "elf", "macho", "macho_fat"].contains(target) {
+        if ["pe", "elf", "macho", "macho_fat", "upx_elf"].contains(target) {
             assert!(!r.executables.is_empty(), "{target}: {r:?}");
             assert!(r.executables.iter().all(|e| e.error.is_none()), "{target}: {:?}", r.executables);
         } else {
@@ -894,7 +911,7 @@ fn mutated_inputs_of_every_format_never_escape_the_engine() {
         let clean = engine.scan(&seed, name);
         match name {
             // The ELF seed is a truncated real binary: parse errors are expected.
-            "pe" | "elf" | "macho" | "macho_fat" => {
+            "pe" | "elf" | "macho" | "macho_fat" | "upx_elf" => {
                 assert!(clean.executables.iter().all(|e| e.error.is_none()), "{clean:?}")
             }
             _ => assert_eq!(clean.verdict, Some(Severity::Malicious), "seed {name} must carry the payload: {clean:?}"),

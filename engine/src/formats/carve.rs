@@ -137,7 +137,7 @@ fn region(d: &[u8], sig: Sig) -> Option<usize> {
 /// section's raw data (the headers if it has none), at most `d`'s length.
 pub(crate) fn pe_size(d: &[u8]) -> Option<usize> {
     let pe = u32_at(d, 0x3C)?;
-    if pe < 0x40 || pe > 4096 || d.get(pe..pe + 4)? != b"PE\0\0" {
+    if !(0x40..=4096).contains(&pe) || d.get(pe..pe + 4)? != b"PE\0\0" {
         return None;
     }
     let sections = u16_at(d, pe + 6)?;

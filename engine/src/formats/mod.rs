@@ -30,6 +30,7 @@
 //! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
 
 mod ar;
+mod arj;
 mod autoit_script;
 mod binhex;
 pub(crate) mod bytes;
@@ -87,6 +88,7 @@ pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
         FileType::Tnef => tnef::unpack,
         FileType::MsCompress => msexpand::unpack,
         FileType::Sis => sis::unpack,
+        FileType::Arj => arj::unpack,
         FileType::Pe | FileType::Elf | FileType::MachO | FileType::MachOFat | FileType::Binary => executable::unpack,
         _ => return None,
     })

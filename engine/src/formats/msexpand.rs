@@ -72,7 +72,7 @@ fn lzss(src: &[u8], cap: u64, declared: u64, deadline: &Deadline) -> MemberData 
     let cap = cap as usize;
     let more = declared > cap as u64;
     'outer: while i < src.len() {
-        if out.len() % (1 << 16) == 0 && deadline.passed() {
+        if out.len().is_multiple_of(1 << 16) && deadline.passed() {
             return MemberData { data: out, truncated: false, error: Some(super::bytes::OUT_OF_TIME.into()) };
         }
         let flags = src[i];

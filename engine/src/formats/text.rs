@@ -207,9 +207,8 @@ fn base64_run(data: &[u8]) -> usize {
     let mut i = 0;
     while i < data.len() {
         let b = data[i];
-        if is_base64(b) || b == b'=' {
-            i += 1;
-        } else if (b == b'\r' || b == b'\n') && data.get(i + 1).is_some_and(|&n| is_base64(n) || n == b'\n') {
+        let line_break_inside = (b == b'\r' || b == b'\n') && data.get(i + 1).is_some_and(|&n| is_base64(n) || n == b'\n');
+        if is_base64(b) || b == b'=' || line_break_inside {
             i += 1;
         } else {
             break;

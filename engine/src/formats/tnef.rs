@@ -62,22 +62,3 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         }
     }
 }
-
-/// A TNEF stream with one attachment (tests and fuzz seeds).
-#[cfg(test)]
-pub(crate) fn make(name: &str, payload: &[u8]) -> Vec<u8> {
-    let mut v = MAGIC.to_vec();
-    v.extend_from_slice(&[0x01, 0x00]);
-    let mut attr = |level: u8, id: u32, body: &[u8]| {
-        v.push(level);
-        v.extend_from_slice(&id.to_le_bytes());
-        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        v.extend_from_slice(body);
-        let sum = body.iter().fold(0u16, |s, &b| s.wrapping_add(u16::from(b)));
-        v.extend_from_slice(&sum.to_le_bytes());
-    };
-    attr(2, ATT_ATTACH_RENDDATA, &[0; 14]);
-    attr(2, ATT_ATTACH_TITLE, format!("{name}\0").as_bytes());
-    attr(2, ATT_ATTACH_DATA, payload);
-    v
-}

@@ -216,7 +216,7 @@ fn nrv(v: Nrv, width: Width, src: &[u8], cap: usize, deadline: &Deadline) -> Mem
     let result = (|| -> Result<(), String> {
         let cut = || "upx: compressed data cut short".to_string();
         loop {
-            if out.len() % 4096 == 0 && deadline.passed() {
+            if out.len().is_multiple_of(4096) && deadline.passed() {
                 return Err(super::bytes::OUT_OF_TIME.into());
             }
             while bits.bit().ok_or_else(cut)? == 1 {
@@ -333,62 +333,10 @@ fn lzma(src: &[u8], cap: usize, deadline: &Deadline) -> MemberData {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::fuzzing::nrv2b_literals;
     use std::time::Duration;
-
-    /// An NRV2B (LE32) stream of literals only, then the end marker.
-    pub(crate) fn nrv2b_literals(data: &[u8]) -> Vec<u8> {
-        let mut w = Writer::default();
-        for &b in data {
-            w.bit(1);
-            w.bytes.push(b);
-        }
-        // A match whose offset is the end marker: gamma 0x1000002 ... 0xFFFFFF low byte.
-        w.bit(0);
-        // high part (off - 3) << 8 | 0xFF == u32::MAX needs off - 3 = 0xFFFFFF: emit off = 0x1000002.
-        let off: u32 = 0x0100_0002;
-        let n = 32 - off.leading_zeros();
-        for i in (0..n - 1).rev() {
-            w.bit(off >> i & 1);
-            w.bit(u32::from(i == 0));
-        }
-        w.bytes.push(0xFF);
-        w.finish()
-    }
-
-    #[derive(Default)]
-    struct Writer {
-        bytes: Vec<u8>,
-        word_at: Option<usize>,
-        word: u32,
-        used: u32,
-    }
-
-    impl Writer {
-        fn bit(&mut self, b: u32) {
-            if self.word_at.is_none() || self.used == 32 {
-                self.flush();
-                self.word_at = Some(self.bytes.len());
-                self.bytes.extend_from_slice(&[0; 4]);
-                self.word = 0;
-                self.used = 0;
-            }
-            self.word |= b << (31 - self.used);
-            self.used += 1;
-        }
-
-        fn flush(&mut self) {
-            if let Some(at) = self.word_at {
-                self.bytes[at..at + 4].copy_from_slice(&self.word.to_le_bytes());
-            }
-        }
-
-        fn finish(mut self) -> Vec<u8> {
-            self.flush();
-            self.bytes
-        }
-    }
 
     #[test]
     fn nrv2b_literals_round_trip_and_cap() {

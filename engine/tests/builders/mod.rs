@@ -1,0 +1,280 @@
+//! Builders of the formats of detection depth, written from their
+//! specifications: each wraps a payload the way the real tool does, so the
+//! tests and fuzz seeds carry a known file through every unwrapping.
+#![allow(dead_code)]
+
+use std::io::Write;
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { crc >> 1 ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// `uuencode NAME` output, or xxencode's with `xx`.
+pub fn uuencode(name: &str, data: &[u8], xx: bool) -> String {
+    const XX: &[u8] = b"+-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let ch = |v: u8| {
+        if xx {
+            XX[v as usize] as char
+        } else if v == 0 {
+            '`'
+        } else {
+            (b' ' + v) as char
+        }
+    };
+    let mut out = format!("begin 644 {name}\n");
+    for line in data.chunks(45) {
+        out.push(ch(line.len() as u8));
+        for c in line.chunks(3) {
+            let n = u32::from(c[0]) << 16 | u32::from(*c.get(1).unwrap_or(&0)) << 8 | u32::from(*c.get(2).unwrap_or(&0));
+            for k in 0..4 {
+                out.push(ch((n >> (18 - 6 * k) & 63) as u8));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("{}\nend\n", ch(0)));
+    out
+}
+
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = u32::from(c[0]) << 16 | u32::from(*c.get(1).unwrap_or(&0)) << 8 | u32::from(*c.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            s.push(if k <= c.len() { A[(n >> (18 - 6 * k) & 63) as usize] as char } else { '=' });
+        }
+    }
+    s
+}
+
+/// BinHex 4.0 of a file with `data` as its data fork (no run-length
+/// compression; CRCs zero, which readers of ours do not check).
+pub fn binhex(name: &str, data: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr";
+    let mut raw = vec![name.len() as u8];
+    raw.extend_from_slice(name.as_bytes());
+    raw.push(0);
+    raw.extend_from_slice(b"APPLMACS\0\0");
+    raw.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    raw.extend_from_slice(&0u32.to_be_bytes());
+    raw.extend_from_slice(&[0; 2]);
+    raw.extend_from_slice(data);
+    raw.extend_from_slice(&[0; 4]);
+    let mut escaped = Vec::new();
+    for b in raw {
+        escaped.push(b);
+        if b == 0x90 {
+            escaped.push(0);
+        }
+    }
+    let mut text = b"(This file must be converted with BinHex 4.0)\n:".to_vec();
+    for (i, chunk) in escaped.chunks(3).enumerate() {
+        let n = u32::from(chunk[0]) << 16 | u32::from(*chunk.get(1).unwrap_or(&0)) << 8 | u32::from(*chunk.get(2).unwrap_or(&0));
+        for k in 0..(if chunk.len() == 3 { 4 } else { chunk.len() + 1 }) {
+            text.push(ALPHABET[(n >> (18 - 6 * k) & 63) as usize]);
+        }
+        if i % 16 == 15 {
+            text.push(b'\n');
+        }
+    }
+    text.extend_from_slice(b":\n");
+    text
+}
+
+/// A TNEF stream (`winmail.dat`) with one attachment.
+pub fn tnef(name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x78, 0x9F, 0x3E, 0x22, 0x01, 0x00];
+    let mut attr = |level: u8, id: u32, body: &[u8]| {
+        v.push(level);
+        v.extend_from_slice(&id.to_le_bytes());
+        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        v.extend_from_slice(body);
+        let sum = body.iter().fold(0u16, |s, &b| s.wrapping_add(u16::from(b)));
+        v.extend_from_slice(&sum.to_le_bytes());
+    };
+    attr(1, 0x0007_8008, b"IPM.Microsoft Mail.Note\0");
+    attr(2, 0x0006_9002, &[0; 14]);
+    attr(2, 0x0001_8010, format!("{name}\0").as_bytes());
+    attr(2, 0x0006_800F, payload);
+    v
+}
+
+/// SZDD (`COMPRESS.EXE`) with LZSS: a literal, then a match repeating it,
+/// then the rest as literals.
+pub fn szdd(data: &[u8]) -> Vec<u8> {
+    let mut v = b"SZDD\x88\xF0\x27\x33A_".to_vec();
+    v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    for chunk in data.chunks(8) {
+        v.push(0xFF >> (8 - chunk.len()));
+        v.extend_from_slice(chunk);
+    }
+    v
+}
+
+/// A Symbian SIS file (EPOC release 6) installing `name`, zlib-compressed.
+pub fn sis(name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(payload).unwrap();
+    let packed = z.finish().unwrap();
+    let dest: Vec<u8> = format!("!:\\sys\\bin\\{name}").encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let mut h = vec![0u8; 0x64];
+    for (o, v) in [(0, 0x1000_0000u32), (4, 0x1000_3A12), (8, 0x1000_0419), (12, 0)] {
+        h[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    for (o, v) in [(0x12, 1u16), (0x14, 1), (0x24, 1)] {
+        h[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    let files_at = 0x64 + 2;
+    h[0x30..0x34].copy_from_slice(&0x64u32.to_le_bytes());
+    h[0x34..0x38].copy_from_slice(&(files_at as u32).to_le_bytes());
+    h.extend_from_slice(&1u16.to_le_bytes()); // language
+    let record_len = 28 + 4 + 4 + 4 + 8;
+    let dest_at = files_at + record_len;
+    let data_at = dest_at + dest.len();
+    let fields =
+        [0u32, 0, 0, 0, 0, dest.len() as u32, dest_at as u32, packed.len() as u32, data_at as u32, payload.len() as u32, 0, 0];
+    for f in fields {
+        h.extend_from_slice(&f.to_le_bytes());
+    }
+    h.extend_from_slice(&dest);
+    h.extend_from_slice(&packed);
+    h
+}
+
+/// An ARJ archive with `name` stored (method 0).
+pub fn arj_stored(name: &str, data: &[u8]) -> Vec<u8> {
+    let header = |file_type: u8, method: u8, size: u32, crc: u32, name: &str| {
+        let mut b = vec![30u8, 11, 1, 2, 0, method, file_type, 0];
+        b.extend_from_slice(&0x5A21_4C00u32.to_le_bytes()); // a DOS date
+        b.extend_from_slice(&size.to_le_bytes());
+        b.extend_from_slice(&size.to_le_bytes());
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.extend_from_slice(&[0; 6]); // file spec position, access mode, host data
+        b.extend_from_slice(name.as_bytes());
+        b.push(0);
+        b.push(0); // comment
+        let mut out = vec![0x60, 0xEA];
+        out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        out.extend_from_slice(&b);
+        out.extend_from_slice(&crc32(&b).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes()); // no extended header
+        out
+    };
+    let mut v = header(2, 0, 0, 0, "seed.arj");
+    v.extend_from_slice(&header(0, 0, data.len() as u32, crc32(data), name));
+    v.extend_from_slice(data);
+    v.extend_from_slice(&[0x60, 0xEA, 0, 0]);
+    v
+}
+
+/// Packager (`Package` class) native data carrying `data` as `label`.
+pub fn package(label: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = 2u16.to_le_bytes().to_vec();
+    for s in [label, &format!("C:\\Users\\x\\{label}")] {
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+    }
+    v.extend_from_slice(&0u16.to_le_bytes());
+    v.extend_from_slice(&3u16.to_le_bytes());
+    let temp = format!("C:\\Temp\\{label}\0");
+    v.extend_from_slice(&(temp.len() as u32).to_le_bytes());
+    v.extend_from_slice(temp.as_bytes());
+    v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+/// A compound file with the given streams (paths with `/`).
+pub fn compound(streams: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut c = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).unwrap();
+    for (path, data) in streams {
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            c.create_storage_all(format!("/{dir}")).unwrap();
+        }
+        c.create_stream(format!("/{path}")).unwrap().write_all(data).unwrap();
+    }
+    c.flush().unwrap();
+    c.into_inner().into_inner()
+}
+
+/// A Word-like compound file with an embedded Packager object.
+pub fn doc_with_package(label: &str, data: &[u8]) -> Vec<u8> {
+    let native = package(label, data);
+    let stream = [&(native.len() as u32).to_le_bytes()[..], &native].concat();
+    compound(&[("WordDocument", b"text"), ("ObjectPool/_1234/\u{1}Ole10Native", &stream)])
+}
+
+/// An RTF document with an OLE1 Packager object.
+pub fn rtf_with_package(label: &str, data: &[u8]) -> Vec<u8> {
+    let native = package(label, data);
+    let mut ole1 = Vec::new();
+    ole1.extend_from_slice(&0x0501u32.to_le_bytes());
+    ole1.extend_from_slice(&2u32.to_le_bytes());
+    for s in ["Package\0", "\0", "\0"] {
+        ole1.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        ole1.extend_from_slice(s.as_bytes());
+    }
+    ole1.extend_from_slice(&(native.len() as u32).to_le_bytes());
+    ole1.extend_from_slice(&native);
+    let hex: String = ole1.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{{\\rtf1{{\\object\\objemb{{\\*\\objclass Package}}{{\\*\\objdata {hex}}}}}}}").into_bytes()
+}
+
+/// A PowerPoint file whose slide holds an embedded object (an
+/// `ExOleObjStg` record, zlib-compressed) carrying a Packager object.
+pub fn ppt_with_package(label: &str, data: &[u8]) -> Vec<u8> {
+    let inner = doc_with_package(label, data);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&inner).unwrap();
+    let body = [&(inner.len() as u32).to_le_bytes()[..], &z.finish().unwrap()].concat();
+    let record = |ver_inst: u16, kind: u16, body: &[u8]| {
+        [&ver_inst.to_le_bytes()[..], &kind.to_le_bytes(), &(body.len() as u32).to_le_bytes(), body].concat()
+    };
+    let stream = record(0x0F, 0x03E8, &[record(0x00, 0x03E9, &[0; 40]), record(0x10, 0x1011, &body)].concat());
+    compound(&[("PowerPoint Document", &stream), ("Current User", b"user")])
+}
+
+/// An MSI-like compound file: stream names in MSI's encoding, one of them
+/// a cabinet.
+pub fn msi_with_cab(cab: &[u8]) -> Vec<u8> {
+    const ALPHABET: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz._";
+    let encode = |name: &str| -> String {
+        let idx: Vec<u32> = name.chars().map(|c| ALPHABET.find(c).unwrap() as u32).collect();
+        idx.chunks(2)
+            .map(|p| match p {
+                [a, b] => char::from_u32(0x3800 + (a | b << 6)).unwrap(),
+                [a] => char::from_u32(0x4800 + a).unwrap(),
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    let table = format!("\u{4840}{}", encode("File"));
+    compound(&[(&encode("Data1.cab"), cab), (&table, b"\0\0")])
+}
+
+/// `elf` with a UPX payload after it, as UPX lays out a packed ELF:
+/// `l_info`, `p_info`, one NRV2B block of `payload`, the end block.
+pub fn upx_elf(mut elf: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    elf.extend_from_slice(&[0; 4]);
+    elf.extend_from_slice(b"UPX!");
+    elf.extend_from_slice(&[0x20, 0, 13, 12]);
+    elf.extend_from_slice(&[0; 4]);
+    elf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    elf.extend_from_slice(&[0; 4]);
+    let block = qala_engine::fuzzing::nrv2b_literals(payload);
+    elf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    elf.extend_from_slice(&(block.len() as u32).to_le_bytes());
+    elf.extend_from_slice(&[2, 0, 0, 0]);
+    elf.extend_from_slice(&block);
+    elf.resize(elf.len().next_multiple_of(4), 0);
+    elf.extend_from_slice(&[0; 12]);
+    elf
+}
