@@ -7,10 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # redis-server (built with TLS in Debian) for the Redis store tests;
-# systemd-analyze (package systemd) to score the hardened units in deploy/.
+# systemd-analyze (package systemd) to score the hardened units in deploy/;
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# ClamAV's test files (clam.exe hidden 43 ways) for the detection-depth test.
+[ -e /usr/share/clamav-testfiles/clam.exe ] || missing+=(clamav-testfiles)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (needed by the tests)"

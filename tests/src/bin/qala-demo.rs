@@ -2,7 +2,8 @@
 //! workers on the embedded store with the bundled rules), scan PATH or a
 //! generated demo folder with the agent, print the verdicts, and stop.
 //!
-//! `scripts/demo.sh` builds everything and runs this.
+//! `scripts/demo.sh` builds everything and runs this. `QALA_DEMO_RULES`
+//! names another rules directory (`scripts/coverage.sh` uses one rule).
 
 use anyhow::{Context, Result};
 use qala_tests::{Cluster, Options, eicar, repo_root, zip_of};
@@ -17,7 +18,8 @@ fn main() -> Result<()> {
     println!("making a throwaway PKI and tokens in {} ...", data.display());
     println!("starting coordinator and two workers over TLS (store {store}) ...");
     let options = Options { state_dir: Some(data.clone()), ..Options::default() };
-    let cluster = Cluster::start_with(&repo_root().join("rules"), Some(&store), 2, options)?;
+    let rules = std::env::var_os("QALA_DEMO_RULES").map_or_else(|| repo_root().join("rules"), PathBuf::from);
+    let cluster = Cluster::start_with(&rules, Some(&store), 2, options)?;
     let status = cluster.status()?;
     println!(
         "cluster up at {}: ruleset {} ({} rules), workers {}",
