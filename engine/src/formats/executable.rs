@@ -1,25 +1,86 @@
-//! What an executable (or unknown data) carries beyond its own code: one
-//! signature pass ([`carve::signatures`]) decides which of the payload
-//! readers run — NSIS installer files, compiled AutoIt scripts, UPX-packed
-//! programs rebuilt — then every embedded container or executable is carved.
+//! What an executable (or unknown data) carries beyond its own code:
+//! NSIS installer files, compiled AutoIt scripts, UPX-packed programs
+//! rebuilt, and embedded containers and executables carved out.
+//!
+//! The cost on the many executables that carry nothing is kept to a few
+//! vectorised substring searches: signatures are looked for in the overlay
+//! only (the bytes after the last section or segment, where installers,
+//! self-extractors and droppers put their payload), embedded PE files
+//! anywhere by their DOS stub text, UPX by its header near the start, and
+//! AutoIt by its marker. Unknown data gets the full signature pass.
 
 use super::carve::{self, Sig};
 use super::{Container, autoit_script, nsis_installer, upx};
 use crate::filetype::FileType;
+use memchr::memmem;
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
-    let hits = carve::signatures(data);
-    let has = |sig: Sig| hits.iter().any(|&(_, s)| s == sig);
+    if memmem::find(&data[..data.len().min(64 * 1024)], b"UPX!").is_some() {
+        upx::unpack(c, data);
+    }
+    let overlay = match c.ty {
+        // Headers that do not parse: the whole file is unknown data.
+        FileType::Pe => carve::pe_size(data).unwrap_or(0),
+        FileType::Elf => elf_size(data).unwrap_or(0),
+        FileType::MachO | FileType::MachOFat => data.len(),
+        _ => 0,
+    };
+    let mut hits: Vec<(usize, Sig)> =
+        carve::signatures(&data[overlay..]).into_iter().map(|(at, sig)| (at + overlay, sig)).collect();
     if c.ty == FileType::Pe {
-        if has(Sig::Nsis) {
+        if hits.iter().any(|&(_, s)| s == Sig::Nsis) {
             nsis_installer::unpack(c, data);
         }
-        if has(Sig::AutoIt) {
+        if memmem::find(data, b"AU3!EA0").is_some() {
             autoit_script::unpack(c, data);
         }
     }
-    if has(Sig::Upx) {
-        upx::unpack(c, data);
+    if matches!(c.ty, FileType::Pe | FileType::Elf) {
+        // Programs inside programs (droppers, resources, packers that
+        // store the original): each `PE\0\0` whose `MZ` header points at it.
+        hits.extend(embedded_pes(&data[..overlay]).into_iter().map(|p| (p, Sig::Pe)));
+        hits.sort_unstable_by_key(|&(at, _)| at);
     }
     carve::unpack(c, data, &hits);
+}
+
+/// Offsets of PE files embedded in `d` (not at 0): for each `PE\0\0`, an
+/// `MZ` at most 1 KiB before it whose header offset (`e_lfanew`) is its
+/// distance. One vectorised search; at most 64 candidates checked.
+fn embedded_pes(d: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for p in memmem::find_iter(d, b"PE\0\0").take(64) {
+        let found = (p.saturating_sub(1024)..p.saturating_sub(0x3F)).rev().find(|&s| {
+            s > 0
+                && d[s..].starts_with(b"MZ")
+                && d.get(s + 0x3C..s + 0x40).is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize == p - s)
+        });
+        out.extend(found);
+    }
+    out
+}
+
+/// Where an ELF file's own bytes end: the furthest of its section header
+/// table and its segments' file images (little-endian 32 and 64-bit).
+fn elf_size(d: &[u8]) -> Option<usize> {
+    let le = *d.get(5)? == 1;
+    if !le {
+        return None;
+    }
+    let u16_at = |o: usize| d.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |o: usize| d.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let u64_at = |o: usize| d.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+    let (phoff, shoff, phentsize, phnum, shentsize, shnum, off, size) = match *d.get(4)? {
+        1 => (u32_at(0x1C)?, u32_at(0x20)?, u16_at(0x2A)?, u16_at(0x2C)?, u16_at(0x2E)?, u16_at(0x30)?, 4, 16),
+        2 => (u64_at(0x20)?, u64_at(0x28)?, u16_at(0x36)?, u16_at(0x38)?, u16_at(0x3A)?, u16_at(0x3C)?, 8, 32),
+        _ => return None,
+    };
+    let read = |o: usize| if off == 4 { u32_at(o) } else { u64_at(o) };
+    let mut end = shoff.saturating_add(shentsize.saturating_mul(shnum));
+    for i in 0..phnum.min(256) {
+        let ph = phoff.checked_add(i * phentsize)?;
+        let (offset, filesz) = (read(ph + off)?, read(ph + size)?);
+        end = end.max(offset.saturating_add(filesz));
+    }
+    Some(end.min(d.len()))
 }

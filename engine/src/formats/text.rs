@@ -65,16 +65,9 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         }
     }
     let mut n = 0;
-    let mut i = 0;
-    while i < data.len() {
-        if !is_base64(data[i]) {
-            i += 1;
-            continue;
-        }
-        let len = base64_run(&data[i..]);
-        let run = &data[i..i + len];
-        i += len.max(1);
-        if i <= covered || !worth_decoding(run) {
+    for (start, len) in base64_runs(data) {
+        let run = &data[start..start + len];
+        if start + len <= covered || !worth_decoding(run) {
             continue;
         }
         n += 1;
@@ -197,6 +190,50 @@ fn begin_blocks(data: &[u8]) -> impl Iterator<Item = Block<'_>> {
     })
 }
 
+/// Long base64 runs of `data` as (start, length), found line by line so
+/// that prose costs a `memchr` per line: a line with a space is looked into
+/// byte by byte only if it is long enough to hold a run on its own; lines
+/// of nothing but base64 (a wrapped body) join into one run.
+fn base64_runs(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut run: Option<(usize, usize)> = None; // start, end
+    let close = |run: &mut Option<(usize, usize)>, out: &mut Vec<(usize, usize)>| {
+        if let Some((s, e)) = run.take()
+            && e - s >= MIN_BASE64_RUN
+        {
+            out.push((s, e - s));
+        }
+    };
+    let mut start = 0;
+    while start < data.len() && out.len() < MAX_CARVED {
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |p| start + p);
+        let line = &data[start..end];
+        let body = line.strip_suffix(b"\r").unwrap_or(line);
+        if body.len() >= 16 && memchr::memchr2(b' ', b'\t', body).is_none() && body.iter().all(|&b| is_base64(b) || b == b'=') {
+            run = Some((run.map_or(start, |(s, _)| s), start + body.len()));
+        } else {
+            close(&mut run, &mut out);
+            if body.len() >= MIN_BASE64_RUN {
+                let mut i = 0;
+                while i < body.len() {
+                    if !is_base64(body[i]) {
+                        i += 1;
+                        continue;
+                    }
+                    let len = base64_run(&body[i..]);
+                    if len >= MIN_BASE64_RUN {
+                        out.push((start + i, len));
+                    }
+                    i += len.max(1);
+                }
+            }
+        }
+        start = end + 1;
+    }
+    close(&mut run, &mut out);
+    out
+}
+
 fn is_base64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
 }
@@ -264,7 +301,7 @@ fn decode_base64(run: &[u8], cap: u64) -> MemberData {
 fn looks_quoted_printable(data: &[u8]) -> bool {
     let sample = &data[..data.len().min(64 * 1024)];
     let (mut escapes, mut soft, mut other) = (0usize, 0usize, 0usize);
-    for (i, _) in sample.iter().enumerate().filter(|&(_, &b)| b == b'=') {
+    for i in memchr::memchr_iter(b'=', sample) {
         match (sample.get(i + 1), sample.get(i + 2)) {
             (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')) => soft += 1,
             (Some(a), Some(b)) if is_upper_hex(*a) && is_upper_hex(*b) => escapes += 1,
