@@ -79,31 +79,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Packager native data carrying `data` as `label`.
-#[cfg(test)]
-pub(crate) fn make_package(label: &str, source: &str, data: &[u8]) -> Vec<u8> {
-    let mut v = 2u16.to_le_bytes().to_vec();
-    for s in [label, source] {
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-    }
-    v.extend_from_slice(&0u16.to_le_bytes());
-    v.extend_from_slice(&3u16.to_le_bytes());
-    let temp = format!("C:\\Temp\\{label}\0");
-    v.extend_from_slice(&(temp.len() as u32).to_le_bytes());
-    v.extend_from_slice(temp.as_bytes());
-    v.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    v.extend_from_slice(data);
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn package_round_trip_and_lies() {
-        let native = make_package("invoice.exe", "C:\\Users\\a\\invoice.exe", b"MZpayload");
+        // label, source path, reserved, type 3, temp path (len 10), data (len 9)
+        let native =
+            b"\x02\0invoice.exe\0C:\\Users\\a\\invoice.exe\0\0\0\x03\0\x0a\0\0\0C:\\T\\i.ex\0\x09\0\0\0MZpayload".to_vec();
         let p = package(&native).unwrap();
         assert_eq!(p.data, b"MZpayload");
         assert_eq!(file_name(&p), "invoice.exe");
