@@ -3,8 +3,9 @@
 # hide the harmless test program clam.exe in 44 containers, encodings and
 # packers. This scans them through a local cluster (coordinator, two
 # workers, embedded store, TLS, sandboxed scans) with one rule that matches
-# clam.exe only byte for byte (tests/coverage/clam-exe.yar), and prints N/44
-# and the misses. ClamAV itself finds 44/44.
+# clam.exe only byte for byte (tests/coverage/clam-exe.yar), and prints how
+# many of the files it was found in, and the misses. (ClamAV finds all of
+# them, as issue 11 reports; not measured by this script.)
 #
 #   ./scripts/coverage.sh
 set -euo pipefail
@@ -34,5 +35,5 @@ for f in "$work"/files/*; do
     fi
 done
 grep -E '^scanned ' "$work/out" || { cat "$work/out"; exit 1; }
-echo "clam.exe found in $found/$total of ClamAV's test files (ClamAV: $total/$total)"
+echo "clam.exe found in $found/$total of ClamAV's test files"
 [ ${#misses[@]} -eq 0 ] || echo "missed: ${misses[*]}"

@@ -61,6 +61,42 @@ fn uuencode_and_xxencode_anywhere_in_text() {
 #[test]
 fn binhex_data_fork() {
     assert_found(&binhex("c.exe", PAYLOAD), "text", "binhex.data");
+    // Under a small object cap the fork is cut and the limit named.
+    let limits = Limits { max_object_size: 10, ..Limits::default() };
+    let r = Engine::new(rules(), limits).scan(&binhex("c.exe", PAYLOAD), "");
+    assert!(r.limits_hit.iter().any(|l| l.limit == Limit::MaxObjectSize && l.object == "binhex.data"), "{r:?}");
+}
+
+/// Headers that declare 4 GiB (or point outside the file) get an error for
+/// that member and cost no more than the file: nothing is allocated from a
+/// declared size.
+#[test]
+fn lying_sizes_are_errors_not_allocations() {
+    let set_u32 = |mut v: Vec<u8>, at: usize, value: u32| {
+        v[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        v
+    };
+    // ARJ: the member's original size (basic header offset 4 + 16) says 4 GiB.
+    let arj = arj_stored("big.exe", PAYLOAD);
+    let first = 4 + u16::from_le_bytes([arj[2], arj[3]]) as usize + 4 + 2;
+    let arj = set_u32(arj, first + 4 + 16, u32::MAX);
+    // SZDD: 4 GiB uncompressed.
+    let szdd = set_u32(szdd(PAYLOAD), 10, u32::MAX);
+    // TNEF: the attachment data's length runs past the end.
+    let t = tnef("big.exe", PAYLOAD);
+    let at = t.len() - PAYLOAD.len() - 2 - 4;
+    let tnef = set_u32(t, at, u32::MAX);
+    // SIS: the file data pointer is outside the file.
+    let s = sis("big.exe", PAYLOAD);
+    let sis = set_u32(s, 0x66 + 32, u32::MAX - 10);
+    for (name, data) in [("arj", arj), ("szdd", szdd), ("tnef", tnef), ("sis", sis)] {
+        let r = scan(&data);
+        assert!(found(&r).is_empty() || name == "szdd", "{name}: {r:?}");
+        assert!(r.bytes_scanned <= 2 * data.len() as u64 + PAYLOAD.len() as u64, "{name}: {r:?}");
+        if name != "szdd" {
+            assert!(!r.errors.is_empty(), "{name} must say what was wrong: {r:?}");
+        }
+    }
 }
 
 #[test]

@@ -28,10 +28,6 @@ pub(crate) enum Sig {
     Pe,
     /// NSIS installer data (`\xEF\xBE\xAD\xDENullsoftInst`).
     Nsis,
-    /// A compiled AutoIt script (`AU3!EA05`, `AU3!EA06`).
-    AutoIt,
-    /// A UPX block header (`UPX!`).
-    Upx,
 }
 
 const SIGNATURES: &[(&[u8], Sig)] = &[
@@ -44,8 +40,6 @@ const SIGNATURES: &[(&[u8], Sig)] = &[
     (b"%PDF-", Sig::Pdf),
     (b"MZ", Sig::Pe),
     (b"\xEF\xBE\xAD\xDENullsoftInst", Sig::Nsis),
-    (b"AU3!EA0", Sig::AutoIt),
-    (b"UPX!", Sig::Upx),
 ];
 
 /// Every signature hit in `data`, in order of offset (one pass). Hits are
@@ -53,7 +47,7 @@ const SIGNATURES: &[(&[u8], Sig)] = &[
 pub(crate) fn signatures(data: &[u8]) -> Vec<(usize, Sig)> {
     static AC: OnceLock<AhoCorasick> = OnceLock::new();
     let ac = AC.get_or_init(|| AhoCorasick::new(SIGNATURES.iter().map(|(m, _)| *m)).expect("fixed patterns"));
-    ac.find_overlapping_iter(data).map(|m| (m.start(), SIGNATURES[m.pattern().as_usize()].1)).take(1 << 16).collect()
+    ac.find_iter(data).map(|m| (m.start(), SIGNATURES[m.pattern().as_usize()].1)).take(1 << 16).collect()
 }
 
 /// Hand every embedded container of `data` (after offset 0, which is the
@@ -92,7 +86,7 @@ impl Sig {
             Sig::Ole2 => "ole2",
             Sig::Pdf => "pdf",
             Sig::Pe => "exe",
-            Sig::Nsis | Sig::AutoIt | Sig::Upx => "bin",
+            Sig::Nsis => "bin",
         }
     }
 }
@@ -129,7 +123,8 @@ fn region(d: &[u8], sig: Sig) -> Option<usize> {
         Sig::Ole2 => (u16_at(d, 0x1C) == Some(0xFFFE)).then_some(d.len()),
         Sig::Pdf => Some(d.len()),
         Sig::Pe => pe_size(d),
-        Sig::Nsis | Sig::AutoIt | Sig::Upx => None,
+        // Read by its own module (the whole installer), not carved.
+        Sig::Nsis => None,
     }
 }
 

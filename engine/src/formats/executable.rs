@@ -6,8 +6,9 @@
 //! vectorised substring searches: signatures are looked for in the overlay
 //! only (the bytes after the last section or segment, where installers,
 //! self-extractors and droppers put their payload), embedded PE files
-//! anywhere by their DOS stub text, UPX by its header near the start, and
-//! AutoIt by its marker. Unknown data gets the full signature pass.
+//! anywhere by `PE\0\0` and the `MZ` header pointing at it, UPX by its
+//! header near the start, and AutoIt by its marker. Unknown data gets the
+//! full signature pass.
 
 use super::carve::{self, Sig};
 use super::{Container, autoit_script, nsis_installer, upx};

@@ -47,14 +47,14 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         }
     }
     // base64: `data:` URIs first (any length), then long bare runs.
-    let mut covered = 0usize;
+    let mut uris: Vec<(usize, usize)> = Vec::new();
     let mut n = 0;
     let mut at = 0;
     while let Some(p) = memmem::find(&data[at..], b";base64,") {
         let start = at + p + 8;
         let len = base64_run(&data[start..]);
         at = start + len;
-        covered = at;
+        uris.push((start, at));
         if len < 4 {
             continue;
         }
@@ -67,7 +67,8 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let mut n = 0;
     for (start, len) in base64_runs(data) {
         let run = &data[start..start + len];
-        if start + len <= covered || !worth_decoding(run) {
+        let in_uri = uris.iter().any(|&(s, e)| start >= s && start < e);
+        if in_uri || !worth_decoding(run) {
             continue;
         }
         n += 1;

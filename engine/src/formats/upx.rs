@@ -315,8 +315,11 @@ fn nrv(v: Nrv, width: Width, src: &[u8], cap: usize, deadline: &Deadline) -> Mem
     MemberData { data: out, truncated: full, error: result.err() }
 }
 
-/// UPX's LZMA: two bytes of properties ((pb, lp) and lc), then a raw
-/// LZMA stream; decoded with `lzma-rust2` under the cap.
+/// UPX's LZMA (method 14): two bytes of properties ((pb, lp) and lc), then
+/// a raw LZMA stream; decoded with `lzma-rust2` under the cap. Untested on
+/// a real sample: no UPX-LZMA file is at hand here (`upx` is not in this
+/// Debian release, and the ClamAV samples use NRV); malformed input ends in
+/// an error, never more than the cap.
 fn lzma(src: &[u8], cap: usize, deadline: &Deadline) -> MemberData {
     let Some(&[b0, b1]) = src.get(..2).map(|b| <&[u8; 2]>::try_from(b).expect("two bytes")) else {
         return MemberData::failed("upx: lzma header cut short".into());
