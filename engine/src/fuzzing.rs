@@ -45,6 +45,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("arj", Some(FileType::Arj)),
     ("carve", Some(FileType::Binary)),
     ("upx_elf", Some(FileType::Elf)),
+    ("chm", Some(FileType::Chm)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production

@@ -746,6 +746,7 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("arj", builders::arj_stored("e.com", payload)),
         ("carve", [&[0xAB; 100][..], &zip_of(&[("f.com", payload)])].concat()),
         ("upx_elf", builders::upx_elf(tiny_elf(), payload)),
+        ("chm", builders::chm_stored("g.com", payload)),
     ]
 }
 

@@ -26,6 +26,10 @@
 //! | `mail` | RFC 822/MIME messages, mbox | `mail-parser` |
 //! | `tnef` | Outlook TNEF (`winmail.dat`) attachments | own reader |
 //! | `msexpand` | SZDD and KWAJ (`COMPRESS.EXE`) | own LZSS |
+//! | `chm` | Compiled HTML Help (ITSF directory, LZX section) | own directory reader; LZX via `lzxd` |
+//! | `arj` | ARJ | `unarj-rs` |
+//! | `nsis_installer`, `autoit_script` | NSIS installers, compiled AutoIt scripts | `nsis`, `autoit-rs` |
+//! | `upx`, `carve`, `executable` | UPX (NRV2B/D/E, LZMA), embedded containers and PEs | own decoders; `aho-corasick`, `memchr` |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
 
@@ -36,6 +40,7 @@ mod binhex;
 pub(crate) mod bytes;
 mod cab;
 pub(crate) mod carve;
+mod chm;
 mod compressed;
 mod cpio;
 mod executable;
@@ -89,6 +94,7 @@ pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
         FileType::MsCompress => msexpand::unpack,
         FileType::Sis => sis::unpack,
         FileType::Arj => arj::unpack,
+        FileType::Chm => chm::unpack,
         FileType::Pe | FileType::Elf | FileType::MachO | FileType::MachOFat | FileType::Binary => executable::unpack,
         _ => return None,
     })

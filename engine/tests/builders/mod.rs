@@ -278,3 +278,53 @@ pub fn upx_elf(mut elf: Vec<u8>, payload: &[u8]) -> Vec<u8> {
     elf.extend_from_slice(&[0; 12]);
     elf
 }
+
+/// A Compiled HTML Help file with `name` stored in section 0 (ITSF v3, one
+/// PMGL directory chunk).
+pub fn chm_stored(name: &str, data: &[u8]) -> Vec<u8> {
+    const CHUNK: usize = 0x1000;
+    let encint = |mut v: u64| {
+        let mut bytes = vec![(v & 0x7F) as u8];
+        v >>= 7;
+        while v > 0 {
+            bytes.insert(0, (v & 0x7F) as u8 | 0x80);
+            v >>= 7;
+        }
+        bytes
+    };
+    let dir_at = 0x78usize;
+    let dir_len = 0x54 + CHUNK;
+    let content_at = dir_at + dir_len;
+    let mut h = vec![0u8; 0x60];
+    h[..4].copy_from_slice(b"ITSF");
+    h[4..8].copy_from_slice(&3u32.to_le_bytes());
+    h[8..12].copy_from_slice(&0x60u32.to_le_bytes());
+    for (o, v) in [(0x38, 0x60u64), (0x40, 0x18), (0x48, dir_at as u64), (0x50, dir_len as u64), (0x58, content_at as u64)] {
+        h[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    h.resize(dir_at, 0);
+    let mut itsp = vec![0u8; 0x54];
+    itsp[..4].copy_from_slice(b"ITSP");
+    for (o, v) in [(4, 1u32), (8, 0x54), (0x10, CHUNK as u32), (0x14, 2), (0x18, 1), (0x1C, u32::MAX), (0x2C, 1)] {
+        itsp[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    let mut entries = Vec::new();
+    for (n, section, offset, length) in [("/", 0, 0, 0), (&*format!("/{name}"), 0u64, 0u64, data.len() as u64)] {
+        entries.extend(encint(n.len() as u64));
+        entries.extend_from_slice(n.as_bytes());
+        entries.extend(encint(section));
+        entries.extend(encint(offset));
+        entries.extend(encint(length));
+    }
+    let mut chunk = b"PMGL".to_vec();
+    chunk.extend_from_slice(&((CHUNK - 20 - entries.len()) as u32).to_le_bytes());
+    chunk.extend_from_slice(&0u32.to_le_bytes());
+    chunk.extend_from_slice(&u32::MAX.to_le_bytes());
+    chunk.extend_from_slice(&u32::MAX.to_le_bytes());
+    chunk.extend_from_slice(&entries);
+    chunk.resize(CHUNK, 0);
+    h.extend_from_slice(&itsp);
+    h.extend_from_slice(&chunk);
+    h.extend_from_slice(data);
+    h
+}
