@@ -43,6 +43,8 @@ pub enum FileType {
     Arj,
     /// Compiled HTML Help (`.chm`, ITSF).
     Chm,
+    /// LHA/LZH archive.
+    Lha,
     Text,
     Empty,
     Binary,
@@ -125,6 +127,9 @@ impl FileType {
         if starts(b"ITSF\x03\0\0\0") {
             return FileType::Chm;
         }
+        if crate::formats::lha::is_lha(data) {
+            return FileType::Lha;
+        }
         if starts(b"{\\rtf") {
             return FileType::Rtf;
         }
@@ -184,6 +189,7 @@ impl FileType {
             FileType::Sis => "sis",
             FileType::Arj => "arj",
             FileType::Chm => "chm",
+            FileType::Lha => "lha",
             FileType::Text => "text",
             FileType::Empty => "empty",
             FileType::Binary => "binary",
@@ -217,6 +223,8 @@ impl FileType {
                 | FileType::Sis
                 | FileType::Arj
                 | FileType::Chm
+                | FileType::Rar
+                | FileType::Lha
         )
     }
 

@@ -46,6 +46,8 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("carve", Some(FileType::Binary)),
     ("upx_elf", Some(FileType::Elf)),
     ("chm", Some(FileType::Chm)),
+    ("rar", Some(FileType::Rar)),
+    ("lha", Some(FileType::Lha)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production

@@ -149,6 +149,29 @@ fn arj_stored_members() {
 }
 
 #[test]
+fn rar_4_and_5_solid_or_not() {
+    let other: Vec<u8> = (0..20_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+    for version in [rars::ArchiveVersion::Rar29, rars::ArchiveVersion::Rar50] {
+        for solid in [false, true] {
+            let rar = rar(version, solid, &[("a.bin", &other), ("dir/l.exe", PAYLOAD)]);
+            assert_found(&rar, "rar", "dir/l.exe");
+        }
+    }
+    // Under a small object cap the member is cut, named as such, and the
+    // archive's other members still come out.
+    let rar = rar(rars::ArchiveVersion::Rar50, false, &[("a.bin", &other), ("l.exe", PAYLOAD)]);
+    let limits = Limits { max_object_size: 1000, ..Limits::default() };
+    let r = Engine::new(rules(), limits).scan(&rar, "");
+    assert!(r.limits_hit.iter().any(|l| l.limit == Limit::MaxObjectSize && l.object == "a.bin"), "{r:?}");
+    assert_eq!(found(&r), ["l.exe"], "{r:?}");
+}
+
+#[test]
+fn lha_members() {
+    assert_found(&lha_stored("m.exe", PAYLOAD), "lha", "m.exe");
+}
+
+#[test]
 fn chm_stored_files() {
     // The LZX section is exercised by ClamAV's clam.chm (clamav_test_files).
     assert_found(&chm_stored("help/k.exe", PAYLOAD), "chm", "help/k.exe");

@@ -747,6 +747,8 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("carve", [&[0xAB; 100][..], &zip_of(&[("f.com", payload)])].concat()),
         ("upx_elf", builders::upx_elf(tiny_elf(), payload)),
         ("chm", builders::chm_stored("g.com", payload)),
+        ("rar", builders::rar(rars::ArchiveVersion::Rar50, true, &[("h.com", payload), ("i.txt", b"hello")])),
+        ("lha", builders::lha_stored("j.com", payload)),
     ]
 }
 

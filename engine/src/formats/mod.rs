@@ -30,6 +30,8 @@
 //! | `arj` | ARJ | `unarj-rs` |
 //! | `nsis_installer`, `autoit_script` | NSIS installers, compiled AutoIt scripts | `nsis`, `autoit-rs` |
 //! | `upx`, `carve`, `executable` | UPX (NRV2B/D/E, LZMA), embedded containers and PEs | own decoders; `aho-corasick`, `memchr` |
+//! | `rar` | RAR 1.3 to 7 | `rars` |
+//! | `lha` | LHA/LZH | `delharc` |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
 
@@ -45,6 +47,7 @@ mod compressed;
 mod cpio;
 mod executable;
 pub(crate) mod iso;
+pub(crate) mod lha;
 pub(crate) mod mail;
 pub(crate) mod msexpand;
 mod nsis_installer;
@@ -52,6 +55,7 @@ mod ole1;
 mod ole2;
 mod pdf;
 mod ppt;
+mod rar;
 mod rtf;
 mod sevenz;
 pub(crate) mod sis;
@@ -95,6 +99,8 @@ pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
         FileType::Sis => sis::unpack,
         FileType::Arj => arj::unpack,
         FileType::Chm => chm::unpack,
+        FileType::Rar => rar::unpack,
+        FileType::Lha => lha::unpack,
         FileType::Pe | FileType::Elf | FileType::MachO | FileType::MachOFat | FileType::Binary => executable::unpack,
         _ => return None,
     })

@@ -328,3 +328,42 @@ pub fn chm_stored(name: &str, data: &[u8]) -> Vec<u8> {
     h.extend_from_slice(data);
     h
 }
+
+/// A RAR archive made by the `rars` writer (compressed at its default
+/// level; `solid` for a solid archive).
+pub fn rar(version: rars::ArchiveVersion, solid: bool, entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = rars::Builder::new(version).solid(solid);
+    for (name, data) in entries {
+        b.add_bytes(name.as_bytes().to_vec(), data.to_vec(), None, None).unwrap();
+    }
+    b.to_bytes().unwrap()
+}
+
+/// An LHA archive with `name` stored (`-lh0-`, level-0 header).
+pub fn lha_stored(name: &str, data: &[u8]) -> Vec<u8> {
+    let crc16 = |d: &[u8]| {
+        let mut crc = 0u16;
+        for &b in d {
+            crc ^= u16::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { crc >> 1 ^ 0xA001 } else { crc >> 1 };
+            }
+        }
+        crc
+    };
+    let mut h = b"-lh0-".to_vec();
+    h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    h.extend_from_slice(&0x5A21_4C00u32.to_le_bytes());
+    h.push(0x20); // attribute
+    h.push(0); // header level
+    h.push(name.len() as u8);
+    h.extend_from_slice(name.as_bytes());
+    h.extend_from_slice(&crc16(data).to_le_bytes());
+    let sum = h.iter().fold(0u8, |s, &b| s.wrapping_add(b));
+    let mut v = vec![h.len() as u8, sum];
+    v.extend_from_slice(&h);
+    v.extend_from_slice(data);
+    v.push(0);
+    v
+}
