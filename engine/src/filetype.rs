@@ -45,6 +45,8 @@ pub enum FileType {
     Chm,
     /// LHA/LZH archive.
     Lha,
+    /// SquashFS image.
+    Squashfs,
     Text,
     Empty,
     Binary,
@@ -127,6 +129,9 @@ impl FileType {
         if starts(b"ITSF\x03\0\0\0") {
             return FileType::Chm;
         }
+        if starts(crate::formats::squashfs::MAGIC) {
+            return FileType::Squashfs;
+        }
         if crate::formats::lha::is_lha(data) {
             return FileType::Lha;
         }
@@ -190,6 +195,7 @@ impl FileType {
             FileType::Arj => "arj",
             FileType::Chm => "chm",
             FileType::Lha => "lha",
+            FileType::Squashfs => "squashfs",
             FileType::Text => "text",
             FileType::Empty => "empty",
             FileType::Binary => "binary",
@@ -225,6 +231,7 @@ impl FileType {
                 | FileType::Chm
                 | FileType::Rar
                 | FileType::Lha
+                | FileType::Squashfs
         )
     }
 

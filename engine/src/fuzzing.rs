@@ -48,6 +48,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("chm", Some(FileType::Chm)),
     ("rar", Some(FileType::Rar)),
     ("lha", Some(FileType::Lha)),
+    ("squashfs", Some(FileType::Squashfs)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production

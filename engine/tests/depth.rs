@@ -167,6 +167,18 @@ fn rar_4_and_5_solid_or_not() {
 }
 
 #[test]
+fn squashfs_images_of_every_pure_rust_codec() {
+    for comp in ["gzip", "xz", "zstd", "lz4"] {
+        let image = squashfs(comp, &[("etc/readme.txt", b"hello"), ("usr/bin/n.exe", PAYLOAD)]);
+        assert_found(&image, "squashfs", "usr/bin/n.exe");
+    }
+    // LZO is not read (the only crates are GPL): an error, not a crash.
+    let image = squashfs("lzo", &[("o.exe", PAYLOAD)]);
+    let r = scan(&image);
+    assert!(found(&r).is_empty() && !r.errors.is_empty(), "{r:?}");
+}
+
+#[test]
 fn lha_members() {
     assert_found(&lha_stored("m.exe", PAYLOAD), "lha", "m.exe");
 }

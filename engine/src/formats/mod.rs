@@ -32,6 +32,7 @@
 //! | `upx`, `carve`, `executable` | UPX (NRV2B/D/E, LZMA), embedded containers and PEs | own decoders; `aho-corasick`, `memchr` |
 //! | `rar` | RAR 1.3 to 7 | `rars` |
 //! | `lha` | LHA/LZH | `delharc` |
+//! | `squashfs` | SquashFS v4 (gzip, lz4) | `backhand` |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
 
@@ -59,6 +60,7 @@ mod rar;
 mod rtf;
 mod sevenz;
 pub(crate) mod sis;
+pub(crate) mod squashfs;
 mod tar;
 mod text;
 pub(crate) mod tnef;
@@ -101,6 +103,7 @@ pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
         FileType::Chm => chm::unpack,
         FileType::Rar => rar::unpack,
         FileType::Lha => lha::unpack,
+        FileType::Squashfs => squashfs::unpack,
         FileType::Pe | FileType::Elf | FileType::MachO | FileType::MachOFat | FileType::Binary => executable::unpack,
         _ => return None,
     })

@@ -367,3 +367,24 @@ pub fn lha_stored(name: &str, data: &[u8]) -> Vec<u8> {
     v.push(0);
     v
 }
+
+/// A SquashFS image made by the real `mksquashfs` (squashfs-tools, which
+/// `scripts/test.sh` installs) with `comp` (gzip, xz, zstd, lz4).
+pub fn squashfs(comp: &str, entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for (name, data) in entries {
+        let path = src.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    let image = dir.path().join("image.sqfs");
+    let status = std::process::Command::new("mksquashfs")
+        .arg(&src)
+        .arg(&image)
+        .args(["-quiet", "-no-progress", "-noappend", "-all-time", "0", "-mkfs-time", "0", "-comp", comp])
+        .status()
+        .expect("mksquashfs (Debian squashfs-tools) must be installed; scripts/test.sh installs it");
+    assert!(status.success());
+    std::fs::read(image).unwrap()
+}
