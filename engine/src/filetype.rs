@@ -6,6 +6,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileType {
     Zip,
+    /// Office Open XML documents (zip packages, told by their main part).
+    Docx,
+    Xlsx,
+    Pptx,
     Pe,
     Elf,
     MachO,
@@ -60,7 +64,7 @@ impl FileType {
             return FileType::Empty;
         }
         if starts(b"PK\x03\x04") || starts(b"PK\x05\x06") || starts(b"PK\x07\x08") {
-            return FileType::Zip;
+            return ooxml_kind(data).unwrap_or(FileType::Zip);
         }
         if starts(b"MZ") {
             return FileType::Pe;
@@ -167,6 +171,9 @@ impl FileType {
     pub fn as_str(self) -> &'static str {
         match self {
             FileType::Zip => "zip",
+            FileType::Docx => "docx",
+            FileType::Xlsx => "xlsx",
+            FileType::Pptx => "pptx",
             FileType::Pe => "pe",
             FileType::Elf => "elf",
             FileType::MachO => "macho",
@@ -207,6 +214,9 @@ impl FileType {
         matches!(
             self,
             FileType::Zip
+                | FileType::Docx
+                | FileType::Xlsx
+                | FileType::Pptx
                 | FileType::Tar
                 | FileType::Gzip
                 | FileType::Bzip2
@@ -241,8 +251,26 @@ impl FileType {
     }
 }
 
+impl FileType {
+    /// Word, Excel and PowerPoint documents in the OOXML format.
+    pub fn is_ooxml(self) -> bool {
+        matches!(self, FileType::Docx | FileType::Xlsx | FileType::Pptx)
+    }
+}
+
+/// A zip package is an OOXML document when its central directory (in the
+/// last 256 KiB) names `[Content_Types].xml` and the main part of a kind.
+fn ooxml_kind(data: &[u8]) -> Option<FileType> {
+    let tail = &data[data.len().saturating_sub(256 * 1024)..];
+    memfind(tail, b"[Content_Types].xml")?;
+    [(&b"word/document.xml"[..], FileType::Docx), (b"xl/workbook.xml", FileType::Xlsx), (b"ppt/presentation.xml", FileType::Pptx)]
+        .into_iter()
+        .find(|(part, _)| memfind(tail, part).is_some())
+        .map(|(_, ty)| ty)
+}
+
 fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// Printable ASCII / UTF-8 with no NUL bytes and few control characters.

@@ -184,6 +184,28 @@ fn lha_members() {
 }
 
 #[test]
+fn ooxml_documents_are_typed_and_their_active_parts_named() {
+    let ole = doc_with_package("p.exe", PAYLOAD);
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in [
+        ("[Content_Types].xml", &b"<Types/>"[..]),
+        ("word/document.xml", b"<w:document/>"),
+        ("word/embeddings/oleObject1.bin", &ole),
+    ] {
+        w.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+        w.write_all(data).unwrap();
+    }
+    let docx = w.finish().unwrap().into_inner();
+    let r = scan(&docx);
+    assert_eq!(r.file_type, "docx");
+    assert_eq!(found(&r), ["word/embeddings/oleObject1.bin/ObjectPool/_1234/\u{1}Ole10Native/p.exe"], "{r:?}");
+    let meta = r.object_meta.iter().find(|m| m.object.is_empty()).expect("the document's own meta");
+    assert_eq!(meta.meta, [("ooxml_active_parts".to_string(), "word/embeddings/oleObject1.bin".to_string())]);
+    // A plain zip stays a zip.
+    assert_eq!(scan(&zip_of("q.txt", b"hello")).file_type, "zip");
+}
+
+#[test]
 fn chm_stored_files() {
     // The LZX section is exercised by ClamAV's clam.chm (clamav_test_files).
     assert_found(&chm_stored("help/k.exe", PAYLOAD), "chm", "help/k.exe");

@@ -58,6 +58,20 @@ pub(crate) fn read_capped(mut reader: impl Read, cap: u64, size_hint: u64, deadl
     MemberData { data, truncated, error }
 }
 
+/// Little-endian integers at offset `o` of untrusted data: `None` past the
+/// end, and an offset near `usize::MAX` is past the end too (no overflow).
+pub(crate) fn le_u16(d: &[u8], o: usize) -> Option<usize> {
+    d.get(o..o.checked_add(2)?).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+}
+
+pub(crate) fn le_u32(d: &[u8], o: usize) -> Option<usize> {
+    d.get(o..o.checked_add(4)?).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+pub(crate) fn le_u64(d: &[u8], o: usize) -> Option<u64> {
+    d.get(o..o.checked_add(8)?).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
 fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),

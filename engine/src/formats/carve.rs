@@ -8,7 +8,7 @@
 //! thousand times.
 
 use super::Container;
-use super::bytes::read_capped;
+use super::bytes::{le_u16 as u16_at, le_u32 as u32_at, read_capped};
 use crate::walk::Flow;
 use aho_corasick::AhoCorasick;
 use std::sync::OnceLock;
@@ -89,14 +89,6 @@ impl Sig {
             Sig::Nsis => "bin",
         }
     }
-}
-
-fn u16_at(d: &[u8], o: usize) -> Option<usize> {
-    d.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-}
-
-fn u32_at(d: &[u8], o: usize) -> Option<usize> {
-    d.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }
 
 /// How many bytes from the start of `d` the embedded object at its start

@@ -8,7 +8,7 @@
 //! cap.
 
 use super::Container;
-use super::bytes::MemberData;
+use super::bytes::{MemberData, le_u32 as u32_at, le_u64 as u64_at};
 use crate::walk::Flow;
 use std::borrow::Cow;
 
@@ -24,14 +24,6 @@ struct Entry {
     section: u64,
     offset: u64,
     length: u64,
-}
-
-fn u32_at(d: &[u8], o: usize) -> Option<usize> {
-    d.get(o..o.checked_add(4)?).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-}
-
-fn u64_at(d: &[u8], o: usize) -> Option<u64> {
-    d.get(o..o.checked_add(8)?).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// CHM's variable-length integer: 7 bits a byte, high bit = more follow.
@@ -58,7 +50,7 @@ fn directory(d: &[u8]) -> Result<(Vec<Entry>, usize), String> {
         u64_at(d, 0x48).ok_or_else(cut)?.saturating_add(u64_at(d, 0x50).ok_or_else(cut)?)
     };
     let content_at = usize::try_from(content_at).map_err(|_| cut())?;
-    if d.get(dir_at..dir_at + 4) != Some(b"ITSP") {
+    if dir_at > d.len() || d.get(dir_at..dir_at + 4) != Some(b"ITSP") {
         return Err("chm: no ITSP directory where the header says".into());
     }
     let header_len = u32_at(d, dir_at + 8).ok_or_else(cut)?;

@@ -10,6 +10,7 @@
 //! header near the start, and AutoIt by its marker. Unknown data gets the
 //! full signature pass.
 
+use super::bytes::{le_u16, le_u32, le_u64};
 use super::carve::{self, Sig};
 use super::{Container, autoit_script, nsis_installer, upx};
 use crate::filetype::FileType;
@@ -68,9 +69,8 @@ fn elf_size(d: &[u8]) -> Option<usize> {
     if !le {
         return None;
     }
-    let u16_at = |o: usize| d.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| d.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-    let u64_at = |o: usize| d.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+    let (u16_at, u32_at) = (|o| le_u16(d, o), |o| le_u32(d, o));
+    let u64_at = |o| le_u64(d, o).and_then(|v| usize::try_from(v).ok());
     let (phoff, shoff, phentsize, phnum, shentsize, shnum, off, size) = match *d.get(4)? {
         1 => (u32_at(0x1C)?, u32_at(0x20)?, u16_at(0x2A)?, u16_at(0x2C)?, u16_at(0x2E)?, u16_at(0x30)?, 4, 16),
         2 => (u64_at(0x20)?, u64_at(0x28)?, u16_at(0x36)?, u16_at(0x38)?, u16_at(0x3A)?, u16_at(0x3C)?, 8, 32),
@@ -80,7 +80,7 @@ fn elf_size(d: &[u8]) -> Option<usize> {
     let mut end = shoff.saturating_add(shentsize.saturating_mul(shnum));
     for i in 0..phnum.min(256) {
         let ph = phoff.checked_add(i * phentsize)?;
-        let (offset, filesz) = (read(ph + off)?, read(ph + size)?);
+        let (offset, filesz) = (read(ph.checked_add(off)?)?, read(ph.checked_add(size)?)?);
         end = end.max(offset.saturating_add(filesz));
     }
     Some(end.min(d.len()))

@@ -82,7 +82,7 @@ pub(crate) type Unpack = fn(&mut Container<'_>, &[u8]);
 /// The unpacker of each container type: the registration table.
 pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
     Some(match ty {
-        FileType::Zip => zip::unpack,
+        FileType::Zip | FileType::Docx | FileType::Xlsx | FileType::Pptx => zip::unpack,
         FileType::Tar => tar::unpack,
         FileType::Ar => ar::unpack,
         FileType::Cpio => cpio::unpack,

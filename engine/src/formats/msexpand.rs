@@ -5,7 +5,7 @@
 //! MSZIP methods are reported, not decoded.
 
 use super::Container;
-use super::bytes::MemberData;
+use super::bytes::{MemberData, le_u16, le_u32};
 use crate::limits::Deadline;
 
 pub(crate) const SZDD_MAGIC: &[u8] = b"SZDD\x88\xF0\x27\x33";
@@ -29,9 +29,9 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let mut at = 14usize;
     let mut declared = None;
     let mut name = String::new();
-    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u16_at = |o| le_u16(data, o);
     if flags & 1 != 0 {
-        declared = data.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64);
+        declared = le_u32(data, at).map(|v| v as u64);
         at += 4;
     }
     if flags & 2 != 0 {

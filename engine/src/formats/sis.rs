@@ -6,18 +6,16 @@
 //! over; an options record ends the listing with an error.
 
 use super::Container;
-use super::bytes::read_capped;
+use super::bytes::{le_u16, le_u32, read_capped};
 use crate::walk::Flow;
 
 /// UID1 of every SIS file; UID2 is 0x10003A12 (release 6) or 0x1000006D.
 pub(crate) fn is_sis(data: &[u8]) -> bool {
-    let u = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    u(8) == Some(0x1000_0419) && matches!(u(4), Some(0x1000_3A12 | 0x1000_006D))
+    le_u32(data, 8) == Some(0x1000_0419) && matches!(le_u32(data, 4), Some(0x1000_3A12 | 0x1000_006D))
 }
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
-    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let (u16_at, u32_at) = (|o| le_u16(data, o), |o| le_u32(data, o));
     let release6 = u32_at(4) == Some(0x1000_3A12);
     let (Some(langs), Some(files), Some(options), Some(mut at)) = (u16_at(0x12), u16_at(0x14), u16_at(0x24), u32_at(0x34)) else {
         return c.error("sis: header cut short");
@@ -26,7 +24,8 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let compressed = options & 0x8 == 0;
     let mut n = 0;
     for _ in 0..files.min(super::MAX_LISTED) {
-        let Some(kind) = u32_at(at) else { return c.error("sis: file records cut short") };
+        // Offsets below are `at` plus small constants: stop before they could wrap.
+        let Some(kind) = u32_at(at).filter(|_| at < data.len()) else { return c.error("sis: file records cut short") };
         let per_lang = match kind {
             0 => 1,
             1 => langs,

@@ -18,7 +18,7 @@
 //! lying header cannot make it allocate more.
 
 use super::Container;
-use super::bytes::MemberData;
+use super::bytes::{MemberData, le_u16, le_u32};
 use crate::limits::Deadline;
 
 /// The pack header fields this module uses.
@@ -31,11 +31,7 @@ struct PackHeader {
 }
 
 fn u32_at(d: &[u8], o: usize) -> Option<u32> {
-    d.get(o..o.checked_add(4)?).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn u16_at(d: &[u8], o: usize) -> Option<u16> {
-    d.get(o..o.checked_add(2)?).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    le_u32(d, o).map(|v| v as u32)
 }
 
 /// The first plausible `UPX!` pack header in the first 64 KiB.
@@ -83,8 +79,8 @@ fn first_packed_section(d: &[u8]) -> Option<usize> {
     if d.get(pe..pe + 4)? != b"PE\0\0" {
         return None;
     }
-    let sections = u16_at(d, pe + 6)? as usize;
-    let table = pe + 24 + u16_at(d, pe + 20)? as usize;
+    let sections = le_u16(d, pe + 6)?;
+    let table = pe + 24 + le_u16(d, pe + 20)?;
     (0..sections.min(96)).find_map(|s| {
         let o = table + 40 * s;
         let (raw_size, raw_at) = (u32_at(d, o + 16)?, u32_at(d, o + 20)?);

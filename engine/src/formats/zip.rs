@@ -21,6 +21,8 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     };
     let mut spans = Spans::default();
     let mut overlapping = 0usize;
+    // Office Open XML: the parts that carry code or other programs' data.
+    let mut active = Vec::new();
     for index in 0..zip.len() {
         let info = match zip.info(index) {
             Ok(i) => i,
@@ -40,15 +42,31 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
             c.encrypted(Some(&info.name));
             continue;
         }
+        if c.ty.is_ooxml() && is_active_part(&info.name) && active.len() < 100 {
+            active.push(info.name.clone());
+        }
         let deadline = c.deadline();
         if c.member(&info.name, info.compressed_size, |cap| zip.read(index, cap, &deadline)) == Flow::Stop {
             break;
         }
     }
+    if !active.is_empty() {
+        c.meta(vec![("ooxml_active_parts".to_string(), active.join(", "))]);
+    }
     if overlapping > 0 {
         let why = format!("{overlapping} member(s) share bytes with another member (zip bomb shape); not extracted");
         c.heuristic("Heuristics_Zip_OverlappingFiles", &why);
     }
+}
+
+/// Parts of an OOXML document that carry macros, embedded OLE objects or
+/// ActiveX controls (each is an OLE2 file, unpacked in turn).
+fn is_active_part(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+    base == "vbaproject.bin"
+        || (base.starts_with("oleobject") && base.ends_with(".bin"))
+        || (name.contains("/activeX/") && base.ends_with(".bin"))
+        || name.contains("/embeddings/")
 }
 
 /// An open archive and what the central directory says about it.
