@@ -13,8 +13,10 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # ClamAV's test files (clam.exe hidden 43 ways) for the detection-depth test.
 [ -e /usr/share/clamav-testfiles/clam.exe ] || missing+=(clamav-testfiles)
-# mksquashfs makes the SquashFS images the engine tests unpack.
+# mksquashfs makes the SquashFS images the engine tests unpack;
 command -v mksquashfs >/dev/null 2>&1 || missing+=(squashfs-tools)
+# wimlib-imagex makes the WIM images.
+command -v wimlib-imagex >/dev/null 2>&1 || missing+=(wimtools)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (needed by the tests)"

@@ -51,6 +51,8 @@ pub enum FileType {
     Lha,
     /// SquashFS image.
     Squashfs,
+    /// Windows Imaging (WIM) file.
+    Wim,
     Text,
     Empty,
     Binary,
@@ -133,6 +135,9 @@ impl FileType {
         if starts(b"ITSF\x03\0\0\0") {
             return FileType::Chm;
         }
+        if starts(crate::formats::wim::MAGIC) {
+            return FileType::Wim;
+        }
         if starts(crate::formats::squashfs::MAGIC) {
             return FileType::Squashfs;
         }
@@ -203,6 +208,7 @@ impl FileType {
             FileType::Chm => "chm",
             FileType::Lha => "lha",
             FileType::Squashfs => "squashfs",
+            FileType::Wim => "wim",
             FileType::Text => "text",
             FileType::Empty => "empty",
             FileType::Binary => "binary",
@@ -242,6 +248,7 @@ impl FileType {
                 | FileType::Rar
                 | FileType::Lha
                 | FileType::Squashfs
+                | FileType::Wim
         )
     }
 

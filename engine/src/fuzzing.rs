@@ -49,6 +49,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("rar", Some(FileType::Rar)),
     ("lha", Some(FileType::Lha)),
     ("squashfs", Some(FileType::Squashfs)),
+    ("wim", Some(FileType::Wim)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production

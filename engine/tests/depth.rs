@@ -179,6 +179,19 @@ fn squashfs_images_of_every_pure_rust_codec() {
 }
 
 #[test]
+fn wim_images_stored_and_xpress() {
+    // Big enough for several 32 KiB XPRESS chunks before the payload.
+    let text: Vec<u8> = (0..50_000u32).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+    for compress in ["none", "fast"] {
+        let image = wim(compress, &[("Windows/notes.txt", &text), ("Windows/System32/r.exe", PAYLOAD)]);
+        assert_found(&image, "wim", "Windows/System32/r.exe");
+    }
+    // LZX (WIM's variant) is reported, not guessed at.
+    let r = scan(&wim("maximum", &[("big.txt", &text)]));
+    assert!(r.errors.iter().any(|e| e.contains("LZX")), "{r:?}");
+}
+
+#[test]
 fn lha_members() {
     assert_found(&lha_stored("m.exe", PAYLOAD), "lha", "m.exe");
 }

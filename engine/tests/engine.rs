@@ -749,6 +749,7 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("chm", builders::chm_stored("g.com", payload)),
         ("rar", builders::rar(rars::ArchiveVersion::Rar50, true, &[("h.com", payload), ("i.txt", b"hello")])),
         ("lha", builders::lha_stored("j.com", payload)),
+        ("wim", builders::wim("fast", &[("n.com", payload), ("o/p.txt", b"hello")])),
         ("squashfs", builders::squashfs("xz", &[("k.com", payload), ("l/m.txt", b"hello")])),
     ]
 }

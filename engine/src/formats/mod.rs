@@ -32,6 +32,7 @@
 //! | `upx`, `carve`, `executable` | UPX (NRV2B/D/E, LZMA), embedded containers and PEs | own decoders; `aho-corasick`, `memchr` |
 //! | `rar` | RAR 1.3 to 7 | `rars` |
 //! | `lha` | LHA/LZH | `delharc` |
+//! | `wim` | Windows Imaging (stored and XPRESS resources; paths from the metadata; LZX and LZMS reported) | own reader and XPRESS decoder |
 //! | `squashfs` | SquashFS v4 (gzip, lz4) | `backhand` |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
@@ -66,6 +67,7 @@ mod text;
 pub(crate) mod tnef;
 mod upx;
 mod vba;
+pub(crate) mod wim;
 mod zip;
 
 use crate::filetype::FileType;
@@ -104,6 +106,7 @@ pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
         FileType::Rar => rar::unpack,
         FileType::Lha => lha::unpack,
         FileType::Squashfs => squashfs::unpack,
+        FileType::Wim => wim::unpack,
         FileType::Pe | FileType::Elf | FileType::MachO | FileType::MachOFat | FileType::Binary => executable::unpack,
         _ => return None,
     })

@@ -388,3 +388,26 @@ pub fn squashfs(comp: &str, entries: &[(&str, &[u8])]) -> Vec<u8> {
     assert!(status.success());
     std::fs::read(image).unwrap()
 }
+
+/// A WIM image captured by the real `wimlib-imagex` (Debian wimtools, which
+/// `scripts/test.sh` installs) with `compress` (none, fast = XPRESS,
+/// maximum = LZX).
+pub fn wim(compress: &str, entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for (name, data) in entries {
+        let path = src.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    let image = dir.path().join("image.wim");
+    let out = std::process::Command::new("wimlib-imagex")
+        .arg("capture")
+        .arg(&src)
+        .arg(&image)
+        .arg(format!("--compress={compress}"))
+        .output()
+        .expect("wimlib-imagex (Debian wimtools) must be installed; scripts/test.sh installs it");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read(image).unwrap()
+}
