@@ -15,6 +15,9 @@ use std::collections::HashMap;
 pub(crate) const MAGIC: &[u8] = b"MSWIM\0\0\0";
 
 const RES_METADATA: u8 = 0x02;
+/// Longest path kept for a file, and most paths kept per image set.
+const MAX_PATH: usize = 1024;
+const MAX_NAMES: usize = 20_000;
 const RES_COMPRESSED: u8 = 0x04;
 const RES_SPANNED: u8 = 0x10;
 
@@ -264,6 +267,9 @@ fn dentry_names(meta: &[u8], names: &mut HashMap<[u8; 20], String>) {
                 .collect();
             let name = String::from_utf16_lossy(&units).replace(['/', '\\'], "_");
             let path = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+            // Names are for reading, not a way to make us hold gigabytes:
+            // a path is at most 1 KiB, and at most 20,000 are kept.
+            let path = if path.len() > MAX_PATH { format!("{}...", &path[..path.floor_char_boundary(MAX_PATH)]) } else { path };
             if attributes & 0x10 != 0 {
                 if let Ok(child) = usize::try_from(child)
                     && child != 0
@@ -272,7 +278,9 @@ fn dentry_names(meta: &[u8], names: &mut HashMap<[u8; 20], String>) {
                 {
                     stack.push((child, path));
                 }
-            } else if let Some(hash) = meta.get(at + 0x40..at + 0x54).and_then(|h| <[u8; 20]>::try_from(h).ok()) {
+            } else if names.len() < MAX_NAMES
+                && let Some(hash) = meta.get(at + 0x40..at + 0x54).and_then(|h| <[u8; 20]>::try_from(h).ok())
+            {
                 names.entry(hash).or_insert(path);
             }
             // Alternate stream entries follow the dentry, each with its own length.
