@@ -10,7 +10,9 @@
 //! [`Container::deadline`] in its own long loops.
 //!
 //! Adding a format is one file here plus one line in [`unpacker`] (and its
-//! magic in `filetype.rs`). Crates used, by family:
+//! magic in `filetype.rs`), and a bump of `formats.N` in
+//! [`crate::ENGINE_VERSION`]: verdicts cached before the change are then no
+//! longer served as current. Crates used, by family:
 //!
 //! | module | formats | parser |
 //! |---|---|---|
