@@ -50,6 +50,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("lha", Some(FileType::Lha)),
     ("squashfs", Some(FileType::Squashfs)),
     ("wim", Some(FileType::Wim)),
+    ("installshield", Some(FileType::Pe)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production

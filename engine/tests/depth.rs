@@ -294,6 +294,28 @@ fn carving_is_bounded_per_object() {
 }
 
 #[test]
+fn installshield_setups_both_generations() {
+    // A minimal PE stub (headers only), then the file list in its overlay.
+    let mut stub = b"MZ".to_vec();
+    stub.resize(0x40, 0);
+    stub[0x3C] = 0x40;
+    stub.extend_from_slice(b"PE\0\0\x4c\x01\0\0");
+    stub.resize(0x40 + 24, 0);
+    for v2 in [false, true] {
+        let setup = [stub.clone(), installshield(v2, &[("Setup.ini", b"[Startup]\n"), ("s.exe", PAYLOAD)])].concat();
+        let r = scan(&setup);
+        assert_eq!(found(&r), ["installshield/s.exe"], "v2 {v2}: {r:?}");
+    }
+    // A list cut short: the files before the cut, and an error.
+    let mut lying = [stub.clone(), installshield(false, &[("s.exe", PAYLOAD), ("t.exe", PAYLOAD)])].concat();
+    let n = lying.len();
+    lying.truncate(n - 10);
+    let r = scan(&lying);
+    assert_eq!(found(&r), ["installshield/s.exe"], "{r:?}");
+    assert!(r.errors.iter().any(|e| e.contains("installshield")), "{r:?}");
+}
+
+#[test]
 fn upx_elf_blocks_are_unpacked() {
     let mut stub = b"\x7FELF\x01\x01\x01\0".to_vec();
     stub.resize(256, 0);
@@ -320,7 +342,7 @@ fn an_object_cut_by_a_limit_is_scanned_again_where_it_fits() {
     assert_eq!(found(&r), ["middle.zip/inner.zip/j.exe"], "{r:?}");
 }
 
-/// ClamAV's test files that Qala finds `clam.exe` in, byte for byte (33 of
+/// ClamAV's test files that Qala finds `clam.exe` in, byte for byte (35 of
 /// 43). The others are listed in the README with what each would take.
 const CLAMAV_FOUND: &[&str] = &[
     "clam-fsg.exe",
@@ -355,6 +377,8 @@ const CLAMAV_FOUND: &[&str] = &[
     "clam.tnef",
     "clam.zip",
     "clam_IScab_ext.exe",
+    "clam_ISmsi_ext.exe",
+    "clam_ISmsi_int.exe",
     "clam_cache_emax.tgz",
 ];
 

@@ -1,5 +1,6 @@
 //! What an executable (or unknown data) carries beyond its own code:
-//! NSIS installer files, compiled AutoIt scripts, UPX-packed programs
+//! NSIS installer files, compiled AutoIt scripts, InstallShield setup
+//! files, UPX-packed programs
 //! rebuilt, and embedded containers and executables carved out.
 //!
 //! The cost on the many executables that carry nothing is kept to a few
@@ -12,7 +13,7 @@
 
 use super::bytes::{le_u16, le_u32, le_u64};
 use super::carve::{self, Sig};
-use super::{Container, autoit_script, nsis_installer, upx};
+use super::{Container, autoit_script, installshield, nsis_installer, upx};
 use crate::filetype::FileType;
 use memchr::memmem;
 
@@ -35,6 +36,13 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         }
         if memmem::find(data, b"AU3!EA0").is_some() {
             autoit_script::unpack(c, data);
+        }
+        // InstallShield's file list sits in the overlay, after the stub.
+        let tail = &data[overlay..];
+        let setup =
+            [installshield::V1, installshield::V2].iter().filter_map(|sig| memmem::find(tail, sig)).min().map(|p| p + overlay);
+        if let Some(at) = setup {
+            installshield::unpack(c, data, at);
         }
     }
     if matches!(c.ty, FileType::Pe | FileType::Elf) {

@@ -32,6 +32,7 @@
 //! | `arj` | ARJ | `unarj-rs` |
 //! | `nsis_installer`, `autoit_script` | NSIS installers, compiled AutoIt scripts | `nsis`, `autoit-rs` |
 //! | `upx`, `carve`, `executable` | UPX (NRV2B/D/E, LZMA), embedded containers and PEs | own decoders; `aho-corasick`, `memchr` |
+//! | `installshield` | InstallShield setups (`InstallShield`, `ISSetupStream` file lists; name-keyed obfuscation, zlib) | own reader; `flate2` |
 //! | `rar` | RAR 1.3 to 7 | `rars` |
 //! | `lha` | LHA/LZH | `delharc` |
 //! | `wim` | Windows Imaging (stored and XPRESS resources; paths from the metadata; LZX and LZMS reported) | own reader and XPRESS decoder |
@@ -50,6 +51,7 @@ mod chm;
 mod compressed;
 mod cpio;
 mod executable;
+mod installshield;
 pub(crate) mod iso;
 pub(crate) mod lha;
 pub(crate) mod mail;

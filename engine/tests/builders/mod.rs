@@ -411,3 +411,43 @@ pub fn wim(compress: &str, entries: &[(&str, &[u8])]) -> Vec<u8> {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::read(image).unwrap()
 }
+
+/// An InstallShield file list (`InstallShield` when `v2` is false, else
+/// `ISSetupStream`) with each file obfuscated by its name as setup.exe
+/// expects (block mode) and zlib-compressed (a Unicode setup), to append
+/// after a PE stub.
+pub fn installshield(v2: bool, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut v = if v2 { b"ISSetupStream\0".to_vec() } else { b"InstallShield\0".to_vec() };
+    v.extend_from_slice(&(files.len() as u16).to_le_bytes());
+    v.resize(46, 0);
+    for (name, data) in files {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(data).unwrap();
+        let plain = z.finish().unwrap();
+        let key: Vec<u8> = name.bytes().enumerate().map(|(i, b)| b ^ [0x13, 0x35, 0x86, 0x07][i % 4]).collect();
+        let body: Vec<u8> = plain.iter().enumerate().map(|(i, &p)| (!p ^ key[(i % 1024) % key.len()]).rotate_left(4)).collect();
+        if v2 {
+            let name16: Vec<u8> = name.encode_utf16().flat_map(u16::to_le_bytes).collect();
+            v.extend_from_slice(&(name16.len() as u32).to_le_bytes());
+            v.extend_from_slice(&6u32.to_le_bytes());
+            v.extend_from_slice(&[0; 2]);
+            v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            v.extend_from_slice(&[0; 8]);
+            v.extend_from_slice(&1u16.to_le_bytes());
+            v.extend_from_slice(&[0; 24]);
+            v.extend_from_slice(&name16);
+        } else {
+            let mut entry = name.as_bytes().to_vec();
+            entry.resize(260, 0);
+            entry.extend_from_slice(&6u32.to_le_bytes());
+            entry.extend_from_slice(&[0; 4]);
+            entry.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            entry.extend_from_slice(&[0; 8]);
+            entry.extend_from_slice(&1u16.to_le_bytes());
+            entry.resize(312, 0);
+            v.extend_from_slice(&entry);
+        }
+        v.extend_from_slice(&body);
+    }
+    v
+}
