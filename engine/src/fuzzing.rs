@@ -51,6 +51,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("squashfs", Some(FileType::Squashfs)),
     ("wim", Some(FileType::Wim)),
     ("installshield", Some(FileType::Pe)),
+    ("emu", Some(FileType::Pe)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production

@@ -18,6 +18,7 @@
 //! crate is the unpackers, the executable summaries and the limits alone,
 //! which is what the fuzz targets (`fuzz/`, see [`fuzzing`]) build.
 
+mod emu;
 mod entropy;
 mod exe;
 mod filetype;
@@ -49,4 +50,4 @@ pub use scan::Engine;
 /// same build) and the revision of what the unpackers see through:
 /// `formats.N` goes up whenever a format module is added or finds more, so
 /// files judged before are scanned again rather than answered from the cache.
-pub const ENGINE_VERSION: &str = concat!("qala-engine/", env!("CARGO_PKG_VERSION"), "+formats.3 yara-x/1.22");
+pub const ENGINE_VERSION: &str = concat!("qala-engine/", env!("CARGO_PKG_VERSION"), "+formats.4 yara-x/1.22");

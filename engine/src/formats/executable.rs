@@ -13,12 +13,13 @@
 
 use super::bytes::{le_u16, le_u32, le_u64};
 use super::carve::{self, Sig};
-use super::{Container, autoit_script, installshield, nsis_installer, upx};
+use super::{Container, autoit_script, installshield, nsis_installer, packed, upx};
 use crate::filetype::FileType;
 use memchr::memmem;
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
-    if memmem::find(&data[..data.len().min(64 * 1024)], b"UPX!").is_some() {
+    let emulated = c.path.ends_with(packed::CHILD);
+    if !emulated && memmem::find(&data[..data.len().min(64 * 1024)], b"UPX!").is_some() {
         upx::unpack(c, data);
     }
     let overlay = match c.ty {
@@ -31,6 +32,10 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let mut hits: Vec<(usize, Sig)> =
         carve::signatures(&data[overlay..]).into_iter().map(|(at, sig)| (at + overlay, sig)).collect();
     if c.ty == FileType::Pe {
+        // The image an emulation dumped is not emulated again.
+        if !emulated && crate::emu::looks_packed(data) {
+            packed::unpack(c, data);
+        }
         if hits.iter().any(|&(_, s)| s == Sig::Nsis) {
             nsis_installer::unpack(c, data);
         }

@@ -32,6 +32,7 @@
 //! | `arj` | ARJ | `unarj-rs` |
 //! | `nsis_installer`, `autoit_script` | NSIS installers, compiled AutoIt scripts | `nsis`, `autoit-rs` |
 //! | `upx`, `carve`, `executable` | UPX (NRV2B/D/E, LZMA), embedded containers and PEs | own decoders; `aho-corasick`, `memchr` |
+//! | `packed` | 32-bit PEs packed by anything else (ASPack, MEW, Petite, Upack, PESpin, yC, ...): the stub is emulated until it has unpacked | own interpreter and fake Win32 process in [`crate::emu`]; decoding by `iced-x86` |
 //! | `installshield` | InstallShield setups (`InstallShield`, `ISSetupStream` file lists; name-keyed obfuscation, zlib) | own reader; `flate2` |
 //! | `rar` | RAR 1.3 to 7 | `rars` |
 //! | `lha` | LHA/LZH | `delharc` |
@@ -59,6 +60,7 @@ pub(crate) mod msexpand;
 mod nsis_installer;
 mod ole1;
 mod ole2;
+mod packed;
 mod pdf;
 mod ppt;
 mod rar;

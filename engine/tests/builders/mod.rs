@@ -451,3 +451,88 @@ pub fn installshield(v2: bool, files: &[(&str, &[u8])]) -> Vec<u8> {
     }
     v
 }
+
+/// A 32-bit PE "packed" the way real packers do it: an empty first section
+/// that the program runs in, and a stub in a second, writable section that
+/// restores the program (`payload`, XOR-ed with 0x5A behind the stub) into
+/// the first and jumps to it. With `seh`, the stub first installs an
+/// exception handler and faults on purpose; only the handler (through the
+/// CONTEXT it is given) sends execution on to the decoding loop, as
+/// anti-emulation stubs do. `stub_code` replaces the whole stub when given.
+pub fn packed_pe(payload: &[u8], seh: bool, stub_code: Option<&[u8]>) -> Vec<u8> {
+    const BASE: u32 = 0x40_0000;
+    let first_size = (payload.len() as u32).div_ceil(0x1000).max(1) * 0x1000;
+    let stub_rva = 0x1000 + first_size;
+    let at = |off: usize| BASE + stub_rva + off as u32;
+    let mut stub = Vec::new();
+    if seh {
+        // push handler; push fs:[0]; mov fs:[0], esp; xor eax, eax; mov eax, [eax]; int3
+        // handler: mov eax, [esp+12]; mov dword [eax+0xB8], decode; xor eax, eax; ret
+        let handler = 5 + 7 + 7 + 2 + 2 + 1;
+        let decode = handler + 4 + 10 + 2 + 1;
+        stub.push(0x68);
+        stub.extend_from_slice(&at(handler).to_le_bytes());
+        stub.extend_from_slice(&[0x64, 0xFF, 0x35, 0, 0, 0, 0, 0x64, 0x89, 0x25, 0, 0, 0, 0, 0x31, 0xC0, 0x8B, 0x00, 0xCC]);
+        stub.extend_from_slice(&[0x8B, 0x44, 0x24, 0x0C, 0xC7, 0x80, 0xB8, 0, 0, 0]);
+        stub.extend_from_slice(&at(decode).to_le_bytes());
+        stub.extend_from_slice(&[0x31, 0xC0, 0xC3]);
+        assert_eq!(stub.len(), decode);
+        // decode: pop dword fs:[0]; add esp, 4 (the handler's frame goes)
+        stub.extend_from_slice(&[0x64, 0x8F, 0x05, 0, 0, 0, 0, 0x83, 0xC4, 0x04]);
+    }
+    // mov esi, src; mov edi, dst; mov ecx, len; l: lodsb; xor al, 0x5A; stosb; loop l; jmp dst
+    let decode_len = 5 + 5 + 5 + 1 + 2 + 1 + 2 + 5;
+    let src = at(stub.len() + decode_len);
+    stub.push(0xBE);
+    stub.extend_from_slice(&src.to_le_bytes());
+    stub.push(0xBF);
+    stub.extend_from_slice(&(BASE + 0x1000).to_le_bytes());
+    stub.push(0xB9);
+    stub.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    stub.extend_from_slice(&[0xAC, 0x34, 0x5A, 0xAA, 0xE2, 0xFA]);
+    let jmp_from = at(stub.len() + 5);
+    stub.push(0xE9);
+    stub.extend_from_slice(&(BASE + 0x1000).wrapping_sub(jmp_from).to_le_bytes());
+    stub.extend(payload.iter().map(|b| b ^ 0x5A));
+    let stub = stub_code.map_or(stub, <[u8]>::to_vec);
+    let raw_size = (stub.len() as u32).div_ceil(0x200) * 0x200;
+    let stub_vsize = raw_size.div_ceil(0x1000) * 0x1000;
+    let mut pe = vec![0u8; 0x200];
+    pe[0..2].copy_from_slice(b"MZ");
+    pe[0x3C..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+    pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+    let put16 = |pe: &mut Vec<u8>, o: usize, v: u16| pe[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    put16(&mut pe, 0x44, 0x14C);
+    put16(&mut pe, 0x46, 2);
+    put16(&mut pe, 0x54, 0xE0);
+    put16(&mut pe, 0x56, 0x0102);
+    let opt = 0x58;
+    put16(&mut pe, opt, 0x10B);
+    let put32 = |pe: &mut Vec<u8>, o: usize, v: u32| pe[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    put32(&mut pe, opt + 16, stub_rva);
+    put32(&mut pe, opt + 28, BASE);
+    put32(&mut pe, opt + 32, 0x1000);
+    put32(&mut pe, opt + 36, 0x200);
+    put16(&mut pe, opt + 48, 4);
+    put32(&mut pe, opt + 56, stub_rva + stub_vsize);
+    put32(&mut pe, opt + 60, 0x200);
+    put16(&mut pe, opt + 68, 2);
+    put32(&mut pe, opt + 92, 16);
+    let table = opt + 0xE0;
+    for (k, (name, va, vs, raw, rs)) in
+        [(&b".pack0\0\0"[..], 0x1000, first_size, 0, 0), (&b".pack1\0\0"[..], stub_rva, stub_vsize, 0x200, raw_size)]
+            .into_iter()
+            .enumerate()
+    {
+        let s = table + 40 * k;
+        pe[s..s + 8].copy_from_slice(name);
+        put32(&mut pe, s + 8, vs);
+        put32(&mut pe, s + 12, va);
+        put32(&mut pe, s + 16, rs);
+        put32(&mut pe, s + 20, raw);
+        put32(&mut pe, s + 36, 0xE000_0060);
+    }
+    pe.extend_from_slice(&stub);
+    pe.resize(0x200 + raw_size as usize, 0);
+    pe
+}

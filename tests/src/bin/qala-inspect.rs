@@ -36,6 +36,11 @@ fn main() -> Result<()> {
         for e in &r.encrypted {
             println!("  encrypted {e:?}");
         }
+        for m in &r.object_meta {
+            for (k, v) in &m.meta {
+                println!("  meta {:?} {k}: {v}", m.object);
+            }
+        }
     }
     Ok(())
 }
