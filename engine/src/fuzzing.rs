@@ -52,6 +52,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("wim", Some(FileType::Wim)),
     ("installshield", Some(FileType::Pe)),
     ("emu", Some(FileType::Pe)),
+    ("wwpack", Some(FileType::Pe)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production
@@ -140,4 +141,62 @@ pub fn nrv2b_literals(data: &[u8]) -> Vec<u8> {
     w.bytes.push(0xFF);
     w.flush();
     w.bytes
+}
+
+/// A WWPack32 bit stream as its stub reads it: 32-bit words reserved as
+/// soon as the previous one is used up, literal bytes in between. For
+/// seeds and tests (WWPack32 itself is a Windows program).
+pub struct WwpackWriter {
+    bytes: Vec<u8>,
+    word_at: usize,
+    word: u32,
+    used: u32,
+}
+
+impl Default for WwpackWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WwpackWriter {
+    pub fn new() -> Self {
+        Self { bytes: vec![0; 4], word_at: 0, word: 0, used: 0 }
+    }
+
+    /// The low `n` bits of `v`, most significant first.
+    pub fn bits(&mut self, v: u32, n: u32) {
+        for i in (0..n).rev() {
+            self.word |= (v >> i & 1) << (31 - self.used);
+            self.used += 1;
+            if self.used == 32 {
+                self.flush();
+                self.word_at = self.bytes.len();
+                self.bytes.extend_from_slice(&[0; 4]);
+                self.word = 0;
+                self.used = 0;
+            }
+        }
+    }
+
+    pub fn literal(&mut self, b: u8) {
+        self.bits(0, 1);
+        self.bytes.push(b);
+    }
+
+    fn flush(&mut self) {
+        self.bytes[self.word_at..self.word_at + 4].copy_from_slice(&self.word.to_le_bytes());
+    }
+
+    /// The end marker (a length-2 match, 9-bit class, offset 0x1FF), then
+    /// the stream padded to whole words.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.bits(1, 1);
+        self.bits(3, 2);
+        self.bits(3, 2);
+        self.bits(0x1FF, 9);
+        self.flush();
+        self.bytes.resize(self.bytes.len().div_ceil(4) * 4, 0);
+        self.bytes
+    }
 }

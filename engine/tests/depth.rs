@@ -399,10 +399,37 @@ fn a_stub_that_never_ends_costs_its_instruction_budget_only() {
     // One that faults with no handler of its own stops there.
     let r = scan(&packed_pe(&[], false, Some(&[0x31, 0xC0, 0x8B, 0x00])));
     assert!(emulation_meta(&r).contains("unhandled exception 0xc0000005"), "{}", emulation_meta(&r));
+    // A 1 KiB file declaring a 112 MiB image is not laid out at all; at
+    // 16 MiB it is (32 MiB of emulated memory, half for the image).
+    let mut huge = packed_pe(&emulated_program(), false, None);
+    huge[0x90..0x94].copy_from_slice(&0x0700_0000u32.to_le_bytes());
+    let r = scan(&huge);
+    assert_eq!(r.objects_scanned, 1, "{r:?}");
+    assert!(emulation_meta(&r).contains("not run: image of 117440512 bytes over the 16777216 byte budget"), "{r:?}");
+    huge[0x90..0x94].copy_from_slice(&0x0100_0000u32.to_le_bytes());
+    let r = scan(&huge);
+    assert_eq!(marker_found_in(&r), ["emu-unpacked"], "{r:?}");
+    assert!(r.bytes_scanned <= (16 << 20) + huge.len() as u64, "{r:?}");
 }
 
-/// ClamAV's test files that Qala finds `clam.exe` in, byte for byte (41 of
-/// 43). The others are listed in the README with what each would take.
+#[test]
+fn wwpack32_sections_are_decoded_statically() {
+    // 20 bytes first: the marker's literals straddle a bit word of the stream.
+    let packed = wwpack_pe(&[&[0u8; 20][..], &emulated_program()].concat());
+    assert!(!packed.windows(EMU_MARKER.len()).any(|w| w == EMU_MARKER.as_bytes()));
+    let r = scan(&packed);
+    assert_eq!(marker_found_in(&r), ["wwpack-unpacked"], "{r:?}");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // A table pointing outside the image is an error, not a crash.
+    let mut lying = packed.clone();
+    let table = lying.len() - 0x200 + 0x100;
+    lying[table..table + 4].copy_from_slice(&0x7FFF_0000u32.to_le_bytes());
+    let r = scan(&lying);
+    assert!(r.errors.iter().any(|e| e.contains("wwpack")), "{r:?}");
+}
+
+/// ClamAV's test files that Qala finds `clam.exe` in, byte for byte (42 of
+/// 43). The other is listed in the README with what it would take.
 const CLAMAV_FOUND: &[&str] = &[
     "clam-aspack.exe",
     "clam-fsg.exe",
@@ -412,6 +439,7 @@ const CLAMAV_FOUND: &[&str] = &[
     "clam-petite.exe",
     "clam-upack.exe",
     "clam-upx.exe",
+    "clam-wwpack.exe",
     "clam-yc.exe",
     "clam.7z",
     "clam.arj",

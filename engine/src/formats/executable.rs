@@ -13,16 +13,20 @@
 
 use super::bytes::{le_u16, le_u32, le_u64};
 use super::carve::{self, Sig};
-use super::{Container, autoit_script, installshield, nsis_installer, packed, upx};
+use super::{Container, autoit_script, installshield, nsis_installer, packed, upx, wwpack};
 use crate::filetype::FileType;
 use memchr::memmem;
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
-    let emulated = c.path.ends_with(packed::CHILD);
-    if !emulated && memmem::find(&data[..data.len().min(64 * 1024)], b"UPX!").is_some() {
+    // An image an unpacker produced is not unpacked again.
+    let unpacked_image = c.path.ends_with(packed::CHILD) || c.path.ends_with(wwpack::CHILD);
+    if !unpacked_image && memmem::find(&data[..data.len().min(64 * 1024)], b"UPX!").is_some() {
         upx::unpack(c, data);
     }
     let overlay = match c.ty {
+        // A program an unpacker restored is searched whole: what a packer
+        // hid is in its sections, not after them.
+        FileType::Pe if unpacked_image => 0,
         // Headers that do not parse: the whole file is unknown data.
         FileType::Pe => carve::pe_size(data).unwrap_or(0),
         FileType::Elf => elf_size(data).unwrap_or(0),
@@ -32,9 +36,13 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let mut hits: Vec<(usize, Sig)> =
         carve::signatures(&data[overlay..]).into_iter().map(|(at, sig)| (at + overlay, sig)).collect();
     if c.ty == FileType::Pe {
-        // The image an emulation dumped is not emulated again.
-        if !emulated && crate::emu::looks_packed(data) {
-            packed::unpack(c, data);
+        if !unpacked_image && crate::emu::looks_packed(data) {
+            // WWPack32's stub cannot be run (see `wwpack`): decoded statically.
+            if wwpack::looks_packed(data) {
+                wwpack::unpack(c, data);
+            } else {
+                packed::unpack(c, data);
+            }
         }
         if hits.iter().any(|&(_, s)| s == Sig::Nsis) {
             nsis_installer::unpack(c, data);

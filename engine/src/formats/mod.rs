@@ -32,6 +32,8 @@
 //! | `arj` | ARJ | `unarj-rs` |
 //! | `nsis_installer`, `autoit_script` | NSIS installers, compiled AutoIt scripts | `nsis`, `autoit-rs` |
 //! | `upx`, `carve`, `executable` | UPX (NRV2B/D/E, LZMA), embedded containers and PEs | own decoders; `aho-corasick`, `memchr` |
+//! | `wwpack` | WWPack32 sections (its in-place stub corrupts its own input when run) | own decoder |
+//! | `pe_image` | a PE32 laid out as the loader maps it, and rebuilt as a file (for `packed`, `wwpack`) | own |
 //! | `packed` | 32-bit PEs packed by anything else (ASPack, MEW, Petite, Upack, PESpin, yC, ...): the stub is emulated until it has unpacked | own interpreter and fake Win32 process in [`crate::emu`]; decoding by `iced-x86` |
 //! | `installshield` | InstallShield setups (`InstallShield`, `ISSetupStream` file lists; name-keyed obfuscation, zlib) | own reader; `flate2` |
 //! | `rar` | RAR 1.3 to 7 | `rars` |
@@ -62,6 +64,7 @@ mod ole1;
 mod ole2;
 mod packed;
 mod pdf;
+pub(crate) mod pe_image;
 mod ppt;
 mod rar;
 mod rtf;
@@ -74,6 +77,7 @@ pub(crate) mod tnef;
 mod upx;
 mod vba;
 pub(crate) mod wim;
+mod wwpack;
 mod zip;
 
 use crate::filetype::FileType;

@@ -14,17 +14,24 @@ use std::borrow::Cow;
 /// take 30,000 (MEW) to 1.6 million (PESpin); a program of a few MiB takes
 /// tens of millions. The interpreter runs about 100 million a second here,
 /// so a file that only looks packed costs at most about half a second.
-const STEPS: u64 = 50_000_000;
-/// Emulated memory for the image, stack, system structures and what the
-/// stub allocates.
-const MEMORY: u64 = 256 * 1024 * 1024;
+/// Fuzzing builds (ten times slower under the sanitizer) take a million.
+const STEPS: u64 = if cfg!(fuzzing) { 1_000_000 } else { 50_000_000 };
+/// Emulated memory for the image (at most half), stack, system structures
+/// and what the stub allocates: 32 times the file, at least 32 MiB, at most
+/// 256 MiB (a 1 KiB file declaring a 100 MiB image is not laid out).
+fn memory(file_len: usize) -> u64 {
+    (file_len as u64).saturating_mul(32).clamp(32 << 20, 256 << 20)
+}
 /// The name of the dumped image.
 pub(super) const CHILD: &str = "emu-unpacked";
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
-    let memory = MEMORY.min(c.limits().max_object_size.saturating_mul(2));
+    let memory = memory(data.len()).min(c.limits().max_object_size.saturating_mul(2));
     let deadline = c.deadline();
-    let Some(u) = emu::unpack(data, STEPS, memory, &deadline) else { return };
+    let u = match emu::unpack(data, STEPS, memory, &deadline) {
+        Ok(u) => u,
+        Err(why) => return c.meta(vec![("emulation".to_string(), format!("not run: {why}"))]),
+    };
     let stop = match &u.stop {
         emu::Stop::Layers => "too many layers".to_string(),
         emu::Stop::Api(name) => format!("call to {name}"),

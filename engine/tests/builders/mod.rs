@@ -536,3 +536,67 @@ pub fn packed_pe(payload: &[u8], seh: bool, stub_code: Option<&[u8]>) -> Vec<u8>
     pe.resize(0x200 + raw_size as usize, 0);
     pe
 }
+
+/// A 32-bit PE packed the way WWPack32 packs one: the first section holds
+/// its compressed stream (literals only here), the entry point is a stub
+/// section with WWPack32's table-reading instructions and its one-entry
+/// section table.
+pub fn wwpack_pe(program: &[u8]) -> Vec<u8> {
+    let mut w = qala_engine::fuzzing::WwpackWriter::new();
+    for &b in program {
+        w.literal(b);
+    }
+    let stream = w.finish();
+    let first_size = ((program.len() + 16) as u32).div_ceil(0x1000) * 0x1000;
+    let first_raw = (stream.len() as u32).div_ceil(0x200) * 0x200;
+    let stub_rva = 0x1000 + first_size;
+    let mut stub = vec![0x2E, 0x2B, 0x84, 0x0D, 0x00, 0x01, 0x00, 0x00, 0x8B, 0xF0, 0x2E, 0x03, 0xB4, 0x0D];
+    stub.resize(0x100, 0x90);
+    let words = stream.len() as u32 / 4;
+    for v in [stub_rva - 0x1000, first_size - 4, words, words * 4 - 4] {
+        stub.extend_from_slice(&v.to_le_bytes());
+    }
+    stub.push(0);
+    stub.resize(0x200, 0);
+    let mut pe = vec![0u8; 0x200];
+    pe[0..2].copy_from_slice(b"MZ");
+    pe[0x3C..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+    pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+    let put = |pe: &mut Vec<u8>, o: usize, v: u32, n: usize| pe[o..o + n].copy_from_slice(&v.to_le_bytes()[..n]);
+    put(&mut pe, 0x44, 0x14C, 2);
+    put(&mut pe, 0x46, 2, 2);
+    put(&mut pe, 0x54, 0xE0, 2);
+    put(&mut pe, 0x56, 0x0102, 2);
+    let opt = 0x58;
+    for (o, v, n) in [
+        (0, 0x10B, 2),
+        (16, stub_rva, 4),
+        (28, 0x40_0000, 4),
+        (32, 0x1000, 4),
+        (36, 0x200, 4),
+        (56, stub_rva + 0x1000, 4),
+        (60, 0x200, 4),
+        (68, 2, 2),
+        (92, 16, 4),
+    ] {
+        put(&mut pe, opt + o, v, n);
+    }
+    let table = opt + 0xE0;
+    for (k, (name, va, vs, raw, rs, flags)) in [
+        (&b".text\0\0\0"[..], 0x1000, first_size, 0x200, first_raw, 0xE000_0020),
+        (&b".WWP32\0\0"[..], stub_rva, 0x1000, 0x200 + first_raw, 0x200, 0xC000_0040),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = table + 40 * k;
+        pe[s..s + 8].copy_from_slice(name);
+        for (o, v) in [(8, vs), (12, va), (16, rs), (20, raw), (36, flags)] {
+            put(&mut pe, s + o, v, 4);
+        }
+    }
+    pe.extend_from_slice(&stream);
+    pe.resize(0x200 + first_raw as usize, 0);
+    pe.extend_from_slice(&stub);
+    pe
+}
