@@ -53,6 +53,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("installshield", Some(FileType::Pe)),
     ("emu", Some(FileType::Pe)),
     ("wwpack", Some(FileType::Pe)),
+    ("iscab", Some(FileType::Pe)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production

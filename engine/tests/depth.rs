@@ -320,6 +320,36 @@ fn installshield_setups_both_generations() {
 }
 
 #[test]
+fn installshield_cabinets_in_an_older_setup() {
+    let mut stub = b"MZ".to_vec();
+    stub.resize(0x40, 0);
+    stub[0x3C] = 0x40;
+    stub.extend_from_slice(b"PE\0\0\x4c\x01\0\0");
+    stub.resize(0x40 + 24, 0);
+    for obfuscated in [false, true] {
+        let files: [(&str, &[u8]); 2] = [("readme.txt", b"hello"), ("s.exe", PAYLOAD)];
+        let setup = [stub.clone(), installshield_cab_setup(&files, obfuscated)].concat();
+        let r = scan(&setup);
+        assert_eq!(found(&r), ["Disk1/data1.hdr/app/s.exe"], "obfuscated {obfuscated}: {r:?}");
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+    // The volume missing from the setup: said, per file.
+    let setup = [stub.clone(), installshield_cab_setup(&[("s.exe", PAYLOAD)], false)].concat();
+    let mut renamed = setup.clone();
+    for at in memchr::memmem::find_iter(&setup, b"data2.cab").collect::<Vec<_>>() {
+        renamed[at + 4] = b'7';
+    }
+    let r = scan(&renamed);
+    assert!(found(&r).is_empty(), "{r:?}");
+    assert!(r.errors.iter().any(|e| e.contains("volume data2.cab is not in the setup")), "{:?}", r.errors);
+    // A list whose last file is cut: the files before it, and an error.
+    let cut = &setup[..setup.len() - 4];
+    let r = scan(cut);
+    assert_eq!(found(&r), ["Disk1/data1.hdr/app/s.exe"], "{r:?}");
+    assert!(r.errors.iter().any(|e| e.contains("setup.ini")), "{:?}", r.errors);
+}
+
+#[test]
 fn upx_elf_blocks_are_unpacked() {
     let mut stub = b"\x7FELF\x01\x01\x01\0".to_vec();
     stub.resize(256, 0);
@@ -428,8 +458,7 @@ fn wwpack32_sections_are_decoded_statically() {
     assert!(r.errors.iter().any(|e| e.contains("wwpack")), "{r:?}");
 }
 
-/// ClamAV's test files that Qala finds `clam.exe` in, byte for byte (42 of
-/// 43). The other is listed in the README with what it would take.
+/// ClamAV's test files that Qala finds `clam.exe` in, byte for byte: all 43.
 const CLAMAV_FOUND: &[&str] = &[
     "clam-aspack.exe",
     "clam-fsg.exe",
@@ -470,6 +499,7 @@ const CLAMAV_FOUND: &[&str] = &[
     "clam.tnef",
     "clam.zip",
     "clam_IScab_ext.exe",
+    "clam_IScab_int.exe",
     "clam_ISmsi_ext.exe",
     "clam_ISmsi_int.exe",
     "clam_cache_emax.tgz",

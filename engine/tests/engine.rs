@@ -752,6 +752,7 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("installshield", [tiny_pe(0xE000_0020), builders::installshield(true, &[("q.com", payload)])].concat()),
         ("emu", builders::packed_pe(&[&[0xC3][..], payload].concat(), true, None)),
         ("wwpack", builders::wwpack_pe(payload)),
+        ("iscab", [tiny_pe(0xE000_0020), builders::installshield_cab_setup(&[("r.com", payload)], true)].concat()),
         ("wim", builders::wim("fast", &[("n.com", payload), ("o/p.txt", b"hello")])),
         ("squashfs", builders::squashfs("xz", &[("k.com", payload), ("l/m.txt", b"hello")])),
     ]
@@ -880,7 +881,7 @@ fn fuzz_seeds_reach_their_parsers() {
     for (target, seed) in &seeds {
         assert!(targets.contains(target), "{target} is not a fuzz target");
         let r = qala_engine::fuzzing::run(target, seed).unwrap();
-        if ["pe", "elf", "macho", "macho_fat", "upx_elf", "installshield", "emu", "wwpack"].contains(target) {
+        if ["pe", "elf", "macho", "macho_fat", "upx_elf", "installshield", "emu", "wwpack", "iscab"].contains(target) {
             assert!(!r.executables.is_empty(), "{target}: {r:?}");
             assert!(r.executables.iter().all(|e| e.error.is_none()), "{target}: {:?}", r.executables);
         } else {
@@ -919,7 +920,7 @@ fn mutated_inputs_of_every_format_never_escape_the_engine() {
         let clean = engine.scan(&seed, name);
         match name {
             // The ELF seed is a truncated real binary: parse errors are expected.
-            "pe" | "elf" | "macho" | "macho_fat" | "upx_elf" | "installshield" | "emu" | "wwpack" => {
+            "pe" | "elf" | "macho" | "macho_fat" | "upx_elf" | "installshield" | "emu" | "wwpack" | "iscab" => {
                 assert!(clean.executables.iter().all(|e| e.error.is_none()), "{clean:?}")
             }
             _ => assert_eq!(clean.verdict, Some(Severity::Malicious), "seed {name} must carry the payload: {clean:?}"),

@@ -50,11 +50,14 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         if memmem::find(data, b"AU3!EA0").is_some() {
             autoit_script::unpack(c, data);
         }
-        // InstallShield's file list sits in the overlay, after the stub.
+        // InstallShield's file list sits in the overlay, after the stub:
+        // plainly at its start (older setups) or behind a header.
         let tail = &data[overlay..];
-        let setup =
-            [installshield::V1, installshield::V2].iter().filter_map(|sig| memmem::find(tail, sig)).min().map(|p| p + overlay);
-        if let Some(at) = setup {
+        if let Some((files, error)) = installshield::legacy_files(data, overlay) {
+            installshield::unpack_legacy(c, files, error);
+        } else if let Some(at) =
+            [installshield::V1, installshield::V2].iter().filter_map(|sig| memmem::find(tail, sig)).min().map(|p| p + overlay)
+        {
             installshield::unpack(c, data, at);
         }
     }

@@ -7,10 +7,17 @@
 //! Own reader, after the format as documented by the MIT-licensed ISx and
 //! issunpack tools; zlib via `flate2`. Files are decoded as a stream under
 //! the walk's cap.
+//!
+//! Older setups (InstallShield 6 to 12) append their files plainly: from
+//! the overlay's start, four NUL-terminated strings per file (name, path,
+//! version, size in decimal) and the file's bytes. The InstallShield
+//! cabinets among them (`data1.hdr` with its `dataN.cab` volumes) are
+//! opened together by [`super::iscab`].
 
-use super::Container;
 use super::bytes::{le_u16, le_u32, read_capped};
+use super::{Container, iscab};
 use crate::walk::Flow;
+use std::borrow::Cow;
 use std::io::Read;
 
 pub(crate) const V1: &[u8] = b"InstallShield\0";
@@ -135,4 +142,65 @@ impl Read for Deobfuscate<'_> {
         self.at += n;
         Ok(n)
     }
+}
+
+/// An older setup's files: path and bytes.
+pub(crate) type Files<'a> = Vec<(String, &'a [u8])>;
+
+/// One NUL-terminated field of at most 260 bytes at `p`, and where the
+/// next starts.
+fn field(data: &[u8], p: usize) -> Option<(&[u8], usize)> {
+    let rest = data.get(p..)?;
+    let end = rest.iter().take(261).position(|&b| b == 0)?;
+    Some((&rest[..end], p + end + 1))
+}
+
+/// The plain file list of an older setup at `at` (the overlay's start):
+/// `None` unless the first entry is well formed; a cut entry ends the
+/// list with an error.
+pub(crate) fn legacy_files(data: &[u8], at: usize) -> Option<(Files<'_>, Option<String>)> {
+    let mut out = Vec::new();
+    let mut p = at;
+    while p < data.len() && out.len() < super::MAX_LISTED {
+        let entry = (|| {
+            let (name, p) = field(data, p)?;
+            let (path, p) = field(data, p)?;
+            let (version, p) = field(data, p)?;
+            let (size, p) = field(data, p)?;
+            let printable = |s: &[u8]| !s.is_empty() && s.iter().all(|&b| (0x20..0x7F).contains(&b));
+            let numeric = |s: &[u8], dots: bool| !s.is_empty() && s.iter().all(|&b| b.is_ascii_digit() || (dots && b == b'.'));
+            if !(printable(name) && printable(path) && numeric(version, true) && numeric(size, false) && size.len() <= 12) {
+                return None;
+            }
+            let size: usize = std::str::from_utf8(size).ok()?.parse().ok()?;
+            Some((String::from_utf8_lossy(path).replace('\\', "/"), p, size))
+        })();
+        let Some((path, body_at, size)) = entry else {
+            if out.is_empty() {
+                return None;
+            }
+            // Whatever follows the last file (padding, a signature).
+            break;
+        };
+        let Some(body) = body_at.checked_add(size).and_then(|e| data.get(body_at..e)) else {
+            let error = format!("installshield: {path}: {size} bytes declared past the end");
+            return Some((out, Some(error)));
+        };
+        out.push((path, body));
+        p = body_at + size;
+    }
+    Some((out, None))
+}
+
+/// An older setup's files, and the cabinets among them opened.
+pub(super) fn unpack_legacy(c: &mut Container<'_>, files: Files<'_>, error: Option<String>) {
+    if let Some(e) = error {
+        c.error(e);
+    }
+    for (path, body) in &files {
+        if c.buffer(path, Cow::Borrowed(body)) == Flow::Stop {
+            return;
+        }
+    }
+    iscab::unpack_sets(c, &files);
 }

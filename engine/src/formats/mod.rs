@@ -35,7 +35,8 @@
 //! | `wwpack` | WWPack32 sections (its in-place stub corrupts its own input when run) | own decoder |
 //! | `pe_image` | a PE32 laid out as the loader maps it, and rebuilt as a file (for `packed`, `wwpack`) | own |
 //! | `packed` | 32-bit PEs packed by anything else (ASPack, MEW, Petite, Upack, PESpin, yC, ...): the stub is emulated until it has unpacked | own interpreter and fake Win32 process in [`crate::emu`]; decoding by `iced-x86` |
-//! | `installshield` | InstallShield setups (`InstallShield`, `ISSetupStream` file lists; name-keyed obfuscation, zlib) | own reader; `flate2` |
+//! | `installshield` | InstallShield setups (`InstallShield`, `ISSetupStream` file lists; name-keyed obfuscation, zlib; the plain list of older setups) | own reader; `flate2` |
+//! | `iscab` | InstallShield cabinets (`ISc(`: header and volumes, chunked deflate, obfuscation) inside a setup | own reader, after `unshield`'s documentation (MIT); `flate2` |
 //! | `rar` | RAR 1.3 to 7 | `rars` |
 //! | `lha` | LHA/LZH | `delharc` |
 //! | `wim` | Windows Imaging (stored and XPRESS resources; paths from the metadata; LZX and LZMS reported) | own reader and XPRESS decoder |
@@ -55,6 +56,7 @@ mod compressed;
 mod cpio;
 mod executable;
 mod installshield;
+mod iscab;
 pub(crate) mod iso;
 pub(crate) mod lha;
 pub(crate) mod mail;

@@ -600,3 +600,70 @@ pub fn wwpack_pe(program: &[u8]) -> Vec<u8> {
     pe.extend_from_slice(&stub);
     pe
 }
+
+/// An older InstallShield setup's overlay: the plain file list (name, path,
+/// version, size, bytes) holding an InstallShield cabinet set — a header
+/// `data1.hdr` (InstallShield 9 layout) and a volume `data2.cab` with
+/// `files` stored in chunked raw deflate, obfuscated when asked — and a
+/// `setup.ini`. Files go in directory `app`.
+pub fn installshield_cab_setup(files: &[(&str, &[u8])], obfuscated: bool) -> Vec<u8> {
+    let put = |v: &mut Vec<u8>, o: usize, x: u64, n: usize| {
+        if v.len() < o + n {
+            v.resize(o + n, 0);
+        }
+        v[o..o + n].copy_from_slice(&x.to_le_bytes()[..n]);
+    };
+    // The volume: a common header, then each file's chunks.
+    let mut volume = b"ISc(".to_vec();
+    put(&mut volume, 4, 0x0100_9500, 4);
+    volume.resize(0x200, 0);
+    let mut stored = Vec::new();
+    for (_, data) in files {
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut chunk = Vec::with_capacity(data.len() + 64);
+        z.compress_vec(data, &mut chunk, flate2::FlushCompress::Sync).unwrap();
+        let mut bytes = (chunk.len() as u16).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&chunk);
+        if obfuscated {
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = b.wrapping_add((i % 0x47) as u8).rotate_left(2) ^ 0xD5;
+            }
+        }
+        stored.push((volume.len() as u64, bytes.len() as u64));
+        volume.extend_from_slice(&bytes);
+    }
+    // The header: common header, descriptor at 0x200, file table at 0x400
+    // (slot 0 = the directory's name), descriptors at +0x100, names at +0x800.
+    let (cdo, fto, fto2) = (0x200usize, 0x200usize, 0x100usize);
+    let table = cdo + fto;
+    let mut hdr = b"ISc(".to_vec();
+    put(&mut hdr, 4, 0x0100_9500, 4);
+    put(&mut hdr, 12, cdo as u64, 4);
+    put(&mut hdr, 16, 0x1000, 4);
+    put(&mut hdr, cdo + 0xC, fto as u64, 4);
+    put(&mut hdr, cdo + 0x1C, 1, 4);
+    put(&mut hdr, cdo + 0x28, files.len() as u64, 4);
+    put(&mut hdr, cdo + 0x2C, fto2 as u64, 4);
+    put(&mut hdr, table, 0x800, 4);
+    let mut names = b"app\0".to_vec();
+    for (k, ((name, data), (offset, size))) in files.iter().zip(&stored).enumerate() {
+        let d = table + fto2 + 0x57 * k;
+        put(&mut hdr, d, 4 | if obfuscated { 2 } else { 0 }, 2);
+        put(&mut hdr, d + 2, data.len() as u64, 8);
+        put(&mut hdr, d + 10, *size, 8);
+        put(&mut hdr, d + 18, *offset, 8);
+        put(&mut hdr, d + 0x3A, (0x800 + names.len()) as u64, 4);
+        put(&mut hdr, d + 0x3E, 0, 2);
+        put(&mut hdr, d + 0x55, 2, 2);
+        names.extend_from_slice(name.as_bytes());
+        names.push(0);
+    }
+    hdr.resize(table + 0x800, 0);
+    hdr.extend_from_slice(&names);
+    let mut list = Vec::new();
+    for (name, body) in [("data1.hdr", &hdr[..]), ("data2.cab", &volume[..]), ("setup.ini", &b"[Startup]\n"[..])] {
+        list.extend_from_slice(format!("{name}\0Disk1\\{name}\00.0.0.0\0{}\0", body.len()).as_bytes());
+        list.extend_from_slice(body);
+    }
+    list
+}
