@@ -353,8 +353,11 @@ fn installshield_cabinets_in_an_older_setup() {
 fn upx_elf_blocks_are_unpacked() {
     let mut stub = b"\x7FELF\x01\x01\x01\0".to_vec();
     stub.resize(256, 0);
-    let elf = upx_elf(stub, PAYLOAD);
+    let elf = upx_elf(stub.clone(), PAYLOAD);
     let r = scan(&elf);
+    assert_eq!(found(&r), ["upx-unpacked"], "{r:?}");
+    // LZMA (method 14), as UPX --lzma writes it.
+    let r = scan(&upx_elf_lzma(stub, PAYLOAD));
     assert_eq!(found(&r), ["upx-unpacked"], "{r:?}");
 }
 

@@ -73,11 +73,11 @@ pub(crate) struct Cpu {
 const CACHE_SLOTS: usize = 4096;
 
 fn mask(size: usize) -> u32 {
-    if size >= 4 { u32::MAX } else { (1u32 << (8 * size)) - 1 }
+    if size >= 4 { u32::MAX } else { (1u32 << (8 * size.max(1))) - 1 }
 }
 
 fn sign(size: usize) -> u32 {
-    1u32 << (8 * size - 1)
+    1u32 << (8 * size.clamp(1, 4) - 1)
 }
 
 fn sext(v: u32, size: usize) -> i64 {
@@ -592,7 +592,7 @@ impl Cpu {
             }
             Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc => {
                 let a = self.read(mem, i, 0)?;
-                let bit = self.read(mem, i, 1)? % (8 * size as u32);
+                let bit = self.read(mem, i, 1)? % (8 * size.clamp(1, 4) as u32);
                 self.set_flag(CF, a & (1 << bit) != 0);
                 let res = match m {
                     Mnemonic::Bts => a | (1 << bit),

@@ -66,7 +66,7 @@ impl Memory {
 
     /// A free, page-aligned range of `len` bytes at or above `from`.
     pub(crate) fn find_free(&self, from: u32, len: u32) -> Option<u32> {
-        let len = u64::from(len.div_ceil(PAGE).max(1) * PAGE);
+        let len = u64::from(len.div_ceil(PAGE).max(1)) * u64::from(PAGE);
         let mut at = u64::from(from);
         let mut sorted: Vec<(u64, u64)> = self.regions.iter().map(|r| (u64::from(r.base), r.end())).collect();
         sorted.sort_unstable();
@@ -127,6 +127,9 @@ impl Memory {
     }
 
     pub(crate) fn write(&mut self, addr: u32, bytes: &[u8]) -> Result<(), Fault> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let len = bytes.len() as u32;
         match self.find(addr, len) {
             Some(i) => {

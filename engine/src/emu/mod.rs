@@ -55,8 +55,11 @@ pub(crate) struct Unpacked {
     pub(crate) written: u64,
 }
 
-/// Layers of unpacking followed before the run stops.
-const MAX_LAYERS: u32 = 16;
+/// Layer changes followed before the run stops. Real stubs have a few
+/// layers, but code may bounce between a stub's section and one it wrote
+/// (calling helpers it unpacked): only a run that does nothing else stops
+/// here before its budget.
+const MAX_LAYERS: u32 = 1024;
 /// What an API call and an exception dispatch count against the budget, in
 /// instructions (about what they cost in time): a stub that faults in a loop
 /// runs out as soon as one that spins.

@@ -15,6 +15,8 @@ pub(crate) const NTDLL: u32 = 0x7C90_0000;
 /// Other DLLs a stub loads: one 64 KiB slot each from here.
 const OTHER_DLLS: u32 = 0x7700_0000;
 const MAX_OTHER_DLLS: u32 = 32;
+/// Procedure names remembered for dynamic thunks.
+const MAX_NAMES: usize = 4096;
 const DLL_SIZE: u32 = 0x10000;
 /// Functions are 4-byte slots in a DLL's last 32 KiB.
 const THUNKS_AT: u32 = 0x8000;
@@ -418,7 +420,11 @@ impl Process {
         let mut left = 4096u32;
         for d in 0..256u32 {
             let desc = base.wrapping_add(dir_rva).wrapping_add(20 * d);
-            let (Ok(lookup), Ok(name_rva), Ok(iat)) = (mem.u32(desc), mem.u32(desc + 12), mem.u32(desc + 16)) else { return };
+            let (Ok(lookup), Ok(name_rva), Ok(iat)) =
+                (mem.u32(desc), mem.u32(desc.wrapping_add(12)), mem.u32(desc.wrapping_add(16)))
+            else {
+                return;
+            };
             if name_rva == 0 || iat == 0 {
                 return;
             }
@@ -493,10 +499,14 @@ impl Process {
         }
         let slots = (DLL_SIZE - THUNKS_AT) / THUNK;
         let used = self.dynamic.iter().filter(|(a, _)| a & !(DLL_SIZE - 1) == owner).count() as u32;
-        // Past the slots a DLL has, every further name shares the last.
+        // Past the slots a DLL has, every further name shares the last (and
+        // past MAX_NAMES, is not remembered: a stub asking for endless
+        // names costs neither memory nor time).
         let slot = ((KERNEL32_API.len() + KERNEL32_NAMED.len()) as u32 + used).min(slots - 1);
         let a = thunk(owner, slot);
-        self.dynamic.push((a, full));
+        if self.dynamic.len() < MAX_NAMES {
+            self.dynamic.push((a, full));
+        }
         a
     }
 
@@ -760,7 +770,7 @@ impl Process {
         match cpu.r[EAX] {
             0 => {
                 self.dispatching.pop();
-                let get = |mem: &mut Memory, o: u32| mem.u32(context + o).map_err(|_| Called::Unhandled(code));
+                let get = |mem: &mut Memory, o: u32| mem.u32(context.wrapping_add(o)).map_err(|_| Called::Unhandled(code));
                 cpu.r[7] = get(mem, ctx::EDI)?;
                 cpu.r[6] = get(mem, ctx::ESI)?;
                 cpu.r[3] = get(mem, ctx::EBX)?;

@@ -19,7 +19,7 @@ use memchr::memmem;
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     // An image an unpacker produced is not unpacked again.
-    let unpacked_image = c.path.ends_with(packed::CHILD) || c.path.ends_with(wwpack::CHILD);
+    let unpacked_image = [packed::CHILD, wwpack::CHILD, upx::CHILD].iter().any(|child| c.path.ends_with(child));
     if !unpacked_image && memmem::find(&data[..data.len().min(64 * 1024)], b"UPX!").is_some() {
         upx::unpack(c, data);
     }

@@ -9,7 +9,8 @@
 //!
 //! - PE (format 9, win32): the compressed block starts at the raw data of
 //!   the section after the empty `UPX0`, and unpacks to the image from the
-//!   first section's address on, as the loader lays it out;
+//!   first section's address on; it is put there in the packed file's image
+//!   and the whole rebuilt as a PE file (raw data = memory);
 //! - ELF (formats 10, 12, 14, 22..): `b_info` blocks follow the `l_info` and
 //!   `p_info` headers; each unpacks to the next piece of the original file,
 //!   so their concatenation is the file itself.
@@ -17,9 +18,12 @@
 //! Every decoder stops at the walk's cap and at the end of its input; a
 //! lying header cannot make it allocate more.
 
-use super::Container;
 use super::bytes::{MemberData, le_u16, le_u32};
+use super::{Container, pe_image};
 use crate::limits::Deadline;
+
+/// The name of the unpacked program.
+pub(super) const CHILD: &str = "upx-unpacked";
 
 /// The pack header fields this module uses.
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +70,25 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         let end = start.saturating_add(h.c_len as usize).min(data.len());
         let block = &data[start..end];
         let deadline = c.deadline();
-        c.member("upx-unpacked", block.len() as u64, |cap| decode(h.method, block, cap.min(u64::from(h.u_len)), &deadline));
+        let layout = pe_image::parse(data);
+        c.member(CHILD, block.len() as u64, |cap| {
+            let piece = decode(h.method, block, cap.min(u64::from(h.u_len)), &deadline)?;
+            // Rebuilt as a PE file: the unpacked bytes where the loader
+            // would have them (from the first section on), raw = memory.
+            let first = layout.as_ref().and_then(|l| l.sections.first()).map(|s| s.va as usize);
+            let image = layout.as_ref().zip(first).and_then(|(l, first)| {
+                let mut image = l.map(data, cap)?;
+                let room = image.len().checked_sub(first)?;
+                let n = piece.data.len().min(room);
+                image[first..first + n].copy_from_slice(&piece.data[..n]);
+                l.rebuild(&mut image, None);
+                Some(image)
+            });
+            Ok(match image {
+                Some(image) => MemberData { data: image, ..piece },
+                None => piece,
+            })
+        });
     } else if data.starts_with(b"\x7FELF") {
         unpack_elf(c, data);
     }
@@ -100,7 +122,7 @@ fn unpack_elf(c: &mut Container<'_>, data: &[u8]) {
     let mut at = l_info + 24;
     let deadline = c.deadline();
     let stored = data.len().saturating_sub(at) as u64;
-    c.member("upx-unpacked", stored, |cap| {
+    c.member(CHILD, stored, |cap| {
         let cap = cap.min(u64::from(file_size));
         let mut out = Vec::new();
         let mut error = None;

@@ -262,18 +262,32 @@ pub fn msi_with_cab(cab: &[u8]) -> Vec<u8> {
 
 /// `elf` with a UPX payload after it, as UPX lays out a packed ELF:
 /// `l_info`, `p_info`, one NRV2B block of `payload`, the end block.
-pub fn upx_elf(mut elf: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+pub fn upx_elf(elf: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    upx_elf_block(elf, payload.len(), 2, &qala_engine::fuzzing::nrv2b_literals(payload))
+}
+
+/// The same with UPX's LZMA method (14): two bytes of properties (pb and lp,
+/// then lc) and a raw LZMA stream without end marker.
+pub fn upx_elf_lzma(elf: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    let opts = lzma_rust2::LzmaOptions::with_preset(6);
+    let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &opts, false).unwrap();
+    std::io::Write::write_all(&mut w, payload).unwrap();
+    let (pb, lp, lc) = (opts.pb as u8, opts.lp as u8, opts.lc as u8);
+    let block = [vec![(lp << 3) | pb, lc << 4], w.finish().unwrap()].concat();
+    upx_elf_block(elf, payload.len(), 14, &block)
+}
+
+fn upx_elf_block(mut elf: Vec<u8>, size: usize, method: u8, block: &[u8]) -> Vec<u8> {
     elf.extend_from_slice(&[0; 4]);
     elf.extend_from_slice(b"UPX!");
     elf.extend_from_slice(&[0x20, 0, 13, 12]);
     elf.extend_from_slice(&[0; 4]);
-    elf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    elf.extend_from_slice(&(size as u32).to_le_bytes());
     elf.extend_from_slice(&[0; 4]);
-    let block = qala_engine::fuzzing::nrv2b_literals(payload);
-    elf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    elf.extend_from_slice(&(size as u32).to_le_bytes());
     elf.extend_from_slice(&(block.len() as u32).to_le_bytes());
-    elf.extend_from_slice(&[2, 0, 0, 0]);
-    elf.extend_from_slice(&block);
+    elf.extend_from_slice(&[method, 0, 0, 0]);
+    elf.extend_from_slice(block);
     elf.resize(elf.len().next_multiple_of(4), 0);
     elf.extend_from_slice(&[0; 12]);
     elf
