@@ -300,11 +300,7 @@ fn carving_is_bounded_per_object() {
 #[test]
 fn installshield_setups_both_generations() {
     // A minimal PE stub (headers only), then the file list in its overlay.
-    let mut stub = b"MZ".to_vec();
-    stub.resize(0x40, 0);
-    stub[0x3C] = 0x40;
-    stub.extend_from_slice(b"PE\0\0\x4c\x01\0\0");
-    stub.resize(0x40 + 24, 0);
+    let stub = headers_only_pe();
     for v2 in [false, true] {
         let setup = [stub.clone(), installshield(v2, &[("Setup.ini", b"[Startup]\n"), ("s.exe", PAYLOAD)])].concat();
         let r = scan(&setup);
@@ -321,11 +317,7 @@ fn installshield_setups_both_generations() {
 
 #[test]
 fn installshield_cabinets_in_an_older_setup() {
-    let mut stub = b"MZ".to_vec();
-    stub.resize(0x40, 0);
-    stub[0x3C] = 0x40;
-    stub.extend_from_slice(b"PE\0\0\x4c\x01\0\0");
-    stub.resize(0x40 + 24, 0);
+    let stub = headers_only_pe();
     for obfuscated in [false, true] {
         let files: [(&str, &[u8]); 2] = [("readme.txt", b"hello"), ("s.exe", PAYLOAD)];
         let setup = [stub.clone(), installshield_cab_setup(&files, obfuscated)].concat();

@@ -534,17 +534,7 @@ impl Cpu {
                     let lo = p as u32 & mask(size);
                     (lo, (p >> bits) as u32 & mask(size), p != sext(lo, size))
                 };
-                match size {
-                    1 => self.r[EAX] = (self.r[EAX] & 0xFFFF_0000) | (hi << 8) | lo,
-                    2 => {
-                        self.r[EAX] = (self.r[EAX] & 0xFFFF_0000) | lo;
-                        self.r[EDX] = (self.r[EDX] & 0xFFFF_0000) | hi;
-                    }
-                    _ => {
-                        self.r[EAX] = lo;
-                        self.r[EDX] = hi;
-                    }
-                }
+                self.set_pair(size, lo, hi);
                 self.set_flag(CF, overflow);
                 self.set_flag(OF, overflow);
             }
@@ -857,18 +847,24 @@ impl Cpu {
             }
             (q as u32 & mask(size), (n % dv) as u32 & mask(size))
         };
+        self.set_pair(size, q, r);
+        Ok(())
+    }
+
+    /// The accumulator pair of a multiply or divide: AH:AL, DX:AX or
+    /// EDX:EAX by operand size.
+    fn set_pair(&mut self, size: usize, low: u32, high: u32) {
         match size {
-            1 => self.r[EAX] = (self.r[EAX] & 0xFFFF_0000) | (r << 8) | q,
+            1 => self.r[EAX] = (self.r[EAX] & 0xFFFF_0000) | (high << 8) | low,
             2 => {
-                self.r[EAX] = (self.r[EAX] & 0xFFFF_0000) | q;
-                self.r[EDX] = (self.r[EDX] & 0xFFFF_0000) | r;
+                self.r[EAX] = (self.r[EAX] & 0xFFFF_0000) | low;
+                self.r[EDX] = (self.r[EDX] & 0xFFFF_0000) | high;
             }
             _ => {
-                self.r[EAX] = q;
-                self.r[EDX] = r;
+                self.r[EAX] = low;
+                self.r[EDX] = high;
             }
         }
-        Ok(())
     }
 
     /// movs, stos, lods, scas, cmps, with `rep`/`repe`/`repne`.

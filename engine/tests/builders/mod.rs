@@ -681,3 +681,13 @@ pub fn installshield_cab_setup(files: &[(&str, &[u8])], obfuscated: bool) -> Vec
     }
     list
 }
+
+/// A PE of headers only (no sections): whatever follows is its overlay.
+pub fn headers_only_pe() -> Vec<u8> {
+    let mut stub = b"MZ".to_vec();
+    stub.resize(0x40, 0);
+    stub[0x3C] = 0x40;
+    stub.extend_from_slice(b"PE\0\0\x4c\x01\0\0");
+    stub.resize(0x40 + 24, 0);
+    stub
+}
