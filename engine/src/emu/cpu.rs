@@ -2,10 +2,12 @@
 //! stubs use: data movement, arithmetic and logic with their flags, shifts
 //! and rotates, string instructions with `rep`, branches, calls and the
 //! stack. Instructions are decoded by `iced-x86`; their effects are this
-//! file's. Anything else (SSE, far calls, I/O) stops the run: a stub that
-//! needs it is not emulated, never mis-emulated. x87 instructions are
-//! no-ops except `fnstenv`, which reports where the last one was (stubs use
-//! it to find their own address).
+//! file's. Privileged instructions (I/O, `hlt`, `cli`), `int3`, `ud2` and
+//! faults raise the exception Windows would, for the program's handlers;
+//! anything else (SSE, far calls) stops the run: a stub that needs it is not
+//! emulated, never mis-emulated. x87 instructions are no-ops except
+//! `fnstenv`, which reports where the last one was (stubs use it to find
+//! their own address).
 
 use super::mem::{Fault, Memory};
 use iced_x86::{ConditionCode, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
@@ -766,15 +768,9 @@ impl Cpu {
                 return Err(Exit::Exception { code: ACCESS_VIOLATION, address: u32::MAX });
             }
             Mnemonic::Ud2 | Mnemonic::Ud0 | Mnemonic::Ud1 => return Err(Exit::Exception { code: ILLEGAL, address: self.eip }),
-            Mnemonic::Hlt
-            | Mnemonic::Cli
-            | Mnemonic::Sti
-            | Mnemonic::In
-            | Mnemonic::Out
-            | Mnemonic::Insb
-            | Mnemonic::Insd
-            | Mnemonic::Outsb
-            | Mnemonic::Outsd => return Err(Exit::Exception { code: PRIVILEGED, address: self.eip }),
+            Mnemonic::Hlt | Mnemonic::Cli | Mnemonic::Sti | Mnemonic::In | Mnemonic::Out => {
+                return Err(Exit::Exception { code: PRIVILEGED, address: self.eip });
+            }
             Mnemonic::Rdtsc => {
                 // Always later, never by much: timing checks pass.
                 self.tsc += 0x2000;
@@ -874,6 +870,9 @@ impl Cpu {
             Mnemonic::Movsb | Mnemonic::Stosb | Mnemonic::Lodsb | Mnemonic::Scasb | Mnemonic::Cmpsb => 1,
             Mnemonic::Movsw | Mnemonic::Stosw | Mnemonic::Lodsw | Mnemonic::Scasw | Mnemonic::Cmpsw => 2,
             Mnemonic::Movsd | Mnemonic::Stosd | Mnemonic::Lodsd | Mnemonic::Scasd | Mnemonic::Cmpsd => 4,
+            Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd | Mnemonic::Outsb | Mnemonic::Outsw | Mnemonic::Outsd => {
+                return Err(Exit::Exception { code: PRIVILEGED, address: self.eip });
+            }
             _ => return Err(unsupported(i)),
         };
         let step = if self.flag(DF) { (size as u32).wrapping_neg() } else { size as u32 };
@@ -1122,7 +1121,10 @@ mod tests {
         // an unmapped read faults with its address
         let e = run(&[0xA1, 0x44, 0x33, 0x22, 0x11], |_| {}).err().unwrap();
         assert!(matches!(e, Exit::Exception { code: ACCESS_VIOLATION, address: 0x1122_3344 }), "{e:?}");
-        // SSE is not emulated
+        // SSE is not emulated; I/O is privileged, as on Windows
         assert!(matches!(run(&[0x0F, 0x57, 0xC0], |_| {}).err().unwrap(), Exit::Unsupported(_)));
+        for io in [&[0xE4, 0x60][..], &[0x6E]] {
+            assert!(matches!(run(io, |_| {}).err().unwrap(), Exit::Exception { code: PRIVILEGED, .. }));
+        }
     }
 }
