@@ -54,6 +54,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("emu", Some(FileType::Pe)),
     ("wwpack", Some(FileType::Pe)),
     ("iscab", Some(FileType::Pe)),
+    ("wim_lzx", Some(FileType::Wim)),
 ];
 
 /// The worker's own default limits, so the fuzzers see what production

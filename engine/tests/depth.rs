@@ -27,11 +27,16 @@ fn rules() -> &'static Ruleset {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(PAYLOAD))
         };
+        let e8: String = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(e8_blob()))
+        };
         let rule = format!(
             "import \"hash\"\nrule payload {{ condition: hash.sha256(0, filesize) == \"{sha}\" }}\n\
              import \"hash\"\nrule clam_exe {{ condition: filesize == 544 and hash.sha256(0, filesize) == \
              \"71e7b604d18aefd839e51a39c88df8383bb4c071dc31f87f00a2b5df580d4495\" }}\n\
-             rule emu_marker {{ strings: $m = \"{EMU_MARKER}\" condition: $m }}\n"
+             rule emu_marker {{ strings: $m = \"{EMU_MARKER}\" condition: $m }}\n\
+             rule e8_blob {{ condition: hash.sha256(0, filesize) == \"{e8}\" }}\n"
         );
         std::fs::write(dir.path().join("depth.yar"), rule).unwrap();
         compile_rules(dir.path(), &Limits::default()).unwrap()
@@ -183,16 +188,53 @@ fn squashfs_images_of_every_pure_rust_codec() {
 }
 
 #[test]
-fn wim_images_stored_and_xpress() {
+fn wim_images_stored_xpress_and_lzx() {
     // Big enough for several 32 KiB XPRESS chunks before the payload.
     let text: Vec<u8> = (0..50_000u32).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
     for compress in ["none", "fast"] {
         let image = wim(compress, &[("Windows/notes.txt", &text), ("Windows/System32/r.exe", PAYLOAD)]);
         assert_found(&image, "wim", "Windows/System32/r.exe");
     }
-    // LZX (WIM's variant) is reported, not guessed at.
-    let r = scan(&wim("maximum", &[("big.txt", &text)]));
-    assert!(r.errors.iter().any(|e| e.contains("LZX")), "{r:?}");
+    // LZX (wimlib's "maximum", Windows' default): verbatim and aligned
+    // blocks over text, and x86 calls through the E8 translation.
+    // Windows of 32 KiB (16-bit block sizes) and 1 MiB (24-bit).
+    for chunk in [None, Some(1 << 20)] {
+        let entries: [(&str, &[u8]); 3] =
+            [("notes.txt", &text), ("Windows/System32/r.exe", PAYLOAD), ("Windows/calls.bin", &e8_blob())];
+        let image = wim_chunked("maximum", chunk, &entries);
+        let r = scan(&image);
+        assert_eq!(found(&r), ["Windows/System32/r.exe"], "{chunk:?}: {r:?}");
+        assert!(r.detections.iter().any(|d| d.rule == "e8_blob" && d.object == "Windows/calls.bin"), "{chunk:?}: {r:?}");
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        // Damaged chunks are errors of their file, never a panic.
+        let mut damaged = image.clone();
+        for at in (0x200..damaged.len()).step_by(997) {
+            damaged[at] ^= 0x5A;
+        }
+        let r = scan(&damaged);
+        assert!(r.errors.iter().all(|e| !e.contains("panicked")), "{:?}", r.errors);
+    }
+    // LZMS is reported, not guessed at.
+    let r = scan(&wim("recovery", &[("big.txt", &text)]));
+    assert!(r.errors.iter().any(|e| e.contains("LZMS")), "{r:?}");
+}
+
+/// 96 KiB of x86-like code: prologues, calls with near and far targets
+/// (what the E8 translation rewrites), returns and some text.
+fn e8_blob() -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut x: u32 = 0x9E37_79B9;
+    while out.len() < 96 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.extend_from_slice(&[0x55, 0x8B, 0xEC, 0xE8]);
+        let target = if x.is_multiple_of(3) { (x % 20_000_000) as i32 } else { (x % 5000) as i32 - 2500 };
+        out.extend_from_slice(&target.to_le_bytes());
+        out.extend_from_slice(&[0x5D, 0xC3]);
+        out.extend_from_slice(format!("fn{} ", x % 97).as_bytes());
+    }
+    out
 }
 
 #[test]

@@ -754,6 +754,7 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("wwpack", builders::wwpack_pe(payload)),
         ("iscab", [tiny_pe(0xE000_0020), builders::installshield_cab_setup(&[("r.com", payload)], true)].concat()),
         ("wim", builders::wim("fast", &[("n.com", payload), ("o/p.txt", b"hello")])),
+        ("wim_lzx", builders::wim("maximum", &[("n.com", payload), ("o/p.txt", b"hello hello hello hello")])),
         ("squashfs", builders::squashfs("xz", &[("k.com", payload), ("l/m.txt", b"hello")])),
     ]
 }

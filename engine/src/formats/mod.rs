@@ -39,7 +39,7 @@
 //! | `iscab` | InstallShield cabinets (`ISc(`: header and volumes, chunked deflate, obfuscation) inside a setup | own reader, after `unshield`'s documentation (MIT); `flate2` |
 //! | `rar` | RAR 1.3 to 7 | `rars` |
 //! | `lha` | LHA/LZH | `delharc` |
-//! | `wim` | Windows Imaging (stored and XPRESS resources; paths from the metadata; LZX and LZMS reported) | own reader and XPRESS decoder |
+//! | `wim` (+ `lzx`) | Windows Imaging (stored, XPRESS and LZX resources; paths from the metadata; LZMS reported) | own reader, XPRESS and LZX decoders |
 //! | `squashfs` | SquashFS v4 (gzip, lz4) | `backhand` |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
@@ -59,6 +59,7 @@ mod installshield;
 mod iscab;
 pub(crate) mod iso;
 pub(crate) mod lha;
+mod lzx;
 pub(crate) mod mail;
 pub(crate) mod msexpand;
 mod nsis_installer;

@@ -2,9 +2,10 @@
 //! notes and [MS-XCA] (the `wim` crates are GPL): the header, the offset
 //! table of resources (each a stored or chunk-compressed stream named by its
 //! SHA-1), and the metadata resource's directory tree, which gives each file
-//! its path. Chunks are decoded independently: XPRESS (Huffman) with our own
-//! decoder. WIM's LZX (an older variant than the LZX DELTA `lzxd` reads)
-//! and LZMS are reported, not decoded. Every size comes
+//! its path. Chunks are decoded independently, with our own decoders:
+//! XPRESS (Huffman) and WIM's LZX ([`super::lzx`]); LZMS (wimlib's
+//! "recovery" compression, rare in Windows images) is reported, not
+//! decoded. Every size comes
 //! from the file and is checked against it; output stops at the walk's cap.
 
 use super::Container;
@@ -138,10 +139,13 @@ impl Reader<'_> {
             } else {
                 match codec {
                     Codec::Xpress => xpress_huffman(packed, size)?,
-                    // WIM's LZX is the older variant (a 1-bit default block size
-                    // where LZX DELTA, which `lzxd` reads, has 24 bits, and no E8
-                    // header): not decoded yet.
-                    Codec::Lzx => return Err("LZX (WIM variant) compression is not decoded".into()),
+                    Codec::Lzx => {
+                        let bits = self.chunk.trailing_zeros();
+                        if !self.chunk.is_power_of_two() || !(15..=21).contains(&bits) {
+                            return Err(format!("LZX with {}-byte chunks", self.chunk));
+                        }
+                        super::lzx::decompress_chunk(packed, size, bits)?
+                    }
                     Codec::Lzms => return Err("LZMS compression is not decoded".into()),
                     Codec::Unknown => return Err("unknown compression".into()),
                 }

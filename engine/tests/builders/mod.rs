@@ -407,6 +407,11 @@ pub fn squashfs(comp: &str, entries: &[(&str, &[u8])]) -> Vec<u8> {
 /// `scripts/test.sh` installs) with `compress` (none, fast = XPRESS,
 /// maximum = LZX).
 pub fn wim(compress: &str, entries: &[(&str, &[u8])]) -> Vec<u8> {
+    wim_chunked(compress, None, entries)
+}
+
+/// The same with wimlib's `--chunk-size` (LZX: 32 KiB to 2 MiB).
+pub fn wim_chunked(compress: &str, chunk: Option<u32>, entries: &[(&str, &[u8])]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     for (name, data) in entries {
@@ -420,6 +425,7 @@ pub fn wim(compress: &str, entries: &[(&str, &[u8])]) -> Vec<u8> {
         .arg(&src)
         .arg(&image)
         .arg(format!("--compress={compress}"))
+        .args(chunk.map(|c| format!("--chunk-size={c}")))
         .output()
         .expect("wimlib-imagex (Debian wimtools) must be installed; scripts/test.sh installs it");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
