@@ -46,6 +46,24 @@ pub enum Command {
         /// Hashing threads (defaults to the CPU count).
         #[arg(long)]
         threads: Option<usize>,
+        /// Leave out paths matching GLOB (repeatable): a glob without `/`
+        /// matches file and directory names (`*.iso`), one with `/` whole
+        /// paths (`/var/lib/docker/**`).
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// Skip files larger than SIZE (bytes, or with K, M, G).
+        #[arg(long, value_name = "SIZE", value_parser = crate::walk::parse_size)]
+        max_file_size: Option<u64>,
+        /// Stay on the filesystem of each path given.
+        #[arg(long)]
+        one_file_system: bool,
+        /// Read and hash every file, ignoring the hash cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// The hash cache file (default: ~/.cache/qala/hashes, or
+        /// /var/cache/qala/hashes for root).
+        #[arg(long, env = "QALA_HASH_CACHE", value_name = "FILE")]
+        cache: Option<PathBuf>,
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,

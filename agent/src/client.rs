@@ -229,7 +229,10 @@ async fn stream_file(
     if tx.send(pb::ScanRequest { msg: Some(Msg::Header(header)) }).await.is_err() {
         return;
     }
-    let Ok(file) = tokio::fs::File::open(&path).await else { return };
+    // Never blocks on a FIFO swapped in since the walk, never follows a link.
+    let opened = tokio::task::spawn_blocking(move || crate::walk::open_regular(&path)).await;
+    let Ok(Ok((file, _))) = opened else { return };
+    let file = tokio::fs::File::from_std(file);
     let mut file = file.take(size);
     loop {
         let mut buf = vec![0u8; qala_proto::CHUNK_BYTES];

@@ -5,6 +5,7 @@
 //! hash files, and check file names (which stay on the endpoint). Uploads are streamed from disk in chunks, never held whole in
 //! memory, and content that several files share is uploaded once.
 
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod local;

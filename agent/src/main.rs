@@ -32,7 +32,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let client =
         Client::new(&Connect { server: cli.server.clone(), ca: cli.ca.clone(), token, identity, insecure: cli.insecure })?;
     match cli.command {
-        Command::Scan { json, concurrency, threads, paths } => {
+        Command::Scan { json, concurrency, threads, exclude, max_file_size, one_file_system, no_cache, cache, paths } => {
             // One cheap call first: a missing, revoked or wrong-role token
             // is one clear line and exit 2, not an error per file.
             if let Err(e) = client.check_scan_access().await
@@ -41,13 +41,14 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 eprintln!("qala-agent: not authorized ({:?}): {}", e.code(), safe(e.message()));
                 return Ok(exit::ERROR);
             }
-            let opts = scan::ScanOptions {
-                paths,
-                json,
-                concurrency,
+            let walk = qala_agent::walk::WalkOptions {
                 threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
-                agent_id: cli.agent_id.unwrap_or_else(hostname),
+                exclude,
+                max_file_size,
+                one_file_system,
+                cache: scan::open_cache(no_cache, cache),
             };
+            let opts = scan::ScanOptions { paths, json, concurrency, walk, agent_id: cli.agent_id.unwrap_or_else(hostname) };
             Ok(scan::run(client, opts).await.exit_code())
         }
         Command::Lookup { json, sha256 } => lookup(&client, json, sha256).await,

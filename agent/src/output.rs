@@ -148,6 +148,14 @@ pub struct Summary {
     pub cached: u64,
     pub uploaded_files: u64,
     pub uploaded_bytes: u64,
+    /// Left out by a rule of the walk (exclusions, size cap, not a file).
+    pub skipped: u64,
+    /// File content read to hash (not counting uploads).
+    pub read_bytes: u64,
+    /// Files whose digest came from the hash cache (stat unchanged).
+    pub from_hash_cache: u64,
+    /// `rchar` of `/proc/self/io` at the end: every byte read(2) returned.
+    pub rchar: u64,
 }
 
 impl Summary {
@@ -184,7 +192,7 @@ impl Summary {
 
     pub fn line(&self, secs: f64) -> String {
         format!(
-            "scanned {} files ({} bytes) in {:.2}s: {} clean, {} suspicious, {} malicious, {} unscannable, {} errors; {} answered from cache, {} uploaded ({} bytes)",
+            "scanned {} files ({} bytes) in {:.2}s: {} clean, {} suspicious, {} malicious, {} unscannable, {} errors; {} answered from cache, {} uploaded ({} bytes); {} skipped; read {} bytes of file content ({} files from the hash cache; rchar {})",
             self.files,
             self.bytes,
             secs,
@@ -195,9 +203,24 @@ impl Summary {
             self.errors,
             self.cached,
             self.uploaded_files,
-            self.uploaded_bytes
+            self.uploaded_bytes,
+            self.skipped,
+            self.read_bytes,
+            self.from_hash_cache,
+            self.rchar
         )
     }
+}
+
+/// A file the walk left out on purpose, and why.
+pub fn print_skipped(path: &std::path::Path, reason: &str, json: bool) {
+    let line = if json {
+        json!({"path": path.display().to_string(), "verdict": "skipped", "reason": reason}).to_string()
+    } else {
+        format!("{}: skipped ({})", safe(&path.display().to_string()), safe(reason))
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
 }
 
 pub fn print_result(r: &FileResult, json: bool) {

@@ -2,9 +2,10 @@
 //! upload what the cluster does not know (each distinct content once, a
 //! bounded number at a time), print as results arrive.
 
+use crate::cache::HashCache;
 use crate::client::Client;
-use crate::output::{FileResult, Summary, print_result};
-use crate::walk::{Found, hash_file, walk};
+use crate::output::{FileResult, Summary, print_result, print_skipped};
+use crate::walk::{Excludes, Found, WalkOptions, WalkStats, hash_file, walk};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ pub struct ScanOptions {
     pub paths: Vec<PathBuf>,
     pub json: bool,
     pub concurrency: usize,
-    pub threads: usize,
+    pub walk: WalkOptions,
     pub agent_id: String,
 }
 
@@ -33,8 +34,16 @@ struct UploadDone {
 pub async fn run(client: Client, opts: ScanOptions) -> Summary {
     let start = Instant::now();
     let (found_tx, mut found_rx) = mpsc::channel::<Found>(4096);
-    let (paths, threads) = (opts.paths.clone(), opts.threads);
-    let walker = tokio::task::spawn_blocking(move || walk(&paths, threads, found_tx));
+    let excludes = match Excludes::new(&opts.walk.exclude) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("qala-agent: --exclude: {e}");
+            return Summary { errors: 1, ..Summary::default() };
+        }
+    };
+    let stats = Arc::new(WalkStats::default());
+    let (paths, walk_opts, walk_stats) = (opts.paths.clone(), opts.walk.clone(), stats.clone());
+    let walker = tokio::task::spawn_blocking(move || walk(&paths, &walk_opts, excludes, walk_stats, found_tx));
 
     let (done_tx, mut done_rx) = mpsc::channel::<UploadDone>(1024);
     let uploads = Arc::new(Semaphore::new(opts.concurrency.max(1)));
@@ -64,6 +73,10 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                     match f {
                         Found::File { path, sha256, size } => files.push((path, sha256, size)),
                         Found::Error { path, error } => emit(FileResult { path, sha256: String::new(), size: 0, outcome: Err(error), cached: false, uploaded: 0 }, &mut summary),
+                        Found::Skipped { path, reason } => {
+                            summary.skipped += 1;
+                            print_skipped(&path, &reason, opts.json);
+                        }
                     }
                 }
                 let mut digests: Vec<String> = files.iter().map(|f| f.1.clone()).filter(|s| !pending.contains_key(s)).collect();
@@ -116,6 +129,14 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
         }
     }
     let _ = walker.await;
+    if let Some(cache) = &opts.walk.cache
+        && let Err(e) = cache.save()
+    {
+        eprintln!("qala-agent: hash cache not saved: {e}");
+    }
+    summary.read_bytes = stats.bytes_read.load(std::sync::atomic::Ordering::Relaxed);
+    summary.from_hash_cache = stats.from_cache.load(std::sync::atomic::Ordering::Relaxed);
+    summary.rchar = own_rchar();
     let line = summary.line(start.elapsed().as_secs_f64());
     if opts.json {
         eprintln!("{line}");
@@ -123,6 +144,22 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
         println!("{line}");
     }
     summary
+}
+
+/// All bytes this process has read through read(2) so far (`rchar` of
+/// `/proc/self/io`: files, the hash cache, sockets): what the summary
+/// reports next to the file content read.
+fn own_rchar() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The hash cache at `path` (or the default place), unless disabled.
+pub fn open_cache(disabled: bool, path: Option<PathBuf>) -> Option<Arc<HashCache>> {
+    if disabled {
+        return None;
+    }
+    Some(Arc::new(HashCache::open(path.or_else(HashCache::default_path)?)))
 }
 
 /// Upload one file; if it changed since it was hashed, hash it again and

@@ -1,53 +1,230 @@
-//! Parallel directory walk and hashing. Every regular file under the given
-//! paths is hashed (sha256, streamed) on the walker's threads; a file that
-//! cannot be read is reported, never dropped.
+//! Walking like a scanner: every regular file under the given paths,
+//! hashed (sha256, streamed) on the walker's threads — or answered from the
+//! hash cache when its stat is unchanged. Symbolic links are not followed;
+//! FIFOs, sockets and devices are never opened (a FIFO must not hang the
+//! walk); pseudo-filesystems (`/proc`, `/sys`, cgroup, debugfs, ...) are not
+//! entered unless named as a path to scan; `--exclude` globs, a size cap and
+//! `--one-file-system` prune the walk. A file that cannot be read is
+//! reported, never dropped; a file left out by a rule is reported skipped.
 
+use crate::cache::HashCache;
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// One file found by the walk.
 #[derive(Debug)]
 pub enum Found {
-    File { path: PathBuf, sha256: String, size: u64 },
-    Error { path: PathBuf, error: String },
+    File {
+        path: PathBuf,
+        sha256: String,
+        size: u64,
+    },
+    Error {
+        path: PathBuf,
+        error: String,
+    },
+    /// Left out on purpose (a rule of the walk), with the reason.
+    Skipped {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
-/// sha256 and size of a file, read in 1 MiB pieces.
-pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
+/// How to walk.
+#[derive(Clone, Default)]
+pub struct WalkOptions {
+    pub threads: usize,
+    /// Paths matching any of these are left out (a glob without `/` is
+    /// matched against the file name, one with `/` against the whole path).
+    pub exclude: Vec<String>,
+    pub max_file_size: Option<u64>,
+    pub one_file_system: bool,
+    pub cache: Option<Arc<HashCache>>,
+}
+
+/// What the walk cost: file content read, and files answered by the cache.
+#[derive(Default, Debug)]
+pub struct WalkStats {
+    pub bytes_read: AtomicU64,
+    pub from_cache: AtomicU64,
+}
+
+/// Compiled exclusion globs.
+pub struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(globs: &[String]) -> Result<Self, globset::Error> {
+        let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        for g in globs {
+            let glob = Glob::new(g)?;
+            if g.contains('/') {
+                paths.add(glob)
+            } else {
+                names.add(glob)
+            };
+        }
+        Ok(Self { names: names.build()?, paths: paths.build()? })
+    }
+
+    pub fn matches(&self, path: &Path) -> bool {
+        path.file_name().is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
+    }
+}
+
+/// Filesystems that are views of the kernel, not files: never entered
+/// unless named (by `statfs` magic).
+pub fn is_pseudo_fs(path: &Path) -> bool {
+    const PSEUDO: &[i64] = &[
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x1373,      // devfs
+        0x1cd1,      // devpts
+        0x0027_e0eb, // cgroup
+        0x6367_7270, // cgroup2
+        0x6462_6720, // debugfs
+        0x7472_6163, // tracefs
+        0x7363_6673, // securityfs
+        0x6165_676c, // pstore
+        0xcafe_4a11, // bpf
+        0x6265_6570, // configfs
+        0x6573_5543, // fusectl
+        0x1980_0202, // mqueue
+        0x4249_4e4d, // binfmt_misc
+        0xf97c_ff8c, // selinuxfs
+        0xde5e_81e4, // efivarfs
+        0x6e73_6673, // nsfs
+        0x0187,      // autofs
+    ];
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    PSEUDO.contains(&(st.f_type as i64))
+}
+
+/// Open `path` for reading without ever blocking (O_NONBLOCK: a FIFO or
+/// device swapped in after the walk saw a file), without following a
+/// symbolic link, and only if it is a regular file; with its stat, taken
+/// before anything is read.
+pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok((f, m))
+}
+
+/// sha256 and size of an open file, read in 1 MiB pieces.
+pub fn hash_reader(mut f: impl Read, stats: Option<&WalkStats>) -> std::io::Result<(String, u64)> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = match f.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
         size += n as u64;
         h.update(&buf[..n]);
     }
+    if let Some(s) = stats {
+        s.bytes_read.fetch_add(size, Ordering::Relaxed);
+    }
     Ok((hex::encode(h.finalize()), size))
 }
 
-/// Walk `paths` on `threads` threads, sending every file (hashed) or error
-/// to `tx`. Blocks until the walk is done; run it off the async runtime.
-pub fn walk(paths: &[PathBuf], threads: usize, tx: mpsc::Sender<Found>) {
-    let (present, missing): (Vec<&PathBuf>, Vec<&PathBuf>) = paths.iter().partition(|p| p.symlink_metadata().is_ok());
-    for p in missing {
-        let _ = tx.blocking_send(Found::Error { path: p.clone(), error: "no such file or directory".into() });
+/// sha256 and size of the regular file at `path`.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    hash_reader(open_regular(path)?.0, None)
+}
+
+/// One regular file: from the cache if its stat is unchanged, else read.
+fn file(path: PathBuf, opts: &WalkOptions, stats: &WalkStats) -> Found {
+    if let Some(max) = opts.max_file_size
+        && let Ok(m) = path.symlink_metadata()
+        && m.len() > max
+    {
+        return Found::Skipped { path, reason: format!("larger than --max-file-size ({max} bytes)") };
     }
-    let mut roots = present.into_iter();
+    let (f, m) = match open_regular(&path) {
+        Ok(x) => x,
+        Err(e) => return Found::Error { path, error: e.to_string() },
+    };
+    if let Some(cache) = &opts.cache
+        && let Some(sha256) = cache.get(&m)
+    {
+        stats.from_cache.fetch_add(1, Ordering::Relaxed);
+        return Found::File { path, sha256, size: m.len() };
+    }
+    match hash_reader(f, Some(stats)) {
+        Ok((sha256, size)) => {
+            if let Some(cache) = &opts.cache {
+                cache.put(&m, &sha256);
+            }
+            Found::File { path, sha256, size }
+        }
+        Err(e) => Found::Error { path, error: e.to_string() },
+    }
+}
+
+/// Walk `paths`, sending every file (hashed), error or skip to `tx`.
+/// Blocks until the walk is done; run it off the async runtime.
+pub fn walk(paths: &[PathBuf], opts: &WalkOptions, excludes: Arc<Excludes>, stats: Arc<WalkStats>, tx: mpsc::Sender<Found>) {
+    let mut roots = Vec::new();
+    for p in paths {
+        let skip = |reason: &str| Found::Skipped { path: p.clone(), reason: reason.to_string() };
+        let found = match p.symlink_metadata() {
+            Err(e) => Some(Found::Error { path: p.clone(), error: e.to_string() }),
+            Ok(m) if m.file_type().is_symlink() => Some(skip("symbolic link, not followed")),
+            Ok(m) if m.is_dir() => {
+                roots.push(p.clone());
+                None
+            }
+            Ok(m) if m.is_file() => Some(file(p.clone(), opts, &stats)),
+            Ok(_) => Some(skip("not a regular file (FIFO, socket or device)")),
+        };
+        if let Some(f) = found
+            && tx.blocking_send(f).is_err()
+        {
+            return;
+        }
+    }
+    let mut roots = roots.into_iter();
     let Some(first) = roots.next() else { return };
     let mut builder = ignore::WalkBuilder::new(first);
     for p in roots {
         builder.add(p);
     }
     // A security scan looks at everything: hidden files and ignored ones too.
-    builder.standard_filters(false).follow_links(false).threads(threads.max(1));
+    builder.standard_filters(false).follow_links(false).same_file_system(opts.one_file_system).threads(opts.threads.max(1));
+    let filter = excludes.clone();
+    builder.filter_entry(move |e| {
+        if filter.matches(e.path()) {
+            return false;
+        }
+        // Named roots are walked whatever they are; below them, no
+        // pseudo-filesystem is entered.
+        let dir = e.file_type().is_some_and(|t| t.is_dir());
+        !(dir && e.depth() > 0 && is_pseudo_fs(e.path()))
+    });
     builder.build_parallel().run(|| {
-        let tx = tx.clone();
+        let (tx, opts, stats) = (tx.clone(), opts.clone(), stats.clone());
         Box::new(move |entry| {
             let found = match entry {
                 Err(e) => {
@@ -57,26 +234,67 @@ pub fn walk(paths: &[PathBuf], threads: usize, tx: mpsc::Sender<Found>) {
                     };
                     Some(Found::Error { path, error: e.to_string() })
                 }
+                // Only regular files are read: FIFOs, sockets, devices and
+                // links are passed over.
                 Ok(entry) => match entry.file_type() {
-                    Some(t) if t.is_file() => {
-                        let path = entry.into_path();
-                        Some(match hash_file(&path) {
-                            Ok((sha256, size)) => Found::File { path, sha256, size },
-                            Err(e) => Found::Error { path, error: e.to_string() },
-                        })
-                    }
+                    Some(t) if t.is_file() => Some(file(entry.into_path(), &opts, &stats)),
                     _ => None,
                 },
             };
-            match found {
-                Some(f) => {
-                    if tx.blocking_send(f).is_err() {
-                        return ignore::WalkState::Quit;
-                    }
-                    ignore::WalkState::Continue
-                }
-                None => ignore::WalkState::Continue,
+            match found.map(|f| tx.blocking_send(f)) {
+                Some(Err(_)) => ignore::WalkState::Quit,
+                _ => ignore::WalkState::Continue,
             }
         })
     });
+}
+
+/// `--max-file-size` values: bytes, or with a K, M or G suffix (1024-based).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("not a size: {s}"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("not a size: {s} (use K, M, G)")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("size too large: {s}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_excludes_and_pseudo_filesystems() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("25MiB"), Ok(25 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err() && parse_size("5Q").is_err());
+        let ex = Excludes::new(&["*.iso".into(), "/home/*/.cache/**".into()]).unwrap();
+        assert!(ex.matches(Path::new("/data/disk.iso")));
+        assert!(ex.matches(Path::new("/home/ann/.cache/x/y.bin")));
+        assert!(!ex.matches(Path::new("/home/ann/doc.txt")));
+        assert!(is_pseudo_fs(Path::new("/proc")) && is_pseudo_fs(Path::new("/sys")));
+        assert!(!is_pseudo_fs(&std::env::temp_dir()));
+    }
+
+    #[test]
+    fn a_fifo_is_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_regular(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
 }

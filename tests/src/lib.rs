@@ -726,6 +726,8 @@ impl Cluster {
     pub fn agent_command(&self, url: &str, token: &str) -> Command {
         let mut cmd = Command::new(bin("qala-agent"));
         cmd.arg("--server").arg(url).arg("--ca").arg(self.ca()).arg("--token-file").arg(self.token_file(token));
+        // Each cluster's agents share one hash cache of their own.
+        cmd.env("QALA_HASH_CACHE", self.dir.path().join("agent-hashes"));
         cmd.stdin(Stdio::null());
         cmd
     }

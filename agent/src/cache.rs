@@ -1,0 +1,175 @@
+//! The agent's hash cache: (device, inode) → (size, mtime, ctime, sha256),
+//! so a rescan of an unchanged tree costs one `stat` per file and reads no
+//! content. It is only a hint: any change of size, mtime or ctime (which no
+//! user can set back) means the file is read and hashed again.
+//!
+//! One small file, read whole at start and written back atomically (a new
+//! file renamed over the old, mode 0600) at the end of a scan: a crash
+//! loses this scan's additions, never the file's consistency. A file that
+//! does not parse is ignored (and replaced), never trusted in part.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const MAGIC: &[u8; 8] = b"QALAHC1\n";
+const RECORD: usize = 8 * 5 + 32;
+/// Entries kept at most (72 bytes each on disk): past this, entries not
+/// seen by the current scan are dropped first.
+const MAX_ENTRIES: usize = 2_000_000;
+
+/// The stat fields that must all be unchanged for a cached digest to hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl Stamp {
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        Self {
+            size: m.size(),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
+            ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    stamp: Stamp,
+    sha256: [u8; 32],
+    seen: bool,
+}
+
+pub struct HashCache {
+    path: PathBuf,
+    entries: Mutex<HashMap<(u64, u64), Entry>>,
+}
+
+impl HashCache {
+    /// The cache at `path` (empty if missing or unreadable).
+    pub fn open(path: PathBuf) -> Self {
+        let entries = std::fs::read(&path).ok().and_then(|d| parse(&d)).unwrap_or_default();
+        Self { path, entries: Mutex::new(entries) }
+    }
+
+    /// The default place: `$XDG_CACHE_HOME/qala/hashes`, else
+    /// `~/.cache/qala/hashes`, and `/var/cache/qala/hashes` for root.
+    pub fn default_path() -> Option<PathBuf> {
+        if rustix_is_root() {
+            return Some(PathBuf::from("/var/cache/qala/hashes"));
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("qala").join("hashes"))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cached sha256 of the file `m` describes, if its stamp is unchanged.
+    pub fn get(&self, m: &std::fs::Metadata) -> Option<String> {
+        let mut entries = self.entries.lock().expect("cache lock");
+        let e = entries.get_mut(&(m.dev(), m.ino()))?;
+        if e.stamp != Stamp::of(m) {
+            return None;
+        }
+        e.seen = true;
+        Some(hex::encode(e.sha256))
+    }
+
+    /// Remember `sha256` for the file `m` (the stat taken before it was read).
+    pub fn put(&self, m: &std::fs::Metadata, sha256: &str) {
+        let mut digest = [0u8; 32];
+        if hex::decode_to_slice(sha256, &mut digest).is_err() {
+            return;
+        }
+        let entry = Entry { stamp: Stamp::of(m), sha256: digest, seen: true };
+        self.entries.lock().expect("cache lock").insert((m.dev(), m.ino()), entry);
+    }
+
+    /// Write the cache back: a new file (0600) renamed over the old one.
+    pub fn save(&self) -> std::io::Result<()> {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() > MAX_ENTRIES {
+            entries.retain(|_, e| e.seen);
+        }
+        let mut out = Vec::with_capacity(MAGIC.len() + entries.len().min(MAX_ENTRIES) * RECORD);
+        out.extend_from_slice(MAGIC);
+        for (&(dev, ino), e) in entries.iter().take(MAX_ENTRIES) {
+            for v in [dev, ino, e.stamp.size, e.stamp.mtime_ns as u64, e.stamp.ctime_ns as u64] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&e.sha256);
+        }
+        drop(entries);
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".hashes.{}.tmp", std::process::id()));
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+fn parse(d: &[u8]) -> Option<HashMap<(u64, u64), Entry>> {
+    let body = d.strip_prefix(MAGIC)?;
+    if body.len() % RECORD != 0 || body.len() / RECORD > MAX_ENTRIES {
+        return None;
+    }
+    let mut map = HashMap::with_capacity(body.len() / RECORD);
+    for r in body.chunks_exact(RECORD) {
+        let u = |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(&r[40..72]);
+        let stamp = Stamp { size: u(2), mtime_ns: u(3) as i64, ctime_ns: u(4) as i64 };
+        map.insert((u(0), u(1)), Entry { stamp, sha256, seen: false });
+    }
+    Some(map)
+}
+
+fn rustix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_file_misses_and_the_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a");
+        std::fs::write(&file, b"one").unwrap();
+        let cache = HashCache::open(dir.path().join("hashes"));
+        let m = std::fs::metadata(&file).unwrap();
+        assert_eq!(cache.get(&m), None);
+        let sha = "ab".repeat(32);
+        cache.put(&m, &sha);
+        assert_eq!(cache.get(&m).as_deref(), Some(sha.as_str()));
+        cache.save().unwrap();
+        let again = HashCache::open(dir.path().join("hashes"));
+        assert_eq!(again.get(&m).as_deref(), Some(sha.as_str()));
+        let mode = std::fs::metadata(dir.path().join("hashes")).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // Same size, new content: the ctime moved, so the entry no longer holds.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, b"two").unwrap();
+        assert_eq!(again.get(&std::fs::metadata(&file).unwrap()), None);
+        // A damaged cache file is ignored whole.
+        std::fs::write(dir.path().join("hashes"), b"QALAHC1\nshort").unwrap();
+        assert!(HashCache::open(dir.path().join("hashes")).is_empty());
+    }
+}

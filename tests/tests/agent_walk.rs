@@ -1,0 +1,136 @@
+//! The agent walks like a scanner: exclusions, a size cap, FIFOs and links
+//! never opened, and rescans of an unchanged tree answered from its hash
+//! cache without reading file content (measured by its own counters and
+//! `/proc/self/io`).
+
+use qala_tests::{Cluster, eicar, repo_root};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// Run the agent, killing it if it is still running after 60 s (a walk that
+/// opened a FIFO would block for ever).
+fn run(cluster: &Cluster, args: &[&str]) -> Output {
+    let mut child = cluster
+        .agent_command(&cluster.url(), "agent")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the agent hung (a FIFO opened?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The per-file JSON lines, and the summary's counters: content bytes
+/// read, files answered from the hash cache, rchar.
+fn scan(cluster: &Cluster, extra: &[&str], path: &Path) -> (Vec<Value>, u64, u64, u64) {
+    let mut args = vec!["scan", "--json"];
+    args.extend_from_slice(extra);
+    let path = path.display().to_string();
+    args.push(&path);
+    let out = run(cluster, &args);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary = String::from_utf8_lossy(&out.stderr).lines().find(|l| l.starts_with("scanned ")).unwrap().to_string();
+    let number = |after: &str| -> u64 {
+        let rest = &summary[summary.find(after).unwrap_or_else(|| panic!("{after:?} in {summary}")) + after.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    (lines, number("read "), number("content ("), number("rchar "))
+}
+
+fn by_name<'a>(lines: &'a [Value], name: &str) -> Option<&'a Value> {
+    lines.iter().find(|l| l["path"].as_str().is_some_and(|p| p.ends_with(name)))
+}
+
+#[test]
+fn exclusions_size_cap_fifos_and_links() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("notes.txt"), b"plain text").unwrap();
+    std::fs::write(d.join("sub/eicar.com"), eicar()).unwrap();
+    std::fs::write(d.join("disk.iso"), vec![7u8; 100_000]).unwrap();
+    std::fs::write(d.join("huge.dat"), vec![1u8; 300_000]).unwrap();
+    let fifo = std::ffi::CString::new(d.join("pipe").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink("/etc/passwd", d.join("link")).unwrap();
+
+    let (lines, ..) = scan(&cluster, &["--exclude", "*.iso", "--max-file-size", "200K"], d);
+    assert_eq!(by_name(&lines, "notes.txt").unwrap()["verdict"], "clean", "{lines:?}");
+    assert_eq!(by_name(&lines, "sub/eicar.com").unwrap()["verdict"], "malicious", "{lines:?}");
+    let huge = by_name(&lines, "huge.dat").unwrap();
+    assert_eq!(huge["verdict"], "skipped", "{huge}");
+    assert!(huge["reason"].as_str().unwrap().contains("max-file-size"), "{huge}");
+    for left_out in ["disk.iso", "pipe", "link"] {
+        assert!(by_name(&lines, left_out).is_none(), "{left_out} must not be scanned: {lines:?}");
+    }
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    // Named explicitly, a FIFO is reported skipped, never opened.
+    let (lines, ..) = scan(&cluster, &[], &d.join("pipe"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["verdict"], "skipped", "{lines:?}");
+    assert!(lines[0]["reason"].as_str().unwrap().contains("FIFO"), "{lines:?}");
+}
+
+#[test]
+fn a_rescan_of_an_unchanged_tree_reads_no_file_content() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut total = 0u64;
+    let mut seed: u32 = 7;
+    for i in 0..40 {
+        // 256 KiB of distinct, incompressible-ish content per file: 10 MiB.
+        let body: Vec<u8> = (0..256 * 1024)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect();
+        total += body.len() as u64;
+        std::fs::write(dir.path().join(format!("f{i:02}.bin")), body).unwrap();
+    }
+    let (first, read, cached, rchar_first) = scan(&cluster, &[], dir.path());
+    assert_eq!(first.len(), 40);
+    assert_eq!((read, cached), (total, 0), "the first scan reads everything");
+    assert!(rchar_first >= total, "rchar {rchar_first} < {total}");
+
+    let (second, read, cached, rchar) = scan(&cluster, &[], dir.path());
+    assert_eq!((read, cached), (0, 40), "an unchanged tree is answered from the hash cache");
+    // Everything the process read(2): the cache file, certificates, the
+    // network; not the 10 MiB of content.
+    assert!(rchar < total / 4, "rchar {rchar} on a rescan of {total} bytes");
+    let verdicts =
+        |l: &[Value]| l.iter().map(|v| (v["path"].clone(), v["sha256"].clone(), v["verdict"].clone())).collect::<Vec<_>>();
+    let (mut a, mut b) = (verdicts(&first), verdicts(&second));
+    a.sort_by_key(|v| v.0.to_string());
+    b.sort_by_key(|v| v.0.to_string());
+    assert_eq!(a, b, "the same digests and verdicts");
+
+    // One file changed (same size, new bytes): only it is read again.
+    std::thread::sleep(Duration::from_millis(10));
+    let changed = dir.path().join("f07.bin");
+    let mut body = std::fs::read(&changed).unwrap();
+    body[0] ^= 0xFF;
+    std::fs::write(&changed, &body).unwrap();
+    let (third, read, cached, _) = scan(&cluster, &[], dir.path());
+    assert_eq!((read, cached), (256 * 1024, 39));
+    let new = by_name(&third, "f07.bin").unwrap();
+    assert_eq!(new["sha256"], qala_tests::sha256_hex(&body), "{new}");
+
+    // --no-cache reads it all again.
+    let (_, read, cached, _) = scan(&cluster, &["--no-cache"], dir.path());
+    assert_eq!((read, cached), (total, 0));
+}
