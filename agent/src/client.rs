@@ -143,9 +143,11 @@ impl Client {
         }
     }
 
-    pub async fn lookup(&self, sha256: Vec<String>) -> Result<pb::LookupResponse, Status> {
+    /// Verdicts by digest; `brief` leaves out executable summaries and
+    /// object metadata (most of a verdict's size).
+    pub async fn lookup(&self, sha256: Vec<String>, brief: bool) -> Result<pb::LookupResponse, Status> {
         self.retry(|mut c| {
-            let mut req = tonic::Request::new(pb::LookupRequest { sha256: sha256.clone() });
+            let mut req = tonic::Request::new(pb::LookupRequest { sha256: sha256.clone(), brief });
             req.set_timeout(RPC_DEADLINE);
             async move { c.lookup(req).await.map(|r| r.into_inner()) }
         })
@@ -154,12 +156,12 @@ impl Client {
 
     /// [`Client::lookup`], asking again for the digests a truncated answer
     /// left out (large verdicts), until every known one is in.
-    pub async fn lookup_all(&self, sha256: Vec<String>) -> Result<pb::LookupResponse, Status> {
-        let mut resp = self.lookup(sha256.clone()).await?;
+    pub async fn lookup_all(&self, sha256: Vec<String>, brief: bool) -> Result<pb::LookupResponse, Status> {
+        let mut resp = self.lookup(sha256.clone(), brief).await?;
         while resp.truncated {
             let have: std::collections::HashSet<&str> = resp.verdicts.iter().map(|v| v.sha256.as_str()).collect();
             let rest: Vec<String> = sha256.iter().filter(|s| !have.contains(s.as_str())).cloned().collect();
-            let more = self.lookup(rest).await?;
+            let more = self.lookup(rest, brief).await?;
             if more.verdicts.is_empty() {
                 break;
             }

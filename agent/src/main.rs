@@ -76,7 +76,7 @@ async fn lookup(client: &Client, json: bool, digests: Vec<String>) -> anyhow::Re
     if asked.is_empty() {
         return Ok(code);
     }
-    let resp = match client.lookup_all(asked.clone()).await {
+    let resp = match client.lookup_all(asked.clone(), false).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("qala-agent: lookup failed ({:?}): {}", e.code(), safe(e.message()));

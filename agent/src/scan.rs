@@ -82,7 +82,8 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                 let mut digests: Vec<String> = files.iter().map(|f| f.1.clone()).filter(|s| !pending.contains_key(s)).collect();
                 digests.sort();
                 digests.dedup();
-                let known = match client.lookup_all(digests).await {
+                // Text output needs no executable summaries: brief answers.
+                let known = match client.lookup_all(digests, !opts.json).await {
                     Ok(resp) => resp.verdicts.into_iter().map(|v| (v.sha256.clone(), v)).collect(),
                     Err(e) => {
                         for (path, sha256, size) in files {

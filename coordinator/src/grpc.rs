@@ -42,7 +42,8 @@ impl ScannerService {
 impl pb::scanner_server::Scanner for ScannerService {
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::Lookup)?;
-        self.core.lookup(&caller, request.into_inner().sha256).await.map(Response::new)
+        let req = request.into_inner();
+        self.core.lookup(&caller, req.sha256, req.brief).await.map(Response::new)
     }
 
     async fn scan(&self, request: Request<Streaming<pb::ScanRequest>>) -> Result<Response<pb::ScanResponse>, Status> {

@@ -134,3 +134,21 @@ fn a_rescan_of_an_unchanged_tree_reads_no_file_content() {
     let (_, read, cached, _) = scan(&cluster, &["--no-cache"], dir.path());
     assert_eq!((read, cached), (total, 0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn brief_lookups_leave_out_executable_summaries() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let program = std::fs::read("/bin/ls").unwrap();
+    std::fs::write(dir.path().join("ls"), &program).unwrap();
+    let (lines, ..) = tokio::task::block_in_place(|| scan(&cluster, &[], dir.path()));
+    assert_eq!(lines[0]["verdict"], "clean", "{lines:?}");
+    let sha = qala_tests::sha256_hex(&program);
+    let mut client = cluster.scanner().await;
+    let ask = |brief| qala_proto::v1::LookupRequest { sha256: vec![sha.clone()], brief };
+    let full = client.lookup(ask(false)).await.unwrap().into_inner().verdicts.remove(0);
+    let brief = client.lookup(ask(true)).await.unwrap().into_inner().verdicts.remove(0);
+    assert!(!full.executables.is_empty(), "{full:?}");
+    assert!(brief.executables.is_empty() && brief.object_meta.is_empty(), "{brief:?}");
+    assert_eq!((brief.verdict, brief.detections.len()), (full.verdict, full.detections.len()));
+}

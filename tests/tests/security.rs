@@ -126,7 +126,7 @@ async fn clients_need_a_live_token_of_the_right_role() {
     let mut none = cluster.scanner_with(&cluster.url(), None).await;
     let e = none.scan(tokio_stream::iter(scan_messages(&data, "e.com"))).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-    let e = none.lookup(pb::LookupRequest { sha256: vec![sha.clone()] }).await.unwrap_err();
+    let e = none.lookup(pb::LookupRequest { sha256: vec![sha.clone()], ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     let mut analyst = cluster.scanner_with(&cluster.url(), Some("soc")).await;
     let e = analyst.scan(tokio_stream::iter(scan_messages(&data, "e.com"))).await.unwrap_err();

@@ -207,7 +207,7 @@ impl Core {
         }
     }
 
-    pub async fn lookup(&self, caller: &Caller, sha256s: Vec<String>) -> Result<pb::LookupResponse, Status> {
+    pub async fn lookup(&self, caller: &Caller, sha256s: Vec<String>, brief: bool) -> Result<pb::LookupResponse, Status> {
         caller.require(Op::Lookup)?;
         if sha256s.len() > MAX_LOOKUP {
             return Err(Status::invalid_argument(format!("at most {MAX_LOOKUP} digests per Lookup")));
@@ -219,6 +219,12 @@ impl Core {
         // With the store down every file is unknown: the agent uploads it
         // and it is scanned again (degraded, never wrong).
         let mut verdicts = self.store.get_many(&rules.id, &sha256s).await.unwrap_or_default();
+        if brief {
+            for v in &mut verdicts {
+                v.executables.clear();
+                v.object_meta.clear();
+            }
+        }
         // Bounded: a batch of large verdicts is cut, and the client asks again.
         let mut bytes = 0;
         let keep = verdicts
