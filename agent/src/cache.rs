@@ -19,6 +19,8 @@ const RECORD: usize = 8 * 5 + 32;
 /// Entries kept at most (72 bytes each on disk): past this, entries not
 /// seen by the current scan are dropped first.
 const MAX_ENTRIES: usize = 2_000_000;
+/// Files changed this recently are not cached (see [`HashCache::put`]).
+const RACY_NS: i64 = 2_000_000_000;
 
 /// The stat fields that must all be unchanged for a cached digest to hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,12 +91,22 @@ impl HashCache {
     }
 
     /// Remember `sha256` for the file `m` (the stat taken before it was read).
+    /// A file changed in the last two seconds is not remembered: timestamps
+    /// move in clock ticks, so a write in the same tick as the stat would
+    /// leave the stamp equal and the digest stale (git's "racy clean").
     pub fn put(&self, m: &std::fs::Metadata, sha256: &str) {
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let stamp = Stamp::of(m);
+        if now_ns.saturating_sub(stamp.ctime_ns.max(stamp.mtime_ns)) < RACY_NS {
+            return;
+        }
         let mut digest = [0u8; 32];
         if hex::decode_to_slice(sha256, &mut digest).is_err() {
             return;
         }
-        let entry = Entry { stamp: Stamp::of(m), sha256: digest, seen: true };
+        let entry = Entry { stamp, sha256: digest, seen: true };
         self.entries.lock().expect("cache lock").insert((m.dev(), m.ino()), entry);
     }
 
@@ -157,6 +169,10 @@ mod tests {
         let m = std::fs::metadata(&file).unwrap();
         assert_eq!(cache.get(&m), None);
         let sha = "ab".repeat(32);
+        // Just written: not remembered yet (its stamp may still move).
+        cache.put(&m, &sha);
+        assert_eq!(cache.get(&m), None);
+        std::thread::sleep(std::time::Duration::from_millis(2100));
         cache.put(&m, &sha);
         assert_eq!(cache.get(&m).as_deref(), Some(sha.as_str()));
         cache.save().unwrap();

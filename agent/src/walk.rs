@@ -2,8 +2,8 @@
 //! hashed (sha256, streamed) on the walker's threads — or answered from the
 //! hash cache when its stat is unchanged. Symbolic links are not followed;
 //! FIFOs, sockets and devices are never opened (a FIFO must not hang the
-//! walk); pseudo-filesystems (`/proc`, `/sys`, cgroup, debugfs, ...) are not
-//! entered unless named as a path to scan; `--exclude` globs, a size cap and
+//! walk); pseudo-filesystems (`/proc`, `/sys`, `/dev`, cgroup, debugfs, ...)
+//! are not entered unless named as a path to scan; `--exclude` globs, a size cap and
 //! `--one-file-system` prune the walk. A file that cannot be read is
 //! reported, never dropped; a file left out by a rule is reported skipped.
 
@@ -81,7 +81,8 @@ impl Excludes {
 }
 
 /// Filesystems that are views of the kernel, not files: never entered
-/// unless named (by `statfs` magic).
+/// unless named (by `statfs` magic; `/dev`, a devtmpfs that reports itself
+/// as tmpfs, is left out by its path).
 pub fn is_pseudo_fs(path: &Path) -> bool {
     const PSEUDO: &[i64] = &[
         0x9fa0,      // proc
@@ -156,22 +157,26 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 
 /// One regular file: from the cache if its stat is unchanged, else read.
 fn file(path: PathBuf, opts: &WalkOptions, stats: &WalkStats) -> Found {
-    if let Some(max) = opts.max_file_size
-        && let Ok(m) = path.symlink_metadata()
-        && m.len() > max
-    {
-        return Found::Skipped { path, reason: format!("larger than --max-file-size ({max} bytes)") };
+    // One lstat decides the size cap and the cache: an unchanged file is
+    // not even opened.
+    if let Ok(m) = path.symlink_metadata() {
+        if let Some(max) = opts.max_file_size
+            && m.len() > max
+        {
+            return Found::Skipped { path, reason: format!("larger than --max-file-size ({max} bytes)") };
+        }
+        if let Some(cache) = &opts.cache
+            && m.is_file()
+            && let Some(sha256) = cache.get(&m)
+        {
+            stats.from_cache.fetch_add(1, Ordering::Relaxed);
+            return Found::File { path, sha256, size: m.len() };
+        }
     }
     let (f, m) = match open_regular(&path) {
         Ok(x) => x,
         Err(e) => return Found::Error { path, error: e.to_string() },
     };
-    if let Some(cache) = &opts.cache
-        && let Some(sha256) = cache.get(&m)
-    {
-        stats.from_cache.fetch_add(1, Ordering::Relaxed);
-        return Found::File { path, sha256, size: m.len() };
-    }
     match hash_reader(f, Some(stats)) {
         Ok((sha256, size)) => {
             if let Some(cache) = &opts.cache {
@@ -221,7 +226,7 @@ pub fn walk(paths: &[PathBuf], opts: &WalkOptions, excludes: Arc<Excludes>, stat
         // Named roots are walked whatever they are; below them, no
         // pseudo-filesystem is entered.
         let dir = e.file_type().is_some_and(|t| t.is_dir());
-        !(dir && e.depth() > 0 && is_pseudo_fs(e.path()))
+        !(dir && e.depth() > 0 && (e.path() == Path::new("/dev") || is_pseudo_fs(e.path())))
     });
     builder.build_parallel().run(|| {
         let (tx, opts, stats) = (tx.clone(), opts.clone(), stats.clone());
