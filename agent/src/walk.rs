@@ -114,6 +114,13 @@ pub fn is_pseudo_fs(path: &Path) -> bool {
     PSEUDO.contains(&(st.f_type as i64))
 }
 
+/// Whether `dir` is on another filesystem than its parent.
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(me), Some(Ok(parent))) = (dir.symlink_metadata(), dir.parent().map(Path::symlink_metadata)) else { return false };
+    me.dev() != parent.dev()
+}
+
 /// Open `path` for reading without ever blocking (O_NONBLOCK: a FIFO or
 /// device swapped in after the walk saw a file), without following a
 /// symbolic link, and only if it is a regular file; with its stat, taken
@@ -223,10 +230,10 @@ pub fn walk(paths: &[PathBuf], opts: &WalkOptions, excludes: Arc<Excludes>, stat
         if filter.matches(e.path()) {
             return false;
         }
-        // Named roots are walked whatever they are; below them, no
-        // pseudo-filesystem is entered.
+        // Named roots are walked whatever they are (all of `/proc` if it is
+        // named); below them, no pseudo-filesystem mounted there is entered.
         let dir = e.file_type().is_some_and(|t| t.is_dir());
-        !(dir && e.depth() > 0 && (e.path() == Path::new("/dev") || is_pseudo_fs(e.path())))
+        !(dir && e.depth() > 0 && (e.path() == Path::new("/dev") || (is_mount_point(e.path()) && is_pseudo_fs(e.path()))))
     });
     builder.build_parallel().run(|| {
         let (tx, opts, stats) = (tx.clone(), opts.clone(), stats.clone());
@@ -290,6 +297,8 @@ mod tests {
         assert!(!ex.matches(Path::new("/home/ann/doc.txt")));
         assert!(is_pseudo_fs(Path::new("/proc")) && is_pseudo_fs(Path::new("/sys")));
         assert!(!is_pseudo_fs(&std::env::temp_dir()));
+        // Left out where mounted, walked whole when named.
+        assert!(is_mount_point(Path::new("/proc")) && !is_mount_point(Path::new("/proc/sys")));
     }
 
     #[test]
