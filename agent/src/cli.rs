@@ -64,6 +64,15 @@ pub enum Command {
         /// /var/cache/qala/hashes for root).
         #[arg(long, env = "QALA_HASH_CACHE", value_name = "FILE")]
         cache: Option<PathBuf>,
+        /// Never upload content: files the cluster does not know are
+        /// reported `unknown` (exit 0 when nothing is detected).
+        #[arg(long, env = "QALA_LOOKUP_ONLY")]
+        lookup_only: bool,
+        /// Paths looked up but never uploaded (repeatable; replaces the
+        /// default list: ~/.ssh, ~/.gnupg, keyrings, password store, browser
+        /// and mail profiles).
+        #[arg(long, value_name = "GLOB")]
+        upload_exclude: Vec<String>,
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,

@@ -32,7 +32,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let client =
         Client::new(&Connect { server: cli.server.clone(), ca: cli.ca.clone(), token, identity, insecure: cli.insecure })?;
     match cli.command {
-        Command::Scan { json, concurrency, threads, exclude, max_file_size, one_file_system, no_cache, cache, paths } => {
+        Command::Scan {
+            json,
+            concurrency,
+            threads,
+            exclude,
+            max_file_size,
+            one_file_system,
+            no_cache,
+            cache,
+            lookup_only,
+            upload_exclude,
+            paths,
+        } => {
             // One cheap call first: a missing, revoked or wrong-role token
             // is one clear line and exit 2, not an error per file.
             if let Err(e) = client.check_scan_access().await
@@ -48,7 +60,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 one_file_system,
                 cache: scan::open_cache(no_cache, cache),
             };
-            let opts = scan::ScanOptions { paths, json, concurrency, walk, agent_id: cli.agent_id.unwrap_or_else(hostname) };
+            let upload_exclude = if upload_exclude.is_empty() {
+                scan::DEFAULT_UPLOAD_EXCLUDE.iter().map(|g| g.to_string()).collect()
+            } else {
+                upload_exclude
+            };
+            let opts = scan::ScanOptions {
+                paths,
+                json,
+                concurrency,
+                walk,
+                agent_id: cli.agent_id.unwrap_or_else(hostname),
+                lookup_only,
+                upload_exclude,
+            };
             Ok(scan::run(client, opts).await.exit_code())
         }
         Command::Lookup { json, sha256 } => lookup(&client, json, sha256).await,

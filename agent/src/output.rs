@@ -150,6 +150,8 @@ pub struct Summary {
     pub uploaded_bytes: u64,
     /// Left out by a rule of the walk (exclusions, size cap, not a file).
     pub skipped: u64,
+    /// Not known to the cluster and not uploaded (`--lookup-only`, private paths).
+    pub unknown: u64,
     /// File content read to hash (not counting uploads).
     pub read_bytes: u64,
     /// Files whose digest came from the hash cache (stat unchanged).
@@ -192,7 +194,7 @@ impl Summary {
 
     pub fn line(&self, secs: f64) -> String {
         format!(
-            "scanned {} files ({} bytes) in {:.2}s: {} clean, {} suspicious, {} malicious, {} unscannable, {} errors; {} answered from cache, {} uploaded ({} bytes); {} skipped; read {} bytes of file content ({} files from the hash cache; rchar {})",
+            "scanned {} files ({} bytes) in {:.2}s: {} clean, {} suspicious, {} malicious, {} unscannable, {} errors; {} answered from cache, {} uploaded ({} bytes); {} skipped, {} unknown (not uploaded); read {} bytes of file content ({} files from the hash cache; rchar {})",
             self.files,
             self.bytes,
             secs,
@@ -205,6 +207,7 @@ impl Summary {
             self.uploaded_files,
             self.uploaded_bytes,
             self.skipped,
+            self.unknown,
             self.read_bytes,
             self.from_hash_cache,
             self.rchar
@@ -218,6 +221,18 @@ pub fn print_skipped(path: &std::path::Path, reason: &str, json: bool) {
         json!({"path": path.display().to_string(), "verdict": "skipped", "reason": reason}).to_string()
     } else {
         format!("{}: skipped ({})", safe(&path.display().to_string()), safe(reason))
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}
+
+/// A file the cluster does not know and the agent may not upload.
+pub fn print_unknown(path: &std::path::Path, sha256: &str, size: u64, json: bool) {
+    let line = if json {
+        json!({"path": path.display().to_string(), "sha256": sha256, "size": size, "verdict": "unknown", "uploaded": 0})
+            .to_string()
+    } else {
+        format!("{}: unknown (not uploaded)", safe(&path.display().to_string()))
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");

@@ -4,7 +4,7 @@
 
 use crate::cache::HashCache;
 use crate::client::Client;
-use crate::output::{FileResult, Summary, print_result, print_skipped};
+use crate::output::{FileResult, Summary, print_result, print_skipped, print_unknown};
 use crate::walk::{Excludes, Found, WalkOptions, WalkStats, hash_file, walk};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,7 +21,24 @@ pub struct ScanOptions {
     pub concurrency: usize,
     pub walk: WalkOptions,
     pub agent_id: String,
+    /// Never upload content: files the cluster does not know are `unknown`.
+    pub lookup_only: bool,
+    /// Paths looked up but never uploaded (globs, as `--exclude`).
+    pub upload_exclude: Vec<String>,
 }
+
+/// Where secrets live: looked up, never uploaded, unless the admin says
+/// otherwise (`--upload-exclude` replaces this list).
+pub const DEFAULT_UPLOAD_EXCLUDE: &[&str] = &[
+    "**/.ssh/**",
+    "**/.gnupg/**",
+    "**/.local/share/keyrings/**",
+    "**/.password-store/**",
+    "**/.mozilla/firefox/**",
+    "**/.config/google-chrome/**",
+    "**/.config/chromium/**",
+    "**/.thunderbird/**",
+];
 
 struct UploadDone {
     sha256: String,
@@ -38,6 +55,13 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
         Ok(e) => Arc::new(e),
         Err(e) => {
             eprintln!("qala-agent: --exclude: {e}");
+            return Summary { errors: 1, ..Summary::default() };
+        }
+    };
+    let private = match Excludes::new(&opts.upload_exclude) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("qala-agent: --upload-exclude: {e}");
             return Summary { errors: 1, ..Summary::default() };
         }
     };
@@ -96,6 +120,10 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                 for (path, sha256, size) in files {
                     if let Some(v) = known.get(&sha256) {
                         emit(FileResult { path, sha256, size, outcome: Ok(v.clone()), cached: true, uploaded: 0 }, &mut summary);
+                    } else if opts.lookup_only || private.matches(&path) {
+                        // Privacy: looked up, never uploaded.
+                        summary.unknown += 1;
+                        print_unknown(&path, &sha256, size, opts.json);
                     } else if let Some(waiting) = pending.get_mut(&sha256) {
                         waiting.push((path, size));
                     } else {

@@ -155,3 +155,32 @@ async fn brief_lookups_leave_out_executable_summaries() {
     assert!(brief.executables.is_empty() && brief.object_meta.is_empty(), "{brief:?}");
     assert_eq!((brief.verdict, brief.detections.len()), (full.verdict, full.detections.len()));
 }
+
+#[test]
+fn lookup_only_and_private_paths_upload_nothing() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join(".ssh")).unwrap();
+    std::fs::write(d.join(".ssh/id_ed25519"), b"-----BEGIN OPENSSH PRIVATE KEY----- not a real key").unwrap();
+    std::fs::write(d.join("a.txt"), b"a known file").unwrap();
+    std::fs::write(d.join("eicar.com"), eicar()).unwrap();
+    // A normal scan uploads what is unknown, except a private path.
+    let out = run(&cluster, &["scan", "--json", d.to_str().unwrap()]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let key = by_name(&lines, ".ssh/id_ed25519").unwrap();
+    assert_eq!((key["verdict"].as_str(), key["uploaded"].as_u64()), (Some("unknown"), Some(0)), "{key}");
+    assert_eq!(by_name(&lines, "a.txt").unwrap()["verdict"], "clean");
+    assert_eq!(out.status.code(), Some(1), "EICAR was detected");
+    // --lookup-only: known content answered, new content `unknown`, nothing sent.
+    std::fs::write(d.join("new.txt"), b"content the cluster has never seen").unwrap();
+    std::fs::remove_file(d.join("eicar.com")).unwrap();
+    let out = run(&cluster, &["scan", "--lookup-only", d.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("a.txt: clean (cached)"), "{text}");
+    assert!(text.contains("new.txt: unknown (not uploaded)"), "{text}");
+    assert!(text.contains("0 uploaded (0 bytes); 0 skipped, 2 unknown"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "unknown is not an error: {text}");
+    let (lines, ..) = scan(&cluster, &["--lookup-only"], d);
+    assert_eq!(by_name(&lines, "new.txt").unwrap()["verdict"], "unknown");
+}
