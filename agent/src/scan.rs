@@ -51,20 +51,12 @@ struct UploadDone {
 pub async fn run(client: Client, opts: ScanOptions) -> Summary {
     let start = Instant::now();
     let (found_tx, mut found_rx) = mpsc::channel::<Found>(4096);
-    let excludes = match Excludes::new(&opts.walk.exclude) {
-        Ok(e) => Arc::new(e),
-        Err(e) => {
-            eprintln!("qala-agent: --exclude: {e}");
-            return Summary { errors: 1, ..Summary::default() };
-        }
+    let globs = |flag: &str, list: &[String]| Excludes::new(list).map_err(|e| eprintln!("qala-agent: {flag}: {e}"));
+    let (Ok(excludes), Ok(private)) = (globs("--exclude", &opts.walk.exclude), globs("--upload-exclude", &opts.upload_exclude))
+    else {
+        return Summary { errors: 1, ..Summary::default() };
     };
-    let private = match Excludes::new(&opts.upload_exclude) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("qala-agent: --upload-exclude: {e}");
-            return Summary { errors: 1, ..Summary::default() };
-        }
-    };
+    let excludes = Arc::new(excludes);
     let stats = Arc::new(WalkStats::default());
     let (paths, walk_opts, walk_stats) = (opts.paths.clone(), opts.walk.clone(), stats.clone());
     let walker = tokio::task::spawn_blocking(move || walk(&paths, &walk_opts, excludes, walk_stats, found_tx));

@@ -76,6 +76,11 @@ fn exclusions_size_cap_fifos_and_links() {
         assert!(by_name(&lines, left_out).is_none(), "{left_out} must not be scanned: {lines:?}");
     }
     assert_eq!(lines.len(), 3, "{lines:?}");
+    // A glob that does not parse is one clear error before anything is read.
+    let out = run(&cluster, &["scan", "--exclude", "a[", d.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--exclude"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
     // Named explicitly, a FIFO is reported skipped, never opened.
     let (lines, ..) = scan(&cluster, &[], &d.join("pipe"));
     assert_eq!(lines.len(), 1, "{lines:?}");
