@@ -86,13 +86,18 @@ impl Memory {
         self.regions.iter().find(|r| r.base == base)
     }
 
-    /// Unmap the region that starts at `base` (VirtualFree).
-    pub(crate) fn unmap(&mut self, base: u32) -> bool {
-        let Some(i) = self.regions.iter().position(|r| r.base == base) else { return false };
+    /// The bytes of the region that starts at `base`, unmapped.
+    pub(crate) fn take(&mut self, base: u32) -> Option<Vec<u8>> {
+        let i = self.regions.iter().position(|r| r.base == base)?;
         let r = self.regions.swap_remove(i);
         self.used -= r.data.len() as u64;
         self.last = 0;
-        true
+        Some(r.data)
+    }
+
+    /// Unmap the region that starts at `base` (VirtualFree).
+    pub(crate) fn unmap(&mut self, base: u32) -> bool {
+        self.take(base).is_some()
     }
 
     fn find(&mut self, addr: u32, len: u32) -> Option<usize> {

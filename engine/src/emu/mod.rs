@@ -141,23 +141,18 @@ pub(crate) fn unpack(d: &[u8], steps: u64, memory: u64, deadline: &Deadline) -> 
         match cpu.step(&mut mem) {
             Ok(()) => {}
             Err(Exit::Unsupported(m)) => break Stop::Unsupported(format!("{m:?}")),
-            Err(e) => {
+            Err(e @ Exit::Exception { code, .. }) => {
                 taken += EXCEPTION_COST;
-                if let Err(called) = process.raise(&mut cpu, &mut mem, e) {
-                    break match called {
-                        Called::Unhandled(_) | Called::Exit | Called::Other(_) => match e {
-                            Exit::Exception { code, .. } => Stop::Unhandled { code, at: eip },
-                            Exit::Unsupported(m) => Stop::Unsupported(format!("{m:?}")),
-                        },
-                    };
+                if process.raise(&mut cpu, &mut mem, e).is_err() {
+                    break Stop::Unhandled { code, at: eip };
                 }
             }
         }
     };
     let steps_taken = taken + cpu.extra;
-    let region = mem.region(h.base).ok_or_else(unmappable)?;
-    let mut image = region.data.clone();
     let written = (0..size / PAGE).filter(|&p| mem.was_written(h.base + p * PAGE)).count() as u64 * u64::from(PAGE);
+    // The image's memory itself, not a copy (it may be 128 MiB).
+    let mut image = mem.take(h.base).ok_or_else(unmappable)?;
     h.rebuild(&mut image, oep);
     Ok(Unpacked { image, stop, oep, steps: steps_taken, written })
 }
