@@ -6,9 +6,14 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "qala-agent", version, about = "Qala endpoint agent: scan paths through a Qala cluster, query verdicts by hash")]
 pub struct Cli {
-    /// Coordinator URL (https://HOST:PORT).
-    #[arg(long, global = true, env = "QALA_SERVER", default_value = "https://127.0.0.1:7000")]
-    pub server: String,
+    /// The configuration file (server, watch paths, actions, limits); read
+    /// if it exists, flags and environment override it.
+    #[arg(long, global = true, env = "QALA_CONFIG", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Coordinator URL (https://HOST:PORT; default: the config file's, else
+    /// https://127.0.0.1:7000).
+    #[arg(long, global = true, env = "QALA_SERVER")]
+    pub server: Option<String>,
     /// CA certificate the coordinator's certificate is checked against
     /// (default: the system's roots).
     #[arg(long, global = true, env = "QALA_CA")]
@@ -40,6 +45,13 @@ pub enum Command {
         /// One JSON object per line per file instead of text.
         #[arg(long)]
         json: bool,
+        /// Print only files that are not clean (detections, errors,
+        /// unknown), and the summary.
+        #[arg(short = 'i', long)]
+        infected: bool,
+        /// No progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
         /// Uploads in flight at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
@@ -89,4 +101,68 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a service: real-time watch, on-access blocking, scheduled
+    /// rescans and the offline spool, as the config file says (the systemd
+    /// unit runs this).
+    Service {
+        /// Watch these paths (adds to the config's watch.paths).
+        #[arg(long, value_name = "PATH")]
+        watch: Vec<PathBuf>,
+        /// Block opening malicious files (fanotify, root).
+        #[arg(long)]
+        on_access: bool,
+        /// Never upload (as scan --lookup-only).
+        #[arg(long, env = "QALA_LOOKUP_ONLY")]
+        lookup_only: bool,
+        /// Action on malicious files: report, quarantine or delete.
+        #[arg(long, value_parser = crate::config::Action::parse)]
+        malicious: Option<crate::config::Action>,
+        /// Action on suspicious files: report, quarantine or delete.
+        #[arg(long, value_parser = crate::config::Action::parse)]
+        suspicious: Option<crate::config::Action>,
+        /// The quarantine directory.
+        #[arg(long, env = "QALA_QUARANTINE_DIR")]
+        quarantine_dir: Option<PathBuf>,
+        /// The offline spool file.
+        #[arg(long, env = "QALA_SPOOL")]
+        spool: Option<PathBuf>,
+        /// The hash cache file.
+        #[arg(long, env = "QALA_HASH_CACHE")]
+        cache: Option<PathBuf>,
+    },
+    /// Trade a fleet join token for this agent's own token: the token is
+    /// written (0600) to --token-out and the server, CA, token file and
+    /// agent id into the config file.
+    Enroll {
+        /// File holding the fleet join token (role agent-enroll).
+        #[arg(long, value_name = "FILE")]
+        join_token_file: PathBuf,
+        /// Where to write this agent's token (default /etc/qala/agent.token,
+        /// next to the config file).
+        #[arg(long, value_name = "FILE")]
+        token_out: Option<PathBuf>,
+    },
+    /// Quarantined files: list, restore, purge.
+    Quarantine {
+        /// The quarantine directory (default: the config's, else
+        /// /var/lib/qala/quarantine for root).
+        #[arg(long, env = "QALA_QUARANTINE_DIR")]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Every quarantined file: id, original path, sha256, verdict, rules.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put ID back where it was, byte-identical, with owner, mode and times
+    /// (never through a symbolic link, never over an existing file).
+    Restore { id: String },
+    /// Delete ID from the quarantine for good.
+    Purge { id: String },
 }

@@ -1,7 +1,7 @@
 //! Connection to the coordinator, with deadlines on every call and retries
 //! with jittered backoff where a retry is safe.
 
-use qala_proto::v1::{self as pb, scanner_client::ScannerClient};
+use qala_proto::v1::{self as pb, agents_client::AgentsClient, scanner_client::ScannerClient};
 use qala_tls::BearerToken;
 use rand::Rng;
 use std::path::Path;
@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 type Inner = ScannerClient<InterceptedService<Channel, BearerToken>>;
+type AgentsInner = AgentsClient<InterceptedService<Channel, BearerToken>>;
 
 /// How the agent reaches the coordinator and proves who it is.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +36,8 @@ const ATTEMPTS: u32 = 5;
 #[derive(Clone)]
 pub struct Client {
     inner: Inner,
+    agents: AgentsInner,
+    rate: Option<Arc<crate::limits::RateLimit>>,
 }
 
 /// Result of one upload.
@@ -48,7 +51,7 @@ pub struct Uploaded {
 /// call the agent makes is idempotent (a scan is keyed by content), so a
 /// call cut off with its connection (`Cancelled`: the agent never cancels
 /// one itself) is sent again too.
-fn retryable(s: &Status) -> bool {
+pub fn retryable(s: &Status) -> bool {
     matches!(
         s.code(),
         Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
@@ -90,10 +93,53 @@ impl Client {
             let identity = c.identity.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()));
             endpoint = endpoint.tls_config(qala_tls::client_config(c.ca.as_deref(), identity)?)?;
         }
-        let inner = ScannerClient::with_interceptor(endpoint.connect_lazy(), BearerToken::new(c.token.as_deref())?)
+        let channel = endpoint.connect_lazy();
+        let inner = ScannerClient::with_interceptor(channel.clone(), BearerToken::new(c.token.as_deref())?)
             .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
-        Ok(Self { inner })
+        let agents = AgentsClient::with_interceptor(channel, BearerToken::new(c.token.as_deref())?);
+        Ok(Self { inner, agents, rate: None })
+    }
+
+    /// Cap uploads at `bytes_per_sec` (0: no cap), for every clone made after.
+    pub fn with_upload_rate(mut self, bytes_per_sec: u64) -> Self {
+        self.rate = (bytes_per_sec > 0).then(|| Arc::new(crate::limits::RateLimit::new(bytes_per_sec)));
+        self
+    }
+
+    /// Trade this client's token (a fleet join token) for an agent token.
+    pub async fn enroll(&self, info: pb::AgentInfo) -> Result<pb::EnrollAgentResponse, Status> {
+        let mut c = self.agents.clone();
+        let mut req = tonic::Request::new(pb::EnrollAgentRequest { info: Some(info) });
+        req.set_timeout(RPC_DEADLINE);
+        c.enroll(req).await.map(|r| r.into_inner())
+    }
+
+    /// Tell the coordinator this agent is alive (its inventory record).
+    pub async fn checkin(&self, info: pb::AgentInfo) -> Result<pb::CheckinResponse, Status> {
+        let mut c = self.agents.clone();
+        let mut req = tonic::Request::new(pb::CheckinRequest { info: Some(info) });
+        req.set_timeout(RPC_DEADLINE);
+        c.checkin(req).await.map(|r| r.into_inner())
+    }
+
+    /// Report actions taken on detections (audited by the coordinator).
+    pub async fn report_actions(&self, actions: Vec<pb::AgentAction>) -> Result<pb::ReportActionsResponse, Status> {
+        let mut c = self.agents.clone();
+        let mut req = tonic::Request::new(pb::ReportActionsRequest { actions });
+        req.set_timeout(RPC_DEADLINE);
+        c.report_actions(req).await.map(|r| r.into_inner())
+    }
+
+    /// Lookup without retries, cut off after `timeout` (on-access decisions).
+    pub async fn lookup_once(&self, sha256: String, timeout: Duration) -> Result<pb::LookupResponse, Status> {
+        let mut c = self.inner.clone();
+        let mut req = tonic::Request::new(pb::LookupRequest { sha256: vec![sha256], brief: true });
+        req.set_timeout(timeout);
+        match tokio::time::timeout(timeout, c.lookup(req)).await {
+            Ok(r) => r.map(|r| r.into_inner()),
+            Err(_) => Err(Status::deadline_exceeded("lookup timed out")),
+        }
     }
 
     async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
@@ -204,7 +250,8 @@ impl Client {
             .retry(|mut c| {
                 sent.store(0, Ordering::Relaxed);
                 let (tx, rx) = mpsc::channel(4);
-                let reader = tokio::spawn(stream_file(path.to_path_buf(), size, header.clone(), tx, sent.clone()));
+                let reader =
+                    tokio::spawn(stream_file(path.to_path_buf(), size, header.clone(), tx, sent.clone(), self.rate.clone()));
                 let mut req = tonic::Request::new(ReceiverStream::new(rx));
                 req.set_timeout(SCAN_DEADLINE);
                 async move {
@@ -226,6 +273,7 @@ async fn stream_file(
     header: pb::ScanHeader,
     tx: mpsc::Sender<pb::ScanRequest>,
     sent: Arc<AtomicU64>,
+    rate: Option<Arc<crate::limits::RateLimit>>,
 ) {
     use pb::scan_request::Msg;
     if tx.send(pb::ScanRequest { msg: Some(Msg::Header(header)) }).await.is_err() {
@@ -243,6 +291,9 @@ async fn stream_file(
             Ok(n) => n,
         };
         buf.truncate(n);
+        if let Some(rate) = &rate {
+            rate.take(n as u64).await;
+        }
         sent.fetch_add(n as u64, Ordering::Relaxed);
         if tx.send(pb::ScanRequest { msg: Some(Msg::Chunk(buf)) }).await.is_err() {
             return;

@@ -8,9 +8,14 @@
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod config;
+pub mod limits;
 pub mod local;
 pub mod output;
+pub mod progress;
+pub mod quarantine;
 pub mod scan;
+pub mod service;
 pub mod walk;
 
 /// Exit codes, as ClamAV's `clamscan` and ripgrep use them.

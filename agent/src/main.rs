@@ -1,21 +1,44 @@
 //! `qala-agent`: scan paths, look up verdicts, show cluster status.
 
 use clap::Parser;
-use qala_agent::cli::{Cli, Command};
+use qala_agent::cli::{Cli, Command, QuarantineCommand};
 use qala_agent::client::{Client, Connect};
+use qala_agent::config::{AgentConfig, IoNice};
 use qala_agent::output::{kind, safe, verdict_json, verdict_text};
 use qala_agent::{exit, scan};
 use qala_proto::VerdictKind;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let code = match run(cli).await {
+    // An explicit --config must exist; the default one may not.
+    let explicit = std::env::args_os().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="))
+        || std::env::var_os("QALA_CONFIG").is_some();
+    let cfg = match AgentConfig::load(&cli.config, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qala-agent: {}", safe(&format!("{e:#}")));
+            std::process::exit(exit::ERROR);
+        }
+    };
+    // The service runs at low CPU and I/O priority: set before the runtime
+    // starts its threads, which inherit it.
+    if matches!(cli.command, Command::Service { .. }) {
+        let io = match cfg.limits.ionice {
+            IoNice::Idle => qala_agent::limits::IoClass::Idle,
+            IoNice::BestEffort => qala_agent::limits::IoClass::BestEffortLow,
+            IoNice::None => qala_agent::limits::IoClass::Unchanged,
+        };
+        for failed in qala_agent::limits::lower_priority(cfg.limits.nice, io) {
+            eprintln!("qala-agent: priority not lowered: {failed}");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let code = match runtime.block_on(run(cli, cfg)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("qala-agent: {}", safe(&format!("{e:#}")));
@@ -25,15 +48,41 @@ async fn main() {
     std::process::exit(code);
 }
 
-async fn run(cli: Cli) -> anyhow::Result<i32> {
+async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
     qala_tls::install_crypto_provider();
-    let token = qala_tls::read_token(cli.token_file.as_deref(), "QALA_TOKEN")?;
+    if let Command::Quarantine { dir, command } = &cli.command {
+        return quarantine(dir.clone().or(cfg.paths.quarantine.clone()), command);
+    }
+    let server = cli.server.clone().or(cfg.server.url.clone()).unwrap_or_else(|| "https://127.0.0.1:7000".into());
+    let ca = cli.ca.clone().or(cfg.server.ca.clone());
+    if let Command::Enroll { join_token_file, token_out } = &cli.command {
+        return enroll(&cli, &server, ca, join_token_file, token_out.clone()).await;
+    }
+    let token_file = cli.token_file.clone().or(cfg.server.token_file.clone());
+    let token = qala_tls::read_token(token_file.as_deref(), "QALA_TOKEN")?;
     let identity = cli.cert.clone().zip(cli.key.clone());
-    let client =
-        Client::new(&Connect { server: cli.server.clone(), ca: cli.ca.clone(), token, identity, insecure: cli.insecure })?;
+    let client = Client::new(&Connect { server, ca, token, identity, insecure: cli.insecure })?;
+    let agent_id = cli.agent_id.clone().or(cfg.server.agent_id.clone()).unwrap_or_else(hostname);
     match cli.command {
+        Command::Quarantine { .. } | Command::Enroll { .. } => unreachable!("handled above"),
+        Command::Service { watch, on_access, lookup_only, malicious, suspicious, quarantine_dir, spool, cache } => {
+            let mut cfg = cfg;
+            cfg.watch.paths.extend(watch);
+            cfg.watch.on_access |= on_access;
+            cfg.scan.lookup_only |= lookup_only;
+            cfg.actions.malicious = malicious.unwrap_or(cfg.actions.malicious);
+            cfg.actions.suspicious = suspicious.unwrap_or(cfg.actions.suspicious);
+            cfg.paths.quarantine = quarantine_dir.or(cfg.paths.quarantine);
+            cfg.paths.spool = spool.or(cfg.paths.spool);
+            cfg.paths.hash_cache = cache.or(cfg.paths.hash_cache);
+            let client = client.with_upload_rate(cfg.limits.upload_bytes_per_sec.0);
+            qala_agent::service::run(cfg, client, agent_id).await?;
+            Ok(exit::CLEAN)
+        }
         Command::Scan {
             json,
+            infected,
+            no_progress,
             concurrency,
             threads,
             exclude,
@@ -53,32 +102,118 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 eprintln!("qala-agent: not authorized ({:?}): {}", e.code(), safe(e.message()));
                 return Ok(exit::ERROR);
             }
+            let mut exclude = exclude;
+            exclude.extend(cfg.scan.exclude.iter().cloned());
             let walk = qala_agent::walk::WalkOptions {
                 threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
                 exclude,
-                max_file_size,
-                one_file_system,
-                cache: scan::open_cache(no_cache, cache),
+                max_file_size: max_file_size.or(cfg.scan.max_file_size.map(|s| s.0)),
+                one_file_system: one_file_system || cfg.scan.one_file_system,
+                cache: scan::open_cache(no_cache, cache.or(cfg.paths.hash_cache.clone())),
             };
-            let upload_exclude = if upload_exclude.is_empty() {
-                scan::DEFAULT_UPLOAD_EXCLUDE.iter().map(|g| g.to_string()).collect()
-            } else {
+            let upload_exclude = if !upload_exclude.is_empty() {
                 upload_exclude
+            } else if let Some(list) = cfg.scan.upload_exclude.clone() {
+                list
+            } else {
+                scan::DEFAULT_UPLOAD_EXCLUDE.iter().map(|g| g.to_string()).collect()
             };
-            let opts = scan::ScanOptions {
-                paths,
-                json,
-                concurrency,
-                walk,
-                agent_id: cli.agent_id.unwrap_or_else(hostname),
-                lookup_only,
-                upload_exclude,
-            };
+            let lookup_only = lookup_only || cfg.scan.lookup_only;
+            let progress = !json && !no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let opts =
+                scan::ScanOptions { paths, json, infected, progress, concurrency, walk, agent_id, lookup_only, upload_exclude };
             Ok(scan::run(client, opts).await.exit_code())
         }
         Command::Lookup { json, sha256 } => lookup(&client, json, sha256).await,
         Command::Status { json } => status(&client, json).await,
     }
+}
+
+/// `quarantine list | restore | purge`.
+fn quarantine(dir: Option<std::path::PathBuf>, command: &QuarantineCommand) -> anyhow::Result<i32> {
+    use qala_agent::quarantine::Quarantine;
+    let dir = dir.unwrap_or_else(Quarantine::default_dir);
+    if !dir.exists() {
+        anyhow::bail!("{}: no quarantine here", dir.display());
+    }
+    let q = Quarantine::open(&dir)?;
+    match command {
+        QuarantineCommand::List { json } => {
+            for r in q.list()? {
+                match r {
+                    Ok(r) if *json => println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": r.id, "original_path": r.original_path, "sha256": r.sha256, "size": r.size,
+                            "verdict": r.verdict, "rules": r.rules, "uid": r.uid, "gid": r.gid,
+                            "mode": format!("{:o}", r.mode), "quarantined_ms": r.quarantined_ms,
+                        })
+                    ),
+                    Ok(r) => println!(
+                        "{}  {}  {} {}  {}",
+                        r.id,
+                        safe(&r.original_path.to_string_lossy()),
+                        r.verdict,
+                        r.rules.join(","),
+                        r.sha256
+                    ),
+                    Err(e) => eprintln!("qala-agent: {e}"),
+                }
+            }
+            Ok(exit::CLEAN)
+        }
+        QuarantineCommand::Restore { id } => {
+            let path = q.restore(id)?;
+            println!("{id} restored to {}", safe(&path.to_string_lossy()));
+            Ok(exit::CLEAN)
+        }
+        QuarantineCommand::Purge { id } => {
+            q.purge(id)?;
+            println!("{id} purged");
+            Ok(exit::CLEAN)
+        }
+    }
+}
+
+/// `enroll`: the join token for this agent's own token.
+async fn enroll(
+    cli: &Cli,
+    server: &str,
+    ca: Option<std::path::PathBuf>,
+    join_token_file: &std::path::Path,
+    token_out: Option<std::path::PathBuf>,
+) -> anyhow::Result<i32> {
+    let join = qala_tls::read_token(Some(join_token_file), "QALA_JOIN_TOKEN")?
+        .ok_or_else(|| anyhow::anyhow!("{}: empty join token", join_token_file.display()))?;
+    let client = Client::new(&Connect {
+        server: server.to_string(),
+        ca: ca.clone(),
+        token: Some(join),
+        identity: None,
+        insecure: cli.insecure,
+    })?;
+    let resp = client
+        .enroll(qala_agent::service::agent_info())
+        .await
+        .map_err(|e| anyhow::anyhow!("enrollment refused ({:?}): {}", e.code(), e.message()))?;
+    let token_out =
+        token_out.unwrap_or_else(|| cli.config.parent().map(|d| d.join("agent.token")).unwrap_or_else(|| "agent.token".into()));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(d) = token_out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d)?;
+        }
+        let _ = std::fs::remove_file(&token_out);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&token_out)?;
+        writeln!(f, "{}", resp.token)?;
+        f.sync_all()?;
+    }
+    let ca = ca.map(|c| std::path::absolute(&c).unwrap_or(c));
+    let token_abs = std::path::absolute(&token_out).unwrap_or(token_out.clone());
+    qala_agent::config::write_enrollment(&cli.config, server, ca.as_deref(), &token_abs, &resp.agent_id)?;
+    println!("enrolled as {} ({} written, {} updated)", resp.agent_id, token_out.display(), cli.config.display());
+    Ok(exit::CLEAN)
 }
 
 fn hostname() -> String {

@@ -18,6 +18,10 @@ const LOOKUP_BATCH: usize = 512;
 pub struct ScanOptions {
     pub paths: Vec<PathBuf>,
     pub json: bool,
+    /// Print only what is not clean (and the summary).
+    pub infected: bool,
+    /// A progress bar on standard error (a terminal).
+    pub progress: bool,
     pub concurrency: usize,
     pub walk: WalkOptions,
     pub agent_id: String,
@@ -58,18 +62,26 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
     };
     let excludes = Arc::new(excludes);
     let stats = Arc::new(WalkStats::default());
-    let (paths, walk_opts, walk_stats) = (opts.paths.clone(), opts.walk.clone(), stats.clone());
-    let walker = tokio::task::spawn_blocking(move || walk(&paths, &walk_opts, excludes, walk_stats, found_tx));
+    let (paths, walk_opts, walk_stats, walk_excludes) = (opts.paths.clone(), opts.walk.clone(), stats.clone(), excludes.clone());
+    let walker = tokio::task::spawn_blocking(move || walk(&paths, &walk_opts, walk_excludes, walk_stats, found_tx));
 
     let (done_tx, mut done_rx) = mpsc::channel::<UploadDone>(1024);
     let uploads = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     // Content being uploaded -> other files with the same content.
     let mut pending: HashMap<String, Vec<(PathBuf, u64)>> = HashMap::new();
     let mut summary = Summary::default();
+    let bar = opts.progress.then(|| crate::progress::Bar::start(&opts.paths, &opts.walk, excludes.clone()));
+    let infected = opts.infected;
     let emit = |mut r: FileResult, summary: &mut Summary| {
         r.outcome = r.outcome.map(|v| crate::local::localize(v, &r.path));
         summary.add(&r);
-        print_result(&r, opts.json);
+        let clean = matches!(&r.outcome, Ok(v) if crate::output::kind(v) == qala_proto::VerdictKind::Clean);
+        if let Some(b) = &bar {
+            b.file(r.size, summary.malicious + summary.suspicious);
+        }
+        if !(infected && clean) {
+            crate::progress::above(bar.as_ref(), || print_result(&r, opts.json));
+        }
     };
 
     let mut walking = true;
@@ -91,7 +103,9 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                         Found::Error { path, error } => emit(FileResult { path, sha256: String::new(), size: 0, outcome: Err(error), cached: false, uploaded: 0 }, &mut summary),
                         Found::Skipped { path, reason } => {
                             summary.skipped += 1;
-                            print_skipped(&path, &reason, opts.json);
+                            if !infected {
+                                crate::progress::above(bar.as_ref(), || print_skipped(&path, &reason, opts.json));
+                            }
                         }
                     }
                 }
@@ -115,7 +129,7 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                     } else if opts.lookup_only || private.matches(&path) {
                         // Privacy: looked up, never uploaded.
                         summary.unknown += 1;
-                        print_unknown(&path, &sha256, size, opts.json);
+                        crate::progress::above(bar.as_ref(), || print_unknown(&path, &sha256, size, opts.json));
                     } else if let Some(waiting) = pending.get_mut(&sha256) {
                         waiting.push((path, size));
                     } else {
@@ -150,6 +164,9 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
         }
     }
     let _ = walker.await;
+    if let Some(b) = &bar {
+        b.finish();
+    }
     if let Some(cache) = &opts.walk.cache
         && let Err(e) = cache.save()
     {

@@ -150,6 +150,7 @@ pub fn hash_reader(mut f: impl Read, stats: Option<&WalkStats>) -> std::io::Resu
         }
         size += n as u64;
         h.update(&buf[..n]);
+        crate::limits::cpu_throttle();
     }
     if let Some(s) = stats {
         s.bytes_read.fetch_add(size, Ordering::Relaxed);

@@ -4,20 +4,21 @@
 //! or through a running coordinator's admin API.
 
 use crate::auth::{self, Role};
-use crate::config::{AdminTarget, Command, PkiCommand, TokenCommand};
+use crate::config::{AdminTarget, AgentsCommand, Command, PkiCommand, TokenCommand};
 use crate::store::{self, Guarded};
 use anyhow::{Context, bail};
-use qala_proto::v1::{self as pb, admin_client::AdminClient};
+use qala_proto::v1::{self as pb, admin_client::AdminClient, agents_client::AgentsClient};
 use qala_tls::{BearerToken, pki};
 use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 type Admin = AdminClient<InterceptedService<Channel, BearerToken>>;
+type Agents = AgentsClient<InterceptedService<Channel, BearerToken>>;
 
 enum Target {
     Store(Arc<Guarded>),
-    Server(Admin),
+    Server(Box<Admin>, Box<Agents>),
 }
 
 async fn target(t: &AdminTarget) -> anyhow::Result<Target> {
@@ -40,7 +41,9 @@ async fn target(t: &AdminTarget) -> anyhow::Result<Target> {
             let token = qala_tls::read_token(t.token_file.as_deref(), "QALA_TOKEN")?
                 .context("an admin token is needed: --token-file FILE or QALA_TOKEN")?;
             let channel = endpoint.connect().await.with_context(|| format!("connecting to {url}"))?;
-            Ok(Target::Server(AdminClient::with_interceptor(channel, BearerToken::new(Some(&token))?)))
+            let agents = AgentsClient::with_interceptor(channel.clone(), BearerToken::new(Some(&token))?);
+            let admin = AdminClient::with_interceptor(channel, BearerToken::new(Some(&token))?);
+            Ok(Target::Server(Box::new(admin), Box::new(agents)))
         }
         _ => bail!("say where: --store SPEC (no coordinator running on it) or --server URL --ca FILE --token-file FILE"),
     }
@@ -54,6 +57,7 @@ pub async fn run_command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Pki { command } => pki_command(command).await,
         Command::Token { command } => token_command(command).await,
+        Command::Agents { command } => agents_command(command).await,
     }
 }
 
@@ -87,7 +91,7 @@ async fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
                     let key = if client { auth::client_revocation_key(&id) } else { id.clone() };
                     s.revoke_worker(&key, crate::rules::now_ms()).await?
                 }
-                Target::Server(mut c) => {
+                Target::Server(mut c, _) => {
                     c.revoke_worker(pb::RevokeWorkerRequest { worker_id: id.clone(), client }).await.map_err(denied)?;
                 }
             }
@@ -103,7 +107,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             let role = Role::parse(&role).map_err(anyhow::Error::msg)?;
             let token = match target(&t).await? {
                 Target::Store(s) => auth::add_token(&s, &name, role).await.map_err(denied)?.0,
-                Target::Server(mut c) => {
+                Target::Server(mut c, _) => {
                     c.add_token(pb::AddTokenRequest { name: name.clone(), role: role.label().into() })
                         .await
                         .map_err(denied)?
@@ -117,7 +121,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::List { target: t } => {
             let tokens = match target(&t).await? {
                 Target::Store(s) => s.tokens().await?,
-                Target::Server(mut c) => c.list_tokens(pb::ListTokensRequest {}).await.map_err(denied)?.into_inner().tokens,
+                Target::Server(mut c, _) => c.list_tokens(pb::ListTokensRequest {}).await.map_err(denied)?.into_inner().tokens,
             };
             let mut tokens = tokens;
             tokens.sort_by(|a, b| a.name.cmp(&b.name));
@@ -128,7 +132,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Revoke { name, target: t } => {
             let revoked = match target(&t).await? {
                 Target::Store(s) => s.delete_token(&name).await?,
-                Target::Server(mut c) => {
+                Target::Server(mut c, _) => {
                     c.revoke_token(pb::RevokeTokenRequest { name: name.clone() }).await.map_err(denied)?.into_inner().revoked
                 }
             };
@@ -136,6 +140,41 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
                 bail!("no token named {name:?}");
             }
             println!("token {name:?} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn agents_command(command: AgentsCommand) -> anyhow::Result<()> {
+    match command {
+        AgentsCommand::List { json, target: t } => {
+            let mut agents = match target(&t).await? {
+                Target::Store(s) => s.agents().await?,
+                Target::Server(_, mut c) => c.list_agents(pb::ListAgentsRequest {}).await.map_err(denied)?.into_inner().agents,
+            };
+            agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+            let now = crate::rules::now_ms();
+            for a in agents {
+                if json {
+                    let v = serde_json::json!({
+                        "agent_id": a.agent_id, "hostname": a.hostname, "os": a.os, "version": a.version,
+                        "enrolled_ms": a.enrolled_ms, "last_seen_ms": a.last_seen_ms, "last_peer": a.last_peer,
+                        "actions": a.actions, "last_action_ms": a.last_action_ms,
+                    });
+                    println!("{v}");
+                } else {
+                    let ago = (now - a.last_seen_ms).max(0) / 1000;
+                    println!(
+                        "{}\t{}\t{}\tqala-agent {}\tlast seen {ago} s ago from {}\t{} actions",
+                        a.agent_id,
+                        a.hostname,
+                        a.os,
+                        a.version,
+                        if a.last_peer.is_empty() { "-" } else { &a.last_peer },
+                        a.actions
+                    );
+                }
+            }
         }
     }
     Ok(())

@@ -34,10 +34,12 @@ pub enum Role {
     Metrics,
     /// Trading a certificate signing request for a worker certificate.
     WorkerEnroll,
+    /// A fleet join token: trading it for an agent's own token.
+    AgentEnroll,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Agent, Role::Analyst, Role::Admin, Role::Metrics, Role::WorkerEnroll];
+    pub const ALL: [Role; 6] = [Role::Agent, Role::Analyst, Role::Admin, Role::Metrics, Role::WorkerEnroll, Role::AgentEnroll];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -46,6 +48,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Metrics => "metrics",
             Role::WorkerEnroll => "worker-enroll",
+            Role::AgentEnroll => "agent-enroll",
         }
     }
 
@@ -60,10 +63,11 @@ impl Role {
         use Op::*;
         match self {
             Role::Admin => true,
-            Role::Agent => matches!(op, Lookup | Scan),
-            Role::Analyst => matches!(op, Lookup | GetVerdict | Status),
+            Role::Agent => matches!(op, Lookup | Scan | AgentReport),
+            Role::Analyst => matches!(op, Lookup | GetVerdict | Status | Inventory),
             Role::Metrics => matches!(op, Metrics),
             Role::WorkerEnroll => matches!(op, Enroll),
+            Role::AgentEnroll => matches!(op, EnrollAgent),
         }
     }
 }
@@ -78,6 +82,12 @@ pub enum Op {
     Admin,
     Metrics,
     Enroll,
+    /// An agent's check-in and action reports.
+    AgentReport,
+    /// Listing the agent inventory.
+    Inventory,
+    /// Trading a fleet join token for an agent token.
+    EnrollAgent,
 }
 
 impl Op {
@@ -90,6 +100,9 @@ impl Op {
             Op::Admin => "administration",
             Op::Metrics => "metrics",
             Op::Enroll => "Enroll",
+            Op::AgentReport => "Checkin/ReportActions",
+            Op::Inventory => "ListAgents",
+            Op::EnrollAgent => "agent enrollment",
         }
     }
 }

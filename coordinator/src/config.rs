@@ -146,6 +146,23 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The inventory of enrolled endpoint agents.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Agent id, host, OS, version, last check-in and actions reported
+    /// (an analyst or admin token with --server).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,7 +199,7 @@ pub enum PkiCommand {
     Client {
         dir: PathBuf,
         name: String,
-        /// agent, analyst, admin, metrics or worker-enroll.
+        /// agent, analyst, admin, metrics, worker-enroll or agent-enroll.
         #[arg(long)]
         role: String,
     },
@@ -203,7 +220,7 @@ pub enum TokenCommand {
     /// Make a token; the token alone is printed on the last line (only the
     /// store's copy of its hash remains).
     Add {
-        /// agent, analyst, admin, metrics or worker-enroll.
+        /// agent, analyst, admin, metrics, worker-enroll or agent-enroll.
         #[arg(long)]
         role: String,
         name: String,

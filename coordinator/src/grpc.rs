@@ -121,6 +121,42 @@ impl pb::admin_server::Admin for AdminService {
     }
 }
 
+pub struct AgentsService {
+    core: Arc<Core>,
+}
+
+impl AgentsService {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::agents_server::Agents for AgentsService {
+    async fn enroll(&self, request: Request<pb::EnrollAgentRequest>) -> Result<Response<pb::EnrollAgentResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::EnrollAgent)?;
+        self.core.enroll_agent(&caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn checkin(&self, request: Request<pb::CheckinRequest>) -> Result<Response<pb::CheckinResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::AgentReport)?;
+        self.core.checkin(&caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn report_actions(
+        &self,
+        request: Request<pb::ReportActionsRequest>,
+    ) -> Result<Response<pb::ReportActionsResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::AgentReport)?;
+        self.core.report_actions(&caller, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_agents(&self, request: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Inventory)?;
+        self.core.list_agents(&caller).await.map(Response::new)
+    }
+}
+
 pub struct ClusterService {
     core: Arc<Core>,
 }

@@ -26,7 +26,9 @@ pub use config::{Cli, Config};
 pub use core::valid_sha256;
 
 use anyhow::Context;
-use qala_proto::v1::{admin_server::AdminServer, cluster_server::ClusterServer, scanner_server::ScannerServer};
+use qala_proto::v1::{
+    admin_server::AdminServer, agents_server::AgentsServer, cluster_server::ClusterServer, scanner_server::ScannerServer,
+};
 use qala_tls::{ClientAuth, ServerTls, ServerTlsFiles, pki};
 use std::future::Future;
 use std::sync::Arc;
@@ -157,6 +159,7 @@ pub async fn run(
         .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
     let admin = AdminServer::new(grpc::AdminService::new(core.clone()));
+    let agents = AgentsServer::new(grpc::AgentsService::new(core.clone()));
     let cluster_service = ClusterServer::new(grpc::ClusterService::new(core.clone()));
 
     // One shutdown for both servers.
@@ -186,6 +189,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(scanner)
         .add_service(admin)
+        .add_service(agents)
         .serve_with_incoming_shutdown(
             qala_tls::incoming(listeners.api, tls.as_ref().map(|t| t.0.clone())),
             down(down_rx.clone()),

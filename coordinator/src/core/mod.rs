@@ -15,6 +15,7 @@
 //! a content never holds up another client's upload of it.
 
 mod admin;
+mod agents;
 mod dispatch;
 mod lock;
 mod receive;

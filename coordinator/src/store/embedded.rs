@@ -3,7 +3,7 @@
 
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
-use qala_proto::v1::{TokenRecord, Verdict};
+use qala_proto::v1::{AgentRecord, TokenRecord, Verdict};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use std::sync::Arc;
 const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts_v1");
 /// Client tokens by name (protobuf `TokenRecord`: name, role, sha256 of the token).
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
+/// Agent inventory by agent id (protobuf `AgentRecord`).
+const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents_v1");
 /// Revoked worker ids -> when (Unix ms).
 const REVOKED_WORKERS: TableDefinition<&str, i64> = TableDefinition::new("revoked_workers_v1");
 /// sha256 -> (until_ms, what the file did).
@@ -37,6 +39,7 @@ impl EmbeddedStore {
         txn.open_table(TOKENS).map_err(err)?;
         txn.open_table(REVOKED_WORKERS).map_err(err)?;
         txn.open_table(POISON).map_err(err)?;
+        txn.open_table(AGENTS).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(Self { db: Arc::new(db), path: path.to_path_buf() })
     }
@@ -121,6 +124,43 @@ impl VerdictStore for EmbeddedStore {
             for row in table.iter().map_err(err)? {
                 let (_, v) = row.map_err(err)?;
                 out.push(TokenRecord::decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_agent(&self, record: &AgentRecord) -> Result<(), StoreError> {
+        let (id, bytes) = (record.agent_id.clone(), record.encode_to_vec());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            txn.open_table(AGENTS).map_err(err)?.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let id = agent_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(AGENTS).map_err(err)?;
+            match table.get(id.as_str()).map_err(err)? {
+                Some(v) => Ok(Some(AgentRecord::decode(v.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(AGENTS).map_err(err)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(err)? {
+                let (_, v) = row.map_err(err)?;
+                out.push(AgentRecord::decode(v.value())?);
             }
             Ok(out)
         })

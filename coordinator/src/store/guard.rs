@@ -8,7 +8,7 @@
 //! and in gRPC health (`qala.v1.VerdictStore`).
 
 use super::{StoreError, VerdictStore};
-use qala_proto::v1::{TokenRecord, Verdict};
+use qala_proto::v1::{AgentRecord, TokenRecord, Verdict};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,6 +112,21 @@ impl Guarded {
         self.record(self.inner.delete_token(name).await)
     }
 
+    pub async fn put_agent(&self, record: &AgentRecord) -> Result<(), StoreError> {
+        self.down()?;
+        self.record(self.inner.put_agent(record).await)
+    }
+
+    pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.down()?;
+        self.record(self.inner.agent(agent_id).await)
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.down()?;
+        self.record(self.inner.agents().await)
+    }
+
     pub async fn revoke_worker(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
         self.down()?;
         self.record(self.inner.revoke_worker(id, at_ms).await)
@@ -201,6 +216,15 @@ mod tests {
             self.ping().await.map(|_| false)
         }
         async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+            self.ping().await.map(|_| Vec::new())
+        }
+        async fn put_agent(&self, _: &AgentRecord) -> Result<(), StoreError> {
+            self.ping().await
+        }
+        async fn agent(&self, _: &str) -> Result<Option<AgentRecord>, StoreError> {
+            self.ping().await.map(|_| None)
+        }
+        async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
             self.ping().await.map(|_| Vec::new())
         }
         async fn revoke_worker(&self, _: &str, _: i64) -> Result<(), StoreError> {

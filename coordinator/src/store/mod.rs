@@ -13,7 +13,7 @@ pub use guard::Guarded;
 pub use redis::RedisStore;
 
 use prost::Message;
-use qala_proto::v1::{TokenRecord, Verdict, VerdictKind};
+use qala_proto::v1::{AgentRecord, TokenRecord, Verdict, VerdictKind};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -71,6 +71,15 @@ pub trait VerdictStore: Send + Sync + 'static {
 
     /// What `sha256` did, if it is on the poison list now.
     async fn poisoned(&self, sha256: &str) -> Result<Option<String>, StoreError>;
+
+    /// Add or replace the inventory record of `record.agent_id`.
+    async fn put_agent(&self, record: &AgentRecord) -> Result<(), StoreError>;
+
+    /// The inventory record of `agent_id`, if any.
+    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+
+    /// Every agent in the inventory.
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
 
     /// Check that the store answers.
     async fn ping(&self) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@
 
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
-use qala_proto::v1::{TokenRecord, Verdict};
+use qala_proto::v1::{AgentRecord, TokenRecord, Verdict};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
@@ -85,6 +85,8 @@ fn redis_key(ruleset_id: &str, sha256: &str) -> String {
 
 /// Hash of client tokens: name -> protobuf `TokenRecord` (the token's sha256, never the token).
 const TOKENS_KEY: &str = "qala:v1:tokens";
+/// Hash of the agent inventory: agent id -> protobuf `AgentRecord`.
+const AGENTS_KEY: &str = "qala:v1:agents";
 /// Hash of revoked worker ids -> Unix ms.
 const REVOKED_WORKERS_KEY: &str = "qala:v1:revoked-workers";
 /// Prefix of poison list entries (`qala:v1:poison:<sha256>`, with a TTL).
@@ -368,6 +370,22 @@ impl VerdictStore for RedisStore {
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let values: Vec<Vec<u8>> = self.run(async |c| redis::cmd("HVALS").arg(TOKENS_KEY).query_async(c).await).await?;
         values.iter().map(|b| TokenRecord::decode(b.as_slice()).map_err(StoreError::from)).collect()
+    }
+
+    async fn put_agent(&self, record: &AgentRecord) -> Result<(), StoreError> {
+        let bytes = record.encode_to_vec();
+        self.run(async |c| redis::cmd("HSET").arg(AGENTS_KEY).arg(&record.agent_id).arg(&bytes).query_async(c).await).await
+    }
+
+    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let value: Option<Vec<u8>> =
+            self.run(async |c| redis::cmd("HGET").arg(AGENTS_KEY).arg(agent_id).query_async(c).await).await?;
+        value.map(|b| AgentRecord::decode(b.as_slice()).map_err(StoreError::from)).transpose()
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let values: Vec<Vec<u8>> = self.run(async |c| redis::cmd("HVALS").arg(AGENTS_KEY).query_async(c).await).await?;
+        values.iter().map(|b| AgentRecord::decode(b.as_slice()).map_err(StoreError::from)).collect()
     }
 
     async fn revoke_worker(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {

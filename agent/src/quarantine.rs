@@ -1,0 +1,404 @@
+//! Quarantine: a detected file moved into a root-only directory, defanged
+//! (XOR-ed with a per-item key behind a header, so it can neither run nor
+//! be found again by another scanner), with a record of where it came
+//! from; restored byte-identical with owner, mode and times.
+//!
+//! Each item is two files, `ID.bin` (header + XOR-ed content) and
+//! `ID.json` (the record), both 0600 in a 0700 directory. A record carries
+//! an HMAC-SHA256 under the quarantine's own key (`.key`, 0600): a record
+//! edited to restore somewhere else is refused. Restore walks the original
+//! directory one component at a time with `O_NOFOLLOW` (a directory
+//! swapped for a symbolic link since is refused), creates the file with
+//! `O_EXCL` (never overwrites), checks the sha256 of what it wrote, and
+//! only then drops the quarantined copy.
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+const MAGIC: &[u8; 16] = b"QALA-QUARANTINE\n";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub original_path: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub sha256: String,
+    pub verdict: String,
+    pub rules: Vec<String>,
+    pub quarantined_ms: i64,
+    /// XOR key of the content (hex).
+    pub key: String,
+    /// HMAC-SHA256 of the record without this field, under the quarantine key.
+    #[serde(default)]
+    pub mac: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuarantineError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no quarantined item {0:?}")]
+    NotFound(String),
+    #[error("the record of {0} does not verify (edited?): refused")]
+    Tampered(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{path} changed since it was scanned (sha256 {now}): not quarantined")]
+    Changed { path: String, now: String },
+}
+
+pub struct Quarantine {
+    dir: PathBuf,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn xor(buf: &mut [u8], key: &[u8; 32], offset: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b ^= key[((offset + i as u64) % 32) as usize];
+    }
+}
+
+fn cstr(p: &std::ffi::OsStr) -> std::io::Result<CString> {
+    CString::new(p.as_bytes()).map_err(|_| std::io::Error::other("NUL in a path"))
+}
+
+impl Quarantine {
+    /// The default directory: `/var/lib/qala/quarantine` for root, else
+    /// `~/.local/share/qala/quarantine`.
+    pub fn default_dir() -> PathBuf {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/lib/qala/quarantine");
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("qala/quarantine")
+    }
+
+    /// Open (creating, 0700) the quarantine at `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let m = std::fs::symlink_metadata(dir)?;
+        if !m.is_dir() {
+            return Err(std::io::Error::other(format!("{}: not a directory", dir.display())));
+        }
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        Ok(Self { dir: dir.to_path_buf() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn mac_key(&self) -> std::io::Result<Vec<u8>> {
+        let path = self.dir.join(".key");
+        match std::fs::read(&path) {
+            Ok(k) if k.len() == 32 => return Ok(k),
+            Ok(_) => return Err(std::io::Error::other(format!("{}: not a 32-byte key", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut k = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut k);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        f.write_all(&k)?;
+        f.sync_all()?;
+        Ok(k.to_vec())
+    }
+
+    fn sign(&self, r: &Record) -> std::io::Result<String> {
+        let mut unsigned = r.clone();
+        unsigned.mac.clear();
+        let body = serde_json::to_vec(&unsigned).map_err(std::io::Error::other)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.mac_key()?).map_err(std::io::Error::other)?;
+        mac.update(&body);
+        Ok(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    fn valid_id(id: &str) -> bool {
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }
+
+    /// Move `path` (whose content was scanned as `sha256`) into quarantine.
+    /// The file is opened without following links and must still hash to
+    /// `sha256`, and still be the same inode when it is unlinked.
+    pub fn add(&self, path: &Path, sha256: &str, verdict: &str, rules: &[String]) -> Result<Record, QuarantineError> {
+        let (mut src, m) = crate::walk::open_regular(path)?;
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        let id = format!("{}-{}", now_ms(), hex::encode(&key[..4]));
+        let bin = self.dir.join(format!("{id}.bin"));
+        let tmp = self.dir.join(format!(".{id}.tmp"));
+        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        out.write_all(MAGIC)?;
+        let (mut h, mut off, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
+        loop {
+            let n = src.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            xor(&mut buf[..n], &key, off);
+            out.write_all(&buf[..n])?;
+            off += n as u64;
+        }
+        out.sync_all()?;
+        let now = hex::encode(h.finalize());
+        if now != sha256 {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(QuarantineError::Changed { path: path.display().to_string(), now });
+        }
+        let mut record = Record {
+            id: id.clone(),
+            original_path: std::path::absolute(path)?,
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode() & 0o7777,
+            atime_ns: m.atime() * 1_000_000_000 + m.atime_nsec(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            size: off,
+            sha256: sha256.to_string(),
+            verdict: verdict.to_string(),
+            rules: rules.to_vec(),
+            quarantined_ms: now_ms(),
+            key: hex::encode(key),
+            mac: String::new(),
+        };
+        record.mac = self.sign(&record)?;
+        std::fs::rename(&tmp, &bin)?;
+        let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(self.dir.join(format!("{id}.json")))?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        // Unlink only the inode that was copied (not one swapped in since).
+        let still = std::fs::symlink_metadata(path).map(|n| n.dev() == m.dev() && n.ino() == m.ino()).unwrap_or(false);
+        if !still {
+            self.purge(&id)?;
+            return Err(QuarantineError::Refused(format!("{} was replaced while it was quarantined", path.display())));
+        }
+        std::fs::remove_file(path)?;
+        Ok(record)
+    }
+
+    /// A record, verified against its MAC.
+    pub fn get(&self, id: &str) -> Result<Record, QuarantineError> {
+        if !Self::valid_id(id) {
+            return Err(QuarantineError::NotFound(id.to_string()));
+        }
+        let text = match std::fs::read(self.dir.join(format!("{id}.json"))) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(QuarantineError::NotFound(id.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let r: Record = serde_json::from_slice(&text).map_err(|_| QuarantineError::Tampered(id.to_string()))?;
+        if r.id != id || self.sign(&r)? != r.mac {
+            return Err(QuarantineError::Tampered(id.to_string()));
+        }
+        Ok(r)
+    }
+
+    /// Every record (those that do not verify are listed as errors).
+    pub fn list(&self) -> std::io::Result<Vec<Result<Record, QuarantineError>>> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(String::from))
+            .collect();
+        ids.sort();
+        Ok(ids.iter().map(|id| self.get(id)).collect())
+    }
+
+    pub fn purge(&self, id: &str) -> Result<(), QuarantineError> {
+        if !Self::valid_id(id) || !self.dir.join(format!("{id}.json")).exists() {
+            return Err(QuarantineError::NotFound(id.to_string()));
+        }
+        let _ = std::fs::remove_file(self.dir.join(format!("{id}.bin")));
+        std::fs::remove_file(self.dir.join(format!("{id}.json")))?;
+        Ok(())
+    }
+
+    /// Put item `id` back where it was, byte-identical, with its owner,
+    /// mode and times; returns the path written.
+    pub fn restore(&self, id: &str) -> Result<PathBuf, QuarantineError> {
+        let r = self.get(id)?;
+        let path = &r.original_path;
+        let refuse = |why: &str| QuarantineError::Refused(format!("{}: {why}: not restored", path.display()));
+        if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+            return Err(refuse("not a plain absolute path"));
+        }
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Err(refuse("no file name")) };
+        let dirfd = open_dir_nofollow(dir).map_err(|e| refuse(&format!("directory {}: {e}", dir.display())))?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&r.key, &mut key).map_err(|_| QuarantineError::Tampered(id.to_string()))?;
+        let mut src = std::fs::File::open(self.dir.join(format!("{id}.bin")))?;
+        let mut magic = [0u8; 16];
+        src.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(QuarantineError::Tampered(id.to_string()));
+        }
+        let cname = cstr(name)?;
+        // SAFETY: dirfd is an open directory, cname a valid C string.
+        let fd = unsafe {
+            libc::openat(
+                dirfd.as_raw_fd(),
+                cname.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(refuse(&e.to_string()));
+        }
+        // SAFETY: fd was just opened and is owned here.
+        let mut out = unsafe { std::fs::File::from_raw_fd(fd) };
+        let (mut h, mut off, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
+        let written = (|| -> std::io::Result<()> {
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                xor(&mut buf[..n], &key, off);
+                h.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                off += n as u64;
+            }
+        })();
+        let unlink = || {
+            // SAFETY: as above; removes the name this call created.
+            unsafe { libc::unlinkat(dirfd.as_raw_fd(), cname.as_ptr(), 0) };
+        };
+        if let Err(e) = written {
+            unlink();
+            return Err(e.into());
+        }
+        if hex::encode(h.finalize()) != r.sha256 {
+            unlink();
+            return Err(QuarantineError::Tampered(id.to_string()));
+        }
+        let fd = out.as_raw_fd();
+        let times = [
+            libc::timespec { tv_sec: r.atime_ns.div_euclid(1_000_000_000), tv_nsec: r.atime_ns.rem_euclid(1_000_000_000) },
+            libc::timespec { tv_sec: r.mtime_ns.div_euclid(1_000_000_000), tv_nsec: r.mtime_ns.rem_euclid(1_000_000_000) },
+        ];
+        // SAFETY: fd is open; times is two valid timespecs.
+        let ok = unsafe {
+            libc::fchown(fd, r.uid, r.gid) == 0 && libc::fchmod(fd, r.mode) == 0 && libc::futimens(fd, times.as_ptr()) == 0
+        };
+        if !ok {
+            let e = std::io::Error::last_os_error();
+            unlink();
+            return Err(refuse(&format!("setting owner, mode and times: {e}")));
+        }
+        out.sync_all()?;
+        self.purge(id)?;
+        Ok(path.clone())
+    }
+}
+
+/// Open directory `dir` (absolute) one component at a time, never
+/// following a symbolic link.
+fn open_dir_nofollow(dir: &Path) -> std::io::Result<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a constant, valid C string.
+    let root = unsafe { libc::open(c"/".as_ptr(), flags) };
+    if root < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: root was just opened.
+    let mut fd = unsafe { OwnedFd::from_raw_fd(root) };
+    for c in dir.components() {
+        let Component::Normal(part) = c else { continue };
+        let name = cstr(part)?;
+        // SAFETY: fd is an open directory, name a valid C string.
+        let next = unsafe { libc::openat(fd.as_raw_fd(), name.as_ptr(), flags) };
+        if next < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+                return Err(std::io::Error::other(format!("{}: a symbolic link or not a directory", part.to_string_lossy())));
+            }
+            return Err(e);
+        }
+        // SAFETY: next was just opened.
+        fd = unsafe { OwnedFd::from_raw_fd(next) };
+    }
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn round_trip_defanged_and_tamper_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::open(&dir.path().join("q")).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let file = home.join("evil.exe");
+        let content = b"MZ this would be malware".repeat(100);
+        std::fs::write(&file, &content).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o751)).unwrap();
+        let before = std::fs::metadata(&file).unwrap();
+        let sha = hex::encode(Sha256::digest(&content));
+        assert!(matches!(q.add(&file, &"0".repeat(64), "malicious", &[]), Err(QuarantineError::Changed { .. })));
+        let r = q.add(&file, &sha, "malicious", &["t.evil".into()]).unwrap();
+        assert!(!file.exists());
+        let stored = std::fs::read(q.dir().join(format!("{}.bin", r.id))).unwrap();
+        assert!(!stored.windows(8).any(|w| w == b"MZ this "), "the copy is defanged");
+        assert_eq!(std::fs::metadata(q.dir().join(format!("{}.bin", r.id))).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(q.list().unwrap().len(), 1);
+
+        // A record edited to point elsewhere is refused.
+        let json = q.dir().join(format!("{}.json", r.id));
+        let good = std::fs::read_to_string(&json).unwrap();
+        std::fs::write(&json, good.replace("evil.exe", "other.exe")).unwrap();
+        assert!(matches!(q.restore(&r.id), Err(QuarantineError::Tampered(_))));
+        std::fs::write(&json, &good).unwrap();
+
+        // The directory swapped for a link: refused, nothing written there.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::rename(&home, dir.path().join("home.real")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &home).unwrap();
+        let e = q.restore(&r.id).unwrap_err();
+        assert!(matches!(e, QuarantineError::Refused(_)), "{e}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        std::fs::remove_file(&home).unwrap();
+        std::fs::rename(dir.path().join("home.real"), &home).unwrap();
+
+        // An existing file is never overwritten.
+        std::fs::write(&file, b"new").unwrap();
+        assert!(q.restore(&r.id).is_err());
+        std::fs::remove_file(&file).unwrap();
+
+        assert_eq!(q.restore(&r.id).unwrap(), file);
+        assert_eq!(std::fs::read(&file).unwrap(), content);
+        let after = std::fs::metadata(&file).unwrap();
+        assert_eq!(after.mode() & 0o7777, 0o751);
+        assert_eq!((after.mtime(), after.mtime_nsec()), (before.mtime(), before.mtime_nsec()));
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert!(q.list().unwrap().is_empty());
+        assert!(matches!(q.restore(&r.id), Err(QuarantineError::NotFound(_))));
+        assert!(matches!(q.get("../../etc/passwd"), Err(QuarantineError::NotFound(_))));
+    }
+}

@@ -1,0 +1,241 @@
+//! `qala-agent service`: the long-lived process the systemd unit runs.
+//! Real-time watch (inotify, or fanotify as root) and optional on-access
+//! blocking, scheduled rescans and the offline spool's drain, all feeding
+//! one [`pipeline::Pipeline`]; check-ins keep the coordinator's inventory
+//! current and every action taken is reported to it.
+
+pub mod events;
+pub mod fanotify;
+pub mod pipeline;
+pub mod spool;
+pub mod watch;
+
+use crate::client::Client;
+use crate::config::{AgentConfig, WatchBackend};
+use crate::walk::{Excludes, WalkOptions};
+use events::Events;
+use pipeline::{Memo, Pipeline};
+use qala_proto::v1 as pb;
+use serde_json::json;
+use spool::Spool;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch as tokio_watch};
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What this machine is, for the inventory.
+pub fn agent_info() -> pb::AgentInfo {
+    let hostname =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+    let pretty = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+        .unwrap_or_else(|| "Linux".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    pb::AgentInfo { hostname, os: format!("{pretty}; Linux {kernel}"), version: env!("CARGO_PKG_VERSION").to_string() }
+}
+
+fn state_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/qala");
+    }
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("qala")
+}
+
+/// Where the service keeps its spool by default.
+pub fn default_spool() -> PathBuf {
+    state_dir().join("spool")
+}
+
+fn glob_escape(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Run the service until SIGTERM or SIGINT.
+pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::Result<()> {
+    let root = is_root();
+    let backend = match cfg.watch.backend {
+        WatchBackend::Auto if root => WatchBackend::Fanotify,
+        WatchBackend::Auto => WatchBackend::Inotify,
+        WatchBackend::Fanotify if !root => anyhow::bail!("watch.backend = \"fanotify\" needs root (CAP_SYS_ADMIN)"),
+        b => b,
+    };
+    if cfg.watch.on_access && !root {
+        anyhow::bail!("watch.on_access needs root (fanotify permission events need CAP_SYS_ADMIN)");
+    }
+    if cfg.watch.on_access && cfg.watch.paths.is_empty() {
+        anyhow::bail!("watch.on_access is set but watch.paths is empty");
+    }
+    let quarantine_dir = cfg.paths.quarantine.clone().unwrap_or_else(crate::quarantine::Quarantine::default_dir);
+    let spool_path = cfg.paths.spool.clone().unwrap_or_else(default_spool);
+    let cache_path = cfg.paths.hash_cache.clone().or_else(crate::cache::HashCache::default_path);
+
+    crate::limits::set_cpu_share(cfg.limits.cpu_percent);
+    // The agent's own files are never scanned (a quarantined file is
+    // defanged; the spool and cache change all the time).
+    let mut exclude = cfg.scan.exclude.clone();
+    exclude.push(format!("{}/**", glob_escape(&quarantine_dir)));
+    for own in [Some(&spool_path), cache_path.as_ref()].into_iter().flatten() {
+        if let Some(dir) = own.parent() {
+            exclude.push(format!("{}/.*.tmp", glob_escape(dir)));
+            exclude.push(format!("{}/.hashes.*.tmp", glob_escape(dir)));
+        }
+        exclude.push(glob_escape(own));
+    }
+    let excludes = Arc::new(Excludes::new(&exclude).map_err(|e| anyhow::anyhow!("scan.exclude: {e}"))?);
+    let private_globs: Vec<String> = cfg
+        .scan
+        .upload_exclude
+        .clone()
+        .unwrap_or_else(|| crate::scan::DEFAULT_UPLOAD_EXCLUDE.iter().map(|s| s.to_string()).collect());
+    let private = Excludes::new(&private_globs).map_err(|e| anyhow::anyhow!("scan.upload_exclude: {e}"))?;
+    let cache = cache_path.map(|p| Arc::new(crate::cache::HashCache::open(p)));
+    let spool = Arc::new(Spool::open(&spool_path, cfg.paths.spool_max));
+    let quarantine = match crate::quarantine::Quarantine::open(&quarantine_dir) {
+        Ok(q) => Some(q),
+        Err(e) => {
+            tracing::warn!(dir = %quarantine_dir.display(), error = %e, "no quarantine: quarantine actions will fail");
+            None
+        }
+    };
+
+    let (stop_tx, stop_rx) = tokio_watch::channel(false);
+    let (events, reporter) = Events::start(client.clone(), stop_rx.clone());
+    let memo = Arc::new(Memo::default());
+    let pipeline = Arc::new(Pipeline {
+        client: client.clone(),
+        events: events.clone(),
+        spool: spool.clone(),
+        memo: memo.clone(),
+        quarantine,
+        actions: cfg.actions,
+        walk: WalkOptions {
+            threads: cfg.limits.threads.max(1),
+            exclude: Vec::new(),
+            max_file_size: cfg.scan.max_file_size.map(|s| s.0),
+            one_file_system: cfg.scan.one_file_system,
+            cache: cache.clone(),
+        },
+        excludes: excludes.clone(),
+        private,
+        lookup_only: cfg.scan.lookup_only,
+        agent_id: agent_id.clone(),
+        concurrency: 4,
+        online: AtomicBool::new(true),
+    });
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<PathBuf>>(256);
+    tokio::spawn(pipeline.clone().run(jobs_rx));
+    tokio::spawn(pipeline.clone().drain(stop_rx.clone()));
+
+    // Watch: backend -> debouncer -> jobs.
+    let (watch_tx, watch_rx) = mpsc::channel::<PathBuf>(65_536);
+    let mut _inotify = None;
+    let watch_paths: Vec<PathBuf> =
+        cfg.watch.paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect();
+    if !watch_paths.is_empty() {
+        match backend {
+            WatchBackend::Fanotify => {
+                fanotify::watch(&watch_paths, watch_tx.clone()).map_err(|e| anyhow::anyhow!("fanotify watch: {e}"))?;
+            }
+            _ => {
+                _inotify =
+                    Some(watch::inotify(&watch_paths, watch_tx.clone()).map_err(|e| anyhow::anyhow!("inotify watch: {e}"))?);
+            }
+        }
+    }
+    let debouncer = watch::Debouncer { quiet: Duration::from_millis(cfg.watch.debounce_ms.max(10)) };
+    tokio::spawn(debouncer.run(watch_rx, excludes.clone(), jobs_tx.clone()));
+
+    if cfg.watch.on_access {
+        let on_access = Arc::new(fanotify::OnAccess {
+            client: client.clone(),
+            cache: cache.clone(),
+            memo: memo.clone(),
+            events: events.clone(),
+            timeout: Duration::from_millis(cfg.watch.on_access_timeout_ms.max(10)),
+            max_size: cfg.watch.on_access_max_size.0,
+            later: watch_tx.clone(),
+        });
+        on_access.start(&watch_paths, tokio::runtime::Handle::current()).map_err(|e| anyhow::anyhow!("on-access: {e}"))?;
+    }
+    drop(watch_tx);
+
+    // Scheduled rescans.
+    if !cfg.schedule.paths.is_empty() && !cfg.schedule.interval.0.is_zero() {
+        let (paths, every, at_start, jobs, mut stop) =
+            (cfg.schedule.paths.clone(), cfg.schedule.interval.0, cfg.schedule.at_start, jobs_tx.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            if !at_start {
+                tokio::select! { _ = tokio::time::sleep(every) => {}, _ = stop.changed() => return }
+            }
+            loop {
+                if jobs.send(paths.clone()).await.is_err() {
+                    return;
+                }
+                tokio::select! { _ = tokio::time::sleep(every) => {}, _ = stop.changed() => return }
+            }
+        });
+    }
+
+    // Check-ins: at start, then every few minutes.
+    let checkin_every = std::env::var("QALA_CHECKIN_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(300u64);
+    {
+        let (client, mut stop) = (client.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = client.checkin(agent_info()).await {
+                    tracing::warn!(error = %e.message(), "check-in failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(checkin_every.max(1))) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    events.emit(
+        "started",
+        None,
+        json!({
+            "agent_id": agent_id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "watch": watch_paths, "backend": format!("{backend:?}").to_lowercase(),
+            "on_access": cfg.watch.on_access, "spooled": spool.len(),
+            "quarantine": quarantine_dir, "lookup_only": cfg.scan.lookup_only,
+        }),
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let _ = stop_tx.send(true);
+    if let Some(c) = &cache
+        && let Err(e) = c.save()
+    {
+        tracing::warn!(error = %e, "hash cache not saved");
+    }
+    // Give queued action reports a moment to leave.
+    let _ = tokio::time::timeout(Duration::from_secs(2), reporter).await;
+    events.emit("stopped", None, json!({"spooled": spool.len()}));
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! Endpoint agents as a fleet: enrollment (a join token traded for the
+//! agent's own token), the inventory (who, where, which version, last seen)
+//! and the actions agents take on detections, each audited.
+//!
+//! An agent is known by its token name: the inventory record it updates is
+//! always the caller's own, whatever the request says.
+
+use super::Core;
+use crate::auth::{self, Caller, Op, Role};
+use qala_proto::v1 as pb;
+use rand::RngCore;
+use serde_json::json;
+use tonic::Status;
+
+/// Most actions accepted in one report.
+const MAX_ACTIONS: usize = 1000;
+
+fn store_error(e: crate::store::StoreError) -> Status {
+    Status::unavailable(format!("verdict store: {e}"))
+}
+
+/// Inventory fields come from the endpoint: bounded and printable.
+fn field(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// `<host>-<6 hex>`: the host name cut to what a token name allows, and a
+/// random suffix so two machines of one name never share an id.
+fn new_agent_id(hostname: &str) -> String {
+    let host: String = hostname
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .take(48)
+        .collect();
+    let host = if host.is_empty() { "agent".to_string() } else { host };
+    let mut suffix = [0u8; 3];
+    rand::rng().fill_bytes(&mut suffix);
+    format!("{host}-{}", hex::encode(suffix))
+}
+
+impl Core {
+    pub async fn enroll_agent(&self, caller: &Caller, req: pb::EnrollAgentRequest) -> Result<pb::EnrollAgentResponse, Status> {
+        caller.require(Op::EnrollAgent)?;
+        let info = req.info.unwrap_or_default();
+        let agent_id = new_agent_id(&info.hostname);
+        let (token, _) = auth::add_token(&self.store, &agent_id, Role::Agent).await?;
+        let now = crate::rules::now_ms();
+        let record = pb::AgentRecord {
+            agent_id: agent_id.clone(),
+            hostname: field(&info.hostname, 255),
+            os: field(&info.os, 255),
+            version: field(&info.version, 64),
+            enrolled_ms: now,
+            last_seen_ms: now,
+            last_peer: caller.peer.map(|p| p.to_string()).unwrap_or_default(),
+            ..Default::default()
+        };
+        self.store.put_agent(&record).await.map_err(store_error)?;
+        let _ = self.auth.refresh().await;
+        self.audit.event(
+            "agent_enrolled",
+            Some(caller),
+            json!({"agent_id": agent_id, "hostname": record.hostname, "os": record.os, "version": record.version}),
+        );
+        Ok(pb::EnrollAgentResponse { agent_id, token })
+    }
+
+    /// The caller's inventory record (made now for a token added by hand).
+    async fn own_record(&self, caller: &Caller) -> Result<pb::AgentRecord, Status> {
+        let found = self.store.agent(&caller.name).await.map_err(store_error)?;
+        Ok(found.unwrap_or_else(|| pb::AgentRecord {
+            agent_id: caller.name.clone(),
+            enrolled_ms: crate::rules::now_ms(),
+            ..Default::default()
+        }))
+    }
+
+    pub async fn checkin(&self, caller: &Caller, req: pb::CheckinRequest) -> Result<pb::CheckinResponse, Status> {
+        caller.require(Op::AgentReport)?;
+        let info = req.info.unwrap_or_default();
+        let mut record = self.own_record(caller).await?;
+        record.hostname = field(&info.hostname, 255);
+        record.os = field(&info.os, 255);
+        record.version = field(&info.version, 64);
+        record.last_seen_ms = crate::rules::now_ms();
+        record.last_peer = caller.peer.map(|p| p.to_string()).unwrap_or_default();
+        self.store.put_agent(&record).await.map_err(store_error)?;
+        Ok(pb::CheckinResponse { server_time_ms: record.last_seen_ms })
+    }
+
+    pub async fn report_actions(
+        &self,
+        caller: &Caller,
+        req: pb::ReportActionsRequest,
+    ) -> Result<pb::ReportActionsResponse, Status> {
+        caller.require(Op::AgentReport)?;
+        if req.actions.len() > MAX_ACTIONS {
+            return Err(Status::invalid_argument(format!("at most {MAX_ACTIONS} actions per report")));
+        }
+        for a in &req.actions {
+            self.audit.event(
+                "agent_action",
+                Some(caller),
+                json!({
+                    "agent_id": caller.name,
+                    "action": field(&a.action, 64),
+                    "path": field(&a.path, 4096),
+                    "sha256": field(&a.sha256, 64),
+                    "verdict": field(&a.verdict, 32),
+                    "rules": a.rules.iter().take(64).map(|r| field(r, 256)).collect::<Vec<_>>(),
+                    "at_ms": a.at_ms,
+                    "detail": field(&a.detail, 1024),
+                }),
+            );
+        }
+        let mut record = self.own_record(caller).await?;
+        let now = crate::rules::now_ms();
+        record.actions += req.actions.len() as u64;
+        record.last_seen_ms = now;
+        if !req.actions.is_empty() {
+            record.last_action_ms = now;
+        }
+        self.store.put_agent(&record).await.map_err(store_error)?;
+        Ok(pb::ReportActionsResponse { recorded: req.actions.len() as u32 })
+    }
+
+    pub async fn list_agents(&self, caller: &Caller) -> Result<pb::ListAgentsResponse, Status> {
+        caller.require(Op::Inventory)?;
+        let mut agents = self.store.agents().await.map_err(store_error)?;
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        Ok(pb::ListAgentsResponse { agents })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_are_token_names_and_unique() {
+        let a = new_agent_id("ws-042.example.org");
+        assert!(a.starts_with("ws-042.example.org-") && a.len() == "ws-042.example.org-".len() + 6);
+        assert!(auth::check_token_name(&a).is_ok());
+        assert_ne!(new_agent_id("x"), new_agent_id("x"));
+        let odd = new_agent_id("bad host/\u{1b}[31m");
+        assert!(auth::check_token_name(&odd).is_ok(), "{odd}");
+        assert!(new_agent_id("").starts_with("agent-"));
+    }
+}
