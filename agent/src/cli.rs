@@ -142,6 +142,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         token_out: Option<PathBuf>,
     },
+    /// Read the config file and say what the service would do (exit 2 if
+    /// it does not parse).
+    CheckConfig,
     /// Quarantined files: list, restore, purge.
     Quarantine {
         /// The quarantine directory (default: the config's, else

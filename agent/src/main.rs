@@ -50,6 +50,22 @@ fn main() {
 
 async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
     qala_tls::install_crypto_provider();
+    if let Command::CheckConfig = &cli.command {
+        println!(
+            "{}: ok: server {}, watch {:?} ({:?} backend, on_access {}), actions malicious={:?} suspicious={:?}, schedule {:?} every {} s, lookup_only {}",
+            cli.config.display(),
+            cfg.server.url.as_deref().unwrap_or("(not set: enroll)"),
+            cfg.watch.paths,
+            cfg.watch.backend,
+            cfg.watch.on_access,
+            cfg.actions.malicious,
+            cfg.actions.suspicious,
+            cfg.schedule.paths,
+            cfg.schedule.interval.0.as_secs(),
+            cfg.scan.lookup_only
+        );
+        return Ok(exit::CLEAN);
+    }
     if let Command::Quarantine { dir, command } = &cli.command {
         return quarantine(dir.clone().or(cfg.paths.quarantine.clone()), command);
     }
@@ -64,7 +80,7 @@ async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
     let client = Client::new(&Connect { server, ca, token, identity, insecure: cli.insecure })?;
     let agent_id = cli.agent_id.clone().or(cfg.server.agent_id.clone()).unwrap_or_else(hostname);
     match cli.command {
-        Command::Quarantine { .. } | Command::Enroll { .. } => unreachable!("handled above"),
+        Command::Quarantine { .. } | Command::Enroll { .. } | Command::CheckConfig => unreachable!("handled above"),
         Command::Service { watch, on_access, lookup_only, malicious, suspicious, quarantine_dir, spool, cache } => {
             let mut cfg = cfg;
             cfg.watch.paths.extend(watch);

@@ -6,7 +6,11 @@
 //!   files or directories moved in, on the filesystem of each watched path;
 //!   events outside the watched paths are dropped.
 //! - **On access**: a content group with `FAN_OPEN_PERM` and
-//!   `FAN_OPEN_EXEC_PERM` on the mount of each watched path. The kernel
+//!   `FAN_OPEN_EXEC_PERM` on the filesystem of each watched path (a
+//!   filesystem mark, not a mount mark: the systemd unit runs the agent in
+//!   its own mount namespace, whose copies of the mounts other processes
+//!   never open through); opens outside the watched paths are allowed at
+//!   once by the reading thread. The kernel
 //!   holds each open until the agent answers, so the answer comes from what
 //!   is at hand only: the hash cache or a hash of the open file (up to a
 //!   size cap), then verdicts seen before, then one `Lookup` with a short
@@ -35,7 +39,6 @@ const FAN_CLASS_NOTIF: u32 = 0x0;
 const FAN_CLASS_CONTENT: u32 = 0x4;
 const FAN_REPORT_DFID_NAME: u32 = 0x0000_0c00;
 const FAN_MARK_ADD: u32 = 0x1;
-const FAN_MARK_MOUNT: u32 = 0x10;
 const FAN_MARK_FILESYSTEM: u32 = 0x100;
 const FAN_CLOSE_WRITE: u64 = 0x8;
 const FAN_MOVED_TO: u64 = 0x80;
@@ -286,13 +289,14 @@ impl OnAccess {
         }
     }
 
-    /// Start blocking on the mounts of `paths`. The reading thread answers
+    /// Start blocking on the filesystems of `paths`. The reading thread answers
     /// the agent's own opens itself and hands the rest to tasks on `rt`.
     pub fn start(self: Arc<Self>, paths: &[PathBuf], rt: tokio::runtime::Handle) -> std::io::Result<std::thread::JoinHandle<()>> {
         let group = Arc::new(init(FAN_CLASS_CONTENT | FAN_CLOEXEC)?);
         for p in paths {
-            mark(&group, FAN_MARK_ADD | FAN_MARK_MOUNT, FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM, p)?;
+            mark(&group, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM, p)?;
         }
+        let roots: Vec<PathBuf> = paths.to_vec();
         let me = std::process::id() as i32;
         let reported: Arc<Mutex<HashMap<(String, i32), Instant>>> = Arc::default();
         std::thread::Builder::new().name("fanotify-access".into()).spawn(move || {
@@ -316,7 +320,7 @@ impl OnAccess {
                     if m.mask & (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM) == 0 {
                         continue;
                     }
-                    if m.pid == me {
+                    if m.pid == me || !fd_path(fd.as_raw_fd()).is_some_and(|p| roots.iter().any(|r| p.starts_with(r))) {
                         respond(group.as_raw_fd(), fd.as_raw_fd(), true);
                         continue;
                     }
