@@ -14,6 +14,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 /// Digests per `Lookup` call.
 const LOOKUP_BATCH: usize = 512;
+/// `Lookup` calls in flight at once.
+const LOOKUPS_IN_FLIGHT: usize = 4;
 
 pub struct ScanOptions {
     pub paths: Vec<PathBuf>,
@@ -84,8 +86,12 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
         }
     };
 
+    type Looked = (Vec<(PathBuf, String, u64)>, Result<qala_proto::v1::LookupResponse, tonic::Status>);
+    let (looked_tx, mut looked_rx) = mpsc::channel::<Looked>(LOOKUPS_IN_FLIGHT * 2);
+    let lookups = Arc::new(Semaphore::new(LOOKUPS_IN_FLIGHT));
+    let mut lookups_in_flight = 0usize;
     let mut walking = true;
-    while walking || !pending.is_empty() {
+    while walking || !pending.is_empty() || lookups_in_flight > 0 {
         tokio::select! {
             found = found_rx.recv(), if walking => {
                 let Some(first) = found else { walking = false; continue };
@@ -112,8 +118,20 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                 let mut digests: Vec<String> = files.iter().map(|f| f.1.clone()).filter(|s| !pending.contains_key(s)).collect();
                 digests.sort();
                 digests.dedup();
-                // Text output needs no executable summaries: brief answers.
-                let known = match client.lookup_all(digests, !opts.json).await {
+                // Several batches in flight: the coordinator answers them on
+                // all its cores while the walk goes on.
+                lookups_in_flight += 1;
+                let (client, tx, permits, brief) = (client.clone(), looked_tx.clone(), lookups.clone(), !opts.json);
+                tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    // Text output needs no executable summaries: brief answers.
+                    let result = client.lookup_all(digests, brief).await;
+                    let _ = tx.send((files, result)).await;
+                });
+            }
+            Some((files, result)) = looked_rx.recv() => {
+                lookups_in_flight -= 1;
+                let known = match result {
                     Ok(resp) => resp.verdicts.into_iter().map(|v| (v.sha256.clone(), v)).collect(),
                     Err(e) => {
                         for (path, sha256, size) in files {

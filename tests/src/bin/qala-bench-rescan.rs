@@ -29,6 +29,15 @@ fn main() -> Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    // The floor under any rescan: process start, TLS handshake, one call.
+    let floor: Vec<f64> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = cluster.agent_command(&cluster.url(), "agent").args(["lookup", &"0".repeat(64)]).output();
+            started.elapsed().as_secs_f64()
+        })
+        .collect();
+    println!("floor (qala-agent lookup of one digest: process start, TLS, one call): {:.3}s median of 5", median(floor));
     for (mode, flags) in [("text", &[][..]), ("--json", &["--json"][..])] {
         let (mut cached, mut uncached) = (Vec::new(), Vec::new());
         let mut last = (String::new(), String::new());
