@@ -55,6 +55,10 @@ pub enum Command {
         /// Uploads in flight at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Cap uploads at SIZE bytes per second (K, M, G; default: the
+        /// config's limits.upload_bytes_per_sec; 0: no cap).
+        #[arg(long, value_name = "SIZE", value_parser = crate::walk::parse_size)]
+        max_upload_rate: Option<u64>,
         /// Hashing threads (defaults to the CPU count).
         #[arg(long)]
         threads: Option<usize>,

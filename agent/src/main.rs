@@ -100,6 +100,7 @@ async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
             infected,
             no_progress,
             concurrency,
+            max_upload_rate,
             threads,
             exclude,
             max_file_size,
@@ -135,6 +136,7 @@ async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
                 scan::DEFAULT_UPLOAD_EXCLUDE.iter().map(|g| g.to_string()).collect()
             };
             let lookup_only = lookup_only || cfg.scan.lookup_only;
+            let client = client.with_upload_rate(max_upload_rate.unwrap_or(cfg.limits.upload_bytes_per_sec.0));
             let progress = !json && !no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
             let opts =
                 scan::ScanOptions { paths, json, infected, progress, concurrency, walk, agent_id, lookup_only, upload_exclude };

@@ -51,7 +51,7 @@ impl Bar {
     }
 
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        self.bar.finish();
     }
 }
 

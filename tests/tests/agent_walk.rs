@@ -189,3 +189,40 @@ fn lookup_only_and_private_paths_upload_nothing() {
     let (lines, ..) = scan(&cluster, &["--lookup-only"], d);
     assert_eq!(by_name(&lines, "new.txt").unwrap()["verdict"], "unknown");
 }
+
+/// `-i` prints only what is not clean (and the summary); on a terminal a
+/// progress bar is drawn on standard error, never into a pipe.
+#[test]
+fn infected_only_output_and_a_progress_bar_on_a_terminal() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for i in 0..50 {
+        std::fs::write(d.join(format!("clean{i}.txt")), format!("clean file {i}")).unwrap();
+    }
+    std::fs::write(d.join("eicar.com"), eicar()).unwrap();
+    let out = run(&cluster, &["scan", "-i", &d.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one detection and the summary: {text}");
+    assert!(lines[0].contains("eicar.com") && lines[0].contains("malicious"), "{text}");
+    assert!(lines[1].starts_with("scanned 51 files"), "{text}");
+    // Not a terminal: no progress bar in the output.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("files,"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A terminal (script(1) gives the agent a pseudo-terminal).
+    let cmd = cluster.agent_command(&cluster.url(), "agent");
+    let mut line = vec![cmd.get_program().to_string_lossy().into_owned()];
+    line.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    line.extend(["scan".into(), "--no-cache".into(), d.display().to_string()]);
+    let shell = line.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" ");
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &shell, "/dev/null"])
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(shown.contains("51 files, 1 detected"), "no progress bar on a terminal:\n{shown}");
+}
