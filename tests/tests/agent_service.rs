@@ -138,6 +138,19 @@ fn enrolled_agent_watches_quarantines_restores_and_is_audited() {
     }
     assert!(!v.keys().any(|p| p.contains("/build/")), "excluded path scanned");
     assert!(!v.keys().any(|p| p.ends_with("/pipe")), "FIFO opened");
+    // Modified after its verdict: scanned once more, the new content.
+    let first_sha = v[&clean.display().to_string()][0]["sha256"].as_str().unwrap().to_string();
+    std::fs::write(&clean, b"rewritten").unwrap();
+    let again = wait_for("the modified file answered again", Duration::from_secs(30), || {
+        let v = verdicts(&events(&svc.log));
+        let got = v.get(&clean.display().to_string()).cloned().unwrap_or_default();
+        (got.len() >= 2).then_some(got)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", svc.log_text()));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(verdicts(&events(&svc.log))[&clean.display().to_string()].len(), 2, "modified once, answered once more");
+    assert_ne!(again[1]["sha256"].as_str().unwrap(), first_sha);
+    assert_eq!(again[1]["sha256"], qala_tests::sha256_hex(b"rewritten"));
     let evil_v = &v[&evil.display().to_string()][0];
     assert_eq!(evil_v["verdict"], "malicious");
     assert_eq!(v[&clean.display().to_string()][0]["verdict"], "clean");
@@ -273,7 +286,8 @@ fn offline_spool_survives_a_restart_and_answers_each_file_once() {
     first.terminate().unwrap();
 
     // Restarted (still offline), then the coordinator comes up.
-    let second = service(&cluster, "agent-2", &config, &[]);
+    // This time detections are deleted.
+    let second = service(&cluster, "agent-2", &config, &["--malicious", "delete"]);
     assert!(of_kind(&events(&second.log), "started")[0]["spooled"].as_u64().unwrap() >= names.len() as u64);
     cluster.start_coordinator().unwrap();
     cluster.add_worker("w1").unwrap();
@@ -293,6 +307,14 @@ fn offline_spool_survives_a_restart_and_answers_each_file_once() {
         assert_eq!(got.len(), 1, "{n} answered exactly once: {got:?}");
     }
     assert_eq!(v[&watched.join("eicar.com").display().to_string()][0]["verdict"], "malicious");
+    assert!(!watched.join("eicar.com").exists(), "deleted");
+    assert!(
+        of_kind(&all, "action").iter().any(|a| a["action"] == "delete" && a["path"].as_str().unwrap().ends_with("eicar.com"))
+    );
+    wait_for("the deletion audited", Duration::from_secs(20), || {
+        cluster.audit().into_iter().find(|a| a["event"] == "agent_action" && a["action"] == "delete")
+    })
+    .unwrap();
     let f0 = &v[&watched.join("f0.txt").display().to_string()][0];
     assert_eq!(f0["sha256"], qala_tests::sha256_hex(b"changed while offline"));
     // Nothing sent twice: one upload per distinct content.
