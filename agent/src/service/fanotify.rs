@@ -337,8 +337,11 @@ impl OnAccess {
                                 None
                             }
                         };
+                        // Who asked, read while the process still waits on
+                        // the answer (it may exit right after a denial).
+                        let who = verdict.as_ref().map(|_| format!("pid {} ({})", m.pid, comm(m.pid)));
                         respond(group.as_raw_fd(), raw, verdict.is_none());
-                        if let Some((sha, rules)) = verdict {
+                        if let (Some((sha, rules)), Some(who)) = (verdict, who) {
                             let path = fd_path(raw).unwrap_or_default();
                             // One report per file and process every 10 s.
                             let fresh = {
@@ -347,7 +350,6 @@ impl OnAccess {
                                 r.insert((sha.clone(), m.pid), Instant::now()).is_none()
                             };
                             if fresh {
-                                let who = format!("pid {} ({})", m.pid, comm(m.pid));
                                 this.events.action("access_denied", &path, &sha, "malicious", &rules, &who);
                             }
                         }
