@@ -9,9 +9,8 @@
 //! does not parse is ignored (and replaced), never trusted in part.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 const MAGIC: &[u8; 8] = b"QALAHC1\n";
@@ -125,13 +124,7 @@ impl HashCache {
             out.extend_from_slice(&e.sha256);
         }
         drop(entries);
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".hashes.{}.tmp", std::process::id()));
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(&out)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        crate::fsutil::write_atomic(&self.path, &out)
     }
 }
 

@@ -206,18 +206,27 @@ impl Default for PathsConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Size(pub u64);
 
+/// A value written as a bare number or as text with a unit.
+fn number_or_text<'de, D: serde::Deserializer<'de>, T>(
+    d: D,
+    number: impl FnOnce(u64) -> T,
+    text: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::N(n) => Ok(number(n)),
+        Raw::S(s) => text(&s).map_err(serde::de::Error::custom),
+    }
+}
+
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Size(n)),
-            Raw::S(s) => crate::walk::parse_size(&s).map(Size).map_err(serde::de::Error::custom),
-        }
+        number_or_text(d, Size, |s| crate::walk::parse_size(s).map(Size))
     }
 }
 
@@ -241,16 +250,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Duration(std::time::Duration::from_secs(n))),
-            Raw::S(s) => parse_duration(&s).map(Duration).map_err(serde::de::Error::custom),
-        }
+        number_or_text(d, |n| Duration(std::time::Duration::from_secs(n)), |s| parse_duration(s).map(Duration))
     }
 }
 
@@ -273,8 +273,6 @@ impl AgentConfig {
 /// in the TOML file at `path` (created if missing), keeping everything else
 /// in it, comments included; written atomically, mode 0600.
 pub fn write_enrollment(path: &Path, url: &str, ca: Option<&Path>, token_file: &Path, agent_id: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -289,13 +287,7 @@ pub fn write_enrollment(path: &Path, url: &str, ca: Option<&Path>, token_file: &
     }
     server["token_file"] = toml_edit::value(token_file.display().to_string());
     server["agent_id"] = toml_edit::value(agent_id);
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".agent.toml.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(doc.to_string().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    crate::fsutil::write_atomic(path, doc.to_string().as_bytes())?;
     Ok(())
 }
 

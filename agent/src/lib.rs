@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod fsutil;
 pub mod limits;
 pub mod local;
 pub mod output;

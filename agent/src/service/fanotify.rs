@@ -86,6 +86,29 @@ fn read_events(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
+/// Read events from group `fd` for ever, calling `each` with every event's
+/// metadata and the bytes of its info records; stops when `each` says so
+/// or a read fails (logged as `what`).
+fn read_loop(fd: RawFd, what: &str, mut each: impl FnMut(&Meta, &[u8]) -> bool) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match read_events(fd, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "{what}: read failed; stopped (the kernel allows what is pending)");
+                return;
+            }
+        };
+        let mut off = 0;
+        while let Some(m) = parse_meta(&buf[off..n]) {
+            if !each(&m, &buf[off + m.meta_len..off + m.len]) {
+                return;
+            }
+            off += m.len;
+        }
+    }
+}
+
 struct Meta {
     len: usize,
     meta_len: usize,
@@ -158,39 +181,27 @@ pub fn watch(paths: &[PathBuf], tx: mpsc::Sender<PathBuf>) -> std::io::Result<st
     }
     let roots: Vec<PathBuf> = paths.to_vec();
     std::thread::Builder::new().name("fanotify-watch".into()).spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match read_events(fd.as_raw_fd(), &mut buf) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(error = %e, "fanotify watch: read failed; watch stopped");
-                    return;
-                }
-            };
-            let mut off = 0;
-            while let Some(m) = parse_meta(&buf[off..n]) {
-                if m.mask & FAN_Q_OVERFLOW != 0 {
-                    tracing::warn!("fanotify watch: queue overflow, events lost (the next scheduled rescan finds them)");
-                }
-                let mut i = off + m.meta_len;
-                while i + 4 <= off + m.len {
-                    let info_type = buf[i];
-                    let info_len = u16::from_ne_bytes([buf[i + 2], buf[i + 3]]) as usize;
-                    if info_len < 4 || i + info_len > off + m.len {
-                        break;
-                    }
-                    if info_type == FAN_EVENT_INFO_TYPE_DFID_NAME
-                        && let Some(p) = resolve(&buf[i..i + info_len], &mount_fds)
-                        && roots.iter().any(|r| p.starts_with(r))
-                        && tx.blocking_send(p).is_err()
-                    {
-                        return;
-                    }
-                    i += info_len;
-                }
-                off += m.len;
+        read_loop(fd.as_raw_fd(), "fanotify watch", |m, info| {
+            if m.mask & FAN_Q_OVERFLOW != 0 {
+                tracing::warn!("fanotify watch: queue overflow, events lost (the next scheduled rescan finds them)");
             }
-        }
+            let mut i = 0;
+            while i + 4 <= info.len() {
+                let info_len = u16::from_ne_bytes([info[i + 2], info[i + 3]]) as usize;
+                if info_len < 4 || i + info_len > info.len() {
+                    break;
+                }
+                if info[i] == FAN_EVENT_INFO_TYPE_DFID_NAME
+                    && let Some(p) = resolve(&info[i..i + info_len], &mount_fds)
+                    && roots.iter().any(|r| p.starts_with(r))
+                    && tx.blocking_send(p).is_err()
+                {
+                    return false;
+                }
+                i += info_len;
+            }
+            true
+        })
     })
 }
 
@@ -204,6 +215,9 @@ pub struct OnAccess {
     pub max_size: u64,
     /// Files to scan in the background (no verdict yet, or too large).
     pub later: mpsc::Sender<PathBuf>,
+    /// Hashes of open files at once (a flood of opens of new files is
+    /// allowed and scanned after, not hashed all at once).
+    pub hashing: tokio::sync::Semaphore,
 }
 
 fn respond(group: RawFd, fd: RawFd, allow: bool) {
@@ -260,6 +274,12 @@ impl OnAccess {
         let sha = match self.cache.as_ref().and_then(|c| c.get(&m)) {
             Some(s) => s,
             None => {
+                let Ok(_permit) = self.hashing.try_acquire() else {
+                    if let Some(p) = path {
+                        let _ = self.later.try_send(p);
+                    }
+                    return None;
+                };
                 let dup = file.try_clone().ok()?;
                 tokio::task::spawn_blocking(move || hash_fd(dup.as_raw_fd())).await.ok()?.ok()?
             }
@@ -300,63 +320,52 @@ impl OnAccess {
         let me = std::process::id() as i32;
         let reported: Arc<Mutex<HashMap<(String, i32), Instant>>> = Arc::default();
         std::thread::Builder::new().name("fanotify-access".into()).spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = match read_events(group.as_raw_fd(), &mut buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::error!(error = %e, "on-access: read failed; blocking stopped (the kernel allows what is pending)");
-                        return;
-                    }
-                };
-                let mut off = 0;
-                while let Some(m) = parse_meta(&buf[off..n]) {
-                    off += m.len;
-                    if m.fd < 0 {
-                        continue;
-                    }
-                    // SAFETY: the event's descriptor, owned from here.
-                    let fd = unsafe { OwnedFd::from_raw_fd(m.fd) };
-                    if m.mask & (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM) == 0 {
-                        continue;
-                    }
-                    if m.pid == me || !fd_path(fd.as_raw_fd()).is_some_and(|p| roots.iter().any(|r| p.starts_with(r))) {
-                        respond(group.as_raw_fd(), fd.as_raw_fd(), true);
-                        continue;
-                    }
-                    let (this, group, reported) = (self.clone(), group.clone(), reported.clone());
-                    rt.spawn(async move {
-                        let raw = fd.as_raw_fd();
-                        let verdict = match tokio::time::timeout(this.timeout, this.decide(raw)).await {
-                            Ok(v) => v,
-                            Err(_) => {
-                                // No answer in time: allowed, and scanned after.
-                                if let Some(p) = fd_path(raw) {
-                                    let _ = this.later.try_send(p);
-                                }
-                                None
-                            }
-                        };
-                        // Who asked, read while the process still waits on
-                        // the answer (it may exit right after a denial).
-                        let who = verdict.as_ref().map(|_| format!("pid {} ({})", m.pid, comm(m.pid)));
-                        respond(group.as_raw_fd(), raw, verdict.is_none());
-                        if let (Some((sha, rules)), Some(who)) = (verdict, who) {
-                            let path = fd_path(raw).unwrap_or_default();
-                            // One report per file and process every 10 s.
-                            let fresh = {
-                                let mut r = reported.lock().expect("reported lock");
-                                r.retain(|_, t| t.elapsed() < Duration::from_secs(10));
-                                r.insert((sha.clone(), m.pid), Instant::now()).is_none()
-                            };
-                            if fresh {
-                                this.events.action("access_denied", &path, &sha, "malicious", &rules, &who);
-                            }
-                        }
-                        drop(fd);
-                    });
+            read_loop(group.as_raw_fd(), "on-access", |m, _| {
+                if m.fd < 0 {
+                    return true;
                 }
-            }
+                // SAFETY: the event's descriptor, owned from here.
+                let fd = unsafe { OwnedFd::from_raw_fd(m.fd) };
+                if m.mask & (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM) == 0 {
+                    return true;
+                }
+                if m.pid == me || !fd_path(fd.as_raw_fd()).is_some_and(|p| roots.iter().any(|r| p.starts_with(r))) {
+                    respond(group.as_raw_fd(), fd.as_raw_fd(), true);
+                    return true;
+                }
+                let (this, group, reported, pid) = (self.clone(), group.clone(), reported.clone(), m.pid);
+                rt.spawn(async move {
+                    let raw = fd.as_raw_fd();
+                    let verdict = match tokio::time::timeout(this.timeout, this.decide(raw)).await {
+                        Ok(v) => v,
+                        Err(_) => {
+                            // No answer in time: allowed, and scanned after.
+                            if let Some(p) = fd_path(raw) {
+                                let _ = this.later.try_send(p);
+                            }
+                            None
+                        }
+                    };
+                    // Who asked, read while the process still waits on
+                    // the answer (it may exit right after a denial).
+                    let who = verdict.as_ref().map(|_| format!("pid {} ({})", pid, comm(pid)));
+                    respond(group.as_raw_fd(), raw, verdict.is_none());
+                    if let (Some((sha, rules)), Some(who)) = (verdict, who) {
+                        let path = fd_path(raw).unwrap_or_default();
+                        // One report per file and process every 10 s.
+                        let fresh = {
+                            let mut r = reported.lock().expect("reported lock");
+                            r.retain(|_, t| t.elapsed() < Duration::from_secs(10));
+                            r.insert((sha.clone(), pid), Instant::now()).is_none()
+                        };
+                        if fresh {
+                            this.events.action("access_denied", &path, &sha, "malicious", &rules, &who);
+                        }
+                    }
+                    drop(fd);
+                });
+                true
+            })
         })
     }
 }

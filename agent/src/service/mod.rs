@@ -95,7 +95,6 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
     for own in [Some(&spool_path), cache_path.as_ref()].into_iter().flatten() {
         if let Some(dir) = own.parent() {
             exclude.push(format!("{}/.*.tmp", glob_escape(dir)));
-            exclude.push(format!("{}/.hashes.*.tmp", glob_escape(dir)));
         }
         exclude.push(glob_escape(own));
     }
@@ -141,7 +140,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
         online: AtomicBool::new(true),
     });
     let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<PathBuf>>(256);
-    tokio::spawn(pipeline.clone().run(jobs_rx));
+    let worker = tokio::spawn(pipeline.clone().run(jobs_rx, stop_rx.clone()));
     tokio::spawn(pipeline.clone().drain(stop_rx.clone()));
 
     // Watch: backend -> debouncer -> jobs.
@@ -172,6 +171,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
             timeout: Duration::from_millis(cfg.watch.on_access_timeout_ms.max(10)),
             max_size: cfg.watch.on_access_max_size.0,
             later: watch_tx.clone(),
+            hashing: tokio::sync::Semaphore::new(2),
         });
         on_access.start(&watch_paths, tokio::runtime::Handle::current()).map_err(|e| anyhow::anyhow!("on-access: {e}"))?;
     }
@@ -229,6 +229,11 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
         _ = tokio::signal::ctrl_c() => {}
     }
     let _ = stop_tx.send(true);
+    // The files being answered get a few seconds to finish (the unit allows
+    // 20); a longer scheduled walk is cut off and runs again next time.
+    if tokio::time::timeout(Duration::from_secs(5), worker).await.is_err() {
+        tracing::warn!("stopping with a scan still in progress");
+    }
     if let Some(c) = &cache
         && let Err(e) = c.save()
     {

@@ -26,17 +26,24 @@ use tokio::sync::{Semaphore, mpsc};
 const BATCH: usize = 512;
 
 /// Verdicts the service has seen, by sha256: what on-access decisions are
-/// answered from first. Bounded (emptied when full).
+/// answered from first. Bounded (emptied when full); an entry holds for
+/// [`MEMO_TTL`], so new rules are asked about soon after they load.
 #[derive(Default)]
 pub struct Memo {
-    map: Mutex<HashMap<String, (VerdictKind, Vec<String>)>>,
+    map: Mutex<HashMap<String, Remembered>>,
 }
 
+/// A verdict's level and rule names, and when it was seen.
+type Remembered = (VerdictKind, Vec<String>, std::time::Instant);
+
 const MEMO_MAX: usize = 200_000;
+const MEMO_TTL: Duration = Duration::from_secs(600);
 
 impl Memo {
     pub fn get(&self, sha256: &str) -> Option<(VerdictKind, Vec<String>)> {
-        self.map.lock().expect("memo lock").get(sha256).cloned()
+        let m = self.map.lock().expect("memo lock");
+        let (k, rules, at) = m.get(sha256)?;
+        (at.elapsed() < MEMO_TTL).then(|| (*k, rules.clone()))
     }
 
     pub fn put(&self, sha256: &str, v: &pb::Verdict) {
@@ -44,7 +51,7 @@ impl Memo {
         if m.len() >= MEMO_MAX {
             m.clear();
         }
-        m.insert(sha256.to_string(), (kind(v), rule_names(v)));
+        m.insert(sha256.to_string(), (kind(v), rule_names(v), std::time::Instant::now()));
     }
 }
 
@@ -105,9 +112,14 @@ fn entry_for(path: &Path, sha256: &str, size: u64) -> Entry {
 }
 
 impl Pipeline {
-    /// Take jobs (paths: files or directories) until the channel closes.
-    pub async fn run(self: Arc<Self>, mut jobs: mpsc::Receiver<Vec<PathBuf>>) {
-        while let Some(mut paths) = jobs.recv().await {
+    /// Take jobs (paths: files or directories) until the channel closes or
+    /// `stop` is set (the job in progress is finished first).
+    pub async fn run(self: Arc<Self>, mut jobs: mpsc::Receiver<Vec<PathBuf>>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let mut paths = tokio::select! {
+                j = jobs.recv() => match j { Some(p) => p, None => return },
+                _ = stop.changed() => return,
+            };
             // Jobs that queued meanwhile go in the same walk.
             while let Ok(more) = jobs.try_recv() {
                 paths.extend(more);

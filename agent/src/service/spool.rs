@@ -7,8 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -101,13 +99,7 @@ impl Spool {
             serde_json::to_writer(&mut out, &Line { path: path.clone(), entry: entry.clone() }).map_err(std::io::Error::other)?;
             out.push(b'\n');
         }
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".spool.{}.tmp", std::process::id()));
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(&out)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        crate::fsutil::write_atomic(&self.path, &out)
     }
 }
 
