@@ -21,7 +21,7 @@ fn main() {
     let cfg = match AgentConfig::load(&cli.config, explicit) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("qala-agent: {}", safe(&format!("{e:#}")));
+            eprintln!("qala-agent: {}", safe_lines(&format!("{e:#}")));
             std::process::exit(exit::ERROR);
         }
     };
@@ -41,7 +41,7 @@ fn main() {
     let code = match runtime.block_on(run(cli, cfg)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("qala-agent: {}", safe(&format!("{e:#}")));
+            eprintln!("qala-agent: {}", safe_lines(&format!("{e:#}")));
             exit::ERROR
         }
     };
@@ -232,6 +232,12 @@ async fn enroll(
     qala_agent::config::write_enrollment(&cli.config, server, ca.as_deref(), &token_abs, &resp.agent_id)?;
     println!("enrolled as {} ({} written, {} updated)", resp.agent_id, token_out.display(), cli.config.display());
     Ok(exit::CLEAN)
+}
+
+/// An error over several lines (a TOML parse error points at the line),
+/// each line made safe for a terminal.
+fn safe_lines(text: &str) -> String {
+    text.lines().map(|l| safe(l).into_owned()).collect::<Vec<_>>().join("\n")
 }
 
 fn hostname() -> String {
