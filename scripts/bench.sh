@@ -17,38 +17,7 @@ THREADS="${3:-2}"
 command -v yara >/dev/null || { echo "install libyara's CLI: apt-get install yara" >&2; exit 2; }
 cargo build --release -p qala-tests --bin qala-bench -p qala-worker --bin qala-worker
 
-DIR="${1:-}"
-if [ -z "$DIR" ]; then
-  DIR="$CARGO_TARGET_DIR/bench-corpus"
-  if [ ! -f "$DIR.complete" ]; then
-    rm -rf "$DIR"
-    mkdir -p "$DIR/bin" "$DIR/text" "$DIR/archives"
-    # Best effort: `head` closing a pipe must not end the script.
-    set +e +o pipefail
-    # Executables: ELF shared libraries and programs (about 300 MB).
-    find /usr/lib/x86_64-linux-gnu /usr/bin -maxdepth 1 -type f -size +20k -size -40M 2>/dev/null \
-      | head -n 1200 | while read -r f; do cp "$f" "$DIR/bin/" 2>/dev/null || true; done
-    # Text: licences, docs, man pages decompressed.
-    cp -r /usr/share/common-licenses "$DIR/text/" 2>/dev/null || true
-    find /usr/share/doc -name '*.gz' -size -2M 2>/dev/null | head -n 400 | while read -r f; do
-      gzip -dc "$f" > "$DIR/text/$(echo "$f" | tr / _).txt" 2>/dev/null || true; done
-    # Archives: tar.gz and zip of documentation trees.
-    i=0; for d in /usr/share/doc/*/; do i=$((i+1)); [ $i -gt 150 ] && break
-      tar -czf "$DIR/archives/doc$i.tar.gz" -C "$d" . 2>/dev/null || true; done
-    python3 - "$DIR/archives" <<'PY' 2>/dev/null || true
-import os, sys, zipfile
-out = sys.argv[1]
-for i, root in enumerate(sorted(os.listdir('/usr/share/doc'))[150:300]):
-    with zipfile.ZipFile(f'{out}/doc{i}.zip', 'w', zipfile.ZIP_DEFLATED) as z:
-        for base, _, files in os.walk(os.path.join('/usr/share/doc', root)):
-            for f in files:
-                p = os.path.join(base, f)
-                if os.path.isfile(p): z.write(p, os.path.relpath(p, '/usr/share/doc'))
-PY
-    set -e -o pipefail
-    touch "$DIR.complete"
-  fi
-fi
+DIR="$(scripts/bench-corpus.sh "${1:-}")"
 echo "corpus: $DIR ($(du -sh "$DIR" | cut -f1), $(find "$DIR" -type f | wc -l) files); rules: $RULES; threads: $THREADS"
 
 COMPILED="$CARGO_TARGET_DIR/bench-rules.yarc"

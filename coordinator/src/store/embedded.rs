@@ -21,6 +21,62 @@ const POISON: TableDefinition<&str, (i64, &str)> = TableDefinition::new("poison_
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    /// Verdicts to the writer thread (group commit).
+    puts: Option<std::sync::mpsc::Sender<Put>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EmbeddedStore {
+    /// The writer thread ends with its channel and is joined, so the file
+    /// is closed (and can be opened again) when the store is dropped.
+    fn drop(&mut self) {
+        self.puts.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// One verdict to store, and who waits for its commit.
+struct Put {
+    key: String,
+    bytes: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Most verdicts in one write transaction.
+const GROUP_MAX: usize = 256;
+
+/// Group commit: every verdict waiting when a transaction starts goes into
+/// it, so one fsync makes many durable (a commit per verdict cost a sync
+/// each). Each `put` still returns only once its verdict is on disk.
+fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
+    while let Ok(first) = puts.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_MAX {
+            match puts.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let result = (|| -> Result<(), StoreError> {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(VERDICTS).map_err(err)?;
+                for p in &batch {
+                    table.insert(p.key.as_str(), p.bytes.as_slice()).map_err(err)?;
+                }
+            }
+            txn.commit().map_err(err)
+        })();
+        for p in batch {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Embedded(e.to_string())),
+            };
+            let _ = p.done.send(r);
+        }
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -41,7 +97,14 @@ impl EmbeddedStore {
         txn.open_table(POISON).map_err(err)?;
         txn.open_table(AGENTS).map_err(err)?;
         txn.commit().map_err(err)?;
-        Ok(Self { db: Arc::new(db), path: path.to_path_buf() })
+        let db = Arc::new(db);
+        let (puts, rx) = std::sync::mpsc::channel();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(writer_db, rx))
+            .map_err(|e| err(format!("store writer thread: {e}")))?;
+        Ok(Self { db, path: path.to_path_buf(), puts: Some(puts), writer: Some(writer) })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -81,14 +144,11 @@ impl VerdictStore for EmbeddedStore {
     }
 
     async fn put(&self, verdict: &Verdict) -> Result<(), StoreError> {
-        let k = key(&verdict.ruleset_id, &verdict.sha256);
-        let bytes = verdict.encode_to_vec();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
-            txn.open_table(VERDICTS).map_err(err)?.insert(k.as_str(), bytes.as_slice()).map_err(err)?;
-            txn.commit().map_err(err)
-        })
-        .await
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let put = Put { key: key(&verdict.ruleset_id, &verdict.sha256), bytes: verdict.encode_to_vec(), done };
+        let puts = self.puts.as_ref().ok_or_else(|| err("the store is closing"))?;
+        puts.send(put).map_err(|_| err("the store writer has stopped"))?;
+        committed.await.map_err(|_| err("the store writer has stopped"))?
     }
 
     fn describe(&self) -> String {
@@ -243,5 +303,30 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, 2);
+    }
+
+    /// Concurrent puts share commits (group commit), and every one of them
+    /// is on disk when its `put` returns: all there after the store is
+    /// dropped and opened again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_puts_are_all_durable() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("v.redb");
+        let store = std::sync::Arc::new(EmbeddedStore::open(&path).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let v = Verdict { ruleset_id: "r".into(), sha256: format!("{i:064x}"), ..Default::default() };
+                s.put(&v).await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        drop(store);
+        let again = EmbeddedStore::open(&path).unwrap();
+        let all: Vec<String> = (0..300).map(|i| format!("{i:064x}")).collect();
+        assert_eq!(again.get_many("r", &all).await.unwrap().len(), 300);
     }
 }
