@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
@@ -279,24 +278,29 @@ async fn stream_file(
     if tx.send(pb::ScanRequest { msg: Some(Msg::Header(header)) }).await.is_err() {
         return;
     }
-    // Never blocks on a FIFO swapped in since the walk, never follows a link.
-    let opened = tokio::task::spawn_blocking(move || crate::walk::open_regular(&path)).await;
-    let Ok(Ok((file, _))) = opened else { return };
-    let file = tokio::fs::File::from_std(file);
-    let mut file = file.take(size);
-    loop {
-        let mut buf = vec![0u8; qala_proto::CHUNK_BYTES];
-        let n = match file.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        buf.truncate(n);
-        if let Some(rate) = &rate {
-            rate.take(n as u64).await;
+    // One blocking task reads the whole file (a thread hand-off per chunk
+    // cost more than the read), into buffers that are not zeroed first.
+    let runtime = tokio::runtime::Handle::current();
+    let _ = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        // Never blocks on a FIFO swapped in since the walk, never follows a link.
+        let Ok((file, _)) = crate::walk::open_regular(&path) else { return };
+        let mut file = file.take(size);
+        loop {
+            let mut buf = Vec::with_capacity(qala_proto::CHUNK_BYTES);
+            match (&mut file).take(qala_proto::CHUNK_BYTES as u64).read_to_end(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let n = buf.len() as u64;
+            if let Some(rate) = &rate {
+                runtime.block_on(rate.take(n));
+            }
+            sent.fetch_add(n, Ordering::Relaxed);
+            if tx.blocking_send(pb::ScanRequest { msg: Some(Msg::Chunk(buf)) }).is_err() {
+                return;
+            }
         }
-        sent.fetch_add(n as u64, Ordering::Relaxed);
-        if tx.send(pb::ScanRequest { msg: Some(Msg::Chunk(buf)) }).await.is_err() {
-            return;
-        }
-    }
+    })
+    .await;
 }

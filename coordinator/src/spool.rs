@@ -7,16 +7,17 @@
 //! flight. Writes come while an upload is received; reads only after it is
 //! whole (a replay), never both at once.
 
-use std::io::SeekFrom;
-use tokio::fs::File;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::os::unix::fs::FileExt;
 
 /// Bytes of one upload kept in memory before it spills to disk.
 pub const MEMORY_LIMIT: usize = 256 << 10;
 
+/// The spill file is an unlinked temporary file written and read at
+/// offsets in place (`pwrite`/`pread` into the page cache) rather than
+/// through a thread hand-off per chunk, which cost more than the copy.
 pub struct Spool {
     memory: Vec<u8>,
-    file: Option<File>,
+    file: Option<std::fs::File>,
     len: u64,
     /// Where the next [`Spool::next_chunk`] reads.
     read_at: u64,
@@ -32,27 +33,24 @@ impl Spool {
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        let at = self.len;
         self.len += chunk.len() as u64;
         if self.file.is_none() && self.memory.len() + chunk.len() <= MEMORY_LIMIT {
             self.memory.extend_from_slice(chunk);
             return Ok(());
         }
         if self.file.is_none() {
-            let mut file = File::from_std(tokio::task::spawn_blocking(tempfile::tempfile).await??);
-            file.write_all(&self.memory).await?;
+            let file = tokio::task::spawn_blocking(tempfile::tempfile).await??;
+            file.write_all_at(&self.memory, 0)?;
             self.memory = Vec::new();
             self.file = Some(file);
         }
-        self.file.as_mut().expect("spilled").write_all(chunk).await
+        self.file.as_ref().expect("spilled").write_all_at(chunk, at)
     }
 
     /// Start reading the upload again from its first byte.
     pub async fn rewind(&mut self) -> std::io::Result<()> {
         self.read_at = 0;
-        if let Some(file) = self.file.as_mut() {
-            file.flush().await?;
-            file.seek(SeekFrom::Start(0)).await?;
-        }
         Ok(())
     }
 
@@ -62,11 +60,11 @@ impl Spool {
         if n == 0 {
             return Ok(None);
         }
-        let chunk = match self.file.as_mut() {
+        let chunk = match self.file.as_ref() {
             None => self.memory[self.read_at as usize..self.read_at as usize + n].to_vec(),
             Some(file) => {
                 let mut buf = vec![0u8; n];
-                file.read_exact(&mut buf).await?;
+                file.read_exact_at(&mut buf, self.read_at)?;
                 buf
             }
         };

@@ -99,7 +99,9 @@ fn main() -> Result<()> {
             run.worker_cpu,
             2.0 * run.cluster
         );
-        println!("  {}", summary.split(';').next().unwrap_or(""));
+        let store = cluster.dir.path().join("verdicts.redb");
+        let store_bytes = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
+        println!("  {}; verdict store {:.1} MB", summary.split(';').next().unwrap_or(""), store_bytes as f64 / 1e6);
         results.push(run);
     }
     results.sort_by(|a, b| (a.engine / a.cluster).total_cmp(&(b.engine / b.cluster)));
