@@ -1,0 +1,80 @@
+//! `qala-bench-latency [SIZES]`: first byte to verdict on an idle local
+//! cluster (TLS on both hops, one worker with 2 threads, sandboxed scans,
+//! embedded store, the repository's rules), for files of new random content
+//! (so every one is uploaded and scanned): p50 and p99 per size, next to the
+//! worker's own scan time for the same files, and the worker's memory
+//! (RssAnon, RssShmem: the upload is held in a memfd) after the largest.
+//! SIZES: comma-separated bytes with K/M/G (default 4K,1M,64M,700M).
+
+use anyhow::Result;
+use qala_tests::{Cluster, pseudo_random, repo_root, scan_messages};
+use std::time::Instant;
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+fn size(s: &str) -> u64 {
+    let (n, mult) = match s.as_bytes().last() {
+        Some(b'K') => (&s[..s.len() - 1], 1 << 10),
+        Some(b'M') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    n.parse::<u64>().expect("a size") * mult
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let sizes: Vec<String> =
+        std::env::args().nth(1).unwrap_or_else(|| "4K,1M,64M,700M".into()).split(',').map(String::from).collect();
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1)?;
+    let worker = cluster.workers[0].pid();
+    let mut client = cluster.scanner().await;
+    let mut seed = 1u64;
+    for s in sizes {
+        let bytes = size(&s) as usize;
+        let samples = match bytes {
+            0..=65_536 => 200,
+            65_537..=4_194_304 => 50,
+            4_194_305..=134_217_728 => 8,
+            _ => 3,
+        };
+        let (mut latency, mut scan) = (Vec::new(), Vec::new());
+        for _ in 0..samples {
+            seed += 1;
+            let data = pseudo_random(seed, bytes);
+            let msgs = scan_messages(&data, "");
+            drop(data);
+            let started = Instant::now();
+            let resp = client.scan(tokio_stream::iter(msgs)).await?.into_inner();
+            latency.push(started.elapsed().as_secs_f64() * 1000.0);
+            let v = resp.verdict.unwrap_or_default();
+            scan.push(v.scan_duration_us as f64 / 1000.0);
+        }
+        latency.sort_by(f64::total_cmp);
+        scan.sort_by(f64::total_cmp);
+        println!(
+            "{s:>5} ({samples} files): first byte to verdict p50 {:.1} ms, p99 {:.1} ms; the worker's scan p50 {:.1} ms; latency / scan at p50 {:.2}x",
+            percentile(&latency, 0.5),
+            percentile(&latency, 0.99),
+            percentile(&scan, 0.5),
+            percentile(&latency, 0.5) / percentile(&scan, 0.5).max(0.001)
+        );
+    }
+    println!(
+        "worker after the largest: VmHWM {} KiB, RssAnon {} KiB, RssShmem {} KiB",
+        status_kib(worker, "VmHWM:"),
+        status_kib(worker, "RssAnon:"),
+        status_kib(worker, "RssShmem:")
+    );
+    Ok(())
+}
