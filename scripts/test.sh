@@ -17,6 +17,11 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v mksquashfs >/dev/null 2>&1 || missing+=(squashfs-tools)
 # wimlib-imagex makes the WIM images.
 command -v wimlib-imagex >/dev/null 2>&1 || missing+=(wimtools)
+# The agent's package is built with dpkg-deb and a stripped binary; its
+# progress bar is tested on a pseudo-terminal from script(1).
+command -v strip >/dev/null 2>&1 || missing+=(binutils)
+command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (needed by the tests)"
