@@ -135,7 +135,9 @@ fn read_many(db: &Database, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<
 #[async_trait::async_trait]
 impl VerdictStore for EmbeddedStore {
     async fn get(&self, ruleset_id: &str, sha256: &str) -> Result<Option<Verdict>, StoreError> {
-        Ok(self.get_many(ruleset_id, &[sha256.to_string()]).await?.pop())
+        // One key (every upload asks twice): a read transaction over pages
+        // redb keeps cached costs less in place than a thread hand-off.
+        Ok(read_many(&self.db, ruleset_id, &[sha256.to_string()])?.pop())
     }
 
     async fn get_many(&self, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError> {
