@@ -91,8 +91,13 @@ pub fn repo_root() -> PathBuf {
 
 /// Peak resident memory (VmHWM) of a live process, in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `RssAnon:`, ...), 0 if absent.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
 /// The live child processes of `pid` (a worker's scan children).

@@ -9,17 +9,9 @@
 //!   `--max-upload-rate 4M` and without, in the same run.
 
 use anyhow::{Context, Result};
-use qala_tests::{Cluster, Proc, bin, pseudo_random, repo_root};
+use qala_tests::{Cluster, Proc, bin, pseudo_random, repo_root, status_kib};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
-        .unwrap_or(0)
-}
 
 /// utime + stime in seconds, and the nice value.
 fn cpu_and_nice(pid: u32) -> (f64, i64) {

@@ -7,16 +7,8 @@
 //! SIZES: comma-separated bytes with K/M/G (default 4K,1M,64M,700M).
 
 use anyhow::Result;
-use qala_tests::{Cluster, pseudo_random, repo_root, scan_messages};
+use qala_tests::{Cluster, pseudo_random, repo_root, scan_messages, status_kib};
 use std::time::Instant;
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()))
-        .unwrap_or(0)
-}
 
 fn size(s: &str) -> u64 {
     let (n, mult) = match s.as_bytes().last() {
