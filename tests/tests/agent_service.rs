@@ -395,3 +395,65 @@ impl Drop for Unmount {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// The `Agents` service with hostile callers: no token, the wrong role, a
+/// garbage token, an oversized report; what endpoints send is bounded and
+/// stripped of control characters before it reaches the inventory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_api_refuses_bad_callers_and_bounds_what_it_keeps() {
+    use qala_proto::v1::{self as pb, agents_client::AgentsClient};
+    use tonic::Code;
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 0).unwrap();
+    cluster.add_token("agent-enroll", "fleet").unwrap();
+    let client = |token: Option<String>| {
+        let cluster = &cluster;
+        async move {
+            let channel = cluster.channel(&cluster.url()).await;
+            AgentsClient::with_interceptor(channel, qala_tls::BearerToken::new(token.as_deref()).unwrap())
+        }
+    };
+    let info = || pb::AgentInfo { hostname: "h".into(), os: "os".into(), version: "1".into() };
+
+    // No token, a garbage token, a token of the wrong role.
+    let mut anonymous = client(None).await;
+    let e = anonymous.enroll(pb::EnrollAgentRequest { info: Some(info()) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    let mut garbage = client(Some("qala_".to_string() + &"0".repeat(64))).await;
+    assert_eq!(garbage.checkin(pb::CheckinRequest { info: Some(info()) }).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut agent = client(Some(cluster.token("agent"))).await;
+    let e = agent.enroll(pb::EnrollAgentRequest { info: Some(info()) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "an agent token cannot mint tokens: {e:?}");
+    let mut fleet = client(Some(cluster.token("fleet"))).await;
+    let e = fleet.report_actions(pb::ReportActionsRequest { actions: vec![] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "a join token only enrolls: {e:?}");
+    assert_eq!(fleet.list_agents(pb::ListAgentsRequest {}).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // A report over the bound is refused whole.
+    let many = vec![pb::AgentAction { action: "quarantine".into(), ..Default::default() }; 1001];
+    let e = agent.report_actions(pb::ReportActionsRequest { actions: many }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // Hostile inventory fields: escape sequences and 100 KB names.
+    let evil = format!("\u{1b}]0;owned\u{7}{}", "x".repeat(100_000));
+    let hostile = pb::AgentInfo { hostname: evil.clone(), os: evil.clone(), version: evil.clone() };
+    let enrolled = fleet.enroll(pb::EnrollAgentRequest { info: Some(hostile.clone()) }).await.unwrap().into_inner();
+    assert!(enrolled.agent_id.len() <= 64 && enrolled.agent_id.bytes().all(|b| b.is_ascii_graphic()), "{}", enrolled.agent_id);
+    let mut me = client(Some(enrolled.token.clone())).await;
+    me.checkin(pb::CheckinRequest { info: Some(hostile) }).await.unwrap();
+    let path = format!("/home/u/\u{1b}[2J{}", "p".repeat(10_000));
+    let action = pb::AgentAction { action: "quarantine".into(), path, ..Default::default() };
+    assert_eq!(me.report_actions(pb::ReportActionsRequest { actions: vec![action] }).await.unwrap().into_inner().recorded, 1);
+    let mut admin = client(Some(cluster.token("admin"))).await;
+    let agents = admin.list_agents(pb::ListAgentsRequest {}).await.unwrap().into_inner().agents;
+    let rec = agents.iter().find(|a| a.agent_id == enrolled.agent_id).unwrap();
+    for field in [&rec.hostname, &rec.os, &rec.version] {
+        assert!(field.len() <= 255 && !field.chars().any(|c| c.is_control()), "{field:?}");
+    }
+    assert_eq!(rec.actions, 1);
+    let audited = wait_for("the action audited", Duration::from_secs(10), || {
+        cluster.audit().into_iter().find(|a| a["event"] == "agent_action" && a["client"] == enrolled.agent_id.as_str())
+    })
+    .unwrap();
+    let p = audited["path"].as_str().unwrap();
+    assert!(p.chars().count() <= 4096 && !p.chars().any(|c| c.is_control()), "path kept bounded and plain");
+}

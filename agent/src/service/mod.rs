@@ -138,6 +138,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
         agent_id: agent_id.clone(),
         concurrency: 4,
         online: AtomicBool::new(true),
+        cache_saved: std::sync::Mutex::new(std::time::Instant::now()),
     });
     let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<PathBuf>>(256);
     let worker = tokio::spawn(pipeline.clone().run(jobs_rx, stop_rx.clone()));

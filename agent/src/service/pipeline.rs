@@ -85,7 +85,11 @@ pub struct Pipeline {
     /// False once a call found the coordinator unreachable, until the
     /// spool drain gets an answer again.
     pub online: AtomicBool,
+    /// When the hash cache was last written.
+    pub cache_saved: Mutex<std::time::Instant>,
 }
+
+const CACHE_SAVE_EVERY: Duration = Duration::from_secs(60);
 
 struct File {
     path: PathBuf,
@@ -160,7 +164,18 @@ impl Pipeline {
             }
         }
         let _ = walker.await;
-        if let Some(c) = &self.walk.cache
+        // The cache file is rewritten whole: at most once a minute (and at
+        // stop), not after every file the watch sends.
+        let due = {
+            let mut last = self.cache_saved.lock().expect("cache_saved lock");
+            let due = last.elapsed() >= CACHE_SAVE_EVERY;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        if due
+            && let Some(c) = &self.walk.cache
             && let Err(e) = c.save()
         {
             tracing::warn!(error = %e, "hash cache not saved");

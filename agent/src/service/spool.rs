@@ -39,9 +39,11 @@ impl Spool {
     /// not parse are dropped, with a warning).
     pub fn open(path: &Path, max: usize) -> Self {
         let mut entries = BTreeMap::new();
-        if let Ok(text) = std::fs::read_to_string(path) {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                match serde_json::from_str::<Line>(line) {
+        // Line by line from the bytes: a damaged line (even one that is not
+        // UTF-8) costs that entry, never the rest of the spool.
+        if let Ok(bytes) = std::fs::read(path) {
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.trim_ascii().is_empty()) {
+                match serde_json::from_slice::<Line>(line) {
                     Ok(l) => {
                         entries.insert(l.path, l.entry);
                     }
@@ -125,5 +127,10 @@ mod tests {
         s.remove(&[("/a".into(), "1".into()), ("/b".into(), "2".into())]).unwrap();
         let s = Spool::open(&p, 2);
         assert_eq!(s.peek(10), vec![(PathBuf::from("/a"), e("9"))]);
+        // Garbage lines (a damaged file) are dropped, the good ones kept.
+        let mut text = std::fs::read(&p).unwrap();
+        text.extend_from_slice(b"{not json\n\xff\xfe garbage\n{\"path\":\"/z\"}\n");
+        std::fs::write(&p, &text).unwrap();
+        assert_eq!(Spool::open(&p, 2).peek(10), vec![(PathBuf::from("/a"), e("9"))]);
     }
 }
