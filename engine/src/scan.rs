@@ -61,14 +61,23 @@ impl<'r> Engine<'r> {
     /// Scan one submission held in memory. `name` is the root object's name
     /// (the file name the agent gave), the first element of object paths.
     pub fn scan(&mut self, data: &[u8], name: &str) -> Report {
-        walk(&mut self.rules, &self.limits, data, name, None, None)
+        walk(&mut self.rules, &self.limits, data, name, None, None, None)
     }
 
     /// [`Engine::scan`] that stops at its next check (between objects and
     /// inside long decodes) once `cancel` is set from another thread; the
     /// report then has a `cancelled` limit hit.
     pub fn scan_cancellable(&mut self, data: &[u8], name: &str, cancel: Arc<AtomicBool>) -> Report {
-        walk(&mut self.rules, &self.limits, data, name, None, Some(cancel))
+        walk(&mut self.rules, &self.limits, data, name, None, Some(cancel), None)
+    }
+
+    /// [`Engine::scan_cancellable`] of bytes whose sha256 the caller has
+    /// already computed and verified (a worker is sent it by the
+    /// coordinator that checked the upload): the root is not hashed with
+    /// sha256 again, and the report carries `sha256` as given. Everything
+    /// else (blake3, nested objects' digests) is computed as usual.
+    pub fn scan_verified(&mut self, data: &[u8], sha256: &str, cancel: Arc<AtomicBool>) -> Report {
+        walk(&mut self.rules, &self.limits, data, "", None, Some(cancel), Some(sha256))
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::exe::{ExecutableSummary, panic_message, summarize_executable};
 use crate::filetype::FileType;
 use crate::formats::{self, Container, Read, Walker, at};
-use crate::hash::Hasher;
+use crate::hash::{Digests, Hasher};
 use crate::limits::{Deadline, Limit, Limits};
 use crate::report::{Detection, LimitHit, ObjectMeta, Report, Severity};
 use std::collections::HashSet;
@@ -89,6 +89,8 @@ impl Walk {
 /// (empty: paths are relative to the submission). `root_type` overrides
 /// detection (the fuzz targets force each unpacker on arbitrary bytes).
 /// Setting `cancel` stops the walk (and any decoder) at its next check.
+/// `root_sha256`, when the caller already verified it, is taken as the
+/// root's sha256 instead of hashing the bytes again.
 pub(crate) fn walk(
     inspector: &mut impl Inspect,
     limits: &Limits,
@@ -96,9 +98,13 @@ pub(crate) fn walk(
     name: &str,
     root_type: Option<FileType>,
     cancel: Option<Arc<AtomicBool>>,
+    root_sha256: Option<&str>,
 ) -> Report {
     let start = Instant::now();
-    let digests = Hasher::digest(data);
+    let digests = match root_sha256 {
+        Some(sha256) => Digests { sha256: sha256.to_string(), blake3: blake3::hash(data).to_hex().to_string() },
+        None => Hasher::digest(data),
+    };
     let root_type = root_type.unwrap_or_else(|| FileType::detect(data));
     let mut walk = Walk {
         live: data.len() as u64,

@@ -1449,3 +1449,20 @@ fn decoded_objects_held_at_once_are_capped() {
     let full = Engine::new(bundled(), Limits { max_ratio: 100_000, ..Limits::default() }).scan(&outer, "outer.zip");
     assert!(full.limits_hit.is_empty(), "{:?}", full.limits_hit);
 }
+
+#[test]
+fn a_verified_sha256_is_taken_not_recomputed_and_the_scan_is_the_same() {
+    let inner = zip_of(&[("readme.txt", b"hello"), ("eicar.com", &eicar())]);
+    let mut e = Engine::new(bundled(), Limits::default());
+    let fresh = e.scan(&inner, "");
+    // The worker passes the sha256 its coordinator verified: it is the
+    // report's, and nothing else changes (nested objects are still hashed).
+    let given = "ab".repeat(32);
+    let trusted = e.scan_verified(&inner, &given, std::sync::Arc::default());
+    assert_eq!(trusted.sha256, given);
+    assert_eq!(trusted.blake3, fresh.blake3);
+    assert_eq!(trusted.verdict, fresh.verdict);
+    let rules = |r: &qala_engine::Report| r.detections.iter().map(|d| (d.rule.clone(), d.object.clone())).collect::<Vec<_>>();
+    assert_eq!(rules(&trusted), rules(&fresh));
+    assert_eq!(trusted.objects_scanned, fresh.objects_scanned);
+}

@@ -85,10 +85,14 @@ async fn a_file_that_kills_scan_children_is_poisoned_not_the_worker() {
 #[test]
 fn scan_children_are_confined_and_replaced() {
     let mut cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let worker = cluster.workers[0].pid();
+    // Loading the rules started a child per scan thread (2 here) with them,
+    // before any file: the first files do not pay for the rules' compile.
+    let warm = wait_for("warm scan children", Duration::from_secs(10), || Some(children_of(worker)).filter(|c| c.len() == 2));
+    assert!(warm.is_ok(), "children before the first file: {:?}", children_of(worker));
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("eicar.com"), eicar()).unwrap();
     assert_eq!(cluster.scan(&[files.path()]).unwrap().0, 1);
-    let worker = cluster.workers[0].pid();
     let children =
         wait_for("a scan child", Duration::from_secs(10), || Some(children_of(worker)).filter(|c| !c.is_empty())).unwrap();
     for child in &children {

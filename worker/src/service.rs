@@ -17,6 +17,9 @@ use tracing::{info, warn};
 /// Largest serialized ruleset accepted (the ReversingLabs set is a few MB).
 const MAX_RULES_BYTES: usize = 512 * 1024 * 1024;
 
+/// Longest `LoadRules` waits for idle scan children to load new rules.
+const WARM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct WorkerState {
     pub worker_id: String,
     pub pool: ScanPool,
@@ -157,8 +160,17 @@ impl pb::worker_server::Worker for WorkerService {
         .await
         .map_err(|e| Status::internal(format!("rules loader failed: {e}")))??;
         let rule_count = shipped.rule_count;
-        info!(ruleset_id = id, rule_count, elapsed_ms = start.elapsed().as_millis() as u64, "rules loaded");
-        self.state.rules.insert(Arc::new(shipped));
+        let shipped = Arc::new(shipped);
+        self.state.rules.insert(shipped.clone());
+        // Answered once the idle scan children hold the rules: the JIT
+        // compile of a child's load is not paid by the first files.
+        match tokio::time::timeout(WARM_TIMEOUT, self.state.pool.warm(shipped)).await {
+            Ok(Ok(children)) => {
+                info!(ruleset_id = id, rule_count, children, elapsed_ms = start.elapsed().as_millis() as u64, "rules loaded")
+            }
+            Ok(Err(e)) => warn!(ruleset_id = id, error = e, "rules loaded, but no scan child could start with them"),
+            Err(_) => warn!(ruleset_id = id, "rules loaded; scan children still starting after {WARM_TIMEOUT:?}"),
+        }
         Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count }))
     }
 
@@ -209,9 +221,8 @@ impl pb::worker_server::Worker for WorkerService {
         }
 
         // The coordinator (authenticated by its certificate) verified the
-        // sha256 of what its client sent; the scan child hashes the content
-        // anyway for its report, and that is checked against the header
-        // below: one sha256 pass here, not two.
+        // sha256 of what its client sent: the scan child takes it as the
+        // root's and does not hash the content again.
         let sha256 = header.sha256.clone();
         let verdict = match file {
             None => too_big_verdict(&header, sha256, &ruleset.id, &self.state),
@@ -220,7 +231,7 @@ impl pb::worker_server::Worker for WorkerService {
                 let outcome = self
                     .state
                     .pool
-                    .scan(ruleset.clone(), file)
+                    .scan(ruleset.clone(), file, sha256.clone())
                     .await
                     .ok_or_else(|| Status::unavailable("worker is shutting down"))?;
                 match outcome {

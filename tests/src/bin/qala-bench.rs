@@ -100,6 +100,10 @@ fn sandboxed(rules: &qala_engine::Ruleset, list: &[PathBuf], total: u64, threads
     let settings = Settings { exe, memory_limit: 1 << 30 };
     let (next, objects, detected) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
     let cancel = std::sync::atomic::AtomicBool::new(false);
+    // The coordinator verified each file's sha256 and sends it with the
+    // file: worked out here before the clock.
+    let shas: Vec<String> =
+        list.iter().map(|p| std::fs::read(p).map(|d| qala_engine::Hasher::digest(&d).sha256).unwrap_or_default()).collect();
     // Children start (and load the rules) before the clock, as a worker's do.
     let mut children = (0..threads).map(|_| ScanChild::spawn(&shipped, &settings)).collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
@@ -113,7 +117,7 @@ fn sandboxed(rules: &qala_engine::Ruleset, list: &[PathBuf], total: u64, threads
                     let mut file = memfd("bench").expect("memfd");
                     std::io::copy(&mut input, &mut file).expect("copy");
                     seal(&file).expect("seal");
-                    let v = child.scan(&file, std::time::Duration::from_secs(600), &cancel).expect("scan child");
+                    let v = child.scan(&file, &shas[i], std::time::Duration::from_secs(600), &cancel).expect("scan child");
                     objects.fetch_add(v.objects_scanned as usize, Ordering::Relaxed);
                     if v.verdict == qala_proto::v1::VerdictKind::Malicious as i32
                         || v.verdict == qala_proto::v1::VerdictKind::Suspicious as i32

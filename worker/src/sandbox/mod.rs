@@ -134,11 +134,14 @@ impl ScanChild {
         Ok(ScanChild { process: child, sock, ruleset_id: rules.id.clone(), confinement: ready.confinement })
     }
 
-    /// Scan `file` (a sealed memfd). The engine keeps to the policy's
-    /// `max_scan_time` itself; a child still busy `grace` after `deadline`
-    /// is killed. Setting `cancel` asks the child to stop (SIGUSR1).
-    pub fn scan(&mut self, file: &File, deadline: Duration, cancel: &AtomicBool) -> Result<pb::Verdict, Failure> {
-        if wire::send(&mut self.sock, b"scan", Some(file.as_fd())).is_err() {
+    /// Scan `file` (a sealed memfd) whose sha256 the coordinator verified:
+    /// the child takes it as the root's and does not hash it again. The
+    /// engine keeps to the policy's `max_scan_time` itself; a child still
+    /// busy `grace` after `deadline` is killed. Setting `cancel` asks the
+    /// child to stop (SIGUSR1).
+    pub fn scan(&mut self, file: &File, sha256: &str, deadline: Duration, cancel: &AtomicBool) -> Result<pb::Verdict, Failure> {
+        let request = format!("scan {sha256}");
+        if wire::send(&mut self.sock, request.as_bytes(), Some(file.as_fd())).is_err() {
             return Err(Failure::Died(self.reap()));
         }
         let start = Instant::now();
