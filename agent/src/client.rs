@@ -297,7 +297,7 @@ async fn stream_file(
                 runtime.block_on(rate.take(n));
             }
             sent.fetch_add(n, Ordering::Relaxed);
-            if tx.blocking_send(pb::ScanRequest { msg: Some(Msg::Chunk(buf)) }).is_err() {
+            if tx.blocking_send(pb::ScanRequest { msg: Some(Msg::Chunk(buf.into())) }).is_err() {
                 return;
             }
         }

@@ -83,6 +83,11 @@ pub struct Config {
     /// their announced size); past it RESOURCE_EXHAUSTED, and the agent retries.
     #[arg(long, env = "QALA_COORDINATOR_SPOOL_MAX_BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
     pub spool_max_bytes: u64,
+    /// Of those, bytes held in memory: uploads up to 16 MiB stay in memory
+    /// whole (as received, never copied) while this has room; the others
+    /// spill to temporary files. 0 keeps only the first 256 KiB of each.
+    #[arg(long, env = "QALA_COORDINATOR_SPOOL_MEMORY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub spool_memory_bytes: u64,
     /// Largest upload scanned while no worker has said its own limit; larger
     /// ones are answered `unscannable` (max_file_size) without being read.
     #[arg(long, env = "QALA_COORDINATOR_MAX_FILE_SIZE", default_value_t = 1024 * 1024 * 1024)]

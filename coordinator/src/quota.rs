@@ -6,7 +6,9 @@
 //!   is read more slowly (HTTP/2 flow control pushes back on it alone);
 //! - spool bytes: uploads being held (memory and temporary files) are
 //!   counted by their announced size; past the quota RESOURCE_EXHAUSTED,
-//!   the agent retries and nothing is lost.
+//!   the agent retries and nothing is lost;
+//! - spool memory: uploads held in memory whole (up to 16 MiB each) while
+//!   this budget (64 MiB by default) has room; others go to temporary files.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,8 @@ pub struct Quotas {
     clients: Mutex<HashMap<String, Arc<ClientQuota>>>,
     spool_max: u64,
     spool_used: Arc<AtomicU64>,
+    spool_memory_max: u64,
+    spool_memory_used: Arc<AtomicU64>,
 }
 
 pub struct ClientQuota {
@@ -57,6 +61,27 @@ pub struct SpoolReservation {
     used: Arc<AtomicU64>,
 }
 
+impl SpoolReservation {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// Take `bytes` from the budget `used` of at most `max`, if it has room.
+fn reserve(used: &Arc<AtomicU64>, max: u64, bytes: u64) -> Option<SpoolReservation> {
+    let mut now = used.load(Ordering::Relaxed);
+    loop {
+        let next = now.checked_add(bytes)?;
+        if next > max {
+            return None;
+        }
+        match used.compare_exchange_weak(now, next, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return Some(SpoolReservation { bytes, used: used.clone() }),
+            Err(n) => now = n,
+        }
+    }
+}
+
 impl Drop for SpoolReservation {
     fn drop(&mut self) {
         self.used.fetch_sub(self.bytes, Ordering::Relaxed);
@@ -71,7 +96,15 @@ impl Quotas {
             clients: Mutex::default(),
             spool_max,
             spool_used: Arc::default(),
+            spool_memory_max: 0,
+            spool_memory_used: Arc::default(),
         }
+    }
+
+    /// Uploads may be held in memory whole up to `bytes` in all.
+    pub fn with_spool_memory(mut self, bytes: u64) -> Self {
+        self.spool_memory_max = bytes;
+        self
     }
 
     pub fn uploads_per_client(&self) -> usize {
@@ -94,21 +127,24 @@ impl Quotas {
 
     /// Reserve `bytes` of spool, if the quota has room.
     pub fn reserve_spool(&self, bytes: u64) -> Option<SpoolReservation> {
-        let mut used = self.spool_used.load(Ordering::Relaxed);
-        loop {
-            let next = used.checked_add(bytes)?;
-            if next > self.spool_max {
-                return None;
-            }
-            match self.spool_used.compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Some(SpoolReservation { bytes, used: self.spool_used.clone() }),
-                Err(now) => used = now,
-            }
-        }
+        reserve(&self.spool_used, self.spool_max, bytes)
     }
 
     pub fn spool_used(&self) -> u64 {
         self.spool_used.load(Ordering::Relaxed)
+    }
+
+    /// Reserve memory to hold an upload of `bytes` whole, if it is small
+    /// enough and the memory budget has room.
+    pub fn reserve_spool_memory(&self, bytes: u64) -> Option<SpoolReservation> {
+        if bytes > crate::spool::MEMORY_UPLOAD_MAX {
+            return None;
+        }
+        reserve(&self.spool_memory_used, self.spool_memory_max, bytes)
+    }
+
+    pub fn spool_memory_used(&self) -> u64 {
+        self.spool_memory_used.load(Ordering::Relaxed)
     }
 }
 

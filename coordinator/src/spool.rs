@@ -1,74 +1,133 @@
 //! A copy of one upload kept while it is streamed to a worker, so that the
 //! upload can be replayed to the next worker if that one dies mid-scan.
 //!
-//! Small uploads stay in memory; from [`MEMORY_LIMIT`] on, the bytes go to
-//! an anonymous temporary file (unlinked at creation, gone when dropped), so
+//! An upload the coordinator's spool memory budget has room for
+//! (`--spool-memory-bytes`, uploads up to [`MEMORY_UPLOAD_MAX`]) is held as
+//! the chunks it arrived in: the `Bytes` the gRPC decoder sliced from its
+//! receive buffer, shared with the worker call, never copied. Otherwise the
+//! first [`MEMORY_LIMIT`] bytes stay in memory and the rest goes to an
+//! anonymous temporary file (unlinked at creation, gone when dropped), so
 //! coordinator memory stays bounded however many large uploads are in
 //! flight. Writes come while an upload is received; reads only after it is
 //! whole (a replay), never both at once.
 
+use crate::quota::SpoolReservation;
+use prost::bytes::Bytes;
 use std::os::unix::fs::FileExt;
 
-/// Bytes of one upload kept in memory before it spills to disk.
+/// Bytes of an upload without a memory reservation kept in memory before
+/// it spills to disk.
 pub const MEMORY_LIMIT: usize = 256 << 10;
+
+/// Largest upload held in memory whole (when the memory budget has room).
+pub const MEMORY_UPLOAD_MAX: u64 = 16 << 20;
 
 /// The spill file is an unlinked temporary file written and read at
 /// offsets in place (`pwrite`/`pread` into the page cache) rather than
 /// through a thread hand-off per chunk, which cost more than the copy.
 pub struct Spool {
-    memory: Vec<u8>,
+    /// Chunks as received, until the upload spills to `file`.
+    memory: Vec<Bytes>,
+    memory_len: usize,
+    /// Held while the whole upload may stay in `memory`.
+    reservation: Option<SpoolReservation>,
     file: Option<std::fs::File>,
     len: u64,
-    /// Where the next [`Spool::next_chunk`] reads.
+    /// Where the next [`Spool::next_chunk`] reads: the offset, and in
+    /// memory the chunk and the offset inside it.
     read_at: u64,
+    read_chunk: usize,
+    read_in_chunk: usize,
 }
 
 impl Spool {
-    pub fn new() -> Self {
-        Self { memory: Vec::new(), file: None, len: 0, read_at: 0 }
+    /// A spool that keeps the whole upload in memory while `memory` (a
+    /// reservation of the memory budget for its announced size) is given,
+    /// and otherwise spills past [`MEMORY_LIMIT`].
+    pub fn new(memory: Option<SpoolReservation>) -> Self {
+        Self {
+            memory: Vec::new(),
+            memory_len: 0,
+            reservation: memory,
+            file: None,
+            len: 0,
+            read_at: 0,
+            read_chunk: 0,
+            read_in_chunk: 0,
+        }
     }
 
     pub fn len(&self) -> u64 {
         self.len
     }
 
-    pub async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+    pub async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
         let at = self.len;
         self.len += chunk.len() as u64;
-        if self.file.is_none() && self.memory.len() + chunk.len() <= MEMORY_LIMIT {
-            self.memory.extend_from_slice(chunk);
+        let fits = match &self.reservation {
+            Some(r) => self.len <= r.bytes(),
+            None => self.memory_len + chunk.len() <= MEMORY_LIMIT,
+        };
+        if self.file.is_none() && fits {
+            self.memory_len += chunk.len();
+            self.memory.push(chunk);
             return Ok(());
         }
         if self.file.is_none() {
             let file = tokio::task::spawn_blocking(tempfile::tempfile).await??;
-            file.write_all_at(&self.memory, 0)?;
-            self.memory = Vec::new();
+            let mut offset = 0;
+            for c in self.memory.drain(..) {
+                file.write_all_at(&c, offset)?;
+                offset += c.len() as u64;
+            }
+            self.memory_len = 0;
+            self.reservation = None;
             self.file = Some(file);
         }
-        self.file.as_ref().expect("spilled").write_all_at(chunk, at)
+        self.file.as_ref().expect("spilled").write_all_at(&chunk, at)
     }
 
     /// Start reading the upload again from its first byte.
     pub async fn rewind(&mut self) -> std::io::Result<()> {
         self.read_at = 0;
+        self.read_chunk = 0;
+        self.read_in_chunk = 0;
         Ok(())
     }
 
-    /// The next at most `max` bytes after [`Spool::rewind`]; `None` at the end.
-    pub async fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    /// The next at most `max` bytes after [`Spool::rewind`]; `None` at the
+    /// end. From memory, a slice of a received chunk (no copy).
+    pub async fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
         let n = (max as u64).min(self.len - self.read_at) as usize;
         if n == 0 {
             return Ok(None);
         }
         let chunk = match self.file.as_ref() {
-            None => self.memory[self.read_at as usize..self.read_at as usize + n].to_vec(),
+            None => {
+                let Some(c) = self.memory.get(self.read_chunk) else { return Ok(None) };
+                let end = (self.read_in_chunk + n).min(c.len());
+                let piece = c.slice(self.read_in_chunk..end);
+                if end == c.len() {
+                    self.read_chunk += 1;
+                    self.read_in_chunk = 0;
+                } else {
+                    self.read_in_chunk = end;
+                }
+                piece
+            }
             Some(file) => {
-                let mut buf = vec![0u8; n];
+                let mut buf = Vec::with_capacity(n);
+                // SAFETY: read_exact_at fills all n bytes or fails, and the
+                // buffer is dropped unread on failure.
+                #[allow(clippy::uninit_vec)]
+                unsafe {
+                    buf.set_len(n)
+                };
                 file.read_exact_at(&mut buf, self.read_at)?;
-                buf
+                Bytes::from(buf)
             }
         };
-        self.read_at += n as u64;
+        self.read_at += chunk.len() as u64;
         Ok(Some(chunk))
     }
 }
@@ -76,6 +135,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::Quotas;
 
     async fn replayed(spool: &mut Spool) -> Vec<u8> {
         let mut out = Vec::new();
@@ -89,20 +149,47 @@ mod tests {
 
     #[tokio::test]
     async fn small_uploads_stay_in_memory_large_ones_spill_and_both_replay() {
-        let mut small = Spool::new();
-        small.write(b"hello ").await.unwrap();
-        small.write(b"world").await.unwrap();
+        let mut small = Spool::new(None);
+        small.write(Bytes::from_static(b"hello ")).await.unwrap();
+        small.write(Bytes::from_static(b"world")).await.unwrap();
         assert!(small.file.is_none());
         assert_eq!(replayed(&mut small).await, b"hello world");
 
         let data: Vec<u8> = (0..3 * MEMORY_LIMIT as u32 + 17).map(|i| (i % 251) as u8).collect();
-        let mut large = Spool::new();
+        let mut large = Spool::new(None);
         for c in data.chunks(256 * 1024) {
-            large.write(c).await.unwrap();
+            large.write(Bytes::copy_from_slice(c)).await.unwrap();
         }
         assert!(large.file.is_some() && large.memory.is_empty());
         assert_eq!(large.len(), data.len() as u64);
         assert_eq!(replayed(&mut large).await, data);
         assert_eq!(replayed(&mut large).await, data, "a second replay starts again from the start");
+    }
+
+    #[tokio::test]
+    async fn a_reserved_upload_stays_in_memory_and_spills_if_it_outgrows_its_reservation() {
+        let quotas = Quotas::new(1, 0, u64::MAX).with_spool_memory(10 << 20);
+        let data: Vec<u8> = (0..5 * MEMORY_LIMIT as u32 + 3).map(|i| (i % 253) as u8).collect();
+        let mut held = Spool::new(quotas.reserve_spool_memory(data.len() as u64));
+        assert_eq!(quotas.spool_memory_used(), data.len() as u64);
+        for c in data.chunks(300_000) {
+            held.write(Bytes::copy_from_slice(c)).await.unwrap();
+        }
+        assert!(held.file.is_none(), "held in memory whole");
+        assert_eq!(replayed(&mut held).await, data);
+        assert_eq!(replayed(&mut held).await, data);
+
+        // A client that sends more than it announced spills (and is then
+        // refused by the size check) instead of growing memory.
+        let mut liar = Spool::new(quotas.reserve_spool_memory(1000));
+        liar.write(Bytes::from(vec![7u8; 900])).await.unwrap();
+        assert!(liar.file.is_none());
+        liar.write(Bytes::from(vec![8u8; 900])).await.unwrap();
+        assert!(liar.file.is_some() && liar.reservation.is_none(), "spilled, memory given back");
+        let mut want = vec![7u8; 900];
+        want.extend(vec![8u8; 900]);
+        assert_eq!(replayed(&mut liar).await, want);
+        drop((held, liar));
+        assert_eq!(quotas.spool_memory_used(), 0);
     }
 }

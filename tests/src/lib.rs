@@ -43,7 +43,7 @@ pub fn scan_messages(data: &[u8], name: &str) -> Vec<qala_proto::v1::ScanRequest
     let header =
         ScanHeader { sha256: sha256_hex(data), size: data.len() as u64, file_name: name.into(), agent_id: "qala-tests".into() };
     let mut msgs = vec![ScanRequest { msg: Some(Msg::Header(header)) }];
-    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| ScanRequest { msg: Some(Msg::Chunk(c.to_vec())) }));
+    msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| ScanRequest { msg: Some(Msg::Chunk(c.to_vec().into())) }));
     msgs
 }
 

@@ -15,7 +15,7 @@ fn header(sha256: &str, size: u64, name: &str) -> pb::ScanRequest {
 }
 
 fn chunk(data: &[u8]) -> pb::ScanRequest {
-    pb::ScanRequest { msg: Some(Msg::Chunk(data.to_vec())) }
+    pb::ScanRequest { msg: Some(Msg::Chunk(data.to_vec().into())) }
 }
 
 async fn client(cluster: &Cluster) -> qala_tests::Scanner {

@@ -292,7 +292,7 @@ async fn stalled_uploads_of_one_client_neither_starve_others_nor_keep_their_perm
             let msgs = scan_messages(&data, "stalled.bin");
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             tx.send(msgs[0].clone()).await.unwrap();
-            tx.send(pb::ScanRequest { msg: Some(pb::scan_request::Msg::Chunk(data[..1000].to_vec())) }).await.unwrap();
+            tx.send(pb::ScanRequest { msg: Some(pb::scan_request::Msg::Chunk(data[..1000].to_vec().into())) }).await.unwrap();
             senders.push(tx);
             let mut c = client.clone();
             stalled.push(tokio::spawn(async move { c.scan(tokio_stream::wrappers::ReceiverStream::new(rx)).await }));

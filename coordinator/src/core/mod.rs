@@ -47,7 +47,7 @@ const MAX_LOOKUP: usize = 10_000;
 const MAX_LOOKUP_BYTES: usize = 12 << 20;
 
 /// The content of an upload after its header, as an adapter hands it over.
-pub type Body = BoxStream<'static, Result<Vec<u8>, Status>>;
+pub type Body = BoxStream<'static, Result<prost::bytes::Bytes, Status>>;
 
 type Outcome = Option<Result<pb::Verdict, (Code, String)>>;
 
@@ -329,7 +329,8 @@ impl Core {
             self.busy_rejections.fetch_add(1, Ordering::Relaxed);
             return Err(busy(format!("coordinator spool full ({} bytes held)", self.quotas.spool_used()), 1000));
         };
-        let mut spool = receive::receive(header, body, self.limits.upload_stall, &client).await?;
+        let memory = self.quotas.reserve_spool_memory(header.size);
+        let mut spool = receive::receive(header, body, self.limits.upload_stall, &client, memory).await?;
         // Scanned while this one was arriving?
         if let Ok(Some(v)) = self.store.get(&rules.id, &header.sha256).await {
             return Ok(pb::ScanResponse { verdict: Some(v), cached: true });

@@ -1,7 +1,7 @@
 //! Receiving an upload whole into a spool, under the client's quotas.
 
 use super::Body;
-use crate::quota::ClientQuota;
+use crate::quota::{ClientQuota, SpoolReservation};
 use crate::spool::Spool;
 use futures::StreamExt;
 use qala_proto::v1 as pb;
@@ -19,8 +19,9 @@ pub(super) async fn receive(
     mut body: Body,
     stall: Duration,
     quota: &ClientQuota,
+    memory: Option<SpoolReservation>,
 ) -> Result<Spool, Status> {
-    let mut spool = Spool::new();
+    let mut spool = Spool::new(memory);
     let mut hasher = Sha256::new();
     loop {
         let next = match tokio::time::timeout(stall, body.next()).await {
@@ -40,8 +41,9 @@ pub(super) async fn receive(
             return Err(Status::invalid_argument(format!("upload is larger than the announced {} bytes", header.size)));
         }
         hasher.update(&chunk);
-        spool.write(&chunk).await.map_err(|e| Status::unavailable(format!("coordinator spool: {e}")))?;
-        let wait = quota.throttle(chunk.len());
+        let n = chunk.len();
+        spool.write(chunk).await.map_err(|e| Status::unavailable(format!("coordinator spool: {e}")))?;
+        let wait = quota.throttle(n);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
