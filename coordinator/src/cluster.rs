@@ -243,6 +243,14 @@ impl Cluster {
         }
     }
 
+    /// A slot on the first live worker in the ranking of `sha256` if it has
+    /// one free now; never waits (a cut-through call opens only then).
+    pub fn try_acquire(&self, sha256: &str) -> Option<Slot> {
+        let worker = self.ranked(sha256).into_iter().next()?;
+        let permit = worker.slots.clone().try_acquire_owned().ok()?;
+        Some(Slot { worker, _permit: permit })
+    }
+
     /// Drop dead workers and push new rules to live ones, until `stop`.
     pub async fn maintain(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut rules = self.rules.subscribe();

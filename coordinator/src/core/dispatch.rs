@@ -21,14 +21,29 @@ const MAX_FAILOVERS: usize = 3;
 /// Pause before asking a busy worker again.
 const BUSY_PAUSE: Duration = Duration::from_millis(20);
 
+type CallHandle = tokio::task::JoinHandle<Result<Response<pb::Verdict>, Status>>;
+
 /// An open `ScanFile` call: its request stream and the pending answer.
-struct WorkerCall {
-    tx: mpsc::Sender<pb::WorkerScanRequest>,
-    call: tokio::task::JoinHandle<Result<Response<pb::Verdict>, Status>>,
+pub(super) struct WorkerCall {
+    pub tx: mpsc::Sender<pb::WorkerScanRequest>,
+    call: CallHandle,
+}
+
+impl WorkerCall {
+    /// End the request stream cleanly; the answer is still to come.
+    pub fn close(self) -> CallHandle {
+        self.call
+    }
+
+    /// Cancel the call (its stream is reset): the worker, short of the
+    /// announced bytes, scans nothing.
+    pub fn cancel(self) {
+        self.call.abort();
+    }
 }
 
 /// Why one attempt failed.
-enum Failed {
+pub(super) enum Failed {
     /// The upload itself is bad (size, sha256, protocol): no other worker
     /// would answer differently, the client gets this error.
     Upload(Status),
@@ -62,8 +77,19 @@ impl Core {
             Ok(None) => {}
             Err(e) => debug!(sha256 = header.sha256, error = %e, "poison list not read"),
         }
-        let mut tried: Vec<String> = Vec::new();
-        let mut last: Option<Status> = None;
+        self.dispatch_after(header, spool, rules, Vec::new(), None).await
+    }
+
+    /// [`Core::dispatch`] once the workers in `tried` have failed (the last
+    /// with `last`): a cut-through call whose worker died goes on here.
+    pub(super) async fn dispatch_after(
+        &self,
+        header: &pb::ScanHeader,
+        spool: &mut Spool,
+        rules: &LoadedRules,
+        mut tried: Vec<String>,
+        mut last: Option<Status>,
+    ) -> Result<pb::Verdict, Status> {
         let busy_until = tokio::time::Instant::now() + self.cluster.scan_timeout;
         loop {
             let Some(slot) = self.cluster.acquire(&header.sha256, &tried).await else { break };
@@ -108,7 +134,7 @@ impl Core {
     }
 
     /// Check that the verdict is the one asked for, and store it.
-    async fn finish(
+    pub(super) async fn finish(
         &self,
         verdict: pb::Verdict,
         worker: &WorkerHandle,
@@ -141,7 +167,7 @@ impl Core {
 }
 
 /// Open a `ScanFile` call on `worker` and send it the header.
-async fn open(worker: &WorkerHandle, header: &pb::ScanHeader, rules: &LoadedRules) -> Result<WorkerCall, Status> {
+pub(super) async fn open(worker: &WorkerHandle, header: &pb::ScanHeader, rules: &LoadedRules) -> Result<WorkerCall, Status> {
     worker.ensure_rules(rules).await?;
     let (tx, rx) = mpsc::channel(2);
     let first = pb::WorkerScanRequest {
@@ -222,11 +248,11 @@ fn poison_verdict(header: &pb::ScanHeader, ruleset_id: &str, detail: &str) -> pb
 }
 
 /// The worker's answer to a call whose upload was sent whole.
-async fn answer(
+pub(super) async fn answer(
     worker: &WorkerHandle,
     header: &pb::ScanHeader,
     ruleset_id: &str,
-    call: tokio::task::JoinHandle<Result<Response<pb::Verdict>, Status>>,
+    call: CallHandle,
 ) -> Result<pb::Verdict, Failed> {
     match call.await {
         Ok(Ok(v)) => Ok(v.into_inner()),

@@ -1,6 +1,7 @@
 //! The scan lock coordinators sharing a store take before scanning a
-//! content, so that it is scanned once across all of them. Taken only for
-//! a complete, verified upload.
+//! content, so that it is scanned once across all of them. Taken for a
+//! complete, verified upload, or without waiting when a fast upload is cut
+//! through to a worker while it arrives (given back if that is abandoned).
 
 use super::Core;
 use crate::store::{self, Guarded};
@@ -61,6 +62,26 @@ impl Core {
             }
             tokio::time::sleep(LOCK_POLL).await;
         }
+    }
+}
+
+impl Core {
+    /// [`Core::take_lock`] without waiting: `None` while another coordinator
+    /// holds the lock.
+    pub(super) async fn try_take_lock(&self, ruleset_id: &str, sha256: &str) -> Option<Taken> {
+        if !self.store.shared() {
+            return Some(Taken::Scan(ScanLock::none()));
+        }
+        let key = store::key(ruleset_id, sha256);
+        let token = format!("{}-{}", self.instance, self.lock_tokens.fetch_add(1, Ordering::Relaxed));
+        if !self.store.lock(&key, &token, LOCK_TTL).await {
+            return None;
+        }
+        let lock = ScanLock::hold(self.store.clone(), key, token);
+        if let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
+            return Some(Taken::Done(Box::new(v)));
+        }
+        Some(Taken::Scan(lock))
     }
 }
 

@@ -7,7 +7,8 @@
 //!
 //! The path of an upload: receive it whole into a [`Spool`] under the
 //! client's quotas (stall timeout, byte rate, spool quota), verify size and
-//! sha256, then coalesce (the first complete upload of a content leads, the
+//! sha256 (a fast large upload is meanwhile cut through to its worker, one
+//! chunk behind, the last sent only once verified: [`receive`]), then coalesce (the first complete upload of a content leads, the
 //! others wait for its verdict), take the scan lock shared by coordinators
 //! ([`lock`]), dispatch to the worker rendezvous hashing picks, failing
 //! over to the next ([`dispatch`]), and store the verdict. Only complete,
@@ -122,7 +123,7 @@ fn detected(v: &pb::Verdict) -> bool {
 
 /// The leader's slot in the in-flight map; removed however the leader ends,
 /// and a dropped sender wakes the waiters so one of them takes over.
-struct Leader {
+pub(super) struct Leader {
     key: String,
     tx: watch::Sender<Outcome>,
     map: Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>,
@@ -134,7 +135,7 @@ impl Drop for Leader {
     }
 }
 
-enum Turn {
+pub(super) enum Turn {
     Leader(Leader),
     Waiter(watch::Receiver<Outcome>),
 }
@@ -330,7 +331,10 @@ impl Core {
             return Err(busy(format!("coordinator spool full ({} bytes held)", self.quotas.spool_used()), 1000));
         };
         let memory = self.quotas.reserve_spool_memory(header.size);
-        let mut spool = receive::receive(header, body, self.limits.upload_stall, &client, memory).await?;
+        let receive::Received { mut spool, live } = self.receive(header, body, &client, memory, &rules).await?;
+        if let Some(live) = live {
+            return self.finish_live(header, &mut spool, &rules, live).await;
+        }
         // Scanned while this one was arriving?
         if let Ok(Some(v)) = self.store.get(&rules.id, &header.sha256).await {
             return Ok(pb::ScanResponse { verdict: Some(v), cached: true });
@@ -359,6 +363,38 @@ impl Core {
             }
         }
         Err(Status::unavailable("could not complete the scan after repeated failures of concurrent scans"))
+    }
+
+    /// The verdict of a cut-through upload, now whole and verified: its
+    /// worker gets the last chunk; if that worker fails, the spool is
+    /// replayed to the next as for any upload.
+    async fn finish_live(
+        &self,
+        header: &pb::ScanHeader,
+        spool: &mut crate::spool::Spool,
+        rules: &crate::rules::LoadedRules,
+        live: receive::Live,
+    ) -> Result<pb::ScanResponse, Status> {
+        let (answer, live) = live.finish(header, &rules.id).await;
+        let receive::Live { slot, leader, lock, .. } = live;
+        let worker = slot.worker.clone();
+        let result = match answer {
+            Ok(v) => self.finish(v, &worker, header, rules).await,
+            Err(dispatch::Failed::Upload(s)) => Err(s),
+            Err(dispatch::Failed::Busy(_)) => {
+                drop(slot);
+                self.dispatch_after(header, spool, rules, Vec::new(), None).await
+            }
+            Err(dispatch::Failed::Worker(s)) => {
+                worker.suspend();
+                drop(slot);
+                tracing::warn!(sha256 = header.sha256, worker = worker.id, error = %s.message(), "worker failed during cut-through; replaying the upload from the spool");
+                self.dispatch_after(header, spool, rules, vec![worker.id.clone()], Some(s)).await
+            }
+        };
+        drop(lock);
+        let _ = leader.tx.send(Some(result.clone().map_err(|s| (s.code(), s.message().to_string()))));
+        result.map(|v| pb::ScanResponse { verdict: Some(v), cached: false })
     }
 
     fn turn(&self, key: &str) -> Turn {
