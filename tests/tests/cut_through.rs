@@ -113,10 +113,17 @@ async fn a_worker_killed_during_cut_through_costs_a_replay_not_the_file() {
     let pids: Vec<(String, u32)> = cluster.workers.iter().enumerate().map(|(i, w)| (format!("w{}", i + 1), w.pid())).collect();
     let v = upload(&cluster, msgs, n / 2, Duration::from_millis(5), move || {
         let line = wait_for("the cut-through", Duration::from_secs(10), || {
-            std::fs::read_to_string(&coordinator_log).ok()?.lines().find(|l| l.contains("cut-through: upload streamed")).map(String::from)
+            std::fs::read_to_string(&coordinator_log)
+                .ok()?
+                .lines()
+                .find(|l| l.contains("cut-through: upload streamed"))
+                .map(String::from)
         })
         .unwrap();
-        let (_, pid) = pids.iter().find(|(id, _)| line.contains(&format!("worker={id} ")) || line.contains(&format!("worker=\"{id}\""))).expect("worker named");
+        let (_, pid) = pids
+            .iter()
+            .find(|(id, _)| line.contains(&format!("worker={id} ")) || line.contains(&format!("worker=\"{id}\"")))
+            .expect("worker named");
         let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     })
     .await
@@ -127,8 +134,5 @@ async fn a_worker_killed_during_cut_through_costs_a_replay_not_the_file() {
     let alive: Vec<bool> = cluster.workers.iter_mut().map(|w| w.is_running()).collect();
     assert_eq!(alive.iter().filter(|a| !**a).count(), 1, "one worker was killed");
     let log = cluster.coordinator.as_ref().unwrap().log_text();
-    assert!(
-        log.contains("worker call ended during cut-through") || log.contains("worker failed during cut-through"),
-        "{log}"
-    );
+    assert!(log.contains("worker call ended during cut-through") || log.contains("worker failed during cut-through"), "{log}");
 }

@@ -196,12 +196,13 @@ impl pb::worker_server::Worker for WorkerService {
             .ok_or_else(|| Status::failed_precondition(format!("ruleset {} not loaded on this worker", header.ruleset_id)))?;
 
         let too_big = header.size > self.state.max_file_size;
-        // The bytes go straight into a memfd that the scan child maps: the
-        // file is received once and never copied again.
+        // The bytes go straight into a memfd (or, from 64 MiB on, an
+        // unlinked file on disk) that the scan child maps: the file is
+        // received once and never copied again.
         let mut file = if too_big {
             None
         } else {
-            Some(crate::sandbox::memfd("qala-upload").map_err(|e| Status::internal(format!("memfd: {e}")))?)
+            Some(crate::sandbox::Upload::new(header.size).map_err(|e| Status::internal(format!("holding the upload: {e}")))?)
         };
         let mut received = 0u64;
         while let Some(m) = self.next(&mut stream).await? {
@@ -213,7 +214,7 @@ impl pb::worker_server::Worker for WorkerService {
                 return Err(Status::invalid_argument(format!("ScanFile: more than the announced {} bytes", header.size)));
             }
             if let Some(f) = file.as_mut() {
-                f.write_all(&chunk).map_err(|e| Status::resource_exhausted(format!("holding the upload: {e}")))?;
+                f.file().write_all(&chunk).map_err(|e| Status::resource_exhausted(format!("holding the upload: {e}")))?;
             }
         }
         if received != header.size {
@@ -227,7 +228,7 @@ impl pb::worker_server::Worker for WorkerService {
         let verdict = match file {
             None => too_big_verdict(&header, sha256, &ruleset.id, &self.state),
             Some(file) => {
-                crate::sandbox::seal(&file).map_err(|e| Status::internal(format!("sealing the upload: {e}")))?;
+                let file = file.freeze().map_err(|e| Status::internal(format!("freezing the upload: {e}")))?;
                 let outcome = self
                     .state
                     .pool

@@ -172,7 +172,10 @@ impl Core {
         let actual = hex::encode(hasher.finalize());
         if actual != header.sha256 {
             warn!(claimed = header.sha256, actual, agent = header.agent_id, "sha256 mismatch");
-            return Err(Status::invalid_argument(format!("sha256 mismatch: header claims {}, content is {actual}", header.sha256)));
+            return Err(Status::invalid_argument(format!(
+                "sha256 mismatch: header claims {}, content is {actual}",
+                header.sha256
+            )));
         }
         Ok(Received { spool, live })
     }
@@ -200,7 +203,12 @@ impl Core {
                 return None;
             }
         }
-        info!(sha256 = header.sha256, size = header.size, worker = live.slot.worker.id, "cut-through: upload streamed to its worker as it arrives");
+        info!(
+            sha256 = header.sha256,
+            size = header.size,
+            worker = live.slot.worker.id,
+            "cut-through: upload streamed to its worker as it arrives"
+        );
         Some(live)
     }
 }

@@ -91,6 +91,54 @@ pub fn memfd(name: &str) -> std::io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// Uploads from this size on are held in an unlinked file on disk (the
+/// temporary directory) rather than in memory, and mapped from there.
+pub const DISK_FROM: u64 = 64 << 20;
+
+/// Where a worker holds one upload while it arrives and is scanned.
+pub enum Upload {
+    /// A memfd, sealed before the scan.
+    Memory(File),
+    /// An unlinked file in the temporary directory: page cache the kernel
+    /// can write back, not memory of the worker.
+    Disk(File),
+}
+
+impl Upload {
+    /// Room for an upload of `size` bytes: on disk from [`DISK_FROM`] on.
+    pub fn new(size: u64) -> std::io::Result<Upload> {
+        if size >= DISK_FROM {
+            Ok(Upload::Disk(tempfile::tempfile_in(std::env::temp_dir())?))
+        } else {
+            Ok(Upload::Memory(memfd("qala-upload")?))
+        }
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        match self {
+            Upload::Memory(f) | Upload::Disk(f) => f,
+        }
+    }
+
+    /// The upload, frozen for its scan: a memfd sealed against any change;
+    /// a disk file reopened read-only, its writable descriptor closed (the
+    /// worker is its only writer and has stopped).
+    pub fn freeze(self) -> std::io::Result<File> {
+        match self {
+            Upload::Memory(f) => {
+                seal(&f)?;
+                Ok(f)
+            }
+            Upload::Disk(f) => {
+                use std::os::fd::AsRawFd;
+                let read_only = File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+                drop(f);
+                Ok(read_only)
+            }
+        }
+    }
+}
+
 /// Seal a memfd: from now on nobody (worker or child) can write, grow or
 /// shrink it, so a child maps exactly what the worker verified.
 pub fn seal(file: &File) -> std::io::Result<()> {
