@@ -124,3 +124,32 @@ fn scan_children_are_confined_and_replaced() {
     assert_eq!(code, 1, "{lines:?}");
     assert!(cluster.workers[0].is_running(), "the worker outlives its children");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_upload_is_mapped_from_disk_not_held_in_worker_memory() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let worker = cluster.workers[0].pid();
+    let data = qala_tests::pseudo_random(77, 96 << 20);
+    let mut client = cluster.scanner().await;
+    let scan = tokio::spawn(async move { client.scan(tokio_stream::iter(scan_messages(&data, ""))).await });
+    // While it is scanned, a scan child maps an unlinked file of the
+    // temporary directory, not a memfd, and the worker holds no copy.
+    let tmp = std::env::temp_dir().display().to_string();
+    let mut seen = None;
+    let mut worker_shmem_kib = 0;
+    while !scan.is_finished() {
+        for child in children_of(worker) {
+            let maps = std::fs::read_to_string(format!("/proc/{child}/maps")).unwrap_or_default();
+            if let Some(line) = maps.lines().find(|l| l.contains(&tmp) && l.ends_with("(deleted)")) {
+                seen = Some(line.to_string());
+            }
+            assert!(!maps.contains("memfd:qala-upload"), "a 96 MiB upload was held in a memfd");
+        }
+        worker_shmem_kib = worker_shmem_kib.max(qala_tests::status_kib(worker, "RssShmem:"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let v = scan.await.unwrap().unwrap().into_inner().verdict.unwrap();
+    assert_eq!(v.verdict, qala_proto::v1::VerdictKind::Clean as i32, "{v:?}");
+    assert!(seen.is_some(), "no scan child mapped the upload from {tmp}");
+    assert!(worker_shmem_kib < 16 << 10, "worker RssShmem {worker_shmem_kib} KiB");
+}
