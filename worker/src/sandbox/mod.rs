@@ -5,9 +5,10 @@
 //! with [`CHILD_ARG`]) that loads one ruleset, then confines itself
 //! ([`confine`]: RLIMIT_DATA/AS, landlock with no file and no TCP access,
 //! a seccomp allow-list without open, socket, clone or exec) and scans file
-//! after file. Files travel as sealed memfds passed over a Unix socket
-//! ([`wire`]): the bytes the worker received are mapped by the child, never
-//! copied. A child that crashes, runs out of memory or outlives its deadline
+//! after file. Files travel as sealed memfds (from [`DISK_FROM`] on,
+//! read-only descriptors of unlinked files on disk) passed over a Unix
+//! socket ([`wire`]) with their verified sha256: the bytes the worker
+//! received are mapped by the child, never copied. A child that crashes, runs out of memory or outlives its deadline
 //! is killed and replaced; the file it was scanning is tried once more in a
 //! fresh child (alone: a child scans one file at a time), and a file that
 //! kills two children is answered `unscannable` (`worker_crash`).
