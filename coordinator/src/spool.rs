@@ -116,13 +116,7 @@ impl Spool {
                 piece
             }
             Some(file) => {
-                let mut buf = Vec::with_capacity(n);
-                // SAFETY: read_exact_at fills all n bytes or fails, and the
-                // buffer is dropped unread on failure.
-                #[allow(clippy::uninit_vec)]
-                unsafe {
-                    buf.set_len(n)
-                };
+                let mut buf = vec![0u8; n];
                 file.read_exact_at(&mut buf, self.read_at)?;
                 Bytes::from(buf)
             }

@@ -128,3 +128,32 @@ async fn worker_refuses_calls_past_its_admission_at_once() {
         assert_eq!(v.sha256, sha256_hex(&pseudo_random(i as u64, 1000)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_refuses_a_malformed_sha256_header_instead_of_trusting_it() {
+    // The worker passes its coordinator's sha256 to the scan child, which
+    // takes it only when well-formed; otherwise the content's own hash is
+    // compared and the call refused.
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let status = cluster.status().unwrap();
+    let address = status["workers"][0]["address"].as_str().unwrap().to_string();
+    let ruleset_id = status["rules"]["ruleset_id"].as_str().unwrap().to_string();
+    let channel = cluster.worker_channel(&address).await;
+    let data = pseudo_random(42, 1000);
+    for claimed in [sha256_hex(&data).to_uppercase(), "g".repeat(64), "not a hash".into(), String::new()] {
+        let msgs = [
+            pb::WorkerScanRequest {
+                msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
+                    sha256: claimed.clone(),
+                    size: 1000,
+                    file_name: String::new(),
+                    ruleset_id: ruleset_id.clone(),
+                })),
+            },
+            pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(data.clone().into())) },
+        ];
+        let err = WorkerClient::new(channel.clone()).scan_file(tokio_stream::iter(msgs)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{claimed:?}: {err:?}");
+        assert!(err.message().contains("sha256 mismatch"), "{claimed:?}: {err:?}");
+    }
+}

@@ -238,7 +238,9 @@ impl pb::worker_server::Worker for WorkerService {
                 match outcome {
                     Outcome::Verdict(v) => {
                         let mut v = *v;
-                        // Nothing is answered for content other than the header says.
+                        // The child reports the header's sha256 when it is a
+                        // well-formed one, and otherwise hashes the content:
+                        // a malformed header is refused here.
                         check_sha(&v.sha256, &header.sha256)?;
                         v.worker_id = self.state.worker_id.clone();
                         v

@@ -7,13 +7,15 @@
 //!
 //! The path of an upload: receive it whole into a [`Spool`] under the
 //! client's quotas (stall timeout, byte rate, spool quota), verify size and
-//! sha256 (a fast large upload is meanwhile cut through to its worker, one
-//! chunk behind, the last sent only once verified: [`receive`]), then coalesce (the first complete upload of a content leads, the
+//! sha256, then coalesce (the first complete upload of a content leads, the
 //! others wait for its verdict), take the scan lock shared by coordinators
 //! ([`lock`]), dispatch to the worker rendezvous hashing picks, failing
-//! over to the next ([`dispatch`]), and store the verdict. Only complete,
-//! verified uploads ever coalesce or lock, so a stalled or lying upload of
-//! a content never holds up another client's upload of it.
+//! over to the next ([`dispatch`]), and store the verdict. A fast large
+//! upload is cut through to its worker while it arrives ([`receive`]): it
+//! leads and locks before it is verified, but only while it keeps coming;
+//! a pause of 250 ms or a failed check gives leadership and lock back, and
+//! its worker never gets the last chunk. So a stalled or lying upload of a
+//! content never holds up another client's upload of it for long.
 
 mod admin;
 mod agents;

@@ -73,14 +73,12 @@ fn run() -> Result<(), String> {
         };
         let file = std::fs::File::from(fd.ok_or("a scan request without a file")?);
         let len = file.metadata().map_err(|e| format!("file size: {e}"))?.len();
-        // SAFETY: a sealed memfd, as above. An empty file cannot be mapped.
+        // SAFETY: a sealed memfd, as above, or (64 MiB and more) a file
+        // whose only writer, the worker, has stopped and closed it for
+        // writing. An empty file cannot be mapped.
         let map = if len == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("mapping: {e}"))?) };
         let data: &[u8] = map.as_deref().unwrap_or_default();
-        // "scan SHA256": the worker's coordinator verified the content's
-        // sha256, so the root is not hashed again here.
-        let sha256 =
-            request.strip_prefix(b"scan ").filter(|s| s.len() == 64 && s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
-        let sha256 = sha256.map(|s| String::from_utf8_lossy(s).into_owned());
+        let sha256 = verified_sha256(&request);
         cancel.store(false, Ordering::Relaxed);
         let start = Instant::now();
         let report = catch_unwind(AssertUnwindSafe(|| match &sha256 {
@@ -91,6 +89,15 @@ fn run() -> Result<(), String> {
         let verdict = convert::verdict(report, &ruleset.id, "");
         wire::send(&mut sock, &verdict.encode_to_vec(), None).map_err(|e| format!("answering: {e}"))?;
     }
+}
+
+/// The sha256 of a request `scan SHA256` (the worker's coordinator verified
+/// it, so the root is not hashed again); anything else, `None`: the child
+/// then hashes the content itself, and the worker compares.
+fn verified_sha256(request: &[u8]) -> Option<String> {
+    let sha = request.strip_prefix(b"scan ")?;
+    let hex = sha.len() == 64 && sha.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then(|| String::from_utf8_lossy(sha).into_owned())
 }
 
 /// The report of a scan the engine itself panicked in: unscannable.
@@ -116,5 +123,29 @@ fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) 
         objects_scanned: 0,
         bytes_scanned: 0,
         duration: start.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verified_sha256;
+
+    #[test]
+    fn only_a_lower_case_hex_sha256_is_taken() {
+        let good = "0123456789abcdef".repeat(4);
+        assert_eq!(verified_sha256(format!("scan {good}").as_bytes()), Some(good.clone()));
+        for bad in [
+            "scan".to_string(),
+            "scan ".to_string(),
+            format!("scan {}", good.to_uppercase()),
+            format!("scan {}", &good[..63]),
+            format!("scan {good}0"),
+            format!("scan {}g", &good[..63]),
+            format!("scan  {good}"),
+            format!("scanx{good}"),
+        ] {
+            assert_eq!(verified_sha256(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(verified_sha256(b"scan \xff\xfe"), None);
     }
 }
