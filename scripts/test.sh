@@ -22,6 +22,9 @@ command -v wimlib-imagex >/dev/null 2>&1 || missing+=(wimtools)
 command -v strip >/dev/null 2>&1 || missing+=(binutils)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+# Real clamd clients for the clamd front door: clamdscan and clamav-milter.
+command -v clamdscan >/dev/null 2>&1 || missing+=(clamdscan)
+[ -x /usr/sbin/clamav-milter ] || missing+=(clamav-milter)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (needed by the tests)"
@@ -31,5 +34,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "the tests need: ${missing[*]} (e.g. sudo apt-get install ${missing[*]})" >&2
     exit 2
   fi
+fi
+# The Python clamd package (PyPI), another real clamd client.
+if ! python3 -c 'import clamd' >/dev/null 2>&1; then
+  echo "installing the Python clamd package (needed by the tests)"
+  python3 -m pip install --quiet clamd==1.0.2 || python3 -m pip install --quiet --break-system-packages clamd==1.0.2
 fi
 exec cargo test --release --workspace "$@"

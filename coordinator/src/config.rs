@@ -109,6 +109,38 @@ pub struct Config {
     /// (they renew at half of it).
     #[arg(long, env = "QALA_COORDINATOR_ENROLL_CERT_SECS", default_value_t = 24 * 3600)]
     pub enroll_cert_secs: u64,
+    #[command(flatten)]
+    pub clamd: ClamdConfig,
+}
+
+/// The clamd protocol front door (mail gateways, file servers, anything that
+/// speaks to clamd). clamd has no authentication: a listener binds loopback
+/// unless `--clamd-allow` names the networks allowed to use it.
+#[derive(Debug, Clone, Args)]
+pub struct ClamdConfig {
+    /// TCP address for clamd clients, e.g. 127.0.0.1:3310 (off unless given).
+    #[arg(long, env = "QALA_COORDINATOR_CLAMD_LISTEN")]
+    pub clamd_listen: Option<String>,
+    /// Unix socket for clamd clients, e.g. /run/qala/clamd.ctl (mode 0660;
+    /// off unless given).
+    #[arg(long, env = "QALA_COORDINATOR_CLAMD_SOCKET")]
+    pub clamd_socket: Option<PathBuf>,
+    /// Networks allowed to connect to --clamd-listen besides loopback, as
+    /// NET/PREFIX or addresses, comma separated; required to bind anything
+    /// but a loopback address.
+    #[arg(long, env = "QALA_COORDINATOR_CLAMD_ALLOW", value_delimiter = ',')]
+    pub clamd_allow: Vec<String>,
+    /// Let clamd clients send RELOAD (recompile the rules); otherwise RELOAD
+    /// is answered `COMMAND UNAVAILABLE`.
+    #[arg(long, env = "QALA_COORDINATOR_CLAMD_ALLOW_RELOAD")]
+    pub clamd_allow_reload: bool,
+    /// Largest INSTREAM accepted (clamd's StreamMaxLength); a longer stream
+    /// is answered `INSTREAM size limit exceeded. ERROR`.
+    #[arg(long, env = "QALA_COORDINATOR_CLAMD_STREAM_MAX_LENGTH", default_value_t = 25 * 1024 * 1024)]
+    pub clamd_stream_max_length: u64,
+    /// Most clamd connections open at once; more wait in the listen queue.
+    #[arg(long, env = "QALA_COORDINATOR_CLAMD_MAX_CONNECTIONS", default_value_t = 128)]
+    pub clamd_max_connections: usize,
 }
 
 /// How the coordinator proves itself to Redis: ACL user and password, and

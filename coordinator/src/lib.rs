@@ -11,6 +11,7 @@
 mod admin_cli;
 pub mod audit;
 pub mod auth;
+pub mod clamd;
 mod cluster;
 pub mod config;
 pub mod core;
@@ -120,8 +121,10 @@ pub async fn run(
         tls.as_ref().and_then(|t| t.3.clone()),
     ));
 
+    let clamd = clamd::bind(&config.clamd).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = vec![
+        tokio::spawn(clamd.serve(core.clone(), stop_rx.clone())),
         tokio::spawn(rules.clone().watch(hup, Duration::from_millis(config.rules_poll_ms.max(100)), stop_rx.clone())),
         tokio::spawn(cluster.clone().maintain(stop_rx.clone())),
         tokio::spawn(store.clone().probe(stop_rx.clone())),

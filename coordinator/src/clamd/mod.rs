@@ -1,0 +1,643 @@
+//! The clamd front door: ClamAV's daemon protocol on a TCP listener and a
+//! Unix socket, for mail gateways (clamav-milter, amavis, rspamd), file
+//! servers and anything else that already talks to clamd.
+//!
+//! A thin adapter over the [`Core`]: it reads the protocol's framing
+//! ([`protocol`]), holds an INSTREAM's chunks in a [`Spool`] while it
+//! hashes them (clamd clients announce neither size nor digest), and hands
+//! the upload to [`Core::scan`] like any agent's: same cache, placement,
+//! workers, quotas, stored verdict and audit line. The caller is named
+//! `clamd@ADDRESS` with the agent role (scan only); clamd has no
+//! authentication, so a listener binds loopback unless `--clamd-allow`
+//! names the networks allowed, and refuses every other peer. Each session
+//! is audited (`clamd_session`: peer, commands, scans, detections).
+
+mod fdpass;
+pub mod protocol;
+
+use crate::auth::{Caller, Role};
+use crate::config::ClamdConfig;
+use crate::core::Core;
+use crate::spool::Spool;
+use anyhow::Context;
+use futures::StreamExt;
+use protocol::{Command, ReadError, Request, Style};
+use qala_proto::v1 as pb;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+use tonic::Code;
+use tracing::{info, warn};
+
+/// A command must arrive within this long (clamd's CommandReadTimeout).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle session is closed after this long (clamd's IdleTimeout).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// INSTREAMs of one session scanned at once; the next waits for a reply.
+const SESSION_PARALLEL: usize = 8;
+/// A busy coordinator is asked again for this long before ERROR.
+const BUSY_PATIENCE: Duration = Duration::from_secs(60);
+/// Most bytes read and thrown away after refusing an oversize stream.
+const DRAIN_MAX: u64 = 64 << 20;
+/// Bytes handed to the core per chunk of a spooled stream.
+const REPLAY_CHUNK: usize = 1 << 20;
+
+/// A network allowed to connect: an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    pub fn parse(s: &str) -> Result<Net, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| format!("--clamd-allow {s:?}: not an address or NET/PREFIX"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| format!("--clamd-allow {s:?}: bad prefix"))?,
+            None => max,
+        };
+        Ok(Net { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Counters for STATS.
+#[derive(Default)]
+struct Counters {
+    sessions: AtomicU64,
+    streams: AtomicU64,
+    found: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// What every session shares.
+struct Server {
+    core: Arc<Core>,
+    allow: Vec<Net>,
+    allow_reload: bool,
+    stream_max: u64,
+    connections: Arc<Semaphore>,
+    counters: Counters,
+}
+
+/// The clamd listeners a coordinator was asked for, bound.
+pub struct Listeners {
+    tcp: Option<tokio::net::TcpListener>,
+    unix: Option<(tokio::net::UnixListener, PathBuf)>,
+    config: ClamdConfig,
+    allow: Vec<Net>,
+}
+
+/// Bind what `config` asks for; refuses a non-loopback TCP address without
+/// `--clamd-allow`.
+pub async fn bind(config: &ClamdConfig) -> anyhow::Result<Listeners> {
+    let allow = config.clamd_allow.iter().filter(|s| !s.trim().is_empty()).map(|s| Net::parse(s)).collect::<Result<Vec<_>, _>>();
+    let allow = allow.map_err(anyhow::Error::msg)?;
+    let tcp = match &config.clamd_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--clamd-listen {addr}"))?;
+            let local = l.local_addr()?;
+            if !local.ip().is_loopback() && allow.is_empty() {
+                anyhow::bail!(
+                    "--clamd-listen {local}: clamd has no authentication, so a non-loopback address needs --clamd-allow NET[,NET...] naming the clients allowed"
+                );
+            }
+            Some(l)
+        }
+        None => None,
+    };
+    let unix = match &config.clamd_socket {
+        Some(path) => {
+            // A socket left by an earlier run is replaced; any other file is not.
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                use std::os::unix::fs::FileTypeExt;
+                if !meta.file_type().is_socket() {
+                    anyhow::bail!("--clamd-socket {}: exists and is not a socket", path.display());
+                }
+                std::fs::remove_file(path).with_context(|| format!("removing the old socket {}", path.display()))?;
+            }
+            let l = tokio::net::UnixListener::bind(path).with_context(|| format!("--clamd-socket {}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+            Some((l, path.clone()))
+        }
+        None => None,
+    };
+    Ok(Listeners { tcp, unix, config: config.clone(), allow })
+}
+
+impl Listeners {
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serve until `stop` turns true; sessions in progress finish on their own.
+    pub async fn serve(self, core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+        let server = Arc::new(Server {
+            core,
+            allow: self.allow.clone(),
+            allow_reload: self.config.clamd_allow_reload,
+            stream_max: self.config.clamd_stream_max_length,
+            connections: Arc::new(Semaphore::new(self.config.clamd_max_connections.max(1))),
+            counters: Counters::default(),
+        });
+        if let Some(addr) = self.tcp_addr() {
+            info!(%addr, "clamd listener (TCP) listening");
+        }
+        if let Some((_, path)) = &self.unix {
+            info!(path = %path.display(), "clamd listener (Unix socket) listening");
+        }
+        let tcp = async {
+            let Some(l) = &self.tcp else { return std::future::pending().await };
+            loop {
+                let permit = server.connections.clone().acquire_owned().await;
+                match l.accept().await {
+                    Ok((s, peer)) => {
+                        let server = server.clone();
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            let _ = s.set_nodelay(true);
+                            server.accept(s, Some(peer), None).await
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "clamd accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        };
+        let unix = async {
+            let Some((l, _)) = &self.unix else { return std::future::pending().await };
+            loop {
+                let permit = server.connections.clone().acquire_owned().await;
+                match l.accept().await {
+                    Ok((s, _)) => {
+                        let server = server.clone();
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            let (s, fds) = fdpass::FdStream::new(s);
+                            server.accept(s, None, Some(fds)).await
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "clamd accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = tcp => {},
+            _ = unix => {},
+            _ = stop.wait_for(|s| *s) => {},
+        }
+        if let Some((_, path)) = &self.unix {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// One session's tally, for its audit line.
+#[derive(Default)]
+struct Tally {
+    commands: AtomicU64,
+    streams: AtomicU64,
+    found: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Server {
+    async fn accept<S: AsyncRead + AsyncWrite + Send + 'static>(
+        self: Arc<Self>,
+        stream: S,
+        peer: Option<SocketAddr>,
+        fds: Option<fdpass::Fds>,
+    ) {
+        let allowed = match peer {
+            None => true, // the Unix socket: its file mode decides
+            Some(p) => p.ip().is_loopback() || self.allow.iter().any(|n| n.contains(p.ip())),
+        };
+        let caller = Caller {
+            name: match peer {
+                Some(p) => format!("clamd@{}", p.ip()),
+                None => "clamd@unix".into(),
+            },
+            role: Role::Agent,
+            peer,
+        };
+        if !allowed {
+            self.core.audit.event("denied", Some(&caller), json!({"via": "clamd", "reason": "address not in --clamd-allow"}));
+            return;
+        }
+        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let tally = Arc::new(Tally::default());
+        let end = self.clone().session(stream, &caller, tally.clone(), fds).await;
+        let t = &tally;
+        self.core.audit.event(
+            "clamd_session",
+            Some(&caller),
+            json!({
+                "commands": t.commands.load(Ordering::Relaxed),
+                "streams": t.streams.load(Ordering::Relaxed),
+                "found": t.found.load(Ordering::Relaxed),
+                "errors": t.errors.load(Ordering::Relaxed),
+                "duration_ms": started.elapsed().as_millis() as u64,
+                "end": end,
+            }),
+        );
+    }
+
+    /// Run one connection; returns how it ended, for the audit line.
+    async fn session<S: AsyncRead + AsyncWrite + Send + 'static>(
+        self: Arc<Self>,
+        stream: S,
+        caller: &Caller,
+        tally: Arc<Tally>,
+        fds: Option<fdpass::Fds>,
+    ) -> &'static str {
+        let (r, mut w) = tokio::io::split(stream);
+        let mut r = BufReader::with_capacity(64 << 10, r);
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SESSION_PARALLEL * 2);
+        let writer = tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if w.write_all(&line).await.is_err() {
+                    return;
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+        let parallel = Arc::new(Semaphore::new(SESSION_PARALLEL));
+        // Inside IDSESSION: the number of the next command (the session's
+        // own command being 0, its first command is 1).
+        let mut session: Option<u32> = None;
+        let end = loop {
+            let wait = if session.is_some() { IDLE_TIMEOUT } else { COMMAND_TIMEOUT };
+            let request = match tokio::time::timeout(wait, protocol::read_request(&mut r)).await {
+                Err(_) => break "timeout",
+                Ok(Err(ReadError::Eof)) => break "closed",
+                Ok(Err(ReadError::Io(_))) => break "io error",
+                Ok(Err(ReadError::TooLong)) => {
+                    let _ = tx.send(protocol::reply(None, "UNKNOWN COMMAND", Style::Newline)).await;
+                    break "command too long";
+                }
+                Ok(Ok(r)) => r,
+            };
+            tally.commands.fetch_add(1, Ordering::Relaxed);
+            let Request { command, style } = request;
+            let id = session;
+            let send = |text: String| protocol::reply(id, &text, style);
+            if session.is_some() && style == Style::Plain {
+                let _ = tx.send(send(protocol::error_text("Only nCMDS\\n and zCMDS\\0 are accepted inside IDSESSION."))).await;
+                break "plain command in session";
+            }
+            match command {
+                Command::Ping => {
+                    let _ = tx.send(send("PONG".into())).await;
+                }
+                Command::Version => {
+                    let _ = tx.send(send(self.version())).await;
+                }
+                Command::VersionCommands => {
+                    let fildes = if fds.is_some() { " FILDES" } else { "" };
+                    let text = format!("{}| COMMANDS: {}{fildes}", self.version(), protocol::COMMANDS.join(" "));
+                    let _ = tx.send(send(text)).await;
+                }
+                Command::Stats => {
+                    let _ = tx.send(send(self.stats())).await;
+                }
+                Command::IdSession if session.is_none() => {
+                    session = Some(0);
+                }
+                Command::End if session.is_some() => break "end",
+                Command::Reload if session.is_none() => {
+                    if !self.allow_reload {
+                        let _ = tx.send(send("COMMAND UNAVAILABLE".into())).await;
+                        break "reload refused";
+                    }
+                    let _ = tx.send(send("RELOADING".into())).await;
+                    let (core, admin) = (self.core.clone(), Caller { role: Role::Admin, ..caller.clone() });
+                    tokio::spawn(async move {
+                        if let Err(e) = core.reload_rules(&admin).await {
+                            warn!(error = %e.message(), "clamd RELOAD failed");
+                        }
+                    });
+                    break "reload";
+                }
+                Command::Instream => {
+                    let received = self.receive_stream(&mut r).await;
+                    let data = match received {
+                        Ok(d) => d,
+                        Err(StreamError::TooLarge) => {
+                            let _ = tx.send(send(protocol::error_text("INSTREAM size limit exceeded."))).await;
+                            tally.errors.fetch_add(1, Ordering::Relaxed);
+                            // Read what the client still sends, so closing
+                            // does not reset the connection before it has
+                            // read the reply.
+                            drain(&mut r).await;
+                            break "stream too large";
+                        }
+                        Err(StreamError::Broken(why)) => {
+                            let _ = tx.send(send(format!("stream: {}", protocol::error_text(&why)))).await;
+                            break "stream broken";
+                        }
+                    };
+                    let Ok(permit) = parallel.clone().acquire_owned().await else { break "closed" };
+                    let (server, caller, tx, tally) = (self.clone(), caller.clone(), tx.clone(), tally.clone());
+                    let task = async move {
+                        let text = server.scan(&caller, data, &tally).await;
+                        let _ = tx.send(protocol::reply(id, &format!("stream: {text}"), style)).await;
+                        drop(permit);
+                    };
+                    if session.is_some() {
+                        tokio::spawn(task);
+                    } else {
+                        task.await;
+                    }
+                }
+                Command::Fildes => {
+                    let Some(fds) = &fds else {
+                        let _ = tx.send(send("COMMAND UNAVAILABLE".into())).await;
+                        break "FILDES on TCP";
+                    };
+                    // The byte that carried the descriptor.
+                    let mut byte = [0u8; 1];
+                    if tokio::time::timeout(COMMAND_TIMEOUT, r.read_exact(&mut byte)).await.map(|r| r.is_err()).unwrap_or(true) {
+                        break "closed";
+                    }
+                    let Some(fd) = fds.take() else {
+                        let _ = tx.send(send(protocol::error_text("FILDES: didn't receive file descriptor."))).await;
+                        break "no descriptor";
+                    };
+                    let name = format!("fd[{}]", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                    let data = match self.receive_file(fd).await {
+                        Ok(d) => d,
+                        Err(why) => {
+                            tally.errors.fetch_add(1, Ordering::Relaxed);
+                            let _ = tx.send(send(format!("{name}: {}", protocol::error_text(&why)))).await;
+                            if session.is_some() {
+                                session = session.map(|n| n + 1);
+                                continue;
+                            }
+                            break "bad descriptor";
+                        }
+                    };
+                    let Ok(permit) = parallel.clone().acquire_owned().await else { break "closed" };
+                    let (server, caller, tx, tally) = (self.clone(), caller.clone(), tx.clone(), tally.clone());
+                    let task = async move {
+                        let text = server.scan(&caller, data, &tally).await;
+                        let _ = tx.send(protocol::reply(id, &format!("{name}: {text}"), style)).await;
+                        drop(permit);
+                    };
+                    if session.is_some() {
+                        tokio::spawn(task);
+                    } else {
+                        task.await;
+                    }
+                }
+                Command::Unavailable(_) => {
+                    let _ = tx.send(send("COMMAND UNAVAILABLE".into())).await;
+                    break "unavailable command";
+                }
+                Command::IdSession | Command::End | Command::Reload if session.is_some() => {
+                    let _ = tx.send(send(protocol::error_text("Command invalid inside IDSESSION."))).await;
+                    break "invalid in session";
+                }
+                _ => {
+                    let _ = tx.send(send("UNKNOWN COMMAND".into())).await;
+                    break "unknown command";
+                }
+            }
+            match &mut session {
+                // One command per connection outside a session, as clamd.
+                None => break "done",
+                Some(n) => *n += 1,
+            }
+        };
+        // Replies of scans still running are sent before the connection closes.
+        let _ = parallel.acquire_many(SESSION_PARALLEL as u32).await;
+        drop(tx);
+        let _ = writer.await;
+        end
+    }
+
+    /// `ClamAV VERSION/DB/DATE`, the ruleset standing in for ClamAV's
+    /// database: its load time as version number and date.
+    fn version(&self) -> String {
+        let rules = self.core.rules.current();
+        let secs = rules.loaded_at_ms / 1000;
+        format!("ClamAV {}-qala/{}/{}", env!("CARGO_PKG_VERSION"), secs, protocol::ctime(secs))
+    }
+
+    /// clamd's STATS layout, with the cluster's scan threads as the pool.
+    fn stats(&self) -> String {
+        let workers = self.core.cluster.live();
+        let threads: u64 = workers.iter().map(|w| u64::from(w.threads)).sum();
+        let busy: u64 = workers.iter().map(|w| w.in_flight.load(Ordering::Relaxed)).sum::<u64>().min(threads);
+        let c = &self.counters;
+        format!(
+            "POOLS: 1\n\nSTATE: VALID PRIMARY\nTHREADS: live {busy}  idle {} max {threads} idle-timeout {}\nQUEUE: 0 items\n\
+             QALA: workers {} ruleset {} sessions {} streams {} found {} errors {}\n\n\
+             MEMSTATS: heap N/A mmap N/A used N/A free N/A releasable N/A pools 1 pools_used 0.000M pools_total 0.000M\nEND",
+            threads - busy,
+            IDLE_TIMEOUT.as_secs(),
+            workers.len(),
+            self.core.rules.current().id,
+            c.sessions.load(Ordering::Relaxed),
+            c.streams.load(Ordering::Relaxed),
+            c.found.load(Ordering::Relaxed),
+            c.errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Read INSTREAM chunks into a spool, hashing them.
+    async fn receive_stream<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<Received, StreamError> {
+        let stall = self.core.limits().upload_stall;
+        let mut spool = Spool::new(None);
+        let mut sha = Sha256::new();
+        let mut left = self.stream_max;
+        let broken = |e: std::io::Error| StreamError::Broken(format!("INSTREAM: {e}"));
+        loop {
+            let mut len = [0u8; 4];
+            tokio::time::timeout(stall, r.read_exact(&mut len))
+                .await
+                .map_err(|_| StreamError::Broken("INSTREAM: no data within the stall timeout".into()))?
+                .map_err(broken)?;
+            let mut n = u64::from(u32::from_be_bytes(len));
+            if n == 0 {
+                break;
+            }
+            if n > left {
+                return Err(StreamError::TooLarge);
+            }
+            left -= n;
+            while n > 0 {
+                let take = n.min(256 << 10) as usize;
+                let mut buf = vec![0u8; take];
+                tokio::time::timeout(stall, r.read_exact(&mut buf))
+                    .await
+                    .map_err(|_| StreamError::Broken("INSTREAM: no data within the stall timeout".into()))?
+                    .map_err(broken)?;
+                sha.update(&buf);
+                spool.write(buf.into()).await.map_err(|e| StreamError::Broken(format!("spool: {e}")))?;
+                n -= take as u64;
+            }
+        }
+        Ok(Received { sha256: hex::encode(sha.finalize()), spool })
+    }
+
+    /// Read the regular file behind a passed descriptor, from its start,
+    /// into a spool, hashing it.
+    async fn receive_file(&self, fd: std::os::fd::OwnedFd) -> Result<Received, String> {
+        use tokio::io::AsyncSeekExt;
+        let file = std::fs::File::from(fd);
+        let meta = file.metadata().map_err(|e| format!("FILDES: {e}"))?;
+        if !meta.is_file() {
+            return Err("Not a regular file".into());
+        }
+        if meta.len() > self.stream_max {
+            return Err(format!("File size limit exceeded ({} bytes, the limit is {})", meta.len(), self.stream_max));
+        }
+        let mut file = tokio::fs::File::from_std(file);
+        file.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| format!("FILDES: {e}"))?;
+        let mut spool = Spool::new(None);
+        let mut sha = Sha256::new();
+        let mut left = self.stream_max;
+        loop {
+            let mut buf = vec![0u8; 256 << 10];
+            let n = file.read(&mut buf).await.map_err(|e| format!("FILDES: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            if n as u64 > left {
+                return Err(format!("File size limit exceeded (the limit is {})", self.stream_max));
+            }
+            left -= n as u64;
+            buf.truncate(n);
+            sha.update(&buf);
+            spool.write(buf.into()).await.map_err(|e| format!("spool: {e}"))?;
+        }
+        Ok(Received { sha256: hex::encode(sha.finalize()), spool })
+    }
+
+    /// Scan one stream or file through the core; the text after `stream: `.
+    async fn scan(&self, caller: &Caller, data: Received, tally: &Tally) -> String {
+        self.counters.streams.fetch_add(1, Ordering::Relaxed);
+        tally.streams.fetch_add(1, Ordering::Relaxed);
+        let header = pb::ScanHeader { sha256: data.sha256, size: data.spool.len(), ..Default::default() };
+        let spool = Arc::new(Mutex::new(data.spool));
+        let started = Instant::now();
+        let result = loop {
+            if let Err(e) = spool.lock().await.rewind().await {
+                break Err(tonic::Status::internal(format!("spool: {e}")));
+            }
+            let body = futures::stream::unfold(Some(spool.clone()), |state| async move {
+                let s = state?;
+                let next = s.lock().await.next_chunk(REPLAY_CHUNK).await;
+                match next {
+                    Ok(Some(b)) => Some((Ok(b), Some(s))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(tonic::Status::internal(format!("spool: {e}"))), None)),
+                }
+            })
+            .boxed();
+            match self.core.scan(caller, header.clone(), body).await {
+                Err(s) if s.code() == Code::ResourceExhausted && started.elapsed() < BUSY_PATIENCE => {
+                    let after = s
+                        .metadata()
+                        .get(crate::core::RETRY_AFTER_MS)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .unwrap_or(500);
+                    tokio::time::sleep(Duration::from_millis(after.clamp(50, 5000))).await;
+                }
+                other => break other,
+            }
+        };
+        let t = tally;
+        match result {
+            Ok(pb::ScanResponse { verdict: Some(v), .. }) => {
+                let text = protocol::verdict_text(&v);
+                if text.ends_with(" FOUND") {
+                    self.counters.found.fetch_add(1, Ordering::Relaxed);
+                    t.found.fetch_add(1, Ordering::Relaxed);
+                }
+                text
+            }
+            Ok(_) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                t.errors.fetch_add(1, Ordering::Relaxed);
+                protocol::error_text("no verdict")
+            }
+            Err(s) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                t.errors.fetch_add(1, Ordering::Relaxed);
+                protocol::error_text(s.message())
+            }
+        }
+    }
+}
+
+/// Discard input until the client closes, for at most a few seconds and
+/// [`DRAIN_MAX`] bytes.
+async fn drain<R: AsyncRead + Unpin>(r: &mut R) {
+    let mut sink = tokio::io::sink();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tokio::io::copy(&mut r.take(DRAIN_MAX), &mut sink)).await;
+}
+
+struct Received {
+    sha256: String,
+    spool: Spool,
+}
+
+enum StreamError {
+    TooLarge,
+    Broken(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_match_networks_and_mapped_addresses() {
+        let n = Net::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.2.3".parse().unwrap()), "IPv4-mapped IPv6 peers match IPv4 networks");
+        let one = Net::parse("192.0.2.7").unwrap();
+        assert!(one.contains("192.0.2.7".parse().unwrap()) && !one.contains("192.0.2.8".parse().unwrap()));
+        assert!(Net::parse("0.0.0.0/0").unwrap().contains("203.0.113.9".parse().unwrap()));
+        assert!(Net::parse("2001:db8::/32").unwrap().contains("2001:db8:1::5".parse().unwrap()));
+        assert!(Net::parse("10.0.0.0/33").is_err() && Net::parse("example.org").is_err());
+    }
+}
