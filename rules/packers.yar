@@ -7,6 +7,7 @@ rule Qala_UPX_Packed_PE : packer
         author = "Qala"
         description = "PE packed with UPX (UPX0/UPX1 section names)"
         severity = "info"
+        mitre_attack = "T1027.002"
 
     condition:
         pe.is_pe and for any s in pe.sections : (s.name == "UPX0" or s.name == "UPX1")
@@ -18,6 +19,7 @@ rule Qala_PE_Entry_Point_Writable_Executable : suspicious
         author = "Qala"
         description = "PE whose entry point lies in a section that is both writable and executable"
         severity = "suspicious"
+        mitre_attack = "T1027.002"
 
     condition:
         pe.is_pe and for any s in pe.sections : (

@@ -5,6 +5,7 @@ rule Qala_PowerShell_Encoded_Download_Cradle : suspicious
         author = "Qala"
         description = "PowerShell launched hidden with an encoded command, or a web download piped into Invoke-Expression"
         severity = "suspicious"
+        mitre_attack = "T1059.001, T1027.010, T1105"
 
     strings:
         $ps = "powershell" nocase
@@ -26,6 +27,7 @@ rule Qala_Office_AutoExec_Macro : suspicious
         author = "Qala"
         description = "VBA project with an auto-executing macro that shells out"
         severity = "suspicious"
+        mitre_attack = "T1204.002, T1059.005"
 
     strings:
         $vba = "Attribute VB_Name" ascii

@@ -56,6 +56,8 @@ pub fn localize(mut v: pb::Verdict, path: &Path) -> pb::Verdict {
             .into(),
             object: base.clone(),
             severity: VerdictKind::Suspicious as i32,
+            // Masquerading: Double File Extension.
+            techniques: vec!["T1036.007".into()],
         });
         if matches!(VerdictKind::try_from(v.verdict), Ok(VerdictKind::Clean)) {
             v.verdict = VerdictKind::Suspicious as i32;

@@ -40,6 +40,7 @@ pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
                         "tags": d.tags,
                         "meta": d.meta,
                         "severity": VerdictKind::try_from(d.severity).unwrap_or_default().label(),
+                        "techniques": d.techniques,
                     })
                 })
                 .collect(),
@@ -118,9 +119,15 @@ pub fn verdict_text(v: &pb::Verdict) -> String {
         let list: Vec<String> = v
             .detections
             .iter()
-            .map(|d| match d.object.as_str() {
-                "" => format!("{}/{}", safe(&d.namespace), safe(&d.rule)),
-                object => format!("{}/{} [{}]", safe(&d.namespace), safe(&d.rule), safe(object)),
+            .map(|d| {
+                let mut s = match d.object.as_str() {
+                    "" => format!("{}/{}", safe(&d.namespace), safe(&d.rule)),
+                    object => format!("{}/{} [{}]", safe(&d.namespace), safe(&d.rule), safe(object)),
+                };
+                if !d.techniques.is_empty() {
+                    s.push_str(&format!(" {{{}}}", safe(&d.techniques.join(","))));
+                }
+                s
             })
             .collect();
         s.push_str(": ");

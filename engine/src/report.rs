@@ -35,6 +35,9 @@ pub struct Detection {
     /// Object path inside the submission (`outer.zip/inner.zip/eicar.com`).
     pub object: String,
     pub severity: Severity,
+    /// MITRE ATT&CK technique ids (`T1059.001`) from the rule's
+    /// `mitre_attack`, `attack` or `mitre_att` meta.
+    pub techniques: Vec<String>,
 }
 
 /// A limit reached while scanning, and where.

@@ -153,6 +153,7 @@ fn detection(rule: &yara_x::Rule, object: &str) -> Detection {
         })
         .collect();
     let severity = severity(&tags, &meta);
+    let techniques = techniques(&meta);
     Detection {
         rule: rule.identifier().to_string(),
         namespace: rule.namespace().to_string(),
@@ -160,7 +161,33 @@ fn detection(rule: &yara_x::Rule, object: &str) -> Detection {
         meta,
         object: object.to_string(),
         severity,
+        techniques,
     }
+}
+
+/// Meta keys naming ATT&CK techniques, as rule authors spell them.
+const ATTACK_KEYS: [&str; 3] = ["mitre_attack", "attack", "mitre_att"];
+
+/// The ATT&CK technique ids in a rule's meta: `T` and four digits,
+/// optionally `.` and three (a sub-technique), separated by commas or
+/// spaces; upper-cased, each once, in order. Anything else is ignored.
+pub(crate) fn techniques(meta: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, v) in meta.iter().filter(|(k, _)| ATTACK_KEYS.iter().any(|a| k.eq_ignore_ascii_case(a))) {
+        for id in v.split(|c: char| c == ',' || c == ';' || c.is_whitespace()).map(str::to_ascii_uppercase) {
+            let b = id.as_bytes();
+            let technique = b.len() == 5 && b[0] == b'T' && b[1..].iter().all(u8::is_ascii_digit);
+            let sub = b.len() == 9
+                && b[0] == b'T'
+                && b[1..5].iter().all(u8::is_ascii_digit)
+                && b[5] == b'.'
+                && b[6..].iter().all(u8::is_ascii_digit);
+            if (technique || sub) && !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
 }
 
 /// What one matching rule says about the file: the `severity` meta if the
@@ -184,5 +211,20 @@ pub(crate) fn severity(tags: &[String], meta: &[(String, String)]) -> Severity {
     match get("category").as_deref() {
         Some("info") => Severity::Suspicious,
         _ => Severity::Malicious,
+    }
+}
+
+#[cfg(test)]
+mod attack_tests {
+    #[test]
+    fn technique_ids_are_taken_from_the_three_meta_spellings() {
+        let meta = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            super::techniques(&meta(&[("mitre_attack", "T1059.001, t1027 T1059.001"), ("author", "T9999")])),
+            ["T1059.001", "T1027"]
+        );
+        assert_eq!(super::techniques(&meta(&[("ATTACK", "T1204.002;T1566")])), ["T1204.002", "T1566"]);
+        assert_eq!(super::techniques(&meta(&[("mitre_att", "TA0002 T12 T1059.1 execution T1105")])), ["T1105"]);
+        assert!(super::techniques(&meta(&[("description", "T1059")])).is_empty());
     }
 }

@@ -171,6 +171,8 @@ fn globals_are_visible_to_rules() {
     assert_eq!(r.verdict, Some(Severity::Suspicious));
     assert_eq!(r.detections[0].rule, "Qala_Double_Extension_Executable");
     assert_eq!(r.detections[0].object, "mail.zip/invoice.pdf.exe");
+    // The rule's `mitre_attack` meta becomes the detection's techniques.
+    assert_eq!(r.detections[0].techniques, ["T1036.007"]);
 }
 
 #[test]
@@ -1376,6 +1378,7 @@ fn vba_macro_source_is_decompressed_and_scanned() {
     let found: Vec<_> = r.detections.iter().map(|d| (d.rule.as_str(), d.object.as_str())).collect();
     // Only the decompressed source matches: flag bytes split the strings in the stream.
     assert_eq!(found, [("Qala_Office_AutoExec_Macro", "macro.doc/Macros/VBA/Module1.vba")], "{r:?}");
+    assert_eq!(r.detections[0].techniques, ["T1204.002", "T1059.005"]);
     assert_eq!(r.verdict, Some(Severity::Suspicious));
 
     // A dir stream that is not MS-OVBA compressed is an error, not a crash;

@@ -32,6 +32,7 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
                 meta: d.meta.into_iter().collect(),
                 object: d.object,
                 severity: kind(Some(d.severity)) as i32,
+                techniques: d.techniques,
             })
             .collect(),
         executables: report

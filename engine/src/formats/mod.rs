@@ -208,6 +208,7 @@ impl Container<'_> {
             meta: vec![("description".to_string(), description.to_string())],
             object: self.path.to_string(),
             severity: Severity::Suspicious,
+            techniques: Vec::new(),
         };
         self.walker.walk().detections.push(detection);
     }
