@@ -80,6 +80,8 @@ pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
     );
     m.insert("partial".into(), json!(v.partial));
     m.insert("blake3".into(), json!(v.blake3));
+    m.insert("md5".into(), json!(v.md5));
+    m.insert("sha1".into(), json!(v.sha1));
     m.insert("file_type".into(), json!(v.file_type));
     m.insert("objects_scanned".into(), json!(v.objects_scanned));
     m.insert("ruleset_id".into(), json!(v.ruleset_id));

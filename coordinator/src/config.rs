@@ -111,6 +111,8 @@ pub struct Config {
     pub enroll_cert_secs: u64,
     #[command(flatten)]
     pub clamd: ClamdConfig,
+    #[command(flatten)]
+    pub retention: RetentionConfig,
 }
 
 /// The clamd protocol front door (mail gateways, file servers, anything that
@@ -141,6 +143,42 @@ pub struct ClamdConfig {
     /// Most clamd connections open at once; more wait in the listen queue.
     #[arg(long, env = "QALA_COORDINATOR_CLAMD_MAX_CONNECTIONS", default_value_t = 128)]
     pub clamd_max_connections: usize,
+}
+
+/// How long the store keeps verdicts and detection events.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionConfig {
+    /// Days a clean verdict is kept (then the file is scanned again when
+    /// seen); 0 keeps it for good.
+    #[arg(long, env = "QALA_COORDINATOR_KEEP_CLEAN_DAYS", default_value_t = 30.0)]
+    pub keep_clean_days: f64,
+    /// Days a suspicious verdict is kept; 0 (the default) keeps it for good.
+    #[arg(long, env = "QALA_COORDINATOR_KEEP_SUSPICIOUS_DAYS", default_value_t = 0.0)]
+    pub keep_suspicious_days: f64,
+    /// Days a malicious verdict is kept; 0 (the default) keeps it for good.
+    #[arg(long, env = "QALA_COORDINATOR_KEEP_MALICIOUS_DAYS", default_value_t = 0.0)]
+    pub keep_malicious_days: f64,
+    /// Days the detections feed (`GET /v1/detections`) keeps an event.
+    #[arg(long, env = "QALA_COORDINATOR_DETECTIONS_KEEP_DAYS", default_value_t = 90.0)]
+    pub detections_keep_days: f64,
+}
+
+fn days(d: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64((d.max(0.0) * 86_400.0).min(1e12))
+}
+
+impl RetentionConfig {
+    pub fn keep(&self) -> crate::store::Keep {
+        crate::store::Keep {
+            clean: days(self.keep_clean_days),
+            suspicious: days(self.keep_suspicious_days),
+            malicious: days(self.keep_malicious_days),
+        }
+    }
+
+    pub fn detections(&self) -> std::time::Duration {
+        days(self.detections_keep_days)
+    }
 }
 
 /// How the coordinator proves itself to Redis: ACL user and password, and

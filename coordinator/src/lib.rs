@@ -94,6 +94,7 @@ pub async fn run(
 
     info!(store = config.store, "opening verdict store");
     let store = store::Guarded::new(store::open(&config.store_auth.spec(&config.store)?).await?);
+    store.set_keep(config.retention.keep());
     let rules = rules::RulesManager::load(rules_path, config.policy.limits()).await?;
     let cluster = cluster::Cluster::new(
         rules.clone(),
@@ -125,6 +126,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(clamd.serve(core.clone(), stop_rx.clone())),
+        tokio::spawn(store.clone().purge_feed(config.retention.detections(), stop_rx.clone())),
         tokio::spawn(rules.clone().watch(hup, Duration::from_millis(config.rules_poll_ms.max(100)), stop_rx.clone())),
         tokio::spawn(cluster.clone().maintain(stop_rx.clone())),
         tokio::spawn(store.clone().probe(stop_rx.clone())),

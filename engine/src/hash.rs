@@ -1,37 +1,67 @@
-//! sha256 and blake3 of the same bytes, computed in one pass.
+//! The digests of a submission, computed in one pass: sha256 (the cache
+//! key), blake3 (seen-object tracking), and md5 and sha1, which analysts
+//! hold from threat reports and IOC lists (crates `sha2`, `blake3`, `md-5`,
+//! `sha1`).
 
-use sha2::{Digest, Sha256};
+use sha1::Digest as _;
+use sha2::Digest as _;
 
-/// Both digests of one byte stream, as lower-case hex.
+/// The digests of one byte stream, as lower-case hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digests {
     pub sha256: String,
     pub blake3: String,
+    pub md5: String,
+    pub sha1: String,
 }
 
-/// Incremental hasher feeding each chunk to sha256 and blake3 while it is hot
+/// Incremental hasher feeding each chunk to every digest while it is hot
 /// in cache, so every byte is read from memory once.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Hasher {
-    sha256: Sha256,
+    /// None when the caller already verified the sha256.
+    sha256: Option<sha2::Sha256>,
     blake3: blake3::Hasher,
+    md5: md5::Md5,
+    sha1: sha1::Sha1,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Hasher {
     pub fn new() -> Self {
-        Self::default()
+        Self { sha256: Some(sha2::Sha256::new()), ..Self::without_sha256() }
+    }
+
+    /// Every digest but sha256, which the caller already has (verified);
+    /// [`Hasher::finish`] then leaves it empty.
+    pub fn without_sha256() -> Self {
+        Self { sha256: None, blake3: blake3::Hasher::new(), md5: md5::Md5::new(), sha1: sha1::Sha1::new() }
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        // 64 KiB slices keep each piece in L2 for the second hash.
+        // 64 KiB slices keep each piece in L2 for the next hash.
         for piece in data.chunks(64 * 1024) {
-            self.sha256.update(piece);
+            if let Some(s) = &mut self.sha256 {
+                s.update(piece);
+            }
             self.blake3.update(piece);
+            self.md5.update(piece);
+            self.sha1.update(piece);
         }
     }
 
     pub fn finish(self) -> Digests {
-        Digests { sha256: hex::encode(self.sha256.finalize()), blake3: self.blake3.finalize().to_hex().to_string() }
+        Digests {
+            sha256: self.sha256.map(|s| hex::encode(s.finalize())).unwrap_or_default(),
+            blake3: self.blake3.finalize().to_hex().to_string(),
+            md5: hex::encode(self.md5.finalize()),
+            sha1: hex::encode(self.sha1.finalize()),
+        }
     }
 
     /// Digests of a whole buffer.
@@ -51,6 +81,12 @@ mod tests {
         let d = Hasher::digest(b"abc");
         assert_eq!(d.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(d.blake3, "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+        assert_eq!(d.md5, "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(d.sha1, "a9993e364706816aba3e25717850c26c9cd0d89d");
+        let mut trusted = Hasher::without_sha256();
+        trusted.update(b"abc");
+        let t = trusted.finish();
+        assert_eq!((t.sha256.as_str(), t.md5.as_str(), t.blake3.as_str()), ("", d.md5.as_str(), d.blake3.as_str()));
 
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let mut h = Hasher::new();

@@ -60,6 +60,8 @@ pub struct ObjectMeta {
 pub struct Report {
     pub sha256: String,
     pub blake3: String,
+    pub md5: String,
+    pub sha1: String,
     pub size: u64,
     pub file_type: &'static str,
     /// `None` when the root could not be scanned at all (unscannable).

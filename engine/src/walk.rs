@@ -102,7 +102,11 @@ pub(crate) fn walk(
 ) -> Report {
     let start = Instant::now();
     let digests = match root_sha256 {
-        Some(sha256) => Digests { sha256: sha256.to_string(), blake3: blake3::hash(data).to_hex().to_string() },
+        Some(sha256) => {
+            let mut h = Hasher::without_sha256();
+            h.update(data);
+            Digests { sha256: sha256.to_string(), ..h.finish() }
+        }
         None => Hasher::digest(data),
     };
     let root_type = root_type.unwrap_or_else(|| FileType::detect(data));
@@ -145,6 +149,8 @@ pub(crate) fn walk(
     Report {
         sha256: digests.sha256,
         blake3: digests.blake3,
+        md5: digests.md5,
+        sha1: digests.sha1,
         size: data.len() as u64,
         file_type: root_type.as_str(),
         verdict,

@@ -140,7 +140,7 @@ fn round_trip(dir: &Path, spec: &str) {
             verdict: qala_proto::VerdictKind::Malicious as i32,
             ..Default::default()
         };
-        store.put(&v).await.unwrap();
+        store.put(&v, None).await.unwrap();
         assert_eq!(store.get("rs", &v.sha256).await.unwrap(), Some(v.clone()));
         let t = qala_proto::v1::TokenRecord { name: "n".into(), role: "agent".into(), sha256: "ab".into(), created_ms: 1 };
         store.put_token(&t).await.unwrap();

@@ -30,8 +30,8 @@ async fn conformance(s: &dyn VerdictStore) {
     let good = verdict("rs1", "good", VerdictKind::Clean, false);
     assert!(s.get("rs1", &bad.sha256).await.unwrap().is_none());
 
-    assert!(store::save(s, &bad).await.unwrap());
-    assert!(store::save(s, &good).await.unwrap());
+    assert!(store::save(s, &bad, &store::Keep::default()).await.unwrap());
+    assert!(store::save(s, &good, &store::Keep::default()).await.unwrap());
     assert_eq!(s.get("rs1", &bad.sha256).await.unwrap(), Some(bad.clone()));
 
     // Keyed by ruleset: other rules never see it.
@@ -48,7 +48,7 @@ async fn conformance(s: &dyn VerdictStore) {
     // Kept only an hour, marked partial: a clean verdict that hit a limit,
     // had an error or an encrypted member.
     let partial = verdict("rs1", "partial", VerdictKind::Clean, true);
-    assert!(store::save(s, &partial).await.unwrap());
+    assert!(store::save(s, &partial, &store::Keep::default()).await.unwrap());
     let got = s.get("rs1", &partial.sha256).await.unwrap().unwrap();
     assert!(got.partial && got.expires_at_ms > 0, "{got:?}");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -63,30 +63,96 @@ async fn conformance(s: &dyn VerdictStore) {
         } else {
             v.encrypted.push("x.zip/secret.doc".into());
         }
-        assert!(store::save(s, &v).await.unwrap());
+        assert!(store::save(s, &v, &store::Keep::default()).await.unwrap());
         assert!(s.get("rs1", &v.sha256).await.unwrap().unwrap().partial, "{what}");
     }
     // Past its time it is gone.
     let mut brief = verdict("rs1", "brief", VerdictKind::Clean, true);
     brief.partial = true;
     brief.expires_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 + 30;
-    s.put(&brief).await.unwrap();
+    s.put(&brief, None).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(s.get("rs1", &brief.sha256).await.unwrap().is_none(), "an expired verdict was served");
     assert!(s.get_many("rs1", &[brief.sha256.clone()]).await.unwrap().is_empty());
     // Never kept: an unscannable one.
     let unscannable = verdict("rs1", "odd", VerdictKind::Unscannable, false);
-    assert!(!store::save(s, &unscannable).await.unwrap());
+    assert!(!store::save(s, &unscannable, &store::Keep::default()).await.unwrap());
     assert!(s.get("rs1", &unscannable.sha256).await.unwrap().is_none());
     // A detection with a limit hit is still worth caching.
     let bad_partial = verdict("rs1", "bad-partial", VerdictKind::Malicious, true);
-    assert!(store::save(s, &bad_partial).await.unwrap());
+    assert!(store::save(s, &bad_partial, &store::Keep::default()).await.unwrap());
 
     // Overwrite replaces.
     let mut newer = bad.clone();
     newer.worker_id = "w9".into();
-    s.put(&newer).await.unwrap();
+    s.put(&newer, None).await.unwrap();
     assert_eq!(s.get("rs1", &bad.sha256).await.unwrap().unwrap().worker_id, "w9");
+
+    // md5 and sha1 index the sha256s of their files; one md5 may name several.
+    let mut one = verdict("rs1", "collide-1", VerdictKind::Clean, false);
+    let mut two = verdict("rs1", "collide-2", VerdictKind::Malicious, false);
+    (one.md5, one.sha1) = ("79054025255fb1a26e4bc422aef54eb4".into(), "a".repeat(40));
+    (two.md5, two.sha1) = (one.md5.clone(), "b".repeat(40));
+    assert!(store::save(s, &one, &store::Keep::default()).await.unwrap());
+    assert!(store::save(s, &two, &store::Keep::default()).await.unwrap());
+    let mut by_md5 = s.resolve("md5", &one.md5).await.unwrap();
+    by_md5.sort();
+    let mut want = vec![one.sha256.clone(), two.sha256.clone()];
+    want.sort();
+    assert_eq!(by_md5, want);
+    assert_eq!(s.resolve("sha1", &"b".repeat(40)).await.unwrap(), [two.sha256.clone()]);
+    assert!(s.resolve("md5", &"0".repeat(32)).await.unwrap().is_empty());
+    assert!(s.resolve("sha1", &one.md5).await.unwrap().is_empty(), "kinds do not mix");
+
+    // The detections feed: each detection stored, oldest first, from a time on.
+    let feed = s.detections(0, 1000).await.unwrap();
+    let shas: Vec<&str> = feed.iter().map(|e| e.sha256.as_str()).collect();
+    assert!(shas.contains(&bad.sha256.as_str()) && shas.contains(&two.sha256.as_str()), "{shas:?}");
+    assert!(!shas.contains(&good.sha256.as_str()) && !shas.contains(&one.sha256.as_str()), "clean verdicts are no detections");
+    assert!(feed.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    assert!(feed.iter().all(|e| e.detections.iter().all(|d| d.meta.is_empty())));
+    assert_eq!(s.detections(0, 1).await.unwrap().len(), 1);
+    let later = feed.last().unwrap().at_ms + 1;
+    assert!(s.detections(later, 10).await.unwrap().is_empty());
+    let all = feed.len() as u64;
+    assert_eq!(s.purge_detections(later).await.unwrap(), all);
+    assert!(s.detections(0, 10).await.unwrap().is_empty());
+
+    // Verdicts kept by level: clean ones expire, detections are kept.
+    let keep = store::Keep { clean: std::time::Duration::from_millis(50), ..Default::default() };
+    let short = verdict("rs1", "short-lived", VerdictKind::Clean, false);
+    let kept = verdict("rs1", "kept-bad", VerdictKind::Malicious, false);
+    assert!(store::save(s, &short, &keep).await.unwrap());
+    assert!(store::save(s, &kept, &keep).await.unwrap());
+    assert!(s.get("rs1", &short.sha256).await.unwrap().unwrap().expires_at_ms > 0);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert!(s.get("rs1", &short.sha256).await.unwrap().is_none(), "a clean verdict outlived its retention");
+    assert_eq!(s.get("rs1", &kept.sha256).await.unwrap().unwrap().expires_at_ms, 0);
+
+    // IOC lists: entries by list, kind and digest, replaced in place, with a version that moves.
+    let v0 = s.ioc_version().await.unwrap();
+    let ioc = |list: &str, kind: &str, digest: &str, name: &str| qala_proto::v1::IocEntry {
+        list: list.into(),
+        kind: kind.into(),
+        digest: digest.into(),
+        name: name.into(),
+        added_ms: 1,
+        source: "test".into(),
+    };
+    let entries: Vec<_> = (0..2500).map(|i| ioc("block", "md5", &format!("{i:032x}"), "Family.A")).collect();
+    s.put_iocs(&entries).await.unwrap();
+    s.put_iocs(&[ioc("allow", "sha256", &good.sha256, "ticket 42"), ioc("block", "md5", &format!("{:032x}", 7), "Family.B")])
+        .await
+        .unwrap();
+    let v1 = s.ioc_version().await.unwrap();
+    assert_ne!(v0, v1);
+    let listed = s.iocs().await.unwrap();
+    assert_eq!(listed.len(), 2501);
+    assert_eq!(listed.iter().find(|e| e.digest == format!("{:032x}", 7)).unwrap().name, "Family.B");
+    assert!(s.remove_ioc("block", "md5", &format!("{:032x}", 8)).await.unwrap());
+    assert!(!s.remove_ioc("block", "md5", &format!("{:032x}", 8)).await.unwrap());
+    assert_ne!(s.ioc_version().await.unwrap(), v1);
+    assert_eq!(s.iocs().await.unwrap().len(), 2500);
 
     // Client tokens (hashes only) and revoked workers, shared by coordinators.
     let token = |name: &str, role: &str| qala_proto::v1::TokenRecord {
@@ -174,7 +240,7 @@ async fn redis_cluster_store_conforms() {
     conformance(s.as_ref()).await;
     let many: Vec<Verdict> = (0..50).map(|i| verdict("rs1", &format!("spread {i}"), VerdictKind::Malicious, false)).collect();
     for v in &many {
-        s.put(v).await.unwrap();
+        s.put(v, None).await.unwrap();
     }
     let shas: Vec<String> = many.iter().map(|v| v.sha256.clone()).collect();
     assert_eq!(s.get_many("rs1", &shas).await.unwrap().len(), 50);
@@ -195,7 +261,7 @@ async fn redis_sentinel_store_conforms_and_follows_a_failover() {
     conformance(s.as_ref()).await;
     locks(s.as_ref(), store::open(&group.url().as_str().into()).await.unwrap().as_ref()).await;
     let before = verdict("rs1", "before failover", VerdictKind::Malicious, false);
-    s.put(&before).await.unwrap();
+    s.put(&before, None).await.unwrap();
 
     group.fail_over().unwrap();
     // The same store object finds the new master: the first calls may fail
@@ -203,7 +269,7 @@ async fn redis_sentinel_store_conforms_and_follows_a_failover() {
     let after = verdict("rs1", "after failover", VerdictKind::Malicious, false);
     let start = std::time::Instant::now();
     loop {
-        if s.put(&after).await.is_ok() {
+        if s.put(&after, None).await.is_ok() {
             break;
         }
         assert!(start.elapsed() < std::time::Duration::from_secs(30), "no write accepted 30 s after the failover");

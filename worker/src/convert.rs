@@ -20,6 +20,8 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
     let mut v = pb::Verdict {
         sha256: report.sha256,
         blake3: report.blake3,
+        md5: report.md5,
+        sha1: report.sha1,
         size: report.size,
         verdict: kind(report.verdict) as i32,
         detections: report

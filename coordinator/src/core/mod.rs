@@ -107,6 +107,19 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "coordinator".into())
 }
 
+/// `md5`, `sha1` or `sha256` for lower-case hex of that digest's length.
+pub fn hash_kind(s: &str) -> Option<&'static str> {
+    if !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    match s.len() {
+        32 => Some("md5"),
+        40 => Some("sha1"),
+        64 => Some("sha256"),
+        _ => None,
+    }
+}
+
 pub fn valid_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -252,19 +265,31 @@ impl Core {
         Ok(pb::LookupResponse { verdicts, ruleset_id: rules.id.clone(), truncated })
     }
 
-    pub async fn get_verdict(&self, caller: &Caller, sha256: &str) -> Result<pb::GetVerdictResponse, Status> {
+    pub async fn get_verdict(&self, caller: &Caller, hash: &str) -> Result<pb::GetVerdictResponse, Status> {
+        let verdicts = self.verdicts_by_hash(caller, hash, "get_verdict").await?;
+        Ok(pb::GetVerdictResponse { verdict: verdicts.first().cloned(), ruleset_id: self.rules.current().id.clone(), verdicts })
+    }
+
+    /// Every verdict under the current rules of a file whose sha256, sha1
+    /// or md5 (told apart by length) is `hash`.
+    pub async fn verdicts_by_hash(&self, caller: &Caller, hash: &str, via: &str) -> Result<Vec<pb::Verdict>, Status> {
         caller.require(Op::GetVerdict)?;
-        let sha = sha256.to_ascii_lowercase();
-        if !valid_sha256(&sha) {
-            return Err(Status::invalid_argument(format!("not a hex sha256: {sha:?}")));
-        }
+        let hash = hash.trim().to_ascii_lowercase();
+        let kind =
+            hash_kind(&hash).ok_or_else(|| Status::invalid_argument(format!("not a hex sha256, sha1 or md5: {hash:?}")))?;
         let rules = self.rules.current();
-        let verdict = self.store.get(&rules.id, &sha).await.map_err(store_unavailable)?;
-        self.audit.event("get_verdict", Some(caller), json!({"sha256": sha, "found": verdict.is_some()}));
-        if let Some(v) = &verdict {
-            self.served(caller, "get_verdict", v);
+        let sha256s = match kind {
+            "sha256" => vec![hash.clone()],
+            _ => self.store.resolve(kind, &hash).await.map_err(store_unavailable)?,
+        };
+        let mut verdicts = self.store.get_many(&rules.id, &sha256s).await.map_err(store_unavailable)?;
+        verdicts.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        self.audit.event(via, Some(caller), json!({"hash": hash, "kind": kind, "found": verdicts.len()}));
+        for v in &mut verdicts {
+            self.served(caller, via, v);
+            Self::for_caller(caller, v);
         }
-        Ok(pb::GetVerdictResponse { verdict, ruleset_id: rules.id.clone() })
+        Ok(verdicts)
     }
 
     /// The largest upload scanned: the smallest limit among live workers, or

@@ -3,8 +3,8 @@
 
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
-use qala_proto::v1::{AgentRecord, TokenRecord, Verdict};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use qala_proto::v1::{AgentRecord, DetectionEvent, IocEntry, TokenRecord, Verdict};
+use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,6 +17,18 @@ const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents_v1");
 const REVOKED_WORKERS: TableDefinition<&str, i64> = TableDefinition::new("revoked_workers_v1");
 /// sha256 -> (until_ms, what the file did).
 const POISON: TableDefinition<&str, (i64, &str)> = TableDefinition::new("poison_v1");
+/// `md5:HEX` / `sha1:HEX` -> the sha256s of the files with that digest.
+const HASHES: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("hashes_v1");
+/// Detections feed: `AT_MS (20 digits):SHA256` -> protobuf `DetectionEvent`.
+const DETECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("detections_v1");
+/// IOC lists: `LIST:KIND:DIGEST` -> protobuf `IocEntry`.
+const IOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("iocs_v1");
+/// Counters: `ioc_version`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
+
+fn feed_key(at_ms: i64, sha256: &str) -> String {
+    format!("{:020}:{sha256}", at_ms.max(0))
+}
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -41,6 +53,11 @@ impl Drop for EmbeddedStore {
 struct Put {
     key: String,
     bytes: Vec<u8>,
+    sha256: String,
+    /// `md5:HEX`, `sha1:HEX` to index.
+    aliases: Vec<String>,
+    /// (feed key, encoded event) for a detection.
+    event: Option<(String, Vec<u8>)>,
     done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -63,8 +80,16 @@ fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut table = txn.open_table(VERDICTS).map_err(err)?;
+                let mut hashes = txn.open_multimap_table(HASHES).map_err(err)?;
+                let mut feed = txn.open_table(DETECTIONS).map_err(err)?;
                 for p in &batch {
                     table.insert(p.key.as_str(), p.bytes.as_slice()).map_err(err)?;
+                    for a in &p.aliases {
+                        hashes.insert(a.as_str(), p.sha256.as_str()).map_err(err)?;
+                    }
+                    if let Some((k, e)) = &p.event {
+                        feed.insert(k.as_str(), e.as_slice()).map_err(err)?;
+                    }
                 }
             }
             txn.commit().map_err(err)
@@ -77,6 +102,13 @@ fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
             let _ = p.done.send(r);
         }
     }
+}
+
+fn bump_ioc_version(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(err)?;
+    let v = meta.get("ioc_version").map_err(err)?.map(|v| v.value()).unwrap_or(0);
+    meta.insert("ioc_version", v + 1).map_err(err)?;
+    Ok(())
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -96,6 +128,10 @@ impl EmbeddedStore {
         txn.open_table(REVOKED_WORKERS).map_err(err)?;
         txn.open_table(POISON).map_err(err)?;
         txn.open_table(AGENTS).map_err(err)?;
+        txn.open_multimap_table(HASHES).map_err(err)?;
+        txn.open_table(DETECTIONS).map_err(err)?;
+        txn.open_table(IOCS).map_err(err)?;
+        txn.open_table(META).map_err(err)?;
         txn.commit().map_err(err)?;
         let db = Arc::new(db);
         let (puts, rx) = std::sync::mpsc::channel();
@@ -145,9 +181,16 @@ impl VerdictStore for EmbeddedStore {
         self.blocking(move |db| read_many(db, &r, &s)).await
     }
 
-    async fn put(&self, verdict: &Verdict) -> Result<(), StoreError> {
+    async fn put(&self, verdict: &Verdict, event: Option<&DetectionEvent>) -> Result<(), StoreError> {
         let (done, committed) = tokio::sync::oneshot::channel();
-        let put = Put { key: key(&verdict.ruleset_id, &verdict.sha256), bytes: verdict.encode_to_vec(), done };
+        let put = Put {
+            key: key(&verdict.ruleset_id, &verdict.sha256),
+            bytes: verdict.encode_to_vec(),
+            sha256: verdict.sha256.clone(),
+            aliases: super::alias_keys(verdict),
+            event: event.map(|e| (feed_key(e.at_ms, &e.sha256), e.encode_to_vec())),
+            done,
+        };
         let puts = self.puts.as_ref().ok_or_else(|| err("the store is closing"))?;
         puts.send(put).map_err(|_| err("the store writer has stopped"))?;
         committed.await.map_err(|_| err("the store writer has stopped"))?
@@ -155,6 +198,109 @@ impl VerdictStore for EmbeddedStore {
 
     fn describe(&self) -> String {
         format!("embedded:{}", self.path.display())
+    }
+
+    async fn resolve(&self, kind: &str, digest: &str) -> Result<Vec<String>, StoreError> {
+        let k = format!("{kind}:{digest}");
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_multimap_table(HASHES).map_err(err)?;
+            let mut out = Vec::new();
+            for v in table.get(k.as_str()).map_err(err)? {
+                out.push(v.map_err(err)?.value().to_string());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn detections(&self, since_ms: i64, limit: usize) -> Result<Vec<DetectionEvent>, StoreError> {
+        let from = format!("{:020}", since_ms.max(0));
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(DETECTIONS).map_err(err)?;
+            let mut out = Vec::new();
+            for row in table.range(from.as_str()..).map_err(err)?.take(limit) {
+                let (_, v) = row.map_err(err)?;
+                out.push(DetectionEvent::decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn purge_detections(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let to = format!("{:020}", before_ms.max(0));
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            let n = {
+                let mut table = txn.open_table(DETECTIONS).map_err(err)?;
+                let old: Vec<String> = table
+                    .range(..to.as_str())
+                    .map_err(err)?
+                    .map(|r| r.map(|(k, _)| k.value().to_string()))
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?;
+                for k in &old {
+                    table.remove(k.as_str()).map_err(err)?;
+                }
+                old.len() as u64
+            };
+            txn.commit().map_err(err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn put_iocs(&self, entries: &[IocEntry]) -> Result<(), StoreError> {
+        let rows: Vec<(String, Vec<u8>)> =
+            entries.iter().map(|e| (super::ioc_key(&e.list, &e.kind, &e.digest), e.encode_to_vec())).collect();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(IOCS).map_err(err)?;
+                for (k, v) in &rows {
+                    table.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                bump_ioc_version(&txn)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn remove_ioc(&self, list: &str, kind: &str, digest: &str) -> Result<bool, StoreError> {
+        let k = super::ioc_key(list, kind, digest);
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            let removed = txn.open_table(IOCS).map_err(err)?.remove(k.as_str()).map_err(err)?.is_some();
+            bump_ioc_version(&txn)?;
+            txn.commit().map_err(err)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn iocs(&self) -> Result<Vec<IocEntry>, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(IOCS).map_err(err)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(err)? {
+                out.push(IocEntry::decode(row.map_err(err)?.1.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ioc_version(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(META).map_err(err)?;
+            Ok(table.get("ioc_version").map_err(err)?.map(|v| v.value()).unwrap_or(0))
+        })
+        .await
     }
 
     async fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
@@ -320,7 +466,7 @@ mod tests {
             let s = store.clone();
             tasks.push(tokio::spawn(async move {
                 let v = Verdict { ruleset_id: "r".into(), sha256: format!("{i:064x}"), ..Default::default() };
-                s.put(&v).await.unwrap();
+                s.put(&v, None).await.unwrap();
             }));
         }
         for t in tasks {

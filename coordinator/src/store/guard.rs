@@ -8,9 +8,9 @@
 //! and in gRPC health (`qala.v1.VerdictStore`).
 
 use super::{StoreError, VerdictStore};
-use qala_proto::v1::{AgentRecord, TokenRecord, Verdict};
+use qala_proto::v1::{AgentRecord, DetectionEvent, IocEntry, TokenRecord, Verdict};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -22,6 +22,7 @@ pub struct Guarded {
     healthy: AtomicBool,
     last_error: Mutex<String>,
     changes: watch::Sender<bool>,
+    keep: RwLock<super::Keep>,
 }
 
 impl Guarded {
@@ -31,6 +32,7 @@ impl Guarded {
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(String::new()),
             changes: watch::Sender::new(true),
+            keep: RwLock::new(super::Keep::default()),
         })
     }
 
@@ -87,10 +89,72 @@ impl Guarded {
         self.record(self.inner.get_many(ruleset_id, sha256s).await)
     }
 
-    /// Store `verdict` if it may be cached; whether it was stored.
+    /// Store `verdict` if it may be cached, kept as long as the retention
+    /// settings say; whether it was stored.
     pub async fn save(&self, verdict: &Verdict) -> Result<bool, StoreError> {
         self.down()?;
-        self.record(super::save(self.inner.as_ref(), verdict).await)
+        let keep = *self.keep.read().unwrap_or_else(|p| p.into_inner());
+        self.record(super::save(self.inner.as_ref(), verdict, &keep).await)
+    }
+
+    /// Drop detection events older than `keep`, now and every hour, until
+    /// `stop`; 0 keeps them.
+    pub async fn purge_feed(self: Arc<Self>, keep: Duration, mut stop: watch::Receiver<bool>) {
+        if keep.is_zero() {
+            return;
+        }
+        loop {
+            let before = super::now_ms() - keep.as_millis().min(i64::MAX as u128) as i64;
+            match self.purge_detections(before).await {
+                Ok(n) if n > 0 => info!(events = n, "detections feed: dropped events past their retention"),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "detections feed: purge failed; trying again later"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// How long verdicts are kept by level (from the coordinator's flags).
+    pub fn set_keep(&self, keep: super::Keep) {
+        *self.keep.write().unwrap_or_else(|p| p.into_inner()) = keep;
+    }
+
+    pub async fn resolve(&self, kind: &str, digest: &str) -> Result<Vec<String>, StoreError> {
+        self.down()?;
+        self.record(self.inner.resolve(kind, digest).await)
+    }
+
+    pub async fn detections(&self, since_ms: i64, limit: usize) -> Result<Vec<DetectionEvent>, StoreError> {
+        self.down()?;
+        self.record(self.inner.detections(since_ms, limit).await)
+    }
+
+    pub async fn purge_detections(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.down()?;
+        self.record(self.inner.purge_detections(before_ms).await)
+    }
+
+    pub async fn put_iocs(&self, entries: &[IocEntry]) -> Result<(), StoreError> {
+        self.down()?;
+        self.record(self.inner.put_iocs(entries).await)
+    }
+
+    pub async fn remove_ioc(&self, list: &str, kind: &str, digest: &str) -> Result<bool, StoreError> {
+        self.down()?;
+        self.record(self.inner.remove_ioc(list, kind, digest).await)
+    }
+
+    pub async fn iocs(&self) -> Result<Vec<IocEntry>, StoreError> {
+        self.down()?;
+        self.record(self.inner.iocs().await)
+    }
+
+    pub async fn ioc_version(&self) -> Result<u64, StoreError> {
+        self.down()?;
+        self.record(self.inner.ioc_version().await)
     }
 
     pub fn shared(&self) -> bool {
@@ -203,11 +267,32 @@ mod tests {
         async fn get_many(&self, _: &str, _: &[String]) -> Result<Vec<Verdict>, StoreError> {
             self.ping().await.map(|_| Vec::new())
         }
-        async fn put(&self, _: &Verdict) -> Result<(), StoreError> {
+        async fn put(&self, _: &Verdict, _: Option<&DetectionEvent>) -> Result<(), StoreError> {
             self.ping().await
         }
         fn describe(&self) -> String {
             "flaky".into()
+        }
+        async fn resolve(&self, _: &str, _: &str) -> Result<Vec<String>, StoreError> {
+            self.ping().await.map(|_| Vec::new())
+        }
+        async fn detections(&self, _: i64, _: usize) -> Result<Vec<DetectionEvent>, StoreError> {
+            self.ping().await.map(|_| Vec::new())
+        }
+        async fn purge_detections(&self, _: i64) -> Result<u64, StoreError> {
+            self.ping().await.map(|_| 0)
+        }
+        async fn put_iocs(&self, _: &[IocEntry]) -> Result<(), StoreError> {
+            self.ping().await
+        }
+        async fn remove_ioc(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
+            self.ping().await.map(|_| false)
+        }
+        async fn iocs(&self) -> Result<Vec<IocEntry>, StoreError> {
+            self.ping().await.map(|_| Vec::new())
+        }
+        async fn ioc_version(&self) -> Result<u64, StoreError> {
+            self.ping().await.map(|_| 0)
         }
         async fn put_token(&self, _: &TokenRecord) -> Result<(), StoreError> {
             self.ping().await

@@ -13,7 +13,7 @@ pub use guard::Guarded;
 pub use redis::RedisStore;
 
 use prost::Message;
-use qala_proto::v1::{AgentRecord, TokenRecord, Verdict, VerdictKind};
+use qala_proto::v1::{AgentRecord, DetectionEvent, IocEntry, TokenRecord, Verdict, VerdictKind};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -44,8 +44,33 @@ pub trait VerdictStore: Send + Sync + 'static {
     async fn get_many(&self, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError>;
 
     /// Store unconditionally under (verdict.ruleset_id, verdict.sha256),
-    /// until `verdict.expires_at_ms` if set. Use [`save`].
-    async fn put(&self, verdict: &Verdict) -> Result<(), StoreError>;
+    /// until `verdict.expires_at_ms` if set; index its md5 and sha1
+    /// ([`VerdictStore::resolve`]) and, for a detection, add `event` to the
+    /// detections feed. Use [`save`].
+    async fn put(&self, verdict: &Verdict, event: Option<&DetectionEvent>) -> Result<(), StoreError>;
+
+    /// The sha256s of the submissions whose `kind` digest (`md5` or
+    /// `sha1`, lower-case hex) is `digest`: one md5 may name several files.
+    async fn resolve(&self, kind: &str, digest: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Detections feed: events at or after `since_ms`, oldest first, at most `limit`.
+    async fn detections(&self, since_ms: i64, limit: usize) -> Result<Vec<DetectionEvent>, StoreError>;
+
+    /// Drop feed events older than `before_ms`; how many went.
+    async fn purge_detections(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Add or replace IOC entries (keyed by list, kind and digest).
+    async fn put_iocs(&self, entries: &[IocEntry]) -> Result<(), StoreError>;
+
+    /// Remove one IOC entry; whether there was one.
+    async fn remove_ioc(&self, list: &str, kind: &str, digest: &str) -> Result<bool, StoreError>;
+
+    /// Every IOC entry.
+    async fn iocs(&self) -> Result<Vec<IocEntry>, StoreError>;
+
+    /// A number that changes whenever the IOC lists do (coordinators
+    /// reload the lists when it moves).
+    async fn ioc_version(&self) -> Result<u64, StoreError>;
 
     /// Human-readable description for status output.
     fn describe(&self) -> String;
@@ -152,18 +177,94 @@ pub fn retention(v: &Verdict) -> Retention {
     }
 }
 
-/// Store `verdict` as its [`retention`] allows; returns whether it was stored.
-pub async fn save(store: &dyn VerdictStore, verdict: &Verdict) -> Result<bool, StoreError> {
+/// How long verdicts are kept, by level, from the coordinator's flags; 0
+/// keeps them for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub clean: Duration,
+    pub suspicious: Duration,
+    pub malicious: Duration,
+}
+
+impl Keep {
+    /// Unix ms a verdict of `v`'s level stored now expires at (0: never).
+    fn expiry(&self, v: &Verdict) -> i64 {
+        let keep = match VerdictKind::try_from(v.verdict).unwrap_or_default() {
+            VerdictKind::Clean => self.clean,
+            VerdictKind::Suspicious => self.suspicious,
+            VerdictKind::Malicious => self.malicious,
+            _ => Duration::ZERO,
+        };
+        if keep.is_zero() { 0 } else { now_ms() + keep.as_millis() as i64 }
+    }
+}
+
+/// Most detections a feed event carries.
+const EVENT_DETECTIONS: usize = 100;
+
+/// The feed event of a verdict that is a detection.
+pub fn detection_event(v: &Verdict) -> Option<DetectionEvent> {
+    if !matches!(VerdictKind::try_from(v.verdict), Ok(VerdictKind::Malicious | VerdictKind::Suspicious)) {
+        return None;
+    }
+    let detections = v
+        .detections
+        .iter()
+        .take(EVENT_DETECTIONS)
+        .map(|d| qala_proto::v1::Detection { meta: Default::default(), ..d.clone() })
+        .collect();
+    Some(DetectionEvent {
+        at_ms: now_ms(),
+        sha256: v.sha256.clone(),
+        md5: v.md5.clone(),
+        sha1: v.sha1.clone(),
+        verdict: v.verdict,
+        detections,
+        ruleset_id: v.ruleset_id.clone(),
+        size: v.size,
+        file_type: v.file_type.clone(),
+        worker_id: v.worker_id.clone(),
+    })
+}
+
+/// Store `verdict` as its [`retention`] and `keep` allow; returns whether
+/// it was stored. A detection also goes into the detections feed.
+pub async fn save(store: &dyn VerdictStore, verdict: &Verdict, keep: &Keep) -> Result<bool, StoreError> {
+    let event = detection_event(verdict);
     match retention(verdict) {
         Retention::Never => Ok(false),
-        Retention::Final => store.put(verdict).await.map(|_| true),
+        Retention::Final => {
+            let expires = keep.expiry(verdict);
+            if expires == 0 {
+                return store.put(verdict, event.as_ref()).await.map(|_| true);
+            }
+            let v = Verdict { expires_at_ms: expires, ..verdict.clone() };
+            store.put(&v, event.as_ref()).await.map(|_| true)
+        }
         Retention::Partial => {
             let mut v = verdict.clone();
             v.partial = true;
             v.expires_at_ms = now_ms() + PARTIAL_TTL.as_millis() as i64;
-            store.put(&v).await.map(|_| true)
+            store.put(&v, event.as_ref()).await.map(|_| true)
         }
     }
+}
+
+/// The index keys of a verdict's md5 and sha1 (`md5:HEX`, `sha1:HEX`).
+pub(crate) fn alias_keys(v: &Verdict) -> Vec<String> {
+    let mut out = Vec::new();
+    if !v.md5.is_empty() {
+        out.push(format!("md5:{}", v.md5));
+    }
+    if !v.sha1.is_empty() {
+        out.push(format!("sha1:{}", v.sha1));
+    }
+    out
+}
+
+/// The key of an IOC entry: `LIST:KIND:DIGEST`.
+pub(crate) fn ioc_key(list: &str, kind: &str, digest: &str) -> String {
+    format!("{list}:{kind}:{digest}")
 }
 
 pub(crate) fn now_ms() -> i64 {

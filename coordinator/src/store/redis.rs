@@ -7,7 +7,7 @@
 
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
-use qala_proto::v1::{AgentRecord, TokenRecord, Verdict};
+use qala_proto::v1::{AgentRecord, DetectionEvent, IocEntry, TokenRecord, Verdict};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
@@ -89,6 +89,14 @@ const TOKENS_KEY: &str = "qala:v1:tokens";
 const AGENTS_KEY: &str = "qala:v1:agents";
 /// Hash of revoked worker ids -> Unix ms.
 const REVOKED_WORKERS_KEY: &str = "qala:v1:revoked-workers";
+/// Prefix of the md5/sha1 index: `qala:v1:hash:md5:HEX` is a set of sha256s.
+const HASH_PREFIX: &str = "qala:v1:hash:";
+/// Sorted set of the detections feed: protobuf `DetectionEvent`s scored by Unix ms.
+const DETECTIONS_KEY: &str = "qala:v1:detections";
+/// Hash of IOC entries: `LIST:KIND:DIGEST` -> protobuf `IocEntry`.
+const IOCS_KEY: &str = "qala:v1:iocs";
+/// Counter bumped on every change of the IOC lists.
+const IOC_VERSION_KEY: &str = "qala:v1:ioc-version";
 /// Prefix of poison list entries (`qala:v1:poison:<sha256>`, with a TTL).
 const POISON_PREFIX: &str = "qala:v1:poison:";
 
@@ -311,14 +319,83 @@ impl VerdictStore for RedisStore {
         values.into_iter().flatten().map(|b| decode(&b)).collect()
     }
 
-    async fn put(&self, verdict: &Verdict) -> Result<(), StoreError> {
+    async fn put(&self, verdict: &Verdict, event: Option<&DetectionEvent>) -> Result<(), StoreError> {
         let k = redis_key(&verdict.ruleset_id, &verdict.sha256);
         let bytes = verdict.encode_to_vec();
         if verdict.expires_at_ms != 0 {
             let ms = (verdict.expires_at_ms - super::now_ms()).max(1);
-            return self.run(async |c| redis::cmd("SET").arg(&k).arg(&bytes).arg("PX").arg(ms).query_async(c).await).await;
+            self.run(async |c| redis::cmd("SET").arg(&k).arg(&bytes).arg("PX").arg(ms).query_async::<()>(c).await).await?;
+        } else {
+            self.run(async |c| redis::cmd("SET").arg(&k).arg(&bytes).query_async::<()>(c).await).await?;
         }
-        self.run(async |c| redis::cmd("SET").arg(&k).arg(&bytes).query_async(c).await).await
+        // One key per command: each may live on another node of a cluster.
+        for alias in super::alias_keys(verdict) {
+            let key = format!("{HASH_PREFIX}{alias}");
+            self.run(async |c| redis::cmd("SADD").arg(&key).arg(&verdict.sha256).query_async::<()>(c).await).await?;
+        }
+        if let Some(e) = event {
+            let member = e.encode_to_vec();
+            self.run(async |c| redis::cmd("ZADD").arg(DETECTIONS_KEY).arg(e.at_ms).arg(&member).query_async::<()>(c).await)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self, kind: &str, digest: &str) -> Result<Vec<String>, StoreError> {
+        let key = format!("{HASH_PREFIX}{kind}:{digest}");
+        self.run(async |c| redis::cmd("SMEMBERS").arg(&key).query_async(c).await).await
+    }
+
+    async fn detections(&self, since_ms: i64, limit: usize) -> Result<Vec<DetectionEvent>, StoreError> {
+        let rows: Vec<Vec<u8>> = self
+            .run(async |c| {
+                redis::cmd("ZRANGE")
+                    .arg(DETECTIONS_KEY)
+                    .arg(since_ms)
+                    .arg("+inf")
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        rows.iter().map(|r| DetectionEvent::decode(r.as_slice()).map_err(StoreError::from)).collect()
+    }
+
+    async fn purge_detections(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let max = format!("({before_ms}");
+        self.run(async |c| redis::cmd("ZREMRANGEBYSCORE").arg(DETECTIONS_KEY).arg("-inf").arg(&max).query_async(c).await).await
+    }
+
+    async fn put_iocs(&self, entries: &[IocEntry]) -> Result<(), StoreError> {
+        for batch in entries.chunks(1000) {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(IOCS_KEY);
+            for e in batch {
+                cmd.arg(super::ioc_key(&e.list, &e.kind, &e.digest)).arg(e.encode_to_vec());
+            }
+            self.run(async |c| cmd.query_async::<()>(c).await).await?;
+        }
+        self.run(async |c| redis::cmd("INCR").arg(IOC_VERSION_KEY).query_async::<()>(c).await).await
+    }
+
+    async fn remove_ioc(&self, list: &str, kind: &str, digest: &str) -> Result<bool, StoreError> {
+        let field = super::ioc_key(list, kind, digest);
+        let n: i64 = self.run(async |c| redis::cmd("HDEL").arg(IOCS_KEY).arg(&field).query_async(c).await).await?;
+        self.run(async |c| redis::cmd("INCR").arg(IOC_VERSION_KEY).query_async::<()>(c).await).await?;
+        Ok(n > 0)
+    }
+
+    async fn iocs(&self) -> Result<Vec<IocEntry>, StoreError> {
+        let rows: Vec<Vec<u8>> = self.run(async |c| redis::cmd("HVALS").arg(IOCS_KEY).query_async(c).await).await?;
+        rows.iter().map(|r| IocEntry::decode(r.as_slice()).map_err(StoreError::from)).collect()
+    }
+
+    async fn ioc_version(&self) -> Result<u64, StoreError> {
+        let v: Option<u64> = self.run(async |c| redis::cmd("GET").arg(IOC_VERSION_KEY).query_async(c).await).await?;
+        Ok(v.unwrap_or(0))
     }
 
     fn shared(&self) -> bool {

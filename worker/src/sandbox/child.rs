@@ -111,6 +111,8 @@ fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) 
     Report {
         sha256: d.sha256,
         blake3: d.blake3,
+        md5: d.md5,
+        sha1: d.sha1,
         size: data.len() as u64,
         file_type: qala_engine::FileType::detect(data).as_str(),
         verdict: None,
