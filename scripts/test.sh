@@ -25,6 +25,8 @@ command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 # Real clamd clients for the clamd front door: clamdscan and clamav-milter.
 command -v clamdscan >/dev/null 2>&1 || missing+=(clamdscan)
 [ -x /usr/sbin/clamav-milter ] || missing+=(clamav-milter)
+# curl is the HTTP client of the REST API tests.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (needed by the tests)"
@@ -35,9 +37,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 2
   fi
 fi
-# The Python clamd package (PyPI), another real clamd client.
-if ! python3 -c 'import clamd' >/dev/null 2>&1; then
-  echo "installing the Python clamd package (needed by the tests)"
-  python3 -m pip install --quiet clamd==1.0.2 || python3 -m pip install --quiet --break-system-packages clamd==1.0.2
+# From PyPI: the Python clamd package (another real clamd client) and
+# openapi-spec-validator (checks the REST API's OpenAPI document).
+pip_need=()
+python3 -c 'import clamd' >/dev/null 2>&1 || pip_need+=(clamd==1.0.2)
+python3 -c 'import openapi_spec_validator' >/dev/null 2>&1 || pip_need+=(openapi-spec-validator==0.9.0)
+if [ ${#pip_need[@]} -gt 0 ]; then
+  echo "installing ${pip_need[*]} (needed by the tests)"
+  python3 -m pip install --quiet "${pip_need[@]}" || python3 -m pip install --quiet --break-system-packages "${pip_need[@]}"
 fi
 exec cargo test --release --workspace "$@"

@@ -4,7 +4,7 @@
 //! or through a running coordinator's admin API.
 
 use crate::auth::{self, Role};
-use crate::config::{AdminTarget, AgentsCommand, Command, PkiCommand, TokenCommand};
+use crate::config::{AdminTarget, AgentsCommand, Command, IocCommand, PkiCommand, TokenCommand};
 use crate::store::{self, Guarded};
 use anyhow::{Context, bail};
 use qala_proto::v1::{self as pb, admin_client::AdminClient, agents_client::AgentsClient};
@@ -42,7 +42,8 @@ async fn target(t: &AdminTarget) -> anyhow::Result<Target> {
                 .context("an admin token is needed: --token-file FILE or QALA_TOKEN")?;
             let channel = endpoint.connect().await.with_context(|| format!("connecting to {url}"))?;
             let agents = AgentsClient::with_interceptor(channel.clone(), BearerToken::new(Some(&token))?);
-            let admin = AdminClient::with_interceptor(channel, BearerToken::new(Some(&token))?);
+            let admin = AdminClient::with_interceptor(channel, BearerToken::new(Some(&token))?)
+                .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
             Ok(Target::Server(Box::new(admin), Box::new(agents)))
         }
         _ => bail!("say where: --store SPEC (no coordinator running on it) or --server URL --ca FILE --token-file FILE"),
@@ -58,6 +59,7 @@ pub async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Pki { command } => pki_command(command).await,
         Command::Token { command } => token_command(command).await,
         Command::Agents { command } => agents_command(command).await,
+        Command::Ioc { command } => ioc_command(command).await,
     }
 }
 
@@ -173,6 +175,89 @@ async fn agents_command(command: AgentsCommand) -> anyhow::Result<()> {
                         if a.last_peer.is_empty() { "-" } else { &a.last_peer },
                         a.actions
                     );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn ioc_import(t: &AdminTarget, list: &str, text: String) -> anyhow::Result<u64> {
+    Ok(match target(t).await? {
+        Target::Store(s) => {
+            let entries = crate::core::iocs::parse(list, &text, "qala-coordinator ioc", crate::rules::now_ms())
+                .map_err(anyhow::Error::msg)?;
+            s.put_iocs(&entries).await?;
+            entries.len() as u64
+        }
+        Target::Server(mut c, _) => {
+            // Checked whole here first, then sent in pieces well under the message limit.
+            crate::core::iocs::parse(list, &text, "", 0).map_err(anyhow::Error::msg)?;
+            let mut added = 0;
+            let mut piece = String::new();
+            for line in text.lines() {
+                piece.push_str(line);
+                piece.push('\n');
+                if piece.len() > 4 << 20 {
+                    let req = pb::AddIocsRequest { list: list.into(), text: std::mem::take(&mut piece) };
+                    added += c.add_iocs(req).await.map_err(denied)?.into_inner().added;
+                }
+            }
+            if !piece.is_empty() {
+                added +=
+                    c.add_iocs(pb::AddIocsRequest { list: list.into(), text: piece }).await.map_err(denied)?.into_inner().added;
+            }
+            added
+        }
+    })
+}
+
+async fn ioc_command(command: IocCommand) -> anyhow::Result<()> {
+    match command {
+        IocCommand::Add { list, digest, name, target: t } => {
+            let n = ioc_import(&t, &list, format!("{digest},{}", name.replace([',', '\n'], " "))).await?;
+            println!("{n} entry added to the {list} list");
+        }
+        IocCommand::Import { list, file, target: t } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?
+            };
+            let n = ioc_import(&t, &list, text).await?;
+            println!("{n} entries imported into the {list} list");
+        }
+        IocCommand::Remove { list, digest, target: t } => {
+            let digest = digest.trim().to_ascii_lowercase();
+            let kind = crate::core::hash_kind(&digest).context("not a sha256, sha1 or md5")?;
+            let removed = match target(&t).await? {
+                Target::Store(s) => s.remove_ioc(&list, kind, &digest).await?,
+                Target::Server(mut c, _) => {
+                    c.remove_ioc(pb::RemoveIocRequest { list: list.clone(), kind: kind.into(), digest: digest.clone() })
+                        .await
+                        .map_err(denied)?
+                        .into_inner()
+                        .removed
+                }
+            };
+            if !removed {
+                bail!("{digest} is not on the {list} list");
+            }
+            println!("{digest} removed from the {list} list");
+        }
+        IocCommand::List { json, target: t } => {
+            let mut entries = match target(&t).await? {
+                Target::Store(s) => s.iocs().await?,
+                Target::Server(mut c, _) => c.list_iocs(pb::ListIocsRequest {}).await.map_err(denied)?.into_inner().entries,
+            };
+            entries.sort_by(|a, b| (&a.list, &a.kind, &a.digest).cmp(&(&b.list, &b.kind, &b.digest)));
+            for e in entries {
+                if json {
+                    let v = serde_json::json!({"list": e.list, "kind": e.kind, "digest": e.digest, "name": e.name,
+                        "added_ms": e.added_ms, "source": e.source});
+                    println!("{v}");
+                } else {
+                    println!("{}\t{}\t{}\t{}", e.list, e.kind, e.digest, e.name);
                 }
             }
         }

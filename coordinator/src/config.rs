@@ -109,6 +109,10 @@ pub struct Config {
     /// (they renew at half of it).
     #[arg(long, env = "QALA_COORDINATOR_ENROLL_CERT_SECS", default_value_t = 24 * 3600)]
     pub enroll_cert_secs: u64,
+    /// Address of the REST/JSON API and Prometheus `/metrics`, e.g.
+    /// 127.0.0.1:7080 (off unless given); same TLS and tokens as gRPC.
+    #[arg(long, env = "QALA_COORDINATOR_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
     #[command(flatten)]
     pub clamd: ClamdConfig,
     #[command(flatten)]
@@ -225,6 +229,53 @@ pub enum Command {
     Agents {
         #[command(subcommand)]
         command: AgentsCommand,
+    },
+    /// Hash IOC lists: block (sha256, sha1, md5: answered malicious without
+    /// a scan) and allow (sha256 only: answered clean, a false-positive override).
+    Ioc {
+        #[command(subcommand)]
+        command: IocCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IocCommand {
+    /// Put one digest on a list.
+    Add {
+        /// `block` or `allow`.
+        #[arg(long, default_value = "block")]
+        list: String,
+        /// sha256, sha1 or md5 (hex; allow lists: sha256 only).
+        digest: String,
+        /// What it is (a malware family, a report, a ticket).
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Take one digest off a list.
+    Remove {
+        #[arg(long, default_value = "block")]
+        list: String,
+        digest: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Every entry: list, kind, digest, name.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Import FILE: one digest per line with an optional name after a
+    /// space, or CSV (digest,name,...); `#` comments; `-` for standard input.
+    Import {
+        #[arg(long, default_value = "block")]
+        list: String,
+        file: PathBuf,
+        #[command(flatten)]
+        target: AdminTarget,
     },
 }
 

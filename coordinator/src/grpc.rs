@@ -111,6 +111,26 @@ impl pb::admin_server::Admin for AdminService {
         self.core.reload_rules(&caller).await.map(Response::new)
     }
 
+    async fn add_iocs(&self, request: Request<pb::AddIocsRequest>) -> Result<Response<pb::AddIocsResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Admin)?;
+        let req = request.into_inner();
+        let added = self.core.add_iocs(&caller, &req.list, &req.text, "grpc").await?;
+        Ok(Response::new(pb::AddIocsResponse { added: added as u64 }))
+    }
+
+    async fn remove_ioc(&self, request: Request<pb::RemoveIocRequest>) -> Result<Response<pb::RemoveIocResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Admin)?;
+        let req = request.into_inner();
+        let removed = self.core.remove_ioc(&caller, &req.list, &req.kind, &req.digest.to_ascii_lowercase()).await?;
+        Ok(Response::new(pb::RemoveIocResponse { removed }))
+    }
+
+    async fn list_iocs(&self, request: Request<pb::ListIocsRequest>) -> Result<Response<pb::ListIocsResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::GetVerdict)?;
+        let entries = self.core.list_iocs(&caller).await?;
+        Ok(Response::new(pb::ListIocsResponse { entries }))
+    }
+
     async fn revoke_worker(
         &self,
         request: Request<pb::RevokeWorkerRequest>,

@@ -16,6 +16,8 @@ mod cluster;
 pub mod config;
 pub mod core;
 mod grpc;
+pub mod http;
+pub mod metrics;
 pub mod placement;
 pub mod quota;
 mod rules;
@@ -82,12 +84,13 @@ pub async fn run(
             let api = ServerTls::load(files.clone(), ClientAuth::Optional)?;
             // Workers present certificates; an enrolling one has none yet.
             let cluster = ServerTls::load(files.clone(), ClientAuth::Optional)?;
+            let http = ServerTls::load_http(files.clone(), ClientAuth::Optional)?;
             let client = qala_tls::client_config(Some(&dir.join(pki::CA_CERT)), Some((&files.cert, &files.key)))?;
             let enrollment = dir.join(pki::CA_KEY).exists().then(|| core::Enrollment {
                 pki_dir: dir.clone(),
                 lifetime: Duration::from_secs(config.enroll_cert_secs.max(10)),
             });
-            Some((api, cluster, client, enrollment))
+            Some((api, cluster, client, enrollment, http))
         }
         None => None,
     };
@@ -123,9 +126,29 @@ pub async fn run(
     ));
 
     let clamd = clamd::bind(&config.clamd).await?;
+    let http_listener = match &config.http_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.with_context(|| format!("--http-listen {addr}"))?;
+            if config.insecure {
+                qala_tls::check_plaintext_bind(&l.local_addr()?)?;
+            }
+            Some(l)
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(clamd.serve(core.clone(), stop_rx.clone())),
+        tokio::spawn(core.clone().keep_iocs_fresh(stop_rx.clone())),
+        tokio::spawn({
+            let (tls, state, stop) = (tls.as_ref().map(|t| t.4.clone()), http::AppState { core: core.clone() }, stop_rx.clone());
+            let max_body = usize::try_from(config.max_file_size).unwrap_or(usize::MAX);
+            async move {
+                if let Some(l) = http_listener {
+                    http::serve(l, tls, state, max_body, stop).await
+                }
+            }
+        }),
         tokio::spawn(store.clone().purge_feed(config.retention.detections(), stop_rx.clone())),
         tokio::spawn(rules.clone().watch(hup, Duration::from_millis(config.rules_poll_ms.max(100)), stop_rx.clone())),
         tokio::spawn(cluster.clone().maintain(stop_rx.clone())),
@@ -135,7 +158,8 @@ pub async fn run(
             auth.keep_fresh(Duration::from_millis(config.auth_refresh_ms.max(100)), stop_rx.clone(), move |id| cluster.evict(id))
         }),
     ];
-    if let Some((api, cl, _, _)) = &tls {
+    if let Some((api, cl, _, _, http)) = &tls {
+        tasks.push(tokio::spawn(http.clone().watch(Duration::from_secs(2), stop_rx.clone())));
         tasks.push(tokio::spawn(api.clone().watch(Duration::from_secs(2), stop_rx.clone())));
         tasks.push(tokio::spawn(cl.clone().watch(Duration::from_secs(2), stop_rx.clone())));
     }
@@ -164,7 +188,9 @@ pub async fn run(
     let scanner = ScannerServer::new(grpc::ScannerService::new(core.clone()))
         .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
-    let admin = AdminServer::new(grpc::AdminService::new(core.clone()));
+    let admin = AdminServer::new(grpc::AdminService::new(core.clone()))
+        .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
     let agents = AgentsServer::new(grpc::AgentsService::new(core.clone()));
     let cluster_service = ClusterServer::new(grpc::ClusterService::new(core.clone()));
 

@@ -37,6 +37,9 @@ pub struct RulesManager {
     fingerprint: Mutex<String>,
     /// Serialises reloads so two triggers never compile at once.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Reloads that brought new rules into force, and reloads refused.
+    reloads: std::sync::atomic::AtomicU64,
+    reload_failures: std::sync::atomic::AtomicU64,
 }
 
 pub fn now_ms() -> i64 {
@@ -86,7 +89,14 @@ impl RulesManager {
             last_failure: Mutex::new(None),
             fingerprint: Mutex::new(fingerprint),
             reload_lock: tokio::sync::Mutex::new(()),
+            reloads: Default::default(),
+            reload_failures: Default::default(),
         }))
+    }
+
+    /// The rule file or directory compiled.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     pub fn current(&self) -> Arc<LoadedRules> {
@@ -96,6 +106,12 @@ impl RulesManager {
     /// Notified whenever new rules come into force.
     pub fn subscribe(&self) -> watch::Receiver<Arc<LoadedRules>> {
         self.current.subscribe()
+    }
+
+    /// (new rulesets brought into force, reloads refused) since start.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.reloads.load(Relaxed), self.reload_failures.load(Relaxed))
     }
 
     pub fn last_failure(&self) -> Option<ReloadFailure> {
@@ -115,6 +131,7 @@ impl RulesManager {
                 }
                 info!(ruleset_id = rules.id, rules = rules.rule_count, files = rules.file_count, "new rules in force");
                 self.current.send_replace(Arc::new(rules));
+                self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(true)
             }
             Err(e) => {
@@ -129,6 +146,7 @@ impl RulesManager {
                     error!(file = %f.path.display(), error = %f.message, "rule file failed to compile; previous rules stay in force");
                 }
                 *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReloadFailure { errors, at_ms: now_ms() });
+                self.reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Err(e)
             }
         }

@@ -62,6 +62,7 @@ impl ServerTlsFiles {
 pub struct ServerTls {
     files: ServerTlsFiles,
     auth: ClientAuth,
+    http1: bool,
     config: RwLock<Arc<ServerConfig>>,
     stamps: Mutex<Vec<Option<SystemTime>>>,
 }
@@ -70,7 +71,7 @@ fn stamps(files: &ServerTlsFiles) -> Vec<Option<SystemTime>> {
     files.paths().iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
 }
 
-fn build(files: &ServerTlsFiles, auth: ClientAuth) -> Result<ServerConfig, TlsError> {
+fn build(files: &ServerTlsFiles, auth: ClientAuth, http1: bool) -> Result<ServerConfig, TlsError> {
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let builder = ServerConfig::builder();
@@ -89,16 +90,28 @@ fn build(files: &ServerTlsFiles, auth: ClientAuth) -> Result<ServerConfig, TlsEr
     };
     let mut config =
         builder.with_single_cert(certs, key).map_err(|e| TlsError::Config(format!("{}: {e}", files.cert.display())))?;
-    // gRPC is HTTP/2 only.
+    // gRPC is HTTP/2 only; the REST listener takes HTTP/1.1 too.
     config.alpn_protocols = vec![b"h2".to_vec()];
+    if http1 {
+        config.alpn_protocols.push(b"http/1.1".to_vec());
+    }
     Ok(config)
 }
 
 impl ServerTls {
     /// Build from `files`; fails with the file and reason if any is unusable.
     pub fn load(files: ServerTlsFiles, auth: ClientAuth) -> Result<Arc<Self>, TlsError> {
-        let config = build(&files, auth)?;
-        Ok(Arc::new(Self { stamps: Mutex::new(stamps(&files)), files, auth, config: RwLock::new(Arc::new(config)) }))
+        Self::load_with(files, auth, false)
+    }
+
+    /// As [`ServerTls::load`], offering HTTP/1.1 as well as HTTP/2 (the REST listener).
+    pub fn load_http(files: ServerTlsFiles, auth: ClientAuth) -> Result<Arc<Self>, TlsError> {
+        Self::load_with(files, auth, true)
+    }
+
+    fn load_with(files: ServerTlsFiles, auth: ClientAuth, http1: bool) -> Result<Arc<Self>, TlsError> {
+        let config = build(&files, auth, http1)?;
+        Ok(Arc::new(Self { stamps: Mutex::new(stamps(&files)), files, auth, http1, config: RwLock::new(Arc::new(config)) }))
     }
 
     pub fn config(&self) -> Arc<ServerConfig> {
@@ -114,7 +127,7 @@ impl ServerTls {
             return false;
         }
         *seen = now;
-        match build(&self.files, self.auth) {
+        match build(&self.files, self.auth, self.http1) {
             Ok(config) => {
                 *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
                 info!(cert = %self.files.cert.display(), "TLS certificate files changed; reloaded");

@@ -18,21 +18,18 @@ pub mod protocol;
 use crate::auth::{Caller, Role};
 use crate::config::ClamdConfig;
 use crate::core::Core;
-use crate::spool::Spool;
+use crate::core::unhashed::{PushError, Unhashed};
 use anyhow::Context;
-use futures::StreamExt;
 use protocol::{Command, ReadError, Request, Style};
 use qala_proto::v1 as pb;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{Mutex, Semaphore, mpsc, watch};
-use tonic::Code;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 /// A command must arrive within this long (clamd's CommandReadTimeout).
@@ -41,12 +38,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// INSTREAMs of one session scanned at once; the next waits for a reply.
 const SESSION_PARALLEL: usize = 8;
-/// A busy coordinator is asked again for this long before ERROR.
-const BUSY_PATIENCE: Duration = Duration::from_secs(60);
 /// Most bytes read and thrown away after refusing an oversize stream.
 const DRAIN_MAX: u64 = 64 << 20;
-/// Bytes handed to the core per chunk of a spooled stream.
-const REPLAY_CHUNK: usize = 1 << 20;
 
 /// A network allowed to connect: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,45 +473,37 @@ impl Server {
         )
     }
 
-    /// Read INSTREAM chunks into a spool, hashing them.
-    async fn receive_stream<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<Received, StreamError> {
+    /// Read INSTREAM chunks into an unhashed upload.
+    async fn receive_stream<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<Unhashed, StreamError> {
         let stall = self.core.limits().upload_stall;
-        let mut spool = Spool::new(None);
-        let mut sha = Sha256::new();
-        let mut left = self.stream_max;
+        let mut upload = Unhashed::new(self.stream_max);
         let broken = |e: std::io::Error| StreamError::Broken(format!("INSTREAM: {e}"));
+        let late = || StreamError::Broken("INSTREAM: no data within the stall timeout".into());
         loop {
             let mut len = [0u8; 4];
-            tokio::time::timeout(stall, r.read_exact(&mut len))
-                .await
-                .map_err(|_| StreamError::Broken("INSTREAM: no data within the stall timeout".into()))?
-                .map_err(broken)?;
+            tokio::time::timeout(stall, r.read_exact(&mut len)).await.map_err(|_| late())?.map_err(broken)?;
             let mut n = u64::from(u32::from_be_bytes(len));
             if n == 0 {
                 break;
             }
-            if n > left {
+            // Refused before a byte of it is read, as clamd does.
+            if n > upload.left() {
                 return Err(StreamError::TooLarge);
             }
-            left -= n;
             while n > 0 {
                 let take = n.min(256 << 10) as usize;
                 let mut buf = vec![0u8; take];
-                tokio::time::timeout(stall, r.read_exact(&mut buf))
-                    .await
-                    .map_err(|_| StreamError::Broken("INSTREAM: no data within the stall timeout".into()))?
-                    .map_err(broken)?;
-                sha.update(&buf);
-                spool.write(buf.into()).await.map_err(|e| StreamError::Broken(format!("spool: {e}")))?;
+                tokio::time::timeout(stall, r.read_exact(&mut buf)).await.map_err(|_| late())?.map_err(broken)?;
+                upload.push(buf.into()).await.map_err(|e| StreamError::Broken(format!("spool: {e:?}")))?;
                 n -= take as u64;
             }
         }
-        Ok(Received { sha256: hex::encode(sha.finalize()), spool })
+        Ok(upload)
     }
 
     /// Read the regular file behind a passed descriptor, from its start,
     /// into a spool, hashing it.
-    async fn receive_file(&self, fd: std::os::fd::OwnedFd) -> Result<Received, String> {
+    async fn receive_file(&self, fd: std::os::fd::OwnedFd) -> Result<Unhashed, String> {
         use tokio::io::AsyncSeekExt;
         let file = std::fs::File::from(fd);
         let meta = file.metadata().map_err(|e| format!("FILDES: {e}"))?;
@@ -530,59 +515,27 @@ impl Server {
         }
         let mut file = tokio::fs::File::from_std(file);
         file.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| format!("FILDES: {e}"))?;
-        let mut spool = Spool::new(None);
-        let mut sha = Sha256::new();
-        let mut left = self.stream_max;
+        let mut upload = Unhashed::new(self.stream_max);
         loop {
             let mut buf = vec![0u8; 256 << 10];
             let n = file.read(&mut buf).await.map_err(|e| format!("FILDES: {e}"))?;
             if n == 0 {
                 break;
             }
-            if n as u64 > left {
-                return Err(format!("File size limit exceeded (the limit is {})", self.stream_max));
-            }
-            left -= n as u64;
             buf.truncate(n);
-            sha.update(&buf);
-            spool.write(buf.into()).await.map_err(|e| format!("spool: {e}"))?;
+            upload.push(buf.into()).await.map_err(|e| match e {
+                PushError::TooLarge => format!("File size limit exceeded (the limit is {})", self.stream_max),
+                PushError::Spool(e) => format!("spool: {e}"),
+            })?;
         }
-        Ok(Received { sha256: hex::encode(sha.finalize()), spool })
+        Ok(upload)
     }
 
     /// Scan one stream or file through the core; the text after `stream: `.
-    async fn scan(&self, caller: &Caller, data: Received, tally: &Tally) -> String {
+    async fn scan(&self, caller: &Caller, data: Unhashed, tally: &Tally) -> String {
         self.counters.streams.fetch_add(1, Ordering::Relaxed);
         tally.streams.fetch_add(1, Ordering::Relaxed);
-        let header = pb::ScanHeader { sha256: data.sha256, size: data.spool.len(), ..Default::default() };
-        let spool = Arc::new(Mutex::new(data.spool));
-        let started = Instant::now();
-        let result = loop {
-            if let Err(e) = spool.lock().await.rewind().await {
-                break Err(tonic::Status::internal(format!("spool: {e}")));
-            }
-            let body = futures::stream::unfold(Some(spool.clone()), |state| async move {
-                let s = state?;
-                let next = s.lock().await.next_chunk(REPLAY_CHUNK).await;
-                match next {
-                    Ok(Some(b)) => Some((Ok(b), Some(s))),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(tonic::Status::internal(format!("spool: {e}"))), None)),
-                }
-            })
-            .boxed();
-            match self.core.scan(caller, header.clone(), body).await {
-                Err(s) if s.code() == Code::ResourceExhausted && started.elapsed() < BUSY_PATIENCE => {
-                    let after = s
-                        .metadata()
-                        .get(crate::core::RETRY_AFTER_MS)
-                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                        .unwrap_or(500);
-                    tokio::time::sleep(Duration::from_millis(after.clamp(50, 5000))).await;
-                }
-                other => break other,
-            }
-        };
+        let result = self.core.scan_unhashed(caller, data).await;
         let t = tally;
         match result {
             Ok(pb::ScanResponse { verdict: Some(v), .. }) => {
@@ -612,11 +565,6 @@ impl Server {
 async fn drain<R: AsyncRead + Unpin>(r: &mut R) {
     let mut sink = tokio::io::sink();
     let _ = tokio::time::timeout(Duration::from_secs(5), tokio::io::copy(&mut r.take(DRAIN_MAX), &mut sink)).await;
-}
-
-struct Received {
-    sha256: String,
-    spool: Spool,
 }
 
 enum StreamError {

@@ -20,8 +20,10 @@
 mod admin;
 mod agents;
 mod dispatch;
+pub mod iocs;
 mod lock;
 mod receive;
+pub mod unhashed;
 
 use crate::audit::Audit;
 use crate::auth::{Auth, Caller, Credentials, Op, Role};
@@ -83,6 +85,9 @@ pub struct Core {
     /// Whether workers must prove who they are with certificates.
     pub tls: bool,
     pub enrollment: Option<Enrollment>,
+    /// Hash IOC lists, applied to every verdict answered.
+    pub iocs: iocs::Iocs,
+    pub metrics: crate::metrics::Metrics,
     quotas: Quotas,
     limits: CoreLimits,
     inflight: Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>,
@@ -177,6 +182,8 @@ impl Core {
             audit,
             tls,
             enrollment,
+            iocs: iocs::Iocs::new(),
+            metrics: crate::metrics::Metrics::new(),
             quotas,
             uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads.max(1))),
             limits,
@@ -185,6 +192,15 @@ impl Core {
             instance: format!("{}-{}-{started:x}", hostname(), std::process::id()),
             lock_tokens: AtomicU64::new(0),
         }
+    }
+
+    /// Uploads being received or scanned now.
+    pub fn uploads_in_progress(&self) -> usize {
+        self.limits.max_uploads.max(1).saturating_sub(self.uploads.available_permits())
+    }
+
+    pub fn busy_rejections(&self) -> u64 {
+        self.busy_rejections.load(Ordering::Relaxed)
     }
 
     pub fn limits(&self) -> &CoreLimits {
@@ -235,7 +251,16 @@ impl Core {
         let rules = self.rules.current();
         // With the store down every file is unknown: the agent uploads it
         // and it is scanned again (degraded, never wrong).
+        self.metrics.lookups.inc_by(sha256s.len() as u64);
         let mut verdicts = self.store.get_many(&rules.id, &sha256s).await.unwrap_or_default();
+        for v in &mut verdicts {
+            self.iocs.apply(v);
+        }
+        // A blocked file nobody scanned yet is answered from its list.
+        let known: std::collections::HashSet<String> = verdicts.iter().map(|v| v.sha256.clone()).collect();
+        for sha in sha256s.iter().filter(|s| !known.contains(*s)) {
+            verdicts.extend(self.iocs.blocked_verdict("sha256", sha, &rules.id));
+        }
         if brief {
             for v in &mut verdicts {
                 v.executables.clear();
@@ -270,6 +295,49 @@ impl Core {
         Ok(pb::GetVerdictResponse { verdict: verdicts.first().cloned(), ruleset_id: self.rules.current().id.clone(), verdicts })
     }
 
+    /// For each of `hashes` (sha256, sha1 or md5, checked by the caller),
+    /// the verdicts under the current rules of the files with that digest.
+    pub async fn lookup_any(&self, caller: &Caller, hashes: &[String]) -> Result<Vec<Vec<pb::Verdict>>, Status> {
+        caller.require(Op::Lookup)?;
+        let rules = self.rules.current();
+        let mut wanted: Vec<Vec<String>> = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            wanted.push(match hash_kind(h) {
+                Some("sha256") => vec![h.clone()],
+                Some(kind) => self.store.resolve(kind, h).await.map_err(store_unavailable)?,
+                None => return Err(Status::invalid_argument(format!("not a hex sha256, sha1 or md5: {h:?}"))),
+            });
+        }
+        let mut all: Vec<String> = wanted.iter().flatten().cloned().collect();
+        all.sort();
+        all.dedup();
+        let found: HashMap<String, pb::Verdict> = self
+            .store
+            .get_many(&rules.id, &all)
+            .await
+            .map_err(store_unavailable)?
+            .into_iter()
+            .map(|v| (v.sha256.clone(), v))
+            .collect();
+        let mut out = Vec::with_capacity(hashes.len());
+        let mut answered = 0;
+        for (h, shas) in hashes.iter().zip(wanted) {
+            let mut vs: Vec<pb::Verdict> = shas.iter().filter_map(|s| found.get(s).cloned()).collect();
+            for v in &mut vs {
+                self.iocs.apply(v);
+                self.served(caller, "rest_lookup", v);
+                Self::for_caller(caller, v);
+            }
+            if vs.is_empty() {
+                vs.extend(self.iocs.blocked_verdict(hash_kind(h).unwrap_or("sha256"), h, &rules.id));
+            }
+            answered += usize::from(!vs.is_empty());
+            out.push(vs);
+        }
+        self.audit.event("lookup", Some(caller), json!({"asked": hashes.len(), "answered": answered, "via": "rest"}));
+        Ok(out)
+    }
+
     /// Every verdict under the current rules of a file whose sha256, sha1
     /// or md5 (told apart by length) is `hash`.
     pub async fn verdicts_by_hash(&self, caller: &Caller, hash: &str, via: &str) -> Result<Vec<pb::Verdict>, Status> {
@@ -284,6 +352,12 @@ impl Core {
         };
         let mut verdicts = self.store.get_many(&rules.id, &sha256s).await.map_err(store_unavailable)?;
         verdicts.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        for v in &mut verdicts {
+            self.iocs.apply(v);
+        }
+        if verdicts.is_empty() {
+            verdicts.extend(self.iocs.blocked_verdict(kind, &hash, &rules.id));
+        }
         self.audit.event(via, Some(caller), json!({"hash": hash, "kind": kind, "found": verdicts.len()}));
         for v in &mut verdicts {
             self.served(caller, via, v);
@@ -294,17 +368,24 @@ impl Core {
 
     /// The largest upload scanned: the smallest limit among live workers, or
     /// the coordinator's own when none has said.
-    fn max_file_size(&self) -> u64 {
+    pub fn max_file_size(&self) -> u64 {
         self.cluster.live().iter().map(|w| w.max_file_size).filter(|&m| m > 0).min().unwrap_or(self.limits.max_file_size)
     }
 
     /// Scan one upload: `header` then `body`. See the module documentation.
     pub async fn scan(&self, caller: &Caller, header: pb::ScanHeader, body: Body) -> Result<pb::ScanResponse, Status> {
         caller.require(Op::Scan)?;
-        let mut result = self.scan_inner(caller, &header, body).await;
+        let started = std::time::Instant::now();
+        let mut result = match self.iocs.blocked_verdict("sha256", &header.sha256, &self.rules.current().id) {
+            // Blocked: answered from its list, without reading a byte.
+            Some(v) if valid_sha256(&header.sha256) => Ok(pb::ScanResponse { verdict: Some(v), cached: true }),
+            _ => self.scan_inner(caller, &header, body).await,
+        };
         if let Ok(pb::ScanResponse { verdict: Some(v), .. }) = &mut result {
+            self.iocs.apply(v);
             Self::for_caller(caller, v);
         }
+        self.metrics.scanned(header.size, &result, started.elapsed());
         match &result {
             Ok(r) => {
                 let v = r.verdict.clone().unwrap_or_default();

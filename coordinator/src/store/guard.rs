@@ -23,6 +23,7 @@ pub struct Guarded {
     last_error: Mutex<String>,
     changes: watch::Sender<bool>,
     keep: RwLock<super::Keep>,
+    errors: std::sync::atomic::AtomicU64,
 }
 
 impl Guarded {
@@ -33,6 +34,7 @@ impl Guarded {
             last_error: Mutex::new(String::new()),
             changes: watch::Sender::new(true),
             keep: RwLock::new(super::Keep::default()),
+            errors: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -56,9 +58,17 @@ impl Guarded {
     fn record<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         match &result {
             Ok(_) => self.set_healthy(true, ""),
-            Err(e) => self.set_healthy(false, &e.to_string()),
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.set_healthy(false, &e.to_string())
+            }
         }
         result
+    }
+
+    /// Store calls that failed since start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
 
     fn set_healthy(&self, healthy: bool, error: &str) {

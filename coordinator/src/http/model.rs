@@ -1,0 +1,239 @@
+//! The REST API's JSON documents: what an analyst's script reads. Built
+//! from the protobuf records, with names and levels spelled out
+//! (`"malicious"`, not 3), and described in the OpenAPI document.
+
+use crate::core::kind_label;
+use qala_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// An error: a stable machine-readable `code` and a message for people.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    /// `invalid_argument`, `unauthenticated`, `permission_denied`,
+    /// `not_found`, `too_large`, `busy`, `unavailable`, `timeout`,
+    /// `cancelled`, `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Detection {
+    pub rule: String,
+    pub namespace: String,
+    /// Path of the object inside the submission ("" for the file itself).
+    pub object: String,
+    /// `clean`, `suspicious` or `malicious`: what this detection alone implies.
+    pub severity: String,
+    pub tags: Vec<String>,
+    /// MITRE ATT&CK technique ids from the rule's meta.
+    pub techniques: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+}
+
+impl From<&pb::Detection> for Detection {
+    fn from(d: &pb::Detection) -> Self {
+        Detection {
+            rule: d.rule.clone(),
+            namespace: d.namespace.clone(),
+            object: d.object.clone(),
+            severity: pb::VerdictKind::try_from(d.severity).unwrap_or_default().label().into(),
+            tags: d.tags.clone(),
+            techniques: d.techniques.clone(),
+            meta: d.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitHit {
+    pub limit: String,
+    pub object: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Verdict {
+    pub sha256: String,
+    pub sha1: String,
+    pub md5: String,
+    pub blake3: String,
+    pub size: u64,
+    /// `clean`, `suspicious`, `malicious` or `unscannable`.
+    pub verdict: String,
+    pub detections: Vec<Detection>,
+    pub limits_hit: Vec<LimitHit>,
+    pub errors: Vec<String>,
+    pub encrypted: Vec<String>,
+    pub file_type: String,
+    pub objects_scanned: u32,
+    pub ruleset_id: String,
+    pub engine_version: String,
+    pub worker_id: String,
+    pub scanned_at_ms: i64,
+    /// Kept only until `expires_at_ms` (0: for good); `partial`: some part
+    /// was not looked at.
+    pub partial: bool,
+    pub expires_at_ms: i64,
+}
+
+impl From<&pb::Verdict> for Verdict {
+    fn from(v: &pb::Verdict) -> Self {
+        Verdict {
+            sha256: v.sha256.clone(),
+            sha1: v.sha1.clone(),
+            md5: v.md5.clone(),
+            blake3: v.blake3.clone(),
+            size: v.size,
+            verdict: kind_label(v).into(),
+            detections: v.detections.iter().map(Detection::from).collect(),
+            limits_hit: v
+                .limits_hit
+                .iter()
+                .map(|l| LimitHit { limit: l.limit.clone(), object: l.object.clone(), detail: l.detail.clone() })
+                .collect(),
+            errors: v.errors.clone(),
+            encrypted: v.encrypted.clone(),
+            file_type: v.file_type.clone(),
+            objects_scanned: v.objects_scanned,
+            ruleset_id: v.ruleset_id.clone(),
+            engine_version: v.engine_version.clone(),
+            worker_id: v.worker_id.clone(),
+            scanned_at_ms: v.scanned_at_ms,
+            partial: v.partial,
+            expires_at_ms: v.expires_at_ms,
+        }
+    }
+}
+
+/// `GET /v1/verdicts/{hash}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerdictsByHash {
+    pub hash: String,
+    /// `sha256`, `sha1` or `md5`.
+    pub kind: String,
+    pub ruleset_id: String,
+    /// Every file with that digest (an md5 or sha1 may name several).
+    pub verdicts: Vec<Verdict>,
+}
+
+/// `POST /v1/lookup`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LookupRequest {
+    /// sha256, sha1 or md5 digests (hex), at most 10,000.
+    pub hashes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LookupResult {
+    pub hash: String,
+    pub kind: String,
+    /// Empty when the file is unknown under the current rules.
+    pub verdicts: Vec<Verdict>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LookupResponse {
+    pub ruleset_id: String,
+    pub results: Vec<LookupResult>,
+}
+
+/// `POST /v1/scan`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScanResponse {
+    /// Answered from the store or another scan of the same content.
+    pub cached: bool,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DetectionEvent {
+    pub at_ms: i64,
+    pub sha256: String,
+    pub sha1: String,
+    pub md5: String,
+    pub verdict: String,
+    pub size: u64,
+    pub file_type: String,
+    pub ruleset_id: String,
+    pub worker_id: String,
+    pub detections: Vec<Detection>,
+}
+
+impl From<&pb::DetectionEvent> for DetectionEvent {
+    fn from(e: &pb::DetectionEvent) -> Self {
+        DetectionEvent {
+            at_ms: e.at_ms,
+            sha256: e.sha256.clone(),
+            sha1: e.sha1.clone(),
+            md5: e.md5.clone(),
+            verdict: pb::VerdictKind::try_from(e.verdict).unwrap_or_default().label().into(),
+            size: e.size,
+            file_type: e.file_type.clone(),
+            ruleset_id: e.ruleset_id.clone(),
+            worker_id: e.worker_id.clone(),
+            detections: e.detections.iter().map(Detection::from).collect(),
+        }
+    }
+}
+
+/// `GET /v1/detections`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DetectionsPage {
+    pub events: Vec<DetectionEvent>,
+    /// Pass as `since` for the next page; absent on the last page.
+    pub next_since: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Worker {
+    pub worker_id: String,
+    pub address: String,
+    pub threads: u32,
+    /// Scans in progress on it.
+    pub in_flight: u64,
+    pub scanned: u64,
+    pub ruleset_id: String,
+    pub last_heartbeat_ms: i64,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterStatus {
+    pub version: String,
+    pub ruleset_id: String,
+    pub workers: Vec<Worker>,
+    /// Scan threads in all, and busy.
+    pub threads: u64,
+    pub busy_threads: u64,
+    pub store: String,
+    pub store_healthy: bool,
+    pub store_error: String,
+    pub busy_rejections: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleFile {
+    pub path: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleError {
+    pub path: String,
+    pub message: String,
+}
+
+/// `GET /v1/rules`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesStatus {
+    pub ruleset_id: String,
+    pub rule_count: u32,
+    pub file_count: u32,
+    pub loaded_at_ms: i64,
+    pub files: Vec<RuleFile>,
+    /// Errors of the last reload that failed (the ruleset above stays in force).
+    pub last_errors: Vec<RuleError>,
+    pub last_error_at_ms: i64,
+}

@@ -1,0 +1,451 @@
+//! The REST routes, each a thin call into the core, and the OpenAPI
+//! document generated from their annotations (utoipa).
+
+use super::model::{self, *};
+use super::{ApiError, AppState};
+use crate::auth::Op;
+use crate::core::hash_kind;
+use crate::core::unhashed::{PushError, Unhashed};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use futures::StreamExt;
+use qala_proto::v1 as pb;
+use qala_tls::PeerInfo;
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+type Peer = Option<Extension<PeerInfo>>;
+
+fn peer(p: &Peer) -> Option<&PeerInfo> {
+    p.as_ref().map(|Extension(p)| p)
+}
+
+/// Most digests in one `POST /v1/lookup`.
+const MAX_LOOKUP: usize = 10_000;
+/// Most events in one page of the detections feed.
+const MAX_PAGE: usize = 1000;
+/// Feed events read (and filtered) at most per request.
+const MAX_FEED_SCAN: usize = 20_000;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Qala REST API", description = "Verdicts by sha256, sha1 or md5; scans; the detections feed; cluster, rules and IOC lists. Authenticate with `Authorization: Bearer <token>`."),
+    paths(get_verdicts, lookup, scan, detections, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, metrics),
+    components(schemas(model::ApiError, Verdict, Detection, LimitHit, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded)),
+    modifiers(&Bearer),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+pub fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/verdicts/{hash}", get(get_verdicts))
+        .route("/v1/lookup", post(lookup))
+        .route("/v1/scan", post(scan).layer(DefaultBodyLimit::max(max_body)))
+        .route("/v1/detections", get(detections))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/rules", get(rules))
+        .route("/v1/iocs", get(iocs::list_iocs).post(iocs::add_iocs))
+        .route("/v1/iocs/{list}/{kind}/{digest}", axum::routing::delete(iocs::remove_ioc))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint: see /v1/openapi.json") })
+        .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of this API (no authentication needed).
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], ApiDoc::openapi().to_pretty_json().unwrap_or_default()).into_response()
+}
+
+/// Verdicts of the files with this sha256, sha1 or md5.
+#[utoipa::path(get, path = "/v1/verdicts/{hash}",
+    params(("hash" = String, Path, description = "sha256, sha1 or md5 (hex)")),
+    responses(
+        (status = 200, description = "Every verdict of a file with that digest", body = VerdictsByHash),
+        (status = 400, body = model::ApiError), (status = 401, body = model::ApiError), (status = 403, body = model::ApiError),
+        (status = 404, description = "No verdict under the current rules", body = model::ApiError),
+        (status = 503, body = model::ApiError)))]
+async fn get_verdicts(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    p: Peer,
+    Path(hash): Path<String>,
+) -> Result<Json<VerdictsByHash>, ApiError> {
+    let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
+    let hash = hash.trim().to_ascii_lowercase();
+    let verdicts = s.core.verdicts_by_hash(&caller, &hash, "rest_verdicts").await?;
+    let verdicts: Vec<Verdict> = verdicts.iter().map(Verdict::from).collect();
+    if verdicts.is_empty() {
+        return Err(ApiError::not_found(format!("no verdict for {hash} under the current rules")));
+    }
+    let kind = hash_kind(&hash).unwrap_or_default().to_string();
+    Ok(Json(VerdictsByHash { hash, kind, ruleset_id: s.core.rules.current().id.clone(), verdicts }))
+}
+
+/// Verdicts of many digests at once (sha256, sha1 or md5, mixed).
+#[utoipa::path(post, path = "/v1/lookup", request_body = LookupRequest,
+    responses((status = 200, body = LookupResponse), (status = 400, body = model::ApiError), (status = 401, body = model::ApiError),
+        (status = 403, body = model::ApiError), (status = 503, body = model::ApiError)))]
+async fn lookup(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    p: Peer,
+    body: Result<Json<LookupRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<LookupResponse>, ApiError> {
+    let caller = s.caller(&headers, peer(&p), Op::Lookup)?;
+    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if req.hashes.len() > MAX_LOOKUP {
+        return Err(ApiError::bad_request(format!("at most {MAX_LOOKUP} hashes per lookup")));
+    }
+    let hashes: Vec<String> = req.hashes.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    if let Some(bad) = hashes.iter().find(|h| hash_kind(h).is_none()) {
+        return Err(ApiError::bad_request(format!("not a hex sha256, sha1 or md5: {bad:?}")));
+    }
+    let results = s.core.lookup_any(&caller, &hashes).await?;
+    Ok(Json(LookupResponse {
+        ruleset_id: s.core.rules.current().id.clone(),
+        results: results
+            .into_iter()
+            .zip(hashes)
+            .map(|(verdicts, hash)| LookupResult {
+                kind: hash_kind(&hash).unwrap_or_default().into(),
+                hash,
+                verdicts: verdicts.iter().map(Verdict::from).collect(),
+            })
+            .collect(),
+    }))
+}
+
+/// Scan a file: the raw request body, or the first file part of a
+/// `multipart/form-data` body.
+#[utoipa::path(post, path = "/v1/scan",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file (or multipart/form-data with a file part)"),
+    responses((status = 200, body = ScanResponse), (status = 400, body = model::ApiError), (status = 401, body = model::ApiError),
+        (status = 403, body = model::ApiError), (status = 413, body = model::ApiError), (status = 429, body = model::ApiError),
+        (status = 503, body = model::ApiError)))]
+async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: Request) -> Result<Json<ScanResponse>, ApiError> {
+    let caller = s.caller(&headers, peer(&p), Op::Scan)?;
+    let max = s.core.max_file_size();
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the file is over the {max} byte limit"));
+    let push_err = |e: PushError| match e {
+        PushError::TooLarge => too_large(),
+        PushError::Spool(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("spool: {e}")),
+    };
+    let mut upload = Unhashed::new(max);
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if multipart {
+        let mut form = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &())
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let mut found = false;
+        while let Some(mut field) = form.next_field().await.map_err(|e| ApiError::bad_request(e.body_text()))? {
+            if field.file_name().is_none() && field.name() != Some("file") {
+                continue;
+            }
+            found = true;
+            while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::bad_request(e.body_text()))? {
+                upload.push(chunk).await.map_err(push_err)?;
+            }
+            break;
+        }
+        if !found {
+            return Err(ApiError::bad_request("multipart body without a file part (a part with a filename, or named \"file\")"));
+        }
+    } else {
+        let mut body = request.into_body().into_data_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {
+                    too_large()
+                } else {
+                    ApiError::bad_request(format!("reading the body: {e}"))
+                }
+            })?;
+            upload.push(chunk).await.map_err(push_err)?;
+        }
+    }
+    let r = s.core.scan_unhashed(&caller, upload).await?;
+    let v = r.verdict.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no verdict"))?;
+    Ok(Json(ScanResponse { cached: r.cached, verdict: Verdict::from(&v) }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DetectionsQuery {
+    /// Events at or after this Unix time in milliseconds (default: all kept).
+    since: Option<i64>,
+    /// Only events with this rule (`rule` or `namespace.rule`).
+    rule: Option<String>,
+    /// Only events with this ATT&CK technique (`T1059` also matches `T1059.001`).
+    technique: Option<String>,
+    /// Events per page, at most 1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// Recent detections, oldest first, paged by time.
+#[utoipa::path(get, path = "/v1/detections", params(DetectionsQuery),
+    responses((status = 200, body = DetectionsPage), (status = 400, body = model::ApiError), (status = 401, body = model::ApiError),
+        (status = 403, body = model::ApiError), (status = 503, body = model::ApiError)))]
+async fn detections(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    p: Peer,
+    q: Result<Query<DetectionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DetectionsPage>, ApiError> {
+    let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let technique = q.technique.as_deref().map(str::to_ascii_uppercase);
+    let matches = |e: &pb::DetectionEvent| {
+        let rule_ok = q
+            .rule
+            .as_deref()
+            .is_none_or(|r| e.detections.iter().any(|d| d.rule == r || format!("{}.{}", d.namespace, d.rule) == r));
+        let technique_ok = technique.as_deref().is_none_or(|t| {
+            e.detections
+                .iter()
+                .flat_map(|d| &d.techniques)
+                .any(|x| x == t || x.strip_prefix(t).is_some_and(|rest| rest.starts_with('.')))
+        });
+        rule_ok && technique_ok
+    };
+    let mut since = q.since.unwrap_or(0).max(0);
+    let mut events = Vec::new();
+    let mut read = 0;
+    let mut exhausted = false;
+    while events.len() <= limit && read < MAX_FEED_SCAN {
+        let batch =
+            s.core.store.detections(since, 1000).await.map_err(|e| ApiError::from(tonic::Status::unavailable(e.to_string())))?;
+        read += batch.len();
+        let full = batch.len() == 1000;
+        let Some(last) = batch.last().map(|e| e.at_ms) else {
+            exhausted = true;
+            break;
+        };
+        // Events of the last millisecond may continue in the next batch:
+        // keep them for it unless the whole batch is that millisecond.
+        let cut = if full && batch.iter().any(|e| e.at_ms != last) { last } else { i64::MAX };
+        events.extend(batch.into_iter().filter(|e| e.at_ms < cut).filter(|e| matches(e)));
+        if !full {
+            exhausted = true;
+            break;
+        }
+        since = if cut == i64::MAX { last + 1 } else { last };
+    }
+    // A full page ends on a millisecond boundary, so `next_since` loses nothing.
+    let mut next_since = (!exhausted).then_some(since);
+    if events.len() > limit {
+        let boundary = events[limit].at_ms;
+        events.truncate(limit);
+        if events.iter().any(|e| e.at_ms != boundary) {
+            events.retain(|e| e.at_ms < boundary);
+        }
+        next_since = Some(if events.last().is_some_and(|e| e.at_ms == boundary) { boundary + 1 } else { boundary });
+    }
+    s.core.audit.event("rest_detections", Some(&caller), serde_json::json!({"events": events.len()}));
+    Ok(Json(DetectionsPage { events: events.iter().map(DetectionEvent::from).collect(), next_since }))
+}
+
+/// Workers, their load, and the ruleset in force.
+#[utoipa::path(get, path = "/v1/cluster",
+    responses((status = 200, body = ClusterStatus), (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
+async fn cluster(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Json<ClusterStatus>, ApiError> {
+    let caller = s.caller(&headers, peer(&p), Op::Status)?;
+    let st = s.core.status(&caller).await?;
+    let threads: u64 = st.workers.iter().map(|w| u64::from(w.threads)).sum();
+    let busy = st.workers.iter().map(|w| w.in_flight).sum::<u64>().min(threads);
+    Ok(Json(ClusterStatus {
+        version: st.version,
+        ruleset_id: st.rules.map(|r| r.ruleset_id).unwrap_or_default(),
+        threads,
+        busy_threads: busy,
+        workers: st
+            .workers
+            .into_iter()
+            .map(|w| Worker {
+                worker_id: w.worker_id,
+                address: w.address,
+                threads: w.threads,
+                in_flight: w.in_flight,
+                scanned: w.scanned,
+                ruleset_id: w.ruleset_id,
+                last_heartbeat_ms: w.last_heartbeat_ms,
+            })
+            .collect(),
+        store: st.store,
+        store_healthy: st.store_healthy,
+        store_error: st.store_error,
+        busy_rejections: st.busy_rejections,
+    }))
+}
+
+/// The rule files compiled, and the errors of the last failed reload.
+#[utoipa::path(get, path = "/v1/rules",
+    responses((status = 200, body = RulesStatus), (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
+async fn rules(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Json<RulesStatus>, ApiError> {
+    let caller = s.caller(&headers, peer(&p), Op::Status)?;
+    let st = s.core.status(&caller).await?.rules.unwrap_or_default();
+    let root = s.core.rules.path().to_path_buf();
+    let files = tokio::task::spawn_blocking(move || rule_files(&root)).await.unwrap_or_default();
+    Ok(Json(RulesStatus {
+        ruleset_id: st.ruleset_id,
+        rule_count: st.rule_count,
+        file_count: st.file_count,
+        loaded_at_ms: st.loaded_at_ms,
+        files,
+        last_errors: st.last_errors.into_iter().map(|e| RuleError { path: e.path, message: e.message }).collect(),
+        last_error_at_ms: st.last_error_at_ms,
+    }))
+}
+
+/// The .yar/.yara files under the rules path, relative to it.
+fn rule_files(root: &std::path::Path) -> Vec<RuleFile> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else { continue };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if p.extension().is_some_and(|e| e == "yar" || e == "yara") {
+            let rel = p.strip_prefix(root).ok().filter(|r| !r.as_os_str().is_empty()).unwrap_or(&p);
+            out.push(RuleFile { path: rel.display().to_string(), bytes: meta.len() });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Prometheus metrics (a `metrics` or `admin` token).
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
+        (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
+async fn metrics(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Response, ApiError> {
+    s.caller(&headers, peer(&p), Op::Metrics)?;
+    let text = s.core.metrics.render(&s.core);
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
+}
+
+pub mod iocs {
+    //! IOC lists over REST: list, add (import), remove.
+    use super::*;
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    #[derive(Debug, Serialize, Deserialize, ToSchema)]
+    pub struct IocEntry {
+        /// `block` or `allow`.
+        pub list: String,
+        /// `sha256`, `sha1` or `md5` (allow lists: sha256 only).
+        pub kind: String,
+        pub digest: String,
+        #[serde(default)]
+        pub name: String,
+        #[serde(default)]
+        pub added_ms: i64,
+        #[serde(default)]
+        pub source: String,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct IocList {
+        pub entries: Vec<IocEntry>,
+    }
+
+    #[derive(Debug, Deserialize, ToSchema)]
+    pub struct IocAdd {
+        /// `block` or `allow`.
+        pub list: String,
+        /// Entries as `{"digest": ..., "name": ...}` (kind from the length), or
+        /// a text body in `text`: one digest per line with an optional name, or CSV.
+        #[serde(default)]
+        pub entries: Vec<IocEntryIn>,
+        #[serde(default)]
+        pub text: String,
+    }
+
+    #[derive(Debug, Deserialize, ToSchema)]
+    pub struct IocEntryIn {
+        pub digest: String,
+        #[serde(default)]
+        pub name: String,
+    }
+
+    #[derive(Debug, Serialize, ToSchema)]
+    pub struct IocAdded {
+        pub added: usize,
+    }
+
+    impl From<pb::IocEntry> for IocEntry {
+        fn from(e: pb::IocEntry) -> Self {
+            IocEntry { list: e.list, kind: e.kind, digest: e.digest, name: e.name, added_ms: e.added_ms, source: e.source }
+        }
+    }
+
+    /// Every IOC entry (an analyst or admin token).
+    #[utoipa::path(get, path = "/v1/iocs",
+        responses((status = 200, body = IocList), (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
+    pub async fn list_iocs(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Json<IocList>, ApiError> {
+        let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
+        let entries = s.core.list_iocs(&caller).await?;
+        Ok(Json(IocList { entries: entries.into_iter().map(IocEntry::from).collect() }))
+    }
+
+    /// Add entries to a list (an admin token).
+    #[utoipa::path(post, path = "/v1/iocs", request_body = IocAdd,
+        responses((status = 200, body = IocAdded), (status = 400, body = model::ApiError), (status = 401, body = model::ApiError),
+            (status = 403, body = model::ApiError)))]
+    pub async fn add_iocs(
+        State(s): State<AppState>,
+        headers: HeaderMap,
+        p: Peer,
+        body: Result<Json<IocAdd>, axum::extract::rejection::JsonRejection>,
+    ) -> Result<Json<IocAdded>, ApiError> {
+        let caller = s.caller(&headers, peer(&p), Op::Admin)?;
+        let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let mut text = req.text;
+        for e in &req.entries {
+            text.push_str(&format!("\n{},{}", e.digest, e.name.replace([',', '\n'], " ")));
+        }
+        let added = s.core.add_iocs(&caller, &req.list, &text, "rest").await?;
+        Ok(Json(IocAdded { added }))
+    }
+
+    /// Remove one entry (an admin token).
+    #[utoipa::path(delete, path = "/v1/iocs/{list}/{kind}/{digest}",
+        params(("list" = String, Path), ("kind" = String, Path), ("digest" = String, Path)),
+        responses((status = 204, description = "Removed"), (status = 404, body = model::ApiError), (status = 401, body = model::ApiError),
+            (status = 403, body = model::ApiError)))]
+    pub async fn remove_ioc(
+        State(s): State<AppState>,
+        headers: HeaderMap,
+        p: Peer,
+        Path((list, kind, digest)): Path<(String, String, String)>,
+    ) -> Result<StatusCode, ApiError> {
+        let caller = s.caller(&headers, peer(&p), Op::Admin)?;
+        if s.core.remove_ioc(&caller, &list, &kind, &digest.to_ascii_lowercase()).await? {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(ApiError::not_found(format!("no {kind} {digest} on the {list} list")))
+        }
+    }
+}

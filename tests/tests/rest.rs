@@ -1,0 +1,377 @@
+//! The REST API, Prometheus metrics, hash lookups by md5/sha1, ATT&CK
+//! techniques and hash IOC lists, against a running coordinator and worker
+//! over TLS, with curl as the client.
+
+use qala_tests::{Cluster, Options, coordinator_command, eicar, free_port, repo_root, sha256_hex, wait_for};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Two different 128-byte messages with the same md5 (Wang and Yu's 2004
+/// collision): one md5 naming two files.
+const COLLIDE_A: &str = "d131dd02c5e6eec4693d9a0698aff95c2fcab58712467eab4004583eb8fb7f8955ad340609f4b30283e488832571415a085125e8f7cdc99fd91dbdf280373c5bd8823e3156348f5bae6dacd436c919c6dd53e2b487da03fd02396306d248cda0e99f33420f577ee8ce54b67080a80d1ec69821bcb6a8839396f9652b6ff72a70";
+const COLLIDE_B: &str = "d131dd02c5e6eec4693d9a0698aff95c2fcab50712467eab4004583eb8fb7f8955ad340609f4b30283e4888325f1415a085125e8f7cdc99fd91dbd7280373c5bd8823e3156348f5bae6dacd436c919c6dd53e23487da03fd02396306d248cda0e99f33420f577ee8ce54b67080280d1ec69821bcb6a8839396f965ab6ff72a70";
+const COLLIDE_MD5: &str = "79054025255fb1a26e4bc422aef54eb4";
+
+const MAX_FILE: usize = 2 << 20;
+
+struct Rest {
+    cluster: Cluster,
+    base: String,
+    /// Rules directory (copied, so a test may add rules).
+    _rules: tempfile::TempDir,
+}
+
+fn start() -> Rest {
+    let rules = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(repo_root().join("rules")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, rules.path().join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        rules.path().join("attack.yar"),
+        "rule Qala_Test_Cradle { meta: mitre_attack = \"T1059.001, T1105\" strings: $a = \"qala-test-cradle-5521\" condition: $a }\n\
+         rule Qala_Test_Other { meta: attack = \"T1027\" strings: $a = \"qala-test-other-5521\" condition: $a }\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut options = Options::default();
+    options.coordinator_args.extend(["--http-listen", &format!("127.0.0.1:{port}")].map(String::from));
+    let mut cluster = Cluster::start_with(rules.path(), None, 0, options).unwrap();
+    // The worker's own limit decides the largest upload.
+    let tls = cluster.worker_tls("w1").unwrap().display().to_string();
+    cluster.add_worker_with("w1", &["--tls".into(), tls, "--max-file-size".into(), MAX_FILE.to_string()]).unwrap();
+    cluster.wait_ready(1).unwrap();
+    cluster.add_token("analyst", "analyst").unwrap();
+    cluster.add_token("metrics", "prometheus").unwrap();
+    Rest { cluster, base: format!("https://127.0.0.1:{port}"), _rules: rules }
+}
+
+impl Rest {
+    /// `curl` a request as the token named `who` (None: no token); the
+    /// status and the body (JSON if it parses, else a string).
+    fn call(&self, method: &str, path: &str, who: Option<&str>, extra: &[&str]) -> (u16, Value) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", method, "--cacert"]).arg(self.cluster.ca()).args(["-w", "\n%{http_code}"]);
+        if let Some(who) = who {
+            cmd.arg("-H").arg(format!("Authorization: Bearer {}", self.cluster.token(who)));
+        }
+        cmd.args(extra).arg(format!("{}{path}", self.base));
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        let status = code.trim().parse().unwrap_or(0);
+        (status, serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string())))
+    }
+
+    fn get(&self, path: &str, who: &str) -> (u16, Value) {
+        self.call("GET", path, Some(who), &[])
+    }
+
+    fn post_json(&self, path: &str, who: &str, body: &Value) -> (u16, Value) {
+        self.call("POST", path, Some(who), &["-H", "Content-Type: application/json", "--data-binary", &body.to_string()])
+    }
+
+    fn post_file(&self, path: &str, who: &str, file: &Path) -> (u16, Value) {
+        let arg = format!("@{}", file.display());
+        self.call("POST", path, Some(who), &["-H", "Content-Type: application/octet-stream", "--data-binary", &arg])
+    }
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    let out = Command::new("md5sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    let mut out = out;
+    out.stdin.take().unwrap().write_all(data).unwrap();
+    String::from_utf8_lossy(&out.wait_with_output().unwrap().stdout).split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn verdicts_by_every_hash_scans_lookups_feed_status_errors_and_openapi() {
+    let r = start();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "eicar.com", &eicar());
+
+    // A raw body, then the same file as multipart: one scan, then cached.
+    let (status, v) = r.post_file("/v1/scan", "agent", &bad);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["cached"].as_bool(), v["verdict"]["verdict"].as_str()), (Some(false), Some("malicious")), "{v}");
+    let (sha256, sha1, md5) = (sha256_hex(&eicar()), v["verdict"]["sha1"].as_str().unwrap().to_string(), md5_hex(&eicar()));
+    assert_eq!(v["verdict"]["md5"], md5.as_str());
+    assert_eq!(sha1, "3395856ce81f2b7382dee72602f798b642f14140");
+    let form = format!("file=@{};filename=invoice.com", bad.display());
+    let (status, v) = r.call("POST", "/v1/scan", Some("agent"), &["-F", &form]);
+    assert_eq!((status, v["cached"].as_bool()), (200, Some(true)), "{v}");
+
+    // Every digest an analyst may hold resolves to the verdict.
+    for hash in [&sha256, &sha1, &md5, &md5.to_uppercase()] {
+        let (status, v) = r.get(&format!("/v1/verdicts/{hash}"), "analyst");
+        assert_eq!(status, 200, "{hash}: {v}");
+        assert_eq!(v["verdicts"][0]["sha256"], sha256.as_str(), "{hash}: {v}");
+        assert_eq!(v["verdicts"][0]["detections"][0]["rule"], "EICAR_Test_File");
+    }
+    assert_eq!(r.get(&format!("/v1/verdicts/{sha256}"), "analyst").1["kind"], "sha256");
+    assert_eq!(r.get(&format!("/v1/verdicts/{md5}"), "analyst").1["kind"], "md5");
+
+    // One md5, two files: both answered.
+    let a = hex(COLLIDE_A);
+    let b = hex(COLLIDE_B);
+    assert_ne!(a, b);
+    assert_eq!((md5_hex(&a), md5_hex(&b)), (COLLIDE_MD5.to_string(), COLLIDE_MD5.to_string()));
+    for (n, data) in [("a.bin", &a), ("b.bin", &b)] {
+        assert_eq!(r.post_file("/v1/scan", "agent", &write(dir.path(), n, data)).0, 200);
+    }
+    let (status, v) = r.get(&format!("/v1/verdicts/{COLLIDE_MD5}"), "analyst");
+    assert_eq!(status, 200);
+    let mut shas: Vec<&str> = v["verdicts"].as_array().unwrap().iter().map(|v| v["sha256"].as_str().unwrap()).collect();
+    shas.sort();
+    let mut want = [sha256_hex(&a), sha256_hex(&b)];
+    want.sort();
+    assert_eq!(shas, want);
+
+    // Batch lookup of mixed kinds.
+    let unknown = sha256_hex(b"never seen");
+    let (status, v) = r.post_json("/v1/lookup", "agent", &json!({"hashes": [sha256, md5, unknown, COLLIDE_MD5]}));
+    assert_eq!(status, 200, "{v}");
+    let res = v["results"].as_array().unwrap();
+    assert_eq!(res.iter().map(|x| x["verdicts"].as_array().unwrap().len()).collect::<Vec<_>>(), [1, 1, 0, 2]);
+    assert_eq!(res[1]["kind"], "md5");
+
+    // Errors are JSON with a stable code.
+    let (status, v) = r.get(&format!("/v1/verdicts/{unknown}"), "analyst");
+    assert_eq!((status, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    assert_eq!(r.get("/v1/verdicts/xyz", "analyst").1["code"], "invalid_argument");
+    assert_eq!(r.get("/v1/verdicts/xyz", "analyst").0, 400);
+    let (status, v) = r.call("GET", &format!("/v1/verdicts/{sha256}"), None, &[]);
+    assert_eq!((status, v["code"].as_str()), (401, Some("unauthenticated")), "{v}");
+    let (status, v) = r.get(&format!("/v1/verdicts/{sha256}"), "agent");
+    assert_eq!((status, v["code"].as_str()), (403, Some("permission_denied")), "an agent token may not browse verdicts: {v}");
+    let (status, v) = r.call("GET", "/v1/cluster", None, &["-H", "Authorization: Bearer qala_0000"]);
+    assert_eq!((status, v["code"].as_str()), (401, Some("unauthenticated")), "{v}");
+    let (status, v) = r.post_json("/v1/lookup", "agent", &json!({"hashes": "not a list"}));
+    assert_eq!((status, v["code"].as_str()), (400, Some("invalid_argument")), "{v}");
+    let big = write(dir.path(), "big.bin", &vec![7u8; MAX_FILE + 1]);
+    let (status, v) = r.post_file("/v1/scan", "agent", &big);
+    assert_eq!((status, v["code"].as_str()), (413, Some("too_large")), "{v}");
+    let (status, v) = r.call("POST", "/v1/scan", Some("agent"), &["-F", "comment=no file here"]);
+    assert_eq!((status, v["code"].as_str()), (400, Some("invalid_argument")), "{v}");
+    assert_eq!(r.get("/v1/nothing", "admin").1["code"], "not_found");
+
+    // The detections feed, filtered by technique (a parent matches its
+    // sub-techniques) and rule, and paged.
+    for (i, text) in ["qala-test-cradle-5521 one", "qala-test-cradle-5521 two", "qala-test-other-5521"].iter().enumerate() {
+        assert_eq!(r.post_file("/v1/scan", "agent", &write(dir.path(), &format!("s{i}.ps1"), text.as_bytes())).0, 200);
+    }
+    // The agent shows the techniques too, in JSON and in text.
+    let cradle = write(dir.path(), "cradle.ps1", b"iex qala-test-cradle-5521 three");
+    let (code, lines) = r.cluster.scan(&[&cradle]).unwrap();
+    assert_eq!(code, 1, "{lines:?}");
+    assert_eq!(lines[0]["detections"][0]["techniques"], json!(["T1059.001", "T1105"]), "{lines:?}");
+    let text = r.cluster.agent(&["scan", &cradle.display().to_string()]).unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("{T1059.001,T1105}"), "{}", String::from_utf8_lossy(&text.stdout));
+    let (status, v) = r.get("/v1/detections?technique=T1059", "analyst");
+    assert_eq!(status, 200, "{v}");
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{v}");
+    assert_eq!(events[0]["detections"][0]["techniques"], json!(["T1059.001", "T1105"]));
+    assert_eq!(r.get("/v1/detections?technique=t1027", "analyst").1["events"].as_array().unwrap().len(), 1);
+    assert_eq!(r.get("/v1/detections?rule=eicar.EICAR_Test_File", "analyst").1["events"].as_array().unwrap().len(), 1);
+    assert_eq!(r.get("/v1/detections?rule=EICAR_Test_File", "analyst").1["events"].as_array().unwrap().len(), 1);
+    let all = r.get("/v1/detections", "analyst").1["events"].as_array().unwrap().len();
+    assert!(all >= 5, "EICAR plus four rule hits: {all}");
+    let mut seen = Vec::new();
+    let mut since = 0;
+    for _ in 0..20 {
+        let (_, page) = r.get(&format!("/v1/detections?limit=1&since={since}"), "analyst");
+        seen.extend(page["events"].as_array().unwrap().iter().map(|e| e["sha256"].as_str().unwrap().to_string()));
+        match page["next_since"].as_i64() {
+            Some(n) => since = n,
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), all, "paging one by one sees every event once: {seen:?}");
+    assert_eq!(r.get("/v1/detections?since=abc", "analyst").0, 400);
+
+    // Cluster and rules.
+    // Worker counters arrive with heartbeats.
+    let c = wait_for("the worker's scan count", Duration::from_secs(10), || {
+        let (status, c) = r.get("/v1/cluster", "analyst");
+        (status == 200 && c["workers"][0]["scanned"].as_u64()? >= 5).then_some(c)
+    })
+    .unwrap();
+    assert_eq!((c["workers"].as_array().unwrap().len(), c["threads"].as_u64()), (1, Some(2)), "{c}");
+    let (status, rules) = r.get("/v1/rules", "analyst");
+    assert_eq!(status, 200, "{rules}");
+    let files: Vec<&str> = rules["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert!(files.contains(&"attack.yar") && files.contains(&"eicar.yar"), "{files:?}");
+    assert_eq!(rules["ruleset_id"], c["ruleset_id"]);
+
+    // The OpenAPI document: valid OpenAPI (openapi-spec-validator), and
+    // naming every route used here.
+    let (status, doc) = r.call("GET", "/v1/openapi.json", None, &[]);
+    assert_eq!(status, 200);
+    for p in
+        ["/v1/verdicts/{hash}", "/v1/lookup", "/v1/scan", "/v1/detections", "/v1/cluster", "/v1/rules", "/v1/iocs", "/metrics"]
+    {
+        assert!(doc["paths"][p].is_object(), "{p} missing from the OpenAPI document");
+    }
+    let spec = write(dir.path(), "openapi.json", doc.to_string().as_bytes());
+    let check = Command::new("python3")
+        .args(["-c", "import sys, json; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('valid')"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "the OpenAPI document is invalid: {}", String::from_utf8_lossy(&check.stderr));
+
+    // HTTP/1.1 works as well as HTTP/2 (ALPN offers both).
+    let (status, _) = r.call("GET", "/v1/cluster", Some("analyst"), &["--http1.1"]);
+    assert_eq!(status, 200);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[test]
+fn prometheus_metrics_count_what_happened() {
+    let r = start();
+    let dir = tempfile::tempdir().unwrap();
+    let (status, v) = r.get("/metrics", "analyst");
+    assert_eq!((status, v["code"].as_str()), (403, Some("permission_denied")), "metrics need the metrics role: {v}");
+    let bad = write(dir.path(), "eicar.com", &eicar());
+    let clean = write(dir.path(), "clean.txt", b"a perfectly ordinary file\n");
+    for f in [&bad, &bad, &clean] {
+        assert_eq!(r.post_file("/v1/scan", "agent", f).0, 200);
+    }
+    let (status, text) = r.get("/metrics", "prometheus");
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_string();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.split([' ', '{']).next() == Some(name.split('{').next().unwrap()) && l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+    };
+    assert_eq!(value("qala_uploads_total"), 3.0);
+    assert_eq!(value("qala_cache_hits_total"), 1.0);
+    assert_eq!(value("qala_cache_misses_total"), 2.0);
+    assert_eq!(value("qala_verdicts_total{verdict=\"malicious\"}"), 2.0);
+    assert_eq!(value("qala_verdicts_total{verdict=\"clean\"}"), 1.0);
+    assert_eq!(value("qala_scan_duration_seconds_count"), 2.0);
+    assert_eq!(value("qala_workers_alive"), 1.0);
+    assert_eq!(value("qala_worker_slots"), 2.0);
+    assert_eq!(value("qala_store_healthy"), 1.0);
+    assert_eq!(value("qala_rules"), 9.0);
+    for name in [
+        "qala_upload_bytes_total",
+        "qala_uploads_in_progress",
+        "qala_worker_slots_in_use",
+        "qala_store_errors",
+        "qala_rule_reloads",
+    ] {
+        value(name);
+    }
+}
+
+#[test]
+fn ioc_lists_block_and_allow_instantly_for_every_hash_kind() {
+    let r = start();
+    let dir = tempfile::tempdir().unwrap();
+    // 100,000 entries: md5, sha1 and sha256, imported through the CLI.
+    let mut text = String::from("# a threat report\n");
+    for i in 0..100_000u64 {
+        let line = match i % 3 {
+            0 => format!("{:032x},Family.Md5.{i}\n", i * 7919 + 1),
+            1 => format!("{:040x} Family.Sha1.{i}\n", i * 7919 + 2),
+            _ => format!("{:064x},Family.Sha256.{i}\n", i * 7919 + 3),
+        };
+        text.push_str(&line);
+    }
+    // The md5 of a file no worker has seen.
+    let unseen = b"a dropper nobody scanned yet\n";
+    text.push_str(&format!("{},Dropper.Unseen\n", md5_hex(unseen)));
+    let list = write(dir.path(), "iocs.csv", text.as_bytes());
+    let started = Instant::now();
+    let out = coordinator_command(&[
+        "ioc",
+        "import",
+        "--list",
+        "block",
+        &list.display().to_string(),
+        "--server",
+        &r.cluster.url(),
+        "--ca",
+        &r.cluster.ca().display().to_string(),
+        "--token-file",
+        &r.cluster.token_file("admin").display().to_string(),
+    ])
+    .unwrap();
+    assert!(out.contains("100001 entries imported"), "{out}");
+    eprintln!("imported 100,001 IOC entries in {:?}", started.elapsed());
+
+    // Instant verdicts for each kind, no file ever scanned.
+    for (hash, name) in [
+        (format!("{:032x}", 3 * 7919 + 1), "Family.Md5.3"),
+        (format!("{:040x}", 4 * 7919 + 2), "Family.Sha1.4"),
+        (format!("{:064x}", 5 * 7919 + 3), "Family.Sha256.5"),
+    ] {
+        let (status, v) = wait_for("the imported lists in force", Duration::from_secs(10), || {
+            let (s, v) = r.get(&format!("/v1/verdicts/{hash}"), "analyst");
+            (s == 200).then_some((s, v))
+        })
+        .unwrap();
+        assert_eq!(status, 200);
+        let v = &v["verdicts"][0];
+        assert_eq!(v["verdict"], "malicious", "{v}");
+        assert_eq!(v["detections"][0]["namespace"], "ioc");
+        assert_eq!(v["detections"][0]["rule"], name);
+    }
+    let (_, cluster_before) = r.get("/v1/cluster", "analyst");
+    // A blocked sha256 uploaded by an agent is answered without a scan.
+    let (code, lines) = {
+        let blocked = write(dir.path(), "unseen.bin", unseen);
+        r.cluster.scan(&[&blocked]).unwrap()
+    };
+    assert_eq!(code, 1, "{lines:?}");
+    assert_eq!(lines[0]["verdict"], "malicious", "{lines:?}");
+    assert_eq!(lines[0]["detections"][0]["rule"], "Dropper.Unseen", "the md5 entry matched after the scan: {lines:?}");
+    // An md5 entry needs the file's md5, which the scan computes: one scan.
+    let before = cluster_before["workers"][0]["scanned"].as_u64().unwrap();
+    wait_for("the worker's scan count", Duration::from_secs(10), || {
+        let (_, c) = r.get("/v1/cluster", "analyst");
+        (c["workers"][0]["scanned"].as_u64()? == before + 1).then_some(())
+    })
+    .unwrap();
+
+    // An allow-listed sha256 overrides a rule match (false positive), with the reason.
+    let bad = write(dir.path(), "eicar.com", &eicar());
+    assert_eq!(r.post_file("/v1/scan", "agent", &bad).1["verdict"]["verdict"], "malicious");
+    let (status, v) = r.post_json(
+        "/v1/iocs",
+        "admin",
+        &json!({"list": "allow", "entries": [{"digest": sha256_hex(&eicar()), "name": "FP ticket 4711"}]}),
+    );
+    assert_eq!((status, v["added"].as_u64()), (200, Some(1)), "{v}");
+    let (_, v) = r.get(&format!("/v1/verdicts/{}", md5_hex(&eicar())), "analyst");
+    assert_eq!(v["verdicts"][0]["verdict"], "clean", "{v}");
+    let (status, v) = r.post_json("/v1/iocs", "admin", &json!({"list": "allow", "entries": [{"digest": md5_hex(&eicar())}]}));
+    assert_eq!((status, v["code"].as_str()), (400, Some("invalid_argument")), "allow lists take sha256 only: {v}");
+    let (status, _) = r.post_json("/v1/iocs", "analyst", &json!({"list": "block", "entries": [{"digest": "a".repeat(64)}]}));
+    assert_eq!(status, 403, "only admins change lists");
+
+    // Taking the entry off restores the rule's verdict (the cache was never touched).
+    let path = format!("/v1/iocs/allow/sha256/{}", sha256_hex(&eicar()));
+    assert_eq!(r.call("DELETE", &path, Some("admin"), &[]).0, 204);
+    assert_eq!(r.call("DELETE", &path, Some("admin"), &[]).0, 404);
+    let (_, v) = r.get(&format!("/v1/verdicts/{}", sha256_hex(&eicar())), "analyst");
+    assert_eq!(v["verdicts"][0]["verdict"], "malicious", "{v}");
+    let (_, listed) = r.get("/v1/iocs", "analyst");
+    assert_eq!(listed["entries"].as_array().unwrap().len(), 100_001);
+}
