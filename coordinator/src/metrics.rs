@@ -112,6 +112,14 @@ impl Metrics {
             m.busy_rejections.clone(),
         );
         registry.register("ioc_entries", "Entries on the hash IOC lists", m.ioc_entries.clone());
+        // Every label known up front, so each series exists (at 0) from the start.
+        for verdict in ["clean", "suspicious", "malicious", "unscannable"] {
+            let _ = m.verdicts.get_or_create(&VerdictLabel { verdict: verdict.into() });
+        }
+        let known = qala_engine::Limit::ALL.map(|l| l.as_str()).into_iter().chain(["max_file_size", "worker_crash"]);
+        for limit in known {
+            let _ = m.limits_hit.get_or_create(&LimitLabel { limit: limit.into() });
+        }
         Metrics { registry, ..m }
     }
 

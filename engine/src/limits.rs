@@ -73,6 +73,18 @@ pub enum Limit {
 }
 
 impl Limit {
+    pub const ALL: [Limit; 9] = [
+        Limit::MaxDepth,
+        Limit::MaxObjects,
+        Limit::MaxTotalBytes,
+        Limit::MaxObjectSize,
+        Limit::MaxRatio,
+        Limit::MaxScanMemory,
+        Limit::ObjectTimeout,
+        Limit::MaxScanTime,
+        Limit::Cancelled,
+    ];
+
     /// Name used in verdicts and JSON output.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -19,6 +19,8 @@ const MAX_FILE: usize = 2 << 20;
 struct Rest {
     cluster: Cluster,
     base: String,
+    /// The worker's Prometheus listener.
+    worker_metrics: u16,
     /// Rules directory (copied, so a test may add rules).
     _rules: tempfile::TempDir,
 }
@@ -41,11 +43,14 @@ fn start() -> Rest {
     let mut cluster = Cluster::start_with(rules.path(), None, 0, options).unwrap();
     // The worker's own limit decides the largest upload.
     let tls = cluster.worker_tls("w1").unwrap().display().to_string();
-    cluster.add_worker_with("w1", &["--tls".into(), tls, "--max-file-size".into(), MAX_FILE.to_string()]).unwrap();
+    let worker_metrics = free_port();
+    let args = ["--tls".into(), tls, "--max-file-size".into(), MAX_FILE.to_string()];
+    let metrics = ["--metrics-listen".into(), format!("127.0.0.1:{worker_metrics}")];
+    cluster.add_worker_with("w1", &[args.as_slice(), &metrics].concat()).unwrap();
     cluster.wait_ready(1).unwrap();
     cluster.add_token("analyst", "analyst").unwrap();
     cluster.add_token("metrics", "prometheus").unwrap();
-    Rest { cluster, base: format!("https://127.0.0.1:{port}"), _rules: rules }
+    Rest { cluster, base: format!("https://127.0.0.1:{port}"), worker_metrics, _rules: rules }
 }
 
 impl Rest {
@@ -278,6 +283,43 @@ fn prometheus_metrics_count_what_happened() {
     ] {
         value(name);
     }
+
+    // The worker's own listener (plain HTTP on loopback).
+    let out = Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/metrics", r.worker_metrics)]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+    };
+    assert_eq!(value("qala_worker_scans_total{verdict=\"malicious\"}"), 1.0);
+    assert_eq!(value("qala_worker_scans_total{verdict=\"clean\"}"), 1.0);
+    assert_eq!(value("qala_worker_scan_duration_seconds_count"), 2.0);
+    assert_eq!(value("qala_worker_scanned_bytes_total"), (eicar().len() + 26) as f64);
+    assert_eq!(value("qala_worker_slots"), 4.0);
+    assert_eq!(value("qala_worker_slots_in_use"), 0.0);
+
+    // Every metric the Grafana dashboard in deploy/ queries exists.
+    let dashboard = std::fs::read_to_string(repo_root().join("deploy/grafana/qala-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&dashboard).unwrap();
+    let (_, coordinator_text) = r.get("/metrics", "prometheus");
+    let exported = format!("{}\n{text}", coordinator_text.as_str().unwrap());
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("qala_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                queried += 1;
+                // A family with no samples yet still has its TYPE line.
+                let base = ["_total", "_bucket"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+                let declared = exported.lines().any(|l| l.starts_with(&name) || l.starts_with(&format!("# TYPE {base} ")));
+                assert!(declared, "the dashboard queries {name}, which nothing exports");
+            }
+        }
+    }
+    assert!(queried >= 20, "{queried}");
 }
 
 #[test]

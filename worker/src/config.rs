@@ -36,6 +36,10 @@ pub struct Config {
     /// Address to listen on for the coordinator's calls (port 0 picks a free port).
     #[arg(long, env = "QALA_WORKER_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// Address of the Prometheus `/metrics` listener (plain HTTP; keep it on
+    /// loopback, e.g. 127.0.0.1:9310); off unless given.
+    #[arg(long, env = "QALA_WORKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// URL the coordinator should dial; defaults to https://<bound listen
     /// address> (http:// with --insecure). Its host must be one the
     /// worker's certificate names.

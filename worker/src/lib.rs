@@ -11,6 +11,7 @@
 pub mod config;
 mod convert;
 mod identity;
+mod metrics;
 mod pool;
 mod register;
 mod rules;
@@ -100,6 +101,10 @@ pub async fn run(
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: {e}"))?),
+        None => None,
+    };
     let request = qala_proto::v1::RegisterRequest {
         worker_id: worker_id.clone(),
         address: advertise.clone(),
@@ -109,6 +114,9 @@ pub async fn run(
         max_file_size: config.max_file_size,
     };
     let mut background = Vec::new();
+    if let Some(l) = metrics_listener {
+        background.push(tokio::spawn(metrics::serve(l, state.clone(), stop_rx.clone())));
+    }
     if let (Some(i), Some((lifetime, token))) = (&identity, enrolled) {
         let enrolled = identity::Enrolled {
             coordinator: coordinators[0].clone(),

@@ -27,6 +27,7 @@ pub struct WorkerState {
     pub max_file_size: u64,
     pub in_flight: AtomicU64,
     pub scanned: AtomicU64,
+    pub metrics: crate::metrics::Metrics,
     max_in_flight: usize,
     /// Files being received or scanned at once. Each is held in memory, so
     /// this bounds memory. A call past it is refused at once with
@@ -61,7 +62,13 @@ impl WorkerState {
             max_file_size,
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
+            metrics: crate::metrics::Metrics::new(),
         }
+    }
+
+    /// Files taken at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
     }
 }
 
@@ -180,6 +187,7 @@ impl pb::worker_server::Worker for WorkerService {
         let _admitted = match self.state.admission.try_acquire() {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.state.metrics.busy.inc();
                 return Err(Status::resource_exhausted(format!("worker busy: {} files in flight", self.state.max_in_flight)));
             }
             Err(tokio::sync::TryAcquireError::Closed) => return Err(Status::unavailable("worker is shutting down")),
@@ -247,6 +255,7 @@ impl pb::worker_server::Worker for WorkerService {
                     }
                     Outcome::Crashed(detail) => {
                         warn!(sha256, detail, "file killed its scan child each time it was scanned alone; unscannable");
+                        self.state.metrics.crashes.inc();
                         convert::crashed(sha256, header.size, &ruleset.id, &self.state.worker_id, &detail)
                     }
                     Outcome::Failed(e) => return Err(Status::internal(e)),
@@ -254,6 +263,7 @@ impl pb::worker_server::Worker for WorkerService {
             }
         };
         self.state.scanned.fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.scanned(&verdict);
         info!(sha256 = %verdict.sha256, verdict = pb::VerdictKind::try_from(verdict.verdict).unwrap_or_default().label(),
               us = verdict.scan_duration_us, "scanned");
         Ok(Response::new(verdict))

@@ -1,0 +1,129 @@
+//! The worker's Prometheus metrics (prometheus-client), on a listener of
+//! its own (`--metrics-listen`, plain HTTP, meant for loopback: the scan
+//! listener only accepts the coordinator's certificate). Counts scans by
+//! verdict, their latency, bytes scanned, limits hit, scan children lost
+//! and busy refusals; reports slots in use.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabel {
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub scans: Family<VerdictLabel, Counter>,
+    pub scan_seconds: Histogram,
+    pub bytes: Counter,
+    pub limits_hit: Family<LimitLabel, Counter>,
+    pub crashes: Counter,
+    pub busy: Counter,
+    in_flight: Gauge,
+    slots: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("qala_worker");
+        let m = Metrics {
+            scans: Family::default(),
+            scan_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            bytes: Counter::default(),
+            limits_hit: Family::default(),
+            crashes: Counter::default(),
+            busy: Counter::default(),
+            in_flight: Gauge::default(),
+            slots: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("scans", "Files scanned, by verdict", m.scans.clone());
+        registry.register("scan_duration_seconds", "Scan time of a file in its scan child", m.scan_seconds.clone());
+        registry.register("scanned_bytes", "Bytes of the files scanned", m.bytes.clone());
+        registry.register("limits_hit", "Scan limits hit, by kind", m.limits_hit.clone());
+        registry.register(
+            "scan_child_crashes",
+            "Files that killed their scan child each time (answered unscannable)",
+            m.crashes.clone(),
+        );
+        registry.register("busy_refusals", "ScanFile calls refused: every slot in use", m.busy.clone());
+        registry.register("slots_in_use", "Files being received or scanned", m.in_flight.clone());
+        registry.register("slots", "Files this worker takes at once", m.slots.clone());
+        // Every label known up front, so each series exists (at 0) from the start.
+        for verdict in ["clean", "suspicious", "malicious", "unscannable"] {
+            let _ = m.scans.get_or_create(&VerdictLabel { verdict: verdict.into() });
+        }
+        let known = qala_engine::Limit::ALL.map(|l| l.as_str()).into_iter().chain(["max_file_size", "worker_crash"]);
+        for limit in known {
+            let _ = m.limits_hit.get_or_create(&LimitLabel { limit: limit.into() });
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// Count one verdict given.
+    pub fn scanned(&self, v: &qala_proto::v1::Verdict) {
+        let label = qala_proto::v1::VerdictKind::try_from(v.verdict).unwrap_or_default().label();
+        self.scans.get_or_create(&VerdictLabel { verdict: label.into() }).inc();
+        self.scan_seconds.observe(v.scan_duration_us as f64 / 1e6);
+        self.bytes.inc_by(v.size);
+        for l in &v.limits_hit {
+            self.limits_hit.get_or_create(&LimitLabel { limit: l.limit.clone() }).inc();
+        }
+    }
+
+    pub fn render(&self, state: &crate::service::WorkerState) -> String {
+        self.in_flight.set(state.in_flight.load(Ordering::Relaxed) as i64);
+        self.slots.set(state.max_in_flight() as i64);
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serve `GET /metrics` on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, state: Arc<crate::service::WorkerState>, mut stop: watch::Receiver<bool>) {
+    let addr = listener.local_addr().ok();
+    if addr.is_some_and(|a| !a.ip().is_loopback()) {
+        warn!(?addr, "metrics listener on a non-loopback address: anyone who reaches it can read the counters");
+    }
+    info!(?addr, "metrics listener (Prometheus) listening");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let state = state.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    state.metrics.render(&state),
+                )
+            }
+        }),
+    );
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+}
