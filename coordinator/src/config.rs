@@ -117,6 +117,19 @@ pub struct Config {
     pub clamd: ClamdConfig,
     #[command(flatten)]
     pub retention: RetentionConfig,
+    /// Send detections and agent actions to syslog: tcp://HOST:PORT or
+    /// tls://HOST:PORT (RFC 5424, octet-counted).
+    #[arg(long, env = "QALA_COORDINATOR_SIEM_SYSLOG")]
+    pub siem_syslog: Option<String>,
+    /// POST detections and agent actions as JSON to this http(s):// URL.
+    #[arg(long, env = "QALA_COORDINATOR_SIEM_WEBHOOK")]
+    pub siem_webhook: Option<String>,
+    /// CA certificate of a TLS syslog server or HTTPS webhook (default: system roots).
+    #[arg(long, env = "QALA_COORDINATOR_SIEM_CA")]
+    pub siem_ca: Option<PathBuf>,
+    /// Events held per SIEM sink while it is unreachable; past it the oldest are dropped.
+    #[arg(long, env = "QALA_COORDINATOR_SIEM_QUEUE", default_value_t = 10_000)]
+    pub siem_queue: usize,
 }
 
 /// The clamd protocol front door (mail gateways, file servers, anything that

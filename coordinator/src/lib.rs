@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod placement;
 pub mod quota;
 mod rules;
+pub mod siem;
 mod spool;
 pub mod store;
 
@@ -125,6 +126,17 @@ pub async fn run(
         tls.as_ref().and_then(|t| t.3.clone()),
     ));
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let siem = siem::Siem::start(
+        &siem::SiemConfig {
+            syslog: config.siem_syslog.clone(),
+            webhook: config.siem_webhook.clone(),
+            ca: config.siem_ca.clone(),
+            queue: config.siem_queue,
+        },
+        stop_rx.clone(),
+    )?;
+    let _ = core.siem.set(siem);
     let clamd = clamd::bind(&config.clamd).await?;
     let http_listener = match &config.http_listen {
         Some(addr) => {
@@ -136,7 +148,6 @@ pub async fn run(
         }
         None => None,
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(clamd.serve(core.clone(), stop_rx.clone())),
         tokio::spawn(core.clone().keep_iocs_fresh(stop_rx.clone())),

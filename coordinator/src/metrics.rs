@@ -50,6 +50,8 @@ pub struct Metrics {
     rules: Gauge,
     busy_rejections: Gauge,
     ioc_entries: Family<ListLabel, Gauge>,
+    siem_sent: Gauge,
+    siem_dropped: Gauge,
 }
 
 impl Default for Metrics {
@@ -82,6 +84,8 @@ impl Metrics {
             rules: Gauge::default(),
             busy_rejections: Gauge::default(),
             ioc_entries: Family::default(),
+            siem_sent: Gauge::default(),
+            siem_dropped: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("uploads", "Scan calls answered (any front door)", m.uploads.clone());
@@ -112,6 +116,8 @@ impl Metrics {
             m.busy_rejections.clone(),
         );
         registry.register("ioc_entries", "Entries on the hash IOC lists", m.ioc_entries.clone());
+        registry.register("siem_events_sent", "Events delivered to SIEM sinks (since start)", m.siem_sent.clone());
+        registry.register("siem_events_dropped", "Events dropped from full SIEM queues (since start)", m.siem_dropped.clone());
         // Every label known up front, so each series exists (at 0) from the start.
         for verdict in ["clean", "suspicious", "malicious", "unscannable"] {
             let _ = m.verdicts.get_or_create(&VerdictLabel { verdict: verdict.into() });
@@ -167,6 +173,9 @@ impl Metrics {
         let (block, allow) = core.iocs.counts();
         self.ioc_entries.get_or_create(&ListLabel { list: "block".into() }).set(block as i64);
         self.ioc_entries.get_or_create(&ListLabel { list: "allow".into() }).set(allow as i64);
+        let (sent, dropped) = core.siem.get().map(|s| s.counts()).unwrap_or_default();
+        self.siem_sent.set(sent as i64);
+        self.siem_dropped.set(dropped as i64);
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out

@@ -76,3 +76,23 @@ pub fn read_token(file: Option<&Path>, env: &str) -> Result<Option<String>, TlsE
         None => Ok(std::env::var(env).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())),
     }
 }
+
+/// A plain rustls client config (for non-gRPC clients such as SIEM export):
+/// server certificates checked against `ca`, or the system's roots.
+pub fn rustls_client_config(ca: Option<&Path>) -> Result<std::sync::Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            for c in load_certs(ca)? {
+                roots.add(c).map_err(|e| TlsError::File { path: ca.display().to_string(), message: e.to_string() })?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}

@@ -18,7 +18,7 @@ mod pem;
 pub mod pki;
 mod server;
 
-pub use client::{BearerToken, client_config, read_token};
+pub use client::{BearerToken, client_config, read_token, rustls_client_config};
 pub use identity::{CertRole, PeerCert};
 pub use pem::{load_certs, load_key};
 pub use server::{ClientAuth, Conn, PeerInfo, ServerTls, ServerTlsFiles, incoming, peer_info};

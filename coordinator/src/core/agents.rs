@@ -98,6 +98,17 @@ impl Core {
             return Err(Status::invalid_argument(format!("at most {MAX_ACTIONS} actions per report")));
         }
         for a in &req.actions {
+            self.to_siem(json!({
+                "event": "agent_action",
+                "at_ms": a.at_ms,
+                "agent_id": caller.name,
+                "action": field(&a.action, 64),
+                "path": field(&a.path, 4096),
+                "sha256": field(&a.sha256, 64),
+                "verdict": field(&a.verdict, 32),
+                "rules": a.rules.iter().take(64).map(|r| field(r, 256)).collect::<Vec<_>>(),
+                "detail": field(&a.detail, 1024),
+            }));
             self.audit.event(
                 "agent_action",
                 Some(caller),

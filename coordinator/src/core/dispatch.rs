@@ -136,7 +136,7 @@ impl Core {
     /// Check that the verdict is the one asked for, and store it.
     pub(super) async fn finish(
         &self,
-        verdict: pb::Verdict,
+        mut verdict: pb::Verdict,
         worker: &WorkerHandle,
         header: &pb::ScanHeader,
         rules: &LoadedRules,
@@ -155,6 +155,21 @@ impl Core {
                 }
                 Err(e) => warn!(sha256 = %verdict.sha256, error = %e, "poison file not listed"),
             }
+        }
+        // The answer is the verdict as stored, so it equals every cached answer.
+        self.store.finalize(&mut verdict);
+        if let Some(e) = store::detection_event(&verdict) {
+            self.to_siem(serde_json::json!({
+                "event": "detection",
+                "at_ms": e.at_ms,
+                "verdict": kind_label(&verdict),
+                "sha256": e.sha256, "sha1": e.sha1, "md5": e.md5, "size": e.size, "file_type": e.file_type,
+                "ruleset_id": e.ruleset_id, "worker_id": e.worker_id,
+                "detections": e.detections.iter().map(|d| serde_json::json!({
+                    "rule": d.rule, "namespace": d.namespace, "object": d.object, "techniques": d.techniques,
+                    "severity": qala_proto::v1::VerdictKind::try_from(d.severity).unwrap_or_default().label(),
+                })).collect::<Vec<_>>(),
+            }));
         }
         match self.store.save(&verdict).await {
             Ok(stored) => info!(sha256 = %verdict.sha256, worker = worker.id, stored, verdict = kind_label(&verdict), "verdict"),

@@ -88,6 +88,8 @@ pub struct Core {
     /// Hash IOC lists, applied to every verdict answered.
     pub iocs: iocs::Iocs,
     pub metrics: crate::metrics::Metrics,
+    /// SIEM export of detections and agent actions (set once at start).
+    pub siem: std::sync::OnceLock<Arc<crate::siem::Siem>>,
     quotas: Quotas,
     limits: CoreLimits,
     inflight: Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>,
@@ -184,6 +186,7 @@ impl Core {
             enrollment,
             iocs: iocs::Iocs::new(),
             metrics: crate::metrics::Metrics::new(),
+            siem: std::sync::OnceLock::new(),
             quotas,
             uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_uploads.max(1))),
             limits,
@@ -201,6 +204,13 @@ impl Core {
 
     pub fn busy_rejections(&self) -> u64 {
         self.busy_rejections.load(Ordering::Relaxed)
+    }
+
+    /// Queue an event for the SIEM sinks, if any.
+    pub fn to_siem(&self, event: serde_json::Value) {
+        if let Some(s) = self.siem.get() {
+            s.send(event);
+        }
     }
 
     pub fn limits(&self) -> &CoreLimits {

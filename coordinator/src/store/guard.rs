@@ -127,6 +127,15 @@ impl Guarded {
         }
     }
 
+    /// Put a fresh verdict in the form the store keeps it (partial flag,
+    /// expiry), so the answer equals every cached answer of it.
+    pub fn finalize(&self, v: &mut Verdict) {
+        let keep = *self.keep.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(stored) = super::stored_form(v, &keep) {
+            *v = stored;
+        }
+    }
+
     /// How long verdicts are kept by level (from the coordinator's flags).
     pub fn set_keep(&self, keep: super::Keep) {
         *self.keep.write().unwrap_or_else(|p| p.into_inner()) = keep;

@@ -227,27 +227,29 @@ pub fn detection_event(v: &Verdict) -> Option<DetectionEvent> {
     })
 }
 
-/// Store `verdict` as its [`retention`] and `keep` allow; returns whether
-/// it was stored. A detection also goes into the detections feed.
-pub async fn save(store: &dyn VerdictStore, verdict: &Verdict, keep: &Keep) -> Result<bool, StoreError> {
-    let event = detection_event(verdict);
-    match retention(verdict) {
-        Retention::Never => Ok(false),
-        Retention::Final => {
-            let expires = keep.expiry(verdict);
-            if expires == 0 {
-                return store.put(verdict, event.as_ref()).await.map(|_| true);
-            }
-            let v = Verdict { expires_at_ms: expires, ..verdict.clone() };
-            store.put(&v, event.as_ref()).await.map(|_| true)
-        }
+/// `v` as the store keeps it: marked `partial` and given its expiry by
+/// [`retention`] and `keep`; None if it is not kept at all. Idempotent (an
+/// expiry already set stays), so the answer of a fresh scan can be put in
+/// this form first and then equal every cached answer of it.
+pub fn stored_form(v: &Verdict, keep: &Keep) -> Option<Verdict> {
+    match retention(v) {
+        Retention::Never => None,
+        Retention::Final if v.expires_at_ms != 0 => Some(v.clone()),
+        Retention::Final => Some(Verdict { expires_at_ms: keep.expiry(v), ..v.clone() }),
+        Retention::Partial if v.partial && v.expires_at_ms != 0 => Some(v.clone()),
         Retention::Partial => {
-            let mut v = verdict.clone();
-            v.partial = true;
-            v.expires_at_ms = now_ms() + PARTIAL_TTL.as_millis() as i64;
-            store.put(&v, event.as_ref()).await.map(|_| true)
+            Some(Verdict { partial: true, expires_at_ms: now_ms() + PARTIAL_TTL.as_millis() as i64, ..v.clone() })
         }
     }
+}
+
+/// Store `verdict` as its [`retention`] and `keep` allow ([`stored_form`]);
+/// returns whether it was stored. A detection also goes into the
+/// detections feed.
+pub async fn save(store: &dyn VerdictStore, verdict: &Verdict, keep: &Keep) -> Result<bool, StoreError> {
+    let Some(v) = stored_form(verdict, keep) else { return Ok(false) };
+    let event = detection_event(&v);
+    store.put(&v, event.as_ref()).await.map(|_| true)
 }
 
 /// The index keys of a verdict's md5 and sha1 (`md5:HEX`, `sha1:HEX`).
