@@ -71,6 +71,9 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
     let uploads = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     // Content being uploaded -> other files with the same content.
     let mut pending: HashMap<String, Vec<(PathBuf, u64)>> = HashMap::new();
+    // Content this run uploaded and got a verdict for: a lookup sent before
+    // that upload ended answers "unknown", and must not upload it again.
+    let mut finished: HashMap<String, qala_proto::v1::Verdict> = HashMap::new();
     let mut summary = Summary::default();
     let bar = opts.progress.then(|| crate::progress::Bar::start(&opts.paths, &opts.walk, excludes.clone()));
     let infected = opts.infected;
@@ -142,7 +145,7 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                 };
                 let known: HashMap<String, _> = known;
                 for (path, sha256, size) in files {
-                    if let Some(v) = known.get(&sha256) {
+                    if let Some(v) = known.get(&sha256).or_else(|| finished.get(&sha256)) {
                         emit(FileResult { path, sha256, size, outcome: Ok(v.clone()), cached: true, uploaded: 0 }, &mut summary);
                     } else if opts.lookup_only || private.matches(&path) {
                         // Privacy: looked up, never uploaded.
@@ -166,6 +169,9 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                 match done.result {
                     Ok(up) => {
                         let verdict = up.response.verdict.ok_or_else(|| "coordinator sent no verdict".to_string());
+                        if let Ok(v) = &verdict {
+                            finished.insert(done.sha256.clone(), v.clone());
+                        }
                         for (path, size) in waiting {
                             emit(FileResult { path, sha256: done.sha256.clone(), size, outcome: verdict.clone(), cached: true, uploaded: 0 }, &mut summary);
                         }
