@@ -365,17 +365,9 @@ impl Server {
                             break "stream broken";
                         }
                     };
-                    let Ok(permit) = parallel.clone().acquire_owned().await else { break "closed" };
-                    let (server, caller, tx, tally) = (self.clone(), caller.clone(), tx.clone(), tally.clone());
-                    let task = async move {
-                        let text = server.scan(&caller, data, &tally).await;
-                        let _ = tx.send(protocol::reply(id, &format!("stream: {text}"), style)).await;
-                        drop(permit);
-                    };
-                    if session.is_some() {
-                        tokio::spawn(task);
-                    } else {
-                        task.await;
+                    let reply_to = Reply { id, style, name: "stream".into(), in_session: session.is_some() };
+                    if !self.answer_scan(&parallel, caller, &tx, &tally, data, reply_to).await {
+                        break "closed";
                     }
                 }
                 Command::Fildes => {
@@ -405,17 +397,9 @@ impl Server {
                             break "bad descriptor";
                         }
                     };
-                    let Ok(permit) = parallel.clone().acquire_owned().await else { break "closed" };
-                    let (server, caller, tx, tally) = (self.clone(), caller.clone(), tx.clone(), tally.clone());
-                    let task = async move {
-                        let text = server.scan(&caller, data, &tally).await;
-                        let _ = tx.send(protocol::reply(id, &format!("{name}: {text}"), style)).await;
-                        drop(permit);
-                    };
-                    if session.is_some() {
-                        tokio::spawn(task);
-                    } else {
-                        task.await;
+                    let reply_to = Reply { id, style, name, in_session: session.is_some() };
+                    if !self.answer_scan(&parallel, caller, &tx, &tally, data, reply_to).await {
+                        break "closed";
                     }
                 }
                 Command::Unavailable(_) => {
@@ -442,6 +426,35 @@ impl Server {
         drop(tx);
         let _ = writer.await;
         end
+    }
+
+    /// Scan `data` and send `NAME: RESULT` to `reply_to`: inside a session
+    /// on a task of its own (up to [`SESSION_PARALLEL`] at once, replies in
+    /// the order scans finish), else before the next command is read.
+    /// False if the session is closing.
+    async fn answer_scan(
+        self: &Arc<Self>,
+        parallel: &Arc<Semaphore>,
+        caller: &Caller,
+        tx: &mpsc::Sender<Vec<u8>>,
+        tally: &Arc<Tally>,
+        data: Unhashed,
+        reply_to: Reply,
+    ) -> bool {
+        let Ok(permit) = parallel.clone().acquire_owned().await else { return false };
+        let (server, caller, tx, tally) = (self.clone(), caller.clone(), tx.clone(), tally.clone());
+        let Reply { id, style, name, in_session } = reply_to;
+        let task = async move {
+            let text = server.scan(&caller, data, &tally).await;
+            let _ = tx.send(protocol::reply(id, &format!("{name}: {text}"), style)).await;
+            drop(permit);
+        };
+        if in_session {
+            tokio::spawn(task);
+        } else {
+            task.await;
+        }
+        true
     }
 
     /// `ClamAV VERSION/DB/DATE`, the ruleset standing in for ClamAV's
@@ -565,6 +578,14 @@ impl Server {
 async fn drain<R: AsyncRead + Unpin>(r: &mut R) {
     let mut sink = tokio::io::sink();
     let _ = tokio::time::timeout(Duration::from_secs(5), tokio::io::copy(&mut r.take(DRAIN_MAX), &mut sink)).await;
+}
+
+/// Where a scan's reply goes: its session number, framing and name (`stream`, `fd[N]`).
+struct Reply {
+    id: Option<u32>,
+    style: Style,
+    name: String,
+    in_session: bool,
 }
 
 enum StreamError {

@@ -98,31 +98,20 @@ impl Core {
             return Err(Status::invalid_argument(format!("at most {MAX_ACTIONS} actions per report")));
         }
         for a in &req.actions {
-            self.to_siem(json!({
-                "event": "agent_action",
-                "at_ms": a.at_ms,
+            let fields = json!({
                 "agent_id": caller.name,
                 "action": field(&a.action, 64),
                 "path": field(&a.path, 4096),
                 "sha256": field(&a.sha256, 64),
                 "verdict": field(&a.verdict, 32),
                 "rules": a.rules.iter().take(64).map(|r| field(r, 256)).collect::<Vec<_>>(),
+                "at_ms": a.at_ms,
                 "detail": field(&a.detail, 1024),
-            }));
-            self.audit.event(
-                "agent_action",
-                Some(caller),
-                json!({
-                    "agent_id": caller.name,
-                    "action": field(&a.action, 64),
-                    "path": field(&a.path, 4096),
-                    "sha256": field(&a.sha256, 64),
-                    "verdict": field(&a.verdict, 32),
-                    "rules": a.rules.iter().take(64).map(|r| field(r, 256)).collect::<Vec<_>>(),
-                    "at_ms": a.at_ms,
-                    "detail": field(&a.detail, 1024),
-                }),
-            );
+            });
+            let mut event = fields.clone();
+            event["event"] = json!("agent_action");
+            self.to_siem(event);
+            self.audit.event("agent_action", Some(caller), fields);
         }
         let mut record = self.own_record(caller).await?;
         let now = crate::rules::now_ms();
