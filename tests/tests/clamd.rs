@@ -528,3 +528,20 @@ fn fildes_scans_a_passed_file_and_refuses_what_is_not_one() {
     let commands = String::from_utf8(talk(c.port, b"nVERSIONCOMMANDS\n")).unwrap();
     assert!(!commands.contains("FILDES"), "{commands}");
 }
+
+#[test]
+fn a_stalled_stream_is_answered_with_an_error_not_held_open() {
+    let c = start(&["--upload-stall-secs", "1"], &repo_root().join("rules"));
+    let mut s = TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // A chunk of 100 bytes announced, 10 sent, then silence.
+    let mut req = b"zINSTREAM\0".to_vec();
+    req.extend_from_slice(&100u32.to_be_bytes());
+    req.extend_from_slice(b"0123456789");
+    s.write_all(&req).unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert_eq!(out, b"stream: INSTREAM: no data within the stall timeout ERROR\0");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}

@@ -26,6 +26,10 @@ struct Rest {
 }
 
 fn start() -> Rest {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> Rest {
     let rules = tempfile::tempdir().unwrap();
     for f in std::fs::read_dir(repo_root().join("rules")).unwrap() {
         let f = f.unwrap().path();
@@ -40,6 +44,7 @@ fn start() -> Rest {
     let port = free_port();
     let mut options = Options::default();
     options.coordinator_args.extend(["--http-listen", &format!("127.0.0.1:{port}")].map(String::from));
+    options.coordinator_args.extend(extra.iter().map(|s| s.to_string()));
     let mut cluster = Cluster::start_with(rules.path(), None, 0, options).unwrap();
     // The worker's own limit decides the largest upload.
     let tls = cluster.worker_tls("w1").unwrap().display().to_string();
@@ -416,4 +421,53 @@ fn ioc_lists_block_and_allow_instantly_for_every_hash_kind() {
     assert_eq!(v["verdicts"][0]["verdict"], "malicious", "{v}");
     let (_, listed) = r.get("/v1/iocs", "analyst");
     assert_eq!(listed["entries"].as_array().unwrap().len(), 100_001);
+}
+
+#[test]
+fn a_stalled_upload_is_given_up_and_garbage_gets_an_error() {
+    let r = start_with(&["--upload-stall-secs", "1"]);
+    let port = r.base.rsplit(':').next().unwrap();
+    // Headers promising 100 MB, ten bytes, then nothing: 408 once the stall
+    // timeout passes, not a connection held open for good.
+    let script = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname="127.0.0.1")
+s.sendall(("POST /v1/scan HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + sys.argv[3] + "\r\nContent-Length: 100000000\r\n\r\n0123456789").encode())
+start = time.time()
+s.settimeout(20)
+reply = s.recv(4096).decode(errors="replace")
+print(round(time.time() - start, 1))
+print(reply.splitlines()[0] if reply else "closed")
+print(reply.split("\r\n\r\n", 1)[-1])
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(r.cluster.ca())
+        .arg(port)
+        .arg(r.cluster.token("agent"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    let waited: f64 = lines[0].parse().unwrap();
+    assert!(lines[1].starts_with("HTTP/1.1 408"), "{text}");
+    assert!(lines[2].contains("\"code\":\"timeout\""), "{text}");
+    assert!((0.5..10.0).contains(&waited), "answered after {waited} s");
+
+    // Garbage instead of HTTP gets a 400 or a closed connection, and the server goes on.
+    let garbage = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname="127.0.0.1")
+s.sendall(bytes(range(256)) * 4)
+s.settimeout(10)
+print(s.recv(100)[:12])
+"#;
+    let out = Command::new("python3").args(["-c", garbage]).arg(r.cluster.ca()).arg(port).output().unwrap();
+    let g = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(g.contains("HTTP/1.1 400") || g.trim() == "b''", "{g}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(r.get("/v1/cluster", "analyst").0, 200);
 }

@@ -15,7 +15,7 @@ use crate::core::Core;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use qala_tls::{PeerCert, PeerInfo, ServerTls};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -24,6 +24,10 @@ use tonic::transport::server::Connected;
 use tracing::{debug, info};
 
 pub use routes::ApiDoc;
+
+/// Request headers must arrive within this long (HTTP/1.1); HTTP/2
+/// connections are pinged at this interval.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A refusal or failure, as JSON `{"code": ..., "message": ...}`.
 pub struct ApiError {
@@ -137,10 +141,11 @@ pub async fn serve(
                 let router = router.clone();
                 async move { tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new)).await }
             });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(conn), service)
-                .await
-            {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that never finishes its request headers is dropped.
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(HEADER_TIMEOUT));
+            if let Err(e) = builder.serve_connection(TokioIo::new(conn), service).await {
                 debug!(error = %e, "REST connection ended with an error");
             }
         });

@@ -146,6 +146,9 @@ async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: R
         PushError::TooLarge => too_large(),
         PushError::Spool(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("spool: {e}")),
     };
+    // A body that stalls is given up, as an agent's upload is (--upload-stall-secs).
+    let stall = s.core.limits().upload_stall;
+    let stalled = || ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", format!("no data for {} s", stall.as_secs()));
     let mut upload = Unhashed::new(max);
     let multipart = headers
         .get(header::CONTENT_TYPE)
@@ -161,7 +164,11 @@ async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: R
                 continue;
             }
             found = true;
-            while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::bad_request(e.body_text()))? {
+            while let Some(chunk) = tokio::time::timeout(stall, field.chunk())
+                .await
+                .map_err(|_| stalled())?
+                .map_err(|e| ApiError::bad_request(e.body_text()))?
+            {
                 upload.push(chunk).await.map_err(push_err)?;
             }
             break;
@@ -171,7 +178,7 @@ async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: R
         }
     } else {
         let mut body = request.into_body().into_data_stream();
-        while let Some(chunk) = body.next().await {
+        while let Some(chunk) = tokio::time::timeout(stall, body.next()).await.map_err(|_| stalled())? {
             let chunk = chunk.map_err(|e| {
                 if std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) {
                     too_large()
