@@ -44,6 +44,12 @@ pub fn localize(mut v: pb::Verdict, path: &Path) -> pb::Verdict {
     for e in &mut v.encrypted {
         *e = prefixed(&base, e);
     }
+    for o in &mut v.objects {
+        o.object = prefixed(&base, &o.object);
+    }
+    if let Some(i) = &mut v.ioc {
+        i.object = prefixed(&base, &i.object);
+    }
     if double_extension(&base) {
         v.detections.push(pb::Detection {
             rule: "Qala_Double_Extension_Executable".into(),

@@ -78,6 +78,24 @@ pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
         "object_meta".into(),
         Value::Array(v.object_meta.iter().map(|o| json!({"object": o.object, "meta": o.meta})).collect()),
     );
+    if let Some(i) = &v.ioc {
+        m.insert("ioc".into(), json!({"list": i.list, "kind": i.kind, "digest": i.digest, "name": i.name, "object": i.object}));
+    }
+    if !v.objects.is_empty() {
+        m.insert(
+            "objects".into(),
+            Value::Array(
+                v.objects
+                    .iter()
+                    .map(|o| {
+                        json!({"object": o.object, "parent": o.parent, "sha256": o.sha256, "md5": o.md5,
+                               "sha1": o.sha1, "truncated": o.truncated})
+                    })
+                    .collect(),
+            ),
+        );
+        m.insert("objects_truncated".into(), json!(v.objects_truncated));
+    }
     m.insert("partial".into(), json!(v.partial));
     m.insert("blake3".into(), json!(v.blake3));
     m.insert("md5".into(), json!(v.md5));
@@ -138,6 +156,11 @@ pub fn verdict_text(v: &pb::Verdict) -> String {
     if !v.limits_hit.is_empty() {
         let list: Vec<String> = v.limits_hit.iter().map(|l| format!("{} at {}", safe(&l.limit), safe(&l.object))).collect();
         s.push_str(&format!(" (limits hit: {})", list.join(", ")));
+    }
+    if let Some(i) = v.ioc.as_ref().filter(|i| i.list == "allow") {
+        let name = if i.name.is_empty() { String::new() } else { format!(" {:?}", safe(&i.name)) };
+        let at = if i.object.is_empty() { String::new() } else { format!(" for {}", safe(&i.object)) };
+        s.push_str(&format!(" (allow list{name}{at})"));
     }
     if kind(v) == VerdictKind::Unscannable && !v.errors.is_empty() {
         s.push_str(&format!(" ({})", safe(&v.errors.join("; "))));

@@ -15,6 +15,50 @@ pub struct Digests {
     pub sha1: String,
 }
 
+/// Which digests of objects inside a submission are computed besides
+/// sha256 (always): md5 and sha1 cost a pass each, so only while an IOC
+/// list of that kind exists (the coordinator says so with each scan).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DigestKinds {
+    pub md5: bool,
+    pub sha1: bool,
+}
+
+/// The digests of one object inside a submission (an archive member, a
+/// decoded attachment), as lower-case hex; md5 and sha1 empty unless asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectDigests {
+    /// The object's path inside the submission (`outer.zip/inner.txt`).
+    pub object: String,
+    /// 1-based index, in the same list, of the container it came out of;
+    /// 0: the submission itself. Always lower than the object's own index.
+    pub parent: u32,
+    pub sha256: [u8; 32],
+    pub md5: Option<[u8; 16]>,
+    pub sha1: Option<[u8; 20]>,
+    /// Read only in part (a limit): the digests are of the bytes read.
+    pub truncated: bool,
+}
+
+impl DigestKinds {
+    /// sha256 (always) and the asked-for digests of one object, in one pass.
+    pub fn digest(self, data: &[u8]) -> ([u8; 32], Option<[u8; 16]>, Option<[u8; 20]>) {
+        let mut sha256 = sha2::Sha256::new();
+        let mut md5 = self.md5.then(md5::Md5::new);
+        let mut sha1 = self.sha1.then(sha1::Sha1::new);
+        for piece in data.chunks(64 * 1024) {
+            sha256.update(piece);
+            if let Some(h) = &mut md5 {
+                h.update(piece);
+            }
+            if let Some(h) = &mut sha1 {
+                h.update(piece);
+            }
+        }
+        (sha256.finalize().into(), md5.map(|h| h.finalize().into()), sha1.map(|h| h.finalize().into()))
+    }
+}
+
 /// Incremental hasher feeding each chunk to every digest while it is hot
 /// in cache, so every byte is read from memory once.
 #[derive(Clone)]
@@ -83,6 +127,10 @@ mod tests {
         assert_eq!(d.blake3, "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
         assert_eq!(d.md5, "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(d.sha1, "a9993e364706816aba3e25717850c26c9cd0d89d");
+        let none = super::DigestKinds::default().digest(b"abc");
+        assert_eq!((hex::encode(none.0), none.1, none.2), (d.sha256.clone(), None, None));
+        let all = super::DigestKinds { md5: true, sha1: true }.digest(b"abc");
+        assert_eq!((hex::encode(all.1.unwrap()), hex::encode(all.2.unwrap())), (d.md5.clone(), d.sha1.clone()));
         let mut trusted = Hasher::without_sha256();
         trusted.update(b"abc");
         let t = trusted.finish();

@@ -36,7 +36,7 @@ pub mod fuzzing;
 
 pub use exe::{ExecutableSummary, SectionSummary, summarize_executable};
 pub use filetype::FileType;
-pub use hash::{Digests, Hasher};
+pub use hash::{DigestKinds, Digests, Hasher, ObjectDigests};
 pub use limits::{Limit, Limits};
 pub use report::{Detection, LimitHit, ObjectMeta, Report, Severity};
 #[cfg(feature = "rules")]
@@ -50,4 +50,4 @@ pub use scan::Engine;
 /// same build) and the revision of what the unpackers see through:
 /// `formats.N` goes up whenever a format module is added or finds more, so
 /// files judged before are scanned again rather than answered from the cache.
-pub const ENGINE_VERSION: &str = concat!("qala-engine/", env!("CARGO_PKG_VERSION"), "+formats.7 yara-x/1.22");
+pub const ENGINE_VERSION: &str = concat!("qala-engine/", env!("CARGO_PKG_VERSION"), "+formats.8 yara-x/1.22");

@@ -74,6 +74,11 @@ pub struct Report {
     pub encrypted: Vec<String>,
     /// Metadata of objects that have some (message headers).
     pub object_meta: Vec<ObjectMeta>,
+    /// Digests of every distinct object found inside the submission (not
+    /// the root, whose digests are above), in the order they were reached.
+    pub objects: Vec<crate::hash::ObjectDigests>,
+    /// The md5/sha1 kinds computed for `objects`.
+    pub object_digest_kinds: crate::hash::DigestKinds,
     pub objects_scanned: u32,
     /// Bytes of all objects scanned (the root and everything extracted).
     pub bytes_scanned: u64,

@@ -4,6 +4,7 @@
 use crate::exe::panic_message;
 use crate::filetype::FileType;
 use crate::formats::at;
+use crate::hash::DigestKinds;
 use crate::limits::{Limit, Limits};
 use crate::report::{Detection, Report, Severity};
 use crate::rules::{
@@ -27,6 +28,8 @@ const MAX_MATCHES_PER_PATTERN: usize = 1_000;
 pub struct Engine<'r> {
     rules: Rules<'r>,
     limits: Limits,
+    /// Digests of nested objects computed besides sha256.
+    kinds: DigestKinds,
 }
 
 /// The yara-x half of an engine: what [`Inspect`]s each object.
@@ -47,7 +50,14 @@ fn new_scanner<'r>(ruleset: &'r Ruleset, timeout: Duration) -> yara_x::Scanner<'
 impl<'r> Engine<'r> {
     pub fn new(ruleset: &'r Ruleset, limits: Limits) -> Self {
         let timeout = limits.object_timeout;
-        Self { rules: Rules { scanner: new_scanner(ruleset, timeout), ruleset, timeout }, limits }
+        Self { rules: Rules { scanner: new_scanner(ruleset, timeout), ruleset, timeout }, limits, kinds: DigestKinds::default() }
+    }
+
+    /// Which digests of the objects inside a submission the following
+    /// scans compute besides sha256 (md5 and sha1 only while IOC lists of
+    /// that kind exist; they do not change what a scan finds).
+    pub fn set_object_digests(&mut self, kinds: DigestKinds) {
+        self.kinds = kinds;
     }
 
     pub fn ruleset_id(&self) -> &str {
@@ -61,14 +71,14 @@ impl<'r> Engine<'r> {
     /// Scan one submission held in memory. `name` is the root object's name
     /// (the file name the agent gave), the first element of object paths.
     pub fn scan(&mut self, data: &[u8], name: &str) -> Report {
-        walk(&mut self.rules, &self.limits, data, name, None, None, None)
+        walk(&mut self.rules, &self.limits, data, name, None, None, None, self.kinds)
     }
 
     /// [`Engine::scan`] that stops at its next check (between objects and
     /// inside long decodes) once `cancel` is set from another thread; the
     /// report then has a `cancelled` limit hit.
     pub fn scan_cancellable(&mut self, data: &[u8], name: &str, cancel: Arc<AtomicBool>) -> Report {
-        walk(&mut self.rules, &self.limits, data, name, None, Some(cancel), None)
+        walk(&mut self.rules, &self.limits, data, name, None, Some(cancel), None, self.kinds)
     }
 
     /// [`Engine::scan_cancellable`] of bytes whose sha256 the caller has
@@ -77,7 +87,7 @@ impl<'r> Engine<'r> {
     /// sha256 again, and the report carries `sha256` as given. Everything
     /// else (blake3, nested objects' digests) is computed as usual.
     pub fn scan_verified(&mut self, data: &[u8], sha256: &str, cancel: Arc<AtomicBool>) -> Report {
-        walk(&mut self.rules, &self.limits, data, "", None, Some(cancel), Some(sha256))
+        walk(&mut self.rules, &self.limits, data, "", None, Some(cancel), Some(sha256), self.kinds)
     }
 }
 

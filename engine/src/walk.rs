@@ -8,7 +8,7 @@
 use crate::exe::{ExecutableSummary, panic_message, summarize_executable};
 use crate::filetype::FileType;
 use crate::formats::{self, Container, Read, Walker, at};
-use crate::hash::{Digests, Hasher};
+use crate::hash::{DigestKinds, Digests, Hasher, ObjectDigests};
 use crate::limits::{Deadline, Limit, Limits};
 use crate::report::{Detection, LimitHit, ObjectMeta, Report, Severity};
 use std::collections::HashSet;
@@ -68,8 +68,14 @@ pub(crate) struct Walk {
     /// Bytes of decoded objects alive now: the submission and the objects
     /// on the way down to the one being scanned.
     pub(crate) live: u64,
-    /// blake3 of every object already scanned in this submission.
+    /// sha256 of every object already scanned in this submission.
     pub(crate) seen: HashSet<[u8; 32]>,
+    /// Digests of the distinct objects inside the submission, and the
+    /// kinds asked for besides sha256.
+    pub(crate) digests: Vec<ObjectDigests>,
+    pub(crate) kinds: DigestKinds,
+    /// 1-based index in `digests` of the object being scanned; 0: the root.
+    pub(crate) current: u32,
     pub(crate) detections: Vec<Detection>,
     pub(crate) executables: Vec<crate::exe::ExecutableSummary>,
     pub(crate) limits_hit: Vec<LimitHit>,
@@ -90,7 +96,9 @@ impl Walk {
 /// detection (the fuzz targets force each unpacker on arbitrary bytes).
 /// Setting `cancel` stops the walk (and any decoder) at its next check.
 /// `root_sha256`, when the caller already verified it, is taken as the
-/// root's sha256 instead of hashing the bytes again.
+/// root's sha256 instead of hashing the bytes again. `kinds` says which
+/// digests of the objects inside it are computed besides sha256.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn walk(
     inspector: &mut impl Inspect,
     limits: &Limits,
@@ -99,6 +107,7 @@ pub(crate) fn walk(
     root_type: Option<FileType>,
     cancel: Option<Arc<AtomicBool>>,
     root_sha256: Option<&str>,
+    kinds: DigestKinds,
 ) -> Report {
     let start = Instant::now();
     let digests = match root_sha256 {
@@ -117,6 +126,9 @@ pub(crate) fn walk(
         extracted: 0,
         out_of_time: false,
         seen: HashSet::new(),
+        digests: Vec::new(),
+        kinds,
+        current: 0,
         detections: Vec::new(),
         executables: Vec::new(),
         limits_hit: Vec::new(),
@@ -127,9 +139,10 @@ pub(crate) fn walk(
     };
     // An empty name is the submission itself (the worker never has the
     // client's name): object paths are then relative to it, the root "".
-    // The root's blake3 is already in the digests: no second pass.
-    if let Ok(h) = blake3::Hash::from_hex(&digests.blake3) {
-        walk.seen.insert(*h.as_bytes());
+    // The root's sha256 is already known: no second pass.
+    let mut root = [0u8; 32];
+    if hex::decode_to_slice(&digests.sha256, &mut root).is_ok() {
+        walk.seen.insert(root);
     }
     let deadline = Deadline::new(limits.max_scan_time, cancel);
     let mut unpacker = Unpacker { inspector, limits, deadline, walk };
@@ -160,6 +173,8 @@ pub(crate) fn walk(
         errors: walk.errors,
         encrypted: walk.encrypted,
         object_meta: walk.object_meta,
+        objects: walk.digests,
+        object_digest_kinds: walk.kinds,
         objects_scanned: walk.objects,
         bytes_scanned: walk.bytes,
         duration: start.elapsed(),
@@ -289,16 +304,24 @@ impl<I: Inspect> Walker for Unpacker<'_, I> {
         if member.data.is_empty() && !member.truncated {
             return Flow::Continue;
         }
-        let digest = *blake3::hash(&member.data).as_bytes();
+        // sha256 names the object for the seen set and for IOC lists. Every
+        // object scanned is listed (a truncated one too, marked: its digest
+        // is its first bytes'), so a detection's path can be told apart.
+        let (digest, md5, sha1) = walk.kinds.digest(&member.data);
         if !walk.seen.insert(digest) {
             return Flow::Continue;
         }
+        let parent = walk.current;
+        let truncated = member.truncated;
+        walk.digests.push(ObjectDigests { object: child.to_string(), parent, sha256: digest, md5, sha1, truncated });
+        walk.current = walk.digests.len() as u32;
         let ty = FileType::detect(&member.data);
         let held = member.data.len() as u64;
         walk.live += held;
         let limits_before = walk.limits_hit.len();
         self.scan_object(&member.data, ty, child, depth + 1, parent_type.as_str());
         self.walk.live -= held;
+        self.walk.current = parent;
         // An object whose scan a limit cut short was not seen whole: a copy
         // of it elsewhere (shallower, say) is scanned again, not skipped as
         // a duplicate (ClamAV's `clam_cache_emax` case).

@@ -1469,3 +1469,44 @@ fn a_verified_sha256_is_taken_not_recomputed_and_the_scan_is_the_same() {
     assert_eq!(rules(&trusted), rules(&fresh));
     assert_eq!(trusted.objects_scanned, fresh.objects_scanned);
 }
+
+/// Every distinct object inside a submission is listed with its sha256
+/// (and md5/sha1 only when asked), its path and its container, so IOC lists
+/// can name objects inside archives; duplicates are listed once.
+#[test]
+fn objects_inside_are_listed_with_their_digests_and_containers() {
+    use sha2::Digest as _;
+    let inner = zip_of(&[("readme.txt", b"hello"), ("eicar.com", &eicar())]);
+    let outer = zip_of(&[("inner.zip", &inner), ("notes.txt", b"notes"), ("again.txt", b"hello")]);
+    let mut e = Engine::new(bundled(), Limits::default());
+    let r = e.scan(&outer, "");
+    let listed: Vec<(&str, u32, String)> =
+        r.objects.iter().map(|o| (o.object.as_str(), o.parent, hex::encode(o.sha256))).collect();
+    let sha = |d: &[u8]| hex::encode(sha2::Sha256::digest(d));
+    assert_eq!(
+        listed,
+        [
+            ("inner.zip", 0, sha(&inner)),
+            ("inner.zip/readme.txt", 1, sha(b"hello")),
+            ("inner.zip/eicar.com", 1, sha(&eicar())),
+            ("notes.txt", 0, sha(b"notes")),
+        ],
+        "again.txt has readme.txt's content: scanned and listed once"
+    );
+    assert!(r.objects.iter().all(|o| o.md5.is_none() && o.sha1.is_none() && !o.truncated));
+    assert_eq!(r.object_digest_kinds, qala_engine::DigestKinds::default());
+
+    e.set_object_digests(qala_engine::DigestKinds { md5: true, sha1: false });
+    let r = e.scan(&outer, "");
+    let eicar_md5 = "44d88612fea8a8f36de82e1278abb02f";
+    assert_eq!(r.objects[2].md5.map(hex::encode).as_deref(), Some(eicar_md5));
+    assert!(r.objects.iter().all(|o| o.md5.is_some() && o.sha1.is_none()));
+
+    // A member read only in part is listed, marked, with its first bytes' digest.
+    let big = vec![b'a'; 4096];
+    let limits = Limits { max_object_size: 1000, ..Limits::default() };
+    let r = Engine::new(bundled(), limits).scan(&zip_of(&[("big.txt", &big)]), "");
+    assert_eq!(r.objects.len(), 1, "{:?}", r.objects);
+    assert!(r.objects[0].truncated);
+    assert_eq!(hex::encode(r.objects[0].sha256), sha(&big[..1000]));
+}

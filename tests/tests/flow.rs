@@ -96,6 +96,7 @@ async fn worker_refuses_calls_past_its_admission_at_once() {
             size: 1000,
             file_name: format!("held-{i}"),
             ruleset_id: ruleset_id.clone(),
+            ..Default::default()
         })),
     };
     // Two threads admit four calls: hold four open with their uploads unfinished.
@@ -148,6 +149,7 @@ async fn a_worker_refuses_a_malformed_sha256_header_instead_of_trusting_it() {
                     size: 1000,
                     file_name: String::new(),
                     ruleset_id: ruleset_id.clone(),
+                    ..Default::default()
                 })),
             },
             pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(data.clone().into())) },

@@ -2,7 +2,7 @@
 //! techniques and hash IOC lists, against a running coordinator and worker
 //! over TLS, with curl as the client.
 
-use qala_tests::{Cluster, Options, coordinator_command, eicar, free_port, repo_root, sha256_hex, wait_for};
+use qala_tests::{Cluster, Options, coordinator_command, eicar, free_port, repo_root, sha256_hex, wait_for, zip_of};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -421,6 +421,104 @@ fn ioc_lists_block_and_allow_instantly_for_every_hash_kind() {
     assert_eq!(v["verdicts"][0]["verdict"], "malicious", "{v}");
     let (_, listed) = r.get("/v1/iocs", "analyst");
     assert_eq!(listed["entries"].as_array().unwrap().len(), 100_001);
+}
+
+/// The worker's scan count, from `/v1/cluster`.
+fn scanned(r: &Rest) -> u64 {
+    r.get("/v1/cluster", "analyst").1["workers"][0]["scanned"].as_u64().unwrap()
+}
+
+#[test]
+fn ioc_lists_reach_objects_inside_archives() {
+    let r = start();
+    let dir = tempfile::tempdir().unwrap();
+    let tool = b"qala nested tool 7781: harmless bytes a threat report names\n";
+    let bundle = zip_of(&[("docs/readme.txt", b"read me first 7781\n"), ("bin/tool.exe", tool)]);
+    let path = write(dir.path(), "bundle.zip", &bundle);
+
+    // Scanned before any list exists: clean, every object listed with its
+    // sha256 and its container, md5s not computed.
+    let (code, lines) = r.cluster.scan(&[&path]).unwrap();
+    assert_eq!((code, lines[0]["verdict"].as_str()), (0, Some("clean")), "{lines:?}");
+    let (_, v) = r.get(&format!("/v1/verdicts/{}", sha256_hex(&bundle)), "analyst");
+    let objects = &v["verdicts"][0]["objects"];
+    assert_eq!(objects[1]["object"], "bin/tool.exe", "{v}");
+    assert_eq!(objects[1]["sha256"], sha256_hex(tool));
+    assert_eq!((objects[1]["parent"].as_u64(), objects[1]["md5"].as_str()), (Some(0), Some("")));
+
+    // An md5 block entry naming the member: scans now compute nested md5s,
+    // and the stored verdict, which has none, is scanned once more.
+    wait_for("the worker's count of the first scan", Duration::from_secs(10), || (scanned(&r) == 1).then_some(())).unwrap();
+    let entry = json!({"list": "block", "entries": [{"digest": md5_hex(tool), "name": "Report.Tool"}]});
+    assert_eq!(r.post_json("/v1/iocs", "admin", &entry).0, 200);
+    let lines = wait_for("the md5 entry applied to the member", Duration::from_secs(15), || {
+        let (code, lines) = r.cluster.scan(&[&path]).unwrap();
+        (code == 1).then_some(lines)
+    })
+    .unwrap();
+    let v = &lines[0];
+    assert_eq!(v["verdict"], "malicious", "{v}");
+    assert_eq!(
+        (v["detections"][0]["rule"].as_str(), v["detections"][0]["object"].as_str()),
+        (Some("Report.Tool"), Some("bundle.zip/bin/tool.exe"))
+    );
+    assert_eq!((v["ioc"]["kind"].as_str(), v["ioc"]["object"].as_str()), (Some("md5"), Some("bundle.zip/bin/tool.exe")), "{v}");
+    assert_eq!(v["objects"][1]["md5"], md5_hex(tool));
+    assert_eq!((v["uploaded"].as_u64(), v["cached"].as_bool()), (Some(bundle.len() as u64), Some(false)), "scanned again: {v}");
+    wait_for("the worker's count of the new scan", Duration::from_secs(10), || (scanned(&r) == 2).then_some(())).unwrap();
+    let (_, lines) = r.cluster.scan(&[&path]).unwrap();
+    assert_eq!((lines[0]["cached"].as_bool(), lines[0]["verdict"].as_str()), (Some(true), Some("malicious")), "{lines:?}");
+    // Analysts see the same by the archive's hash.
+    let (_, v) = r.get(&format!("/v1/verdicts/{}", sha256_hex(&bundle)), "analyst");
+    assert_eq!(v["verdicts"][0]["ioc"]["object"], "bin/tool.exe", "{v}");
+
+    // A sha256 block entry for a member of an archive nobody scanned yet.
+    let payload = b"qala nested payload 7781, only inside a tar.gz-less zip\n";
+    let fresh = zip_of(&[("a/b/payload.bin", payload)]);
+    let entry = json!({"list": "block", "entries": [{"digest": sha256_hex(payload), "name": "Report.Payload"}]});
+    assert_eq!(r.post_json("/v1/iocs", "admin", &entry).0, 200);
+    let fresh_path = write(dir.path(), "fresh.zip", &fresh);
+    let (status, v) = wait_for("the sha256 entry in force", Duration::from_secs(15), || {
+        let (status, v) = r.post_file("/v1/scan", "agent", &fresh_path);
+        (v["verdict"]["verdict"] == "malicious").then_some((status, v))
+    })
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(v["verdict"]["ioc"]["object"], "a/b/payload.bin", "{v}");
+
+    // An allow entry for a member clears its detection (a false positive
+    // inside an archive) and says so; the rest of the archive still counts.
+    let mixed = zip_of(&[("eicar.com", &eicar()), ("notes.txt", b"notes 7781\n")]);
+    let mixed_path = write(dir.path(), "mixed.zip", &mixed);
+    let (_, lines) = r.cluster.scan(&[&mixed_path]).unwrap();
+    assert_eq!(lines[0]["verdict"], "malicious");
+    let entry = json!({"list": "allow", "entries": [{"digest": sha256_hex(&eicar()), "name": "FP ticket 99"}]});
+    assert_eq!(r.post_json("/v1/iocs", "admin", &entry).0, 200);
+    let v = wait_for("the allow entry applied to the member", Duration::from_secs(15), || {
+        let (_, v) = r.get(&format!("/v1/verdicts/{}", sha256_hex(&mixed)), "analyst");
+        (v["verdicts"][0]["verdict"] == "clean").then_some(v)
+    })
+    .unwrap();
+    let v = &v["verdicts"][0];
+    assert_eq!(v["detections"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!((v["ioc"]["list"].as_str(), v["ioc"]["object"].as_str()), (Some("allow"), Some("eicar.com")), "{v}");
+    // Only the allowed member is cleared: a sibling the same rule matches
+    // keeps its detection and the archive its verdict.
+    let fp = b"qala-test-cradle-5521 in a build script (reviewed: a false positive)\n";
+    let real = b"qala-test-cradle-5521 in a dropper\n";
+    let pair = zip_of(&[("build/fp.ps1", fp), ("tmp/real.ps1", real)]);
+    let entry = json!({"list": "allow", "entries": [{"digest": sha256_hex(fp), "name": "FP ticket 100"}]});
+    assert_eq!(r.post_json("/v1/iocs", "admin", &entry).0, 200);
+    let pair_path = write(dir.path(), "pair.zip", &pair);
+    let v = wait_for("the second allow entry in force", Duration::from_secs(15), || {
+        let (_, v) = r.post_file("/v1/scan", "agent", &pair_path);
+        (v["verdict"]["ioc"]["object"] == "build/fp.ps1").then_some(v)
+    })
+    .unwrap();
+    let objects: Vec<&str> =
+        v["verdict"]["detections"].as_array().unwrap().iter().map(|d| d["object"].as_str().unwrap()).collect();
+    assert_eq!(objects, ["tmp/real.ps1"], "{v}");
+    assert_ne!(v["verdict"]["verdict"], "clean", "{v}");
 }
 
 #[test]

@@ -95,6 +95,7 @@ async fn a_worker_certificate_cannot_push_rules_or_files_to_a_peer() {
             size: 1,
             file_name: "x".into(),
             ruleset_id: status["rules"]["ruleset_id"].as_str().unwrap().into(),
+            ..Default::default()
         })),
     };
     let e = as_w2.scan_file(tokio_stream::iter([header])).await.unwrap_err();

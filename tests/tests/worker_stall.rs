@@ -23,6 +23,7 @@ async fn a_stalled_call_frees_its_worker_slot() {
             size: 1000,
             file_name: format!("held-{i}"),
             ruleset_id: ruleset_id.clone(),
+            ..Default::default()
         })),
     };
     // Fill all four slots (two threads) with headers and no bodies.

@@ -88,6 +88,20 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
             .into_iter()
             .map(|m| pb::ObjectMeta { object: m.object, meta: m.meta.into_iter().collect() })
             .collect(),
+        objects: report
+            .objects
+            .into_iter()
+            .map(|o| pb::ObjectDigests {
+                object: o.object,
+                parent: o.parent,
+                sha256: hex::encode(o.sha256),
+                md5: o.md5.map(hex::encode).unwrap_or_default(),
+                sha1: o.sha1.map(hex::encode).unwrap_or_default(),
+                truncated: o.truncated,
+            })
+            .collect(),
+        objects_md5: report.object_digest_kinds.md5,
+        objects_sha1: report.object_digest_kinds.sha1,
         worker_id: worker_id.to_string(),
         ..Default::default()
     };
@@ -122,6 +136,9 @@ pub const WORKER_CRASH: &str = "worker_crash";
 const MAX_TEXT: usize = 1024;
 /// Most entries kept in each list of a verdict.
 const MAX_LIST: usize = 1000;
+/// Most objects listed with their digests (the engine's own default
+/// object limit).
+const MAX_OBJECTS: usize = 10_000;
 /// A verdict's encoded size is kept under this, well below the 16 MiB
 /// message cap, so it always encodes (and leaves room in a `Lookup`).
 pub const MAX_VERDICT_BYTES: usize = 4 << 20;
@@ -156,6 +173,7 @@ fn halve<T>(list: &mut Vec<T>) -> usize {
 /// a verdict that encodes; what was cut is said in `errors`.
 pub fn bound(v: &mut pb::Verdict) {
     let mut notes = Vec::new();
+    let listed = v.objects.len();
     let mut texts = 0;
     for d in &mut v.detections {
         for s in [&mut d.rule, &mut d.namespace, &mut d.object].into_iter().chain(d.tags.iter_mut()).chain(d.meta.values_mut()) {
@@ -189,6 +207,9 @@ pub fn bound(v: &mut pb::Verdict) {
             texts += cut(s) as usize;
         }
     }
+    for o in &mut v.objects {
+        texts += cut(&mut o.object) as usize;
+    }
     if texts > 0 {
         notes.push(format!("{texts} names or messages cut at {MAX_TEXT} bytes"));
     }
@@ -199,6 +220,7 @@ pub fn bound(v: &mut pb::Verdict) {
         ("errors", cap(&mut v.errors, MAX_LIST)),
         ("encrypted members", cap(&mut v.encrypted, MAX_LIST)),
         ("object metadata", cap(&mut v.object_meta, MAX_LIST)),
+        ("object digests", cap(&mut v.objects, MAX_OBJECTS)),
     ] {
         if dropped > 0 {
             notes.push(format!("{dropped} {what} left out"));
@@ -212,12 +234,14 @@ pub fn bound(v: &mut pb::Verdict) {
             v.executables.iter().map(Message::encoded_len).sum::<usize>(),
             v.object_meta.iter().map(Message::encoded_len).sum::<usize>(),
             v.encrypted.iter().map(String::len).sum::<usize>() + v.errors.iter().map(String::len).sum::<usize>(),
+            v.objects.iter().map(Message::encoded_len).sum::<usize>(),
         ];
-        let largest = (0..4).max_by_key(|&i| sizes[i]).unwrap_or(0);
+        let largest = (0..5).max_by_key(|&i| sizes[i]).unwrap_or(0);
         let n = match largest {
             0 => halve(&mut v.detections),
             1 => halve(&mut v.executables),
             2 => halve(&mut v.object_meta),
+            4 => halve(&mut v.objects),
             _ => halve(&mut v.encrypted) + halve(&mut v.errors),
         };
         if n == 0 {
@@ -225,6 +249,8 @@ pub fn bound(v: &mut pb::Verdict) {
         }
         notes.push(format!("{n} more entries left out to keep the verdict under {MAX_VERDICT_BYTES} bytes"));
     }
+    // Some objects unlisted: IOC allow entries no longer apply inside.
+    v.objects_truncated |= v.objects.len() < listed;
     if !notes.is_empty() {
         v.errors.push(format!("verdict truncated: {}", notes.join("; ")));
     }

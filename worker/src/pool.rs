@@ -28,6 +28,8 @@ pub struct Job {
     pub file: File,
     /// Verified by the coordinator: the child does not hash it again.
     pub sha256: String,
+    /// Digests of nested objects computed besides sha256.
+    pub kinds: qala_engine::DigestKinds,
     pub reply: oneshot::Sender<Outcome>,
     /// Set when the caller stops waiting: the child is asked to stop.
     pub cancel: Arc<AtomicBool>,
@@ -118,11 +120,17 @@ impl ScanPool {
 
     /// Queue a job and wait for its outcome. Dropping the returned future
     /// (its call was cancelled) cancels the scan.
-    pub async fn scan(&self, rules: Arc<Shipped>, file: File, sha256: String) -> Option<Outcome> {
+    pub async fn scan(
+        &self,
+        rules: Arc<Shipped>,
+        file: File,
+        sha256: String,
+        kinds: qala_engine::DigestKinds,
+    ) -> Option<Outcome> {
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Task::Scan(Job { rules, file, sha256, reply, cancel })).await.ok()?;
+        self.tx.send(Task::Scan(Job { rules, file, sha256, kinds, reply, cancel })).await.ok()?;
         rx.await.ok()
     }
 }
@@ -170,7 +178,7 @@ fn run(slot: &mut Option<ScanChild>, job: &Job, settings: &Settings) -> Outcome 
         }
         let Some(child) = slot.as_mut() else { continue };
         let start = std::time::Instant::now();
-        match child.scan(&job.file, &job.sha256, deadline, &job.cancel) {
+        match child.scan(&job.file, &job.sha256, job.kinds, deadline, &job.cancel) {
             Ok(verdict) => {
                 if job.cancel.load(Ordering::Relaxed) {
                     info!(

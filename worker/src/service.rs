@@ -233,6 +233,7 @@ impl pb::worker_server::Worker for WorkerService {
         // sha256 of what its client sent: the scan child takes it as the
         // root's and does not hash the content again.
         let sha256 = header.sha256.clone();
+        let kinds = qala_engine::DigestKinds { md5: header.object_md5, sha1: header.object_sha1 };
         let verdict = match file {
             None => too_big_verdict(&header, sha256, &ruleset.id, &self.state),
             Some(file) => {
@@ -240,7 +241,7 @@ impl pb::worker_server::Worker for WorkerService {
                 let outcome = self
                     .state
                     .pool
-                    .scan(ruleset.clone(), file, sha256.clone())
+                    .scan(ruleset.clone(), file, sha256.clone(), kinds)
                     .await
                     .ok_or_else(|| Status::unavailable("worker is shutting down"))?;
                 match outcome {

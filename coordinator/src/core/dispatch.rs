@@ -8,6 +8,7 @@ use crate::cluster::WorkerHandle;
 use crate::rules::LoadedRules;
 use crate::spool::Spool;
 use crate::store;
+use qala_engine::DigestKinds;
 use qala_proto::v1 as pb;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -97,7 +98,7 @@ impl Core {
             if let Some(e) = &last {
                 warn!(sha256 = header.sha256, failed = tried.last().map(String::as_str), next = worker.id, error = %e.message(), "worker failed; replaying the upload to the next worker");
             }
-            match send_to(&worker, header, rules, spool).await {
+            match send_to(&worker, header, rules, spool, self.iocs.object_kinds()).await {
                 Ok(v) => return self.finish(v, &worker, header, rules).await,
                 Err(Failed::Upload(s)) => return Err(s),
                 // Another coordinator's calls fill it: wait a moment and ask
@@ -182,7 +183,14 @@ impl Core {
 }
 
 /// Open a `ScanFile` call on `worker` and send it the header.
-pub(super) async fn open(worker: &WorkerHandle, header: &pb::ScanHeader, rules: &LoadedRules) -> Result<WorkerCall, Status> {
+/// `kinds`: the digests of nested objects the worker computes besides
+/// sha256 (those the IOC lists need now).
+pub(super) async fn open(
+    worker: &WorkerHandle,
+    header: &pb::ScanHeader,
+    rules: &LoadedRules,
+    kinds: DigestKinds,
+) -> Result<WorkerCall, Status> {
     worker.ensure_rules(rules).await?;
     let (tx, rx) = mpsc::channel(2);
     let first = pb::WorkerScanRequest {
@@ -193,6 +201,8 @@ pub(super) async fn open(worker: &WorkerHandle, header: &pb::ScanHeader, rules: 
             // name for the file never reaches a worker.
             file_name: String::new(),
             ruleset_id: rules.id.clone(),
+            object_md5: kinds.md5,
+            object_sha1: kinds.sha1,
         })),
     };
     tx.send(first).await.map_err(|_| Status::internal("worker stream closed"))?;
@@ -207,8 +217,9 @@ async fn send_to(
     header: &pb::ScanHeader,
     rules: &LoadedRules,
     spool: &mut Spool,
+    kinds: DigestKinds,
 ) -> Result<pb::Verdict, Failed> {
-    let WorkerCall { tx, call } = open(worker, header, rules).await.map_err(Failed::Worker)?;
+    let WorkerCall { tx, call } = open(worker, header, rules, kinds).await.map_err(Failed::Worker)?;
     let spool_error = |e: std::io::Error| Failed::Upload(Status::unavailable(format!("coordinator spool: {e}")));
     spool.rewind().await.map_err(spool_error)?;
     while let Some(chunk) = spool.next_chunk(qala_proto::CHUNK_BYTES).await.map_err(spool_error)? {

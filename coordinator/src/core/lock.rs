@@ -44,12 +44,12 @@ impl Core {
                 // Another coordinator may have scanned it, stored the verdict
                 // and let go while this upload was still arriving (or just
                 // now, while this one waited): look before scanning again.
-                if let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
+                if let Some(v) = self.cached(ruleset_id, sha256).await {
                     return Taken::Done(Box::new(v));
                 }
                 return Taken::Scan(lock);
             }
-            if let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
+            if let Some(v) = self.cached(ruleset_id, sha256).await {
                 return Taken::Done(Box::new(v));
             }
             if !waited {
@@ -78,7 +78,7 @@ impl Core {
             return None;
         }
         let lock = ScanLock::hold(self.store.clone(), key, token);
-        if let Ok(Some(v)) = self.store.get(ruleset_id, sha256).await {
+        if let Some(v) = self.cached(ruleset_id, sha256).await {
             return Some(Taken::Done(Box::new(v)));
         }
         Some(Taken::Scan(lock))

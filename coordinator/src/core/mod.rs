@@ -231,6 +231,14 @@ impl Core {
         result
     }
 
+    /// The stored verdict of this content that may answer for it now: under
+    /// `ruleset_id`, and with the digests of its nested objects that the IOC
+    /// lists need (an archive scanned before the first md5 list lacks their
+    /// md5s: it is scanned again). A store error reads as none.
+    pub(super) async fn cached(&self, ruleset_id: &str, sha256: &str) -> Option<pb::Verdict> {
+        self.store.get(ruleset_id, sha256).await.ok().flatten().filter(|v| self.iocs.covers(v))
+    }
+
     fn served(&self, caller: &Caller, via: &str, v: &pb::Verdict) {
         if detected(v) {
             let rules: Vec<String> = v.detections.iter().map(|d| format!("{}.{}", d.namespace, d.rule)).collect();
@@ -263,6 +271,9 @@ impl Core {
         // and it is scanned again (degraded, never wrong).
         self.metrics.lookups.inc_by(sha256s.len() as u64);
         let mut verdicts = self.store.get_many(&rules.id, &sha256s).await.unwrap_or_default();
+        // One scanned before an md5/sha1 list needed its objects' digests
+        // is unknown to agents: uploaded and scanned again.
+        verdicts.retain(|v| self.iocs.covers(v));
         for v in &mut verdicts {
             self.iocs.apply(v);
         }
@@ -275,6 +286,7 @@ impl Core {
             for v in &mut verdicts {
                 v.executables.clear();
                 v.object_meta.clear();
+                v.objects.clear();
             }
         }
         // Bounded: a batch of large verdicts is cut, and the client asks again.
@@ -420,7 +432,7 @@ impl Core {
             return Err(Status::invalid_argument(format!("header sha256 is not a lower-case hex sha256: {:?}", header.sha256)));
         }
         let rules = self.rules.current();
-        if let Ok(Some(v)) = self.store.get(&rules.id, &header.sha256).await {
+        if let Some(v) = self.cached(&rules.id, &header.sha256).await {
             return Ok(pb::ScanResponse { verdict: Some(v), cached: true });
         }
         // Too large for any worker: answered now, without reading a byte.
@@ -454,7 +466,7 @@ impl Core {
             return self.finish_live(header, &mut spool, &rules, live).await;
         }
         // Scanned while this one was arriving?
-        if let Ok(Some(v)) = self.store.get(&rules.id, &header.sha256).await {
+        if let Some(v) = self.cached(&rules.id, &header.sha256).await {
             return Ok(pb::ScanResponse { verdict: Some(v), cached: true });
         }
         let key = format!("{}:{}", rules.id, header.sha256);

@@ -194,7 +194,7 @@ impl Core {
             Taken::Done(_) => return None, // stored meanwhile: found once the upload is whole
         };
         let slot = self.cluster.try_acquire(&header.sha256)?;
-        let call = dispatch::open(&slot.worker, header, rules).await.ok()?;
+        let call = dispatch::open(&slot.worker, header, rules, self.iocs.object_kinds()).await.ok()?;
         let live = Live { slot, call: LiveCall(Some(call)), pending: None, leader, lock };
         spool.rewind().await.ok()?;
         let tx = live.call.0.as_ref()?.tx.clone();

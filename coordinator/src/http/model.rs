@@ -76,6 +76,39 @@ pub struct Verdict {
     /// was not looked at.
     pub partial: bool,
     pub expires_at_ms: i64,
+    /// Set when a hash IOC list decided this answer.
+    pub ioc: Option<IocMatch>,
+    /// Every distinct object inside the file, with its digests (md5/sha1
+    /// only while block lists of that kind exist).
+    pub objects: Vec<ObjectDigests>,
+    /// Some objects were left out of `objects` (more than 10,000).
+    pub objects_truncated: bool,
+}
+
+/// The IOC list entry that decided a verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IocMatch {
+    /// `block` (answered malicious) or `allow` (false-positive override).
+    pub list: String,
+    /// `sha256`, `sha1` or `md5`.
+    pub kind: String,
+    pub digest: String,
+    pub name: String,
+    /// The object inside the file it names; "" for the file itself.
+    pub object: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObjectDigests {
+    /// Path inside the file.
+    pub object: String,
+    /// 1-based index in `objects` of its container; 0: the file itself.
+    pub parent: u32,
+    pub sha256: String,
+    pub md5: String,
+    pub sha1: String,
+    /// Read only in part (a limit): digests of the bytes read.
+    pub truncated: bool,
 }
 
 impl From<&pb::Verdict> for Verdict {
@@ -103,6 +136,26 @@ impl From<&pb::Verdict> for Verdict {
             scanned_at_ms: v.scanned_at_ms,
             partial: v.partial,
             expires_at_ms: v.expires_at_ms,
+            ioc: v.ioc.as_ref().map(|m| IocMatch {
+                list: m.list.clone(),
+                kind: m.kind.clone(),
+                digest: m.digest.clone(),
+                name: m.name.clone(),
+                object: m.object.clone(),
+            }),
+            objects: v
+                .objects
+                .iter()
+                .map(|o| ObjectDigests {
+                    object: o.object.clone(),
+                    parent: o.parent,
+                    sha256: o.sha256.clone(),
+                    md5: o.md5.clone(),
+                    sha1: o.sha1.clone(),
+                    truncated: o.truncated,
+                })
+                .collect(),
+            objects_truncated: v.objects_truncated,
         }
     }
 }

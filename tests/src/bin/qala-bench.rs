@@ -117,7 +117,9 @@ fn sandboxed(rules: &qala_engine::Ruleset, list: &[PathBuf], total: u64, threads
                     let mut file = memfd("bench").expect("memfd");
                     std::io::copy(&mut input, &mut file).expect("copy");
                     seal(&file).expect("seal");
-                    let v = child.scan(&file, &shas[i], std::time::Duration::from_secs(600), &cancel).expect("scan child");
+                    let v = child
+                        .scan(&file, &shas[i], Default::default(), std::time::Duration::from_secs(600), &cancel)
+                        .expect("scan child");
                     objects.fetch_add(v.objects_scanned as usize, Ordering::Relaxed);
                     if v.verdict == qala_proto::v1::VerdictKind::Malicious as i32
                         || v.verdict == qala_proto::v1::VerdictKind::Suspicious as i32

@@ -79,6 +79,7 @@ fn run() -> Result<(), String> {
         let map = if len == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("mapping: {e}"))?) };
         let data: &[u8] = map.as_deref().unwrap_or_default();
         let sha256 = verified_sha256(&request);
+        engine.set_object_digests(digest_kinds(&request));
         cancel.store(false, Ordering::Relaxed);
         let start = Instant::now();
         let report = catch_unwind(AssertUnwindSafe(|| match &sha256 {
@@ -91,13 +92,22 @@ fn run() -> Result<(), String> {
     }
 }
 
-/// The sha256 of a request `scan SHA256` (the worker's coordinator verified
-/// it, so the root is not hashed again); anything else, `None`: the child
-/// then hashes the content itself, and the worker compares.
+/// The sha256 of a request `scan SHA256[ md5][ sha1]` (the worker's
+/// coordinator verified it, so the root is not hashed again); anything
+/// else, `None`: the child then hashes the content itself, and the worker
+/// compares.
 fn verified_sha256(request: &[u8]) -> Option<String> {
-    let sha = request.strip_prefix(b"scan ")?;
+    let rest = request.strip_prefix(b"scan ")?;
+    let sha = rest.split(|&b| b == b' ').next()?;
     let hex = sha.len() == 64 && sha.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     hex.then(|| String::from_utf8_lossy(sha).into_owned())
+}
+
+/// The digests of nested objects a request asks for besides sha256: the
+/// words `md5` and `sha1` after the sha256.
+fn digest_kinds(request: &[u8]) -> qala_engine::DigestKinds {
+    let words: Vec<&[u8]> = request.split(|&b| b == b' ').skip(2).collect();
+    qala_engine::DigestKinds { md5: words.contains(&&b"md5"[..]), sha1: words.contains(&&b"sha1"[..]) }
 }
 
 /// The report of a scan the engine itself panicked in: unscannable.
@@ -122,6 +132,8 @@ fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) 
         errors: vec![format!("engine panicked: {msg}")],
         encrypted: Vec::new(),
         object_meta: Vec::new(),
+        objects: Vec::new(),
+        object_digest_kinds: Default::default(),
         objects_scanned: 0,
         bytes_scanned: 0,
         duration: start.elapsed(),
@@ -130,7 +142,7 @@ fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) 
 
 #[cfg(test)]
 mod tests {
-    use super::verified_sha256;
+    use super::{digest_kinds, verified_sha256};
 
     #[test]
     fn only_a_lower_case_hex_sha256_is_taken() {
@@ -149,5 +161,11 @@ mod tests {
             assert_eq!(verified_sha256(bad.as_bytes()), None, "{bad:?}");
         }
         assert_eq!(verified_sha256(b"scan \xff\xfe"), None);
+        assert_eq!(verified_sha256(format!("scan {good} md5 sha1").as_bytes()), Some(good.clone()));
+        let kinds = |r: String| digest_kinds(r.as_bytes());
+        assert_eq!(kinds(format!("scan {good}")), Default::default());
+        assert_eq!(kinds(format!("scan {good} sha1")), qala_engine::DigestKinds { md5: false, sha1: true });
+        assert_eq!(kinds(format!("scan {good} md5 sha1")), qala_engine::DigestKinds { md5: true, sha1: true });
+        assert_eq!(kinds("scan md5".into()), Default::default(), "the first word is the sha256");
     }
 }

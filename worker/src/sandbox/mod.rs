@@ -187,9 +187,19 @@ impl ScanChild {
     /// the child takes it as the root's and does not hash it again. The
     /// engine keeps to the policy's `max_scan_time` itself; a child still
     /// busy `grace` after `deadline` is killed. Setting `cancel` asks the
-    /// child to stop (SIGUSR1).
-    pub fn scan(&mut self, file: &File, sha256: &str, deadline: Duration, cancel: &AtomicBool) -> Result<pb::Verdict, Failure> {
-        let request = format!("scan {sha256}");
+    /// child to stop (SIGUSR1). `kinds`: the digests of nested objects
+    /// computed besides sha256.
+    pub fn scan(
+        &mut self,
+        file: &File,
+        sha256: &str,
+        kinds: qala_engine::DigestKinds,
+        deadline: Duration,
+        cancel: &AtomicBool,
+    ) -> Result<pb::Verdict, Failure> {
+        let md5 = if kinds.md5 { " md5" } else { "" };
+        let sha1 = if kinds.sha1 { " sha1" } else { "" };
+        let request = format!("scan {sha256}{md5}{sha1}");
         if wire::send(&mut self.sock, request.as_bytes(), Some(file.as_fd())).is_err() {
             return Err(Failure::Died(self.reap()));
         }
