@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 RULES="${2:-tests/data/reversinglabs/yara}"
 RUNS="${3:-3}"
-cargo build --release -p qala-tests --bin qala-bench --bin qala-bench-cluster -p qala-worker -p qala-coordinator -p qala-agent >&2
+# --bins: with --bin NAME, cargo builds only those binaries of every -p.
+cargo build --release --bins -p qala-tests -p qala-worker -p qala-coordinator -p qala-agent >&2
 DIR="$(scripts/bench-corpus.sh "${1:-}")"
 echo "corpus: $DIR ($(du -sh "$DIR" | cut -f1), $(find "$DIR" -type f | wc -l) files); rules: $RULES"
 # Warm the page cache so every run reads from memory.

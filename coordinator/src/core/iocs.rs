@@ -134,7 +134,7 @@ fn rank(kind: i32) -> u8 {
 
 impl Lists {
     fn blocked(&self, kind: &str, digest: &str) -> Option<&pb::IocEntry> {
-        if digest.is_empty() {
+        if digest.is_empty() || self.block.is_empty() {
             return None;
         }
         self.block.get(&format!("{kind}:{digest}"))

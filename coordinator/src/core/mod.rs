@@ -251,10 +251,13 @@ impl Core {
     }
 
     /// What of a verdict `caller` may see: the metadata of objects (a mail's
-    /// headers: From, To, Subject) only for analysts and admins.
+    /// headers: From, To, Subject) only for analysts and admins, and the
+    /// digests of every object inside (analysts' data: an agent acts on the
+    /// verdict, its detections and the IOC match, which name the object).
     fn for_caller(caller: &Caller, v: &mut pb::Verdict) {
         if !matches!(caller.role, Role::Analyst | Role::Admin) {
             v.object_meta.clear();
+            v.objects.clear();
         }
     }
 
