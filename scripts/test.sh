@@ -27,6 +27,8 @@ command -v clamdscan >/dev/null 2>&1 || missing+=(clamdscan)
 [ -x /usr/sbin/clamav-milter ] || missing+=(clamav-milter)
 # curl is the HTTP client of the REST API tests.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# openssl s_server is the TLS syslog receiver of the SIEM tests.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (needed by the tests)"

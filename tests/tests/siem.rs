@@ -3,7 +3,7 @@
 //! a receiver that fails is retried, and a dead one costs a bounded queue.
 
 use qala_proto::v1 as pb;
-use qala_tests::{Cluster, Options, eicar, free_port, repo_root, sha256_hex, wait_for};
+use qala_tests::{Cluster, Options, coordinator_command, eicar, free_port, repo_root, sha256_hex, wait_for};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -134,6 +134,75 @@ async fn detections_and_agent_actions_reach_syslog_and_a_webhook_with_retry() {
     assert_eq!(posts[0].1, posts[1].1, "the failed event is sent again, not lost");
     let events: Vec<Value> = posts[1..].iter().map(|(_, b)| serde_json::from_str(b).unwrap()).collect();
     assert_eq!(events.iter().map(|e| e["event"].as_str().unwrap()).collect::<Vec<_>>(), ["detection", "agent_action"]);
+}
+
+/// Syslog over TLS to a real TLS server (`openssl s_server`, which prints
+/// what it receives) whose certificate comes from a CA given with
+/// `--siem-ca`; the same receiver under a CA Qala was not told of gets nothing.
+#[test]
+fn detections_reach_a_tls_syslog_receiver_it_trusts_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |name: &str| {
+        let pki = dir.path().join(name);
+        coordinator_command(&["pki", "init", &pki.display().to_string()]).unwrap();
+        let port = free_port();
+        let mut server = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}"), "-cert"])
+            .arg(pki.join("coordinator.pem"))
+            .arg("-key")
+            .arg(pki.join("coordinator-key.pem"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let out = Arc::new(Mutex::new(String::new()));
+        let mut stdout = server.stdout.take().unwrap();
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        wait_for("openssl s_server listening", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        })
+        .unwrap();
+        (server, port, pki, out)
+    };
+    // One receiver per sink (s_server serves one connection at a time; the
+    // readiness probe's aborted handshake does not stop it).
+    let (mut trusted, port, pki, received) = serve("siem-pki");
+    let (mut stranger, stranger_port, _, stranger_received) = serve("other-pki");
+    let mut options = Options::default();
+    let ca = pki.join("ca.pem").display().to_string();
+    options.coordinator_args.extend(["--siem-syslog", &format!("tls://127.0.0.1:{port}"), "--siem-ca", &ca].map(String::from));
+    let cluster = Cluster::start_with(&repo_root().join("rules"), None, 1, options).unwrap();
+    let mut options = Options::default();
+    options
+        .coordinator_args
+        .extend(["--siem-syslog", &format!("tls://127.0.0.1:{stranger_port}"), "--siem-ca", &ca].map(String::from));
+    let untrusting = Cluster::start_with(&repo_root().join("rules"), None, 1, options).unwrap();
+    std::fs::write(dir.path().join("eicar.com"), eicar()).unwrap();
+    assert_eq!(cluster.scan(&[&dir.path().join("eicar.com")]).unwrap().0, 1);
+    assert_eq!(untrusting.scan(&[&dir.path().join("eicar.com")]).unwrap().0, 1);
+
+    let text = wait_for("a detection over TLS", Duration::from_secs(20), || {
+        let t = received.lock().unwrap().clone();
+        t.contains(" DETECTION ").then_some(t)
+    })
+    .unwrap();
+    let frame = &text[text.find("<106>1 ").expect("an RFC 5424 frame")..];
+    assert!(frame.contains(&sha256_hex(&eicar())) && frame.contains("EICAR_Test_File"), "{frame}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stranger_received.lock().unwrap().as_str(), "", "a receiver Qala does not trust gets nothing");
+    let _ = trusted.kill();
+    let _ = stranger.kill();
+    let _ = (trusted.wait(), stranger.wait());
 }
 
 #[test]
