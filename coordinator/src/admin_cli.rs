@@ -248,7 +248,22 @@ async fn ioc_command(command: IocCommand) -> anyhow::Result<()> {
         IocCommand::List { json, target: t } => {
             let mut entries = match target(&t).await? {
                 Target::Store(s) => s.iocs().await?,
-                Target::Server(mut c, _) => c.list_iocs(pb::ListIocsRequest {}).await.map_err(denied)?.into_inner().entries,
+                Target::Server(mut c, _) => {
+                    let mut all = Vec::new();
+                    let mut after = String::new();
+                    loop {
+                        let page = c
+                            .list_iocs(pb::ListIocsRequest { after, limit: crate::core::iocs::MAX_PAGE as u32 })
+                            .await
+                            .map_err(denied)?
+                            .into_inner();
+                        all.extend(page.entries);
+                        if page.next.is_empty() {
+                            break all;
+                        }
+                        after = page.next;
+                    }
+                }
             };
             entries.sort_by(|a, b| (&a.list, &a.kind, &a.digest).cmp(&(&b.list, &b.kind, &b.digest)));
             for e in entries {

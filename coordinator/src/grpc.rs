@@ -127,8 +127,9 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn list_iocs(&self, request: Request<pb::ListIocsRequest>) -> Result<Response<pb::ListIocsResponse>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::GetVerdict)?;
-        let entries = self.core.list_iocs(&caller).await?;
-        Ok(Response::new(pb::ListIocsResponse { entries }))
+        let r = request.into_inner();
+        let page = self.core.list_iocs(&caller, &r.after, r.limit as usize).await?;
+        Ok(Response::new(pb::ListIocsResponse { entries: page.entries, next: page.next, total: page.total }))
     }
 
     async fn revoke_worker(

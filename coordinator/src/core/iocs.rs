@@ -29,10 +29,12 @@ pub const MAX_IMPORT: usize = 1_000_000;
 
 #[derive(Default)]
 struct Lists {
-    /// `kind:digest` -> entry.
-    block: HashMap<String, pb::IocEntry>,
-    /// sha256 -> entry.
-    allow: HashMap<String, pb::IocEntry>,
+    /// Every entry, sorted by (list, kind, digest): listed page by page.
+    all: Vec<pb::IocEntry>,
+    /// `kind:digest` -> index in `all`.
+    block: HashMap<String, usize>,
+    /// sha256 -> index in `all`.
+    allow: HashMap<String, usize>,
     /// Digests of nested objects a scan must compute for the block lists.
     kinds: DigestKinds,
 }
@@ -124,6 +126,23 @@ fn inside<'a>(objects: &[pb::ObjectDigests], i: usize, allowed: &[Option<&'a pb:
     }
 }
 
+/// The order entries are listed in, and a page's cursor: `list:kind:digest`.
+fn key(e: &pb::IocEntry) -> (&str, &str, &str) {
+    (&e.list, &e.kind, &e.digest)
+}
+
+/// Entries listed per page by default, and at most.
+pub const PAGE: usize = 1_000;
+pub const MAX_PAGE: usize = 10_000;
+
+/// One page of a listing.
+pub struct Page {
+    pub entries: Vec<pb::IocEntry>,
+    /// The cursor of the next page; empty after the last.
+    pub next: String,
+    pub total: u64,
+}
+
 fn rank(kind: i32) -> u8 {
     match pb::VerdictKind::try_from(kind) {
         Ok(pb::VerdictKind::Malicious) => 3,
@@ -137,7 +156,11 @@ impl Lists {
         if digest.is_empty() || self.block.is_empty() {
             return None;
         }
-        self.block.get(&format!("{kind}:{digest}"))
+        self.block.get(&format!("{kind}:{digest}")).map(|&i| &self.all[i])
+    }
+
+    fn allowed(&self, sha256: &str) -> Option<&pb::IocEntry> {
+        self.allow.get(sha256).map(|&i| &self.all[i])
     }
 
     /// For each of the verdict's nested objects, its allow entry if listed
@@ -146,7 +169,7 @@ impl Lists {
         if self.allow.is_empty() {
             return Vec::new();
         }
-        v.objects.iter().map(|o| if o.truncated { None } else { self.allow.get(&o.sha256) }).collect()
+        v.objects.iter().map(|o| if o.truncated { None } else { self.allowed(&o.sha256) }).collect()
     }
 
     /// Drop the detections of allow-listed objects and of what is inside
@@ -191,21 +214,21 @@ impl Iocs {
         Self { lists: RwLock::default(), version: AtomicU64::new(u64::MAX) }
     }
 
-    fn replace(&self, entries: Vec<pb::IocEntry>, version: u64) {
+    fn replace(&self, mut entries: Vec<pb::IocEntry>, version: u64) {
+        entries.retain(|e| e.list == "block" || (e.list == "allow" && e.kind == "sha256"));
+        entries.sort_by(|a, b| key(a).cmp(&key(b)));
+        entries.dedup_by(|a, b| key(a) == key(b));
         let mut lists = Lists::default();
-        for e in entries {
-            match e.list.as_str() {
-                "block" => {
-                    lists.kinds.md5 |= e.kind == "md5";
-                    lists.kinds.sha1 |= e.kind == "sha1";
-                    lists.block.insert(format!("{}:{}", e.kind, e.digest), e);
-                }
-                "allow" if e.kind == "sha256" => {
-                    lists.allow.insert(e.digest.clone(), e);
-                }
-                _ => {}
+        for (i, e) in entries.iter().enumerate() {
+            if e.list == "block" {
+                lists.kinds.md5 |= e.kind == "md5";
+                lists.kinds.sha1 |= e.kind == "sha1";
+                lists.block.insert(format!("{}:{}", e.kind, e.digest), i);
+            } else {
+                lists.allow.insert(e.digest.clone(), i);
             }
         }
+        lists.all = entries;
         *self.lists.write().unwrap_or_else(|p| p.into_inner()) = lists;
         self.version.store(version, Ordering::Relaxed);
     }
@@ -239,7 +262,7 @@ impl Iocs {
     /// file's own digests and to those of every object inside it.
     pub fn apply(&self, v: &mut pb::Verdict) {
         let lists = self.lists.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = lists.allow.get(&v.sha256) {
+        if let Some(e) = lists.allowed(&v.sha256) {
             v.verdict = pb::VerdictKind::Clean as i32;
             v.ioc = Some(matched(e, ""));
             return;
@@ -331,11 +354,32 @@ impl Core {
         }
     }
 
-    pub async fn list_iocs(&self, caller: &Caller) -> Result<Vec<pb::IocEntry>, Status> {
+    /// One page of the lists in force, in (list, kind, digest) order: the
+    /// entries after the cursor `after` (`list:kind:digest`, empty: from the
+    /// start), at most `limit` (0: [`PAGE`]; at most [`MAX_PAGE`]).
+    pub async fn list_iocs(&self, caller: &Caller, after: &str, limit: usize) -> Result<Page, Status> {
         caller.require(Op::GetVerdict)?;
-        let mut entries = self.store.iocs().await.map_err(super::store_unavailable)?;
-        entries.sort_by(|a, b| (&a.list, &a.kind, &a.digest).cmp(&(&b.list, &b.kind, &b.digest)));
-        Ok(entries)
+        let limit = if limit == 0 { PAGE } else { limit.min(MAX_PAGE) };
+        let cursor = if after.is_empty() {
+            None
+        } else {
+            let mut parts = after.splitn(3, ':');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(l), Some(k), Some(d)) => Some((l, k, d)),
+                _ => return Err(Status::invalid_argument(format!("cursor {after:?}: expected list:kind:digest"))),
+            }
+        };
+        // What this coordinator or another just changed shows at once.
+        self.refresh_iocs().await;
+        let lists = self.iocs.lists.read().unwrap_or_else(|p| p.into_inner());
+        let start = cursor.map_or(0, |c| lists.all.partition_point(|e| key(e) <= c));
+        let entries: Vec<pb::IocEntry> = lists.all[start..].iter().take(limit).cloned().collect();
+        let more = start + entries.len() < lists.all.len();
+        let next = match entries.last() {
+            Some(e) if more => format!("{}:{}:{}", e.list, e.kind, e.digest),
+            _ => String::new(),
+        };
+        Ok(Page { entries, next, total: lists.all.len() as u64 })
     }
 
     /// Import `text` (see [`parse`]) into `list`; how many entries.

@@ -376,6 +376,19 @@ pub mod iocs {
     #[derive(Debug, Serialize, ToSchema)]
     pub struct IocList {
         pub entries: Vec<IocEntry>,
+        /// Pass as `after` for the next page; empty after the last.
+        pub next: String,
+        /// Entries on all lists.
+        pub total: u64,
+    }
+
+    #[derive(Debug, Deserialize, utoipa::IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct IocQuery {
+        /// The `next` of the previous page (`list:kind:digest`); absent: from the start.
+        after: Option<String>,
+        /// Entries per page, at most 10,000 (default 1,000).
+        limit: Option<usize>,
     }
 
     #[derive(Debug, Deserialize, ToSchema)]
@@ -408,13 +421,21 @@ pub mod iocs {
         }
     }
 
-    /// Every IOC entry (an analyst or admin token).
-    #[utoipa::path(get, path = "/v1/iocs",
-        responses((status = 200, body = IocList), (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
-    pub async fn list_iocs(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Json<IocList>, ApiError> {
+    /// IOC entries, a page at a time in (list, kind, digest) order (an
+    /// analyst or admin token).
+    #[utoipa::path(get, path = "/v1/iocs", params(IocQuery),
+        responses((status = 200, body = IocList), (status = 400, body = model::ApiError), (status = 401, body = model::ApiError),
+            (status = 403, body = model::ApiError)))]
+    pub async fn list_iocs(
+        State(s): State<AppState>,
+        headers: HeaderMap,
+        p: Peer,
+        q: Result<Query<IocQuery>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<Json<IocList>, ApiError> {
         let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
-        let entries = s.core.list_iocs(&caller).await?;
-        Ok(Json(IocList { entries: entries.into_iter().map(IocEntry::from).collect() }))
+        let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let page = s.core.list_iocs(&caller, q.after.as_deref().unwrap_or(""), q.limit.unwrap_or(0)).await?;
+        Ok(Json(IocList { entries: page.entries.into_iter().map(IocEntry::from).collect(), next: page.next, total: page.total }))
     }
 
     /// Add entries to a list (an admin token).
