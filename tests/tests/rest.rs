@@ -83,6 +83,14 @@ impl Rest {
         self.call("POST", path, Some(who), &["-H", "Content-Type: application/json", "--data-binary", &body.to_string()])
     }
 
+    /// `qala-coordinator ioc ARGS` against this coordinator as admin; its output.
+    fn ioc_cli(&self, args: &[&str]) -> String {
+        let (url, ca, token) =
+            (self.cluster.url(), self.cluster.ca().display().to_string(), self.cluster.token_file("admin").display().to_string());
+        let server = ["--server", &url, "--ca", &ca, "--token-file", &token];
+        coordinator_command(&[&["ioc"], args, &server].concat()).unwrap()
+    }
+
     fn post_file(&self, path: &str, who: &str, file: &Path) -> (u16, Value) {
         let arg = format!("@{}", file.display());
         self.call("POST", path, Some(who), &["-H", "Content-Type: application/octet-stream", "--data-binary", &arg])
@@ -346,20 +354,7 @@ fn ioc_lists_block_and_allow_instantly_for_every_hash_kind() {
     text.push_str(&format!("{},Dropper.Unseen\n", md5_hex(unseen)));
     let list = write(dir.path(), "iocs.csv", text.as_bytes());
     let started = Instant::now();
-    let out = coordinator_command(&[
-        "ioc",
-        "import",
-        "--list",
-        "block",
-        &list.display().to_string(),
-        "--server",
-        &r.cluster.url(),
-        "--ca",
-        &r.cluster.ca().display().to_string(),
-        "--token-file",
-        &r.cluster.token_file("admin").display().to_string(),
-    ])
-    .unwrap();
+    let out = r.ioc_cli(&["import", "--list", "block", &list.display().to_string()]);
     assert!(out.contains("100001 entries imported"), "{out}");
     eprintln!("imported 100,001 IOC entries in {:?}", started.elapsed());
 
@@ -440,17 +435,7 @@ fn ioc_lists_block_and_allow_instantly_for_every_hash_kind() {
     let (status, v) = r.get("/v1/iocs?after=nonsense", "analyst");
     assert_eq!((status, v["code"].as_str()), (400, Some("invalid_argument")), "{v}");
     // The CLI pages through a running coordinator the same way.
-    let out = coordinator_command(&[
-        "ioc",
-        "list",
-        "--server",
-        &r.cluster.url(),
-        "--ca",
-        &r.cluster.ca().display().to_string(),
-        "--token-file",
-        &r.cluster.token_file("admin").display().to_string(),
-    ])
-    .unwrap();
+    let out = r.ioc_cli(&["list"]);
     assert_eq!(out.lines().count(), 100_001);
 }
 
