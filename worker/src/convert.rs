@@ -288,6 +288,21 @@ mod tests {
         assert!(v.detections[0].object.ends_with("[truncated]") && v.detections[0].meta.len() <= 64);
         assert!(v.executables[0].sections.len() <= MAX_LIST);
         assert!(v.errors.last().unwrap().starts_with("verdict truncated:"), "{:?}", v.errors.last());
+        // An archive of countless members with long names: its object list
+        // is cut (10,000 at most, then to fit) and says so.
+        let object = |i: usize| pb::ObjectDigests {
+            object: format!("{i}/{}", &long[..2000]),
+            sha256: "a".repeat(64),
+            ..Default::default()
+        };
+        let mut v = pb::Verdict { objects: (0..20_000).map(object).collect(), ..Default::default() };
+        bound(&mut v);
+        assert!(v.encoded_len() <= MAX_VERDICT_BYTES && !v.objects.is_empty() && v.objects.len() <= MAX_OBJECTS);
+        assert!(v.objects_truncated && v.objects[0].object.ends_with("[truncated]"));
+        let mut v = pb::Verdict { objects: (0..10).map(object).collect(), ..Default::default() };
+        v.objects.iter_mut().for_each(|o| o.object.truncate(10));
+        bound(&mut v);
+        assert!(!v.objects_truncated && v.objects.len() == 10);
         // A small verdict is left alone.
         let mut small = pb::Verdict { errors: vec!["one".into()], ..Default::default() };
         bound(&mut small);
