@@ -246,8 +246,13 @@ async fn ioc_command(command: IocCommand) -> anyhow::Result<()> {
             println!("{digest} removed from the {list} list");
         }
         IocCommand::List { json, target: t } => {
-            let mut entries = match target(&t).await? {
-                Target::Store(s) => s.iocs().await?,
+            let entries = match target(&t).await? {
+                Target::Store(s) => {
+                    let mut all = s.iocs().await?;
+                    all.sort_by(|a, b| (&a.list, &a.kind, &a.digest).cmp(&(&b.list, &b.kind, &b.digest)));
+                    all
+                }
+                // Pages come in order.
                 Target::Server(mut c, _) => {
                     let mut all = Vec::new();
                     let mut after = String::new();
@@ -265,7 +270,6 @@ async fn ioc_command(command: IocCommand) -> anyhow::Result<()> {
                     }
                 }
             };
-            entries.sort_by(|a, b| (&a.list, &a.kind, &a.digest).cmp(&(&b.list, &b.kind, &b.digest)));
             for e in entries {
                 if json {
                     let v = serde_json::json!({"list": e.list, "kind": e.kind, "digest": e.digest, "name": e.name,

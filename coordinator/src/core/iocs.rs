@@ -113,6 +113,9 @@ fn matched(e: &pb::IocEntry, object: &str) -> pb::IocMatch {
 /// The allow entry of the object at `i` or of a container it is in, if
 /// any. Parents always come first in the list, so the walk ends.
 fn inside<'a>(objects: &[pb::ObjectDigests], i: usize, allowed: &[Option<&'a pb::IocEntry>]) -> Option<&'a pb::IocEntry> {
+    if allowed.is_empty() {
+        return None;
+    }
     let mut at = i;
     loop {
         if let Some(e) = allowed.get(at).copied().flatten() {
@@ -277,7 +280,9 @@ impl Iocs {
         {
             hits.push((e, String::new()));
         }
-        for (i, o) in v.objects.iter().enumerate() {
+        // Every verdict read passes here: nothing to look up, no walk.
+        let objects = if lists.block.is_empty() { &[][..] } else { &v.objects[..] };
+        for (i, o) in objects.iter().enumerate() {
             // A truncated object's digests are of its first bytes only, and
             // an allow-listed object's contents are cleared with it.
             if o.truncated || inside(&v.objects, i, &allowed).is_some() {
@@ -543,5 +548,13 @@ mod tests {
         let mut v = archive();
         iocs.apply(&mut v);
         assert_eq!(v.verdict, Clean as i32, "{v:?}");
+        // A parent index that does not point back (a malformed list) ties
+        // the object to nothing: its detection stays, and the walk ends.
+        let mut v = archive();
+        v.objects[2].parent = 3;
+        iocs.apply(&mut v);
+        let objects: Vec<&str> = v.detections.iter().map(|d| d.object.as_str()).collect();
+        assert_eq!(objects, ["a.zip/tool.exe/x.bin", "a.zip/tool.exe/x.bin"], "the block entry and the rule: {v:?}");
+        assert_eq!(v.verdict, Malicious as i32);
     }
 }
