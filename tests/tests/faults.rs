@@ -239,6 +239,34 @@ fn coordinator_restart_mid_scan_loses_no_file() {
     cluster.wait_ready(2).unwrap();
 }
 
+/// The verdict store after a hard kill of the coordinator: a verdict with a
+/// detection is synced before it is answered, a clean one within a second
+/// (the embedded store skips the sync per clean verdict); both are served
+/// from the store by the coordinator started after the kill.
+#[test]
+fn killed_coordinator_keeps_detections_and_verdicts_older_than_a_second() {
+    let mut cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let (early, late) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(early.path().join("clean.txt"), "a clean file scanned well before the kill\n").unwrap();
+    std::fs::write(late.path().join("eicar.com"), eicar()).unwrap();
+    let (_, first) = cluster.scan(&[early.path()]).unwrap();
+    assert_eq!((first[0]["verdict"].as_str(), first[0]["cached"].as_bool()), (Some("clean"), Some(false)), "{first:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, second) = cluster.scan(&[late.path()]).unwrap();
+    assert_eq!(code, 1, "{second:?}");
+    // Killed right after the detection was answered.
+    cluster.coordinator.as_mut().unwrap().kill_hard().unwrap();
+    cluster.start_coordinator().unwrap();
+    cluster.wait_ready(1).unwrap();
+    let (code, again) = cluster.scan(&[early.path(), late.path()]).unwrap();
+    assert_eq!(code, 1, "{again:?}");
+    assert_eq!(again.len(), 2, "{again:?}");
+    for line in &again {
+        assert_eq!(line["cached"], true, "served from the store kept across the kill: {line}");
+    }
+    assert_eq!(again.iter().filter(|l| l["verdict"] == "malicious").count(), 1, "{again:?}");
+}
+
 /// Rules changed in the middle of a scan: each verdict is labelled with the
 /// ruleset that produced it (the marker rule exists only in the new one, so
 /// the label and the detection must agree), and no file is dropped while

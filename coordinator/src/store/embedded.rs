@@ -1,10 +1,12 @@
-//! Embedded backend: one redb file, no server. Writes are durable when
-//! `put` returns, so verdicts survive a restart (or a crash).
+//! Embedded backend: one redb file, no server. Everything but verdicts
+//! without detections is durable when its write returns; those are durable
+//! within [`SYNC_WITHIN`] (a crash loses at most that much of them, and the
+//! files are scanned again), so a sync is not paid per clean verdict.
 
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
 use qala_proto::v1::{AgentRecord, DetectionEvent, IocEntry, TokenRecord, Verdict};
-use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -64,11 +66,48 @@ struct Put {
 /// Most verdicts in one write transaction.
 const GROUP_MAX: usize = 256;
 
+/// A verdict without detections can always be computed again from its file,
+/// so it is committed without a sync and made durable within this long: a
+/// crash or a kill of the coordinator loses at most this much of them (those
+/// files are scanned again when next submitted). A verdict with detections
+/// (it carries a detection event) is synced before its `put` returns, as is
+/// everything else the store holds (tokens, IOC lists, inventory).
+pub(super) const SYNC_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Group commit: every verdict waiting when a transaction starts goes into
-/// it, so one fsync makes many durable (a commit per verdict cost a sync
-/// each). Each `put` still returns only once its verdict is on disk.
+/// it. Batches of clean verdicts commit without a sync ([`SYNC_WITHIN`]);
+/// a batch with a detection, the first batch after `SYNC_WITHIN`, a quiet
+/// moment after unsynced commits and the store's closing sync everything.
 fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
-    while let Ok(first) = puts.recv() {
+    use std::sync::mpsc::RecvTimeoutError;
+    // When the oldest commit not yet synced was made.
+    let mut unsynced: Option<std::time::Instant> = None;
+    loop {
+        let first = match unsynced {
+            None => match puts.recv() {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            Some(since) => match puts.recv_timeout(SYNC_WITHIN.saturating_sub(since.elapsed())) {
+                Ok(p) => p,
+                Err(RecvTimeoutError::Timeout) => {
+                    unsynced = match sync(&db) {
+                        Ok(()) => None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "verdict store: sync failed, trying again");
+                            Some(std::time::Instant::now())
+                        }
+                    };
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Err(e) = sync(&db) {
+                        tracing::warn!(error = %e, "verdict store: last sync failed");
+                    }
+                    return;
+                }
+            },
+        };
         let mut batch = vec![first];
         while batch.len() < GROUP_MAX {
             match puts.try_recv() {
@@ -76,8 +115,10 @@ fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
                 Err(_) => break,
             }
         }
+        let durable = batch.iter().any(|p| p.event.is_some()) || unsynced.is_some_and(|t| t.elapsed() >= SYNC_WITHIN);
         let result = (|| -> Result<(), StoreError> {
-            let txn = db.begin_write().map_err(err)?;
+            let mut txn = db.begin_write().map_err(err)?;
+            txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(err)?;
             {
                 let mut table = txn.open_table(VERDICTS).map_err(err)?;
                 let mut hashes = txn.open_multimap_table(HASHES).map_err(err)?;
@@ -94,6 +135,9 @@ fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
             }
             txn.commit().map_err(err)
         })();
+        if result.is_ok() {
+            unsynced = if durable { None } else { unsynced.or_else(|| Some(std::time::Instant::now())) };
+        }
         for p in batch {
             let r = match &result {
                 Ok(()) => Ok(()),
@@ -102,6 +146,13 @@ fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
             let _ = p.done.send(r);
         }
     }
+}
+
+/// Make every commit so far durable (an empty transaction, synced).
+fn sync(db: &Database) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(err)?;
+    txn.set_durability(Durability::Immediate).map_err(err)?;
+    txn.commit().map_err(err)
 }
 
 fn bump_ioc_version(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
@@ -454,8 +505,8 @@ mod tests {
     }
 
     /// Concurrent puts share commits (group commit), and every one of them
-    /// is on disk when its `put` returns: all there after the store is
-    /// dropped and opened again.
+    /// is on disk once the store is closed (its writer's last sync): all
+    /// there after the store is dropped and opened again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_puts_are_all_durable() {
         let d = tempfile::tempdir().unwrap();
