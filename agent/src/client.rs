@@ -287,8 +287,10 @@ async fn stream_file(
         let Ok((file, _)) = crate::walk::open_regular(&path) else { return };
         let mut file = file.take(size);
         loop {
-            let mut buf = Vec::with_capacity(qala_proto::CHUNK_BYTES);
-            match (&mut file).take(qala_proto::CHUNK_BYTES as u64).read_to_end(&mut buf) {
+            // Sized to what is left: a small file takes a small buffer.
+            let want = file.limit().min(qala_proto::CHUNK_BYTES as u64);
+            let mut buf = Vec::with_capacity(want as usize);
+            match (&mut file).take(want).read_to_end(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }

@@ -135,12 +135,24 @@ pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Met
 }
 
 /// sha256 and size of an open file, read in 1 MiB pieces.
-pub fn hash_reader(mut f: impl Read, stats: Option<&WalkStats>) -> std::io::Result<(String, u64)> {
+pub fn hash_reader(f: impl Read, stats: Option<&WalkStats>) -> std::io::Result<(String, u64)> {
+    thread_local! {
+        // One read buffer per walking thread, not a zeroed MiB per file.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        if buf.is_empty() {
+            buf.resize(1 << 20, 0);
+        }
+        hash_with(f, buf, stats)
+    })
+}
+
+fn hash_with(mut f: impl Read, buf: &mut [u8], stats: Option<&WalkStats>) -> std::io::Result<(String, u64)> {
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = match f.read(&mut buf) {
+        let n = match f.read(buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
