@@ -224,7 +224,6 @@ pub async fn run(
             .max_concurrent_streams(config.max_streams_per_connection.max(1))
             .http2_keepalive_interval(Some(KEEPALIVE))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .max_frame_size(Some(qala_proto::MAX_FRAME_BYTES))
     };
     info!(addr = %listeners.api.local_addr()?, tls = tls.is_some(), "coordinator listening");
     info!(addr = %listeners.cluster.local_addr()?, "cluster listener (workers) listening");

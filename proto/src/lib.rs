@@ -31,8 +31,3 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Size of content chunks in `Scan` / `ScanFile` streams.
 pub const CHUNK_BYTES: usize = 256 * 1024;
-
-/// The largest HTTP/2 DATA frame Qala's servers accept (`SETTINGS_MAX_FRAME_SIZE`):
-/// a content chunk and its gRPC framing in one frame, not 16 frames of the
-/// 16 KiB default, each parsed, flow-controlled and handed on separately.
-pub const MAX_FRAME_BYTES: u32 = CHUNK_BYTES as u32 + 1024;
