@@ -37,7 +37,12 @@ fn main() {
             eprintln!("qala-agent: priority not lowered: {failed}");
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // One thread for the agent's network and bookkeeping (file reads and
+    // hashing go to blocking threads): an endpoint agent keeps off the cores
+    // its host needs, and tasks handing work to each other on one thread
+    // need no cross-thread wake-ups (measured: agent CPU in the throughput
+    // benchmark, see the README).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let code = match runtime.block_on(run(cli, cfg)) {
         Ok(code) => code,
         Err(e) => {
