@@ -24,8 +24,7 @@ fn credentials<T>(request: &Request<T>) -> Credentials {
 
 /// The client's leaf certificate, verified by the handshake against the cluster CA.
 fn peer_cert<T>(request: &Request<T>) -> Option<PeerCert> {
-    let certs = qala_tls::peer_info(request)?.certs.clone()?;
-    PeerCert::parse(certs.first()?).ok()
+    qala_tls::peer_info(request)?.cert.as_deref().cloned()
 }
 
 pub struct ScannerService {

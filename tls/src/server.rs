@@ -10,7 +10,7 @@
 //! [`Conn`]s, TLS or plain text (`--insecure`), whose [`PeerInfo`] tonic
 //! puts in every request's extensions.
 
-use crate::{TlsError, load_certs, load_key};
+use crate::{PeerCert, TlsError, load_certs, load_key};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::CertificateDer;
@@ -157,6 +157,8 @@ pub struct PeerInfo {
     pub remote: Option<SocketAddr>,
     /// The client's verified certificate chain (TLS with a client certificate).
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// Its leaf, parsed once per connection (not on every call it carries).
+    pub cert: Option<Arc<PeerCert>>,
     pub tls: bool,
 }
 
@@ -176,14 +178,12 @@ impl tonic::transport::server::Connected for Conn {
 
     fn connect_info(&self) -> PeerInfo {
         match self {
-            Conn::Plain(s) => PeerInfo { remote: s.peer_addr().ok(), certs: None, tls: false },
+            Conn::Plain(s) => PeerInfo { remote: s.peer_addr().ok(), certs: None, cert: None, tls: false },
             Conn::Tls(s) => {
                 let (tcp, session) = s.get_ref();
-                PeerInfo {
-                    remote: tcp.peer_addr().ok(),
-                    certs: session.peer_certificates().map(|c| Arc::new(c.to_vec())),
-                    tls: true,
-                }
+                let certs = session.peer_certificates().map(|c| Arc::new(c.to_vec()));
+                let cert = certs.as_ref().and_then(|c| PeerCert::parse(c.first()?).ok()).map(Arc::new);
+                PeerInfo { remote: tcp.peer_addr().ok(), certs, cert, tls: true }
             }
         }
     }

@@ -87,9 +87,7 @@ impl WorkerService {
         if !self.state.tls {
             return Ok(());
         }
-        let cert = qala_tls::peer_info(request)
-            .and_then(|p| p.certs.clone())
-            .and_then(|c| c.first().and_then(|der| qala_tls::PeerCert::parse(der).ok()));
+        let cert = qala_tls::peer_info(request).and_then(|p| p.cert.as_deref());
         match cert.and_then(|c| c.role()) {
             Some(qala_tls::CertRole::Coordinator(_)) => Ok(()),
             other => {

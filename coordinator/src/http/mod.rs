@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use qala_tls::{PeerCert, PeerInfo, ServerTls};
+use qala_tls::{PeerInfo, ServerTls};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -100,7 +100,7 @@ fn credentials(headers: &HeaderMap, peer: Option<&PeerInfo>) -> Credentials {
         .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    let cert = peer.and_then(|p| p.certs.as_ref()).and_then(|c| PeerCert::parse(c.first()?).ok());
+    let cert = peer.and_then(|p| p.cert.as_deref()).cloned();
     Credentials { token, peer: peer.and_then(|p| p.remote), cert }
 }
 
