@@ -72,7 +72,7 @@ const GROUP_MAX: usize = 256;
 /// files are scanned again when next submitted). A verdict with detections
 /// (it carries a detection event) is synced before its `put` returns, as is
 /// everything else the store holds (tokens, IOC lists, inventory).
-pub(super) const SYNC_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+const SYNC_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Group commit: every verdict waiting when a transaction starts goes into
 /// it. Batches of clean verdicts commit without a sync ([`SYNC_WITHIN`]);
