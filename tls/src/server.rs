@@ -13,7 +13,6 @@
 use crate::{PeerCert, TlsError, load_certs, load_key};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::CertificateDer;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -155,9 +154,8 @@ impl ServerTls {
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub remote: Option<SocketAddr>,
-    /// The client's verified certificate chain (TLS with a client certificate).
-    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
-    /// Its leaf, parsed once per connection (not on every call it carries).
+    /// The client's leaf certificate, verified by the handshake (TLS with a
+    /// client certificate), parsed once per connection, not on every call.
     pub cert: Option<Arc<PeerCert>>,
     pub tls: bool,
 }
@@ -178,12 +176,11 @@ impl tonic::transport::server::Connected for Conn {
 
     fn connect_info(&self) -> PeerInfo {
         match self {
-            Conn::Plain(s) => PeerInfo { remote: s.peer_addr().ok(), certs: None, cert: None, tls: false },
+            Conn::Plain(s) => PeerInfo { remote: s.peer_addr().ok(), cert: None, tls: false },
             Conn::Tls(s) => {
                 let (tcp, session) = s.get_ref();
-                let certs = session.peer_certificates().map(|c| Arc::new(c.to_vec()));
-                let cert = certs.as_ref().and_then(|c| PeerCert::parse(c.first()?).ok()).map(Arc::new);
-                PeerInfo { remote: tcp.peer_addr().ok(), certs, cert, tls: true }
+                let cert = session.peer_certificates().and_then(|c| PeerCert::parse(c.first()?).ok()).map(Arc::new);
+                PeerInfo { remote: tcp.peer_addr().ok(), cert, tls: true }
             }
         }
     }
