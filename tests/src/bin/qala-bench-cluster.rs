@@ -6,7 +6,14 @@
 //! `qala-agent scan --no-cache -i DIR` through it; prints both times, the
 //! ratio (engine time / cluster time: 1.0 means the cluster is as fast as
 //! the engine alone) and the CPU seconds of agent, coordinator and worker
-//! (its scan children included). The middle run by ratio is reported last.
+//! (its service, and its scan children). The middle run by ratio is
+//! reported last.
+//!
+//! The ratio compares two phases run one after the other, and this
+//! machine's speed drifts between them (the same binaries have printed
+//! 0.54x and 0.76x minutes apart). The overhead line does not: it is the
+//! CPU of agent, coordinator and worker service per CPU second of scanning,
+//! all measured over the same seconds, so it moves only with the code.
 
 use anyhow::{Context, Result, bail};
 use qala_tests::{Cluster, bin, children_of};
@@ -46,6 +53,17 @@ struct Run {
     agent_cpu: f64,
     coordinator_cpu: f64,
     worker_cpu: f64,
+    /// The worker service alone (its scan children not counted).
+    service_cpu: f64,
+}
+
+impl Run {
+    /// CPU of agent, coordinator and worker service per CPU second of the
+    /// scan children.
+    fn overhead(&self) -> f64 {
+        let scan = self.worker_cpu - self.service_cpu;
+        (self.agent_cpu + self.coordinator_cpu + self.service_cpu) / scan.max(1e-9)
+    }
 }
 
 fn engine_secs(dir: &PathBuf, rules: &PathBuf) -> Result<f64> {
@@ -69,7 +87,7 @@ fn main() -> Result<()> {
         let cluster = Cluster::start(&rules, None, 1)?;
         let coordinator = cluster.coordinator.as_ref().context("no coordinator")?.pid();
         let worker = cluster.workers[0].pid();
-        let (c0, w0, a0) = (cpu_secs(coordinator, true), tree_cpu(worker), children_cpu());
+        let (c0, w0, s0, a0) = (cpu_secs(coordinator, true), tree_cpu(worker), cpu_secs(worker, false), children_cpu());
         let started = Instant::now();
         let out = cluster
             .agent_command(&cluster.url(), "agent")
@@ -83,6 +101,7 @@ fn main() -> Result<()> {
             agent_cpu: children_cpu() - a0,
             coordinator_cpu: cpu_secs(coordinator, true) - c0,
             worker_cpu: tree_cpu(worker) - w0,
+            service_cpu: cpu_secs(worker, false) - s0,
         };
         let text = String::from_utf8_lossy(&out.stdout);
         let summary = text.lines().find(|l| l.starts_with("scanned ")).unwrap_or("").to_string();
@@ -90,14 +109,17 @@ fn main() -> Result<()> {
             bail!("the cluster scan had errors:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
         }
         println!(
-            "run {i}: engine alone {:.2}s, cluster {:.2}s: {:.2}x; CPU s: agent {:.1}, coordinator {:.1}, worker {:.1} (of {:.1} available)",
+            "run {i}: engine alone {:.2}s, cluster {:.2}s: {:.2}x; CPU s: agent {:.1}, coordinator {:.1}, worker {:.1} (service {:.1}, scans {:.1}) of {:.1} available; overhead {:.3} CPU s per scan CPU s",
             run.engine,
             run.cluster,
             run.engine / run.cluster,
             run.agent_cpu,
             run.coordinator_cpu,
             run.worker_cpu,
-            2.0 * run.cluster
+            run.service_cpu,
+            run.worker_cpu - run.service_cpu,
+            2.0 * run.cluster,
+            run.overhead()
         );
         let store = cluster.dir.path().join("verdicts.redb");
         let store_bytes = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
@@ -114,6 +136,13 @@ fn main() -> Result<()> {
         m.agent_cpu,
         m.coordinator_cpu,
         m.worker_cpu
+    );
+    let mut overheads: Vec<f64> = results.iter().map(Run::overhead).collect();
+    overheads.sort_by(f64::total_cmp);
+    println!(
+        "overhead, middle of {runs}: {:.3} CPU s of agent, coordinator and worker service per CPU s of scanning (runs: {})",
+        overheads[overheads.len() / 2],
+        overheads.iter().map(|o| format!("{o:.3}")).collect::<Vec<_>>().join(", ")
     );
     Ok(())
 }
