@@ -31,3 +31,10 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Size of content chunks in `Scan` / `ScanFile` streams.
 pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Largest HTTP/2 frame Qala's servers accept (SETTINGS_MAX_FRAME_SIZE,
+/// 16 KiB by default): room for a whole [`CHUNK_BYTES`] chunk message, so a
+/// chunk arrives as one DATA frame instead of sixteen (each a wake-up of
+/// the call reading it). Memory per connection is bounded by the flow
+/// control windows, not by this.
+pub const H2_MAX_FRAME_BYTES: u32 = CHUNK_BYTES as u32 + 1024;

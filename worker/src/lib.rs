@@ -158,6 +158,7 @@ pub async fn run(
     // the drain timeout.
     let (draining_tx, mut draining) = watch::channel(false);
     let serve = tonic::transport::Server::builder()
+        .max_frame_size(Some(qala_proto::H2_MAX_FRAME_BYTES))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(svc)
