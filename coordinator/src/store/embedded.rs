@@ -1,14 +1,17 @@
 //! Embedded backend: one redb file, no server. Everything but verdicts
 //! without detections is durable when its write returns; those are durable
-//! within [`SYNC_WITHIN`] (a crash loses at most that much of them, and the
-//! files are scanned again), so a sync is not paid per clean verdict.
+//! within [`LINGER`] + [`SYNC_WITHIN`] (a crash loses at most that much of
+//! them, and the files are scanned again), so neither a sync nor a commit
+//! is paid per clean verdict: they are committed in groups, and read from
+//! memory until their group is committed.
 
 use super::{StoreError, VerdictStore, decode, key};
 use prost::Message;
 use qala_proto::v1::{AgentRecord, DetectionEvent, IocEntry, TokenRecord, Verdict};
 use redb::{Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts_v1");
 /// Client tokens by name (protobuf `TokenRecord`: name, role, sha256 of the token).
@@ -35,6 +38,8 @@ fn feed_key(at_ms: i64, sha256: &str) -> String {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    /// Verdicts handed to the writer and not committed yet: reads see them.
+    pending: Arc<Mutex<Pending>>,
     /// Verdicts to the writer thread (group commit).
     puts: Option<std::sync::mpsc::Sender<Put>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -54,17 +59,46 @@ impl Drop for EmbeddedStore {
 /// One verdict to store, and who waits for its commit.
 struct Put {
     key: String,
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
     sha256: String,
     /// `md5:HEX`, `sha1:HEX` to index.
-    aliases: Vec<String>,
+    aliases: Arc<[String]>,
     /// (feed key, encoded event) for a detection.
     event: Option<(String, Vec<u8>)>,
-    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    /// Who waits for the commit; `None` for a verdict in [`Pending`] (its
+    /// `put` has returned).
+    done: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
+    /// Its number in [`Pending`] (0: not there).
+    seq: u64,
+}
+
+/// Verdicts whose `put` returned before their commit, by key: what reads
+/// answer from until the writer has committed them.
+#[derive(Default)]
+struct Pending {
+    by_key: HashMap<String, PendingVerdict>,
+    next_seq: u64,
+}
+
+struct PendingVerdict {
+    seq: u64,
+    bytes: Arc<[u8]>,
+    sha256: String,
+    aliases: Arc<[String]>,
 }
 
 /// Most verdicts in one write transaction.
 const GROUP_MAX: usize = 256;
+
+/// How long the writer gathers verdicts nobody waits for before it commits
+/// them (a commit's fixed cost was most of the writer's CPU at one commit
+/// per verdict). A verdict with detections that arrives meanwhile waits
+/// at most this long for its (synced) commit.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Most verdicts held in [`Pending`]: past it, a `put` waits for its commit
+/// (a writer that falls behind slows the puts, not memory without bound).
+const PENDING_MAX: usize = 1024;
 
 /// A verdict without detections can always be computed again from its file,
 /// so it is committed without a sync and made durable within this long: a
@@ -78,7 +112,7 @@ const SYNC_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// it. Batches of clean verdicts commit without a sync ([`SYNC_WITHIN`]);
 /// a batch with a detection, the first batch after `SYNC_WITHIN`, a quiet
 /// moment after unsynced commits and the store's closing sync everything.
-fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
+fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>, pending: Arc<Mutex<Pending>>) {
     use std::sync::mpsc::RecvTimeoutError;
     // When the oldest commit not yet synced was made.
     let mut unsynced: Option<std::time::Instant> = None;
@@ -108,6 +142,11 @@ fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
                 }
             },
         };
+        // Nobody waits for this one: let others join its commit (they
+        // arrive without waking this thread).
+        if first.done.is_none() {
+            std::thread::sleep(LINGER);
+        }
         let mut batch = vec![first];
         while batch.len() < GROUP_MAX {
             match puts.try_recv() {
@@ -124,8 +163,8 @@ fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
                 let mut hashes = txn.open_multimap_table(HASHES).map_err(err)?;
                 let mut feed = txn.open_table(DETECTIONS).map_err(err)?;
                 for p in &batch {
-                    table.insert(p.key.as_str(), p.bytes.as_slice()).map_err(err)?;
-                    for a in &p.aliases {
+                    table.insert(p.key.as_str(), &*p.bytes).map_err(err)?;
+                    for a in p.aliases.iter() {
                         hashes.insert(a.as_str(), p.sha256.as_str()).map_err(err)?;
                     }
                     if let Some((k, e)) = &p.event {
@@ -138,12 +177,28 @@ fn writer(db: Arc<Database>, puts: std::sync::mpsc::Receiver<Put>) {
         if result.is_ok() {
             unsynced = if durable { None } else { unsynced.or_else(|| Some(std::time::Instant::now())) };
         }
+        // Committed (or lost): reads go to the file again. A newer put of
+        // the same key stays.
+        {
+            let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+            for p in batch.iter().filter(|p| p.seq != 0) {
+                if pending.by_key.get(&p.key).is_some_and(|q| q.seq == p.seq) {
+                    pending.by_key.remove(&p.key);
+                }
+            }
+        }
+        let unwaited = batch.iter().filter(|p| p.done.is_none()).count();
+        if let (Err(e), 1..) = (&result, unwaited) {
+            tracing::warn!(error = %e, verdicts = unwaited, "verdict store: commit failed, verdicts not stored");
+        }
         for p in batch {
             let r = match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Embedded(e.to_string())),
             };
-            let _ = p.done.send(r);
+            if let Some(done) = p.done {
+                let _ = done.send(r);
+            }
         }
     }
 }
@@ -186,12 +241,13 @@ impl EmbeddedStore {
         txn.commit().map_err(err)?;
         let db = Arc::new(db);
         let (puts, rx) = std::sync::mpsc::channel();
-        let writer_db = db.clone();
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let (writer_db, writer_pending) = (db.clone(), pending.clone());
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(writer_db, rx))
+            .spawn(move || writer(writer_db, rx, writer_pending))
             .map_err(|e| err(format!("store writer thread: {e}")))?;
-        Ok(Self { db, path: path.to_path_buf(), puts: Some(puts), writer: Some(writer) })
+        Ok(Self { db, path: path.to_path_buf(), pending, puts: Some(puts), writer: Some(writer) })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -203,17 +259,29 @@ impl EmbeddedStore {
     }
 }
 
-fn read_many(db: &Database, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError> {
+fn read_many(db: &Database, pending: &Mutex<Pending>, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError> {
+    // Those waiting for their commit first, then the file in a transaction
+    // begun after: a verdict committed (and so no longer pending) in
+    // between is in that transaction.
+    let keys: Vec<String> = sha256s.iter().map(|sha| key(ruleset_id, sha)).collect();
+    let held: Vec<Option<Arc<[u8]>>> = {
+        let pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+        keys.iter().map(|k| pending.by_key.get(k).map(|p| p.bytes.clone())).collect()
+    };
     let txn = db.begin_read().map_err(err)?;
     let table = txn.open_table(VERDICTS).map_err(err)?;
     let mut out = Vec::new();
-    for sha in sha256s {
-        if let Some(v) = table.get(key(ruleset_id, sha).as_str()).map_err(err)? {
-            // An expired partial verdict is gone (its bytes stay until overwritten).
-            let v = decode(v.value())?;
-            if !super::expired(&v) {
-                out.push(v);
-            }
+    for (k, held) in keys.iter().zip(held) {
+        let v = match held {
+            Some(bytes) => decode(&bytes)?,
+            None => match table.get(k.as_str()).map_err(err)? {
+                Some(v) => decode(v.value())?,
+                None => continue,
+            },
+        };
+        // An expired partial verdict is gone (its bytes stay until overwritten).
+        if !super::expired(&v) {
+            out.push(v);
         }
     }
     Ok(out)
@@ -224,25 +292,50 @@ impl VerdictStore for EmbeddedStore {
     async fn get(&self, ruleset_id: &str, sha256: &str) -> Result<Option<Verdict>, StoreError> {
         // One key (every upload asks twice): a read transaction over pages
         // redb keeps cached costs less in place than a thread hand-off.
-        Ok(read_many(&self.db, ruleset_id, &[sha256.to_string()])?.pop())
+        Ok(read_many(&self.db, &self.pending, ruleset_id, &[sha256.to_string()])?.pop())
     }
 
     async fn get_many(&self, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError> {
-        let (r, s) = (ruleset_id.to_string(), sha256s.to_vec());
-        self.blocking(move |db| read_many(db, &r, &s)).await
+        let (r, s, pending) = (ruleset_id.to_string(), sha256s.to_vec(), self.pending.clone());
+        self.blocking(move |db| read_many(db, &pending, &r, &s)).await
     }
 
+    /// A verdict with detections returns once committed and synced; one
+    /// without returns once handed to the writer (reads see it from then
+    /// on), unless [`PENDING_MAX`] are already waiting for their commit.
     async fn put(&self, verdict: &Verdict, event: Option<&DetectionEvent>) -> Result<(), StoreError> {
-        let (done, committed) = tokio::sync::oneshot::channel();
-        let put = Put {
-            key: key(&verdict.ruleset_id, &verdict.sha256),
-            bytes: verdict.encode_to_vec(),
-            sha256: verdict.sha256.clone(),
-            aliases: super::alias_keys(verdict),
-            event: event.map(|e| (feed_key(e.at_ms, &e.sha256), e.encode_to_vec())),
-            done,
-        };
         let puts = self.puts.as_ref().ok_or_else(|| err("the store is closing"))?;
+        let mut put = Put {
+            key: key(&verdict.ruleset_id, &verdict.sha256),
+            bytes: verdict.encode_to_vec().into(),
+            sha256: verdict.sha256.clone(),
+            aliases: super::alias_keys(verdict).into(),
+            event: event.map(|e| (feed_key(e.at_ms, &e.sha256), e.encode_to_vec())),
+            done: None,
+            seq: 0,
+        };
+        if put.event.is_none() {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.by_key.len() < PENDING_MAX {
+                pending.next_seq += 1;
+                put.seq = pending.next_seq;
+                let entry = PendingVerdict {
+                    seq: put.seq,
+                    bytes: put.bytes.clone(),
+                    sha256: put.sha256.clone(),
+                    aliases: put.aliases.clone(),
+                };
+                pending.by_key.insert(put.key.clone(), entry);
+                drop(pending);
+                let key = put.key.clone();
+                return puts.send(put).map_err(|_| {
+                    self.pending.lock().unwrap_or_else(|p| p.into_inner()).by_key.remove(&key);
+                    err("the store writer has stopped")
+                });
+            }
+        }
+        let (done, committed) = tokio::sync::oneshot::channel();
+        put.done = Some(done);
         puts.send(put).map_err(|_| err("the store writer has stopped"))?;
         committed.await.map_err(|_| err("the store writer has stopped"))?
     }
@@ -253,12 +346,21 @@ impl VerdictStore for EmbeddedStore {
 
     async fn resolve(&self, kind: &str, digest: &str) -> Result<Vec<String>, StoreError> {
         let k = format!("{kind}:{digest}");
+        let pending = self.pending.clone();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_multimap_table(HASHES).map_err(err)?;
             let mut out = Vec::new();
             for v in table.get(k.as_str()).map_err(err)? {
                 out.push(v.map_err(err)?.value().to_string());
+            }
+            // Verdicts not committed yet answer too (the index is written
+            // with them).
+            let pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+            for p in pending.by_key.values().filter(|p| p.aliases.contains(&k)) {
+                if !out.contains(&p.sha256) {
+                    out.push(p.sha256.clone());
+                }
             }
             Ok(out)
         })
@@ -466,17 +568,15 @@ impl VerdictStore for EmbeddedStore {
     }
 
     async fn poisoned(&self, sha256: &str) -> Result<Option<String>, StoreError> {
-        let sha256 = sha256.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(err)?;
-            let table = txn.open_table(POISON).map_err(err)?;
-            let entry = table.get(sha256.as_str()).map_err(err)?;
-            Ok(entry.and_then(|e| {
-                let (until, detail) = e.value();
-                (until > super::now_ms()).then(|| detail.to_string())
-            }))
-        })
-        .await
+        // Asked once per upload, of a short list redb keeps cached: read in
+        // place, as `get`, rather than through a thread hand-off.
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(POISON).map_err(err)?;
+        let entry = table.get(sha256).map_err(err)?;
+        Ok(entry.and_then(|e| {
+            let (until, detail) = e.value();
+            (until > super::now_ms()).then(|| detail.to_string())
+        }))
     }
 }
 
@@ -527,5 +627,69 @@ mod tests {
         let again = EmbeddedStore::open(&path).unwrap();
         let all: Vec<String> = (0..300).map(|i| format!("{i:064x}")).collect();
         assert_eq!(again.get_many("r", &all).await.unwrap().len(), 300);
+    }
+
+    /// What the file itself holds under `key` (no pending verdicts).
+    fn in_file(store: &EmbeddedStore, key: &str) -> bool {
+        let txn = store.db.begin_read().unwrap();
+        txn.open_table(VERDICTS).unwrap().get(key).unwrap().is_some()
+    }
+
+    fn pending_len(store: &EmbeddedStore) -> usize {
+        store.pending.lock().unwrap().by_key.len()
+    }
+
+    /// A clean verdict's put returns before its commit: from then on every
+    /// read (by sha256, in a batch, by md5) answers it, and within a short
+    /// while it is in the file and no longer held in memory.
+    #[tokio::test]
+    async fn a_clean_verdict_is_read_before_its_commit_and_committed_soon_after() {
+        let d = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&d.path().join("v.redb")).unwrap();
+        let sha = "ab".repeat(32);
+        let v = Verdict { ruleset_id: "r".into(), sha256: sha.clone(), md5: "cd".repeat(16), size: 7, ..Default::default() };
+        store.put(&v, None).await.unwrap();
+        assert_eq!(store.get("r", &sha).await.unwrap().as_ref(), Some(&v));
+        assert_eq!(store.get_many("r", std::slice::from_ref(&sha)).await.unwrap(), vec![v.clone()]);
+        assert_eq!(store.resolve("md5", &"cd".repeat(16)).await.unwrap(), vec![sha.clone()]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while pending_len(&store) > 0 {
+            assert!(std::time::Instant::now() < deadline, "still not committed");
+            tokio::time::sleep(LINGER).await;
+        }
+        assert!(in_file(&store, &key("r", &sha)));
+        assert_eq!(store.get("r", &sha).await.unwrap(), Some(v));
+        assert_eq!(store.resolve("md5", &"cd".repeat(16)).await.unwrap(), vec![sha]);
+    }
+
+    /// A verdict with detections is in the file (committed, synced) when
+    /// its put returns; it is never only in memory.
+    #[tokio::test]
+    async fn a_detection_is_committed_before_its_put_returns() {
+        let d = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&d.path().join("v.redb")).unwrap();
+        let sha = "ef".repeat(32);
+        let v = Verdict { ruleset_id: "r".into(), sha256: sha.clone(), ..Default::default() };
+        let event = DetectionEvent { at_ms: 5, sha256: sha.clone(), ..Default::default() };
+        store.put(&v, Some(&event)).await.unwrap();
+        assert_eq!(pending_len(&store), 0);
+        assert!(in_file(&store, &key("r", &sha)));
+        assert_eq!(store.detections(0, 10).await.unwrap().len(), 1);
+    }
+
+    /// Puts faster than the writer commits hold at most `PENDING_MAX`
+    /// verdicts in memory: past that a put waits for its commit.
+    #[tokio::test]
+    async fn verdicts_waiting_for_their_commit_are_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&d.path().join("v.redb")).unwrap();
+        let n = PENDING_MAX + 200;
+        for i in 0..n {
+            let v = Verdict { ruleset_id: "r".into(), sha256: format!("{i:064x}"), ..Default::default() };
+            store.put(&v, None).await.unwrap();
+            assert!(pending_len(&store) <= PENDING_MAX);
+        }
+        let all: Vec<String> = (0..n).map(|i| format!("{i:064x}")).collect();
+        assert_eq!(store.get_many("r", &all).await.unwrap().len(), n);
     }
 }
