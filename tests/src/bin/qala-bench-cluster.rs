@@ -3,15 +3,18 @@
 //! same machine. Each run: `qala-bench DIR RULES 2 full` (the engine alone,
 //! 2 threads), then a fresh cluster (TLS on both hops, one worker with 2
 //! threads and sandboxed scan children, a new embedded store) and
-//! `qala-agent scan --no-cache -i DIR` through it; prints both times, the
+//! `qala-agent scan --no-cache -i DIR` through it, then the engine alone
+//! again (its time is the mean of the runs before and after, so a drift of
+//! the machine's speed during the run cancels out); prints both times, the
 //! ratio (engine time / cluster time: 1.0 means the cluster is as fast as
 //! the engine alone) and the CPU seconds of agent, coordinator and worker
 //! (its service, and its scan children). The middle run by ratio is
 //! reported last.
 //!
-//! The ratio compares two phases run one after the other, and this
-//! machine's speed drifts between them (the same binaries have printed
-//! 0.54x and 0.76x minutes apart). The overhead line does not: it is the
+//! The ratio compares phases run one after the other, and this machine's
+//! speed drifts between them (the same binaries have printed 0.54x and
+//! 0.76x minutes apart, with the engine alone measured once, before). The
+//! overhead line does not: it is the
 //! CPU of agent, coordinator and worker service per CPU second of scanning,
 //! all measured over the same seconds, so it moves only with the code.
 
@@ -83,7 +86,7 @@ fn main() -> Result<()> {
     let runs: usize = args.next().map(|r| r.to_string_lossy().parse()).transpose()?.unwrap_or(3);
     let mut results = Vec::new();
     for i in 1..=runs {
-        let engine = engine_secs(&dir, &rules)?;
+        let engine_before = engine_secs(&dir, &rules)?;
         let cluster = Cluster::start(&rules, None, 1)?;
         let coordinator = cluster.coordinator.as_ref().context("no coordinator")?.pid();
         let worker = cluster.workers[0].pid();
@@ -95,21 +98,27 @@ fn main() -> Result<()> {
             .arg(&dir)
             .output()?;
         let secs = started.elapsed().as_secs_f64();
-        let run = Run {
-            engine,
-            cluster: secs,
-            agent_cpu: children_cpu() - a0,
-            coordinator_cpu: cpu_secs(coordinator, true) - c0,
-            worker_cpu: tree_cpu(worker) - w0,
-            service_cpu: cpu_secs(worker, false) - s0,
-        };
+        let (agent_cpu, coordinator_cpu) = (children_cpu() - a0, cpu_secs(coordinator, true) - c0);
+        let (worker_cpu, service_cpu) = (tree_cpu(worker) - w0, cpu_secs(worker, false) - s0);
         let text = String::from_utf8_lossy(&out.stdout);
         let summary = text.lines().find(|l| l.starts_with("scanned ")).unwrap_or("").to_string();
         if !summary.contains(" 0 errors") {
             bail!("the cluster scan had errors:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
         }
+        let store = cluster.dir.path().join("verdicts.redb");
+        let store_bytes = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
+        drop(cluster);
+        let engine_after = engine_secs(&dir, &rules)?;
+        let run = Run {
+            engine: (engine_before + engine_after) / 2.0,
+            cluster: secs,
+            agent_cpu,
+            coordinator_cpu,
+            worker_cpu,
+            service_cpu,
+        };
         println!(
-            "run {i}: engine alone {:.2}s, cluster {:.2}s: {:.2}x; CPU s: agent {:.1}, coordinator {:.1}, worker {:.1} (service {:.1}, scans {:.1}) of {:.1} available; overhead {:.3} CPU s per scan CPU s",
+            "run {i}: engine alone {:.2}s ({engine_before:.2}s before, {engine_after:.2}s after), cluster {:.2}s: {:.2}x; CPU s: agent {:.1}, coordinator {:.1}, worker {:.1} (service {:.1}, scans {:.1}) of {:.1} available; overhead {:.3} CPU s per scan CPU s",
             run.engine,
             run.cluster,
             run.engine / run.cluster,
@@ -121,8 +130,6 @@ fn main() -> Result<()> {
             2.0 * run.cluster,
             run.overhead()
         );
-        let store = cluster.dir.path().join("verdicts.redb");
-        let store_bytes = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
         println!("  {}; verdict store {:.1} MB", summary.split(';').next().unwrap_or(""), store_bytes as f64 / 1e6);
         results.push(run);
     }
