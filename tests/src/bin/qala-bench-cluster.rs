@@ -14,9 +14,9 @@
 //! The ratio compares phases run one after the other, and this machine's
 //! speed drifts between them (the same binaries have printed 0.54x and
 //! 0.76x minutes apart, with the engine alone measured once, before). The
-//! overhead line does not: it is the
-//! CPU of agent, coordinator and worker service per CPU second of scanning,
-//! all measured over the same seconds, so it moves only with the code.
+//! overhead line does much less: it is the CPU of agent, coordinator and
+//! worker service per CPU second of scanning, all measured over the same
+//! seconds, so a change of the machine's speed cancels out of it.
 
 use anyhow::{Context, Result, bail};
 use qala_tests::{Cluster, bin, children_of};
@@ -61,11 +61,15 @@ struct Run {
 }
 
 impl Run {
+    /// CPU of the worker's scan children.
+    fn scan_cpu(&self) -> f64 {
+        self.worker_cpu - self.service_cpu
+    }
+
     /// CPU of agent, coordinator and worker service per CPU second of the
     /// scan children.
     fn overhead(&self) -> f64 {
-        let scan = self.worker_cpu - self.service_cpu;
-        (self.agent_cpu + self.coordinator_cpu + self.service_cpu) / scan.max(1e-9)
+        (self.agent_cpu + self.coordinator_cpu + self.service_cpu) / self.scan_cpu().max(1e-9)
     }
 }
 
@@ -126,7 +130,7 @@ fn main() -> Result<()> {
             run.coordinator_cpu,
             run.worker_cpu,
             run.service_cpu,
-            run.worker_cpu - run.service_cpu,
+            run.scan_cpu(),
             2.0 * run.cluster,
             run.overhead()
         );
