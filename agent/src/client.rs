@@ -235,14 +235,16 @@ impl Client {
     }
 
     /// Upload `path` (whose content hashed to `sha256`, `size` bytes) and wait
-    /// for its verdict, retrying transient failures.
-    pub async fn upload(&self, path: &Path, sha256: &str, size: u64, agent_id: &str) -> Result<Uploaded, Status> {
+    /// for its verdict, retrying transient failures; `brief` as in
+    /// [`Client::lookup`].
+    pub async fn upload(&self, path: &Path, sha256: &str, size: u64, agent_id: &str, brief: bool) -> Result<Uploaded, Status> {
         let header = pb::ScanHeader {
             sha256: sha256.to_string(),
             size,
             // The name stays on the endpoint: verdicts depend on content only.
             file_name: String::new(),
             agent_id: agent_id.to_string(),
+            brief,
         };
         let sent = Arc::new(AtomicU64::new(0));
         let response = self

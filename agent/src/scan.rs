@@ -156,9 +156,11 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                     } else {
                         pending.insert(sha256.clone(), Vec::new());
                         let (client, tx, permits, agent) = (client.clone(), done_tx.clone(), uploads.clone(), opts.agent_id.clone());
+                        // As the lookups: text output needs no executable summaries.
+                        let brief = !opts.json;
                         tokio::spawn(async move {
                             let _permit = permits.acquire_owned().await;
-                            let result = upload(&client, &path, &sha256, size, &agent).await;
+                            let result = upload(&client, &path, &sha256, size, &agent, brief).await;
                             let _ = tx.send(UploadDone { sha256, path, size, result }).await;
                         });
                     }
@@ -232,8 +234,9 @@ async fn upload(
     sha256: &str,
     size: u64,
     agent: &str,
+    brief: bool,
 ) -> Result<crate::client::Uploaded, String> {
-    match client.upload(path, sha256, size, agent).await {
+    match client.upload(path, sha256, size, agent, brief).await {
         Ok(u) => Ok(u),
         Err(s) if s.code() == tonic::Code::InvalidArgument => {
             let p = path.to_path_buf();
@@ -245,7 +248,7 @@ async fn upload(
                 return Err(format!("rejected by coordinator: {}", s.message()));
             }
             client
-                .upload(path, &new_sha, new_size, agent)
+                .upload(path, &new_sha, new_size, agent, brief)
                 .await
                 .map_err(|s| format!("file changed while scanning; retry failed: {}", s.message()))
         }

@@ -40,8 +40,13 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
 /// `name`), then the content in chunks.
 pub fn scan_messages(data: &[u8], name: &str) -> Vec<qala_proto::v1::ScanRequest> {
     use qala_proto::v1::{ScanHeader, ScanRequest, scan_request::Msg};
-    let header =
-        ScanHeader { sha256: sha256_hex(data), size: data.len() as u64, file_name: name.into(), agent_id: "qala-tests".into() };
+    let header = ScanHeader {
+        sha256: sha256_hex(data),
+        size: data.len() as u64,
+        file_name: name.into(),
+        agent_id: "qala-tests".into(),
+        ..Default::default()
+    };
     let mut msgs = vec![ScanRequest { msg: Some(Msg::Header(header)) }];
     msgs.extend(data.chunks(qala_proto::CHUNK_BYTES).map(|c| ScanRequest { msg: Some(Msg::Chunk(c.to_vec().into())) }));
     msgs

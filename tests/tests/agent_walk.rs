@@ -144,21 +144,41 @@ fn a_rescan_of_an_unchanged_tree_reads_no_file_content() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn brief_lookups_leave_out_executable_summaries() {
+async fn brief_answers_leave_out_executable_summaries_the_store_keeps_them() {
+    use qala_proto::v1::{LookupRequest, ScanRequest, scan_request::Msg};
     let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let program = std::fs::read("/bin/ls").unwrap();
+    let other = std::fs::read("/bin/cat").unwrap();
     std::fs::write(dir.path().join("ls"), &program).unwrap();
+    // The agent's text scan uploads with brief answers.
     let (lines, ..) = tokio::task::block_in_place(|| scan(&cluster, &[], dir.path()));
     assert_eq!(lines[0]["verdict"], "clean", "{lines:?}");
     let sha = qala_tests::sha256_hex(&program);
     let mut client = cluster.scanner().await;
-    let ask = |brief| qala_proto::v1::LookupRequest { sha256: vec![sha.clone()], brief };
-    let full = client.lookup(ask(false)).await.unwrap().into_inner().verdicts.remove(0);
-    let brief = client.lookup(ask(true)).await.unwrap().into_inner().verdicts.remove(0);
-    assert!(!full.executables.is_empty(), "{full:?}");
+    let ask = |sha: &str, brief| LookupRequest { sha256: vec![sha.to_string()], brief };
+    let full = client.lookup(ask(&sha, false)).await.unwrap().into_inner().verdicts.remove(0);
+    let brief = client.lookup(ask(&sha, true)).await.unwrap().into_inner().verdicts.remove(0);
+    assert!(!full.executables.is_empty(), "the store keeps the whole verdict: {full:?}");
     assert!(brief.executables.is_empty() && brief.object_meta.is_empty(), "{brief:?}");
     assert_eq!((brief.verdict, brief.detections.len()), (full.verdict, full.detections.len()));
+
+    // A brief scan answer, fresh, is the whole verdict without its
+    // summaries; the whole one is what a later plain scan of it gets.
+    let upload = |data: &[u8], brief: bool| {
+        let mut msgs = qala_tests::scan_messages(data, "");
+        if let Some(ScanRequest { msg: Some(Msg::Header(h)) }) = msgs.first_mut() {
+            h.brief = brief;
+        }
+        tokio_stream::iter(msgs)
+    };
+    let fresh = client.scan(upload(&other, true)).await.unwrap().into_inner();
+    let fresh_verdict = fresh.verdict.unwrap();
+    assert!(!fresh.cached && fresh_verdict.executables.is_empty(), "{fresh_verdict:?}");
+    let again = client.scan(upload(&other, false)).await.unwrap().into_inner();
+    let whole = again.verdict.unwrap();
+    assert!(again.cached && !whole.executables.is_empty(), "{whole:?}");
+    assert_eq!(fresh_verdict, qala_proto::v1::Verdict { executables: Vec::new(), ..whole });
 }
 
 #[test]

@@ -10,7 +10,13 @@ use tonic::Code;
 
 fn header(sha256: &str, size: u64, name: &str) -> pb::ScanRequest {
     pb::ScanRequest {
-        msg: Some(Msg::Header(pb::ScanHeader { sha256: sha256.into(), size, file_name: name.into(), agent_id: "test".into() })),
+        msg: Some(Msg::Header(pb::ScanHeader {
+            sha256: sha256.into(),
+            size,
+            file_name: name.into(),
+            agent_id: "test".into(),
+            ..Default::default()
+        })),
     }
 }
 

@@ -353,8 +353,13 @@ fn a_full_spool_is_answered_and_retried_and_no_file_is_lost() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_upload_is_answered_without_being_read() {
     let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
-    let header =
-        pb::ScanHeader { sha256: sha256_hex(b"huge"), size: 5 << 30, file_name: "huge.iso".into(), agent_id: "t".into() };
+    let header = pb::ScanHeader {
+        sha256: sha256_hex(b"huge"),
+        size: 5 << 30,
+        file_name: "huge.iso".into(),
+        agent_id: "t".into(),
+        ..Default::default()
+    };
     let mut c = cluster.scanner().await;
     // Only the header is ever sent; the stream stays open.
     let (tx, rx) = tokio::sync::mpsc::channel(1);

@@ -252,14 +252,14 @@ impl Pipeline {
             tasks.push(tokio::spawn(async move {
                 let _p = permits.acquire_owned().await;
                 let first = &group[0];
-                let r = client.upload(&first.path, &sha, first.size, &agent).await;
+                let r = client.upload(&first.path, &sha, first.size, &agent, true).await;
                 let r = match r {
                     Err(s) if s.code() == tonic::Code::InvalidArgument => {
                         // Changed since it was hashed: hash again, send once more.
                         let p = first.path.clone();
                         match tokio::task::spawn_blocking(move || hash_file(&p)).await {
                             Ok(Ok((new_sha, new_size))) if new_sha != sha => {
-                                client.upload(&first.path, &new_sha, new_size, &agent).await
+                                client.upload(&first.path, &new_sha, new_size, &agent, true).await
                             }
                             _ => Err(s),
                         }

@@ -261,6 +261,15 @@ impl Core {
         }
     }
 
+    /// A verdict without its executable summaries and object metadata
+    /// (most of its size): what a scan's text output and an agent's
+    /// actions need (`brief` in `LookupRequest` and `ScanHeader`).
+    fn brief(v: &mut pb::Verdict) {
+        v.executables.clear();
+        v.object_meta.clear();
+        v.objects.clear();
+    }
+
     pub async fn lookup(&self, caller: &Caller, sha256s: Vec<String>, brief: bool) -> Result<pb::LookupResponse, Status> {
         caller.require(Op::Lookup)?;
         if sha256s.len() > MAX_LOOKUP {
@@ -286,11 +295,7 @@ impl Core {
             verdicts.extend(self.iocs.blocked_verdict("sha256", sha, &rules.id));
         }
         if brief {
-            for v in &mut verdicts {
-                v.executables.clear();
-                v.object_meta.clear();
-                v.objects.clear();
-            }
+            verdicts.iter_mut().for_each(Self::brief);
         }
         // Bounded: a batch of large verdicts is cut, and the client asks again.
         let mut bytes = 0;
@@ -409,17 +414,21 @@ impl Core {
         if let Ok(pb::ScanResponse { verdict: Some(v), .. }) = &mut result {
             self.iocs.apply(v);
             Self::for_caller(caller, v);
+            if header.brief {
+                Self::brief(v);
+            }
         }
         self.metrics.scanned(header.size, &result, started.elapsed());
         match &result {
             Ok(r) => {
-                let v = r.verdict.clone().unwrap_or_default();
+                let none = pb::Verdict::default();
+                let v = r.verdict.as_ref().unwrap_or(&none);
                 self.audit.event(
                     "scan",
                     Some(caller),
-                    json!({"sha256": header.sha256, "size": header.size, "verdict": kind_label(&v), "cached": r.cached}),
+                    json!({"sha256": header.sha256, "size": header.size, "verdict": kind_label(v), "cached": r.cached}),
                 );
-                self.served(caller, "scan", &v);
+                self.served(caller, "scan", v);
             }
             Err(e) => self.audit.event(
                 "scan",

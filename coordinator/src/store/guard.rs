@@ -131,9 +131,7 @@ impl Guarded {
     /// expiry), so the answer equals every cached answer of it.
     pub fn finalize(&self, v: &mut Verdict) {
         let keep = *self.keep.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(stored) = super::stored_form(v, &keep) {
-            *v = stored;
-        }
+        super::to_stored_form(v, &keep);
     }
 
     /// How long verdicts are kept by level (from the coordinator's flags).

@@ -227,20 +227,39 @@ pub fn detection_event(v: &Verdict) -> Option<DetectionEvent> {
     })
 }
 
-/// `v` as the store keeps it: marked `partial` and given its expiry by
-/// [`retention`] and `keep`; None if it is not kept at all. Idempotent (an
-/// expiry already set stays), so the answer of a fresh scan can be put in
-/// this form first and then equal every cached answer of it.
-pub fn stored_form(v: &Verdict, keep: &Keep) -> Option<Verdict> {
+/// The `partial` flag and expiry `v` is stored with, by [`retention`] and
+/// `keep`; None if it is not kept at all. Idempotent (an expiry already
+/// set stays), so the answer of a fresh scan can be put in this form first
+/// ([`to_stored_form`]) and then equal every cached answer of it.
+fn stored_fields(v: &Verdict, keep: &Keep) -> Option<(bool, i64)> {
     match retention(v) {
         Retention::Never => None,
-        Retention::Final if v.expires_at_ms != 0 => Some(v.clone()),
-        Retention::Final => Some(Verdict { expires_at_ms: keep.expiry(v), ..v.clone() }),
-        Retention::Partial if v.partial && v.expires_at_ms != 0 => Some(v.clone()),
-        Retention::Partial => {
-            Some(Verdict { partial: true, expires_at_ms: now_ms() + PARTIAL_TTL.as_millis() as i64, ..v.clone() })
-        }
+        Retention::Final if v.expires_at_ms != 0 => Some((v.partial, v.expires_at_ms)),
+        Retention::Final => Some((v.partial, keep.expiry(v))),
+        Retention::Partial if v.partial && v.expires_at_ms != 0 => Some((true, v.expires_at_ms)),
+        Retention::Partial => Some((true, now_ms() + PARTIAL_TTL.as_millis() as i64)),
     }
+}
+
+/// Put `v` in the form the store keeps it ([`stored_fields`]), in place;
+/// false if it is not kept.
+pub fn to_stored_form(v: &mut Verdict, keep: &Keep) -> bool {
+    let Some((partial, expires_at_ms)) = stored_fields(v, keep) else { return false };
+    v.partial = partial;
+    v.expires_at_ms = expires_at_ms;
+    true
+}
+
+/// `v` as the store keeps it, borrowed when it already is in that form
+/// (a verdict of a fresh scan after [`to_stored_form`]: no copy); None if
+/// it is not kept.
+pub fn stored_form<'a>(v: &'a Verdict, keep: &Keep) -> Option<std::borrow::Cow<'a, Verdict>> {
+    let (partial, expires_at_ms) = stored_fields(v, keep)?;
+    Some(if (partial, expires_at_ms) == (v.partial, v.expires_at_ms) {
+        std::borrow::Cow::Borrowed(v)
+    } else {
+        std::borrow::Cow::Owned(Verdict { partial, expires_at_ms, ..v.clone() })
+    })
 }
 
 /// Store `verdict` as its [`retention`] and `keep` allow ([`stored_form`]);
