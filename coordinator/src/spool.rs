@@ -87,6 +87,25 @@ impl Spool {
         self.file.as_ref().expect("spilled").write_all_at(&chunk, at)
     }
 
+    /// The whole upload in pieces of at most `max` bytes (slices of the
+    /// received chunks, no copy), if it is held in memory; `None` once it
+    /// has spilled to disk (read it with [`Spool::next_chunk`]).
+    pub fn memory_chunks(&self, max: usize) -> Option<Vec<Bytes>> {
+        if self.file.is_some() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.memory.len());
+        for c in &self.memory {
+            let mut at = 0;
+            while at < c.len() {
+                let end = (at + max).min(c.len());
+                out.push(c.slice(at..end));
+                at = end;
+            }
+        }
+        Some(out)
+    }
+
     /// Start reading the upload again from its first byte.
     pub async fn rewind(&mut self) -> std::io::Result<()> {
         self.read_at = 0;
@@ -148,6 +167,9 @@ mod tests {
         small.write(Bytes::from_static(b"world")).await.unwrap();
         assert!(small.file.is_none());
         assert_eq!(replayed(&mut small).await, b"hello world");
+        let pieces = small.memory_chunks(4).unwrap();
+        assert_eq!(pieces.iter().map(|p| p.len()).collect::<Vec<_>>(), [4, 2, 4, 1]);
+        assert_eq!(pieces.concat(), b"hello world");
 
         let data: Vec<u8> = (0..3 * MEMORY_LIMIT as u32 + 17).map(|i| (i % 251) as u8).collect();
         let mut large = Spool::new(None);
@@ -155,6 +177,7 @@ mod tests {
             large.write(Bytes::copy_from_slice(c)).await.unwrap();
         }
         assert!(large.file.is_some() && large.memory.is_empty());
+        assert!(large.memory_chunks(1 << 20).is_none(), "spilled: read from the file");
         assert_eq!(large.len(), data.len() as u64);
         assert_eq!(replayed(&mut large).await, data);
         assert_eq!(replayed(&mut large).await, data, "a second replay starts again from the start");

@@ -193,7 +193,15 @@ pub(super) async fn open(
 ) -> Result<WorkerCall, Status> {
     worker.ensure_rules(rules).await?;
     let (tx, rx) = mpsc::channel(2);
-    let first = pb::WorkerScanRequest {
+    tx.send(header_msg(header, rules, kinds)).await.map_err(|_| Status::internal("worker stream closed"))?;
+    let mut client = worker.client.clone();
+    let call = tokio::spawn(async move { client.scan_file(ReceiverStream::new(rx)).await });
+    Ok(WorkerCall { tx, call })
+}
+
+/// The first message of a `ScanFile` call.
+fn header_msg(header: &pb::ScanHeader, rules: &LoadedRules, kinds: DigestKinds) -> pb::WorkerScanRequest {
+    pb::WorkerScanRequest {
         msg: Some(pb::worker_scan_request::Msg::Header(pb::WorkerScanHeader {
             sha256: header.sha256.clone(),
             size: header.size,
@@ -204,11 +212,7 @@ pub(super) async fn open(
             object_md5: kinds.md5,
             object_sha1: kinds.sha1,
         })),
-    };
-    tx.send(first).await.map_err(|_| Status::internal("worker stream closed"))?;
-    let mut client = worker.client.clone();
-    let call = tokio::spawn(async move { client.scan_file(ReceiverStream::new(rx)).await });
-    Ok(WorkerCall { tx, call })
+    }
 }
 
 /// Send the checked upload from the spool to `worker` and wait for its verdict.
@@ -219,6 +223,15 @@ async fn send_to(
     spool: &mut Spool,
     kinds: DigestKinds,
 ) -> Result<pb::Verdict, Failed> {
+    if let Some(chunks) = spool.memory_chunks(qala_proto::CHUNK_BYTES) {
+        // Held in memory: the whole call is ready at once, sent from this
+        // task (no task, no channel, header and content in the same frames).
+        worker.ensure_rules(rules).await.map_err(Failed::Worker)?;
+        let chunks = chunks.into_iter().map(|c| pb::WorkerScanRequest { msg: Some(pb::worker_scan_request::Msg::Chunk(c)) });
+        let request = tokio_stream::iter(std::iter::once(header_msg(header, rules, kinds)).chain(chunks));
+        let answered = worker.client.clone().scan_file(request).await;
+        return judge(worker, header, &rules.id, answered).await;
+    }
     let WorkerCall { tx, call } = open(worker, header, rules, kinds).await.map_err(Failed::Worker)?;
     let spool_error = |e: std::io::Error| Failed::Upload(Status::unavailable(format!("coordinator spool: {e}")));
     spool.rewind().await.map_err(spool_error)?;
@@ -281,29 +294,41 @@ pub(super) async fn answer(
     call: CallHandle,
 ) -> Result<pb::Verdict, Failed> {
     match call.await {
-        Ok(Ok(v)) => Ok(v.into_inner()),
+        Ok(answered) => judge(worker, header, ruleset_id, answered).await,
+        Err(e) => Err(Failed::Worker(Status::internal(format!("worker call task failed: {e}")))),
+    }
+}
+
+/// What the worker's answer to a whole upload means for it.
+async fn judge(
+    worker: &WorkerHandle,
+    header: &pb::ScanHeader,
+    ruleset_id: &str,
+    answered: Result<Response<pb::Verdict>, Status>,
+) -> Result<pb::Verdict, Failed> {
+    match answered {
+        Ok(v) => Ok(v.into_inner()),
         // Past the deadline the call is cancelled (the worker's stream is
         // reset). Another worker would most likely take as long: the answer
         // is `unscannable`, reason timeout, which is never cached.
-        Ok(Err(e)) if e.code() == Code::DeadlineExceeded || e.code() == Code::Cancelled && e.message().contains("Timeout") => {
+        Err(e) if e.code() == Code::DeadlineExceeded || e.code() == Code::Cancelled && e.message().contains("Timeout") => {
             warn!(sha256 = header.sha256, worker = worker.id, "scan exceeded the coordinator's deadline");
             let detail = format!("no verdict from worker {} within the coordinator's deadline", worker.id);
             Ok(unscannable(header, ruleset_id, worker, "scan_timeout", detail, &e))
         }
         // A verdict too large to encode or decode says nothing about the
         // worker's health: the worker is not failed over.
-        Ok(Err(e)) if e.code() == Code::OutOfRange || e.message().contains("message length too large") => {
+        Err(e) if e.code() == Code::OutOfRange || e.message().contains("message length too large") => {
             warn!(sha256 = header.sha256, worker = worker.id, error = %e.message(), "verdict too large to send");
             let detail = format!("worker {}'s verdict exceeds the message size limit", worker.id);
             Ok(unscannable(header, ruleset_id, worker, "verdict_size", detail, &e))
         }
-        Ok(Err(e)) if e.code() == Code::InvalidArgument => Err(Failed::Upload(e)),
-        Ok(Err(e)) if e.code() == Code::ResourceExhausted => Err(Failed::Busy(e)),
-        Ok(Err(e)) if e.code() == Code::FailedPrecondition => {
+        Err(e) if e.code() == Code::InvalidArgument => Err(Failed::Upload(e)),
+        Err(e) if e.code() == Code::ResourceExhausted => Err(Failed::Busy(e)),
+        Err(e) if e.code() == Code::FailedPrecondition => {
             worker.rules_lost().await;
             Err(Failed::Worker(Status::unavailable(format!("worker {} lacked the rules: {}", worker.id, e.message()))))
         }
-        Ok(Err(e)) => Err(Failed::Worker(Status::unavailable(format!("worker {} failed: {}", worker.id, e.message())))),
-        Err(e) => Err(Failed::Worker(Status::internal(format!("worker call task failed: {e}")))),
+        Err(e) => Err(Failed::Worker(Status::unavailable(format!("worker {} failed: {}", worker.id, e.message())))),
     }
 }
