@@ -277,22 +277,30 @@ async fn stream_file(
     rate: Option<Arc<crate::limits::RateLimit>>,
 ) {
     use pb::scan_request::Msg;
-    if tx.send(pb::ScanRequest { msg: Some(Msg::Header(header)) }).await.is_err() {
-        return;
-    }
     // One blocking task reads the whole file (a thread hand-off per chunk
-    // cost more than the read), into buffers that are not zeroed first.
+    // cost more than the read), into buffers that are not zeroed first. The
+    // header goes with the first chunk: a small file's call is then ready
+    // whole when the stream is first read, and leaves in one frame.
     let runtime = tokio::runtime::Handle::current();
     let _ = tokio::task::spawn_blocking(move || {
         use std::io::Read;
+        let mut header = Some(pb::ScanRequest { msg: Some(Msg::Header(header)) });
+        let send_header = |header: &mut Option<pb::ScanRequest>| header.take().is_none_or(|h| tx.blocking_send(h).is_ok());
         // Never blocks on a FIFO swapped in since the walk, never follows a link.
-        let Ok((file, _)) = crate::walk::open_regular(&path) else { return };
+        let Ok((file, _)) = crate::walk::open_regular(&path) else {
+            send_header(&mut header); // the coordinator answers the missing bytes
+            return;
+        };
         let mut file = file.take(size);
         loop {
             // Sized to what is left: a small file takes a small buffer.
             let want = file.limit().min(qala_proto::CHUNK_BYTES as u64);
             let mut buf = Vec::with_capacity(want as usize);
-            match (&mut file).take(want).read_to_end(&mut buf) {
+            let read = (&mut file).take(want).read_to_end(&mut buf);
+            if !send_header(&mut header) {
+                return;
+            }
+            match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
