@@ -222,6 +222,7 @@ pub async fn run(
     let server = || {
         tonic::transport::Server::builder()
             .max_concurrent_streams(config.max_streams_per_connection.max(1))
+            .max_frame_size(Some(qala_proto::API_H2_MAX_FRAME_BYTES))
             .http2_keepalive_interval(Some(KEEPALIVE))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
     };
