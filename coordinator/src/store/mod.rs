@@ -242,12 +242,12 @@ fn stored_fields(v: &Verdict, keep: &Keep) -> Option<(bool, i64)> {
 }
 
 /// Put `v` in the form the store keeps it ([`stored_fields`]), in place;
-/// false if it is not kept.
-pub fn to_stored_form(v: &mut Verdict, keep: &Keep) -> bool {
-    let Some((partial, expires_at_ms)) = stored_fields(v, keep) else { return false };
-    v.partial = partial;
-    v.expires_at_ms = expires_at_ms;
-    true
+/// a verdict that is not kept stays as it is.
+pub fn to_stored_form(v: &mut Verdict, keep: &Keep) {
+    if let Some((partial, expires_at_ms)) = stored_fields(v, keep) {
+        v.partial = partial;
+        v.expires_at_ms = expires_at_ms;
+    }
 }
 
 /// `v` as the store keeps it, borrowed when it already is in that form
