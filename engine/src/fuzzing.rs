@@ -11,7 +11,7 @@
 use crate::filetype::FileType;
 use crate::limits::Limits;
 use crate::report::Report;
-use crate::walk::{NoInspection, walk};
+use crate::walk::{NoInspection, Root, walk};
 
 /// Every fuzz target: its name (the directory of its corpus) and the type
 /// its input is forced to. `any` detects the type as a worker does.
@@ -67,13 +67,13 @@ pub fn limits() -> Limits {
 /// Walk `data` as target `target` would; `None` for an unknown target name.
 pub fn run(target: &str, data: &[u8]) -> Option<Report> {
     let (_, ty) = TARGETS.iter().find(|(name, _)| *name == target)?;
-    Some(walk(&mut NoInspection, &limits(), data, "fuzz-input", *ty, None, None, Default::default()))
+    Some(walk(&mut NoInspection, &limits(), data, "fuzz-input", *ty, None, Root::Hash, Default::default()))
 }
 
 /// Walk `data` with no rules: what the unpackers alone extract, under
 /// `limits` (used by the benchmark to split unpacking from rule time).
 pub fn unpack_only(data: &[u8], limits: &Limits) -> Report {
-    walk(&mut NoInspection, limits, data, "input", None, None, None, Default::default())
+    walk(&mut NoInspection, limits, data, "input", None, None, Root::Hash, Default::default())
 }
 
 /// Make the fuzzer see only the panics that are bugs of ours.

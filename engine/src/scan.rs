@@ -11,7 +11,7 @@ use crate::rules::{
     GLOBAL_DEPTH, GLOBAL_EXE_FACTS, GLOBAL_EXE_OVERLAY, GLOBAL_EXE_SIGNED, GLOBAL_FILE_TYPE, GLOBAL_FILENAME, GLOBAL_PARENT_TYPE,
     Ruleset,
 };
-use crate::walk::{Inspect, Object, Walk, walk};
+use crate::walk::{Inspect, Object, Root, Walk, walk};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -71,14 +71,14 @@ impl<'r> Engine<'r> {
     /// Scan one submission held in memory. `name` is the root object's name
     /// (the file name the agent gave), the first element of object paths.
     pub fn scan(&mut self, data: &[u8], name: &str) -> Report {
-        walk(&mut self.rules, &self.limits, data, name, None, None, None, self.kinds)
+        walk(&mut self.rules, &self.limits, data, name, None, None, Root::Hash, self.kinds)
     }
 
     /// [`Engine::scan`] that stops at its next check (between objects and
     /// inside long decodes) once `cancel` is set from another thread; the
     /// report then has a `cancelled` limit hit.
     pub fn scan_cancellable(&mut self, data: &[u8], name: &str, cancel: Arc<AtomicBool>) -> Report {
-        walk(&mut self.rules, &self.limits, data, name, None, Some(cancel), None, self.kinds)
+        walk(&mut self.rules, &self.limits, data, name, None, Some(cancel), Root::Hash, self.kinds)
     }
 
     /// [`Engine::scan_cancellable`] of bytes whose sha256 the caller has
@@ -87,7 +87,16 @@ impl<'r> Engine<'r> {
     /// sha256 again, and the report carries `sha256` as given. Everything
     /// else (blake3, nested objects' digests) is computed as usual.
     pub fn scan_verified(&mut self, data: &[u8], sha256: &str, cancel: Arc<AtomicBool>) -> Report {
-        walk(&mut self.rules, &self.limits, data, "", None, Some(cancel), Some(sha256), self.kinds)
+        walk(&mut self.rules, &self.limits, data, "", None, Some(cancel), Root::Verified(sha256), self.kinds)
+    }
+
+    /// [`Engine::scan_verified`] that does not read the root for its
+    /// digests at all: the report carries `sha256` as given and leaves
+    /// `blake3`, `md5` and `sha1` empty for the caller, who computes them
+    /// itself (a worker hashes an upload alongside its scan, on another
+    /// core, instead of before it). Nested objects are hashed as usual.
+    pub fn scan_unhashed(&mut self, data: &[u8], sha256: &str, cancel: Arc<AtomicBool>) -> Report {
+        walk(&mut self.rules, &self.limits, data, "", None, Some(cancel), Root::HashedByCaller(sha256), self.kinds)
     }
 }
 

@@ -57,6 +57,18 @@ impl Inspect for NoInspection {
     fn inspect(&mut self, _: &mut Walk, _: &Object<'_>) {}
 }
 
+/// Which of the root's digests a walk computes.
+#[derive(Clone, Copy)]
+pub(crate) enum Root<'a> {
+    /// All of them.
+    Hash,
+    /// All but the sha256, which the caller verified and gives.
+    Verified(&'a str),
+    /// None: the sha256 is given, and the caller computes blake3, md5 and
+    /// sha1 itself (the report leaves them empty).
+    HashedByCaller(&'a str),
+}
+
 /// Per-submission bookkeeping.
 pub(crate) struct Walk {
     /// Set when the submission's time budget ran out: nothing more is read.
@@ -95,8 +107,8 @@ impl Walk {
 /// (empty: paths are relative to the submission). `root_type` overrides
 /// detection (the fuzz targets force each unpacker on arbitrary bytes).
 /// Setting `cancel` stops the walk (and any decoder) at its next check.
-/// `root_sha256`, when the caller already verified it, is taken as the
-/// root's sha256 instead of hashing the bytes again. `kinds` says which
+/// `root` says which of the root's digests are computed here (the caller
+/// may have verified the sha256, or compute them all itself). `kinds` says which
 /// digests of the objects inside it are computed besides sha256.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn walk(
@@ -106,17 +118,20 @@ pub(crate) fn walk(
     name: &str,
     root_type: Option<FileType>,
     cancel: Option<Arc<AtomicBool>>,
-    root_sha256: Option<&str>,
+    root: Root<'_>,
     kinds: DigestKinds,
 ) -> Report {
     let start = Instant::now();
-    let digests = match root_sha256 {
-        Some(sha256) => {
+    let digests = match root {
+        Root::Hash => Hasher::digest(data),
+        Root::Verified(sha256) => {
             let mut h = Hasher::without_sha256();
             h.update(data);
             Digests { sha256: sha256.to_string(), ..h.finish() }
         }
-        None => Hasher::digest(data),
+        Root::HashedByCaller(sha256) => {
+            Digests { sha256: sha256.to_string(), blake3: String::new(), md5: String::new(), sha1: String::new() }
+        }
     };
     let root_type = root_type.unwrap_or_else(|| FileType::detect(data));
     let mut walk = Walk {

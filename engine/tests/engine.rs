@@ -1470,6 +1470,24 @@ fn a_verified_sha256_is_taken_not_recomputed_and_the_scan_is_the_same() {
     assert_eq!(trusted.objects_scanned, fresh.objects_scanned);
 }
 
+#[test]
+fn a_root_hashed_by_the_caller_is_not_read_for_digests_and_the_scan_is_the_same() {
+    let inner = zip_of(&[("readme.txt", b"hello"), ("eicar.com", &eicar())]);
+    let mut e = Engine::new(bundled(), Limits::default());
+    let fresh = e.scan(&inner, "");
+    // The worker hashes the upload itself, alongside the scan: the report
+    // carries the given sha256 and no other root digest; what was found,
+    // and the nested objects' digests, are as in a full scan.
+    let given = "ab".repeat(32);
+    let r = e.scan_unhashed(&inner, &given, std::sync::Arc::default());
+    assert_eq!((r.sha256.as_str(), r.blake3.as_str(), r.md5.as_str(), r.sha1.as_str()), (given.as_str(), "", "", ""));
+    assert_eq!(r.verdict, fresh.verdict);
+    let rules = |r: &qala_engine::Report| r.detections.iter().map(|d| (d.rule.clone(), d.object.clone())).collect::<Vec<_>>();
+    assert_eq!(rules(&r), rules(&fresh));
+    assert_eq!(r.objects, fresh.objects);
+    assert_eq!(r.objects_scanned, fresh.objects_scanned);
+}
+
 /// Every distinct object inside a submission is listed with its sha256
 /// (and md5/sha1 only when asked), its path and its container, so IOC lists
 /// can name objects inside archives; duplicates are listed once.

@@ -152,4 +152,40 @@ async fn a_large_upload_is_mapped_from_disk_not_held_in_worker_memory() {
     assert_eq!(v.verdict, qala_proto::v1::VerdictKind::Clean as i32, "{v:?}");
     assert!(seen.is_some(), "no scan child mapped the upload from {tmp}");
     assert!(worker_shmem_kib < 16 << 10, "worker RssShmem {worker_shmem_kib} KiB");
+    // Hashed by the worker alongside the scan, read through a buffer: its
+    // resident memory did not take the file's pages.
+    let data = qala_tests::pseudo_random(77, 96 << 20);
+    assert_eq!((v.md5.as_str(), v.sha1.as_str()), (tool_hex("md5sum", &data).as_str(), tool_hex("sha1sum", &data).as_str()));
+    assert_eq!(v.blake3, qala_engine::Hasher::digest(&data).blake3);
+    let hwm = qala_tests::status_kib(worker, "VmHWM:");
+    assert!(hwm < 200 << 10, "worker VmHWM {hwm} KiB after a 96 MiB upload");
+}
+
+/// The lower-case hex digest a coreutils tool (`md5sum`, `sha1sum`) prints.
+fn tool_hex(tool: &str, data: &[u8]) -> String {
+    use std::process::{Command, Stdio};
+    let mut p = Command::new(tool).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    p.stdin.take().unwrap().write_all(data).unwrap();
+    String::from_utf8_lossy(&p.wait_with_output().unwrap().stdout).split_whitespace().next().unwrap().to_string()
+}
+
+/// The root's md5, sha1 and blake3 in a verdict are the content's whether
+/// the scan child computed them (smaller uploads) or the worker did,
+/// alongside the scan (from 8 MiB on), and a cached answer carries the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn root_digests_are_the_contents_whoever_computes_them() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let mut client = cluster.scanner().await;
+    let from = qala_worker::sandbox::HASH_ALONGSIDE_FROM as usize;
+    for (seed, size) in [(1, 0), (2, 1000), (3, from - 1), (4, from), (5, from + 3 * 65_536 + 17)] {
+        let data = qala_tests::pseudo_random(seed, size);
+        let want = (tool_hex("md5sum", &data), tool_hex("sha1sum", &data), qala_engine::Hasher::digest(&data).blake3);
+        for pass in ["fresh", "cached"] {
+            let msgs = scan_messages(&data, "");
+            let v = client.scan(tokio_stream::iter(msgs)).await.unwrap().into_inner().verdict.unwrap();
+            assert_eq!(v.verdict, qala_proto::v1::VerdictKind::Clean as i32, "{size} bytes, {pass}: {v:?}");
+            assert_eq!(v.sha256, sha256_hex(&data), "{size} bytes, {pass}");
+            assert_eq!((v.md5, v.sha1, v.blake3), want.clone(), "{size} bytes, {pass}");
+        }
+    }
 }

@@ -28,6 +28,8 @@ pub struct Job {
     pub file: File,
     /// Verified by the coordinator: the child does not hash it again.
     pub sha256: String,
+    /// The worker hashes the root itself: the child does not at all.
+    pub unhashed: bool,
     /// Digests of nested objects computed besides sha256.
     pub kinds: qala_engine::DigestKinds,
     pub reply: oneshot::Sender<Outcome>,
@@ -56,7 +58,7 @@ pub enum Outcome {
 
 /// Cancels a job when the call waiting for it goes away (the coordinator's
 /// deadline passed and the call was reset): dropped with the call's future.
-struct CancelOnDrop(Arc<AtomicBool>);
+pub(crate) struct CancelOnDrop(pub(crate) Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -125,12 +127,13 @@ impl ScanPool {
         rules: Arc<Shipped>,
         file: File,
         sha256: String,
+        unhashed: bool,
         kinds: qala_engine::DigestKinds,
     ) -> Option<Outcome> {
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Task::Scan(Job { rules, file, sha256, kinds, reply, cancel })).await.ok()?;
+        self.tx.send(Task::Scan(Job { rules, file, sha256, unhashed, kinds, reply, cancel })).await.ok()?;
         rx.await.ok()
     }
 }
@@ -178,7 +181,7 @@ fn run(slot: &mut Option<ScanChild>, job: &Job, settings: &Settings) -> Outcome 
         }
         let Some(child) = slot.as_mut() else { continue };
         let start = std::time::Instant::now();
-        match child.scan(&job.file, &job.sha256, job.kinds, deadline, &job.cancel) {
+        match child.scan(&job.file, &job.sha256, job.unhashed, job.kinds, deadline, &job.cancel) {
             Ok(verdict) => {
                 if job.cancel.load(Ordering::Relaxed) {
                     info!(

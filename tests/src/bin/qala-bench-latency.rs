@@ -2,8 +2,11 @@
 //! cluster (TLS on both hops, one worker with 2 threads, sandboxed scans,
 //! embedded store, the repository's rules), for files of new random content
 //! (so every one is uploaded and scanned): p50 and p99 per size, next to the
-//! worker's own scan time for the same files, and the worker's memory
-//! (RssAnon, RssShmem: the upload is held in a memfd) after the largest.
+//! worker's own scan time for the same files (its child's, which leaves
+//! the root's hashes to the worker), and from 64 MiB on the engine alone
+//! in this process (1 thread, the same rules, the same contents held in
+//! memory: hashes, unpacking and rules, as `qala-bench` does), and the
+//! worker's memory (RssAnon, RssShmem) after the largest.
 //! SIZES: comma-separated bytes with K/M/G (default 4K,1M,64M,700M).
 
 use anyhow::Result;
@@ -29,6 +32,11 @@ async fn main() -> Result<()> {
     let sizes: Vec<String> =
         std::env::args().nth(1).unwrap_or_else(|| "4K,1M,64M,700M".into()).split(',').map(String::from).collect();
     let cluster = Cluster::start(&repo_root().join("rules"), None, 1)?;
+    // The engine alone, for the large sizes: compiled here as the
+    // coordinator compiles them.
+    let limits = qala_engine::Limits::default();
+    let rules = qala_engine::compile_rules(&repo_root().join("rules"), &limits)?;
+    let mut engine = qala_engine::Engine::new(&rules, limits);
     let worker = cluster.workers[0].pid();
     let mut client = cluster.scanner().await;
     let mut seed = 1u64;
@@ -40,10 +48,17 @@ async fn main() -> Result<()> {
             4_194_305..=134_217_728 => 8,
             _ => 3,
         };
-        let (mut latency, mut scan) = (Vec::new(), Vec::new());
+        let (mut latency, mut scan, mut alone) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..samples {
             seed += 1;
             let data = pseudo_random(seed, bytes);
+            if bytes >= 64 << 20 {
+                // Before the upload (the cluster idle), on the same bytes.
+                let started = Instant::now();
+                let r = engine.scan(&data, "");
+                alone.push(started.elapsed().as_secs_f64() * 1000.0);
+                anyhow::ensure!(r.verdict.is_some(), "the engine alone did not scan it: {:?}", r.errors);
+            }
             let msgs = scan_messages(&data, "");
             drop(data);
             let started = Instant::now();
@@ -61,6 +76,14 @@ async fn main() -> Result<()> {
             percentile(&scan, 0.5),
             percentile(&latency, 0.5) / percentile(&scan, 0.5).max(0.001)
         );
+        if !alone.is_empty() {
+            alone.sort_by(f64::total_cmp);
+            println!(
+                "{s:>5}: the engine alone (1 thread, in memory) p50 {:.1} ms; latency / engine alone at p50 {:.2}x",
+                percentile(&alone, 0.5),
+                percentile(&latency, 0.5) / percentile(&alone, 0.5).max(0.001)
+            );
+        }
     }
     println!(
         "worker after the largest: VmHWM {} KiB, RssAnon {} KiB, RssShmem {} KiB",

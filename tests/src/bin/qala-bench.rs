@@ -7,8 +7,9 @@
 //! MODE splits the cost: `full` (default), `root` (rules on each file as
 //! it is, nothing unpacked: what libyara does), `unpack` (hashing,
 //! unpacking and executable reports, no rules), `sandboxed` (`full` as a
-//! worker runs it: each file copied into a sealed memfd and scanned by a
-//! confined scan child of `qala-worker`, one per thread).
+//! worker runs it: each file copied into a sealed memfd (or a disk file,
+//! as a worker holds an upload; a large one hashed by the worker, not the
+//! child) and scanned by a confined scan child of `qala-worker`, one per thread).
 
 use anyhow::{Context, Result};
 use qala_engine::{Engine, Limits, Report, Severity, compile_rules};
@@ -94,7 +95,7 @@ fn main() -> Result<()> {
 
 /// The `sandboxed` mode: what a worker does with each file after receiving it.
 fn sandboxed(rules: &qala_engine::Ruleset, list: &[PathBuf], total: u64, threads: usize) -> Result<()> {
-    use qala_worker::sandbox::{ScanChild, Settings, Shipped, memfd, seal};
+    use qala_worker::sandbox::{HASH_ALONGSIDE_FROM, ScanChild, Settings, Shipped, Upload, digest};
     let shipped = Shipped::new(rules.id.clone(), rules.rule_count as u32, rules.limits.clone(), &rules.to_bytes()?)?;
     let exe = std::env::current_exe()?.with_file_name("qala-worker");
     let settings = Settings { exe, memory_limit: 1 << 30 };
@@ -113,12 +114,18 @@ fn sandboxed(rules: &qala_engine::Ruleset, list: &[PathBuf], total: u64, threads
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = list.get(i) else { break };
+                    // Held and hashed as a worker holds and hashes an upload.
                     let Ok(mut input) = std::fs::File::open(path) else { continue };
-                    let mut file = memfd("bench").expect("memfd");
-                    std::io::copy(&mut input, &mut file).expect("copy");
-                    seal(&file).expect("seal");
+                    let size = input.metadata().map(|m| m.len()).unwrap_or(0);
+                    let mut upload = Upload::new(size).expect("upload");
+                    std::io::copy(&mut input, upload.file()).expect("copy");
+                    let file = upload.freeze().expect("freeze");
+                    let unhashed = size >= HASH_ALONGSIDE_FROM;
+                    if unhashed {
+                        digest(&file, &cancel).expect("digest");
+                    }
                     let v = child
-                        .scan(&file, &shas[i], Default::default(), std::time::Duration::from_secs(600), &cancel)
+                        .scan(&file, &shas[i], unhashed, Default::default(), std::time::Duration::from_secs(600), &cancel)
                         .expect("scan child");
                     objects.fetch_add(v.objects_scanned as usize, Ordering::Relaxed);
                     if v.verdict == qala_proto::v1::VerdictKind::Malicious as i32

@@ -82,7 +82,9 @@ fn run() -> Result<(), String> {
         engine.set_object_digests(digest_kinds(&request));
         cancel.store(false, Ordering::Relaxed);
         let start = Instant::now();
+        let unhashed = words(&request).any(|w| w == b"unhashed");
         let report = catch_unwind(AssertUnwindSafe(|| match &sha256 {
+            Some(sha) if unhashed => engine.scan_unhashed(data, sha, cancel.clone()),
             Some(sha) => engine.scan_verified(data, sha, cancel.clone()),
             None => engine.scan_cancellable(data, "", cancel.clone()),
         }))
@@ -92,10 +94,11 @@ fn run() -> Result<(), String> {
     }
 }
 
-/// The sha256 of a request `scan SHA256[ md5][ sha1]` (the worker's
-/// coordinator verified it, so the root is not hashed again); anything
-/// else, `None`: the child then hashes the content itself, and the worker
-/// compares.
+/// The sha256 of a request `scan SHA256[ md5][ sha1][ unhashed]` (the
+/// worker's coordinator verified it, so the root is not hashed with it
+/// again; `unhashed`: the worker computes the root's other digests itself,
+/// so the root is not hashed at all); anything else, `None`: the child
+/// then hashes the content itself, and the worker compares.
 fn verified_sha256(request: &[u8]) -> Option<String> {
     let rest = request.strip_prefix(b"scan ")?;
     let sha = rest.split(|&b| b == b' ').next()?;
@@ -106,8 +109,13 @@ fn verified_sha256(request: &[u8]) -> Option<String> {
 /// The digests of nested objects a request asks for besides sha256: the
 /// words `md5` and `sha1` after the sha256.
 fn digest_kinds(request: &[u8]) -> qala_engine::DigestKinds {
-    let words: Vec<&[u8]> = request.split(|&b| b == b' ').skip(2).collect();
+    let words: Vec<&[u8]> = words(request).collect();
     qala_engine::DigestKinds { md5: words.contains(&&b"md5"[..]), sha1: words.contains(&&b"sha1"[..]) }
+}
+
+/// The words of a request after `scan SHA256`.
+fn words(request: &[u8]) -> impl Iterator<Item = &[u8]> {
+    request.split(|&b| b == b' ').skip(2)
 }
 
 /// The report of a scan the engine itself panicked in: unscannable.
@@ -167,5 +175,7 @@ mod tests {
         assert_eq!(kinds(format!("scan {good} sha1")), qala_engine::DigestKinds { md5: false, sha1: true });
         assert_eq!(kinds(format!("scan {good} md5 sha1")), qala_engine::DigestKinds { md5: true, sha1: true });
         assert_eq!(kinds("scan md5".into()), Default::default(), "the first word is the sha256");
+        assert_eq!(kinds(format!("scan {good} sha1 unhashed")), qala_engine::DigestKinds { md5: false, sha1: true });
+        assert_eq!(verified_sha256(format!("scan {good} unhashed").as_bytes()), Some(good.clone()));
     }
 }
