@@ -32,8 +32,8 @@ async fn main() -> Result<()> {
     let sizes: Vec<String> =
         std::env::args().nth(1).unwrap_or_else(|| "4K,1M,64M,700M".into()).split(',').map(String::from).collect();
     let cluster = Cluster::start(&repo_root().join("rules"), None, 1)?;
-    // The engine alone, for the large sizes: compiled here as the
-    // coordinator compiles them.
+    // The engine alone, for the large sizes: the same rules, compiled here
+    // with the engine's default limits (the cluster runs the default policy).
     let limits = qala_engine::Limits::default();
     let rules = qala_engine::compile_rules(&repo_root().join("rules"), &limits)?;
     let mut engine = qala_engine::Engine::new(&rules, limits);
