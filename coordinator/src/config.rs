@@ -88,6 +88,13 @@ pub struct Config {
     /// spill to temporary files. 0 keeps only the first 256 KiB of each.
     #[arg(long, env = "QALA_COORDINATOR_SPOOL_MEMORY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub spool_memory_bytes: u64,
+    /// Spill files kept open (unlinked) between uploads, up to this many
+    /// bytes of them (at most the spool quota): the next large uploads
+    /// write over their page cache instead of taking new pages. This much
+    /// disk stays in use while the coordinator is idle; 0 closes each spill
+    /// file with its upload.
+    #[arg(long, env = "QALA_COORDINATOR_SPOOL_KEEP_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub spool_keep_bytes: u64,
     /// Largest upload scanned while no worker has said its own limit; larger
     /// ones are answered `unscannable` (max_file_size) without being read.
     #[arg(long, env = "QALA_COORDINATOR_MAX_FILE_SIZE", default_value_t = 1024 * 1024 * 1024)]

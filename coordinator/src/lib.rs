@@ -116,7 +116,8 @@ pub async fn run(
         auth.clone(),
         audit,
         quota::Quotas::new(config.client_max_uploads, config.client_max_bytes_per_sec, config.spool_max_bytes)
-            .with_spool_memory(config.spool_memory_bytes),
+            .with_spool_memory(config.spool_memory_bytes)
+            .with_spill_keep(config.spool_keep_bytes),
         core::CoreLimits {
             max_uploads: config.max_uploads,
             upload_stall: Duration::from_secs(config.upload_stall_secs.max(1)),

@@ -8,7 +8,10 @@
 //!   counted by their announced size; past the quota RESOURCE_EXHAUSTED,
 //!   the agent retries and nothing is lost;
 //! - spool memory: uploads held in memory whole (up to 16 MiB each) while
-//!   this budget (64 MiB by default) has room; others go to temporary files.
+//!   this budget (64 MiB by default) has room; others go to temporary files;
+//! - kept spill files: up to `--spool-keep-bytes` (1 GiB by default, never
+//!   more than the spool quota) of temporary files stay open between
+//!   uploads, to be written over by the next ones.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +27,7 @@ pub struct Quotas {
     spool_used: Arc<AtomicU64>,
     spool_memory_max: u64,
     spool_memory_used: Arc<AtomicU64>,
+    spill_files: Arc<crate::spool::SpillFiles>,
 }
 
 pub struct ClientQuota {
@@ -98,7 +102,19 @@ impl Quotas {
             spool_used: Arc::default(),
             spool_memory_max: 0,
             spool_memory_used: Arc::default(),
+            spill_files: crate::spool::SpillFiles::new(0),
         }
+    }
+
+    /// Spill files of up to `bytes` in all (and at most the spool quota)
+    /// are kept open between uploads and written over by the next ones.
+    pub fn with_spill_keep(mut self, bytes: u64) -> Self {
+        self.spill_files = crate::spool::SpillFiles::new(bytes.min(self.spool_max));
+        self
+    }
+
+    pub fn spill_files(&self) -> Arc<crate::spool::SpillFiles> {
+        self.spill_files.clone()
     }
 
     /// Uploads may be held in memory whole up to `bytes` in all.

@@ -10,10 +10,67 @@
 //! coordinator memory stays bounded however many large uploads are in
 //! flight. Writes come while an upload is received; reads only after it is
 //! whole (a replay), never both at once.
+//!
+//! A spill file outlives its upload in [`SpillFiles`] (up to
+//! `--spool-keep-bytes` of them): the next large upload writes over page
+//! cache that is already in place, where a new file takes new pages from
+//! the kernel for every byte (on a VM that hands freed memory back to its
+//! host, several times the cost of the copy itself). Only the coordinator
+//! ever reads these files, and an upload's reads stop at its own length.
 
 use crate::quota::SpoolReservation;
 use prost::bytes::Bytes;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+
+/// Most spill files kept between uploads, whatever their sizes.
+const KEEP_FILES: usize = 64;
+
+/// Spill files between uploads: unlinked, open, their pages in the page
+/// cache, kept while their sizes add up to at most `keep` bytes.
+pub struct SpillFiles {
+    keep: u64,
+    idle: Mutex<Vec<(File, u64)>>,
+}
+
+impl SpillFiles {
+    /// Keep up to `keep` bytes of spill files between uploads (0: none).
+    pub fn new(keep: u64) -> Arc<Self> {
+        Arc::new(Self { keep, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// A spill file for an upload of `size` bytes: the smallest kept one
+    /// that holds it whole, else the largest kept one, else a new one.
+    fn take(&self, size: u64) -> Option<File> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let fits = idle.iter().enumerate().filter(|(_, (_, len))| *len >= size).min_by_key(|(_, (_, len))| *len);
+        let at = match fits {
+            Some((i, _)) => i,
+            None => idle.iter().enumerate().max_by_key(|(_, (_, len))| *len)?.0,
+        };
+        Some(idle.swap_remove(at).0)
+    }
+
+    /// Keep `file` for a later upload if there is room; otherwise it is
+    /// closed and its space freed.
+    fn give_back(&self, file: File) {
+        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
+        if len > self.keep {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let held: u64 = idle.iter().map(|(_, l)| l).sum();
+        if idle.len() < KEEP_FILES && held + len <= self.keep {
+            idle.push((file, len));
+        }
+    }
+
+    /// Bytes of spill files kept between uploads.
+    pub fn kept_bytes(&self) -> u64 {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, l)| l).sum()
+    }
+}
 
 /// Bytes of an upload without a memory reservation kept in memory before
 /// it spills to disk.
@@ -31,7 +88,11 @@ pub struct Spool {
     memory_len: usize,
     /// Held while the whole upload may stay in `memory`.
     reservation: Option<SpoolReservation>,
-    file: Option<std::fs::File>,
+    file: Option<File>,
+    /// Where a spill file comes from and goes back to, and the size the
+    /// upload announced (to pick a kept file that holds it).
+    /// A kept file may be longer than this upload: its reads stop at `len`.
+    files: Option<(Arc<SpillFiles>, u64)>,
     len: u64,
     /// Where the next [`Spool::next_chunk`] reads: the offset, and in
     /// memory the chunk and the offset inside it.
@@ -50,11 +111,19 @@ impl Spool {
             memory_len: 0,
             reservation: memory,
             file: None,
+            files: None,
             len: 0,
             read_at: 0,
             read_chunk: 0,
             read_in_chunk: 0,
         }
+    }
+
+    /// Take a spill file, if this upload needs one, from `files` (for an
+    /// upload announced as `size` bytes), and give it back there once done.
+    pub fn reusing(mut self, files: Arc<SpillFiles>, size: u64) -> Self {
+        self.files = Some((files, size));
+        self
     }
 
     pub fn len(&self) -> u64 {
@@ -74,7 +143,10 @@ impl Spool {
             return Ok(());
         }
         if self.file.is_none() {
-            let file = tokio::task::spawn_blocking(tempfile::tempfile).await??;
+            let file = match self.files.as_ref().and_then(|(f, size)| f.take(*size)) {
+                Some(kept) => kept,
+                None => tokio::task::spawn_blocking(tempfile::tempfile).await??,
+            };
             let mut offset = 0;
             for c in self.memory.drain(..) {
                 file.write_all_at(&c, offset)?;
@@ -145,6 +217,14 @@ impl Spool {
     }
 }
 
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let (Some(file), Some((files, _))) = (self.file.take(), self.files.take()) {
+            files.give_back(file);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +288,54 @@ mod tests {
         assert_eq!(replayed(&mut liar).await, want);
         drop((held, liar));
         assert_eq!(quotas.spool_memory_used(), 0);
+    }
+
+    fn inode(file: &File) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().unwrap().ino()
+    }
+
+    #[tokio::test]
+    async fn a_kept_spill_file_is_written_over_by_the_next_upload_which_reads_only_its_own_bytes() {
+        let files = SpillFiles::new(4 << 20);
+        let big: Vec<u8> = (0..2 << 20).map(|i: u32| (i % 249) as u8).collect();
+        let mut first = Spool::new(None).reusing(files.clone(), big.len() as u64);
+        for c in big.chunks(100_000) {
+            first.write(Bytes::copy_from_slice(c)).await.unwrap();
+        }
+        let kept = inode(first.file.as_ref().unwrap());
+        drop(first);
+        assert_eq!(files.kept_bytes(), big.len() as u64, "kept, at its length");
+
+        // A smaller upload takes the same file, and a replay of it ends at
+        // its own last byte, not the earlier upload's.
+        let small: Vec<u8> = (0..MEMORY_LIMIT as u32 * 3).map(|i| (i % 241) as u8 ^ 0x5a).collect();
+        let mut second = Spool::new(None).reusing(files.clone(), small.len() as u64);
+        for c in small.chunks(64 << 10) {
+            second.write(Bytes::copy_from_slice(c)).await.unwrap();
+        }
+        assert_eq!(inode(second.file.as_ref().unwrap()), kept, "the kept file was taken");
+        assert_eq!(files.kept_bytes(), 0, "taken out while in use");
+        assert_eq!(replayed(&mut second).await, small);
+        drop(second);
+        assert_eq!(files.kept_bytes(), big.len() as u64);
+
+        // A file longer than what may be kept is closed, not kept; and
+        // without a keeper nothing is kept.
+        let huge = vec![1u8; (4 << 20) + 1];
+        let mut third = Spool::new(None).reusing(files.clone(), huge.len() as u64);
+        let mut fourth = Spool::new(None).reusing(files.clone(), big.len() as u64);
+        third.write(Bytes::from(huge)).await.unwrap();
+        fourth.write(Bytes::from(big.clone())).await.unwrap();
+        assert_ne!(inode(third.file.as_ref().unwrap()), inode(fourth.file.as_ref().unwrap()));
+        drop(third);
+        assert_eq!(files.kept_bytes(), 0, "4 MiB + 1 is more than may be kept");
+        drop(fourth);
+        assert_eq!(files.kept_bytes(), big.len() as u64);
+        let nobody = SpillFiles::new(0);
+        let mut fifth = Spool::new(None).reusing(nobody.clone(), big.len() as u64);
+        fifth.write(Bytes::from(big)).await.unwrap();
+        drop(fifth);
+        assert_eq!(nobody.kept_bytes(), 0);
     }
 }

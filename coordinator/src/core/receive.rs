@@ -116,7 +116,7 @@ impl Core {
         rules: &LoadedRules,
     ) -> Result<Received, Status> {
         let stall = self.limits.upload_stall;
-        let mut spool = Spool::new(memory);
+        let mut spool = Spool::new(memory).reusing(self.quotas.spill_files(), header.size);
         let mut hasher = Sha256::new();
         let mut live: Option<Live> = None;
         let mut tried_live = header.size < CUT_THROUGH_MIN;

@@ -67,6 +67,10 @@ async fn main() -> Result<()> {
             let v = resp.verdict.unwrap_or_default();
             scan.push(v.scan_duration_us as f64 / 1000.0);
         }
+        if samples <= 8 {
+            let each: Vec<String> = latency.iter().map(|ms| format!("{ms:.0}")).collect();
+            println!("{s:>5}: each file in turn, first byte to verdict: {} ms", each.join(", "));
+        }
         latency.sort_by(f64::total_cmp);
         scan.sort_by(f64::total_cmp);
         println!(
