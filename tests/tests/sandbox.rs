@@ -161,6 +161,58 @@ async fn a_large_upload_is_mapped_from_disk_not_held_in_worker_memory() {
     assert!(hwm < 200 << 10, "worker VmHWM {hwm} KiB after a 96 MiB upload");
 }
 
+/// The inode and size of a file of the temporary directory, deleted, that
+/// `pid` holds a descriptor of (a kept upload file), if any.
+fn held_deleted_tmp_file(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = std::env::temp_dir().display().to_string();
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().find_map(|fd| {
+        let target = std::fs::read_link(fd.path()).ok()?.display().to_string();
+        (target.starts_with(&tmp) && target.ends_with("(deleted)")).then_some(())?;
+        std::fs::metadata(fd.path()).ok().map(|m| (m.ino(), m.len()))
+    })
+}
+
+/// A large upload's file is kept after its scan (no child holds it) and the
+/// next large upload is written over it, cut to its own size: its scan and
+/// its digests see its bytes alone, none of the earlier, longer upload's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_large_upload_is_written_over_a_kept_file_and_sees_only_its_own_bytes() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let worker = cluster.workers[0].pid();
+    let mut client = cluster.scanner().await;
+    assert_eq!(held_deleted_tmp_file(worker), None, "nothing kept before the first large upload");
+    let first = qala_tests::pseudo_random(81, 80 << 20);
+    let v = client.scan(tokio_stream::iter(scan_messages(&first, ""))).await.unwrap().into_inner().verdict.unwrap();
+    assert_eq!(v.verdict, qala_proto::v1::VerdictKind::Clean as i32, "{v:?}");
+    drop(first);
+    let (kept, len) = held_deleted_tmp_file(worker).expect("the first upload's file is kept");
+    assert_eq!(len, 80 << 20);
+
+    let second = qala_tests::pseudo_random(82, (70 << 20) + 12_345);
+    let want = (tool_hex("md5sum", &second), tool_hex("sha1sum", &second), qala_engine::Hasher::digest(&second).blake3);
+    let msgs = scan_messages(&second, "");
+    let mut client2 = client.clone();
+    let scan = tokio::spawn(async move { client2.scan(tokio_stream::iter(msgs)).await });
+    let tmp = std::env::temp_dir().display().to_string();
+    let mut mapped = std::collections::BTreeSet::new();
+    while !scan.is_finished() {
+        for child in children_of(worker) {
+            let maps = std::fs::read_to_string(format!("/proc/{child}/maps")).unwrap_or_default();
+            for line in maps.lines().filter(|l| l.contains(&tmp) && l.ends_with("(deleted)")) {
+                mapped.extend(line.split_whitespace().nth(4).and_then(|i| i.parse::<u64>().ok()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let v = scan.await.unwrap().unwrap().into_inner().verdict.unwrap();
+    assert_eq!(mapped.into_iter().collect::<Vec<_>>(), [kept], "the child mapped the kept file");
+    assert_eq!(v.verdict, qala_proto::v1::VerdictKind::Clean as i32, "{v:?}");
+    assert_eq!(v.size, second.len() as u64);
+    assert_eq!((v.md5, v.sha1, v.blake3), want, "digests of the second upload's bytes alone");
+    assert_eq!(held_deleted_tmp_file(worker), Some((kept, second.len() as u64)), "kept again, at its new length");
+}
+
 /// The lower-case hex digest a coreutils tool (`md5sum`, `sha1sum`) prints.
 fn tool_hex(tool: &str, data: &[u8]) -> String {
     use std::process::{Command, Stdio};

@@ -55,6 +55,13 @@ pub struct Config {
     /// Largest file accepted for scanning (bytes); larger ones are answered `unscannable`.
     #[arg(long, env = "QALA_WORKER_MAX_FILE_SIZE", default_value_t = 1024 * 1024 * 1024)]
     pub max_file_size: u64,
+    /// Files of disk-held uploads (64 MiB and more) kept open, unlinked,
+    /// between uploads, up to this many bytes of them: the next large
+    /// uploads write over their page cache instead of taking new pages. A
+    /// file is kept only once no scan child holds it. This much disk stays
+    /// in use while the worker is idle; 0 closes each with its upload.
+    #[arg(long, env = "QALA_WORKER_UPLOAD_KEEP_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub upload_keep_bytes: u64,
     /// Heap of each sandboxed scan child (RLIMIT_DATA), MiB; its address
     /// space is this plus 8 GiB of reservations. A child over it dies and is
     /// replaced; the file is retried once, alone.

@@ -91,14 +91,17 @@ pub async fn run(
     let pool = pool::ScanPool::start(threads, settings);
     // Two files per thread: one scanning, one arriving.
     let max_in_flight = threads * 2;
-    let state = Arc::new(service::WorkerState::new(
-        worker_id.clone(),
-        pool,
-        config.max_file_size,
-        max_in_flight,
-        identity.is_some(),
-        Duration::from_secs(config.upload_stall_secs.max(1)),
-    ));
+    let state = Arc::new(
+        service::WorkerState::new(
+            worker_id.clone(),
+            pool,
+            config.max_file_size,
+            max_in_flight,
+            identity.is_some(),
+            Duration::from_secs(config.upload_stall_secs.max(1)),
+        )
+        .with_kept_uploads(config.upload_keep_bytes),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics_listener = match &config.metrics_listen {

@@ -35,6 +35,11 @@ pub struct Job {
     pub reply: oneshot::Sender<Outcome>,
     /// Set when the caller stops waiting: the child is asked to stop.
     pub cancel: Arc<AtomicBool>,
+    /// If given, set once the file is scanned and no child holds it (a
+    /// descriptor or a map): the worker may then write a later upload into
+    /// it. Children that died are gone, and the one that answered is
+    /// asked `/proc`.
+    pub released: Option<Arc<AtomicBool>>,
 }
 
 /// What a scan thread is given.
@@ -129,11 +134,12 @@ impl ScanPool {
         sha256: String,
         unhashed: bool,
         kinds: qala_engine::DigestKinds,
+        released: Option<Arc<AtomicBool>>,
     ) -> Option<Outcome> {
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Task::Scan(Job { rules, file, sha256, unhashed, kinds, reply, cancel })).await.ok()?;
+        self.tx.send(Task::Scan(Job { rules, file, sha256, unhashed, kinds, reply, cancel, released })).await.ok()?;
         rx.await.ok()
     }
 }
@@ -183,6 +189,13 @@ fn run(slot: &mut Option<ScanChild>, job: &Job, settings: &Settings) -> Outcome 
         let start = std::time::Instant::now();
         match child.scan(&job.file, &job.sha256, job.unhashed, job.kinds, deadline, &job.cancel) {
             Ok(verdict) => {
+                if let Some(released) = &job.released {
+                    let holds = child.holds(&job.file);
+                    if holds {
+                        warn!("the scan child still holds an upload after answering for it; its file is not reused");
+                    }
+                    released.store(!holds, Ordering::Relaxed);
+                }
                 if job.cancel.load(Ordering::Relaxed) {
                     info!(
                         objects = verdict.objects_scanned,

@@ -28,6 +28,8 @@ pub struct WorkerState {
     pub in_flight: AtomicU64,
     pub scanned: AtomicU64,
     pub metrics: crate::metrics::Metrics,
+    /// Disk-held uploads' files kept for later ones (`--upload-keep-bytes`).
+    pub kept_uploads: Arc<crate::sandbox::KeptUploads>,
     max_in_flight: usize,
     /// Files being received or scanned at once. Each is held in memory, so
     /// this bounds memory. A call past it is refused at once with
@@ -63,7 +65,14 @@ impl WorkerState {
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
             metrics: crate::metrics::Metrics::new(),
+            kept_uploads: crate::sandbox::KeptUploads::new(0),
         }
+    }
+
+    /// Keep up to `bytes` of disk-held uploads' files for later uploads.
+    pub fn with_kept_uploads(mut self, bytes: u64) -> Self {
+        self.kept_uploads = crate::sandbox::KeptUploads::new(bytes);
+        self
     }
 
     /// Files taken at once.
@@ -208,7 +217,8 @@ impl pb::worker_server::Worker for WorkerService {
         let mut file = if too_big {
             None
         } else {
-            Some(crate::sandbox::Upload::new(header.size).map_err(|e| Status::internal(format!("holding the upload: {e}")))?)
+            let upload = crate::sandbox::Upload::reusing(header.size, &self.state.kept_uploads);
+            Some(upload.map_err(|e| Status::internal(format!("holding the upload: {e}")))?)
         };
         let mut received = 0u64;
         while let Some(m) = self.next(&mut stream).await? {
@@ -236,15 +246,16 @@ impl pb::worker_server::Worker for WorkerService {
         let verdict = match file {
             None => too_big_verdict(&header, sha256, &ruleset.id, &self.state),
             Some(file) => {
-                let file = file.freeze().map_err(|e| Status::internal(format!("freezing the upload: {e}")))?;
+                let (file, keep) = file.freeze().map_err(|e| Status::internal(format!("freezing the upload: {e}")))?;
                 let root = RootDigests::start(header.size, &file)?;
+                let released = keep.wanted().then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
                 let outcome = self
                     .state
                     .pool
-                    .scan(ruleset.clone(), file, sha256.clone(), root.is_alongside(), kinds)
+                    .scan(ruleset.clone(), file, sha256.clone(), root.is_alongside(), kinds, released.clone())
                     .await
                     .ok_or_else(|| Status::unavailable("worker is shutting down"))?;
-                match outcome {
+                let verdict = match outcome {
                     Outcome::Verdict(v) => {
                         let mut v = *v;
                         // The child reports the header's sha256 when it is a
@@ -263,7 +274,11 @@ impl pb::worker_server::Worker for WorkerService {
                         v
                     }
                     Outcome::Failed(e) => return Err(Status::internal(e)),
-                }
+                };
+                // The hashing thread is done with it (its digests are in),
+                // and so is every child, or it is not kept.
+                keep.give_back(released.is_some_and(|r| r.load(Ordering::Relaxed)));
+                verdict
             }
         };
         self.state.scanned.fetch_add(1, Ordering::Relaxed);

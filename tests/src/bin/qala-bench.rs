@@ -119,7 +119,7 @@ fn sandboxed(rules: &qala_engine::Ruleset, list: &[PathBuf], total: u64, threads
                     let size = input.metadata().map(|m| m.len()).unwrap_or(0);
                     let mut upload = Upload::new(size).expect("upload");
                     std::io::copy(&mut input, upload.file()).expect("copy");
-                    let file = upload.freeze().expect("freeze");
+                    let (file, _) = upload.freeze().expect("freeze");
                     let unhashed = size >= HASH_ALONGSIDE_FROM;
                     if unhashed {
                         digest(&file, &cancel).expect("digest");

@@ -90,6 +90,10 @@ fn run() -> Result<(), String> {
         }))
         .unwrap_or_else(|panic| panicked(data, start, &panic));
         let verdict = convert::verdict(report, &ruleset.id, "");
+        // Let go of the file before answering: the worker may write a later
+        // upload into it once it has the answer and finds it unheld.
+        drop(map);
+        drop(file);
         wire::send(&mut sock, &verdict.encode_to_vec(), None).map_err(|e| format!("answering: {e}"))?;
     }
 }

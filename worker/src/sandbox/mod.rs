@@ -30,6 +30,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -112,43 +113,155 @@ pub enum Upload {
     /// A memfd, sealed before the scan.
     Memory(File),
     /// An unlinked file in the temporary directory: page cache the kernel
-    /// can write back, not memory of the worker.
-    Disk(File),
+    /// can write back, not memory of the worker; kept for a later upload
+    /// in `.1` if given.
+    Disk(File, Option<Arc<KeptUploads>>),
 }
 
 impl Upload {
     /// Room for an upload of `size` bytes: on disk from [`DISK_FROM`] on.
     pub fn new(size: u64) -> std::io::Result<Upload> {
         if size >= DISK_FROM {
-            Ok(Upload::Disk(tempfile::tempfile_in(std::env::temp_dir())?))
+            Ok(Upload::Disk(tempfile::tempfile_in(std::env::temp_dir())?, None))
         } else {
             Ok(Upload::Memory(memfd("qala-upload")?))
         }
     }
 
+    /// As [`Upload::new`], a disk upload written over a file `kept` holds
+    /// (cut to `size` bytes, so its scan sees nothing of an earlier upload)
+    /// and given back there after its scan if no child holds it any more
+    /// ([`Keep::give_back`]).
+    pub fn reusing(size: u64, kept: &Arc<KeptUploads>) -> std::io::Result<Upload> {
+        if size < DISK_FROM {
+            return Upload::new(size);
+        }
+        let file = match kept.take(size) {
+            Some(f) => {
+                use std::io::{Seek, SeekFrom};
+                let mut f = f;
+                if f.metadata()?.len() > size {
+                    f.set_len(size)?;
+                }
+                f.seek(SeekFrom::Start(0))?;
+                f
+            }
+            None => tempfile::tempfile_in(std::env::temp_dir())?,
+        };
+        Ok(Upload::Disk(file, Some(kept.clone())))
+    }
+
     pub fn file(&mut self) -> &mut File {
         match self {
-            Upload::Memory(f) | Upload::Disk(f) => f,
+            Upload::Memory(f) | Upload::Disk(f, _) => f,
         }
     }
 
     /// The upload, frozen for its scan: a memfd sealed against any change;
     /// a disk file reopened read-only, its writable descriptor closed (the
-    /// worker is its only writer and has stopped).
-    pub fn freeze(self) -> std::io::Result<File> {
+    /// worker is its only writer and has stopped), or held aside in the
+    /// returned [`Keep`] for a later upload, not written while any child
+    /// may hold the file.
+    pub fn freeze(self) -> std::io::Result<(File, Keep)> {
         match self {
             Upload::Memory(f) => {
                 seal(&f)?;
-                Ok(f)
+                Ok((f, Keep(None)))
             }
-            Upload::Disk(f) => {
+            Upload::Disk(f, kept) => {
                 use std::os::fd::AsRawFd;
                 let read_only = File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
-                drop(f);
-                Ok(read_only)
+                Ok((read_only, Keep(kept.map(|k| (f, k)))))
             }
         }
     }
+}
+
+/// Disk-held uploads' files kept open (unlinked) between uploads, while
+/// their sizes add up to at most `keep` bytes: the next large upload
+/// writes over page cache already in place instead of taking new pages for
+/// every byte (which on a VM that hands freed memory back to its host costs
+/// several times the copy). A file comes back only once no scan child holds
+/// a descriptor or a map of it ([`ScanChild::holds`]): no child ever sees a
+/// later upload through an earlier one's file.
+pub struct KeptUploads {
+    keep: u64,
+    idle: std::sync::Mutex<Vec<(File, u64)>>,
+}
+
+/// Most files kept, whatever their sizes.
+const KEEP_FILES: usize = 8;
+
+impl KeptUploads {
+    pub fn new(keep: u64) -> Arc<Self> {
+        Arc::new(Self { keep, idle: std::sync::Mutex::new(Vec::new()) })
+    }
+
+    /// The smallest kept file that holds `size` bytes, else the largest.
+    fn take(&self, size: u64) -> Option<File> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let at = match idle.iter().enumerate().filter(|(_, (_, len))| *len >= size).min_by_key(|(_, (_, len))| *len) {
+            Some((i, _)) => i,
+            None => idle.iter().enumerate().max_by_key(|(_, (_, len))| *len)?.0,
+        };
+        Some(idle.swap_remove(at).0)
+    }
+
+    /// Bytes of files kept.
+    pub fn kept_bytes(&self) -> u64 {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, l)| l).sum()
+    }
+}
+
+/// A frozen disk upload's writable descriptor, for [`KeptUploads`].
+pub struct Keep(Option<(File, Arc<KeptUploads>)>);
+
+impl Keep {
+    /// Whether the file goes back to be kept (so its scan must find out
+    /// whether the child let go of it).
+    pub fn wanted(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Keep the file for a later upload if every child that scanned it has
+    /// let go of it (`released`) and there is room; otherwise close it.
+    pub fn give_back(self, released: bool) {
+        let Some((file, kept)) = self.0 else { return };
+        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
+        if !released || len > kept.keep {
+            return;
+        }
+        let mut idle = kept.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let held: u64 = idle.iter().map(|(_, l)| l).sum();
+        if idle.len() < KEEP_FILES && held + len <= kept.keep {
+            idle.push((file, len));
+        }
+    }
+}
+
+/// Whether process `pid` holds `file`: a descriptor of it or a map of it,
+/// from `/proc` (by inode number alone, so a match on another device only
+/// ever errs towards "holds"). `true` as well when `/proc` cannot tell.
+pub fn process_holds(pid: u32, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().map_or(true, |m| holds_inode(pid, m.ino()))
+}
+
+fn holds_inode(pid: u32, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return true };
+    for fd in fds {
+        let Ok(fd) = fd else { return true };
+        match std::fs::metadata(fd.path()) {
+            Ok(m) if m.ino() == ino => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {} // closed meanwhile
+            Err(_) => return true,
+        }
+    }
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return true };
+    // address perms offset dev inode [path]
+    maps.lines().any(|l| l.split_whitespace().nth(4).is_none_or(|i| i.parse::<u64>().map_or(true, |i| i == ino)))
 }
 
 /// blake3, md5 and sha1 of a frozen upload (sha256 left empty), read in
@@ -268,6 +381,14 @@ impl ScanChild {
         }
     }
 
+    /// Whether this child holds `file` (a descriptor or a map of it) now;
+    /// once it has answered for it and holds neither it cannot get the
+    /// file back (it cannot open files, and only the worker sends it
+    /// descriptors).
+    pub fn holds(&self, file: &File) -> bool {
+        process_holds(self.process.id(), file)
+    }
+
     /// How the child ended (it closed its socket: it is dying or dead).
     fn reap(&mut self) -> String {
         let _ = self.process.kill();
@@ -353,5 +474,78 @@ fn describe(status: std::process::ExitStatus) -> String {
             format!("killed by {name}{why}")
         }
         _ => "ended".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::MetadataExt;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn a_process_holds_a_file_by_descriptor_or_by_map_and_not_once_it_let_go() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(1 << 16).unwrap();
+        let ino = file.metadata().unwrap().ino();
+        let with = Command::new("sleep").arg("30").stdin(Stdio::from(file.try_clone().unwrap())).spawn().unwrap();
+        let without = Command::new("sleep").arg("30").stdin(Stdio::null()).spawn().unwrap();
+        assert!(holds_inode(with.id(), ino), "a descriptor of it");
+        assert!(!holds_inode(without.id(), ino));
+        for mut p in [with, without] {
+            p.kill().unwrap();
+            p.wait().unwrap();
+        }
+        // A map of it, with no descriptor left (this process).
+        // SAFETY: a file only this test writes, and it does not.
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        drop(file);
+        assert!(holds_inode(std::process::id(), ino), "a map of it");
+        drop(map);
+        assert!(!holds_inode(std::process::id(), ino));
+        assert!(holds_inode(u32::MAX, ino), "a process /proc cannot tell about");
+    }
+
+    fn frozen_bytes(file: &mut File) -> Vec<u8> {
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_kept_upload_file_is_cut_to_the_next_upload_and_kept_only_once_released() {
+        let kept = KeptUploads::new(1 << 30);
+        let first = vec![0xa5u8; DISK_FROM as usize + 4096];
+        let mut up = Upload::reusing(first.len() as u64, &kept).unwrap();
+        up.file().write_all(&first).unwrap();
+        let (mut f, keep) = up.freeze().unwrap();
+        let ino = f.metadata().unwrap().ino();
+        assert!(keep.wanted());
+        assert_eq!(frozen_bytes(&mut f), first);
+        keep.give_back(true);
+        assert_eq!(kept.kept_bytes(), first.len() as u64);
+
+        // The next, smaller upload is written over it from its start and
+        // its frozen file ends where the upload does.
+        let second: Vec<u8> = (0..DISK_FROM as u32).map(|i| (i % 253) as u8).collect();
+        let mut up = Upload::reusing(second.len() as u64, &kept).unwrap();
+        up.file().write_all(&second).unwrap();
+        let (mut f, keep) = up.freeze().unwrap();
+        assert_eq!(f.metadata().unwrap().ino(), ino, "the kept file");
+        assert_eq!(kept.kept_bytes(), 0);
+        assert_eq!(frozen_bytes(&mut f), second);
+        // A file some child may still hold is not kept.
+        keep.give_back(false);
+        assert_eq!(kept.kept_bytes(), 0);
+
+        // Smaller uploads stay in memfds; nothing is kept without room.
+        assert!(matches!(Upload::reusing(1000, &kept).unwrap(), Upload::Memory(_)));
+        let none = KeptUploads::new(0);
+        let mut up = Upload::reusing(DISK_FROM, &none).unwrap();
+        up.file().write_all(&second).unwrap();
+        let (_, keep) = up.freeze().unwrap();
+        keep.give_back(true);
+        assert_eq!(none.kept_bytes(), 0);
     }
 }
