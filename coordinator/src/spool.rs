@@ -90,8 +90,8 @@ pub struct Spool {
     reservation: Option<SpoolReservation>,
     file: Option<File>,
     /// Where a spill file comes from and goes back to, and the size the
-    /// upload announced (to pick a kept file that holds it).
-    /// A kept file may be longer than this upload: its reads stop at `len`.
+    /// upload announced (to pick a kept file that holds it). A kept file
+    /// may be longer than this upload: its reads stop at `len`.
     files: Option<(Arc<SpillFiles>, u64)>,
     len: u64,
     /// Where the next [`Spool::next_chunk`] reads: the offset, and in

@@ -207,6 +207,19 @@ impl KeptUploads {
         Some(idle.swap_remove(at).0)
     }
 
+    /// Keep `file` if it fits the bounds; otherwise it is closed.
+    fn give_back(&self, file: File) {
+        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
+        if len > self.keep {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let held: u64 = idle.iter().map(|(_, l)| l).sum();
+        if idle.len() < KEEP_FILES && held + len <= self.keep {
+            idle.push((file, len));
+        }
+    }
+
     /// Bytes of files kept.
     pub fn kept_bytes(&self) -> u64 {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, l)| l).sum()
@@ -226,15 +239,8 @@ impl Keep {
     /// Keep the file for a later upload if every child that scanned it has
     /// let go of it (`released`) and there is room; otherwise close it.
     pub fn give_back(self, released: bool) {
-        let Some((file, kept)) = self.0 else { return };
-        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
-        if !released || len > kept.keep {
-            return;
-        }
-        let mut idle = kept.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let held: u64 = idle.iter().map(|(_, l)| l).sum();
-        if idle.len() < KEEP_FILES && held + len <= kept.keep {
-            idle.push((file, len));
+        if let (Some((file, kept)), true) = (self.0, released) {
+            kept.give_back(file);
         }
     }
 }
