@@ -8,8 +8,8 @@
 //! loses this scan's additions, never the file's consistency. A file that
 //! does not parse is ignored (and replaced), never trusted in part.
 
+use crate::os::FileStamp;
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -31,12 +31,15 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn of(m: &std::fs::Metadata) -> Self {
-        Self {
-            size: m.size(),
-            mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
-            ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
-        }
+        let f = FileStamp::of(m);
+        Self { size: f.size, mtime_ns: f.mtime_ns, ctime_ns: f.ctime_ns }
     }
+}
+
+/// The cache's key of a file: (device, inode).
+fn file_key(m: &std::fs::Metadata) -> (u64, u64) {
+    let f = FileStamp::of(m);
+    (f.dev, f.ino)
 }
 
 #[derive(Clone, Copy)]
@@ -58,18 +61,6 @@ impl HashCache {
         Self { path, entries: Mutex::new(entries) }
     }
 
-    /// The default place: `$XDG_CACHE_HOME/qala/hashes`, else
-    /// `~/.cache/qala/hashes`, and `/var/cache/qala/hashes` for root.
-    pub fn default_path() -> Option<PathBuf> {
-        if rustix_is_root() {
-            return Some(PathBuf::from("/var/cache/qala/hashes"));
-        }
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-        Some(base.join("qala").join("hashes"))
-    }
-
     pub fn len(&self) -> usize {
         self.entries.lock().expect("cache lock").len()
     }
@@ -81,7 +72,7 @@ impl HashCache {
     /// The cached sha256 of the file `m` describes, if its stamp is unchanged.
     pub fn get(&self, m: &std::fs::Metadata) -> Option<String> {
         let mut entries = self.entries.lock().expect("cache lock");
-        let e = entries.get_mut(&(m.dev(), m.ino()))?;
+        let e = entries.get_mut(&file_key(m))?;
         if e.stamp != Stamp::of(m) {
             return None;
         }
@@ -106,7 +97,7 @@ impl HashCache {
             return;
         }
         let entry = Entry { stamp, sha256: digest, seen: true };
-        self.entries.lock().expect("cache lock").insert((m.dev(), m.ino()), entry);
+        self.entries.lock().expect("cache lock").insert(file_key(m), entry);
     }
 
     /// Write the cache back: a new file (0600) renamed over the old one.
@@ -144,11 +135,6 @@ fn parse(d: &[u8]) -> Option<HashMap<(u64, u64), Entry>> {
     Some(map)
 }
 
-fn rustix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +157,7 @@ mod tests {
         cache.save().unwrap();
         let again = HashCache::open(dir.path().join("hashes"));
         assert_eq!(again.get(&m).as_deref(), Some(sha.as_str()));
-        let mode = std::fs::metadata(dir.path().join("hashes")).unwrap().mode() & 0o777;
+        let mode = std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(dir.path().join("hashes")).unwrap()) & 0o777;
         assert_eq!(mode, 0o600);
         // Same size, new content: the ctime moved, so the entry no longer holds.
         std::thread::sleep(std::time::Duration::from_millis(20));

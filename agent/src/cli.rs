@@ -1,5 +1,6 @@
 //! Command-line interface of `qala-agent`.
 
+use crate::config::{ScanFlags, ServiceFlags};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -28,6 +29,10 @@ pub struct Cli {
     /// File holding this client's token (or set QALA_TOKEN).
     #[arg(long, global = true, env = "QALA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// This client's token, from the environment only (a flag would show
+    /// in `ps`): QALA_TOKEN.
+    #[arg(long = "token-from-env", global = true, env = "QALA_TOKEN", hide = true, hide_env_values = true)]
+    pub token: Option<String>,
     /// Plain text (http://) to a loopback coordinator started with --insecure.
     #[arg(long, global = true)]
     pub insecure: bool,
@@ -55,40 +60,11 @@ pub enum Command {
         /// Uploads in flight at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
-        /// Cap uploads at SIZE bytes per second (K, M, G; default: the
-        /// config's limits.upload_bytes_per_sec; 0: no cap).
-        #[arg(long, value_name = "SIZE", value_parser = crate::walk::parse_size)]
-        max_upload_rate: Option<u64>,
         /// Hashing threads (defaults to the CPU count).
         #[arg(long)]
         threads: Option<usize>,
-        /// Leave out paths matching GLOB (repeatable): a glob without `/`
-        /// matches file and directory names (`*.iso`), one with `/` whole
-        /// paths (`/var/lib/docker/**`).
-        #[arg(long, value_name = "GLOB")]
-        exclude: Vec<String>,
-        /// Skip files larger than SIZE (bytes, or with K, M, G).
-        #[arg(long, value_name = "SIZE", value_parser = crate::walk::parse_size)]
-        max_file_size: Option<u64>,
-        /// Stay on the filesystem of each path given.
-        #[arg(long)]
-        one_file_system: bool,
-        /// Read and hash every file, ignoring the hash cache.
-        #[arg(long)]
-        no_cache: bool,
-        /// The hash cache file (default: ~/.cache/qala/hashes, or
-        /// /var/cache/qala/hashes for root).
-        #[arg(long, env = "QALA_HASH_CACHE", value_name = "FILE")]
-        cache: Option<PathBuf>,
-        /// Never upload content: files the cluster does not know are
-        /// reported `unknown` (exit 0 when nothing is detected).
-        #[arg(long, env = "QALA_LOOKUP_ONLY")]
-        lookup_only: bool,
-        /// Paths looked up but never uploaded (repeatable; replaces the
-        /// default list: ~/.ssh, ~/.gnupg, keyrings, password store, browser
-        /// and mail profiles).
-        #[arg(long, value_name = "GLOB")]
-        upload_exclude: Vec<String>,
+        #[command(flatten)]
+        flags: ScanFlags,
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -109,30 +85,8 @@ pub enum Command {
     /// rescans and the offline spool, as the config file says (the systemd
     /// unit runs this).
     Service {
-        /// Watch these paths (adds to the config's watch.paths).
-        #[arg(long, value_name = "PATH")]
-        watch: Vec<PathBuf>,
-        /// Block opening malicious files (fanotify, root).
-        #[arg(long)]
-        on_access: bool,
-        /// Never upload (as scan --lookup-only).
-        #[arg(long, env = "QALA_LOOKUP_ONLY")]
-        lookup_only: bool,
-        /// Action on malicious files: report, quarantine or delete.
-        #[arg(long, value_parser = crate::config::Action::parse)]
-        malicious: Option<crate::config::Action>,
-        /// Action on suspicious files: report, quarantine or delete.
-        #[arg(long, value_parser = crate::config::Action::parse)]
-        suspicious: Option<crate::config::Action>,
-        /// The quarantine directory.
-        #[arg(long, env = "QALA_QUARANTINE_DIR")]
-        quarantine_dir: Option<PathBuf>,
-        /// The offline spool file.
-        #[arg(long, env = "QALA_SPOOL")]
-        spool: Option<PathBuf>,
-        /// The hash cache file.
-        #[arg(long, env = "QALA_HASH_CACHE")]
-        cache: Option<PathBuf>,
+        #[command(flatten)]
+        flags: ServiceFlags,
     },
     /// Trade a fleet join token for this agent's own token: the token is
     /// written (0600) to --token-out and the server, CA, token file and

@@ -72,13 +72,25 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
 }
 
+/// A client that cannot be made as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid server URL {server:?}: {message}")]
+    Url { server: String, message: String },
+    #[error("{0}: use an https:// URL (or --insecure for a loopback coordinator without TLS)")]
+    NotHttps(String),
+    #[error(transparent)]
+    Tls(#[from] qala_tls::TlsError),
+}
+
 impl Client {
     /// Create a client; the connection is made on first use. TLS unless
     /// `insecure` (then only to a loopback `http://` URL).
-    pub fn new(c: &Connect) -> anyhow::Result<Self> {
+    pub fn new(c: &Connect) -> Result<Self, ConnectError> {
         let server = &c.server;
+        let url = |e: &dyn std::fmt::Display| ConnectError::Url { server: server.clone(), message: e.to_string() };
         let mut endpoint = Endpoint::from_shared(server.to_string())
-            .map_err(|e| anyhow::anyhow!("invalid server URL {server:?}: {e}"))?
+            .map_err(|e| url(&e))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -87,10 +99,10 @@ impl Client {
             qala_tls::check_plaintext_url(server)?;
         } else {
             if !server.starts_with("https://") {
-                anyhow::bail!("{server}: use an https:// URL (or --insecure for a loopback coordinator without TLS)");
+                return Err(ConnectError::NotHttps(server.clone()));
             }
             let identity = c.identity.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()));
-            endpoint = endpoint.tls_config(qala_tls::client_config(c.ca.as_deref(), identity)?)?;
+            endpoint = endpoint.tls_config(qala_tls::client_config(c.ca.as_deref(), identity)?).map_err(|e| url(&e))?;
         }
         let channel = endpoint.connect_lazy();
         let inner = ScannerClient::with_interceptor(channel.clone(), BearerToken::new(c.token.as_deref())?)
@@ -287,7 +299,7 @@ async fn stream_file(
         let mut header = Some(pb::ScanRequest { msg: Some(Msg::Header(header)) });
         let send_header = |header: &mut Option<pb::ScanRequest>| header.take().is_none_or(|h| tx.blocking_send(h).is_ok());
         // Never blocks on a FIFO swapped in since the walk, never follows a link.
-        let Ok((file, _)) = crate::walk::open_regular(&path) else {
+        let Ok((file, _)) = crate::os::open_regular(&path) else {
             send_header(&mut header); // the coordinator answers the missing bytes
             return;
         };

@@ -9,6 +9,7 @@
 //! ca = "/etc/qala/ca.pem"
 //! token_file = "/etc/qala/agent.token"   # written by `qala-agent enroll`
 //! agent_id = "ws-042-3fa9c1"              # written by `qala-agent enroll`
+//! checkin_interval = "5m"                 # inventory check-ins of the service
 //!
 //! [scan]
 //! exclude = ["/var/lib/docker/**", "*.iso"]
@@ -48,6 +49,7 @@
 //! spool_max = 100000
 //! ```
 
+use crate::os::dirs::PrivateDirs;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -66,13 +68,27 @@ pub struct AgentConfig {
     pub paths: PathsConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub url: Option<String>,
     pub ca: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub agent_id: Option<String>,
+    /// How often the service reports to the inventory (check-in).
+    pub checkin_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            ca: None,
+            token_file: None,
+            agent_id: None,
+            checkin_interval: Duration(std::time::Duration::from_secs(300)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -202,6 +218,97 @@ impl Default for PathsConfig {
     }
 }
 
+impl PathsConfig {
+    /// The places the file does not name, from `defaults`.
+    pub fn fill(&mut self, defaults: &PrivateDirs) {
+        self.quarantine.get_or_insert_with(|| defaults.quarantine.clone());
+        self.spool.get_or_insert_with(|| defaults.spool.clone());
+        if self.hash_cache.is_none() {
+            self.hash_cache = defaults.hash_cache.clone();
+        }
+    }
+}
+
+/// Flags of `qala-agent scan` that override the file's `[scan]` and
+/// `[limits]` settings.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScanFlags {
+    /// Cap uploads at SIZE bytes per second (K, M, G; default: the
+    /// config's limits.upload_bytes_per_sec; 0: no cap).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_upload_rate: Option<u64>,
+    /// Leave out paths matching GLOB (repeatable, added to the config's):
+    /// a glob without `/` matches file and directory names (`*.iso`), one
+    /// with `/` whole paths (`/var/lib/docker/**`).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Skip files larger than SIZE (bytes, or with K, M, G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_file_size: Option<u64>,
+    /// Stay on the filesystem of each path given.
+    #[arg(long)]
+    pub one_file_system: bool,
+    /// Read and hash every file, ignoring the hash cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The hash cache file (default: ~/.cache/qala/hashes, or
+    /// /var/cache/qala/hashes for root).
+    #[arg(long, env = "QALA_HASH_CACHE", value_name = "FILE")]
+    pub cache: Option<PathBuf>,
+    /// Never upload content: files the cluster does not know are
+    /// reported `unknown` (exit 0 when nothing is detected).
+    #[arg(long, env = "QALA_LOOKUP_ONLY")]
+    pub lookup_only: bool,
+    /// Paths looked up but never uploaded (repeatable; replaces the
+    /// default list: ~/.ssh, ~/.gnupg, keyrings, password store, browser
+    /// and mail profiles).
+    #[arg(long, value_name = "GLOB")]
+    pub upload_exclude: Vec<String>,
+}
+
+/// A scan's settings: its flags over the file.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    pub exclude: Vec<String>,
+    pub max_file_size: Option<u64>,
+    pub one_file_system: bool,
+    /// The hash cache, unless turned off.
+    pub cache: Option<PathBuf>,
+    pub lookup_only: bool,
+    pub upload_exclude: Vec<String>,
+    /// Upload bytes per second (0: no cap).
+    pub upload_rate: u64,
+}
+
+/// Flags of `qala-agent service` that override the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServiceFlags {
+    /// Watch these paths (adds to the config's watch.paths).
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
+    /// Block opening malicious files (fanotify, root).
+    #[arg(long)]
+    pub on_access: bool,
+    /// Never upload (as scan --lookup-only).
+    #[arg(long, env = "QALA_LOOKUP_ONLY")]
+    pub lookup_only: bool,
+    /// Action on malicious files: report, quarantine or delete.
+    #[arg(long, value_parser = Action::parse)]
+    pub malicious: Option<Action>,
+    /// Action on suspicious files: report, quarantine or delete.
+    #[arg(long, value_parser = Action::parse)]
+    pub suspicious: Option<Action>,
+    /// The quarantine directory.
+    #[arg(long, env = "QALA_QUARANTINE_DIR")]
+    pub quarantine_dir: Option<PathBuf>,
+    /// The offline spool file.
+    #[arg(long, env = "QALA_SPOOL")]
+    pub spool: Option<PathBuf>,
+    /// The hash cache file.
+    #[arg(long, env = "QALA_HASH_CACHE")]
+    pub cache: Option<PathBuf>,
+}
+
 /// A size in bytes, written as a number or a string with K, M or G.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Size(pub u64);
@@ -226,26 +333,28 @@ fn number_or_text<'de, D: serde::Deserializer<'de>, T>(
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        number_or_text(d, Size, |s| crate::walk::parse_size(s).map(Size))
+        number_or_text(d, Size, |s| parse_size(s).map(Size))
     }
 }
 
-/// A duration written as `"90s"`, `"15m"`, `"24h"`, `"7d"` or seconds.
+/// A size in bytes, or with a unit in powers of 1024: `4K`, `25MiB`, `2g`
+/// (parse-size).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size::Config::new().with_binary().parse_size(s.trim()).map_err(|e| format!("not a size: {s} ({e}; use K, M, G)"))
+}
+
+/// A duration written as `"90s"`, `"15m"`, `"24h"`, `"7d"`, `"1h 30m"` or
+/// seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Duration(pub std::time::Duration);
 
+/// A duration in humantime's words, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?}: use a number with s, m, h or d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("{s:?}: use a number with s, m, h or d")),
-    };
-    Ok(std::time::Duration::from_secs(secs))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map(std::time::Duration::from_secs).map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (use a number with s, m, h or d)"))
 }
 
 impl<'de> Deserialize<'de> for Duration {
@@ -254,41 +363,93 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 impl AgentConfig {
     /// Read `path`; a missing file is the defaults only when `required` is false.
-    pub fn load(path: &Path, required: bool) -> anyhow::Result<Self> {
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+            Ok(text) => Self::parse(&text).map_err(|message| ConfigError::Invalid { path: shown, message }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
-            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+            Err(source) => Err(ConfigError::Io { path: shown, source }),
         }
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
+
+    /// A scan's settings: `flags` over this file's (exclusions add up;
+    /// an upload exclusion list given replaces the file's, which replaces
+    /// the default one of private places, `os_private`).
+    pub fn scan_settings(&self, flags: ScanFlags, os_private: &[&str]) -> ScanSettings {
+        let mut exclude = flags.exclude;
+        exclude.extend(self.scan.exclude.iter().cloned());
+        let upload_exclude = if !flags.upload_exclude.is_empty() {
+            flags.upload_exclude
+        } else if let Some(list) = self.scan.upload_exclude.clone() {
+            list
+        } else {
+            os_private.iter().map(|g| g.to_string()).collect()
+        };
+        ScanSettings {
+            exclude,
+            max_file_size: flags.max_file_size.or(self.scan.max_file_size.map(|s| s.0)),
+            one_file_system: flags.one_file_system || self.scan.one_file_system,
+            cache: if flags.no_cache { None } else { flags.cache.or(self.paths.hash_cache.clone()) },
+            lookup_only: flags.lookup_only || self.scan.lookup_only,
+            upload_exclude,
+            upload_rate: flags.max_upload_rate.unwrap_or(self.limits.upload_bytes_per_sec.0),
+        }
+    }
+
+    /// The service's flags over this file.
+    pub fn apply_service_flags(&mut self, flags: ServiceFlags) {
+        self.watch.paths.extend(flags.watch);
+        self.watch.on_access |= flags.on_access;
+        self.scan.lookup_only |= flags.lookup_only;
+        self.actions.malicious = flags.malicious.unwrap_or(self.actions.malicious);
+        self.actions.suspicious = flags.suspicious.unwrap_or(self.actions.suspicious);
+        self.paths.quarantine = flags.quarantine_dir.or(self.paths.quarantine.take());
+        self.paths.spool = flags.spool.or(self.paths.spool.take());
+        self.paths.hash_cache = flags.cache.or(self.paths.hash_cache.take());
+    }
 }
 
 /// Set `server.url`, `server.ca`, `server.token_file` and `server.agent_id`
 /// in the TOML file at `path` (created if missing), keeping everything else
 /// in it, comments included; written atomically, mode 0600.
-pub fn write_enrollment(path: &Path, url: &str, ca: Option<&Path>, token_file: &Path, agent_id: &str) -> anyhow::Result<()> {
+pub fn write_enrollment(path: &Path, url: &str, ca: Option<&Path>, token_file: &Path, agent_id: &str) -> Result<(), ConfigError> {
+    let shown = || path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        Err(source) => return Err(ConfigError::Io { path: shown(), source }),
     };
-    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Invalid { path: shown(), message: e.to_string() })?;
     let server = doc.entry("server").or_insert(toml_edit::table());
-    let server = server.as_table_mut().ok_or_else(|| anyhow::anyhow!("{}: [server] is not a table", path.display()))?;
+    let server =
+        server.as_table_mut().ok_or_else(|| ConfigError::Invalid { path: shown(), message: "[server] is not a table".into() })?;
     server["url"] = toml_edit::value(url);
     if let Some(ca) = ca {
         server["ca"] = toml_edit::value(ca.display().to_string());
     }
     server["token_file"] = toml_edit::value(token_file.display().to_string());
     server["agent_id"] = toml_edit::value(agent_id);
-    crate::fsutil::write_atomic(path, doc.to_string().as_bytes())?;
-    Ok(())
+    crate::fsutil::write_atomic(path, doc.to_string().as_bytes()).map_err(|source| ConfigError::Io { path: shown(), source })
 }
 
 #[cfg(test)]
@@ -311,6 +472,17 @@ mod tests {
         assert_eq!(c.limits.upload_bytes_per_sec, Size(10 << 20));
         assert_eq!(c.schedule.interval.0.as_secs(), 24 * 3600);
         assert_eq!(c.limits.ionice, IoNice::Idle);
+        assert_eq!(c.server.checkin_interval.0.as_secs(), 300);
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("25MiB"), Ok(25 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err() && parse_size("5Q").is_err());
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 7 * 86400);
+        assert_eq!(parse_duration("1h 30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("0").unwrap().as_secs(), 0);
+        assert!(parse_duration("soon").is_err());
         let err = AgentConfig::parse("[watch]\non_acess = true\n").unwrap_err();
         assert!(err.contains("on_acess"), "{err}");
         assert!(AgentConfig::parse("[actions]\nmalicious = \"explode\"\n").is_err());

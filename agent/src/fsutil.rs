@@ -1,7 +1,5 @@
 //! Small file helpers shared by the agent's state files.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Replace `path` with `data` atomically: a new file (mode 0600, synced)
@@ -12,8 +10,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
+    crate::os::write_private(&tmp, data)?;
     std::fs::rename(&tmp, path)
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod fsutil;
 pub mod limits;
 pub mod local;
+pub mod os;
 pub mod output;
 pub mod progress;
 pub mod quarantine;

@@ -1,9 +1,10 @@
-//! Keeping a workstation usable: an upload bandwidth cap (a token bucket),
-//! low CPU and I/O priority for the whole process (nice, ionice: set before
-//! any thread starts, so every thread inherits them), and a cap on the CPU
-//! share hashing may take (hashing threads sleep when the process has used
-//! more than its share of one core over the last moments).
+//! Keeping a workstation usable: an upload bandwidth cap (a token bucket)
+//! and a cap on the CPU share hashing may take (hashing threads sleep when
+//! the process has used more than its share of one core over the last
+//! moments). The process's low CPU and I/O priority is set by the binary,
+//! before any thread starts ([`crate::os::lower_priority`]).
 
+use crate::os::process_cpu;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -37,57 +38,11 @@ impl RateLimit {
     }
 }
 
-/// I/O scheduling class for `ionice`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoClass {
-    Idle,
-    BestEffortLow,
-    Unchanged,
-}
-
-/// Lower this process's CPU priority to `nice` and its I/O class, before
-/// any other thread exists (Linux applies both per thread; new threads
-/// inherit them). Returns what could not be set.
-pub fn lower_priority(nice: i32, io: IoClass) -> Vec<String> {
-    let mut failed = Vec::new();
-    if nice != 0 {
-        // SAFETY: setpriority on the calling thread; no pointers.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
-            failed.push(format!("nice {nice}: {}", std::io::Error::last_os_error()));
-        }
-    }
-    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const CLASS_SHIFT: libc::c_long = 13;
-    let prio = match io {
-        IoClass::Idle => 3 << CLASS_SHIFT,
-        IoClass::BestEffortLow => (2 << CLASS_SHIFT) | 7,
-        IoClass::Unchanged => return failed,
-    };
-    // SAFETY: ioprio_set(who, 0 = this thread, prio); no pointers.
-    if unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as libc::c_long, prio) } != 0 {
-        failed.push(format!("ionice: {}", std::io::Error::last_os_error()));
-    }
-    failed
-}
-
-/// The current I/O priority value of this thread (for tests and status).
-pub fn io_priority() -> i64 {
-    // SAFETY: ioprio_get(who = process, 0 = self); no pointers.
-    unsafe { libc::syscall(libc::SYS_ioprio_get, 1 as libc::c_long, 0 as libc::c_long) }
-}
-
 /// Percent of one core hashing may use (0: no cap).
 static CPU_PERCENT: AtomicU32 = AtomicU32::new(0);
 
 pub fn set_cpu_share(percent: u32) {
     CPU_PERCENT.store(percent, Ordering::Relaxed);
-}
-
-fn process_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 static WINDOW: Mutex<Option<(Instant, Duration)>> = Mutex::new(None);

@@ -12,14 +12,11 @@
 //! `O_EXCL` (never overwrites), checks the sha256 of what it wrote, and
 //! only then drops the quarantined copy.
 
+use crate::os::{DirFd, FileStamp, Ownership, create_private, mkdir_private, open_regular};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 const MAGIC: &[u8; 16] = b"QALA-QUARANTINE\n";
@@ -63,9 +60,7 @@ pub struct Quarantine {
     dir: PathBuf,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use qala_common::now_ms;
 
 fn xor(buf: &mut [u8], key: &[u8; 32], offset: u64) {
     for (i, b) in buf.iter_mut().enumerate() {
@@ -73,33 +68,10 @@ fn xor(buf: &mut [u8], key: &[u8; 32], offset: u64) {
     }
 }
 
-fn cstr(p: &std::ffi::OsStr) -> std::io::Result<CString> {
-    CString::new(p.as_bytes()).map_err(|_| std::io::Error::other("NUL in a path"))
-}
-
 impl Quarantine {
-    /// The default directory: `/var/lib/qala/quarantine` for root, else
-    /// `~/.local/share/qala/quarantine`.
-    pub fn default_dir() -> PathBuf {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            return PathBuf::from("/var/lib/qala/quarantine");
-        }
-        let base = std::env::var_os("XDG_DATA_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-            .unwrap_or_else(|| PathBuf::from("."));
-        base.join("qala/quarantine")
-    }
-
     /// Open (creating, 0700) the quarantine at `dir`.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        let m = std::fs::symlink_metadata(dir)?;
-        if !m.is_dir() {
-            return Err(std::io::Error::other(format!("{}: not a directory", dir.display())));
-        }
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        mkdir_private(dir)?;
         Ok(Self { dir: dir.to_path_buf() })
     }
 
@@ -117,7 +89,7 @@ impl Quarantine {
         }
         let mut k = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut k);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let mut f = create_private(&path)?;
         f.write_all(&k)?;
         f.sync_all()?;
         Ok(k.to_vec())
@@ -140,13 +112,13 @@ impl Quarantine {
     /// The file is opened without following links and must still hash to
     /// `sha256`, and still be the same inode when it is unlinked.
     pub fn add(&self, path: &Path, sha256: &str, verdict: &str, rules: &[String]) -> Result<Record, QuarantineError> {
-        let (mut src, m) = crate::walk::open_regular(path)?;
+        let (mut src, m) = open_regular(path)?;
         let mut key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
         let id = format!("{}-{}", now_ms(), hex::encode(&key[..4]));
         let bin = self.dir.join(format!("{id}.bin"));
         let tmp = self.dir.join(format!(".{id}.tmp"));
-        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut out = create_private(&tmp)?;
         out.write_all(MAGIC)?;
         let (mut h, mut off, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
         loop {
@@ -165,14 +137,15 @@ impl Quarantine {
             let _ = std::fs::remove_file(&tmp);
             return Err(QuarantineError::Changed { path: path.display().to_string(), now });
         }
+        let owner = Ownership::of(&m);
         let mut record = Record {
             id: id.clone(),
             original_path: std::path::absolute(path)?,
-            uid: m.uid(),
-            gid: m.gid(),
-            mode: m.mode() & 0o7777,
-            atime_ns: m.atime() * 1_000_000_000 + m.atime_nsec(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            uid: owner.uid,
+            gid: owner.gid,
+            mode: owner.mode,
+            atime_ns: owner.atime_ns,
+            mtime_ns: owner.mtime_ns,
             size: off,
             sha256: sha256.to_string(),
             verdict: verdict.to_string(),
@@ -184,12 +157,11 @@ impl Quarantine {
         record.mac = self.sign(&record)?;
         std::fs::rename(&tmp, &bin)?;
         let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-        let mut f =
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(self.dir.join(format!("{id}.json")))?;
+        let mut f = create_private(&self.dir.join(format!("{id}.json")))?;
         f.write_all(&json)?;
         f.sync_all()?;
         // Unlink only the inode that was copied (not one swapped in since).
-        let still = std::fs::symlink_metadata(path).map(|n| n.dev() == m.dev() && n.ino() == m.ino()).unwrap_or(false);
+        let still = std::fs::symlink_metadata(path).is_ok_and(|n| FileStamp::of(&n).same_file(&FileStamp::of(&m)));
         if !still {
             self.purge(&id)?;
             return Err(QuarantineError::Refused(format!("{} was replaced while it was quarantined", path.display())));
@@ -244,7 +216,7 @@ impl Quarantine {
             return Err(refuse("not a plain absolute path"));
         }
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Err(refuse("no file name")) };
-        let dirfd = open_dir_nofollow(dir).map_err(|e| refuse(&format!("directory {}: {e}", dir.display())))?;
+        let dirfd = DirFd::open_nofollow(dir).map_err(|e| refuse(&format!("directory {}: {e}", dir.display())))?;
         let mut key = [0u8; 32];
         hex::decode_to_slice(&r.key, &mut key).map_err(|_| QuarantineError::Tampered(id.to_string()))?;
         let mut src = std::fs::File::open(self.dir.join(format!("{id}.bin")))?;
@@ -253,22 +225,7 @@ impl Quarantine {
         if &magic != MAGIC {
             return Err(QuarantineError::Tampered(id.to_string()));
         }
-        let cname = cstr(name)?;
-        // SAFETY: dirfd is an open directory, cname a valid C string.
-        let fd = unsafe {
-            libc::openat(
-                dirfd.as_raw_fd(),
-                cname.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600,
-            )
-        };
-        if fd < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(refuse(&e.to_string()));
-        }
-        // SAFETY: fd was just opened and is owned here.
-        let mut out = unsafe { std::fs::File::from_raw_fd(fd) };
+        let mut out = dirfd.create_new(name).map_err(|e| refuse(&e.to_string()))?;
         let (mut h, mut off, mut buf) = (Sha256::new(), 0u64, vec![0u8; 1 << 20]);
         let written = (|| -> std::io::Result<()> {
             loop {
@@ -282,9 +239,9 @@ impl Quarantine {
                 off += n as u64;
             }
         })();
+        // Removes the name this call created.
         let unlink = || {
-            // SAFETY: as above; removes the name this call created.
-            unsafe { libc::unlinkat(dirfd.as_raw_fd(), cname.as_ptr(), 0) };
+            let _ = dirfd.unlink(name);
         };
         if let Err(e) = written {
             unlink();
@@ -294,17 +251,8 @@ impl Quarantine {
             unlink();
             return Err(QuarantineError::Tampered(id.to_string()));
         }
-        let fd = out.as_raw_fd();
-        let times = [
-            libc::timespec { tv_sec: r.atime_ns.div_euclid(1_000_000_000), tv_nsec: r.atime_ns.rem_euclid(1_000_000_000) },
-            libc::timespec { tv_sec: r.mtime_ns.div_euclid(1_000_000_000), tv_nsec: r.mtime_ns.rem_euclid(1_000_000_000) },
-        ];
-        // SAFETY: fd is open; times is two valid timespecs.
-        let ok = unsafe {
-            libc::fchown(fd, r.uid, r.gid) == 0 && libc::fchmod(fd, r.mode) == 0 && libc::futimens(fd, times.as_ptr()) == 0
-        };
-        if !ok {
-            let e = std::io::Error::last_os_error();
+        let owner = Ownership { uid: r.uid, gid: r.gid, mode: r.mode, atime_ns: r.atime_ns, mtime_ns: r.mtime_ns };
+        if let Err(e) = owner.apply(&out) {
             unlink();
             return Err(refuse(&format!("setting owner, mode and times: {e}")));
         }
@@ -314,39 +262,10 @@ impl Quarantine {
     }
 }
 
-/// Open directory `dir` (absolute) one component at a time, never
-/// following a symbolic link.
-fn open_dir_nofollow(dir: &Path) -> std::io::Result<OwnedFd> {
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: a constant, valid C string.
-    let root = unsafe { libc::open(c"/".as_ptr(), flags) };
-    if root < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: root was just opened.
-    let mut fd = unsafe { OwnedFd::from_raw_fd(root) };
-    for c in dir.components() {
-        let Component::Normal(part) = c else { continue };
-        let name = cstr(part)?;
-        // SAFETY: fd is an open directory, name a valid C string.
-        let next = unsafe { libc::openat(fd.as_raw_fd(), name.as_ptr(), flags) };
-        if next < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
-                return Err(std::io::Error::other(format!("{}: a symbolic link or not a directory", part.to_string_lossy())));
-            }
-            return Err(e);
-        }
-        // SAFETY: next was just opened.
-        fd = unsafe { OwnedFd::from_raw_fd(next) };
-    }
-    Ok(fd)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn round_trip_defanged_and_tamper_refused() {

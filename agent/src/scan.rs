@@ -33,19 +33,6 @@ pub struct ScanOptions {
     pub upload_exclude: Vec<String>,
 }
 
-/// Where secrets live: looked up, never uploaded, unless the admin says
-/// otherwise (`--upload-exclude` replaces this list).
-pub const DEFAULT_UPLOAD_EXCLUDE: &[&str] = &[
-    "**/.ssh/**",
-    "**/.gnupg/**",
-    "**/.local/share/keyrings/**",
-    "**/.password-store/**",
-    "**/.mozilla/firefox/**",
-    "**/.config/google-chrome/**",
-    "**/.config/chromium/**",
-    "**/.thunderbird/**",
-];
-
 struct UploadDone {
     sha256: String,
     path: PathBuf,
@@ -218,12 +205,9 @@ fn own_rchar() -> u64 {
     io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
-/// The hash cache at `path` (or the default place), unless disabled.
-pub fn open_cache(disabled: bool, path: Option<PathBuf>) -> Option<Arc<HashCache>> {
-    if disabled {
-        return None;
-    }
-    Some(Arc::new(HashCache::open(path.or_else(HashCache::default_path)?)))
+/// The hash cache at `path`, if any.
+pub fn open_cache(path: Option<PathBuf>) -> Option<Arc<HashCache>> {
+    Some(Arc::new(HashCache::open(path?)))
 }
 
 /// Upload one file; if it changed since it was hashed, hash it again and

@@ -8,10 +8,10 @@
 //! reported, never dropped; a file left out by a rule is reported skipped.
 
 use crate::cache::HashCache;
+use crate::os::{is_mount_point, is_pseudo_fs, open_regular};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,60 +78,6 @@ impl Excludes {
     pub fn matches(&self, path: &Path) -> bool {
         path.file_name().is_some_and(|n| self.names.is_match(n)) || self.paths.is_match(path)
     }
-}
-
-/// Filesystems that are views of the kernel, not files: never entered
-/// unless named (by `statfs` magic; `/dev`, a devtmpfs that reports itself
-/// as tmpfs, is left out by its path).
-pub fn is_pseudo_fs(path: &Path) -> bool {
-    const PSEUDO: &[i64] = &[
-        0x9fa0,      // proc
-        0x6265_6572, // sysfs
-        0x1373,      // devfs
-        0x1cd1,      // devpts
-        0x0027_e0eb, // cgroup
-        0x6367_7270, // cgroup2
-        0x6462_6720, // debugfs
-        0x7472_6163, // tracefs
-        0x7363_6673, // securityfs
-        0x6165_676c, // pstore
-        0xcafe_4a11, // bpf
-        0x6265_6570, // configfs
-        0x6573_5543, // fusectl
-        0x1980_0202, // mqueue
-        0x4249_4e4d, // binfmt_misc
-        0xf97c_ff8c, // selinuxfs
-        0xde5e_81e4, // efivarfs
-        0x6e73_6673, // nsfs
-        0x0187,      // autofs
-    ];
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return false;
-    }
-    PSEUDO.contains(&(st.f_type as i64))
-}
-
-/// Whether `dir` is on another filesystem than its parent.
-fn is_mount_point(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(me), Some(Ok(parent))) = (dir.symlink_metadata(), dir.parent().map(Path::symlink_metadata)) else { return false };
-    me.dev() != parent.dev()
-}
-
-/// Open `path` for reading without ever blocking (O_NONBLOCK: a FIFO or
-/// device swapped in after the walk saw a file), without following a
-/// symbolic link, and only if it is a regular file; with its stat, taken
-/// before anything is read.
-pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path)?;
-    let m = f.metadata()?;
-    if !m.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    Ok((f, m))
 }
 
 /// sha256 and size of an open file, read in 1 MiB pieces.
@@ -274,36 +220,12 @@ pub fn walk(paths: &[PathBuf], opts: &WalkOptions, excludes: Arc<Excludes>, stat
     });
 }
 
-/// `--max-file-size` values: bytes, or with a K, M or G suffix (1024-based).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, ""),
-    };
-    let n: u64 = digits.parse().map_err(|_| format!("not a size: {s}"))?;
-    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return Err(format!("not a size: {s} (use K, M, G)")),
-    };
-    n.checked_mul(1 << shift).ok_or_else(|| format!("size too large: {s}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes_excludes_and_pseudo_filesystems() {
-        assert_eq!(parse_size("100"), Ok(100));
-        assert_eq!(parse_size("4K"), Ok(4096));
-        assert_eq!(parse_size("25MiB"), Ok(25 << 20));
-        assert_eq!(parse_size("2g"), Ok(2 << 30));
-        assert!(parse_size("lots").is_err() && parse_size("5Q").is_err());
+    fn excludes_and_pseudo_filesystems() {
         let ex = Excludes::new(&["*.iso".into(), "/home/*/.cache/**".into()]).unwrap();
         assert!(ex.matches(Path::new("/data/disk.iso")));
         assert!(ex.matches(Path::new("/home/ann/.cache/x/y.bin")));

@@ -31,7 +31,7 @@ impl Audit {
     /// name and the caller.
     pub fn event(&self, event: &str, caller: Option<&Caller>, fields: Value) {
         let mut line = Map::new();
-        line.insert("ts_ms".into(), json!(crate::rules::now_ms()));
+        line.insert("ts_ms".into(), json!(qala_common::now_ms()));
         line.insert("event".into(), json!(event));
         if let Some(c) = caller {
             line.insert("client".into(), json!(c.name));

@@ -7,7 +7,8 @@
 //! working within that time, and while the store is down the last set
 //! read stays in force (degraded mode still authenticates).
 
-use crate::store::{Guarded, StoreError};
+use crate::core::error::CoreError;
+use crate::store::{Guarded, Revoked, StoreError};
 use qala_proto::v1::TokenRecord;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -18,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::Status;
 use tracing::{info, warn};
 
 /// What a token allows.
@@ -116,13 +116,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// PERMISSION_DENIED unless the role allows `op`.
-    pub fn require(&self, op: Op) -> Result<(), Status> {
+    /// Denied unless the role allows `op`.
+    pub fn require(&self, op: Op) -> Result<(), CoreError> {
         if self.role.allows(op) {
             return Ok(());
         }
         let allowed: Vec<&str> = Role::ALL.into_iter().filter(|r| r.allows(op)).map(Role::label).collect();
-        Err(Status::permission_denied(format!(
+        Err(CoreError::Denied(format!(
             "token {:?} has role {}; {} needs {}",
             self.name,
             self.role.label(),
@@ -167,16 +167,16 @@ pub fn check_token_name(name: &str) -> Result<(), String> {
 
 /// Make a token for `name` with `role` and store its hash (replacing any
 /// token of that name). Returns the token, shown this once.
-pub async fn add_token(store: &Guarded, name: &str, role: Role) -> Result<(String, TokenRecord), Status> {
-    check_token_name(name).map_err(Status::invalid_argument)?;
+pub async fn add_token(store: &Guarded, name: &str, role: Role) -> Result<(String, TokenRecord), CoreError> {
+    check_token_name(name).map_err(CoreError::Invalid)?;
     let token = new_token();
     let record = TokenRecord {
         name: name.to_string(),
         role: role.label().to_string(),
         sha256: token_sha256(&token),
-        created_ms: crate::rules::now_ms(),
+        created_ms: qala_common::now_ms(),
     };
-    store.put_token(&record).await.map_err(|e| Status::unavailable(format!("verdict store: {e}")))?;
+    store.put(&record).await?;
     Ok((token, record))
 }
 
@@ -281,8 +281,8 @@ impl Auth {
 
     /// Read tokens and revoked workers again; the number of tokens.
     pub async fn refresh(&self) -> Result<usize, StoreError> {
-        let tokens = self.store.tokens().await?;
-        let revoked = self.store.revoked_workers().await?;
+        let tokens = self.store.all::<TokenRecord>().await?;
+        let revoked: Vec<String> = self.store.all::<Revoked>().await?.into_iter().map(|r| r.id).collect();
         self.save_cache(&tokens, &revoked);
         Ok(self.install(tokens, revoked))
     }
@@ -306,26 +306,28 @@ impl Auth {
         }
     }
 
-    /// The caller `creds` prove to be, or UNAUTHENTICATED.
-    pub fn authenticate(&self, creds: &Credentials) -> Result<Caller, Status> {
+    /// The caller `creds` prove to be.
+    pub fn authenticate(&self, creds: &Credentials) -> Result<Caller, CoreError> {
         let Some(token) = creds.token.as_deref() else {
             // A client certificate instead of a token: `qala:client:ROLE:NAME`.
             if let Some(qala_tls::CertRole::Client { role, name }) = creds.cert.as_ref().and_then(|c| c.role()) {
                 if self.worker_revoked(&client_revocation_key(&name)) {
-                    return Err(Status::unauthenticated(format!("client certificate {name:?} is revoked")));
+                    return Err(CoreError::Unauthenticated(format!("client certificate {name:?} is revoked")));
                 }
-                let role = Role::parse(&role).map_err(Status::unauthenticated)?;
+                let role = Role::parse(&role).map_err(CoreError::Unauthenticated)?;
                 return Ok(Caller { name, role, peer: creds.peer });
             }
-            return Err(Status::unauthenticated("no token: send `authorization: Bearer <token>` (qala-agent --token-file)"));
+            return Err(CoreError::Unauthenticated(
+                "no token: send `authorization: Bearer <token>` (qala-agent --token-file)".into(),
+            ));
         };
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         match state.by_hash.get(&token_sha256(token)) {
             Some((name, role)) => Ok(Caller { name: name.clone(), role: *role, peer: creds.peer }),
             None if !self.loaded.load(Ordering::Relaxed) => {
-                Err(Status::unavailable("client tokens not loaded yet: the verdict store has not answered"))
+                Err(CoreError::Unavailable("client tokens not loaded yet: the verdict store has not answered".into()))
             }
-            None => Err(Status::unauthenticated("unknown or revoked token")),
+            None => Err(CoreError::Unauthenticated("unknown or revoked token".into())),
         }
     }
 
@@ -349,8 +351,7 @@ mod tests {
         assert!(c(Role::Agent).require(Op::Scan).is_ok() && c(Role::Agent).require(Op::Lookup).is_ok());
         assert!(c(Role::Agent).require(Op::Status).is_err() && c(Role::Agent).require(Op::GetVerdict).is_err());
         let denied = c(Role::Analyst).require(Op::Scan).unwrap_err();
-        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-        assert!(denied.message().contains("analyst") && denied.message().contains("agent or admin"), "{}", denied.message());
+        assert!(matches!(&denied, CoreError::Denied(m) if m.contains("analyst") && m.contains("agent or admin")), "{denied}");
         assert!(c(Role::Analyst).require(Op::GetVerdict).is_ok() && c(Role::Analyst).require(Op::Admin).is_err());
         assert!(c(Role::WorkerEnroll).require(Op::Enroll).is_ok() && c(Role::WorkerEnroll).require(Op::Lookup).is_err());
         assert!(Role::ALL.iter().all(|r| {

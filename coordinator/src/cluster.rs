@@ -5,6 +5,7 @@
 //! given a file it must hold the rules in force: they are pushed when it
 //! registers, when rules change, and lazily before a scan if it missed both.
 
+use crate::core::error::CoreError;
 use crate::placement;
 use crate::rules::{LoadedRules, RulesManager};
 use qala_proto::v1::{self as pb, worker_client::WorkerClient};
@@ -141,26 +142,26 @@ impl Cluster {
     }
 
     /// Add or replace a worker and ship it the rules in the background.
-    pub fn register(self: &Arc<Self>, req: pb::RegisterRequest) -> Result<Arc<WorkerHandle>, Status> {
+    pub fn register(self: &Arc<Self>, req: pb::RegisterRequest) -> Result<Arc<WorkerHandle>, CoreError> {
         if req.worker_id.is_empty() {
-            return Err(Status::invalid_argument("worker_id is empty"));
+            return Err(CoreError::Invalid("worker_id is empty".into()));
         }
         if req.engine_version != qala_engine::ENGINE_VERSION {
-            return Err(Status::failed_precondition(format!(
+            return Err(CoreError::FailedPrecondition(format!(
                 "worker engine {} differs from coordinator engine {}: compiled rules would not load",
                 req.engine_version,
                 qala_engine::ENGINE_VERSION
             )));
         }
         let mut endpoint = Endpoint::from_shared(req.address.clone())
-            .map_err(|e| Status::invalid_argument(format!("bad worker address {}: {e}", req.address)))?
+            .map_err(|e| CoreError::Invalid(format!("bad worker address {}: {e}", req.address)))?
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.scan_timeout)
             .tcp_nodelay(true);
         if let Some(tls) = &self.tls {
             endpoint = endpoint
                 .tls_config(tls.clone())
-                .map_err(|e| Status::invalid_argument(format!("worker address {}: {e}", req.address)))?;
+                .map_err(|e| CoreError::Invalid(format!("worker address {}: {e}", req.address)))?;
         }
         let client = WorkerClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
@@ -172,7 +173,7 @@ impl Cluster {
             max_file_size: req.max_file_size,
             client,
             last_seen: RwLock::new(Instant::now()),
-            last_heartbeat_ms: AtomicU64::new(crate::rules::now_ms() as u64),
+            last_heartbeat_ms: AtomicU64::new(qala_common::now_ms() as u64),
             loaded: tokio::sync::Mutex::new(VecDeque::new()),
             loaded_id: RwLock::new(String::new()),
             in_flight: AtomicU64::new(0),
@@ -197,7 +198,7 @@ impl Cluster {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
         let Some(w) = workers.get(&req.worker_id) else { return false };
         *w.last_seen.write().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        w.last_heartbeat_ms.store(crate::rules::now_ms() as u64, Ordering::Relaxed);
+        w.last_heartbeat_ms.store(qala_common::now_ms() as u64, Ordering::Relaxed);
         w.in_flight.store(req.in_flight, Ordering::Relaxed);
         w.scanned.store(req.scanned, Ordering::Relaxed);
         w.suspect.store(false, Ordering::Relaxed);

@@ -212,6 +212,10 @@ pub struct StoreAuth {
     /// File holding the Redis password (or set QALA_STORE_PASSWORD).
     #[arg(long, env = "QALA_STORE_PASSWORD_FILE")]
     pub store_password_file: Option<PathBuf>,
+    /// The Redis password, from the environment only (a flag would show in
+    /// `ps`): QALA_STORE_PASSWORD.
+    #[arg(long = "store-password-from-env", env = "QALA_STORE_PASSWORD", hide = true, hide_env_values = true)]
+    pub store_password: Option<String>,
     /// CA certificate of a rediss:// server (PEM; default: the system's roots).
     #[arg(long, env = "QALA_STORE_CA")]
     pub store_ca: Option<PathBuf>,
@@ -219,15 +223,15 @@ pub struct StoreAuth {
 
 impl StoreAuth {
     /// The store spec with the password from the file or the environment.
-    pub fn spec(&self, spec: &str) -> anyhow::Result<crate::store::StoreSpec> {
+    pub fn spec(&self, spec: &str) -> Result<crate::store::StoreSpec, crate::store::StoreError> {
         let password = match &self.store_password_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+                    .map_err(|e| crate::store::StoreError::Spec(format!("{}: {e}", f.display())))?
                     .trim_end_matches(['\n', '\r'])
                     .to_string(),
             ),
-            None => std::env::var("QALA_STORE_PASSWORD").ok().filter(|p| !p.is_empty()),
+            None => self.store_password.clone().filter(|p| !p.is_empty()),
         };
         Ok(crate::store::StoreSpec { spec: spec.to_string(), password, ca: self.store_ca.clone() })
     }
@@ -405,6 +409,9 @@ pub struct AdminTarget {
     /// File holding an admin token (or set QALA_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The admin token, from the environment only: QALA_TOKEN.
+    #[arg(long = "token-from-env", env = "QALA_TOKEN", hide = true, hide_env_values = true)]
+    pub token: Option<String>,
     /// Plain text to a loopback coordinator started with --insecure.
     #[arg(long)]
     pub insecure: bool,

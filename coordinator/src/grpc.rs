@@ -1,15 +1,49 @@
-//! The gRPC front door: `qala.v1.Scanner` and `qala.v1.Admin` on the main
-//! listener, `qala.v1.Cluster` on the cluster listener. Each method finds
-//! the credentials (bearer token, peer address, client certificate) and the
-//! bytes, and hands them to the [`Core`], which does the rest.
+//! The gRPC front door: `qala.v1.Scanner`, `qala.v1.Admin` and
+//! `qala.v1.Agents` on the main listener, `qala.v1.Cluster` on the cluster
+//! listener. Each method finds the credentials (bearer token, peer address,
+//! client certificate) and the bytes, and hands them to the [`Core`],
+//! which does the rest; its errors become status codes in [`status`].
 
 use crate::auth::{Credentials, Op};
-use crate::core::Core;
+use crate::core::{Core, CoreError};
 use futures::StreamExt;
 use qala_proto::v1::{self as pb, scan_request::Msg};
 use qala_tls::PeerCert;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
+
+/// gRPC metadata key of the retry hint sent with RESOURCE_EXHAUSTED.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// The core's errors as gRPC status codes: the one place gRPC maps them.
+/// A busy answer carries its retry hint (`retry-after-ms`), which the agent
+/// honours (adding jitter).
+pub fn status(e: CoreError) -> Status {
+    let message = e.to_string();
+    match e {
+        CoreError::Busy { retry_after, .. } => {
+            let mut s = Status::resource_exhausted(message);
+            if let Ok(v) = retry_after.as_millis().to_string().parse() {
+                s.metadata_mut().insert(RETRY_AFTER_MS, v);
+            }
+            s
+        }
+        CoreError::Invalid(_) => Status::invalid_argument(message),
+        CoreError::Unauthenticated(_) => Status::unauthenticated(message),
+        CoreError::Denied(_) => Status::permission_denied(message),
+        CoreError::NotFound(_) => Status::not_found(message),
+        CoreError::FailedPrecondition(_) => Status::failed_precondition(message),
+        CoreError::Unavailable(_) => Status::unavailable(message),
+        CoreError::Timeout(_) => Status::deadline_exceeded(message),
+        CoreError::Interrupted(_) => Status::cancelled(message),
+        CoreError::Internal(_) => Status::internal(message),
+    }
+}
+
+/// A core call's answer as a gRPC response.
+fn answer<T>(r: Result<T, CoreError>) -> Result<Response<T>, Status> {
+    r.map(Response::new).map_err(status)
+}
 
 fn credentials<T>(request: &Request<T>) -> Credentials {
     let token = request
@@ -40,15 +74,15 @@ impl ScannerService {
 #[tonic::async_trait]
 impl pb::scanner_server::Scanner for ScannerService {
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Lookup)?;
+        let caller = self.core.caller(&credentials(&request), Op::Lookup).map_err(status)?;
         let req = request.into_inner();
-        self.core.lookup(&caller, req.sha256, req.brief).await.map(Response::new)
+        answer(self.core.lookups().lookup(&caller, req.sha256, req.brief).await)
     }
 
     async fn scan(&self, request: Request<Streaming<pb::ScanRequest>>) -> Result<Response<pb::ScanResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Scan)?;
+        let caller = self.core.caller(&credentials(&request), Op::Scan).map_err(status)?;
         let mut stream = request.into_inner();
-        let stall = self.core.limits().upload_stall;
+        let stall = self.core.uploads().upload_stall();
         let first = tokio::time::timeout(stall, stream.message())
             .await
             .map_err(|_| Status::deadline_exceeded(format!("Scan: no header within {} s", stall.as_secs())))??;
@@ -59,21 +93,21 @@ impl pb::scanner_server::Scanner for ScannerService {
         let body = stream
             .map(|m| match m {
                 Ok(pb::ScanRequest { msg: Some(Msg::Chunk(chunk)) }) => Ok(chunk),
-                Ok(_) => Err(Status::invalid_argument("Scan: only the first message may be a header")),
-                Err(e) => Err(Status::cancelled(format!("upload interrupted: {}", e.message()))),
+                Ok(_) => Err(CoreError::Invalid("Scan: only the first message may be a header".into())),
+                Err(e) => Err(CoreError::Interrupted(format!("upload interrupted: {}", e.message()))),
             })
             .boxed();
-        self.core.scan(&caller, header, body).await.map(Response::new)
+        answer(self.core.uploads().scan(&caller, header, body).await)
     }
 
     async fn get_verdict(&self, request: Request<pb::GetVerdictRequest>) -> Result<Response<pb::GetVerdictResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::GetVerdict)?;
-        self.core.get_verdict(&caller, &request.into_inner().sha256).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::GetVerdict).map_err(status)?;
+        answer(self.core.lookups().get_verdict(&caller, &request.into_inner().sha256).await)
     }
 
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Status)?;
-        self.core.status(&caller).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::Status).map_err(status)?;
+        answer(self.core.status(&caller))
     }
 }
 
@@ -90,44 +124,45 @@ impl AdminService {
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
     async fn add_token(&self, request: Request<pb::AddTokenRequest>) -> Result<Response<pb::AddTokenResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Admin)?;
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
         let req = request.into_inner();
-        self.core.add_token(&caller, &req.name, &req.role).await.map(Response::new)
+        answer(self.core.admin().add_token(&caller, &req.name, &req.role).await)
     }
 
     async fn list_tokens(&self, request: Request<pb::ListTokensRequest>) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Admin)?;
-        self.core.list_tokens(&caller).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
+        answer(self.core.admin().list_tokens(&caller).await)
     }
 
     async fn revoke_token(&self, request: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Admin)?;
-        self.core.revoke_token(&caller, &request.into_inner().name).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
+        answer(self.core.admin().revoke_token(&caller, &request.into_inner().name).await)
     }
 
     async fn reload_rules(&self, request: Request<pb::ReloadRulesRequest>) -> Result<Response<pb::ReloadRulesResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Admin)?;
-        self.core.reload_rules(&caller).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
+        answer(self.core.admin().reload_rules(&caller).await)
     }
 
     async fn add_iocs(&self, request: Request<pb::AddIocsRequest>) -> Result<Response<pb::AddIocsResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Admin)?;
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
         let req = request.into_inner();
-        let added = self.core.add_iocs(&caller, &req.list, &req.text, "grpc").await?;
+        let added = self.core.iocs().add(&caller, &req.list, &req.text, "grpc").await.map_err(status)?;
         Ok(Response::new(pb::AddIocsResponse { added: added as u64 }))
     }
 
     async fn remove_ioc(&self, request: Request<pb::RemoveIocRequest>) -> Result<Response<pb::RemoveIocResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Admin)?;
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
         let req = request.into_inner();
-        let removed = self.core.remove_ioc(&caller, &req.list, &req.kind, &req.digest.to_ascii_lowercase()).await?;
+        let removed =
+            self.core.iocs().remove(&caller, &req.list, &req.kind, &req.digest.to_ascii_lowercase()).await.map_err(status)?;
         Ok(Response::new(pb::RemoveIocResponse { removed }))
     }
 
     async fn list_iocs(&self, request: Request<pb::ListIocsRequest>) -> Result<Response<pb::ListIocsResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::GetVerdict)?;
+        let caller = self.core.caller(&credentials(&request), Op::GetVerdict).map_err(status)?;
         let r = request.into_inner();
-        let page = self.core.list_iocs(&caller, &r.after, r.limit as usize).await?;
+        let page = self.core.iocs().list(&caller, &r.after, r.limit as usize).await.map_err(status)?;
         Ok(Response::new(pb::ListIocsResponse { entries: page.entries, next: page.next, total: page.total }))
     }
 
@@ -135,9 +170,9 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RevokeWorkerRequest>,
     ) -> Result<Response<pb::RevokeWorkerResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Admin)?;
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
         let req = request.into_inner();
-        self.core.revoke(&caller, &req.worker_id, req.client).await.map(Response::new)
+        answer(self.core.admin().revoke(&caller, &req.worker_id, req.client).await)
     }
 }
 
@@ -154,26 +189,26 @@ impl AgentsService {
 #[tonic::async_trait]
 impl pb::agents_server::Agents for AgentsService {
     async fn enroll(&self, request: Request<pb::EnrollAgentRequest>) -> Result<Response<pb::EnrollAgentResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::EnrollAgent)?;
-        self.core.enroll_agent(&caller, request.into_inner()).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::EnrollAgent).map_err(status)?;
+        answer(self.core.agents().enroll(&caller, request.into_inner()).await)
     }
 
     async fn checkin(&self, request: Request<pb::CheckinRequest>) -> Result<Response<pb::CheckinResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::AgentReport)?;
-        self.core.checkin(&caller, request.into_inner()).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::AgentReport).map_err(status)?;
+        answer(self.core.agents().checkin(&caller, request.into_inner()).await)
     }
 
     async fn report_actions(
         &self,
         request: Request<pb::ReportActionsRequest>,
     ) -> Result<Response<pb::ReportActionsResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::AgentReport)?;
-        self.core.report_actions(&caller, request.into_inner()).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::AgentReport).map_err(status)?;
+        answer(self.core.agents().report_actions(&caller, request.into_inner()).await)
     }
 
     async fn list_agents(&self, request: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Inventory)?;
-        self.core.list_agents(&caller).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::Inventory).map_err(status)?;
+        answer(self.core.agents().list(&caller).await)
     }
 }
 
@@ -191,16 +226,16 @@ impl ClusterService {
 impl pb::cluster_server::Cluster for ClusterService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let cert = peer_cert(&request);
-        self.core.register_worker(cert.as_ref(), request.into_inner()).map(Response::new)
+        answer(self.core.workers().register(cert.as_ref(), request.into_inner()))
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let cert = peer_cert(&request);
-        self.core.heartbeat(cert.as_ref(), request.get_ref()).map(Response::new)
+        answer(self.core.workers().heartbeat(cert.as_ref(), request.get_ref()))
     }
 
     async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
-        let caller = self.core.caller(&credentials(&request), Op::Enroll)?;
-        self.core.enroll(&caller, request.into_inner()).await.map(Response::new)
+        let caller = self.core.caller(&credentials(&request), Op::Enroll).map_err(status)?;
+        answer(self.core.workers().enroll(&caller, request.into_inner()).await)
     }
 }

@@ -1,9 +1,9 @@
 //! Prometheus metrics of the coordinator (prometheus-client), served at
 //! `/metrics` on the REST listener to a `metrics` or `admin` token.
-//! Counters are bumped where things happen (the core's scan path, the
-//! store guard, rule reloads); gauges are read from the core when scraped.
+//! Counters are bumped where things happen (the core's upload path and
+//! lookups); gauges are set by the core at each scrape ([`Gauges`]). This
+//! module knows the series, not the core.
 
-use crate::core::Core;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -11,21 +11,32 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::Ordering;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerdictLabel {
-    pub verdict: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabel {
-    pub limit: String,
-}
+use qala_common::metrics::VerdictFamilies;
+use qala_proto::v1 as pb;
+use qala_proto::{VerdictKind, limits};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListLabel {
     pub list: String,
+}
+
+/// The gauges, as read at a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub workers_alive: i64,
+    pub slots: i64,
+    pub slots_in_use: i64,
+    pub uploads_in_progress: i64,
+    pub store_healthy: i64,
+    pub store_errors: i64,
+    pub rule_reloads: i64,
+    pub rule_reload_failures: i64,
+    pub rules: i64,
+    pub busy_rejections: i64,
+    pub ioc_block: i64,
+    pub ioc_allow: i64,
+    pub siem_sent: i64,
+    pub siem_dropped: i64,
 }
 
 pub struct Metrics {
@@ -35,23 +46,11 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub lookups: Counter,
-    pub verdicts: Family<VerdictLabel, Counter>,
-    pub limits_hit: Family<LimitLabel, Counter>,
+    families: VerdictFamilies,
     pub scan_seconds: Histogram,
     pub errors: Counter,
-    uploads_in_progress: Gauge,
-    slots_in_use: Gauge,
-    slots: Gauge,
-    workers_alive: Gauge,
-    store_healthy: Gauge,
-    store_errors: Gauge,
-    rule_reloads: Gauge,
-    rule_reload_failures: Gauge,
-    rules: Gauge,
-    busy_rejections: Gauge,
+    gauges: [Gauge; 12],
     ioc_entries: Family<ListLabel, Gauge>,
-    siem_sent: Gauge,
-    siem_dropped: Gauge,
 }
 
 impl Default for Metrics {
@@ -60,32 +59,40 @@ impl Default for Metrics {
     }
 }
 
+/// Gauges by position in `Metrics::gauges`: name, help.
+const GAUGES: [(&str, &str); 12] = [
+    ("uploads_in_progress", "Uploads being received or scanned (the queue)"),
+    ("worker_slots_in_use", "Scans in progress on workers"),
+    ("worker_slots", "Scan threads of the live workers"),
+    ("workers_alive", "Workers registered and heartbeating"),
+    ("store_healthy", "1 while the verdict store answers"),
+    ("store_errors", "Verdict store calls that failed (since start)"),
+    ("rule_reloads", "Rule reloads that produced a new ruleset (since start)"),
+    ("rule_reload_failures", "Rule reloads refused for errors (since start)"),
+    ("rules", "Rules in the ruleset in force"),
+    ("busy_rejections", "Uploads refused as busy (RESOURCE_EXHAUSTED) since start"),
+    ("siem_events_sent", "Events delivered to SIEM sinks (since start)"),
+    ("siem_events_dropped", "Events dropped from full SIEM queues (since start)"),
+];
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("qala");
+        let families = VerdictFamilies::seeded(
+            VerdictKind::LEVELS.map(VerdictKind::label),
+            qala_engine::Limit::ALL.map(|l| l.as_str()).into_iter().chain(limits::ALL),
+        );
         let m = Metrics {
             uploads: Counter::default(),
             upload_bytes: Counter::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             lookups: Counter::default(),
-            verdicts: Family::default(),
-            limits_hit: Family::default(),
+            families,
             scan_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             errors: Counter::default(),
-            uploads_in_progress: Gauge::default(),
-            slots_in_use: Gauge::default(),
-            slots: Gauge::default(),
-            workers_alive: Gauge::default(),
-            store_healthy: Gauge::default(),
-            store_errors: Gauge::default(),
-            rule_reloads: Gauge::default(),
-            rule_reload_failures: Gauge::default(),
-            rules: Gauge::default(),
-            busy_rejections: Gauge::default(),
+            gauges: Default::default(),
             ioc_entries: Family::default(),
-            siem_sent: Gauge::default(),
-            siem_dropped: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("uploads", "Scan calls answered (any front door)", m.uploads.clone());
@@ -93,89 +100,63 @@ impl Metrics {
         registry.register("cache_hits", "Scan calls answered from the store or another scan in flight", m.cache_hits.clone());
         registry.register("cache_misses", "Scan calls that were scanned by a worker", m.cache_misses.clone());
         registry.register("lookup_hashes", "Hashes asked for in lookups", m.lookups.clone());
-        registry.register("verdicts", "Verdicts answered, by level", m.verdicts.clone());
-        registry.register("limits_hit", "Scan limits hit, by kind", m.limits_hit.clone());
+        registry.register("verdicts", "Verdicts answered, by level", m.families.verdicts.clone());
+        registry.register("limits_hit", "Scan limits hit, by kind", m.families.limits_hit.clone());
         registry.register("scan_duration_seconds", "Scan calls from request to verdict (not cached)", m.scan_seconds.clone());
         registry.register("scan_errors", "Scan calls that ended in an error", m.errors.clone());
-        registry.register("uploads_in_progress", "Uploads being received or scanned (the queue)", m.uploads_in_progress.clone());
-        registry.register("worker_slots_in_use", "Scans in progress on workers", m.slots_in_use.clone());
-        registry.register("worker_slots", "Scan threads of the live workers", m.slots.clone());
-        registry.register("workers_alive", "Workers registered and heartbeating", m.workers_alive.clone());
-        registry.register("store_healthy", "1 while the verdict store answers", m.store_healthy.clone());
-        registry.register("store_errors", "Verdict store calls that failed (since start)", m.store_errors.clone());
-        registry.register("rule_reloads", "Rule reloads that produced a new ruleset (since start)", m.rule_reloads.clone());
-        registry.register(
-            "rule_reload_failures",
-            "Rule reloads refused for errors (since start)",
-            m.rule_reload_failures.clone(),
-        );
-        registry.register("rules", "Rules in the ruleset in force", m.rules.clone());
-        registry.register(
-            "busy_rejections",
-            "Uploads refused as busy (RESOURCE_EXHAUSTED) since start",
-            m.busy_rejections.clone(),
-        );
+        for ((name, help), gauge) in GAUGES.iter().zip(&m.gauges) {
+            registry.register(*name, *help, gauge.clone());
+        }
         registry.register("ioc_entries", "Entries on the hash IOC lists", m.ioc_entries.clone());
-        registry.register("siem_events_sent", "Events delivered to SIEM sinks (since start)", m.siem_sent.clone());
-        registry.register("siem_events_dropped", "Events dropped from full SIEM queues (since start)", m.siem_dropped.clone());
-        // Every label known up front, so each series exists (at 0) from the start.
-        for verdict in ["clean", "suspicious", "malicious", "unscannable"] {
-            let _ = m.verdicts.get_or_create(&VerdictLabel { verdict: verdict.into() });
-        }
-        let known = qala_engine::Limit::ALL.map(|l| l.as_str()).into_iter().chain(["max_file_size", "worker_crash"]);
-        for limit in known {
-            let _ = m.limits_hit.get_or_create(&LimitLabel { limit: limit.into() });
-        }
         Metrics { registry, ..m }
     }
 
-    /// Count one answered scan call.
-    pub fn scanned(&self, size: u64, result: &Result<qala_proto::v1::ScanResponse, tonic::Status>, elapsed: std::time::Duration) {
+    /// Count one answered scan call of a file of `size` bytes: its verdict
+    /// and whether it was answered without a scan, or `None` for an error.
+    pub fn scanned(&self, size: u64, outcome: Option<(Option<&pb::Verdict>, bool)>, elapsed: std::time::Duration) {
         self.uploads.inc();
         self.upload_bytes.inc_by(size);
-        match result {
-            Ok(r) => {
-                if r.cached {
-                    self.cache_hits.inc();
-                } else {
-                    self.cache_misses.inc();
-                    self.scan_seconds.observe(elapsed.as_secs_f64());
+        let Some((verdict, cached)) = outcome else {
+            self.errors.inc();
+            return;
+        };
+        if cached {
+            self.cache_hits.inc();
+        } else {
+            self.cache_misses.inc();
+            self.scan_seconds.observe(elapsed.as_secs_f64());
+        }
+        if let Some(v) = verdict {
+            self.families.verdict(VerdictKind::of(v).label());
+            if !cached {
+                for l in &v.limits_hit {
+                    self.families.limit_hit(&l.limit);
                 }
-                if let Some(v) = &r.verdict {
-                    self.verdicts.get_or_create(&VerdictLabel { verdict: crate::core::kind_label(v).into() }).inc();
-                    if !r.cached {
-                        for l in &v.limits_hit {
-                            self.limits_hit.get_or_create(&LimitLabel { limit: l.limit.clone() }).inc();
-                        }
-                    }
-                }
-            }
-            Err(_) => {
-                self.errors.inc();
             }
         }
     }
 
-    /// The text exposition, gauges read from `core` now.
-    pub fn render(&self, core: &Core) -> String {
-        let live = core.cluster.live();
-        self.workers_alive.set(live.len() as i64);
-        self.slots.set(live.iter().map(|w| i64::from(w.threads)).sum());
-        self.slots_in_use.set(live.iter().map(|w| w.in_flight.load(Ordering::Relaxed) as i64).sum());
-        self.uploads_in_progress.set(core.uploads_in_progress() as i64);
-        self.store_healthy.set(i64::from(core.store.healthy()));
-        self.store_errors.set(core.store.errors() as i64);
-        let (reloads, failures) = core.rules.reload_counts();
-        self.rule_reloads.set(reloads as i64);
-        self.rule_reload_failures.set(failures as i64);
-        self.rules.set(i64::from(core.rules.current().rule_count));
-        self.busy_rejections.set(core.busy_rejections() as i64);
-        let (block, allow) = core.iocs.counts();
-        self.ioc_entries.get_or_create(&ListLabel { list: "block".into() }).set(block as i64);
-        self.ioc_entries.get_or_create(&ListLabel { list: "allow".into() }).set(allow as i64);
-        let (sent, dropped) = core.siem.get().map(|s| s.counts()).unwrap_or_default();
-        self.siem_sent.set(sent as i64);
-        self.siem_dropped.set(dropped as i64);
+    /// The text exposition, with `g` as the gauges.
+    pub fn render(&self, g: &Gauges) -> String {
+        let values = [
+            g.uploads_in_progress,
+            g.slots_in_use,
+            g.slots,
+            g.workers_alive,
+            g.store_healthy,
+            g.store_errors,
+            g.rule_reloads,
+            g.rule_reload_failures,
+            g.rules,
+            g.busy_rejections,
+            g.siem_sent,
+            g.siem_dropped,
+        ];
+        for (gauge, v) in self.gauges.iter().zip(values) {
+            gauge.set(v);
+        }
+        self.ioc_entries.get_or_create(&ListLabel { list: "block".into() }).set(g.ioc_block);
+        self.ioc_entries.get_or_create(&ListLabel { list: "allow".into() }).set(g.ioc_allow);
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out

@@ -4,6 +4,7 @@
 //! the whole set again off the async runtime. If any file fails, the errors
 //! are logged and kept for `Status`, and the previous rules stay in force.
 
+use qala_common::now_ms;
 use qala_engine::{Limits, RuleFileError, RulesError, compile_rules, rules_fingerprint};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,8 @@ pub struct LoadedRules {
     pub bytes: Arc<Vec<u8>>,
     pub rule_count: u32,
     pub file_count: u32,
+    /// Each file compiled: its path relative to the rules path, and its size.
+    pub files: Vec<(String, u64)>,
     pub loaded_at_ms: i64,
 }
 
@@ -42,10 +45,6 @@ pub struct RulesManager {
     reload_failures: std::sync::atomic::AtomicU64,
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 fn compile(path: PathBuf, policy: Limits) -> Result<(LoadedRules, String), RulesError> {
     let fingerprint = rules_fingerprint(&path)?;
     let ruleset = compile_rules(&path, &policy)?;
@@ -56,6 +55,7 @@ fn compile(path: PathBuf, policy: Limits) -> Result<(LoadedRules, String), Rules
             bytes: Arc::new(bytes),
             rule_count: ruleset.rule_count as u32,
             file_count: ruleset.file_count as u32,
+            files: ruleset.files.clone(),
             loaded_at_ms: now_ms(),
         },
         fingerprint,

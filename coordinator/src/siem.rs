@@ -7,13 +7,14 @@
 //! the event, and past `--siem-queue` events the oldest are dropped and
 //! counted, so a dead SIEM never holds up scanning or grows memory.
 
-use anyhow::Context;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
@@ -62,6 +63,28 @@ impl Queue {
     }
 }
 
+/// A sink that cannot be set up as given.
+#[derive(Debug, thiserror::Error)]
+pub enum SiemError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Tls(#[from] qala_tls::TlsError),
+}
+
+/// Why one delivery failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
 #[derive(Default)]
 pub struct Siem {
     queues: Vec<Arc<Queue>>,
@@ -69,7 +92,7 @@ pub struct Siem {
 
 impl Siem {
     /// The sinks `config` names, each with its sending task until `stop`.
-    pub fn start(config: &SiemConfig, stop: watch::Receiver<bool>) -> anyhow::Result<Arc<Siem>> {
+    pub fn start(config: &SiemConfig, stop: watch::Receiver<bool>) -> Result<Arc<Siem>, SiemError> {
         let mut queues = Vec::new();
         let tls = if config.syslog.as_deref().is_some_and(|s| s.starts_with("tls://"))
             || config.webhook.as_deref().is_some_and(|s| s.starts_with("https://"))
@@ -83,21 +106,22 @@ impl Siem {
             let (tls_on, addr) = match (s.strip_prefix("tcp://"), s.strip_prefix("tls://")) {
                 (Some(a), _) => (false, a),
                 (_, Some(a)) => (true, a),
-                _ => anyhow::bail!("--siem-syslog {s}: use tcp://HOST:PORT or tls://HOST:PORT"),
+                _ => return Err(SiemError::Config(format!("--siem-syslog {s}: use tcp://HOST:PORT or tls://HOST:PORT"))),
             };
             sinks.push(Sink::Syslog { addr: addr.to_string(), tls: tls_on.then(|| tls.clone()).flatten() });
         }
         if let Some(url) = &config.webhook {
-            let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-                (Some(r), _) => (false, r),
-                (_, Some(r)) => (true, r),
-                _ => anyhow::bail!("--siem-webhook {url}: use http:// or https://"),
+            let bad = |why: &str| SiemError::Config(format!("--siem-webhook {url}: {why}"));
+            let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+            let https = match uri.scheme_str() {
+                Some("http") => false,
+                Some("https") => true,
+                _ => return Err(bad("use http:// or https://")),
             };
-            let (hostport, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-            let port = if https { 443 } else { 80 };
-            let addr = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:{port}") };
-            let host = hostport.rsplit_once(':').map(|(h, _)| h).unwrap_or(hostport).to_string();
-            sinks.push(Sink::Webhook { addr, host, path, tls: https.then(|| tls.clone()).flatten() });
+            let host = uri.host().ok_or_else(|| bad("no host"))?.trim_matches(['[', ']']).to_string();
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+            sinks.push(Sink::Webhook { addr, host, uri, tls: https.then(|| tls.clone()).flatten() });
         }
         for sink in sinks {
             let q = Arc::new(Queue {
@@ -129,16 +153,14 @@ impl Siem {
 
 enum Sink {
     Syslog { addr: String, tls: Option<Arc<rustls::ClientConfig>> },
-    Webhook { addr: String, host: String, path: String, tls: Option<Arc<rustls::ClientConfig>> },
+    Webhook { addr: String, host: String, uri: http::Uri, tls: Option<Arc<rustls::ClientConfig>> },
 }
 
 impl Sink {
     fn describe(&self) -> String {
         match self {
             Sink::Syslog { addr, tls } => format!("syslog {}://{addr}", if tls.is_some() { "tls" } else { "tcp" }),
-            Sink::Webhook { addr, path, tls, .. } => {
-                format!("webhook {}://{addr}{path}", if tls.is_some() { "https" } else { "http" })
-            }
+            Sink::Webhook { uri, .. } => format!("webhook {uri}"),
         }
     }
 }
@@ -146,14 +168,15 @@ impl Sink {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn connect(addr: &str, tls: &Option<Arc<rustls::ClientConfig>>) -> anyhow::Result<Box<dyn Io>> {
-    let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await.context("connect timed out")??;
+async fn connect(addr: &str, tls: &Option<Arc<rustls::ClientConfig>>) -> Result<Box<dyn Io>, SendError> {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{addr}: connect timed out"));
+    let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await.map_err(|_| timed_out())??;
     let _ = tcp.set_nodelay(true);
     match tls {
         None => Ok(Box::new(tcp)),
         Some(config) => {
             let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(['[', ']']).to_string();
-            let name = rustls::pki_types::ServerName::try_from(host)?;
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| SendError::Tls(e.to_string()))?;
             let s = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?;
             Ok(Box::new(s))
         }
@@ -188,8 +211,7 @@ pub fn syslog_frame(e: &Value, hostname: &str) -> Vec<u8> {
 }
 
 async fn run(sink: Sink, q: Arc<Queue>, mut stop: watch::Receiver<bool>) {
-    let hostname =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "-".into());
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
     let mut conn: Option<Box<dyn Io>> = None;
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -204,14 +226,14 @@ async fn run(sink: Sink, q: Arc<Queue>, mut stop: watch::Receiver<bool>) {
                 if conn.is_none() {
                     conn = Some(connect(addr, tls).await?);
                 }
-                let c = conn.as_mut().context("no connection")?;
+                let Some(c) = conn.as_mut() else { return Err(SendError::Refused("no connection".into())) };
                 c.write_all(&syslog_frame(&event, &hostname)).await?;
                 c.flush().await?;
-                anyhow::Ok(())
+                Ok(())
             }
             .await
             .inspect_err(|_| conn = None),
-            Sink::Webhook { addr, host, path, tls } => post(addr, host, path, tls, &event).await,
+            Sink::Webhook { addr, host, uri, tls } => post(addr, host, uri, tls, &event).await,
         };
         match result {
             Ok(()) => {
@@ -230,35 +252,36 @@ async fn run(sink: Sink, q: Arc<Queue>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// POST one event; any 2xx is delivered.
-async fn post(addr: &str, host: &str, path: &str, tls: &Option<Arc<rustls::ClientConfig>>, event: &Value) -> anyhow::Result<()> {
-    let body = event.to_string();
-    let mut c = connect(addr, tls).await?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: qala-coordinator/{}\r\nConnection: close\r\n\r\n",
-        body.len(),
-        env!("CARGO_PKG_VERSION")
-    );
-    c.write_all(head.as_bytes()).await?;
-    c.write_all(body.as_bytes()).await?;
-    c.flush().await?;
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        let mut buf = [0u8; 1024];
-        while !reply.windows(2).any(|w| w == b"\r\n") {
-            let n = c.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&buf[..n]);
-        }
-        anyhow::Ok(())
+/// POST one event with a hyper client on a connection of its own; any
+/// 2xx is delivered.
+async fn post(
+    addr: &str,
+    host: &str,
+    uri: &http::Uri,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+    event: &Value,
+) -> Result<(), SendError> {
+    let io = hyper_util::rt::TokioIo::new(connect(addr, tls).await?);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    let driver = tokio::spawn(conn);
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request = http::Request::post(path)
+        .header(http::header::HOST, host)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::USER_AGENT, concat!("qala-coordinator/", env!("CARGO_PKG_VERSION")))
+        .body(Full::new(Bytes::from(event.to_string())))
+        .map_err(|e| SendError::Refused(e.to_string()))?;
+    let answered = tokio::time::timeout(Duration::from_secs(30), async {
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        // Read the answer to its end, so the connection closes cleanly.
+        let _ = response.into_body().collect().await;
+        Ok::<_, SendError>(status)
     })
-    .await
-    .context("no answer within 30 s")??;
-    let status_line = String::from_utf8_lossy(&reply).lines().next().unwrap_or_default().to_string();
-    let code: u16 = status_line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    if (200..300).contains(&code) { Ok(()) } else { anyhow::bail!("webhook answered {status_line:?}") }
+    .await;
+    driver.abort();
+    let status = answered.map_err(|_| SendError::Refused("no answer within 30 s".into()))??;
+    if status.is_success() { Ok(()) } else { Err(SendError::Refused(format!("webhook answered {status}"))) }
 }
 
 #[cfg(test)]

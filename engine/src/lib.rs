@@ -30,6 +30,7 @@ mod report;
 mod rules;
 #[cfg(feature = "rules")]
 mod scan;
+mod version;
 mod walk;
 
 pub mod fuzzing;
@@ -44,10 +45,4 @@ pub use rules::{RuleFileError, RulesError, Ruleset, compile_rules, rules_fingerp
 #[cfg(feature = "rules")]
 pub use scan::Engine;
 
-/// Version of the engine, reported in every verdict and hashed into every
-/// ruleset id, so a verdict stored by an older engine is not served as
-/// current. It names the yara-x build (compiled rules only load into the
-/// same build) and the revision of what the unpackers see through:
-/// `formats.N` goes up whenever a format module is added or finds more, so
-/// files judged before are scanned again rather than answered from the cache.
-pub const ENGINE_VERSION: &str = concat!("qala-engine/", env!("CARGO_PKG_VERSION"), "+formats.8 yara-x/1.22");
+pub use version::ENGINE_VERSION;

@@ -4,11 +4,16 @@
 //! A rules path is a file or a directory walked recursively for `.yar` and
 //! `.yara` files; each file gets its own namespace (its path relative to the
 //! root, without extension) so rule names from different authors never
-//! collide. A ruleset is all-or-nothing: if any file fails to compile, the
+//! collide. The root may be a symbolic link; below it, links to files are
+//! followed and links to directories are not, and names starting with `.`
+//! are skipped: a Kubernetes ConfigMap volume (`..data -> ..2026_12_01_.../`
+//! and a link per key) is read as the plain folder it stands for, each rule
+//! once. A ruleset is all-or-nothing: if any file fails to compile, the
 //! whole compilation fails with every error listed, and the caller keeps the
 //! rules it had.
 
 use crate::limits::Limits;
+use crate::version::ENGINE_VERSION;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -31,6 +36,9 @@ pub struct Ruleset {
     pub rules: yara_x::Rules,
     pub rule_count: usize,
     pub file_count: usize,
+    /// Each source file compiled: its path relative to the rules path, and
+    /// its size in bytes (empty for rules loaded from bytes).
+    pub files: Vec<(String, u64)>,
     /// The rules import `elf` but no rule source mentions its symbol tables
     /// (`symtab`, `dynsym`, `import_md5`, `telfhash`): the engine then hands
     /// yara-x the elf module's output without them, which saves converting
@@ -85,7 +93,8 @@ fn first_line(s: &str) -> &str {
 }
 
 /// Rule files under `root` (itself if it is a file), sorted so the id and
-/// namespaces do not depend on directory order.
+/// namespaces do not depend on directory order. See the module
+/// documentation for links and dot names.
 fn rule_files(root: &Path) -> Result<Vec<PathBuf>, RulesError> {
     let io = |path: &Path, source| RulesError::Io { path: path.to_path_buf(), source };
     let meta = std::fs::metadata(root).map_err(|e| io(root, e))?;
@@ -93,15 +102,25 @@ fn rule_files(root: &Path) -> Result<Vec<PathBuf>, RulesError> {
         return Ok(vec![root.to_path_buf()]);
     }
     let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
-            let path = entry.map_err(|e| io(&dir, e))?.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yar" | "yara")) {
-                out.push(path);
-            }
+    let walk = walkdir::WalkDir::new(root).follow_root_links(true).follow_links(false).sort_by_file_name();
+    let hidden = |e: &walkdir::DirEntry| e.depth() > 0 && e.file_name().to_string_lossy().starts_with('.');
+    for entry in walk.into_iter().filter_entry(|e| !hidden(e)) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            RulesError::Io { path, source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk error")) }
+        })?;
+        let path = entry.path();
+        if !matches!(path.extension().and_then(|e| e.to_str()), Some("yar" | "yara")) {
+            continue;
+        }
+        // A link is followed to a file, never to a directory (not walked).
+        let is_file = if entry.path_is_symlink() {
+            std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        } else {
+            entry.file_type().is_file()
+        };
+        if is_file {
+            out.push(path.to_path_buf());
         }
     }
     out.sort();
@@ -118,6 +137,10 @@ pub fn rules_fingerprint(root: &Path) -> Result<String, RulesError> {
     for path in rule_files(root)? {
         let meta = std::fs::metadata(&path).map_err(|source| RulesError::Io { path: path.clone(), source })?;
         h.update(path.to_string_lossy().as_bytes());
+        // Where a link points: swapping a ConfigMap's `..data` changes it.
+        if let Ok(real) = std::fs::canonicalize(&path) {
+            h.update(real.to_string_lossy().as_bytes());
+        }
         h.update(meta.len().to_le_bytes());
         if let Ok(m) = meta.modified() {
             h.update(format!("{m:?}").as_bytes());
@@ -138,15 +161,17 @@ pub fn compile_rules(root: &Path, limits: &Limits) -> Result<Ruleset, RulesError
     define_globals(&mut compiler);
 
     let mut id = Sha256::new();
-    id.update(crate::ENGINE_VERSION.as_bytes());
+    id.update(ENGINE_VERSION.as_bytes());
     let policy = serde_json::to_vec(limits).map_err(|e| RulesError::Serialize(e.to_string()))?;
     id.update((policy.len() as u64).to_le_bytes());
     id.update(&policy);
     let mut errors = Vec::new();
     let mut mentions_elf_symbols = false;
+    let mut listed = Vec::with_capacity(files.len());
     for path in &files {
         let rel = path.strip_prefix(base).unwrap_or(path);
         let source = std::fs::read(path).map_err(|source| RulesError::Io { path: path.clone(), source })?;
+        listed.push((rel.to_string_lossy().replace('\\', "/"), source.len() as u64));
         id.update((rel.as_os_str().len() as u64).to_le_bytes());
         id.update(rel.to_string_lossy().as_bytes());
         id.update((source.len() as u64).to_le_bytes());
@@ -173,6 +198,7 @@ pub fn compile_rules(root: &Path, limits: &Limits) -> Result<Ruleset, RulesError
         rules,
         rule_count,
         file_count: files.len(),
+        files: listed,
         trim_elf_symbols,
         limits: limits.clone(),
     })
@@ -222,7 +248,7 @@ impl Ruleset {
         let rules = yara_x::Rules::deserialize(compiled).map_err(|e| RulesError::Deserialize(e.to_string()))?;
         let rule_count = rules.iter().len();
         let trim_elf_symbols = flags & FLAG_TRIM_ELF_SYMBOLS != 0 && imports_elf(&rules);
-        Ok(Ruleset { id, rules, rule_count, file_count: 0, trim_elf_symbols, limits })
+        Ok(Ruleset { id, rules, rule_count, file_count: 0, files: Vec::new(), trim_elf_symbols, limits })
     }
 }
 
@@ -310,5 +336,47 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert!(matches!(compile_rules(d.path(), &Limits::default()), Err(RulesError::NoRuleFiles(_))));
         assert!(matches!(compile_rules(&d.path().join("missing"), &Limits::default()), Err(RulesError::Io { .. })));
+    }
+
+    /// A Kubernetes ConfigMap volume: `..data` links to a timestamped
+    /// directory holding the files, and each key is a link through
+    /// `..data`. Read as the plain folder: each rule once, the same id.
+    #[test]
+    fn a_configmap_folder_compiles_as_the_plain_folder_it_stands_for() {
+        use std::os::unix::fs::symlink;
+        let plain = tempfile::tempdir().unwrap();
+        write(plain.path(), "eicar.yar", "rule eicar { condition: true }");
+        write(plain.path(), "extra.yara", "rule extra { condition: false }");
+        let want = compile_rules(plain.path(), &Limits::default()).unwrap();
+
+        let d = tempfile::tempdir().unwrap();
+        let mounted = d.path().join("rules");
+        write(&mounted, "..2026_12_01_10_00_00.123/eicar.yar", "rule eicar { condition: true }");
+        write(&mounted, "..2026_12_01_10_00_00.123/extra.yara", "rule extra { condition: false }");
+        symlink("..2026_12_01_10_00_00.123", mounted.join("..data")).unwrap();
+        symlink("..data/eicar.yar", mounted.join("eicar.yar")).unwrap();
+        symlink("..data/extra.yara", mounted.join("extra.yara")).unwrap();
+        // A link to a directory beside them is not walked either.
+        symlink("..2026_12_01_10_00_00.123", mounted.join("again")).unwrap();
+        let got = compile_rules(&mounted, &Limits::default()).unwrap();
+        assert_eq!((got.rule_count, got.file_count), (2, 2), "each rule once");
+        assert_eq!(got.id, want.id, "the plain folder's ruleset id");
+        assert_eq!(got.files, [("eicar.yar".to_string(), 30), ("extra.yara".to_string(), 31)]);
+
+        // The rules path itself may be a link.
+        let link = d.path().join("current");
+        symlink(&mounted, &link).unwrap();
+        assert_eq!(compile_rules(&link, &Limits::default()).unwrap().id, want.id);
+
+        // An update swaps `..data` to a new directory: the fingerprint moves.
+        let before = rules_fingerprint(&mounted).unwrap();
+        write(&mounted, "..2026_12_02_10_00_00.456/eicar.yar", "rule eicar2 { condition: true }");
+        write(&mounted, "..2026_12_02_10_00_00.456/extra.yara", "rule extra { condition: false }");
+        symlink("..2026_12_02_10_00_00.456", mounted.join("..data_tmp")).unwrap();
+        std::fs::rename(mounted.join("..data_tmp"), mounted.join("..data")).unwrap();
+        assert_ne!(rules_fingerprint(&mounted).unwrap(), before);
+        let updated = compile_rules(&mounted, &Limits::default()).unwrap();
+        assert_eq!(updated.rule_count, 2);
+        assert!(updated.rules.iter().any(|r| r.identifier() == "eicar2"));
     }
 }

@@ -64,8 +64,11 @@ async fn a_file_that_kills_scan_children_is_poisoned_not_the_worker() {
     let key = format!("qala:v1:verdict:{ruleset}:{}", sha256_hex(&bomb));
     let deleted: i64 = qala_tests::redis_cmd(redis.port, &["DEL", &key]).unwrap();
     assert_eq!(deleted, 1, "the poison file's verdict is stored (for an hour)");
-    let ttl: i64 = qala_tests::redis_cmd(redis.port, &["PTTL", &format!("qala:v1:poison:{}", sha256_hex(&bomb))]).unwrap();
+    let entry: Vec<u8> = qala_tests::redis_cmd(redis.port, &["HGET", "qala:v1:poisoned", &sha256_hex(&bomb)]).unwrap();
+    let entry = <qala_coordinator::store::Poisoned as prost::Message>::decode(entry.as_slice()).unwrap();
+    let ttl = entry.until_ms - qala_common::now_ms();
     assert!(ttl > 3_500_000 && ttl <= 3_600_000, "poison list entry for an hour: {ttl} ms");
+    assert!(entry.detail.contains("SIGABRT"), "{entry:?}");
     // The worker's count of scans comes with its heartbeats: eicar.com and
     // the poison file, once each.
     let scanned = || cluster.status().ok()?["workers"][0]["scanned"].as_u64();

@@ -1,9 +1,10 @@
 //! One conformance suite for every verdict store backend: embedded (redb
 //! file) and Redis (a real redis-server).
 
-use qala_coordinator::store::{self, EmbeddedStore, RedisStore, VerdictStore};
+use qala_coordinator::store::{self, EmbeddedStore, Guarded, Poisoned, Record, RedisStore, Revoked, VerdictStore};
 use qala_proto::v1::{Detection, LimitHit, Verdict, VerdictKind};
 use qala_tests::{Redis, RedisCluster, RedisSentinel, redis_cmd, sha256_hex};
+use std::sync::Arc;
 
 fn verdict(ruleset: &str, content: &str, kind: VerdictKind, limits: bool) -> Verdict {
     Verdict {
@@ -25,7 +26,8 @@ fn verdict(ruleset: &str, content: &str, kind: VerdictKind, limits: bool) -> Ver
     }
 }
 
-async fn conformance(s: &dyn VerdictStore) {
+async fn conformance(store: Arc<dyn VerdictStore>) {
+    let s = store.as_ref();
     let bad = verdict("rs1", "bad", VerdictKind::Malicious, false);
     let good = verdict("rs1", "good", VerdictKind::Clean, false);
     assert!(s.get("rs1", &bad.sha256).await.unwrap().is_none());
@@ -129,9 +131,17 @@ async fn conformance(s: &dyn VerdictStore) {
     assert!(s.get("rs1", &short.sha256).await.unwrap().is_none(), "a clean verdict outlived its retention");
     assert_eq!(s.get("rs1", &kept.sha256).await.unwrap().unwrap().expires_at_ms, 0);
 
+    records(store.clone()).await;
+}
+
+/// The records kept besides verdicts, through the typed operations every
+/// kind shares (written once, over each backend's rows).
+async fn records(s: Arc<dyn VerdictStore>) {
+    use qala_proto::v1::{IocEntry, TokenRecord};
+    let s = Guarded::new(s);
     // IOC lists: entries by list, kind and digest, replaced in place, with a version that moves.
-    let v0 = s.ioc_version().await.unwrap();
-    let ioc = |list: &str, kind: &str, digest: &str, name: &str| qala_proto::v1::IocEntry {
+    let v0 = s.version::<IocEntry>().await.unwrap();
+    let ioc = |list: &str, kind: &str, digest: &str, name: &str| IocEntry {
         list: list.into(),
         kind: kind.into(),
         digest: digest.into(),
@@ -140,39 +150,57 @@ async fn conformance(s: &dyn VerdictStore) {
         source: "test".into(),
     };
     let entries: Vec<_> = (0..2500).map(|i| ioc("block", "md5", &format!("{i:032x}"), "Family.A")).collect();
-    s.put_iocs(&entries).await.unwrap();
-    s.put_iocs(&[ioc("allow", "sha256", &good.sha256, "ticket 42"), ioc("block", "md5", &format!("{:032x}", 7), "Family.B")])
+    s.put_all(&entries).await.unwrap();
+    s.put_all(&[ioc("allow", "sha256", &"a".repeat(64), "ticket 42"), ioc("block", "md5", &format!("{:032x}", 7), "Family.B")])
         .await
         .unwrap();
-    let v1 = s.ioc_version().await.unwrap();
+    let v1 = s.version::<IocEntry>().await.unwrap();
     assert_ne!(v0, v1);
-    let listed = s.iocs().await.unwrap();
+    let listed = s.all::<IocEntry>().await.unwrap();
     assert_eq!(listed.len(), 2501);
     assert_eq!(listed.iter().find(|e| e.digest == format!("{:032x}", 7)).unwrap().name, "Family.B");
-    assert!(s.remove_ioc("block", "md5", &format!("{:032x}", 8)).await.unwrap());
-    assert!(!s.remove_ioc("block", "md5", &format!("{:032x}", 8)).await.unwrap());
-    assert_ne!(s.ioc_version().await.unwrap(), v1);
-    assert_eq!(s.iocs().await.unwrap().len(), 2500);
+    let eight = ioc("block", "md5", &format!("{:032x}", 8), "");
+    assert!(s.delete::<IocEntry>(&eight.key()).await.unwrap());
+    assert!(!s.delete::<IocEntry>(&eight.key()).await.unwrap());
+    assert_ne!(s.version::<IocEntry>().await.unwrap(), v1);
+    assert_eq!(s.all::<IocEntry>().await.unwrap().len(), 2500);
 
-    // Client tokens (hashes only) and revoked workers, shared by coordinators.
-    let token = |name: &str, role: &str| qala_proto::v1::TokenRecord {
+    // Client tokens (hashes only) and revoked ids, shared by coordinators;
+    // another kind's version does not move with them.
+    let iocs_version = s.version::<IocEntry>().await.unwrap();
+    let token = |name: &str, role: &str| TokenRecord {
         name: name.into(),
         role: role.into(),
         sha256: sha256_hex(name.as_bytes()),
         created_ms: 1,
     };
-    s.put_token(&token("ops", "admin")).await.unwrap();
-    s.put_token(&token("ws-17", "agent")).await.unwrap();
-    s.put_token(&token("ws-17", "analyst")).await.unwrap();
-    let mut tokens = s.tokens().await.unwrap();
+    s.put(&token("ops", "admin")).await.unwrap();
+    s.put(&token("ws-17", "agent")).await.unwrap();
+    s.put(&token("ws-17", "analyst")).await.unwrap();
+    let mut tokens = s.all::<TokenRecord>().await.unwrap();
     tokens.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(tokens, vec![token("ops", "admin"), token("ws-17", "analyst")]);
-    assert!(s.delete_token("ws-17").await.unwrap());
-    assert!(!s.delete_token("ws-17").await.unwrap());
-    assert_eq!(s.tokens().await.unwrap(), vec![token("ops", "admin")]);
-    s.revoke_worker("w3", 5).await.unwrap();
-    s.revoke_worker("w3", 6).await.unwrap();
-    assert_eq!(s.revoked_workers().await.unwrap(), vec!["w3".to_string()]);
+    assert_eq!(s.get::<TokenRecord>("ws-17").await.unwrap(), Some(token("ws-17", "analyst")));
+    assert!(s.delete::<TokenRecord>("ws-17").await.unwrap());
+    assert!(!s.delete::<TokenRecord>("ws-17").await.unwrap());
+    assert_eq!(s.all::<TokenRecord>().await.unwrap(), vec![token("ops", "admin")]);
+    assert_eq!(s.get::<TokenRecord>("ws-17").await.unwrap(), None);
+    s.put(&Revoked { id: "w3".into(), at_ms: 5 }).await.unwrap();
+    s.put(&Revoked { id: "w3".into(), at_ms: 6 }).await.unwrap();
+    assert_eq!(s.all::<Revoked>().await.unwrap(), vec![Revoked { id: "w3".into(), at_ms: 6 }]);
+    assert_eq!(s.version::<IocEntry>().await.unwrap(), iocs_version);
+
+    // The poison list: entries answer until they expire, and expired ones
+    // are dropped when the next is added.
+    let now = qala_common::now_ms();
+    let poisoned = |sha: &str, detail: &str, until_ms| Poisoned { sha256: sha.into(), detail: detail.into(), until_ms };
+    s.put(&poisoned("aa", "killed by SIGSEGV", now + 60_000)).await.unwrap();
+    s.put(&poisoned("bb", "killed by SIGABRT", now - 1)).await.unwrap();
+    assert_eq!(s.get::<Poisoned>("aa").await.unwrap().map(|p| p.detail), Some("killed by SIGSEGV".into()));
+    assert_eq!(s.get::<Poisoned>("bb").await.unwrap(), None, "expired");
+    assert_eq!(s.get::<Poisoned>("cc").await.unwrap(), None);
+    s.put(&poisoned("dd", "x", now + 60_000)).await.unwrap();
+    assert_eq!(s.call(|s| s.rows(Poisoned::TABLE)).await.unwrap().len(), 2, "the expired entry was dropped");
 }
 
 #[tokio::test]
@@ -181,7 +209,7 @@ async fn embedded_store_conforms_and_persists() {
     let path = d.path().join("sub/verdicts.redb");
     {
         let s = EmbeddedStore::open(&path).unwrap();
-        conformance(&s).await;
+        conformance(Arc::new(s)).await;
     }
     let s = store::open(&format!("embedded:{}", path.display()).as_str().into()).await.unwrap();
     let bad = verdict("rs1", "bad", VerdictKind::Malicious, false);
@@ -195,10 +223,26 @@ async fn redis_store_conforms() {
     let redis = Redis::start(d.path()).unwrap();
     let s = RedisStore::new(&redis.url()).unwrap();
     s.ping().await.unwrap();
-    conformance(&s).await;
+    conformance(Arc::new(s)).await;
     let again = store::open(&redis.url().as_str().into()).await.unwrap();
     let bad = verdict("rs1", "bad", VerdictKind::Malicious, false);
     assert!(again.get("rs1", &bad.sha256).await.unwrap().is_some(), "a second client sees the same data");
+}
+
+/// Revoked worker ids as an older Qala kept them (a hash of id -> Unix ms)
+/// are records of the new kind once a coordinator connects: a revocation
+/// is never lost to an upgrade.
+#[tokio::test]
+async fn redis_revocations_of_an_older_qala_are_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let redis = Redis::start(d.path()).unwrap();
+    let _: i64 = redis_cmd(redis.port, &["HSET", "qala:v1:revoked-workers", "w7", "123", "client:ops", "456"]).unwrap();
+    let s = Guarded::new(Arc::new(RedisStore::new(&redis.url()).unwrap()));
+    let mut revoked = s.all::<Revoked>().await.unwrap();
+    revoked.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(revoked, [Revoked { id: "client:ops".into(), at_ms: 456 }, Revoked { id: "w7".into(), at_ms: 123 }]);
+    let old: i64 = redis_cmd(redis.port, &["EXISTS", "qala:v1:revoked-workers"]).unwrap();
+    assert_eq!(old, 0, "the old hash is gone");
 }
 
 /// Scan locks through two clients of one store.
@@ -237,7 +281,7 @@ async fn redis_cluster_store_conforms() {
     let s = store::open(&cluster.url().as_str().into()).await.unwrap();
     s.ping().await.unwrap();
     // Keys spread over the three primaries: MGET in `get_many` crosses slots.
-    conformance(s.as_ref()).await;
+    conformance(s.clone()).await;
     let many: Vec<Verdict> = (0..50).map(|i| verdict("rs1", &format!("spread {i}"), VerdictKind::Malicious, false)).collect();
     for v in &many {
         s.put(v, None).await.unwrap();
@@ -258,7 +302,7 @@ async fn redis_sentinel_store_conforms_and_follows_a_failover() {
     let d = tempfile::tempdir().unwrap();
     let mut group = RedisSentinel::start(d.path()).unwrap();
     let s = store::open(&group.url().as_str().into()).await.unwrap();
-    conformance(s.as_ref()).await;
+    conformance(s.clone()).await;
     locks(s.as_ref(), store::open(&group.url().as_str().into()).await.unwrap().as_ref()).await;
     let before = verdict("rs1", "before failover", VerdictKind::Malicious, false);
     s.put(&before, None).await.unwrap();

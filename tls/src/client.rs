@@ -1,7 +1,8 @@
 //! TLS for Qala's clients (agent -> coordinator, worker -> coordinator,
 //! coordinator -> worker): a tonic `ClientTlsConfig` from files.
 
-use crate::{TlsError, load_certs, load_key};
+use crate::error::TlsError;
+use crate::pem::{load_certs, load_key};
 use std::path::Path;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
@@ -54,9 +55,10 @@ impl tonic::service::Interceptor for BearerToken {
     }
 }
 
-/// A token from `file` (first line), or from the environment variable
-/// `env` when no file is given. Warns when the file is readable by others.
-pub fn read_token(file: Option<&Path>, env: &str) -> Result<Option<String>, TlsError> {
+/// A token from `file` (first line), or `given` (from the environment, read
+/// by the binary) when no file is given. Warns when the file is readable by
+/// others.
+pub fn read_token(file: Option<&Path>, given: Option<&str>) -> Result<Option<String>, TlsError> {
     match file {
         Some(f) => {
             let text = std::fs::read_to_string(f)
@@ -73,7 +75,7 @@ pub fn read_token(file: Option<&Path>, env: &str) -> Result<Option<String>, TlsE
             }
             Ok(Some(token))
         }
-        None => Ok(std::env::var(env).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty())),
+        None => Ok(given.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())),
     }
 }
 

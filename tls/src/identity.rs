@@ -5,7 +5,7 @@
 //! certificate instead of a token, `qala:client:ROLE:NAME`; their DNS and
 //! IP SANs are the addresses the holder may be reached at.
 
-use crate::TlsError;
+use crate::error::TlsError;
 use std::net::IpAddr;
 use x509_parser::prelude::*;
 

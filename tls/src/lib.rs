@@ -12,6 +12,7 @@
 //!   `qala-coordinator pki` and worker enrollment ([`pki`]).
 
 mod client;
+mod error;
 mod identity;
 mod pem;
 #[cfg(feature = "pki")]
@@ -19,24 +20,12 @@ pub mod pki;
 mod server;
 
 pub use client::{BearerToken, client_config, read_token, rustls_client_config};
+pub use error::TlsError;
 pub use identity::{CertRole, PeerCert};
 pub use pem::{load_certs, load_key};
 pub use server::{ClientAuth, Conn, PeerInfo, ServerTls, ServerTlsFiles, incoming, peer_info};
 
 use std::net::SocketAddr;
-use thiserror::Error;
-
-#[derive(Debug, Error)]
-pub enum TlsError {
-    #[error("{path}: {message}")]
-    File { path: String, message: String },
-    #[error("TLS configuration: {0}")]
-    Config(String),
-    #[error("certificate: {0}")]
-    Certificate(String),
-    #[error("{0}")]
-    Insecure(String),
-}
 
 /// Make rustls with `ring` the process-wide crypto provider (idempotent).
 /// Every binary calls it first, so nothing ever picks another provider.

@@ -1,6 +1,6 @@
 //! PEM files: certificate chains and private keys, with the path in every error.
 
-use crate::TlsError;
+use crate::error::TlsError;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;

@@ -10,7 +10,7 @@
 //! `qala:worker:ID`) and the hosts it may be reached at as DNS/IP SANs.
 //! Keys are written 0600.
 
-use crate::TlsError;
+use crate::error::TlsError;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
     IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,

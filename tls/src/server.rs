@@ -10,7 +10,9 @@
 //! [`Conn`]s, TLS or plain text (`--insecure`), whose [`PeerInfo`] tonic
 //! puts in every request's extensions.
 
-use crate::{PeerCert, TlsError, load_certs, load_key};
+use crate::error::TlsError;
+use crate::identity::PeerCert;
+use crate::pem::{load_certs, load_key};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use std::io;

@@ -2,6 +2,7 @@
 
 use qala_engine::{Report, Severity};
 use qala_proto::v1 as pb;
+use qala_proto::{Unscannable, limits};
 
 fn kind(s: Option<Severity>) -> pb::VerdictKind {
     match s {
@@ -10,10 +11,6 @@ fn kind(s: Option<Severity>) -> pb::VerdictKind {
         Some(Severity::Suspicious) => pb::VerdictKind::Suspicious,
         Some(Severity::Malicious) => pb::VerdictKind::Malicious,
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict {
@@ -78,7 +75,7 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
         ruleset_id: ruleset_id.to_string(),
         engine_version: qala_engine::ENGINE_VERSION.to_string(),
         scan_duration_us: report.duration.as_micros() as u64,
-        scanned_at_ms: now_ms(),
+        scanned_at_ms: qala_common::now_ms(),
         file_type: report.file_type.to_string(),
         objects_scanned: report.objects_scanned,
         errors: report.errors,
@@ -113,24 +110,12 @@ pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict
 /// scanned alone: unscannable, limit `worker_crash`. The coordinator puts
 /// its sha256 on the poison list and sends it to no other worker.
 pub fn crashed(sha256: String, size: u64, ruleset_id: &str, worker_id: &str, detail: &str) -> pb::Verdict {
-    let mut v = pb::Verdict {
-        sha256,
-        size,
-        verdict: pb::VerdictKind::Unscannable as i32,
-        limits_hit: vec![pb::LimitHit { limit: WORKER_CRASH.into(), object: String::new(), detail: detail.to_string() }],
-        errors: vec![format!("the scan process died on this file each time: {detail}")],
-        ruleset_id: ruleset_id.to_string(),
-        engine_version: qala_engine::ENGINE_VERSION.to_string(),
-        scanned_at_ms: now_ms(),
-        worker_id: worker_id.to_string(),
-        ..Default::default()
-    };
+    let error = format!("the scan process died on this file each time: {detail}");
+    let unscannable = Unscannable { limit: limits::WORKER_CRASH, detail: detail.to_string(), error };
+    let mut v = unscannable.verdict(&sha256, size, ruleset_id, qala_engine::ENGINE_VERSION, worker_id);
     bound(&mut v);
     v
 }
-
-/// The limit a poison file is reported under.
-pub const WORKER_CRASH: &str = "worker_crash";
 
 /// Longest string kept in a verdict (names, paths, meta values, errors).
 const MAX_TEXT: usize = 1024;

@@ -3,8 +3,8 @@
 //! enrolling with a `worker-enroll` token and renews at half its life
 //! (`--enroll-token-file`), or nothing at all (`--insecure`, loopback only).
 
-use crate::Config;
-use anyhow::{Context, bail};
+use crate::config::Config;
+use crate::error::Error;
 use qala_proto::v1::{self as pb, cluster_client::ClusterClient};
 use qala_tls::{BearerToken, PeerCert, pki};
 use std::path::{Path, PathBuf};
@@ -31,15 +31,16 @@ impl Identity {
     }
 
     /// The worker id the certificate names.
-    pub fn worker_id(&self) -> anyhow::Result<String> {
+    pub fn worker_id(&self) -> Result<String, Error> {
         let certs = qala_tls::load_certs(&self.cert())?;
         let cert = PeerCert::parse(&certs[0])?;
-        cert.worker_id().with_context(|| format!("{} is not a worker certificate (no qala:worker:ID)", self.cert().display()))
+        cert.worker_id()
+            .ok_or_else(|| Error::Config(format!("{} is not a worker certificate (no qala:worker:ID)", self.cert().display())))
     }
 
     /// Client TLS to coordinators: the cluster CA, this worker's certificate.
     /// Read anew for each connection, so a renewed certificate is used.
-    pub fn client(&self) -> anyhow::Result<ClientTlsConfig> {
+    pub fn client(&self) -> Result<ClientTlsConfig, Error> {
         Ok(qala_tls::client_config(Some(&self.ca()), Some((&self.cert(), &self.key())))?)
     }
 }
@@ -53,28 +54,30 @@ pub async fn enroll(
     id: &str,
     hosts: &[String],
     dir: &Path,
-) -> anyhow::Result<Duration> {
+) -> Result<Duration, Error> {
     let (csr, key) = pki::worker_csr(id)?;
+    let transport = |what: String| move |source| Error::Transport { what, source };
     let endpoint = Endpoint::from_shared(coordinator.to_string())
-        .with_context(|| format!("coordinator URL {coordinator}"))?
+        .map_err(transport(format!("coordinator URL {coordinator}")))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(20))
-        .tls_config(qala_tls::client_config(Some(ca), None)?)?;
-    let channel = endpoint.connect().await.with_context(|| format!("connecting to {coordinator} to enroll"))?;
+        .tls_config(qala_tls::client_config(Some(ca), None)?)
+        .map_err(transport(format!("TLS to {coordinator}")))?;
+    let channel = endpoint.connect().await.map_err(transport(format!("connecting to {coordinator} to enroll")))?;
     let mut client = ClusterClient::with_interceptor(channel, BearerToken::new(Some(token))?);
     let resp = client
         .enroll(pb::EnrollRequest { worker_id: id.to_string(), csr_pem: csr, hosts: hosts.to_vec() })
         .await
-        .map_err(|e| anyhow::anyhow!("enrollment refused by {coordinator}: {:?}: {}", e.code(), e.message()))?
+        .map_err(|e| Error::Enrollment {
+            coordinator: coordinator.to_string(),
+            code: e.code(),
+            message: e.message().to_string(),
+        })?
         .into_inner();
     pki::write_worker_dir(dir, &resp.ca_pem, &resp.cert_pem, &key)?;
-    let left = (resp.not_after_ms - now_ms()).max(1_000) as u64;
+    let left = (resp.not_after_ms - qala_common::now_ms()).max(1_000) as u64;
     info!(worker_id = id, dir = %dir.display(), valid_secs = left / 1000, "enrolled: certificate received");
     Ok(Duration::from_millis(left))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// What an enrolled worker needs to renew its certificate.
@@ -112,22 +115,24 @@ pub async fn renew(e: Enrolled, mut lifetime: Duration, mut stop: watch::Receive
 
 /// Decide how this worker proves itself, enrolling first if asked to.
 /// Returns the identity (None for --insecure) and the worker id.
-pub async fn establish(config: &Config, advertise_host: &str) -> anyhow::Result<(Option<Identity>, Option<(Duration, String)>)> {
+pub async fn establish(config: &Config, advertise_host: &str) -> Result<(Option<Identity>, Option<(Duration, String)>), Error> {
     if let Some(dir) = &config.tls {
         return Ok((Some(Identity { dir: dir.clone() }), None));
     }
     if let Some(token_file) = &config.enroll_token_file {
-        let token = qala_tls::read_token(Some(token_file), "")?.context("empty enroll token")?;
-        let id = config.id.clone().context("--enroll-token-file needs --id")?;
-        let ca = config.ca.clone().context("--enroll-token-file needs --ca")?;
-        let coordinator = config.coordinator.first().context("no coordinator URL")?.trim().to_string();
+        let missing = |what: &str| Error::Config(what.to_string());
+        let token = qala_tls::read_token(Some(token_file), None)?.ok_or_else(|| missing("empty enroll token"))?;
+        let id = config.id.clone().ok_or_else(|| missing("--enroll-token-file needs --id"))?;
+        let ca = config.ca.clone().ok_or_else(|| missing("--enroll-token-file needs --ca"))?;
+        let coordinator = config.coordinator.first().ok_or_else(|| missing("no coordinator URL"))?.trim().to_string();
         let lifetime = enroll(&coordinator, &ca, &token, &id, &[advertise_host.to_string()], &config.enroll_dir).await?;
         return Ok((Some(Identity { dir: config.enroll_dir.clone() }), Some((lifetime, token))));
     }
     if config.insecure {
         return Ok((None, None));
     }
-    bail!(
+    Err(Error::Config(
         "give --tls DIR (made by `qala-coordinator pki worker`), --enroll-token-file FILE with --id and --ca, or --insecure on loopback"
-    )
+            .into(),
+    ))
 }

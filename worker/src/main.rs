@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        qala_worker::run(config, listener, shutdown_signal()).await
+        Ok(qala_worker::run(config, listener, shutdown_signal()).await?)
     })
 }
 

@@ -4,35 +4,22 @@
 //! verdict, their latency, bytes scanned, limits hit, scan children lost
 //! and busy refusals; reports slots in use.
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use qala_common::metrics::VerdictFamilies;
+use qala_proto::{VerdictKind, limits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerdictLabel {
-    pub verdict: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabel {
-    pub limit: String,
-}
-
 pub struct Metrics {
     registry: Registry,
-    pub scans: Family<VerdictLabel, Counter>,
+    families: VerdictFamilies,
     pub scan_seconds: Histogram,
     pub bytes: Counter,
-    pub limits_hit: Family<LimitLabel, Counter>,
     pub crashes: Counter,
     pub busy: Counter,
     in_flight: Gauge,
@@ -49,20 +36,22 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("qala_worker");
         let m = Metrics {
-            scans: Family::default(),
+            families: VerdictFamilies::seeded(
+                VerdictKind::LEVELS.map(VerdictKind::label),
+                qala_engine::Limit::ALL.map(|l| l.as_str()).into_iter().chain(limits::ALL),
+            ),
             scan_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             bytes: Counter::default(),
-            limits_hit: Family::default(),
             crashes: Counter::default(),
             busy: Counter::default(),
             in_flight: Gauge::default(),
             slots: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("scans", "Files scanned, by verdict", m.scans.clone());
+        registry.register("scans", "Files scanned, by verdict", m.families.verdicts.clone());
         registry.register("scan_duration_seconds", "Scan time of a file in its scan child", m.scan_seconds.clone());
         registry.register("scanned_bytes", "Bytes of the files scanned", m.bytes.clone());
-        registry.register("limits_hit", "Scan limits hit, by kind", m.limits_hit.clone());
+        registry.register("limits_hit", "Scan limits hit, by kind", m.families.limits_hit.clone());
         registry.register(
             "scan_child_crashes",
             "Files that killed their scan child each time (answered unscannable)",
@@ -71,56 +60,51 @@ impl Metrics {
         registry.register("busy_refusals", "ScanFile calls refused: every slot in use", m.busy.clone());
         registry.register("slots_in_use", "Files being received or scanned", m.in_flight.clone());
         registry.register("slots", "Files this worker takes at once", m.slots.clone());
-        // Every label known up front, so each series exists (at 0) from the start.
-        for verdict in ["clean", "suspicious", "malicious", "unscannable"] {
-            let _ = m.scans.get_or_create(&VerdictLabel { verdict: verdict.into() });
-        }
-        let known = qala_engine::Limit::ALL.map(|l| l.as_str()).into_iter().chain(["max_file_size", "worker_crash"]);
-        for limit in known {
-            let _ = m.limits_hit.get_or_create(&LimitLabel { limit: limit.into() });
-        }
         Metrics { registry, ..m }
     }
 
     /// Count one verdict given.
     pub fn scanned(&self, v: &qala_proto::v1::Verdict) {
-        let label = qala_proto::v1::VerdictKind::try_from(v.verdict).unwrap_or_default().label();
-        self.scans.get_or_create(&VerdictLabel { verdict: label.into() }).inc();
+        self.families.verdict(VerdictKind::of(v).label());
         self.scan_seconds.observe(v.scan_duration_us as f64 / 1e6);
         self.bytes.inc_by(v.size);
         for l in &v.limits_hit {
-            self.limits_hit.get_or_create(&LimitLabel { limit: l.limit.clone() }).inc();
+            self.families.limit_hit(&l.limit);
         }
     }
 
-    pub fn render(&self, state: &crate::service::WorkerState) -> String {
-        self.in_flight.set(state.in_flight.load(Ordering::Relaxed) as i64);
-        self.slots.set(state.max_in_flight() as i64);
+    /// The text exposition, with the slots in use and in all as given.
+    pub fn render(&self, in_flight: u64, slots: usize) -> String {
+        self.in_flight.set(in_flight as i64);
+        self.slots.set(slots as i64);
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
     }
 }
 
-/// Serve `GET /metrics` on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, state: Arc<crate::service::WorkerState>, mut stop: watch::Receiver<bool>) {
+/// Serve `GET /metrics` on `listener` until `stop`, each scrape answered
+/// with what `render` gives then.
+pub async fn serve(
+    listener: TcpListener,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+    mut stop: watch::Receiver<bool>,
+) {
     let addr = listener.local_addr().ok();
     if addr.is_some_and(|a| !a.ip().is_loopback()) {
         warn!(?addr, "metrics listener on a non-loopback address: anyone who reaches it can read the counters");
     }
     info!(?addr, "metrics listener (Prometheus) listening");
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let state = state.clone();
-            async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                    state.metrics.render(&state),
-                )
-            }
-        }),
-    );
+    let app =
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = render();
+                async move {
+                    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                }
+            }),
+        );
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

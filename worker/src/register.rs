@@ -2,6 +2,7 @@
 //! that restarts forgets its workers; the heartbeat answer says so and the
 //! worker registers again.
 
+use crate::error::Error;
 use crate::identity::Identity;
 use crate::service::WorkerState;
 use qala_proto::v1::{self as pb, cluster_client::ClusterClient};
@@ -15,11 +16,14 @@ use tracing::{info, warn};
 /// A client of `coordinator`'s cluster listener, with this worker's
 /// certificate as it is now (a renewed one is picked up at the next
 /// registration).
-fn cluster_client(coordinator: &str, identity: Option<&Identity>) -> anyhow::Result<ClusterClient<Channel>> {
-    let mut endpoint =
-        Endpoint::from_shared(coordinator.to_string())?.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(10));
+fn cluster_client(coordinator: &str, identity: Option<&Identity>) -> Result<ClusterClient<Channel>, Error> {
+    let transport = |source| Error::Transport { what: format!("coordinator {coordinator}"), source };
+    let mut endpoint = Endpoint::from_shared(coordinator.to_string())
+        .map_err(transport)?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10));
     if let Some(i) = identity {
-        endpoint = endpoint.tls_config(i.client()?)?;
+        endpoint = endpoint.tls_config(i.client()?).map_err(transport)?;
     }
     Ok(ClusterClient::new(endpoint.connect_lazy()))
 }

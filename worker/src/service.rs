@@ -6,6 +6,7 @@ use crate::rules::RulesCache;
 use crate::sandbox::Shipped;
 use qala_engine::Ruleset;
 use qala_proto::v1::{self as pb, worker_scan_request::Msg};
+use qala_proto::{Unscannable, limits};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,13 +66,13 @@ impl WorkerState {
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
             metrics: crate::metrics::Metrics::new(),
-            kept_uploads: crate::sandbox::KeptUploads::new(0),
+            kept_uploads: crate::sandbox::KeptUploads::new(0, crate::sandbox::KEEP_FILES),
         }
     }
 
     /// Keep up to `bytes` of disk-held uploads' files for later uploads.
     pub fn with_kept_uploads(mut self, bytes: u64) -> Self {
-        self.kept_uploads = crate::sandbox::KeptUploads::new(bytes);
+        self.kept_uploads = crate::sandbox::KeptUploads::new(bytes, crate::sandbox::KEEP_FILES);
         self
     }
 
@@ -337,20 +338,13 @@ fn check_sha(actual: &str, claimed: &str) -> Result<(), Status> {
 }
 
 fn too_big_verdict(header: &pb::WorkerScanHeader, sha256: String, ruleset_id: &str, state: &WorkerState) -> pb::Verdict {
-    pb::Verdict {
-        sha256,
-        size: header.size,
-        verdict: pb::VerdictKind::Unscannable as i32,
-        limits_hit: vec![pb::LimitHit {
-            limit: "max_file_size".into(),
-            object: String::new(),
-            detail: format!("{} bytes is over the worker's limit of {}", header.size, state.max_file_size),
-        }],
-        ruleset_id: ruleset_id.to_string(),
-        engine_version: qala_engine::ENGINE_VERSION.to_string(),
-        scanned_at_ms: convert::now_ms(),
-        errors: vec![format!("file larger than {} bytes", state.max_file_size)],
-        worker_id: state.worker_id.clone(),
-        ..Default::default()
-    }
+    let detail = format!("{} bytes is over the worker's limit of {}", header.size, state.max_file_size);
+    let error = format!("file larger than {} bytes", state.max_file_size);
+    Unscannable { limit: limits::MAX_FILE_SIZE, detail, error }.verdict(
+        &sha256,
+        header.size,
+        ruleset_id,
+        qala_engine::ENGINE_VERSION,
+        &state.worker_id,
+    )
 }

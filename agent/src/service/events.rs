@@ -4,6 +4,7 @@
 //! coordinator is unreachable and are sent again with backoff.
 
 use crate::client::Client;
+use qala_common::now_ms;
 use qala_proto::v1 as pb;
 use serde_json::{Map, Value, json};
 use std::io::Write;
@@ -13,10 +14,6 @@ use tokio::sync::mpsc;
 
 /// Action reports kept at most while the coordinator is away.
 const MAX_PENDING_REPORTS: usize = 10_000;
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 #[derive(Clone)]
 pub struct Events {

@@ -5,7 +5,8 @@
 //! current and every action taken is reported to it.
 
 pub mod events;
-pub mod fanotify;
+#[cfg(target_os = "linux")]
+pub mod on_access;
 pub mod pipeline;
 pub mod spool;
 pub mod watch;
@@ -24,37 +25,22 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch as tokio_watch};
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
 }
 
 /// What this machine is, for the inventory.
 pub fn agent_info() -> pb::AgentInfo {
-    let hostname =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-    let pretty = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
-        .unwrap_or_else(|| "Linux".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
-    pb::AgentInfo { hostname, os: format!("{pretty}; Linux {kernel}"), version: env!("CARGO_PKG_VERSION").to_string() }
-}
-
-fn state_dir() -> PathBuf {
-    if is_root() {
-        return PathBuf::from("/var/lib/qala");
+    pb::AgentInfo {
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        os: crate::os::os_description(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
     }
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("qala")
-}
-
-/// Where the service keeps its spool by default.
-pub fn default_spool() -> PathBuf {
-    state_dir().join("spool")
 }
 
 fn glob_escape(p: &Path) -> String {
@@ -68,24 +54,27 @@ fn glob_escape(p: &Path) -> String {
     out
 }
 
-/// Run the service until SIGTERM or SIGINT.
-pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::Result<()> {
-    let root = is_root();
+/// Run the service until SIGTERM or SIGINT. `cfg`'s paths are filled in
+/// (see [`crate::config::PathsConfig::fill`]).
+pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(), ServiceError> {
+    let root = crate::os::is_root();
+    let refuse = |why: &str| Err(ServiceError::Config(why.to_string()));
     let backend = match cfg.watch.backend {
         WatchBackend::Auto if root => WatchBackend::Fanotify,
         WatchBackend::Auto => WatchBackend::Inotify,
-        WatchBackend::Fanotify if !root => anyhow::bail!("watch.backend = \"fanotify\" needs root (CAP_SYS_ADMIN)"),
+        WatchBackend::Fanotify if !root => return refuse("watch.backend = \"fanotify\" needs root (CAP_SYS_ADMIN)"),
         b => b,
     };
     if cfg.watch.on_access && !root {
-        anyhow::bail!("watch.on_access needs root (fanotify permission events need CAP_SYS_ADMIN)");
+        return refuse("watch.on_access needs root (fanotify permission events need CAP_SYS_ADMIN)");
     }
     if cfg.watch.on_access && cfg.watch.paths.is_empty() {
-        anyhow::bail!("watch.on_access is set but watch.paths is empty");
+        return refuse("watch.on_access is set but watch.paths is empty");
     }
-    let quarantine_dir = cfg.paths.quarantine.clone().unwrap_or_else(crate::quarantine::Quarantine::default_dir);
-    let spool_path = cfg.paths.spool.clone().unwrap_or_else(default_spool);
-    let cache_path = cfg.paths.hash_cache.clone().or_else(crate::cache::HashCache::default_path);
+    let (Some(quarantine_dir), Some(spool_path)) = (cfg.paths.quarantine.clone(), cfg.paths.spool.clone()) else {
+        return refuse("paths.quarantine and paths.spool are not set");
+    };
+    let cache_path = cfg.paths.hash_cache.clone();
 
     crate::limits::set_cpu_share(cfg.limits.cpu_percent);
     // The agent's own files are never scanned (a quarantined file is
@@ -98,13 +87,10 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
         }
         exclude.push(glob_escape(own));
     }
-    let excludes = Arc::new(Excludes::new(&exclude).map_err(|e| anyhow::anyhow!("scan.exclude: {e}"))?);
-    let private_globs: Vec<String> = cfg
-        .scan
-        .upload_exclude
-        .clone()
-        .unwrap_or_else(|| crate::scan::DEFAULT_UPLOAD_EXCLUDE.iter().map(|s| s.to_string()).collect());
-    let private = Excludes::new(&private_globs).map_err(|e| anyhow::anyhow!("scan.upload_exclude: {e}"))?;
+    let excludes = Arc::new(Excludes::new(&exclude).map_err(|e| ServiceError::Config(format!("scan.exclude: {e}")))?);
+    let private_globs: Vec<String> =
+        cfg.scan.upload_exclude.clone().unwrap_or_else(|| crate::os::PRIVATE_DATA.iter().map(|s| s.to_string()).collect());
+    let private = Excludes::new(&private_globs).map_err(|e| ServiceError::Config(format!("scan.upload_exclude: {e}")))?;
     let cache = cache_path.map(|p| Arc::new(crate::cache::HashCache::open(p)));
     let spool = Arc::new(Spool::open(&spool_path, cfg.paths.spool_max));
     let quarantine = match crate::quarantine::Quarantine::open(&quarantine_dir) {
@@ -151,20 +137,22 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
         cfg.watch.paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect();
     if !watch_paths.is_empty() {
         match backend {
+            #[cfg(target_os = "linux")]
             WatchBackend::Fanotify => {
-                fanotify::watch(&watch_paths, watch_tx.clone()).map_err(|e| anyhow::anyhow!("fanotify watch: {e}"))?;
+                crate::os::fanotify::watch(&watch_paths, watch_tx.clone()).map_err(|e| ServiceError::Io("fanotify watch", e))?;
             }
             _ => {
-                _inotify =
-                    Some(watch::inotify(&watch_paths, watch_tx.clone()).map_err(|e| anyhow::anyhow!("inotify watch: {e}"))?);
+                let watcher = watch::inotify(&watch_paths, watch_tx.clone());
+                _inotify = Some(watcher.map_err(|e| ServiceError::Config(format!("inotify watch: {e}")))?);
             }
         }
     }
     let debouncer = watch::Debouncer { quiet: Duration::from_millis(cfg.watch.debounce_ms.max(10)) };
     tokio::spawn(debouncer.run(watch_rx, excludes.clone(), jobs_tx.clone()));
 
+    #[cfg(target_os = "linux")]
     if cfg.watch.on_access {
-        let on_access = Arc::new(fanotify::OnAccess {
+        let on_access = Arc::new(on_access::OnAccess {
             client: client.clone(),
             cache: cache.clone(),
             memo: memo.clone(),
@@ -174,7 +162,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
             later: watch_tx.clone(),
             hashing: tokio::sync::Semaphore::new(2),
         });
-        on_access.start(&watch_paths, tokio::runtime::Handle::current()).map_err(|e| anyhow::anyhow!("on-access: {e}"))?;
+        on_access.start(&watch_paths, tokio::runtime::Handle::current()).map_err(|e| ServiceError::Io("on-access", e))?;
     }
     drop(watch_tx);
 
@@ -196,7 +184,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
     }
 
     // Check-ins: at start, then every few minutes.
-    let checkin_every = std::env::var("QALA_CHECKIN_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(300u64);
+    let checkin_every = cfg.server.checkin_interval.0.max(Duration::from_secs(1));
     {
         let (client, mut stop) = (client.clone(), stop_rx.clone());
         tokio::spawn(async move {
@@ -205,7 +193,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
                     tracing::warn!(error = %e.message(), "check-in failed");
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(checkin_every.max(1))) => {}
+                    _ = tokio::time::sleep(checkin_every) => {}
                     _ = stop.changed() => return,
                 }
             }
@@ -224,7 +212,8 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> anyhow::
         }),
     );
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ServiceError::Io("SIGTERM handler", e))?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

@@ -4,19 +4,20 @@
 //! coordinator is unreachable, files go to the offline spool instead; the
 //! drain sends them once it answers again, and each file is answered once.
 
-use super::events::{Events, now_ms};
+use super::events::Events;
 use super::spool::{Entry, Spool};
 use crate::client::{Client, retryable};
 use crate::config::{Action, ActionsConfig};
+use crate::os::FileStamp;
 use crate::output::kind;
 use crate::quarantine::Quarantine;
 use crate::walk::{Excludes, Found, WalkOptions, WalkStats, hash_file, walk};
+use qala_common::now_ms;
 use qala_proto::VerdictKind;
 use qala_proto::v1 as pb;
 use rand::Rng;
 use serde_json::json;
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -102,15 +103,14 @@ fn unreachable(s: &tonic::Status) -> bool {
 }
 
 fn entry_for(path: &Path, sha256: &str, size: u64) -> Entry {
-    let m = path.symlink_metadata().ok();
-    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    let m = path.symlink_metadata().map(|m| FileStamp::of(&m)).unwrap_or_default();
     Entry {
         sha256: sha256.to_string(),
         size,
-        dev: m.as_ref().map_or(0, |m| m.dev()),
-        ino: m.as_ref().map_or(0, |m| m.ino()),
-        mtime_ns: m.as_ref().map_or(0, |m| ns(m.mtime(), m.mtime_nsec())),
-        ctime_ns: m.as_ref().map_or(0, |m| ns(m.ctime(), m.ctime_nsec())),
+        dev: m.dev,
+        ino: m.ino,
+        mtime_ns: m.mtime_ns,
+        ctime_ns: m.ctime_ns,
         spooled_ms: now_ms(),
     }
 }
@@ -408,12 +408,12 @@ impl Pipeline {
 
 /// Delete `path` only if it still holds the content that was scanned.
 fn delete_if_same(path: &Path, sha256: &str) -> Result<(), String> {
-    let (f, m) = crate::walk::open_regular(path).map_err(|e| e.to_string())?;
+    let (f, m) = crate::os::open_regular(path).map_err(|e| e.to_string())?;
     let (now, _) = crate::walk::hash_reader(f, None).map_err(|e| e.to_string())?;
     if now != sha256 {
         return Err(format!("changed since it was scanned (sha256 {now}): not deleted"));
     }
-    let same = path.symlink_metadata().map(|n| n.dev() == m.dev() && n.ino() == m.ino()).unwrap_or(false);
+    let same = path.symlink_metadata().is_ok_and(|n| FileStamp::of(&n).same_file(&FileStamp::of(&m)));
     if !same {
         return Err("replaced since it was scanned: not deleted".into());
     }

@@ -17,9 +17,9 @@ pub mod protocol;
 
 use crate::auth::{Caller, Role};
 use crate::config::ClamdConfig;
-use crate::core::Core;
-use crate::core::unhashed::{PushError, Unhashed};
-use anyhow::Context;
+use crate::core::upload::unhashed::{PushError, Unhashed};
+use crate::core::{Core, CoreError};
+use ipnet::IpNet;
 use protocol::{Command, ReadError, Request, Style};
 use qala_proto::v1 as pb;
 use serde_json::json;
@@ -41,46 +41,28 @@ const SESSION_PARALLEL: usize = 8;
 /// Most bytes read and thrown away after refusing an oversize stream.
 const DRAIN_MAX: u64 = 64 << 20;
 
-/// A network allowed to connect: an address and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Net {
-    addr: IpAddr,
-    prefix: u8,
+/// A network allowed to connect (`--clamd-allow`): `NET/PREFIX`, or one
+/// address.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("--clamd-allow {s:?}: not an address or NET/PREFIX"))
 }
 
-impl Net {
-    pub fn parse(s: &str) -> Result<Net, String> {
-        let s = s.trim();
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| format!("--clamd-allow {s:?}: not an address or NET/PREFIX"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(|| format!("--clamd-allow {s:?}: bad prefix"))?,
-            None => max,
-        };
-        Ok(Net { addr, prefix })
-    }
+/// Whether `ip` is in `net`; an IPv4-mapped IPv6 peer matches IPv4 networks.
+fn allows(net: &IpNet, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    net.contains(&ip)
+}
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
+/// A refused or failed scan as clamd says it: `... ERROR`, the one place
+/// the core's errors become clamd replies.
+fn error_reply(e: &CoreError) -> String {
+    protocol::error_text(&e.to_string())
 }
 
 /// Counters for STATS.
@@ -95,7 +77,7 @@ struct Counters {
 /// What every session shares.
 struct Server {
     core: Arc<Core>,
-    allow: Vec<Net>,
+    allow: Vec<IpNet>,
     allow_reload: bool,
     stream_max: u64,
     connections: Arc<Semaphore>,
@@ -107,22 +89,32 @@ pub struct Listeners {
     tcp: Option<tokio::net::TcpListener>,
     unix: Option<(tokio::net::UnixListener, PathBuf)>,
     config: ClamdConfig,
-    allow: Vec<Net>,
+    allow: Vec<IpNet>,
+}
+
+/// Why the clamd listeners could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClamdError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
 }
 
 /// Bind what `config` asks for; refuses a non-loopback TCP address without
 /// `--clamd-allow`.
-pub async fn bind(config: &ClamdConfig) -> anyhow::Result<Listeners> {
-    let allow = config.clamd_allow.iter().filter(|s| !s.trim().is_empty()).map(|s| Net::parse(s)).collect::<Result<Vec<_>, _>>();
-    let allow = allow.map_err(anyhow::Error::msg)?;
+pub async fn bind(config: &ClamdConfig) -> Result<Listeners, ClamdError> {
+    let allow = config.clamd_allow.iter().filter(|s| !s.trim().is_empty()).map(|s| parse_net(s)).collect::<Result<Vec<_>, _>>();
+    let allow = allow.map_err(ClamdError::Config)?;
     let tcp = match &config.clamd_listen {
         Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--clamd-listen {addr}"))?;
-            let local = l.local_addr()?;
+            let io = |e| ClamdError::Io(format!("--clamd-listen {addr}"), e);
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+            let local = l.local_addr().map_err(io)?;
             if !local.ip().is_loopback() && allow.is_empty() {
-                anyhow::bail!(
+                return Err(ClamdError::Config(format!(
                     "--clamd-listen {local}: clamd has no authentication, so a non-loopback address needs --clamd-allow NET[,NET...] naming the clients allowed"
-                );
+                )));
             }
             Some(l)
         }
@@ -131,16 +123,17 @@ pub async fn bind(config: &ClamdConfig) -> anyhow::Result<Listeners> {
     let unix = match &config.clamd_socket {
         Some(path) => {
             // A socket left by an earlier run is replaced; any other file is not.
+            let io = |e| ClamdError::Io(format!("--clamd-socket {}", path.display()), e);
             if let Ok(meta) = std::fs::symlink_metadata(path) {
                 use std::os::unix::fs::FileTypeExt;
                 if !meta.file_type().is_socket() {
-                    anyhow::bail!("--clamd-socket {}: exists and is not a socket", path.display());
+                    return Err(ClamdError::Config(format!("--clamd-socket {}: exists and is not a socket", path.display())));
                 }
-                std::fs::remove_file(path).with_context(|| format!("removing the old socket {}", path.display()))?;
+                std::fs::remove_file(path).map_err(io)?;
             }
-            let l = tokio::net::UnixListener::bind(path).with_context(|| format!("--clamd-socket {}", path.display()))?;
+            let l = tokio::net::UnixListener::bind(path).map_err(io)?;
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
             Some((l, path.clone()))
         }
         None => None,
@@ -238,7 +231,7 @@ impl Server {
     ) {
         let allowed = match peer {
             None => true, // the Unix socket: its file mode decides
-            Some(p) => p.ip().is_loopback() || self.allow.iter().any(|n| n.contains(p.ip())),
+            Some(p) => p.ip().is_loopback() || self.allow.iter().any(|n| allows(n, p.ip())),
         };
         let caller = Caller {
             name: match peer {
@@ -249,7 +242,7 @@ impl Server {
             peer,
         };
         if !allowed {
-            self.core.audit.event("denied", Some(&caller), json!({"via": "clamd", "reason": "address not in --clamd-allow"}));
+            self.core.audit("denied", Some(&caller), json!({"via": "clamd", "reason": "address not in --clamd-allow"}));
             return;
         }
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +250,7 @@ impl Server {
         let tally = Arc::new(Tally::default());
         let end = self.clone().session(stream, &caller, tally.clone(), fds).await;
         let t = &tally;
-        self.core.audit.event(
+        self.core.audit(
             "clamd_session",
             Some(&caller),
             json!({
@@ -341,8 +334,8 @@ impl Server {
                     let _ = tx.send(send("RELOADING".into())).await;
                     let (core, admin) = (self.core.clone(), Caller { role: Role::Admin, ..caller.clone() });
                     tokio::spawn(async move {
-                        if let Err(e) = core.reload_rules(&admin).await {
-                            warn!(error = %e.message(), "clamd RELOAD failed");
+                        if let Err(e) = core.admin().reload_rules(&admin).await {
+                            warn!(error = %e, "clamd RELOAD failed");
                         }
                     });
                     break "reload";
@@ -460,16 +453,15 @@ impl Server {
     /// `ClamAV VERSION/DB/DATE`, the ruleset standing in for ClamAV's
     /// database: its load time as version number and date.
     fn version(&self) -> String {
-        let rules = self.core.rules.current();
+        let rules = self.core.overview().ruleset();
         let secs = rules.loaded_at_ms / 1000;
         format!("ClamAV {}-qala/{}/{}", env!("CARGO_PKG_VERSION"), secs, protocol::ctime(secs))
     }
 
     /// clamd's STATS layout, with the cluster's scan threads as the pool.
     fn stats(&self) -> String {
-        let workers = self.core.cluster.live();
-        let threads: u64 = workers.iter().map(|w| u64::from(w.threads)).sum();
-        let busy: u64 = workers.iter().map(|w| w.in_flight.load(Ordering::Relaxed)).sum::<u64>().min(threads);
+        let load = self.core.overview().cluster_load();
+        let (threads, busy) = (load.threads, load.busy);
         let c = &self.counters;
         format!(
             "POOLS: 1\n\nSTATE: VALID PRIMARY\nTHREADS: live {busy}  idle {} max {threads} idle-timeout {}\nQUEUE: 0 items\n\
@@ -477,8 +469,8 @@ impl Server {
              MEMSTATS: heap N/A mmap N/A used N/A free N/A releasable N/A pools 1 pools_used 0.000M pools_total 0.000M\nEND",
             threads - busy,
             IDLE_TIMEOUT.as_secs(),
-            workers.len(),
-            self.core.rules.current().id,
+            load.workers,
+            self.core.overview().ruleset().id,
             c.sessions.load(Ordering::Relaxed),
             c.streams.load(Ordering::Relaxed),
             c.found.load(Ordering::Relaxed),
@@ -488,7 +480,7 @@ impl Server {
 
     /// Read INSTREAM chunks into an unhashed upload.
     async fn receive_stream<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<Unhashed, StreamError> {
-        let stall = self.core.limits().upload_stall;
+        let stall = self.core.uploads().upload_stall();
         let mut upload = Unhashed::new(self.stream_max);
         let broken = |e: std::io::Error| StreamError::Broken(format!("INSTREAM: {e}"));
         let late = || StreamError::Broken("INSTREAM: no data within the stall timeout".into());
@@ -548,7 +540,7 @@ impl Server {
     async fn scan(&self, caller: &Caller, data: Unhashed, tally: &Tally) -> String {
         self.counters.streams.fetch_add(1, Ordering::Relaxed);
         tally.streams.fetch_add(1, Ordering::Relaxed);
-        let result = self.core.scan_unhashed(caller, data).await;
+        let result = self.core.uploads().scan_unhashed(caller, data).await;
         let t = tally;
         match result {
             Ok(pb::ScanResponse { verdict: Some(v), .. }) => {
@@ -564,10 +556,10 @@ impl Server {
                 t.errors.fetch_add(1, Ordering::Relaxed);
                 protocol::error_text("no verdict")
             }
-            Err(s) => {
+            Err(e) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 t.errors.fetch_add(1, Ordering::Relaxed);
-                protocol::error_text(s.message())
+                error_reply(&e)
             }
         }
     }
@@ -599,14 +591,12 @@ mod tests {
 
     #[test]
     fn allow_lists_match_networks_and_mapped_addresses() {
-        let n = Net::parse("10.1.0.0/16").unwrap();
-        assert!(n.contains("10.1.200.3".parse().unwrap()));
-        assert!(!n.contains("10.2.0.1".parse().unwrap()));
-        assert!(n.contains("::ffff:10.1.2.3".parse().unwrap()), "IPv4-mapped IPv6 peers match IPv4 networks");
-        let one = Net::parse("192.0.2.7").unwrap();
-        assert!(one.contains("192.0.2.7".parse().unwrap()) && !one.contains("192.0.2.8".parse().unwrap()));
-        assert!(Net::parse("0.0.0.0/0").unwrap().contains("203.0.113.9".parse().unwrap()));
-        assert!(Net::parse("2001:db8::/32").unwrap().contains("2001:db8:1::5".parse().unwrap()));
-        assert!(Net::parse("10.0.0.0/33").is_err() && Net::parse("example.org").is_err());
+        let ok = |net: &str, ip: &str| allows(&parse_net(net).unwrap(), ip.parse().unwrap());
+        assert!(ok("10.1.0.0/16", "10.1.200.3") && !ok("10.1.0.0/16", "10.2.0.1"));
+        assert!(ok("10.1.0.0/16", "::ffff:10.1.2.3"), "IPv4-mapped IPv6 peers match IPv4 networks");
+        assert!(ok("192.0.2.7", "192.0.2.7") && !ok("192.0.2.7", "192.0.2.8"));
+        assert!(ok("0.0.0.0/0", "203.0.113.9"));
+        assert!(ok("2001:db8::/32", "2001:db8:1::5"));
+        assert!(parse_net("10.0.0.0/33").is_err() && parse_net("example.org").is_err());
     }
 }

@@ -5,18 +5,24 @@
 //! An agent is known by its token name: the inventory record it updates is
 //! always the caller's own, whatever the request says.
 
-use super::Core;
-use crate::auth::{self, Caller, Op, Role};
+use super::error::CoreError;
+use crate::audit::Audit;
+use crate::auth::{self, Auth, Caller, Op, Role};
+use crate::siem::Siem;
+use crate::store::Guarded;
 use qala_proto::v1 as pb;
 use rand::RngCore;
 use serde_json::json;
-use tonic::Status;
+use std::sync::Arc;
 
 /// Most actions accepted in one report.
 const MAX_ACTIONS: usize = 1000;
 
-fn store_error(e: crate::store::StoreError) -> Status {
-    Status::unavailable(format!("verdict store: {e}"))
+pub struct Agents {
+    store: Arc<Guarded>,
+    auth: Arc<Auth>,
+    audit: Arc<Audit>,
+    siem: Arc<Siem>,
 }
 
 /// Inventory fields come from the endpoint: bounded and printable.
@@ -38,13 +44,17 @@ fn new_agent_id(hostname: &str) -> String {
     format!("{host}-{}", hex::encode(suffix))
 }
 
-impl Core {
-    pub async fn enroll_agent(&self, caller: &Caller, req: pb::EnrollAgentRequest) -> Result<pb::EnrollAgentResponse, Status> {
+impl Agents {
+    pub fn new(store: Arc<Guarded>, auth: Arc<Auth>, audit: Arc<Audit>, siem: Arc<Siem>) -> Self {
+        Self { store, auth, audit, siem }
+    }
+
+    pub async fn enroll(&self, caller: &Caller, req: pb::EnrollAgentRequest) -> Result<pb::EnrollAgentResponse, CoreError> {
         caller.require(Op::EnrollAgent)?;
         let info = req.info.unwrap_or_default();
         let agent_id = new_agent_id(&info.hostname);
         let (token, _) = auth::add_token(&self.store, &agent_id, Role::Agent).await?;
-        let now = crate::rules::now_ms();
+        let now = qala_common::now_ms();
         let record = pb::AgentRecord {
             agent_id: agent_id.clone(),
             hostname: field(&info.hostname, 255),
@@ -55,7 +65,7 @@ impl Core {
             last_peer: caller.peer.map(|p| p.to_string()).unwrap_or_default(),
             ..Default::default()
         };
-        self.store.put_agent(&record).await.map_err(store_error)?;
+        self.store.put(&record).await?;
         let _ = self.auth.refresh().await;
         self.audit.event(
             "agent_enrolled",
@@ -66,25 +76,25 @@ impl Core {
     }
 
     /// The caller's inventory record (made now for a token added by hand).
-    async fn own_record(&self, caller: &Caller) -> Result<pb::AgentRecord, Status> {
-        let found = self.store.agent(&caller.name).await.map_err(store_error)?;
+    async fn own_record(&self, caller: &Caller) -> Result<pb::AgentRecord, CoreError> {
+        let found = self.store.get::<pb::AgentRecord>(&caller.name).await?;
         Ok(found.unwrap_or_else(|| pb::AgentRecord {
             agent_id: caller.name.clone(),
-            enrolled_ms: crate::rules::now_ms(),
+            enrolled_ms: qala_common::now_ms(),
             ..Default::default()
         }))
     }
 
-    pub async fn checkin(&self, caller: &Caller, req: pb::CheckinRequest) -> Result<pb::CheckinResponse, Status> {
+    pub async fn checkin(&self, caller: &Caller, req: pb::CheckinRequest) -> Result<pb::CheckinResponse, CoreError> {
         caller.require(Op::AgentReport)?;
         let info = req.info.unwrap_or_default();
         let mut record = self.own_record(caller).await?;
         record.hostname = field(&info.hostname, 255);
         record.os = field(&info.os, 255);
         record.version = field(&info.version, 64);
-        record.last_seen_ms = crate::rules::now_ms();
+        record.last_seen_ms = qala_common::now_ms();
         record.last_peer = caller.peer.map(|p| p.to_string()).unwrap_or_default();
-        self.store.put_agent(&record).await.map_err(store_error)?;
+        self.store.put(&record).await?;
         Ok(pb::CheckinResponse { server_time_ms: record.last_seen_ms })
     }
 
@@ -92,10 +102,10 @@ impl Core {
         &self,
         caller: &Caller,
         req: pb::ReportActionsRequest,
-    ) -> Result<pb::ReportActionsResponse, Status> {
+    ) -> Result<pb::ReportActionsResponse, CoreError> {
         caller.require(Op::AgentReport)?;
         if req.actions.len() > MAX_ACTIONS {
-            return Err(Status::invalid_argument(format!("at most {MAX_ACTIONS} actions per report")));
+            return Err(CoreError::Invalid(format!("at most {MAX_ACTIONS} actions per report")));
         }
         for a in &req.actions {
             let fields = json!({
@@ -110,23 +120,23 @@ impl Core {
             });
             let mut event = fields.clone();
             event["event"] = json!("agent_action");
-            self.to_siem(event);
+            self.siem.send(event);
             self.audit.event("agent_action", Some(caller), fields);
         }
         let mut record = self.own_record(caller).await?;
-        let now = crate::rules::now_ms();
+        let now = qala_common::now_ms();
         record.actions += req.actions.len() as u64;
         record.last_seen_ms = now;
         if !req.actions.is_empty() {
             record.last_action_ms = now;
         }
-        self.store.put_agent(&record).await.map_err(store_error)?;
+        self.store.put(&record).await?;
         Ok(pb::ReportActionsResponse { recorded: req.actions.len() as u32 })
     }
 
-    pub async fn list_agents(&self, caller: &Caller) -> Result<pb::ListAgentsResponse, Status> {
+    pub async fn list(&self, caller: &Caller) -> Result<pb::ListAgentsResponse, CoreError> {
         caller.require(Op::Inventory)?;
-        let mut agents = self.store.agents().await.map_err(store_error)?;
+        let mut agents = self.store.all::<pb::AgentRecord>().await?;
         agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         Ok(pb::ListAgentsResponse { agents })
     }

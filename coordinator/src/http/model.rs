@@ -2,7 +2,6 @@
 //! from the protobuf records, with names and levels spelled out
 //! (`"malicious"`, not 3), and described in the OpenAPI document.
 
-use crate::core::kind_label;
 use qala_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -119,7 +118,7 @@ impl From<&pb::Verdict> for Verdict {
             md5: v.md5.clone(),
             blake3: v.blake3.clone(),
             size: v.size,
-            verdict: kind_label(v).into(),
+            verdict: qala_proto::VerdictKind::of(v).label().into(),
             detections: v.detections.iter().map(Detection::from).collect(),
             limits_hit: v
                 .limits_hit

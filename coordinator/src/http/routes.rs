@@ -1,11 +1,13 @@
 //! The REST routes, each a thin call into the core, and the OpenAPI
 //! document generated from their annotations (utoipa).
 
+use super::error::ApiError;
 use super::model::{self, *};
-use super::{ApiError, AppState};
+use super::state::AppState;
 use crate::auth::Op;
-use crate::core::hash_kind;
-use crate::core::unhashed::{PushError, Unhashed};
+use crate::core::digests::hash_kind;
+use crate::core::feed::FeedQuery;
+use crate::core::upload::unhashed::{PushError, Unhashed};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,11 +26,7 @@ fn peer(p: &Peer) -> Option<&PeerInfo> {
 }
 
 /// Most digests in one `POST /v1/lookup`.
-const MAX_LOOKUP: usize = 10_000;
-/// Most events in one page of the detections feed.
-const MAX_PAGE: usize = 1000;
-/// Feed events read (and filtered) at most per request.
-const MAX_FEED_SCAN: usize = 20_000;
+const MAX_LOOKUP: usize = crate::core::lookups::MAX_LOOKUP;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -87,13 +85,13 @@ async fn get_verdicts(
 ) -> Result<Json<VerdictsByHash>, ApiError> {
     let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
     let hash = hash.trim().to_ascii_lowercase();
-    let verdicts = s.core.verdicts_by_hash(&caller, &hash, "rest_verdicts").await?;
+    let verdicts = s.core.lookups().by_hash(&caller, &hash, "rest_verdicts").await?;
     let verdicts: Vec<Verdict> = verdicts.iter().map(Verdict::from).collect();
     if verdicts.is_empty() {
         return Err(ApiError::not_found(format!("no verdict for {hash} under the current rules")));
     }
     let kind = hash_kind(&hash).unwrap_or_default().to_string();
-    Ok(Json(VerdictsByHash { hash, kind, ruleset_id: s.core.rules.current().id.clone(), verdicts }))
+    Ok(Json(VerdictsByHash { hash, kind, ruleset_id: s.core.lookups().ruleset_id(), verdicts }))
 }
 
 /// Verdicts of many digests at once (sha256, sha1 or md5, mixed).
@@ -115,9 +113,9 @@ async fn lookup(
     if let Some(bad) = hashes.iter().find(|h| hash_kind(h).is_none()) {
         return Err(ApiError::bad_request(format!("not a hex sha256, sha1 or md5: {bad:?}")));
     }
-    let results = s.core.lookup_any(&caller, &hashes).await?;
+    let results = s.core.lookups().lookup_any(&caller, &hashes).await?;
     Ok(Json(LookupResponse {
-        ruleset_id: s.core.rules.current().id.clone(),
+        ruleset_id: s.core.lookups().ruleset_id(),
         results: results
             .into_iter()
             .zip(hashes)
@@ -139,7 +137,7 @@ async fn lookup(
         (status = 503, body = model::ApiError)))]
 async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: Request) -> Result<Json<ScanResponse>, ApiError> {
     let caller = s.caller(&headers, peer(&p), Op::Scan)?;
-    let max = s.core.max_file_size();
+    let max = s.core.uploads().max_file_size();
     let too_large =
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the file is over the {max} byte limit"));
     let push_err = |e: PushError| match e {
@@ -147,7 +145,7 @@ async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: R
         PushError::Spool(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("spool: {e}")),
     };
     // A body that stalls is given up, as an agent's upload is (--upload-stall-secs).
-    let stall = s.core.limits().upload_stall;
+    let stall = s.core.uploads().upload_stall();
     let stalled = || ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", format!("no data for {} s", stall.as_secs()));
     let mut upload = Unhashed::new(max);
     let multipart = headers
@@ -189,7 +187,7 @@ async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: R
             upload.push(chunk).await.map_err(push_err)?;
         }
     }
-    let r = s.core.scan_unhashed(&caller, upload).await?;
+    let r = s.core.uploads().scan_unhashed(&caller, upload).await?;
     let v = r.verdict.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no verdict"))?;
     Ok(Json(ScanResponse { cached: r.cached, verdict: Verdict::from(&v) }))
 }
@@ -219,55 +217,10 @@ async fn detections(
 ) -> Result<Json<DetectionsPage>, ApiError> {
     let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let technique = q.technique.as_deref().map(str::to_ascii_uppercase);
-    let matches = |e: &pb::DetectionEvent| {
-        let rule_ok = q
-            .rule
-            .as_deref()
-            .is_none_or(|r| e.detections.iter().any(|d| d.rule == r || format!("{}.{}", d.namespace, d.rule) == r));
-        let technique_ok = technique.as_deref().is_none_or(|t| {
-            e.detections
-                .iter()
-                .flat_map(|d| &d.techniques)
-                .any(|x| x == t || x.strip_prefix(t).is_some_and(|rest| rest.starts_with('.')))
-        });
-        rule_ok && technique_ok
-    };
-    let mut since = q.since.unwrap_or(0).max(0);
-    let mut events = Vec::new();
-    let mut read = 0;
-    let mut exhausted = false;
-    while events.len() <= limit && read < MAX_FEED_SCAN {
-        let batch =
-            s.core.store.detections(since, 1000).await.map_err(|e| ApiError::from(tonic::Status::unavailable(e.to_string())))?;
-        read += batch.len();
-        let full = batch.len() == 1000;
-        let Some(last) = batch.last().map(|e| e.at_ms) else {
-            exhausted = true;
-            break;
-        };
-        // Events of the last millisecond may continue in the next batch:
-        // keep them for it unless the whole batch is that millisecond.
-        let cut = if full && batch.iter().any(|e| e.at_ms != last) { last } else { i64::MAX };
-        events.extend(batch.into_iter().filter(|e| e.at_ms < cut).filter(|e| matches(e)));
-        if !full {
-            exhausted = true;
-            break;
-        }
-        since = if cut == i64::MAX { last + 1 } else { last };
-    }
-    // A full page ends on a millisecond boundary, so `next_since` loses nothing.
-    let mut next_since = (!exhausted).then_some(since);
-    if events.len() > limit {
-        let boundary = events[limit].at_ms;
-        events.truncate(limit);
-        if events.iter().any(|e| e.at_ms != boundary) {
-            events.retain(|e| e.at_ms < boundary);
-        }
-        next_since = Some(if events.last().is_some_and(|e| e.at_ms == boundary) { boundary + 1 } else { boundary });
-    }
-    s.core.audit.event("rest_detections", Some(&caller), serde_json::json!({"events": events.len()}));
+    let query =
+        FeedQuery { since: q.since.unwrap_or(0), rule: q.rule, technique: q.technique, limit: q.limit.map_or(0, |l| l.max(1)) };
+    let page = s.core.feed().page(&caller, &query).await?;
+    let (events, next_since) = (page.events, page.next_since);
     Ok(Json(DetectionsPage { events: events.iter().map(DetectionEvent::from).collect(), next_since }))
 }
 
@@ -276,7 +229,7 @@ async fn detections(
     responses((status = 200, body = ClusterStatus), (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
 async fn cluster(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Json<ClusterStatus>, ApiError> {
     let caller = s.caller(&headers, peer(&p), Op::Status)?;
-    let st = s.core.status(&caller).await?;
+    let st = s.core.status(&caller)?;
     let threads: u64 = st.workers.iter().map(|w| u64::from(w.threads)).sum();
     let busy = st.workers.iter().map(|w| w.in_flight).sum::<u64>().min(threads);
     Ok(Json(ClusterStatus {
@@ -309,37 +262,17 @@ async fn cluster(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Resu
     responses((status = 200, body = RulesStatus), (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
 async fn rules(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Json<RulesStatus>, ApiError> {
     let caller = s.caller(&headers, peer(&p), Op::Status)?;
-    let st = s.core.status(&caller).await?.rules.unwrap_or_default();
-    let root = s.core.rules.path().to_path_buf();
-    let files = tokio::task::spawn_blocking(move || rule_files(&root)).await.unwrap_or_default();
+    let r = s.core.overview().rules(&caller)?;
+    let st = r.status;
     Ok(Json(RulesStatus {
         ruleset_id: st.ruleset_id,
         rule_count: st.rule_count,
         file_count: st.file_count,
         loaded_at_ms: st.loaded_at_ms,
-        files,
+        files: r.files.into_iter().map(|f| RuleFile { path: f.path, bytes: f.bytes }).collect(),
         last_errors: st.last_errors.into_iter().map(|e| RuleError { path: e.path, message: e.message }).collect(),
         last_error_at_ms: st.last_error_at_ms,
     }))
-}
-
-/// The .yar/.yara files under the rules path, relative to it.
-fn rule_files(root: &std::path::Path) -> Vec<RuleFile> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&p) else { continue };
-        if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        } else if p.extension().is_some_and(|e| e == "yar" || e == "yara") {
-            let rel = p.strip_prefix(root).ok().filter(|r| !r.as_os_str().is_empty()).unwrap_or(&p);
-            out.push(RuleFile { path: rel.display().to_string(), bytes: meta.len() });
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
 }
 
 /// Prometheus metrics (a `metrics` or `admin` token).
@@ -347,8 +280,8 @@ fn rule_files(root: &std::path::Path) -> Vec<RuleFile> {
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
         (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
 async fn metrics(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Response, ApiError> {
-    s.caller(&headers, peer(&p), Op::Metrics)?;
-    let text = s.core.metrics.render(&s.core);
+    let caller = s.caller(&headers, peer(&p), Op::Metrics)?;
+    let text = s.core.metrics(&caller)?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }
 
@@ -434,7 +367,7 @@ pub mod iocs {
     ) -> Result<Json<IocList>, ApiError> {
         let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
         let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-        let page = s.core.list_iocs(&caller, q.after.as_deref().unwrap_or(""), q.limit.unwrap_or(0)).await?;
+        let page = s.core.iocs().list(&caller, q.after.as_deref().unwrap_or(""), q.limit.unwrap_or(0)).await?;
         Ok(Json(IocList { entries: page.entries.into_iter().map(IocEntry::from).collect(), next: page.next, total: page.total }))
     }
 
@@ -454,7 +387,7 @@ pub mod iocs {
         for e in &req.entries {
             text.push_str(&format!("\n{},{}", e.digest, e.name.replace([',', '\n'], " ")));
         }
-        let added = s.core.add_iocs(&caller, &req.list, &text, "rest").await?;
+        let added = s.core.iocs().add(&caller, &req.list, &text, "rest").await?;
         Ok(Json(IocAdded { added }))
     }
 
@@ -470,7 +403,7 @@ pub mod iocs {
         Path((list, kind, digest)): Path<(String, String, String)>,
     ) -> Result<StatusCode, ApiError> {
         let caller = s.caller(&headers, peer(&p), Op::Admin)?;
-        if s.core.remove_ioc(&caller, &list, &kind, &digest.to_ascii_lowercase()).await? {
+        if s.core.iocs().remove(&caller, &list, &kind, &digest.to_ascii_lowercase()).await? {
             Ok(StatusCode::NO_CONTENT)
         } else {
             Err(ApiError::not_found(format!("no {kind} {digest} on the {list} list")))

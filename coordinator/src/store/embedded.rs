@@ -5,31 +5,39 @@
 //! is paid per clean verdict: they are committed in groups, and read from
 //! memory until their group is committed.
 
-use super::{StoreError, VerdictStore, decode, key};
+use super::backend::{StoreError, Table, VerdictStore, alias_keys, decode, expired, key};
+use super::records::{Poisoned, Record, Revoked};
 use prost::Message;
-use qala_proto::v1::{AgentRecord, DetectionEvent, IocEntry, TokenRecord, Verdict};
-use redb::{Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
+use qala_proto::v1::{DetectionEvent, Verdict};
+use redb::{Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts_v1");
-/// Client tokens by name (protobuf `TokenRecord`: name, role, sha256 of the token).
-const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens_v1");
-/// Agent inventory by agent id (protobuf `AgentRecord`).
-const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents_v1");
-/// Revoked worker ids -> when (Unix ms).
-const REVOKED_WORKERS: TableDefinition<&str, i64> = TableDefinition::new("revoked_workers_v1");
-/// sha256 -> (until_ms, what the file did).
-const POISON: TableDefinition<&str, (i64, &str)> = TableDefinition::new("poison_v1");
 /// `md5:HEX` / `sha1:HEX` -> the sha256s of the files with that digest.
 const HASHES: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("hashes_v1");
 /// Detections feed: `AT_MS (20 digits):SHA256` -> protobuf `DetectionEvent`.
 const DETECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("detections_v1");
-/// IOC lists: `LIST:KIND:DIGEST` -> protobuf `IocEntry`.
-const IOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("iocs_v1");
-/// Counters: `ioc_version`.
+/// Counters: `version:TABLE` for each table of records.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
+
+/// Revoked worker ids -> when (Unix ms), before revocations became records
+/// of [`Revoked`]: moved to its table when the file is opened.
+const OLD_REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_workers_v1");
+/// The poison list before it became records of [`Poisoned`]: sha256 ->
+/// (until_ms, what the file did); moved likewise.
+const OLD_POISON: TableDefinition<&str, (i64, &str)> = TableDefinition::new("poison_v1");
+
+/// The redb name of a table of records: `NAME_v1` (the tables of tokens,
+/// agents and IOC entries kept their names and contents).
+fn table_name(t: Table) -> String {
+    format!("{}_v1", t.name())
+}
+
+fn version_key(t: Table) -> String {
+    format!("version:{}", t.name())
+}
 
 fn feed_key(at_ms: i64, sha256: &str) -> String {
     format!("{:020}:{sha256}", at_ms.max(0))
@@ -210,10 +218,57 @@ fn sync(db: &Database) -> Result<(), StoreError> {
     txn.commit().map_err(err)
 }
 
-fn bump_ioc_version(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+fn bump_version(txn: &redb::WriteTransaction, t: Table) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META).map_err(err)?;
-    let v = meta.get("ioc_version").map_err(err)?.map(|v| v.value()).unwrap_or(0);
-    meta.insert("ioc_version", v + 1).map_err(err)?;
+    let k = version_key(t);
+    let v = meta.get(k.as_str()).map_err(err)?.map(|v| v.value()).unwrap_or(0);
+    meta.insert(k.as_str(), v + 1).map_err(err)?;
+    Ok(())
+}
+
+/// Move the records an older Qala kept in tables of their own types into
+/// tables of rows: revoked worker ids, the poison list.
+fn migrate(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let names: Vec<String> = txn.list_tables().map_err(err)?.map(|t| t.name().to_string()).collect();
+    let (revoked, poisoned) = (table_name(Revoked::TABLE), table_name(Poisoned::TABLE));
+    if names.iter().any(|n| n == OLD_REVOKED.name()) {
+        let old: Vec<Revoked> = txn
+            .open_table(OLD_REVOKED)
+            .map_err(err)?
+            .iter()
+            .map_err(err)?
+            .map(|r| r.map(|(k, v)| Revoked { id: k.value().to_string(), at_ms: v.value() }))
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&revoked)).map_err(err)?;
+        for r in &old {
+            table.insert(r.key().as_str(), r.encode_to_vec().as_slice()).map_err(err)?;
+        }
+        drop(table);
+        txn.delete_table(OLD_REVOKED).map_err(err)?;
+        tracing::info!(revoked = old.len(), "verdict store: revoked ids moved to their records table");
+    }
+    if names.iter().any(|n| n == OLD_POISON.name()) {
+        let old: Vec<Poisoned> = txn
+            .open_table(OLD_POISON)
+            .map_err(err)?
+            .iter()
+            .map_err(err)?
+            .map(|r| {
+                r.map(|(k, v)| {
+                    let (until_ms, detail) = v.value();
+                    Poisoned { sha256: k.value().to_string(), detail: detail.to_string(), until_ms }
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&poisoned)).map_err(err)?;
+        for p in old.iter().filter(|p| !p.expired(qala_common::now_ms())) {
+            table.insert(p.key().as_str(), p.encode_to_vec().as_slice()).map_err(err)?;
+        }
+        drop(table);
+        txn.delete_table(OLD_POISON).map_err(err)?;
+    }
     Ok(())
 }
 
@@ -230,14 +285,10 @@ impl EmbeddedStore {
         let db = Database::create(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(VERDICTS).map_err(err)?;
-        txn.open_table(TOKENS).map_err(err)?;
-        txn.open_table(REVOKED_WORKERS).map_err(err)?;
-        txn.open_table(POISON).map_err(err)?;
-        txn.open_table(AGENTS).map_err(err)?;
         txn.open_multimap_table(HASHES).map_err(err)?;
         txn.open_table(DETECTIONS).map_err(err)?;
-        txn.open_table(IOCS).map_err(err)?;
         txn.open_table(META).map_err(err)?;
+        migrate(&txn)?;
         txn.commit().map_err(err)?;
         let db = Arc::new(db);
         let (puts, rx) = std::sync::mpsc::channel();
@@ -280,7 +331,7 @@ fn read_many(db: &Database, pending: &Mutex<Pending>, ruleset_id: &str, sha256s:
             },
         };
         // An expired partial verdict is gone (its bytes stay until overwritten).
-        if !super::expired(&v) {
+        if !expired(&v) {
             out.push(v);
         }
     }
@@ -309,7 +360,7 @@ impl VerdictStore for EmbeddedStore {
             key: key(&verdict.ruleset_id, &verdict.sha256),
             bytes: verdict.encode_to_vec().into(),
             sha256: verdict.sha256.clone(),
-            aliases: super::alias_keys(verdict).into(),
+            aliases: alias_keys(verdict).into(),
             event: event.map(|e| (feed_key(e.at_ms, &e.sha256), e.encode_to_vec())),
             done: None,
             seq: 0,
@@ -405,203 +456,127 @@ impl VerdictStore for EmbeddedStore {
         .await
     }
 
-    async fn put_iocs(&self, entries: &[IocEntry]) -> Result<(), StoreError> {
-        let rows: Vec<(String, Vec<u8>)> =
-            entries.iter().map(|e| (super::ioc_key(&e.list, &e.kind, &e.digest), e.encode_to_vec())).collect();
+    async fn put_rows(&self, t: Table, rows: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let rows = rows.to_vec();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
             {
-                let mut table = txn.open_table(IOCS).map_err(err)?;
+                let name = table_name(t);
+                let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(err)?;
                 for (k, v) in &rows {
                     table.insert(k.as_str(), v.as_slice()).map_err(err)?;
                 }
-                bump_ioc_version(&txn)?;
             }
+            bump_version(&txn, t)?;
             txn.commit().map_err(err)
         })
         .await
     }
 
-    async fn remove_ioc(&self, list: &str, kind: &str, digest: &str) -> Result<bool, StoreError> {
-        let k = super::ioc_key(list, kind, digest);
+    /// Read in place (the poison list is asked once per upload): a read
+    /// transaction over pages redb keeps cached costs less than a thread
+    /// hand-off.
+    async fn get_row(&self, t: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = table_name(t);
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = match txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        Ok(table.get(key).map_err(err)?.map(|v| v.value().to_vec()))
+    }
+
+    async fn delete_rows(&self, t: Table, keys: &[String]) -> Result<u64, StoreError> {
+        let keys = keys.to_vec();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
-            let removed = txn.open_table(IOCS).map_err(err)?.remove(k.as_str()).map_err(err)?.is_some();
-            bump_ioc_version(&txn)?;
+            let mut gone = 0;
+            {
+                let name = table_name(t);
+                let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(err)?;
+                for k in &keys {
+                    gone += u64::from(table.remove(k.as_str()).map_err(err)?.is_some());
+                }
+            }
+            if gone > 0 {
+                bump_version(&txn, t)?;
+            }
             txn.commit().map_err(err)?;
-            Ok(removed)
+            Ok(gone)
         })
         .await
     }
 
-    async fn iocs(&self) -> Result<Vec<IocEntry>, StoreError> {
-        self.blocking(|db| {
+    async fn rows(&self, t: Table) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.blocking(move |db| {
+            let name = table_name(t);
             let txn = db.begin_read().map_err(err)?;
-            let table = txn.open_table(IOCS).map_err(err)?;
+            let table = match txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(err(e)),
+            };
             let mut out = Vec::new();
             for row in table.iter().map_err(err)? {
-                out.push(IocEntry::decode(row.map_err(err)?.1.value())?);
+                out.push(row.map_err(err)?.1.value().to_vec());
             }
             Ok(out)
         })
         .await
     }
 
-    async fn ioc_version(&self) -> Result<u64, StoreError> {
-        self.blocking(|db| {
+    async fn table_version(&self, t: Table) -> Result<u64, StoreError> {
+        self.blocking(move |db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_table(META).map_err(err)?;
-            Ok(table.get("ioc_version").map_err(err)?.map(|v| v.value()).unwrap_or(0))
+            Ok(table.get(version_key(t).as_str()).map_err(err)?.map(|v| v.value()).unwrap_or(0))
         })
         .await
-    }
-
-    async fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
-        let (name, bytes) = (record.name.clone(), record.encode_to_vec());
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
-            txn.open_table(TOKENS).map_err(err)?.insert(name.as_str(), bytes.as_slice()).map_err(err)?;
-            txn.commit().map_err(err)
-        })
-        .await
-    }
-
-    async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
-        let name = name.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
-            let existed = txn.open_table(TOKENS).map_err(err)?.remove(name.as_str()).map_err(err)?.is_some();
-            txn.commit().map_err(err)?;
-            Ok(existed)
-        })
-        .await
-    }
-
-    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(err)?;
-            let table = txn.open_table(TOKENS).map_err(err)?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(err)? {
-                let (_, v) = row.map_err(err)?;
-                out.push(TokenRecord::decode(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn put_agent(&self, record: &AgentRecord) -> Result<(), StoreError> {
-        let (id, bytes) = (record.agent_id.clone(), record.encode_to_vec());
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
-            txn.open_table(AGENTS).map_err(err)?.insert(id.as_str(), bytes.as_slice()).map_err(err)?;
-            txn.commit().map_err(err)
-        })
-        .await
-    }
-
-    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let id = agent_id.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(err)?;
-            let table = txn.open_table(AGENTS).map_err(err)?;
-            match table.get(id.as_str()).map_err(err)? {
-                Some(v) => Ok(Some(AgentRecord::decode(v.value())?)),
-                None => Ok(None),
-            }
-        })
-        .await
-    }
-
-    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(err)?;
-            let table = txn.open_table(AGENTS).map_err(err)?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(err)? {
-                let (_, v) = row.map_err(err)?;
-                out.push(AgentRecord::decode(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn revoke_worker(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
-        let id = id.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
-            txn.open_table(REVOKED_WORKERS).map_err(err)?.insert(id.as_str(), at_ms).map_err(err)?;
-            txn.commit().map_err(err)
-        })
-        .await
-    }
-
-    async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
-        self.blocking(|db| {
-            let txn = db.begin_read().map_err(err)?;
-            let table = txn.open_table(REVOKED_WORKERS).map_err(err)?;
-            let mut out = Vec::new();
-            for row in table.iter().map_err(err)? {
-                out.push(row.map_err(err)?.0.value().to_string());
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn poison(&self, sha256: &str, detail: &str, until_ms: i64) -> Result<(), StoreError> {
-        let (sha256, detail) = (sha256.to_string(), detail.to_string());
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
-            {
-                let mut table = txn.open_table(POISON).map_err(err)?;
-                table.insert(sha256.as_str(), (until_ms, detail.as_str())).map_err(err)?;
-                // Forget what has expired, so the list stays short.
-                let now = super::now_ms();
-                table.retain(|_, (until, _)| until > now).map_err(err)?;
-            }
-            txn.commit().map_err(err)
-        })
-        .await
-    }
-
-    async fn poisoned(&self, sha256: &str) -> Result<Option<String>, StoreError> {
-        // Asked once per upload, of a short list redb keeps cached: read in
-        // place, as `get`, rather than through a thread hand-off.
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(POISON).map_err(err)?;
-        let entry = table.get(sha256).map_err(err)?;
-        Ok(entry.and_then(|e| {
-            let (until, detail) = e.value();
-            (until > super::now_ms()).then(|| detail.to_string())
-        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::ReadableTableMetadata;
 
+    /// A file written by an older Qala, with revoked ids and the poison
+    /// list in tables of their own types: opened, both are records, and
+    /// the old tables are gone.
     #[tokio::test]
-    async fn poison_entries_answer_until_they_expire() {
+    async fn revocations_and_the_poison_list_of_an_older_file_are_kept() {
         let d = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&d.path().join("v.redb")).unwrap();
-        let now = super::super::now_ms();
-        store.poison("aa", "killed by SIGSEGV", now + 60_000).await.unwrap();
-        store.poison("bb", "killed by SIGABRT", now - 1).await.unwrap();
-        assert_eq!(store.poisoned("aa").await.unwrap().as_deref(), Some("killed by SIGSEGV"));
-        assert_eq!(store.poisoned("bb").await.unwrap(), None, "expired");
-        assert_eq!(store.poisoned("cc").await.unwrap(), None);
-        // Expired entries are dropped on the next write.
-        store.poison("dd", "x", now + 60_000).await.unwrap();
+        let path = d.path().join("v.redb");
+        let now = qala_common::now_ms();
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(OLD_REVOKED).unwrap().insert("w3", 5).unwrap();
+            let mut poison = txn.open_table(OLD_POISON).unwrap();
+            poison.insert("aa", (now + 60_000, "killed by SIGSEGV")).unwrap();
+            poison.insert("bb", (now - 1, "expired")).unwrap();
+            drop(poison);
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        let revoked: Vec<Revoked> =
+            store.rows(Revoked::TABLE).await.unwrap().iter().map(|b| Revoked::decode(b.as_slice()).unwrap()).collect();
+        assert_eq!(revoked, [Revoked { id: "w3".into(), at_ms: 5 }]);
+        let poisoned: Vec<Poisoned> =
+            store.rows(Poisoned::TABLE).await.unwrap().iter().map(|b| Poisoned::decode(b.as_slice()).unwrap()).collect();
+        assert_eq!(poisoned.len(), 1, "the expired entry was not carried over");
+        assert_eq!((poisoned[0].sha256.as_str(), poisoned[0].detail.as_str()), ("aa", "killed by SIGSEGV"));
         let db = store.db.clone();
-        let left = tokio::task::spawn_blocking(move || db.begin_read().unwrap().open_table(POISON).unwrap().len().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(left, 2);
+        let names: Vec<String> = tokio::task::spawn_blocking(move || {
+            db.begin_read().unwrap().list_tables().unwrap().map(|t| t.name().to_string()).collect()
+        })
+        .await
+        .unwrap();
+        assert!(!names.iter().any(|n| n == "revoked_workers_v1" || n == "poison_v1"), "{names:?}");
+        drop(store);
+        // Opened again: nothing moves twice.
+        let again = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(again.rows(Revoked::TABLE).await.unwrap().len(), 1);
     }
 
     /// Concurrent puts share commits (group commit), and every one of them

@@ -1,15 +1,19 @@
 //! Degraded mode: the store's health, and failing fast while it is down.
 //!
-//! Every store call goes through [`Guarded`]. A failure marks the store
+//! Every store call goes through [`Guarded`] ([`Guarded::call`], and the
+//! typed record operations written once over it). A failure marks the store
 //! unhealthy; while it is, calls fail at once instead of waiting on a dead
 //! Redis, and a probe (a PING every [`PROBE_EVERY`]) brings it back as soon
 //! as it answers. The API treats a failing store as a cache miss, so
 //! scanning goes on without the cache, and reports the state in `Status`
 //! and in gRPC health (`qala.v1.VerdictStore`).
 
-use super::{StoreError, VerdictStore};
-use qala_proto::v1::{AgentRecord, DetectionEvent, IocEntry, TokenRecord, Verdict};
-use std::sync::atomic::{AtomicBool, Ordering};
+use super::backend::{StoreError, VerdictStore};
+use super::records::Record;
+use super::retention::{self, Keep};
+use futures::future::BoxFuture;
+use qala_proto::v1::Verdict;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -22,8 +26,8 @@ pub struct Guarded {
     healthy: AtomicBool,
     last_error: Mutex<String>,
     changes: watch::Sender<bool>,
-    keep: RwLock<super::Keep>,
-    errors: std::sync::atomic::AtomicU64,
+    keep: RwLock<Keep>,
+    errors: AtomicU64,
 }
 
 impl Guarded {
@@ -33,8 +37,8 @@ impl Guarded {
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(String::new()),
             changes: watch::Sender::new(true),
-            keep: RwLock::new(super::Keep::default()),
-            errors: std::sync::atomic::AtomicU64::new(0),
+            keep: RwLock::new(Keep::default()),
+            errors: AtomicU64::new(0),
         })
     }
 
@@ -89,22 +93,23 @@ impl Guarded {
         if self.healthy() { Ok(()) } else { Err(StoreError::Unavailable(self.last_error())) }
     }
 
-    pub async fn get(&self, ruleset_id: &str, sha256: &str) -> Result<Option<Verdict>, StoreError> {
+    /// Run `f`, one call of the store's interface, unless the store is
+    /// down (then it fails at once), noting whether it answered:
+    /// `store.call(|s| s.get(ruleset_id, sha256)).await`.
+    pub async fn call<'a, T>(
+        &'a self,
+        f: impl FnOnce(&'a dyn VerdictStore) -> BoxFuture<'a, Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         self.down()?;
-        self.record(self.inner.get(ruleset_id, sha256).await)
-    }
-
-    pub async fn get_many(&self, ruleset_id: &str, sha256s: &[String]) -> Result<Vec<Verdict>, StoreError> {
-        self.down()?;
-        self.record(self.inner.get_many(ruleset_id, sha256s).await)
+        let result = f(self.inner.as_ref()).await;
+        self.record(result)
     }
 
     /// Store `verdict` if it may be cached, kept as long as the retention
     /// settings say; whether it was stored.
     pub async fn save(&self, verdict: &Verdict) -> Result<bool, StoreError> {
-        self.down()?;
         let keep = *self.keep.read().unwrap_or_else(|p| p.into_inner());
-        self.record(super::save(self.inner.as_ref(), verdict, &keep).await)
+        self.call(|s| Box::pin(retention::save(s, verdict, &keep))).await
     }
 
     /// Drop detection events older than `keep`, now and every hour, until
@@ -114,8 +119,8 @@ impl Guarded {
             return;
         }
         loop {
-            let before = super::now_ms() - keep.as_millis().min(i64::MAX as u128) as i64;
-            match self.purge_detections(before).await {
+            let before = qala_common::now_ms() - keep.as_millis().min(i64::MAX as u128) as i64;
+            match self.call(|s| s.purge_detections(before)).await {
                 Ok(n) if n > 0 => info!(events = n, "detections feed: dropped events past their retention"),
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "detections feed: purge failed; trying again later"),
@@ -131,101 +136,65 @@ impl Guarded {
     /// expiry), so the answer equals every cached answer of it.
     pub fn finalize(&self, v: &mut Verdict) {
         let keep = *self.keep.read().unwrap_or_else(|p| p.into_inner());
-        super::to_stored_form(v, &keep);
+        retention::to_stored_form(v, &keep);
     }
 
     /// How long verdicts are kept by level (from the coordinator's flags).
-    pub fn set_keep(&self, keep: super::Keep) {
+    pub fn set_keep(&self, keep: Keep) {
         *self.keep.write().unwrap_or_else(|p| p.into_inner()) = keep;
-    }
-
-    pub async fn resolve(&self, kind: &str, digest: &str) -> Result<Vec<String>, StoreError> {
-        self.down()?;
-        self.record(self.inner.resolve(kind, digest).await)
-    }
-
-    pub async fn detections(&self, since_ms: i64, limit: usize) -> Result<Vec<DetectionEvent>, StoreError> {
-        self.down()?;
-        self.record(self.inner.detections(since_ms, limit).await)
-    }
-
-    pub async fn purge_detections(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.down()?;
-        self.record(self.inner.purge_detections(before_ms).await)
-    }
-
-    pub async fn put_iocs(&self, entries: &[IocEntry]) -> Result<(), StoreError> {
-        self.down()?;
-        self.record(self.inner.put_iocs(entries).await)
-    }
-
-    pub async fn remove_ioc(&self, list: &str, kind: &str, digest: &str) -> Result<bool, StoreError> {
-        self.down()?;
-        self.record(self.inner.remove_ioc(list, kind, digest).await)
-    }
-
-    pub async fn iocs(&self) -> Result<Vec<IocEntry>, StoreError> {
-        self.down()?;
-        self.record(self.inner.iocs().await)
-    }
-
-    pub async fn ioc_version(&self) -> Result<u64, StoreError> {
-        self.down()?;
-        self.record(self.inner.ioc_version().await)
     }
 
     pub fn shared(&self) -> bool {
         self.inner.shared()
     }
 
-    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.down()?;
-        self.record(self.inner.tokens().await)
+    /// Add or replace `record` (in its kind's table, by its key).
+    pub async fn put<R: Record>(&self, record: &R) -> Result<(), StoreError> {
+        self.put_all(std::slice::from_ref(record)).await
     }
 
-    pub async fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
-        self.down()?;
-        self.record(self.inner.put_token(record).await)
+    /// Add or replace `records` at once; the table's version moves once.
+    /// In a table of expiring records, the expired ones go meanwhile.
+    pub async fn put_all<R: Record>(&self, records: &[R]) -> Result<(), StoreError> {
+        let rows: Vec<(String, Vec<u8>)> = records.iter().map(|r| (r.key(), r.encode_to_vec())).collect();
+        self.call(|s| s.put_rows(R::TABLE, &rows)).await?;
+        if R::EXPIRES {
+            let now = qala_common::now_ms();
+            let gone: Vec<String> = self.all_rows::<R>().await?.into_iter().filter(|r| r.expired(now)).map(|r| r.key()).collect();
+            if !gone.is_empty() {
+                self.call(|s| s.delete_rows(R::TABLE, &gone)).await?;
+            }
+        }
+        Ok(())
     }
 
-    pub async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
-        self.down()?;
-        self.record(self.inner.delete_token(name).await)
+    /// The record of `key`, unless there is none or it has expired.
+    pub async fn get<R: Record>(&self, key: &str) -> Result<Option<R>, StoreError> {
+        let Some(bytes) = self.call(|s| s.get_row(R::TABLE, key)).await? else { return Ok(None) };
+        let record = R::decode(bytes.as_slice())?;
+        Ok((!record.expired(qala_common::now_ms())).then_some(record))
     }
 
-    pub async fn put_agent(&self, record: &AgentRecord) -> Result<(), StoreError> {
-        self.down()?;
-        self.record(self.inner.put_agent(record).await)
+    /// Remove the record of `key`; whether there was one.
+    pub async fn delete<R: Record>(&self, key: &str) -> Result<bool, StoreError> {
+        let keys = [key.to_string()];
+        Ok(self.call(|s| s.delete_rows(R::TABLE, &keys)).await? > 0)
     }
 
-    pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.down()?;
-        self.record(self.inner.agent(agent_id).await)
+    /// Every record of the kind that has not expired.
+    pub async fn all<R: Record>(&self) -> Result<Vec<R>, StoreError> {
+        let now = qala_common::now_ms();
+        Ok(self.all_rows::<R>().await?.into_iter().filter(|r| !r.expired(now)).collect())
     }
 
-    pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.down()?;
-        self.record(self.inner.agents().await)
+    async fn all_rows<R: Record>(&self) -> Result<Vec<R>, StoreError> {
+        let rows = self.call(|s| s.rows(R::TABLE)).await?;
+        rows.iter().map(|b| R::decode(b.as_slice()).map_err(StoreError::from)).collect()
     }
 
-    pub async fn revoke_worker(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
-        self.down()?;
-        self.record(self.inner.revoke_worker(id, at_ms).await)
-    }
-
-    pub async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
-        self.down()?;
-        self.record(self.inner.revoked_workers().await)
-    }
-
-    pub async fn poison(&self, sha256: &str, detail: &str, until_ms: i64) -> Result<(), StoreError> {
-        self.down()?;
-        self.record(self.inner.poison(sha256, detail, until_ms).await)
-    }
-
-    pub async fn poisoned(&self, sha256: &str) -> Result<Option<String>, StoreError> {
-        self.down()?;
-        self.record(self.inner.poisoned(sha256).await)
+    /// A number that changes whenever records of the kind do.
+    pub async fn version<R: Record>(&self) -> Result<u64, StoreError> {
+        self.call(|s| s.table_version(R::TABLE)).await
     }
 
     /// [`VerdictStore::lock`]; with the store down every lock is granted
@@ -270,6 +239,8 @@ impl Guarded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::backend::Table;
+    use qala_proto::v1::DetectionEvent;
 
     /// A store that fails while `down` is set.
     struct Flaky {
@@ -299,47 +270,20 @@ mod tests {
         async fn purge_detections(&self, _: i64) -> Result<u64, StoreError> {
             self.ping().await.map(|_| 0)
         }
-        async fn put_iocs(&self, _: &[IocEntry]) -> Result<(), StoreError> {
+        async fn put_rows(&self, _: Table, _: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
             self.ping().await
         }
-        async fn remove_ioc(&self, _: &str, _: &str, _: &str) -> Result<bool, StoreError> {
-            self.ping().await.map(|_| false)
+        async fn get_row(&self, _: Table, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.ping().await.map(|_| None)
         }
-        async fn iocs(&self) -> Result<Vec<IocEntry>, StoreError> {
-            self.ping().await.map(|_| Vec::new())
-        }
-        async fn ioc_version(&self) -> Result<u64, StoreError> {
+        async fn delete_rows(&self, _: Table, _: &[String]) -> Result<u64, StoreError> {
             self.ping().await.map(|_| 0)
         }
-        async fn put_token(&self, _: &TokenRecord) -> Result<(), StoreError> {
-            self.ping().await
-        }
-        async fn delete_token(&self, _: &str) -> Result<bool, StoreError> {
-            self.ping().await.map(|_| false)
-        }
-        async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        async fn rows(&self, _: Table) -> Result<Vec<Vec<u8>>, StoreError> {
             self.ping().await.map(|_| Vec::new())
         }
-        async fn put_agent(&self, _: &AgentRecord) -> Result<(), StoreError> {
-            self.ping().await
-        }
-        async fn agent(&self, _: &str) -> Result<Option<AgentRecord>, StoreError> {
-            self.ping().await.map(|_| None)
-        }
-        async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-            self.ping().await.map(|_| Vec::new())
-        }
-        async fn revoke_worker(&self, _: &str, _: i64) -> Result<(), StoreError> {
-            self.ping().await
-        }
-        async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
-            self.ping().await.map(|_| Vec::new())
-        }
-        async fn poison(&self, _: &str, _: &str, _: i64) -> Result<(), StoreError> {
-            self.ping().await
-        }
-        async fn poisoned(&self, _: &str) -> Result<Option<String>, StoreError> {
-            self.ping().await.map(|_| None)
+        async fn table_version(&self, _: Table) -> Result<u64, StoreError> {
+            self.ping().await.map(|_| 0)
         }
         async fn ping(&self) -> Result<(), StoreError> {
             if self.down.load(Ordering::Relaxed) { Err(StoreError::Redis("connection refused".into())) } else { Ok(()) }
@@ -351,19 +295,20 @@ mod tests {
         let flaky = Arc::new(Flaky { down: AtomicBool::new(false) });
         let g = Guarded::new(flaky.clone());
         let mut changes = g.subscribe();
-        assert!(g.get("r", "s").await.is_ok() && g.healthy());
+        let get = async || g.call(|s| s.get("r", "s")).await;
+        assert!(get().await.is_ok() && g.healthy());
 
         flaky.down.store(true, Ordering::Relaxed);
-        assert!(g.get("r", "s").await.is_err());
+        assert!(get().await.is_err());
         assert!(!g.healthy() && g.last_error().contains("connection refused"));
         assert!(!*changes.borrow_and_update());
         // While unhealthy, calls fail without reaching the store.
         flaky.down.store(false, Ordering::Relaxed);
-        assert!(matches!(g.get("r", "s").await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(get().await, Err(StoreError::Unavailable(_))));
 
         let (_stop_tx, stop) = watch::channel(false);
         tokio::spawn(g.clone().probe(stop));
         tokio::time::timeout(Duration::from_secs(5), changes.wait_for(|h| *h)).await.unwrap().unwrap();
-        assert!(g.healthy() && g.get("r", "s").await.is_ok());
+        assert!(g.healthy() && get().await.is_ok());
     }
 }

@@ -3,11 +3,13 @@
 //! pointed at the same Redis, and the scan locks that keep those
 //! coordinators from scanning one content twice (`qala:v1:lock:<same>`: a
 //! token naming the coordinator process and the scan, with a TTL extended
-//! while the scan runs).
+//! while the scan runs). Each table of records is a hash, `qala:v1:NAME`,
+//! with its version counter beside it (`qala:v1:NAME:version`).
 
-use super::{StoreError, VerdictStore, decode, key};
+use super::backend::{StoreError, Table, VerdictStore, alias_keys, decode, key};
+use super::records::{Record, Revoked};
 use prost::Message;
-use qala_proto::v1::{AgentRecord, DetectionEvent, IocEntry, TokenRecord, Verdict};
+use qala_proto::v1::{DetectionEvent, Verdict};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
@@ -83,22 +85,23 @@ fn redis_key(ruleset_id: &str, sha256: &str) -> String {
     format!("qala:v1:verdict:{}", key(ruleset_id, sha256))
 }
 
-/// Hash of client tokens: name -> protobuf `TokenRecord` (the token's sha256, never the token).
-const TOKENS_KEY: &str = "qala:v1:tokens";
-/// Hash of the agent inventory: agent id -> protobuf `AgentRecord`.
-const AGENTS_KEY: &str = "qala:v1:agents";
-/// Hash of revoked worker ids -> Unix ms.
-const REVOKED_WORKERS_KEY: &str = "qala:v1:revoked-workers";
 /// Prefix of the md5/sha1 index: `qala:v1:hash:md5:HEX` is a set of sha256s.
 const HASH_PREFIX: &str = "qala:v1:hash:";
 /// Sorted set of the detections feed: protobuf `DetectionEvent`s scored by Unix ms.
 const DETECTIONS_KEY: &str = "qala:v1:detections";
-/// Hash of IOC entries: `LIST:KIND:DIGEST` -> protobuf `IocEntry`.
-const IOCS_KEY: &str = "qala:v1:iocs";
-/// Counter bumped on every change of the IOC lists.
-const IOC_VERSION_KEY: &str = "qala:v1:ioc-version";
-/// Prefix of poison list entries (`qala:v1:poison:<sha256>`, with a TTL).
-const POISON_PREFIX: &str = "qala:v1:poison:";
+/// Hash of revoked worker ids -> Unix ms, before revocations became
+/// records of [`Revoked`]: moved to their hash on first connection.
+const OLD_REVOKED_KEY: &str = "qala:v1:revoked-workers";
+
+/// The hash of a table of records (those of tokens, agents and IOC entries
+/// kept their names and contents).
+fn table_key(t: Table) -> String {
+    format!("qala:v1:{}", t.name())
+}
+
+fn version_key(t: Table) -> String {
+    format!("qala:v1:{}:version", t.name())
+}
 
 fn lock_key(key: &str) -> String {
     format!("qala:v1:lock:{key}")
@@ -282,7 +285,32 @@ impl RedisStore {
             Err(_) => return Err(err(format!("{}: no connection within {:?}", self.shown, CONNECT_TIMEOUT * 3))),
         };
         *slot = Some(conn.clone());
+        drop(slot);
+        if let Err(e) = self.migrate(&mut conn.clone()).await {
+            tracing::warn!(store = self.shown, error = %e, "verdict store: revoked ids of an older Qala not moved yet");
+        }
         Ok(conn)
+    }
+
+    /// Move what an older Qala kept in its own form: revoked worker ids
+    /// (a hash of id -> Unix ms) become records of [`Revoked`]. Cheap when
+    /// there is nothing to move (one HGETALL of a missing key).
+    async fn migrate(&self, c: &mut Conn) -> redis::RedisResult<()> {
+        let old: Vec<(String, i64)> = redis::cmd("HGETALL").arg(OLD_REVOKED_KEY).query_async(c).await?;
+        if old.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(table_key(Revoked::TABLE));
+        for (id, at_ms) in &old {
+            let r = Revoked { id: id.clone(), at_ms: *at_ms };
+            cmd.arg(r.key()).arg(r.encode_to_vec());
+        }
+        cmd.query_async::<()>(c).await?;
+        redis::cmd("INCR").arg(version_key(Revoked::TABLE)).query_async::<()>(c).await?;
+        redis::cmd("DEL").arg(OLD_REVOKED_KEY).query_async::<()>(c).await?;
+        tracing::info!(revoked = old.len(), "verdict store: revoked ids moved to their records hash");
+        Ok(())
     }
 
     /// Run one command (or script) on the store's connection. After a
@@ -323,13 +351,13 @@ impl VerdictStore for RedisStore {
         let k = redis_key(&verdict.ruleset_id, &verdict.sha256);
         let bytes = verdict.encode_to_vec();
         if verdict.expires_at_ms != 0 {
-            let ms = (verdict.expires_at_ms - super::now_ms()).max(1);
+            let ms = (verdict.expires_at_ms - qala_common::now_ms()).max(1);
             self.run(async |c| redis::cmd("SET").arg(&k).arg(&bytes).arg("PX").arg(ms).query_async::<()>(c).await).await?;
         } else {
             self.run(async |c| redis::cmd("SET").arg(&k).arg(&bytes).query_async::<()>(c).await).await?;
         }
         // One key per command: each may live on another node of a cluster.
-        for alias in super::alias_keys(verdict) {
+        for alias in alias_keys(verdict) {
             let key = format!("{HASH_PREFIX}{alias}");
             self.run(async |c| redis::cmd("SADD").arg(&key).arg(&verdict.sha256).query_async::<()>(c).await).await?;
         }
@@ -369,32 +397,40 @@ impl VerdictStore for RedisStore {
         self.run(async |c| redis::cmd("ZREMRANGEBYSCORE").arg(DETECTIONS_KEY).arg("-inf").arg(&max).query_async(c).await).await
     }
 
-    async fn put_iocs(&self, entries: &[IocEntry]) -> Result<(), StoreError> {
-        for batch in entries.chunks(1000) {
+    async fn put_rows(&self, t: Table, rows: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let key = table_key(t);
+        for batch in rows.chunks(1000) {
             let mut cmd = redis::cmd("HSET");
-            cmd.arg(IOCS_KEY);
-            for e in batch {
-                cmd.arg(super::ioc_key(&e.list, &e.kind, &e.digest)).arg(e.encode_to_vec());
+            cmd.arg(&key);
+            for (k, v) in batch {
+                cmd.arg(k).arg(v);
             }
             self.run(async |c| cmd.query_async::<()>(c).await).await?;
         }
-        self.run(async |c| redis::cmd("INCR").arg(IOC_VERSION_KEY).query_async::<()>(c).await).await
+        self.run(async |c| redis::cmd("INCR").arg(version_key(t)).query_async::<()>(c).await).await
     }
 
-    async fn remove_ioc(&self, list: &str, kind: &str, digest: &str) -> Result<bool, StoreError> {
-        let field = super::ioc_key(list, kind, digest);
-        let n: i64 = self.run(async |c| redis::cmd("HDEL").arg(IOCS_KEY).arg(&field).query_async(c).await).await?;
-        self.run(async |c| redis::cmd("INCR").arg(IOC_VERSION_KEY).query_async::<()>(c).await).await?;
-        Ok(n > 0)
+    async fn get_row(&self, t: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(async |c| redis::cmd("HGET").arg(table_key(t)).arg(key).query_async(c).await).await
     }
 
-    async fn iocs(&self) -> Result<Vec<IocEntry>, StoreError> {
-        let rows: Vec<Vec<u8>> = self.run(async |c| redis::cmd("HVALS").arg(IOCS_KEY).query_async(c).await).await?;
-        rows.iter().map(|r| IocEntry::decode(r.as_slice()).map_err(StoreError::from)).collect()
+    async fn delete_rows(&self, t: Table, keys: &[String]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let gone: u64 = self.run(async |c| redis::cmd("HDEL").arg(table_key(t)).arg(keys).query_async(c).await).await?;
+        if gone > 0 {
+            self.run(async |c| redis::cmd("INCR").arg(version_key(t)).query_async::<()>(c).await).await?;
+        }
+        Ok(gone)
     }
 
-    async fn ioc_version(&self) -> Result<u64, StoreError> {
-        let v: Option<u64> = self.run(async |c| redis::cmd("GET").arg(IOC_VERSION_KEY).query_async(c).await).await?;
+    async fn rows(&self, t: Table) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.run(async |c| redis::cmd("HVALS").arg(table_key(t)).query_async(c).await).await
+    }
+
+    async fn table_version(&self, t: Table) -> Result<u64, StoreError> {
+        let v: Option<u64> = self.run(async |c| redis::cmd("GET").arg(version_key(t)).query_async(c).await).await?;
         Ok(v.unwrap_or(0))
     }
 
@@ -432,56 +468,6 @@ impl VerdictStore for RedisStore {
 
     fn describe(&self) -> String {
         self.shown.clone()
-    }
-
-    async fn put_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
-        let bytes = record.encode_to_vec();
-        self.run(async |c| redis::cmd("HSET").arg(TOKENS_KEY).arg(&record.name).arg(&bytes).query_async(c).await).await
-    }
-
-    async fn delete_token(&self, name: &str) -> Result<bool, StoreError> {
-        let n: i64 = self.run(async |c| redis::cmd("HDEL").arg(TOKENS_KEY).arg(name).query_async(c).await).await?;
-        Ok(n > 0)
-    }
-
-    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let values: Vec<Vec<u8>> = self.run(async |c| redis::cmd("HVALS").arg(TOKENS_KEY).query_async(c).await).await?;
-        values.iter().map(|b| TokenRecord::decode(b.as_slice()).map_err(StoreError::from)).collect()
-    }
-
-    async fn put_agent(&self, record: &AgentRecord) -> Result<(), StoreError> {
-        let bytes = record.encode_to_vec();
-        self.run(async |c| redis::cmd("HSET").arg(AGENTS_KEY).arg(&record.agent_id).arg(&bytes).query_async(c).await).await
-    }
-
-    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let value: Option<Vec<u8>> =
-            self.run(async |c| redis::cmd("HGET").arg(AGENTS_KEY).arg(agent_id).query_async(c).await).await?;
-        value.map(|b| AgentRecord::decode(b.as_slice()).map_err(StoreError::from)).transpose()
-    }
-
-    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let values: Vec<Vec<u8>> = self.run(async |c| redis::cmd("HVALS").arg(AGENTS_KEY).query_async(c).await).await?;
-        values.iter().map(|b| AgentRecord::decode(b.as_slice()).map_err(StoreError::from)).collect()
-    }
-
-    async fn revoke_worker(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
-        self.run(async |c| redis::cmd("HSET").arg(REVOKED_WORKERS_KEY).arg(id).arg(at_ms).query_async(c).await).await
-    }
-
-    async fn revoked_workers(&self) -> Result<Vec<String>, StoreError> {
-        self.run(async |c| redis::cmd("HKEYS").arg(REVOKED_WORKERS_KEY).query_async(c).await).await
-    }
-
-    async fn poison(&self, sha256: &str, detail: &str, until_ms: i64) -> Result<(), StoreError> {
-        let key = format!("{POISON_PREFIX}{sha256}");
-        let ttl = (until_ms - super::now_ms()).max(1);
-        self.run(async |c| redis::cmd("SET").arg(&key).arg(detail).arg("PX").arg(ttl).query_async(c).await).await
-    }
-
-    async fn poisoned(&self, sha256: &str) -> Result<Option<String>, StoreError> {
-        let key = format!("{POISON_PREFIX}{sha256}");
-        self.run(async |c| redis::cmd("GET").arg(&key).query_async(c).await).await
     }
 }
 

@@ -21,6 +21,7 @@ mod confine;
 mod wire;
 
 use prost::Message;
+use qala_common::KeptFiles;
 use qala_engine::Limits;
 use qala_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -177,54 +178,15 @@ impl Upload {
     }
 }
 
-/// Disk-held uploads' files kept open (unlinked) between uploads, while
-/// their sizes add up to at most `keep` bytes: the next large upload
-/// writes over page cache already in place instead of taking new pages for
-/// every byte (which on a VM that hands freed memory back to its host costs
-/// several times the copy). A file comes back only once no scan child holds
-/// a descriptor or a map of it ([`ScanChild::holds`]): no child ever sees a
-/// later upload through an earlier one's file.
-pub struct KeptUploads {
-    keep: u64,
-    idle: std::sync::Mutex<Vec<(File, u64)>>,
-}
+/// Disk-held uploads' files kept open (unlinked) between uploads
+/// ([`KeptFiles`], `--upload-keep-bytes`): the next large upload writes
+/// over page cache already in place. A file comes back only once no scan
+/// child holds a descriptor or a map of it ([`ScanChild::holds`]): no child
+/// ever sees a later upload through an earlier one's file.
+pub type KeptUploads = KeptFiles;
 
 /// Most files kept, whatever their sizes.
-const KEEP_FILES: usize = 8;
-
-impl KeptUploads {
-    pub fn new(keep: u64) -> Arc<Self> {
-        Arc::new(Self { keep, idle: std::sync::Mutex::new(Vec::new()) })
-    }
-
-    /// The smallest kept file that holds `size` bytes, else the largest.
-    fn take(&self, size: u64) -> Option<File> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let at = match idle.iter().enumerate().filter(|(_, (_, len))| *len >= size).min_by_key(|(_, (_, len))| *len) {
-            Some((i, _)) => i,
-            None => idle.iter().enumerate().max_by_key(|(_, (_, len))| *len)?.0,
-        };
-        Some(idle.swap_remove(at).0)
-    }
-
-    /// Keep `file` if it fits the bounds; otherwise it is closed.
-    fn give_back(&self, file: File) {
-        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
-        if len > self.keep {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let held: u64 = idle.iter().map(|(_, l)| l).sum();
-        if idle.len() < KEEP_FILES && held + len <= self.keep {
-            idle.push((file, len));
-        }
-    }
-
-    /// Bytes of files kept.
-    pub fn kept_bytes(&self) -> u64 {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, l)| l).sum()
-    }
-}
+pub const KEEP_FILES: usize = 8;
 
 /// A frozen disk upload's writable descriptor, for [`KeptUploads`].
 pub struct Keep(Option<(File, Arc<KeptUploads>)>);
@@ -521,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_kept_upload_file_is_cut_to_the_next_upload_and_kept_only_once_released() {
-        let kept = KeptUploads::new(1 << 30);
+        let kept = KeptUploads::new(1 << 30, KEEP_FILES);
         let first = vec![0xa5u8; DISK_FROM as usize + 4096];
         let mut up = Upload::reusing(first.len() as u64, &kept).unwrap();
         up.file().write_all(&first).unwrap();
@@ -547,7 +509,7 @@ mod tests {
 
         // Smaller uploads stay in memfds; nothing is kept without room.
         assert!(matches!(Upload::reusing(1000, &kept).unwrap(), Upload::Memory(_)));
-        let none = KeptUploads::new(0);
+        let none = KeptUploads::new(0, KEEP_FILES);
         let mut up = Upload::reusing(DISK_FROM, &none).unwrap();
         up.file().write_all(&second).unwrap();
         let (_, keep) = up.freeze().unwrap();

@@ -1,13 +1,14 @@
-//! The scan lock coordinators sharing a store take before scanning a
-//! content, so that it is scanned once across all of them. Taken for a
-//! complete, verified upload, or without waiting when a fast upload is cut
-//! through to a worker while it arrives (given back if that is abandoned).
+//! The lock step of an upload: the scan lock coordinators sharing a store
+//! take before scanning a content, so that it is scanned once across all of
+//! them (coalescing does it within one coordinator). Taken for a complete,
+//! verified upload, or without waiting when a fast upload is cut through
+//! to a worker while it arrives (given back if that is abandoned).
 
-use super::Core;
+use super::cache::Cache;
 use crate::store::{self, Guarded};
 use qala_proto::v1 as pb;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -18,7 +19,7 @@ pub const LOCK_TTL: Duration = Duration::from_secs(10);
 /// How often a coordinator waiting on another's scan looks for its verdict.
 const LOCK_POLL: Duration = Duration::from_millis(50);
 
-pub(super) enum Taken {
+pub enum Taken {
     /// This coordinator scans; the lock (if the store gave one) is held
     /// until the verdict is stored.
     Scan(ScanLock),
@@ -26,17 +27,38 @@ pub(super) enum Taken {
     Done(Box<pb::Verdict>),
 }
 
-impl Core {
+/// The scan locks this coordinator takes.
+pub struct Locks {
+    store: Arc<Guarded>,
+    /// Names this coordinator process in lock tokens.
+    instance: String,
+    tokens: AtomicU64,
+    /// How long another coordinator's scan may take.
+    scan_timeout: Duration,
+}
+
+impl Locks {
+    pub fn new(store: Arc<Guarded>, scan_timeout: Duration) -> Self {
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let instance = format!("{host}-{}-{started:x}", std::process::id());
+        Self { store, instance, tokens: AtomicU64::new(0), scan_timeout }
+    }
+
+    fn token(&self) -> String {
+        format!("{}-{}", self.instance, self.tokens.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// Take the store's scan lock of this content, or, while another
     /// coordinator holds it, wait for that one's verdict. Bounded: past the
     /// scan deadline this coordinator scans without the lock.
-    pub(super) async fn take_lock(&self, ruleset_id: &str, sha256: &str) -> Taken {
+    pub async fn take(&self, cache: &Cache, ruleset_id: &str, sha256: &str) -> Taken {
         if !self.store.shared() {
             return Taken::Scan(ScanLock::none());
         }
         let key = store::key(ruleset_id, sha256);
-        let token = format!("{}-{}", self.instance, self.lock_tokens.fetch_add(1, Ordering::Relaxed));
-        let deadline = tokio::time::Instant::now() + self.cluster.scan_timeout + LOCK_TTL;
+        let token = self.token();
+        let deadline = tokio::time::Instant::now() + self.scan_timeout + LOCK_TTL;
         let mut waited = false;
         loop {
             if self.store.lock(&key, &token, LOCK_TTL).await {
@@ -44,12 +66,12 @@ impl Core {
                 // Another coordinator may have scanned it, stored the verdict
                 // and let go while this upload was still arriving (or just
                 // now, while this one waited): look before scanning again.
-                if let Some(v) = self.cached(ruleset_id, sha256).await {
+                if let Some(v) = cache.cached(ruleset_id, sha256).await {
                     return Taken::Done(Box::new(v));
                 }
                 return Taken::Scan(lock);
             }
-            if let Some(v) = self.cached(ruleset_id, sha256).await {
+            if let Some(v) = cache.cached(ruleset_id, sha256).await {
                 return Taken::Done(Box::new(v));
             }
             if !waited {
@@ -63,22 +85,20 @@ impl Core {
             tokio::time::sleep(LOCK_POLL).await;
         }
     }
-}
 
-impl Core {
-    /// [`Core::take_lock`] without waiting: `None` while another coordinator
+    /// [`Locks::take`] without waiting: `None` while another coordinator
     /// holds the lock.
-    pub(super) async fn try_take_lock(&self, ruleset_id: &str, sha256: &str) -> Option<Taken> {
+    pub async fn try_take(&self, cache: &Cache, ruleset_id: &str, sha256: &str) -> Option<Taken> {
         if !self.store.shared() {
             return Some(Taken::Scan(ScanLock::none()));
         }
         let key = store::key(ruleset_id, sha256);
-        let token = format!("{}-{}", self.instance, self.lock_tokens.fetch_add(1, Ordering::Relaxed));
+        let token = self.token();
         if !self.store.lock(&key, &token, LOCK_TTL).await {
             return None;
         }
         let lock = ScanLock::hold(self.store.clone(), key, token);
-        if let Some(v) = self.cached(ruleset_id, sha256).await {
+        if let Some(v) = cache.cached(ruleset_id, sha256).await {
             return Some(Taken::Done(Box::new(v)));
         }
         Some(Taken::Scan(lock))
@@ -87,7 +107,7 @@ impl Core {
 
 /// A scan lock taken in the store: extended in the background while held,
 /// given back when dropped.
-pub(super) struct ScanLock {
+pub struct ScanLock {
     held: Option<(Arc<Guarded>, String, String, tokio::task::JoinHandle<()>)>,
 }
 

@@ -1,12 +1,15 @@
-//! `qala-coordinator pki ...` and `qala-coordinator token ...`: the PKI on
+//! `qala-coordinator pki ...`, `token`, `agents` and `ioc`: the PKI on
 //! disk, and tokens and revocations either in the store directly (while no
 //! coordinator runs on it: the embedded store is locked by a running one)
 //! or through a running coordinator's admin API.
 
-use crate::auth::{self, Role};
-use crate::config::{AdminTarget, AgentsCommand, Command, IocCommand, PkiCommand, TokenCommand};
-use crate::store::{self, Guarded};
 use anyhow::{Context, bail};
+use qala_coordinator::auth::{self, Role};
+use qala_coordinator::config::{AdminTarget, AgentsCommand, Command, IocCommand, PkiCommand, TokenCommand};
+use qala_coordinator::core::digests::hash_kind;
+use qala_coordinator::core::iocs::{MAX_PAGE, import};
+use qala_coordinator::store::records::ioc_key;
+use qala_coordinator::store::{self, Guarded, Revoked};
 use qala_proto::v1::{self as pb, admin_client::AdminClient, agents_client::AgentsClient};
 use qala_tls::{BearerToken, pki};
 use std::sync::Arc;
@@ -38,7 +41,7 @@ async fn target(t: &AdminTarget) -> anyhow::Result<Target> {
                 }
                 endpoint = endpoint.tls_config(qala_tls::client_config(t.ca.as_deref(), None)?)?;
             }
-            let token = qala_tls::read_token(t.token_file.as_deref(), "QALA_TOKEN")?
+            let token = qala_tls::read_token(t.token_file.as_deref(), t.token.as_deref())?
                 .context("an admin token is needed: --token-file FILE or QALA_TOKEN")?;
             let channel = endpoint.connect().await.with_context(|| format!("connecting to {url}"))?;
             let agents = AgentsClient::with_interceptor(channel.clone(), BearerToken::new(Some(&token))?);
@@ -54,7 +57,7 @@ fn denied(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
 
-pub async fn run_command(command: Command) -> anyhow::Result<()> {
+pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Pki { command } => pki_command(command).await,
         Command::Token { command } => token_command(command).await,
@@ -91,7 +94,7 @@ async fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
             match target(&t).await? {
                 Target::Store(s) => {
                     let key = if client { auth::client_revocation_key(&id) } else { id.clone() };
-                    s.revoke_worker(&key, crate::rules::now_ms()).await?
+                    s.put(&Revoked { id: key, at_ms: qala_common::now_ms() }).await?
                 }
                 Target::Server(mut c, _) => {
                     c.revoke_worker(pb::RevokeWorkerRequest { worker_id: id.clone(), client }).await.map_err(denied)?;
@@ -108,7 +111,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Add { role, name, target: t } => {
             let role = Role::parse(&role).map_err(anyhow::Error::msg)?;
             let token = match target(&t).await? {
-                Target::Store(s) => auth::add_token(&s, &name, role).await.map_err(denied)?.0,
+                Target::Store(s) => auth::add_token(&s, &name, role).await?.0,
                 Target::Server(mut c, _) => {
                     c.add_token(pb::AddTokenRequest { name: name.clone(), role: role.label().into() })
                         .await
@@ -122,7 +125,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::List { target: t } => {
             let tokens = match target(&t).await? {
-                Target::Store(s) => s.tokens().await?,
+                Target::Store(s) => s.all::<pb::TokenRecord>().await?,
                 Target::Server(mut c, _) => c.list_tokens(pb::ListTokensRequest {}).await.map_err(denied)?.into_inner().tokens,
             };
             let mut tokens = tokens;
@@ -133,7 +136,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke { name, target: t } => {
             let revoked = match target(&t).await? {
-                Target::Store(s) => s.delete_token(&name).await?,
+                Target::Store(s) => s.delete::<pb::TokenRecord>(&name).await?,
                 Target::Server(mut c, _) => {
                     c.revoke_token(pb::RevokeTokenRequest { name: name.clone() }).await.map_err(denied)?.into_inner().revoked
                 }
@@ -151,11 +154,11 @@ async fn agents_command(command: AgentsCommand) -> anyhow::Result<()> {
     match command {
         AgentsCommand::List { json, target: t } => {
             let mut agents = match target(&t).await? {
-                Target::Store(s) => s.agents().await?,
+                Target::Store(s) => s.all::<pb::AgentRecord>().await?,
                 Target::Server(_, mut c) => c.list_agents(pb::ListAgentsRequest {}).await.map_err(denied)?.into_inner().agents,
             };
             agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-            let now = crate::rules::now_ms();
+            let now = qala_common::now_ms();
             for a in agents {
                 if json {
                     let v = serde_json::json!({
@@ -185,14 +188,14 @@ async fn agents_command(command: AgentsCommand) -> anyhow::Result<()> {
 async fn ioc_import(t: &AdminTarget, list: &str, text: String) -> anyhow::Result<u64> {
     Ok(match target(t).await? {
         Target::Store(s) => {
-            let entries = crate::core::iocs::parse(list, &text, "qala-coordinator ioc", crate::rules::now_ms())
-                .map_err(anyhow::Error::msg)?;
-            s.put_iocs(&entries).await?;
+            let entries =
+                import::parse(list, &text, "qala-coordinator ioc", qala_common::now_ms()).map_err(anyhow::Error::msg)?;
+            s.put_all(&entries).await?;
             entries.len() as u64
         }
         Target::Server(mut c, _) => {
             // Checked whole here first, then sent in pieces well under the message limit.
-            crate::core::iocs::parse(list, &text, "", 0).map_err(anyhow::Error::msg)?;
+            import::parse(list, &text, "", 0).map_err(anyhow::Error::msg)?;
             let mut added = 0;
             let mut piece = String::new();
             for line in text.lines() {
@@ -229,9 +232,9 @@ async fn ioc_command(command: IocCommand) -> anyhow::Result<()> {
         }
         IocCommand::Remove { list, digest, target: t } => {
             let digest = digest.trim().to_ascii_lowercase();
-            let kind = crate::core::hash_kind(&digest).context("not a sha256, sha1 or md5")?;
+            let kind = hash_kind(&digest).context("not a sha256, sha1 or md5")?;
             let removed = match target(&t).await? {
-                Target::Store(s) => s.remove_ioc(&list, kind, &digest).await?,
+                Target::Store(s) => s.delete::<pb::IocEntry>(&ioc_key(&list, kind, &digest)).await?,
                 Target::Server(mut c, _) => {
                     c.remove_ioc(pb::RemoveIocRequest { list: list.clone(), kind: kind.into(), digest: digest.clone() })
                         .await
@@ -248,7 +251,7 @@ async fn ioc_command(command: IocCommand) -> anyhow::Result<()> {
         IocCommand::List { json, target: t } => {
             let entries = match target(&t).await? {
                 Target::Store(s) => {
-                    let mut all = s.iocs().await?;
+                    let mut all = s.all::<pb::IocEntry>().await?;
                     all.sort_by(|a, b| (&a.list, &a.kind, &a.digest).cmp(&(&b.list, &b.kind, &b.digest)));
                     all
                 }
@@ -258,7 +261,7 @@ async fn ioc_command(command: IocCommand) -> anyhow::Result<()> {
                     let mut after = String::new();
                     loop {
                         let page = c
-                            .list_iocs(pb::ListIocsRequest { after, limit: crate::core::iocs::MAX_PAGE as u32 })
+                            .list_iocs(pb::ListIocsRequest { after, limit: MAX_PAGE as u32 })
                             .await
                             .map_err(denied)?
                             .into_inner();

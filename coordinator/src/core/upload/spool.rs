@@ -1,8 +1,9 @@
-//! A copy of one upload kept while it is streamed to a worker, so that the
-//! upload can be replayed to the next worker if that one dies mid-scan.
+//! The spool step of an upload: a copy of it kept while it is received and
+//! streamed to a worker, so that it can be replayed to the next worker if
+//! that one dies mid-scan.
 //!
 //! An upload the coordinator's spool memory budget has room for
-//! (`--spool-memory-bytes`, uploads up to [`MEMORY_UPLOAD_MAX`]) is held as
+//! (`--spool-memory-bytes`, uploads up to [`super::quota::MEMORY_UPLOAD_MAX`]) is held as
 //! the chunks it arrived in: the `Bytes` the gRPC decoder sliced from its
 //! receive buffer, shared with the worker call, never copied. Otherwise the
 //! first [`MEMORY_LIMIT`] bytes stay in memory and the rest goes to an
@@ -11,73 +12,24 @@
 //! flight. Writes come while an upload is received; reads only after it is
 //! whole (a replay), never both at once.
 //!
-//! A spill file outlives its upload in [`SpillFiles`] (up to
+//! A spill file outlives its upload in [`KeptFiles`] (up to
 //! `--spool-keep-bytes` of them): the next large upload writes over page
-//! cache that is already in place, where a new file takes new pages from
-//! the kernel for every byte (on a VM that hands freed memory back to its
-//! host, several times the cost of the copy itself). Only the coordinator
-//! ever reads these files, and an upload's reads stop at its own length.
+//! cache that is already in place. Only the coordinator ever reads these
+//! files, and an upload's reads stop at its own length.
 
-use crate::quota::SpoolReservation;
+use super::quota::SpoolReservation;
 use prost::bytes::Bytes;
+use qala_common::KeptFiles;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Most spill files kept between uploads, whatever their sizes.
-const KEEP_FILES: usize = 64;
-
-/// Spill files between uploads: unlinked, open, their pages in the page
-/// cache, kept while their sizes add up to at most `keep` bytes.
-pub struct SpillFiles {
-    keep: u64,
-    idle: Mutex<Vec<(File, u64)>>,
-}
-
-impl SpillFiles {
-    /// Keep up to `keep` bytes of spill files between uploads (0: none).
-    pub fn new(keep: u64) -> Arc<Self> {
-        Arc::new(Self { keep, idle: Mutex::new(Vec::new()) })
-    }
-
-    /// A spill file for an upload of `size` bytes: the smallest kept one
-    /// that holds it whole, else the largest kept one, else a new one.
-    fn take(&self, size: u64) -> Option<File> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let fits = idle.iter().enumerate().filter(|(_, (_, len))| *len >= size).min_by_key(|(_, (_, len))| *len);
-        let at = match fits {
-            Some((i, _)) => i,
-            None => idle.iter().enumerate().max_by_key(|(_, (_, len))| *len)?.0,
-        };
-        Some(idle.swap_remove(at).0)
-    }
-
-    /// Keep `file` for a later upload if there is room; otherwise it is
-    /// closed and its space freed.
-    fn give_back(&self, file: File) {
-        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
-        if len > self.keep {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let held: u64 = idle.iter().map(|(_, l)| l).sum();
-        if idle.len() < KEEP_FILES && held + len <= self.keep {
-            idle.push((file, len));
-        }
-    }
-
-    /// Bytes of spill files kept between uploads.
-    pub fn kept_bytes(&self) -> u64 {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, l)| l).sum()
-    }
-}
+pub const KEEP_FILES: usize = 64;
 
 /// Bytes of an upload without a memory reservation kept in memory before
 /// it spills to disk.
 pub const MEMORY_LIMIT: usize = 256 << 10;
-
-/// Largest upload held in memory whole (when the memory budget has room).
-pub const MEMORY_UPLOAD_MAX: u64 = 16 << 20;
 
 /// The spill file is an unlinked temporary file written and read at
 /// offsets in place (`pwrite`/`pread` into the page cache) rather than
@@ -92,7 +44,7 @@ pub struct Spool {
     /// Where a spill file comes from and goes back to, and the size the
     /// upload announced (to pick a kept file that holds it). A kept file
     /// may be longer than this upload: its reads stop at `len`.
-    files: Option<(Arc<SpillFiles>, u64)>,
+    files: Option<(Arc<KeptFiles>, u64)>,
     len: u64,
     /// Where the next [`Spool::next_chunk`] reads: the offset, and in
     /// memory the chunk and the offset inside it.
@@ -121,13 +73,17 @@ impl Spool {
 
     /// Take a spill file, if this upload needs one, from `files` (for an
     /// upload announced as `size` bytes), and give it back there once done.
-    pub fn reusing(mut self, files: Arc<SpillFiles>, size: u64) -> Self {
+    pub fn reusing(mut self, files: Arc<KeptFiles>, size: u64) -> Self {
         self.files = Some((files, size));
         self
     }
 
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     pub async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
@@ -228,7 +184,7 @@ impl Drop for Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::Quotas;
+    use crate::core::upload::quota::Quotas;
 
     async fn replayed(spool: &mut Spool) -> Vec<u8> {
         let mut out = Vec::new();
@@ -297,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_kept_spill_file_is_written_over_by_the_next_upload_which_reads_only_its_own_bytes() {
-        let files = SpillFiles::new(4 << 20);
+        let files = KeptFiles::new(4 << 20, KEEP_FILES);
         let big: Vec<u8> = (0..2 << 20).map(|i: u32| (i % 249) as u8).collect();
         let mut first = Spool::new(None).reusing(files.clone(), big.len() as u64);
         for c in big.chunks(100_000) {
@@ -332,7 +288,7 @@ mod tests {
         assert_eq!(files.kept_bytes(), 0, "4 MiB + 1 is more than may be kept");
         drop(fourth);
         assert_eq!(files.kept_bytes(), big.len() as u64);
-        let nobody = SpillFiles::new(0);
+        let nobody = KeptFiles::new(0, KEEP_FILES);
         let mut fifth = Spool::new(None).reusing(nobody.clone(), big.len() as u64);
         fifth.write(Bytes::from(big)).await.unwrap();
         drop(fifth);

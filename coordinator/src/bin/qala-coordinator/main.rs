@@ -1,5 +1,8 @@
 //! `qala-coordinator`: parse flags, set up logging; then either run (bind
-//! both listeners, serve until Ctrl-C or SIGTERM) or do one `pki`/`token` command.
+//! both listeners, serve until Ctrl-C or SIGTERM) or do one `pki`, `token`,
+//! `agents` or `ioc` command ([`commands`]).
+
+mod commands;
 
 use clap::Parser;
 use qala_coordinator::{Cli, Listeners};
@@ -14,14 +17,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     if let Some(command) = cli.command {
-        return qala_coordinator::run_command(command).await;
+        return commands::run(command).await;
     }
     let config = cli.config;
     let bind = |addr: String| async move {
         tokio::net::TcpListener::bind(&addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
     };
     let listeners = Listeners { api: bind(config.listen.clone()).await?, cluster: bind(config.cluster_listen.clone()).await? };
-    qala_coordinator::run(config, listeners, shutdown_signal()).await
+    Ok(qala_coordinator::run(config, listeners, shutdown_signal()).await?)
 }
 
 async fn shutdown_signal() {

@@ -1,33 +1,50 @@
-//! Limits per client (per token name) and on the spool, so one client can
-//! neither starve the others nor fill the coordinator's disk.
+//! The quota step of an upload: limits per client (per token name), on the
+//! coordinator's uploads in all and on the spool, so one client can neither
+//! starve the others nor fill the coordinator's disk. Past any of them the
+//! upload is refused as busy with a retry hint the agent honours.
 //!
-//! - uploads in flight per client: past it RESOURCE_EXHAUSTED with a retry hint;
+//! - uploads in flight per client, and in all (`--max-uploads`);
 //! - bytes per second per client: a token bucket; a client above its rate
 //!   is read more slowly (HTTP/2 flow control pushes back on it alone);
 //! - spool bytes: uploads being held (memory and temporary files) are
-//!   counted by their announced size; past the quota RESOURCE_EXHAUSTED,
-//!   the agent retries and nothing is lost;
-//! - spool memory: uploads held in memory whole (up to 16 MiB each) while
-//!   this budget (64 MiB by default) has room; others go to temporary files;
-//! - kept spill files: up to `--spool-keep-bytes` (1 GiB by default, never
-//!   more than the spool quota) of temporary files stay open between
-//!   uploads, to be written over by the next ones.
+//!   counted by their announced size;
+//! - spool memory: uploads held in memory whole (up to [`MEMORY_UPLOAD_MAX`]
+//!   each) while this budget (64 MiB by default) has room; others go to
+//!   temporary files.
 
+use crate::core::error::CoreError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Largest upload held in memory whole (when the memory budget has room).
+pub const MEMORY_UPLOAD_MAX: u64 = 16 << 20;
+
 pub struct Quotas {
     uploads_per_client: usize,
     bytes_per_sec: u64,
     clients: Mutex<HashMap<String, Arc<ClientQuota>>>,
+    /// One permit per upload being received and scanned.
+    uploads: Arc<Semaphore>,
+    max_uploads: usize,
     spool_max: u64,
     spool_used: Arc<AtomicU64>,
     spool_memory_max: u64,
     spool_memory_used: Arc<AtomicU64>,
-    spill_files: Arc<crate::spool::SpillFiles>,
+    busy_rejections: AtomicU64,
+}
+
+/// What an admitted upload holds until it is answered: its client's slot
+/// and rate, a coordinator slot and its spool bytes; and, if it may be held
+/// in memory whole, that memory (for its spool to take).
+pub struct Admission {
+    pub client: Arc<ClientQuota>,
+    pub memory: Option<SpoolReservation>,
+    _client_slot: OwnedSemaphorePermit,
+    _slot: OwnedSemaphorePermit,
+    _spool: SpoolReservation,
 }
 
 pub struct ClientQuota {
@@ -98,23 +115,58 @@ impl Quotas {
             uploads_per_client: uploads_per_client.max(1),
             bytes_per_sec,
             clients: Mutex::default(),
+            uploads: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            max_uploads: Semaphore::MAX_PERMITS,
             spool_max,
             spool_used: Arc::default(),
             spool_memory_max: 0,
             spool_memory_used: Arc::default(),
-            spill_files: crate::spool::SpillFiles::new(0),
+            busy_rejections: AtomicU64::new(0),
         }
     }
 
-    /// Spill files of up to `bytes` in all (and at most the spool quota)
-    /// are kept open between uploads and written over by the next ones.
-    pub fn with_spill_keep(mut self, bytes: u64) -> Self {
-        self.spill_files = crate::spool::SpillFiles::new(bytes.min(self.spool_max));
+    /// At most `n` uploads received and scanned at once, whoever sends them.
+    pub fn with_max_uploads(mut self, n: usize) -> Self {
+        self.max_uploads = n.clamp(1, Semaphore::MAX_PERMITS);
+        self.uploads = Arc::new(Semaphore::new(self.max_uploads));
         self
     }
 
-    pub fn spill_files(&self) -> Arc<crate::spool::SpillFiles> {
-        self.spill_files.clone()
+    /// The spool quota, in bytes.
+    pub fn spool_max(&self) -> u64 {
+        self.spool_max
+    }
+
+    /// Admit an upload of `size` bytes from client `name`, or refuse it as
+    /// busy with a retry hint (later the longer `scans_in_flight` there are).
+    pub fn admit(&self, name: &str, size: u64, scans_in_flight: usize) -> Result<Admission, CoreError> {
+        let client = self.client(name);
+        let busy = |message: String, after_ms: u64| {
+            self.busy_rejections.fetch_add(1, Ordering::Relaxed);
+            CoreError::busy(message, Duration::from_millis(after_ms))
+        };
+        let Some(client_slot) = client.try_upload() else {
+            return Err(busy(format!("client {name:?} has {} uploads in progress", self.uploads_per_client), 500));
+        };
+        let Ok(slot) = self.uploads.clone().try_acquire_owned() else {
+            let after_ms = 250 + 50 * scans_in_flight.min(100) as u64;
+            return Err(busy(format!("coordinator busy: {} uploads in progress", self.max_uploads), after_ms));
+        };
+        let Some(spool) = self.reserve_spool(size) else {
+            return Err(busy(format!("coordinator spool full ({} bytes held)", self.spool_used()), 1000));
+        };
+        let memory = self.reserve_spool_memory(size);
+        Ok(Admission { client, memory, _client_slot: client_slot, _slot: slot, _spool: spool })
+    }
+
+    /// Uploads being received or scanned now.
+    pub fn in_progress(&self) -> usize {
+        self.max_uploads.saturating_sub(self.uploads.available_permits())
+    }
+
+    /// Uploads refused as busy since start.
+    pub fn busy_rejections(&self) -> u64 {
+        self.busy_rejections.load(Ordering::Relaxed)
     }
 
     /// Uploads may be held in memory whole up to `bytes` in all.
@@ -153,7 +205,7 @@ impl Quotas {
     /// Reserve memory to hold an upload of `bytes` whole, if it is small
     /// enough and the memory budget has room.
     pub fn reserve_spool_memory(&self, bytes: u64) -> Option<SpoolReservation> {
-        if bytes > crate::spool::MEMORY_UPLOAD_MAX {
+        if bytes > MEMORY_UPLOAD_MAX {
             return None;
         }
         reserve(&self.spool_memory_used, self.spool_memory_max, bytes)
@@ -190,5 +242,25 @@ mod tests {
         assert_eq!(a.throttle(1000), Duration::ZERO);
         let wait = a.throttle(500);
         assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+    }
+
+    #[test]
+    fn admission_takes_every_quota_and_refusals_say_when_to_come_back() {
+        let q = Quotas::new(1, 0, 100).with_max_uploads(2).with_spool_memory(50);
+        let a = q.admit("a", 40, 0).unwrap();
+        assert!(a.memory.is_some(), "small enough to be held in memory");
+        let e = q.admit("a", 10, 0).err().unwrap();
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(500)), "{e}");
+        let b = q.admit("b", 60, 3).unwrap();
+        assert!(b.memory.is_none(), "the memory budget is spent");
+        let e = q.admit("c", 1, 3).err().unwrap();
+        assert!(e.to_string().contains("2 uploads in progress") && e.retry_after() == Some(Duration::from_millis(400)), "{e}");
+        assert_eq!((q.in_progress(), q.busy_rejections()), (2, 2));
+        drop(a);
+        let e = q.admit("c", 50, 0).err().unwrap();
+        assert!(e.to_string().contains("spool full"), "{e}");
+        drop(b);
+        assert!(q.admit("c", 100, 0).is_ok());
+        assert_eq!((q.in_progress(), q.spool_used(), q.spool_memory_used()), (0, 0, 0));
     }
 }

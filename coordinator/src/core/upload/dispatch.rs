@@ -1,20 +1,23 @@
-//! Sending a checked upload to a worker: the first in its rendezvous
-//! ranking once that worker has a free slot; if it fails (killed,
-//! unreachable, lost its rules) the spool is replayed to the next, up to
-//! [`MAX_FAILOVERS`] times. The verdict is checked and stored.
+//! The dispatch step of an upload: sending it, checked, to a worker: the
+//! first in its rendezvous ranking once that worker has a free slot; if it
+//! fails (killed, unreachable, lost its rules) the spool is replayed to the
+//! next, up to [`MAX_FAILOVERS`] times. What the worker answers is judged
+//! here; the verdict is checked and stored by the next step.
 
-use super::{Core, kind_label};
-use crate::cluster::WorkerHandle;
+use super::spool::Spool;
+use crate::cluster::{Cluster, Slot, WorkerHandle};
+use crate::core::error::CoreError;
+use crate::core::iocs::IocLists;
 use crate::rules::LoadedRules;
-use crate::spool::Spool;
-use crate::store;
 use qala_engine::DigestKinds;
 use qala_proto::v1 as pb;
+use qala_proto::{Unscannable, limits};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Response, Status};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// Most workers a failed scan moves on to.
 const MAX_FAILOVERS: usize = 3;
@@ -25,7 +28,7 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 type CallHandle = tokio::task::JoinHandle<Result<Response<pb::Verdict>, Status>>;
 
 /// An open `ScanFile` call: its request stream and the pending answer.
-pub(super) struct WorkerCall {
+pub struct WorkerCall {
     pub tx: mpsc::Sender<pb::WorkerScanRequest>,
     call: CallHandle,
 }
@@ -44,7 +47,7 @@ impl WorkerCall {
 }
 
 /// Why one attempt failed.
-pub(super) enum Failed {
+pub enum Failed {
     /// The upload itself is bad (size, sha256, protocol): no other worker
     /// would answer differently, the client gets this error.
     Upload(Status),
@@ -55,42 +58,52 @@ pub(super) enum Failed {
     Busy(Status),
 }
 
-impl Core {
+/// Sends uploads to workers.
+pub struct Dispatcher {
+    cluster: Arc<Cluster>,
+    /// Which digests of nested objects scans compute (those the lists need).
+    iocs: Arc<IocLists>,
+}
+
+/// A verdict and the worker that gave it.
+pub type Answered = (pb::Verdict, Arc<WorkerHandle>);
+
+impl Dispatcher {
+    pub fn new(cluster: Arc<Cluster>, iocs: Arc<IocLists>) -> Self {
+        Self { cluster, iocs }
+    }
+
+    /// A slot on the first worker in the ranking of `sha256`, if it has
+    /// one free now (a cut-through call opens only then).
+    pub fn try_slot(&self, sha256: &str) -> Option<Slot> {
+        self.cluster.try_acquire(sha256)
+    }
+
+    /// Open a `ScanFile` call for `header` on `worker`.
+    pub async fn open(&self, worker: &WorkerHandle, header: &pb::ScanHeader, rules: &LoadedRules) -> Result<WorkerCall, Status> {
+        open(worker, header, rules, self.iocs.object_kinds()).await
+    }
+
     /// Scan one upload, received whole and checked (size, sha256).
     ///
     /// The upload is read whole before any worker call opens: a worker is
     /// only ever sent a checked file, and never holds a stream it cannot
     /// read yet (unread streams fill the HTTP/2 connection window the calls
     /// it is serving need).
-    pub(super) async fn dispatch(
-        &self,
-        header: &pb::ScanHeader,
-        spool: &mut Spool,
-        rules: &LoadedRules,
-    ) -> Result<pb::Verdict, Status> {
-        // A file that killed scan processes goes to no more workers while
-        // it is on the poison list (every coordinator sees the list).
-        match self.store.poisoned(&header.sha256).await {
-            Ok(Some(detail)) => {
-                warn!(sha256 = header.sha256, detail, "poison file: not sent to any worker");
-                return Ok(poison_verdict(header, &rules.id, &detail));
-            }
-            Ok(None) => {}
-            Err(e) => debug!(sha256 = header.sha256, error = %e, "poison list not read"),
-        }
+    pub async fn dispatch(&self, header: &pb::ScanHeader, spool: &mut Spool, rules: &LoadedRules) -> Result<Answered, CoreError> {
         self.dispatch_after(header, spool, rules, Vec::new(), None).await
     }
 
-    /// [`Core::dispatch`] once the workers in `tried` have failed (the last
-    /// with `last`): a cut-through call whose worker died goes on here.
-    pub(super) async fn dispatch_after(
+    /// [`Dispatcher::dispatch`] once the workers in `tried` have failed (the
+    /// last with `last`): a cut-through call whose worker died goes on here.
+    pub async fn dispatch_after(
         &self,
         header: &pb::ScanHeader,
         spool: &mut Spool,
         rules: &LoadedRules,
         mut tried: Vec<String>,
         mut last: Option<Status>,
-    ) -> Result<pb::Verdict, Status> {
+    ) -> Result<Answered, CoreError> {
         let busy_until = tokio::time::Instant::now() + self.cluster.scan_timeout;
         loop {
             let Some(slot) = self.cluster.acquire(&header.sha256, &tried).await else { break };
@@ -99,8 +112,8 @@ impl Core {
                 warn!(sha256 = header.sha256, failed = tried.last().map(String::as_str), next = worker.id, error = %e.message(), "worker failed; replaying the upload to the next worker");
             }
             match send_to(&worker, header, rules, spool, self.iocs.object_kinds()).await {
-                Ok(v) => return self.finish(v, &worker, header, rules).await,
-                Err(Failed::Upload(s)) => return Err(s),
+                Ok(v) => return Ok((v, worker)),
+                Err(Failed::Upload(s)) => return Err(CoreError::Invalid(s.message().to_string())),
                 // Another coordinator's calls fill it: wait a moment and ask
                 // again, for as long as a scan may take.
                 Err(Failed::Busy(s)) => {
@@ -123,69 +136,17 @@ impl Core {
                 }
             }
         }
-        Err(match last {
-            None => Status::unavailable("no live workers"),
-            Some(last) => Status::unavailable(format!(
-                "no worker could scan {} (tried {}): {}",
-                header.sha256,
-                tried.join(", "),
-                last.message()
-            )),
-        })
-    }
-
-    /// Check that the verdict is the one asked for, and store it.
-    pub(super) async fn finish(
-        &self,
-        mut verdict: pb::Verdict,
-        worker: &WorkerHandle,
-        header: &pb::ScanHeader,
-        rules: &LoadedRules,
-    ) -> Result<pb::Verdict, Status> {
-        if verdict.ruleset_id != rules.id || verdict.sha256 != header.sha256 {
-            return Err(Status::internal(format!(
-                "worker {} answered for {}/{} instead of {}/{}",
-                worker.id, verdict.ruleset_id, verdict.sha256, rules.id, header.sha256
-            )));
-        }
-        if let Some(crash) = verdict.limits_hit.iter().find(|l| l.limit == store::WORKER_CRASH) {
-            let until = store::now_ms() + store::POISON_TTL.as_millis() as i64;
-            match self.store.poison(&verdict.sha256, &crash.detail, until).await {
-                Ok(()) => {
-                    warn!(sha256 = %verdict.sha256, worker = worker.id, detail = crash.detail, "poison file: listed for an hour")
-                }
-                Err(e) => warn!(sha256 = %verdict.sha256, error = %e, "poison file not listed"),
-            }
-        }
-        // The answer is the verdict as stored, so it equals every cached answer.
-        self.store.finalize(&mut verdict);
-        if let Some(e) = store::detection_event(&verdict) {
-            self.to_siem(serde_json::json!({
-                "event": "detection",
-                "at_ms": e.at_ms,
-                "verdict": kind_label(&verdict),
-                "sha256": e.sha256, "sha1": e.sha1, "md5": e.md5, "size": e.size, "file_type": e.file_type,
-                "ruleset_id": e.ruleset_id, "worker_id": e.worker_id,
-                "detections": e.detections.iter().map(|d| serde_json::json!({
-                    "rule": d.rule, "namespace": d.namespace, "object": d.object, "techniques": d.techniques,
-                    "severity": qala_proto::v1::VerdictKind::try_from(d.severity).unwrap_or_default().label(),
-                })).collect::<Vec<_>>(),
-            }));
-        }
-        match self.store.save(&verdict).await {
-            Ok(stored) => info!(sha256 = %verdict.sha256, worker = worker.id, stored, verdict = kind_label(&verdict), "verdict"),
-            // Degraded: the guard already said so once.
-            Err(e @ store::StoreError::Unavailable(_)) => debug!(sha256 = %verdict.sha256, error = %e, "verdict not stored"),
-            Err(e) => warn!(sha256 = %verdict.sha256, error = %e, "verdict not stored"),
-        }
-        Ok(verdict)
+        Err(CoreError::Unavailable(match last {
+            None => "no live workers".to_string(),
+            Some(last) => format!("no worker could scan {} (tried {}): {}", header.sha256, tried.join(", "), last.message()),
+        }))
     }
 }
 
 /// Open a `ScanFile` call on `worker` and send it the header.
 /// `kinds`: the digests of nested objects the worker computes besides
 /// sha256 (those the IOC lists need now).
-pub(super) async fn open(
+async fn open(
     worker: &WorkerHandle,
     header: &pb::ScanHeader,
     rules: &LoadedRules,
@@ -252,42 +213,16 @@ fn unscannable(
     header: &pb::ScanHeader,
     ruleset_id: &str,
     worker: &WorkerHandle,
-    limit: &str,
+    limit: &'static str,
     detail: String,
     e: &Status,
 ) -> pb::Verdict {
-    pb::Verdict {
-        sha256: header.sha256.clone(),
-        size: header.size,
-        verdict: pb::VerdictKind::Unscannable as i32,
-        limits_hit: vec![pb::LimitHit { limit: limit.into(), object: String::new(), detail }],
-        errors: vec![format!("{limit}: {}", e.message())],
-        worker_id: worker.id.clone(),
-        ruleset_id: ruleset_id.to_string(),
-        engine_version: qala_engine::ENGINE_VERSION.to_string(),
-        scanned_at_ms: crate::rules::now_ms(),
-        ..Default::default()
-    }
-}
-
-/// The answer for a file on the poison list: what the workers said when it
-/// killed their scan processes.
-fn poison_verdict(header: &pb::ScanHeader, ruleset_id: &str, detail: &str) -> pb::Verdict {
-    pb::Verdict {
-        sha256: header.sha256.clone(),
-        size: header.size,
-        verdict: pb::VerdictKind::Unscannable as i32,
-        limits_hit: vec![pb::LimitHit { limit: store::WORKER_CRASH.into(), object: String::new(), detail: detail.to_string() }],
-        errors: vec![format!("on the poison list (it killed scan processes): {detail}")],
-        ruleset_id: ruleset_id.to_string(),
-        engine_version: qala_engine::ENGINE_VERSION.to_string(),
-        scanned_at_ms: crate::rules::now_ms(),
-        ..Default::default()
-    }
+    let error = format!("{limit}: {}", e.message());
+    Unscannable { limit, detail, error }.verdict(&header.sha256, header.size, ruleset_id, qala_engine::ENGINE_VERSION, &worker.id)
 }
 
 /// The worker's answer to a call whose upload was sent whole.
-pub(super) async fn answer(
+pub async fn answer(
     worker: &WorkerHandle,
     header: &pb::ScanHeader,
     ruleset_id: &str,
@@ -314,14 +249,14 @@ async fn judge(
         Err(e) if e.code() == Code::DeadlineExceeded || e.code() == Code::Cancelled && e.message().contains("Timeout") => {
             warn!(sha256 = header.sha256, worker = worker.id, "scan exceeded the coordinator's deadline");
             let detail = format!("no verdict from worker {} within the coordinator's deadline", worker.id);
-            Ok(unscannable(header, ruleset_id, worker, "scan_timeout", detail, &e))
+            Ok(unscannable(header, ruleset_id, worker, limits::SCAN_TIMEOUT, detail, &e))
         }
         // A verdict too large to encode or decode says nothing about the
         // worker's health: the worker is not failed over.
         Err(e) if e.code() == Code::OutOfRange || e.message().contains("message length too large") => {
             warn!(sha256 = header.sha256, worker = worker.id, error = %e.message(), "verdict too large to send");
             let detail = format!("worker {}'s verdict exceeds the message size limit", worker.id);
-            Ok(unscannable(header, ruleset_id, worker, "verdict_size", detail, &e))
+            Ok(unscannable(header, ruleset_id, worker, limits::VERDICT_SIZE, detail, &e))
         }
         Err(e) if e.code() == Code::InvalidArgument => Err(Failed::Upload(e)),
         Err(e) if e.code() == Code::ResourceExhausted => Err(Failed::Busy(e)),

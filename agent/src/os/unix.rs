@@ -1,0 +1,296 @@
+//! The agent's OS specifics on Unix (Linux first: `statfs` magics,
+//! `ioprio`, `O_NOFOLLOW` walks).
+
+use std::ffi::CString;
+use std::fs::{File, Metadata};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path};
+use std::time::Duration;
+
+/// Where secrets live on a Unix desktop: looked up, never uploaded, unless
+/// the admin says otherwise (`--upload-exclude`, `scan.upload_exclude`).
+pub const PRIVATE_DATA: &[&str] = &[
+    "**/.ssh/**",
+    "**/.gnupg/**",
+    "**/.local/share/keyrings/**",
+    "**/.password-store/**",
+    "**/.mozilla/firefox/**",
+    "**/.config/google-chrome/**",
+    "**/.config/chromium/**",
+    "**/.thunderbird/**",
+];
+
+/// Whether the agent runs as root (then it may watch whole filesystems,
+/// block opens, and keeps its files in the system's places).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What this machine runs, for the inventory: the distribution's name and
+/// the kernel (`Debian GNU/Linux 13 (trixie); Linux 6.18.0`).
+pub fn os_description() -> String {
+    let pretty = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+        .unwrap_or_else(|| "Linux".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    format!("{pretty}; Linux {kernel}")
+}
+
+/// Which file a path was (device and inode) and the stat fields that must
+/// all be unchanged for what the agent knows of its content to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl FileStamp {
+    pub fn of(m: &Metadata) -> Self {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// Whether `other` is the same file (not one put at its path since).
+    pub fn same_file(&self, other: &FileStamp) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
+/// Open `path` for reading without ever blocking (O_NONBLOCK: a FIFO or
+/// device swapped in after the walk saw a file), without following a
+/// symbolic link, and only if it is a regular file; with its stat, taken
+/// before anything is read.
+pub fn open_regular(path: &Path) -> std::io::Result<(File, Metadata)> {
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok((f, m))
+}
+
+/// Filesystems that are views of the kernel, not files: never entered
+/// unless named (by `statfs` magic; `/dev`, a devtmpfs that reports itself
+/// as tmpfs, is left out by its path).
+pub fn is_pseudo_fs(path: &Path) -> bool {
+    const PSEUDO: &[i64] = &[
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x1373,      // devfs
+        0x1cd1,      // devpts
+        0x0027_e0eb, // cgroup
+        0x6367_7270, // cgroup2
+        0x6462_6720, // debugfs
+        0x7472_6163, // tracefs
+        0x7363_6673, // securityfs
+        0x6165_676c, // pstore
+        0xcafe_4a11, // bpf
+        0x6265_6570, // configfs
+        0x6573_5543, // fusectl
+        0x1980_0202, // mqueue
+        0x4249_4e4d, // binfmt_misc
+        0xf97c_ff8c, // selinuxfs
+        0xde5e_81e4, // efivarfs
+        0x6e73_6673, // nsfs
+        0x0187,      // autofs
+    ];
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statfs is plain old data; zeroes are a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    PSEUDO.contains(&(st.f_type as i64))
+}
+
+/// Whether `dir` is on another filesystem than its parent.
+pub fn is_mount_point(dir: &Path) -> bool {
+    let (Ok(me), Some(Ok(parent))) = (dir.symlink_metadata(), dir.parent().map(Path::symlink_metadata)) else { return false };
+    me.dev() != parent.dev()
+}
+
+/// I/O scheduling class for `ionice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoClass {
+    Idle,
+    BestEffortLow,
+    Unchanged,
+}
+
+/// Lower this process's CPU priority to `nice` and its I/O class, before
+/// any other thread exists (Linux applies both per thread; new threads
+/// inherit them). Returns what could not be set.
+pub fn lower_priority(nice: i32, io: IoClass) -> Vec<String> {
+    let mut failed = Vec::new();
+    if nice != 0 {
+        // SAFETY: setpriority on the calling thread; no pointers.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+            failed.push(format!("nice {nice}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const CLASS_SHIFT: libc::c_long = 13;
+    let prio = match io {
+        IoClass::Idle => 3 << CLASS_SHIFT,
+        IoClass::BestEffortLow => (2 << CLASS_SHIFT) | 7,
+        IoClass::Unchanged => return failed,
+    };
+    // SAFETY: ioprio_set(who, 0 = this thread, prio); no pointers.
+    if unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as libc::c_long, prio) } != 0 {
+        failed.push(format!("ionice: {}", std::io::Error::last_os_error()));
+    }
+    failed
+}
+
+/// CPU time this process has used.
+pub fn process_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Create `path`, which must not exist, readable by its owner alone (0600).
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+/// Write `data` to `path` (created or cut, 0600).
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Create directory `dir` and its parents, `dir` itself for its owner
+/// alone (0700, set again if it existed); refused if `dir` is a symbolic
+/// link or not a directory.
+pub fn mkdir_private(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    if !std::fs::symlink_metadata(dir)?.is_dir() {
+        return Err(std::io::Error::other(format!("{}: not a directory", dir.display())));
+    }
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+}
+
+fn cstr(p: &std::ffi::OsStr) -> std::io::Result<CString> {
+    CString::new(p.as_bytes()).map_err(|_| std::io::Error::other("NUL in a path"))
+}
+
+/// An open directory, reached one component at a time without following a
+/// symbolic link; names are created and removed relative to it, so a
+/// directory of the path swapped for a link since changes nothing.
+pub struct DirFd(OwnedFd);
+
+impl DirFd {
+    /// Open directory `dir` (absolute) one component at a time, never
+    /// following a symbolic link.
+    pub fn open_nofollow(dir: &Path) -> std::io::Result<DirFd> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a constant, valid C string.
+        let root = unsafe { libc::open(c"/".as_ptr(), flags) };
+        if root < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: root was just opened.
+        let mut fd = unsafe { OwnedFd::from_raw_fd(root) };
+        for c in dir.components() {
+            let Component::Normal(part) = c else { continue };
+            let name = cstr(part)?;
+            // SAFETY: fd is an open directory, name a valid C string.
+            let next = unsafe { libc::openat(fd.as_raw_fd(), name.as_ptr(), flags) };
+            if next < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+                    return Err(std::io::Error::other(format!("{}: a symbolic link or not a directory", part.to_string_lossy())));
+                }
+                return Err(e);
+            }
+            // SAFETY: next was just opened.
+            fd = unsafe { OwnedFd::from_raw_fd(next) };
+        }
+        Ok(DirFd(fd))
+    }
+
+    /// Create `name` in this directory for writing: never over an existing
+    /// file, never through a link (0600 until its mode is set).
+    pub fn create_new(&self, name: &std::ffi::OsStr) -> std::io::Result<File> {
+        let cname = cstr(name)?;
+        // SAFETY: self is an open directory, cname a valid C string.
+        let fd = unsafe {
+            libc::openat(
+                self.0.as_raw_fd(),
+                cname.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just opened and is owned here.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Remove `name` from this directory.
+    pub fn unlink(&self, name: &std::ffi::OsStr) -> std::io::Result<()> {
+        let cname = cstr(name)?;
+        // SAFETY: self is an open directory, cname a valid C string.
+        if unsafe { libc::unlinkat(self.0.as_raw_fd(), cname.as_ptr(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// A file's owner, mode and times, to put back on a copy of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits (with setuid, setgid and sticky).
+    pub mode: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+}
+
+impl Ownership {
+    pub fn of(m: &Metadata) -> Self {
+        Self {
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode() & 0o7777,
+            atime_ns: m.atime().saturating_mul(1_000_000_000).saturating_add(m.atime_nsec()),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
+        }
+    }
+
+    /// Set this owner, mode and times on the open `file`.
+    pub fn apply(&self, file: &File) -> std::io::Result<()> {
+        let fd = file.as_raw_fd();
+        let ts = |ns: i64| libc::timespec { tv_sec: ns.div_euclid(1_000_000_000), tv_nsec: ns.rem_euclid(1_000_000_000) };
+        let times = [ts(self.atime_ns), ts(self.mtime_ns)];
+        // SAFETY: fd is open; times is two valid timespecs.
+        let ok = unsafe {
+            libc::fchown(fd, self.uid, self.gid) == 0
+                && libc::fchmod(fd, self.mode) == 0
+                && libc::futimens(fd, times.as_ptr()) == 0
+        };
+        if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
+}

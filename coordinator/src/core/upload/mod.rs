@@ -1,0 +1,338 @@
+//! The path of an upload, whichever front door it came in by, in the order
+//! it runs. [`Uploads::scan`] is the entry; each step is a module of its own
+//! that owns its state:
+//!
+//! 1. the entry: the caller's role; a blocked sha256 answered from its IOC
+//!    list, a stored verdict from the cache ([`cache`]), a file on the
+//!    poison list or too large for any worker answered at once, all before
+//!    a byte is read;
+//! 2. [`quota`]: the client's upload slots and byte rate, the coordinator's
+//!    uploads in all, the spool quota; past one, busy with a retry hint;
+//! 3. [`receive`] into a [`spool`] (memory, then an unlinked file), checking
+//!    size and sha256; a fast large upload is cut through to its worker
+//!    while it arrives (steps 4 to 6 run ahead for it, given back if it
+//!    pauses or lies);
+//! 4. [`coalesce`]: the first complete upload of a content leads, the
+//!    others wait for its verdict;
+//! 5. [`lock`]: the scan lock coordinators sharing a store take, so one
+//!    content is scanned once across all of them;
+//! 6. [`dispatch`] to the worker rendezvous hashing picks, failing over to
+//!    the next;
+//! 7. [`verdict`]: the answer checked and stored, and then shaped for the
+//!    caller as every answer is (IOC lists, role, audit).
+//!
+//! Uploads with neither size nor digest (clamd, REST) are hashed into a
+//! spool first ([`unhashed`]) and then take the same path.
+
+pub mod cache;
+pub mod coalesce;
+pub mod dispatch;
+pub mod lock;
+pub mod quota;
+pub mod receive;
+pub mod spool;
+pub mod unhashed;
+pub mod verdict;
+
+use super::answer::Answers;
+use super::digests::valid_sha256;
+use super::error::CoreError;
+use super::iocs::IocLists;
+use crate::auth::{Caller, Op};
+use crate::cluster::Cluster;
+use crate::metrics::Metrics;
+use crate::rules::{LoadedRules, RulesManager};
+use crate::siem::Siem;
+use crate::store::Guarded;
+use cache::Cache;
+use coalesce::{Coalescer, Turn};
+use dispatch::{Dispatcher, Failed};
+use futures::StreamExt;
+use lock::{Locks, Taken};
+use qala_common::KeptFiles;
+use qala_proto::v1 as pb;
+use quota::Quotas;
+use receive::{CutThrough, Received};
+use serde_json::json;
+use spool::Spool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use unhashed::Unhashed;
+use verdict::Verdicts;
+
+pub use receive::Body;
+
+/// A busy coordinator is asked again for this long before an unhashed
+/// upload's error is returned (its client cannot be told to come back).
+const BUSY_PATIENCE: Duration = Duration::from_secs(60);
+/// Bytes handed to the upload path per chunk of an unhashed upload's spool.
+const REPLAY_CHUNK: usize = 1 << 20;
+/// Most times a waiter whose leader failed tries again (as leader, maybe).
+const MAX_TURNS: usize = 8;
+
+/// Limits of the upload path, from the coordinator's flags.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// Most uploads received and scanned at once.
+    pub max_uploads: usize,
+    pub client_max_uploads: usize,
+    /// Bytes per second one client may upload (0: no limit).
+    pub client_bytes_per_sec: u64,
+    /// Bytes of uploads held at once.
+    pub spool_max: u64,
+    /// Of those, bytes held in memory.
+    pub spool_memory: u64,
+    /// Spill files kept between uploads, in bytes.
+    pub spool_keep: u64,
+    /// An upload that sends nothing for this long is cancelled.
+    pub upload_stall: Duration,
+    /// Used while no worker has said its own limit.
+    pub max_file_size: u64,
+}
+
+/// What the upload path works with, shared with the rest of the core.
+pub struct UploadDeps {
+    pub store: Arc<Guarded>,
+    pub cluster: Arc<Cluster>,
+    pub rules: Arc<RulesManager>,
+    pub iocs: Arc<IocLists>,
+    pub answers: Arc<Answers>,
+    pub metrics: Arc<Metrics>,
+    pub siem: Arc<Siem>,
+}
+
+/// The upload path and its state.
+pub struct Uploads {
+    settings: UploadSettings,
+    quotas: Quotas,
+    spill: Arc<KeptFiles>,
+    cache: Cache,
+    coalescer: Coalescer,
+    locks: Locks,
+    dispatcher: Dispatcher,
+    verdicts: Verdicts,
+    cluster: Arc<Cluster>,
+    rules: Arc<RulesManager>,
+    iocs: Arc<IocLists>,
+    answers: Arc<Answers>,
+    metrics: Arc<Metrics>,
+}
+
+impl Uploads {
+    pub fn new(settings: UploadSettings, deps: UploadDeps) -> Self {
+        let quotas = Quotas::new(settings.client_max_uploads, settings.client_bytes_per_sec, settings.spool_max)
+            .with_max_uploads(settings.max_uploads)
+            .with_spool_memory(settings.spool_memory);
+        let spill = KeptFiles::new(settings.spool_keep.min(settings.spool_max), spool::KEEP_FILES);
+        Self {
+            quotas,
+            spill,
+            cache: Cache::new(deps.store.clone(), deps.iocs.clone()),
+            coalescer: Coalescer::default(),
+            locks: Locks::new(deps.store.clone(), deps.cluster.scan_timeout),
+            dispatcher: Dispatcher::new(deps.cluster.clone(), deps.iocs.clone()),
+            verdicts: Verdicts::new(deps.store, deps.siem),
+            cluster: deps.cluster,
+            rules: deps.rules,
+            iocs: deps.iocs,
+            answers: deps.answers,
+            metrics: deps.metrics,
+            settings,
+        }
+    }
+
+    /// An upload that sends nothing for this long is cancelled.
+    pub fn upload_stall(&self) -> Duration {
+        self.settings.upload_stall
+    }
+
+    /// The largest upload scanned: the smallest limit among live workers, or
+    /// the coordinator's own when none has said.
+    pub fn max_file_size(&self) -> u64 {
+        let said = self.cluster.live().iter().map(|w| w.max_file_size).filter(|&m| m > 0).min();
+        said.unwrap_or(self.settings.max_file_size)
+    }
+
+    /// Uploads being received or scanned now.
+    pub fn in_progress(&self) -> usize {
+        self.quotas.in_progress()
+    }
+
+    /// Uploads refused as busy since start.
+    pub fn busy_rejections(&self) -> u64 {
+        self.quotas.busy_rejections()
+    }
+
+    /// Scan one upload, `header` then `body`, as `caller`: the entry of the
+    /// path (see the module documentation). The answer is shaped for the
+    /// caller, counted and audited.
+    pub async fn scan(&self, caller: &Caller, header: pb::ScanHeader, body: Body) -> Result<pb::ScanResponse, CoreError> {
+        caller.require(Op::Scan)?;
+        let started = Instant::now();
+        let mut result = self.answer(caller, &header, body).await;
+        if let Ok(pb::ScanResponse { verdict: Some(v), .. }) = &mut result {
+            self.iocs.apply(v);
+            Answers::for_caller(caller, v);
+            if header.brief {
+                Answers::brief(v);
+            }
+        }
+        let outcome = result.as_ref().ok().map(|r| (r.verdict.as_ref(), r.cached));
+        self.metrics.scanned(header.size, outcome, started.elapsed());
+        let audit = self.answers.audit();
+        match &result {
+            Ok(r) => {
+                let none = pb::Verdict::default();
+                let v = r.verdict.as_ref().unwrap_or(&none);
+                let fields = json!({"sha256": header.sha256, "size": header.size, "verdict": qala_proto::VerdictKind::of(v).label(), "cached": r.cached});
+                audit.event("scan", Some(caller), fields);
+                self.answers.served(caller, "scan", v);
+            }
+            Err(e) => audit.event("scan", Some(caller), json!({"sha256": header.sha256, "size": header.size, "error": e.kind()})),
+        }
+        result
+    }
+
+    /// The verdict of one upload, before it is shaped for its caller.
+    async fn answer(&self, caller: &Caller, header: &pb::ScanHeader, body: Body) -> Result<pb::ScanResponse, CoreError> {
+        let cached = |v| Ok(pb::ScanResponse { verdict: Some(v), cached: true });
+        let rules = self.rules.current();
+        // Answered without reading a byte: blocked by an IOC list, known,
+        // on the poison list, or too large for any worker.
+        if !valid_sha256(&header.sha256) {
+            return Err(CoreError::Invalid(format!("header sha256 is not a lower-case hex sha256: {:?}", header.sha256)));
+        }
+        if let Some(v) = self.iocs.blocked_verdict("sha256", &header.sha256, &rules.id) {
+            return cached(v);
+        }
+        if let Some(v) = self.cache.cached(&rules.id, &header.sha256).await {
+            return cached(v);
+        }
+        if let Some(detail) = self.verdicts.poisoned(&header.sha256).await {
+            tracing::warn!(sha256 = header.sha256, detail, "poison file: not sent to any worker");
+            return Ok(pb::ScanResponse { verdict: Some(verdict::poisoned(header, &rules.id, &detail)), cached: false });
+        }
+        let max = self.max_file_size();
+        if header.size > max {
+            return Ok(pb::ScanResponse { verdict: Some(verdict::too_big(header, max, &rules.id)), cached: false });
+        }
+        // Bounded work, per client and in all: past a limit the client is
+        // asked to come back later instead of being queued without bound.
+        let admitted = self.quotas.admit(&caller.name, header.size, self.coalescer.len())?;
+        let spool = Spool::new(admitted.memory).reusing(self.spill.clone(), header.size);
+        let cut = CutThrough {
+            coalescer: &self.coalescer,
+            locks: &self.locks,
+            cache: &self.cache,
+            dispatcher: &self.dispatcher,
+            rules: &rules,
+        };
+        let Received { mut spool, live } =
+            receive::receive(header, body, &admitted.client, spool, self.settings.upload_stall, Some(cut)).await?;
+        if let Some(live) = live {
+            return self.finish_live(header, &mut spool, &rules, live).await;
+        }
+        // Scanned while this one was arriving?
+        if let Some(v) = self.cache.cached(&rules.id, &header.sha256).await {
+            return cached(v);
+        }
+        let key = format!("{}:{}", rules.id, header.sha256);
+        for _ in 0..MAX_TURNS {
+            match self.coalescer.turn(&key) {
+                Turn::Leader(leader) => {
+                    // Coordinators sharing the store scan one content once:
+                    // wait for another's verdict if it is scanning this one.
+                    let (result, cached) = match self.locks.take(&self.cache, &rules.id, &header.sha256).await {
+                        Taken::Done(v) => (Ok(*v), true),
+                        Taken::Scan(_lock) => (self.scan_spool(header, &mut spool, &rules).await, false),
+                    };
+                    leader.finish(&result);
+                    return result.map(|v| pb::ScanResponse { verdict: Some(v), cached });
+                }
+                Turn::Waiter(waiter) => {
+                    if let Some(v) = waiter.verdict().await {
+                        return cached(v);
+                    }
+                    // The leader failed or went away: try again, maybe as leader.
+                }
+            }
+        }
+        Err(CoreError::Unavailable("could not complete the scan after repeated failures of concurrent scans".into()))
+    }
+
+    /// Dispatch a received upload and store the verdict.
+    async fn scan_spool(
+        &self,
+        header: &pb::ScanHeader,
+        spool: &mut Spool,
+        rules: &LoadedRules,
+    ) -> Result<pb::Verdict, CoreError> {
+        let (v, worker) = self.dispatcher.dispatch(header, spool, rules).await?;
+        self.verdicts.finish(v, &worker.id, header, rules).await
+    }
+
+    /// The verdict of a cut-through upload, now whole and verified: its
+    /// worker gets the last chunk; if that worker fails, the spool is
+    /// replayed to the next as for any upload.
+    async fn finish_live(
+        &self,
+        header: &pb::ScanHeader,
+        spool: &mut Spool,
+        rules: &LoadedRules,
+        live: receive::Live,
+    ) -> Result<pb::ScanResponse, CoreError> {
+        let (answer, live) = live.finish(header, &rules.id).await;
+        let receive::Live { slot, leader, lock, .. } = live;
+        let worker = slot.worker.clone();
+        let dispatched = match answer {
+            Ok(v) => Ok((v, worker)),
+            Err(Failed::Upload(s)) => Err(CoreError::Invalid(s.message().to_string())),
+            Err(Failed::Busy(_)) => {
+                drop(slot);
+                self.dispatcher.dispatch_after(header, spool, rules, Vec::new(), None).await
+            }
+            Err(Failed::Worker(s)) => {
+                worker.suspend();
+                drop(slot);
+                tracing::warn!(sha256 = header.sha256, worker = worker.id, error = %s.message(), "worker failed during cut-through; replaying the upload from the spool");
+                self.dispatcher.dispatch_after(header, spool, rules, vec![worker.id.clone()], Some(s)).await
+            }
+        };
+        let result = match dispatched {
+            Ok((v, worker)) => self.verdicts.finish(v, &worker.id, header, rules).await,
+            Err(e) => Err(e),
+        };
+        drop(lock);
+        leader.finish(&result);
+        result.map(|v| pb::ScanResponse { verdict: Some(v), cached: false })
+    }
+
+    /// Scan a whole unhashed upload as `caller`; a busy coordinator is
+    /// asked again after its hint, for up to [`BUSY_PATIENCE`].
+    pub async fn scan_unhashed(&self, caller: &Caller, upload: Unhashed) -> Result<pb::ScanResponse, CoreError> {
+        let (spool, sha256) = upload.finish();
+        let header = pb::ScanHeader { sha256, size: spool.len(), ..Default::default() };
+        let spool = Arc::new(Mutex::new(spool));
+        let started = Instant::now();
+        loop {
+            spool.lock().await.rewind().await.map_err(|e| CoreError::Internal(format!("spool: {e}")))?;
+            let body = futures::stream::unfold(Some(spool.clone()), |state| async move {
+                let s = state?;
+                let next = s.lock().await.next_chunk(REPLAY_CHUNK).await;
+                match next {
+                    Ok(Some(b)) => Some((Ok(b), Some(s))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(CoreError::Internal(format!("spool: {e}"))), None)),
+                }
+            })
+            .boxed();
+            match self.scan(caller, header.clone(), body).await {
+                Err(CoreError::Busy { retry_after, .. }) if started.elapsed() < BUSY_PATIENCE => {
+                    tokio::time::sleep(retry_after.clamp(Duration::from_millis(50), Duration::from_secs(5))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
