@@ -68,26 +68,22 @@ pub struct AgentConfig {
     pub paths: PathsConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub url: Option<String>,
     pub ca: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub agent_id: Option<String>,
-    /// How often the service reports to the inventory (check-in).
-    pub checkin_interval: Duration,
+    /// How often the service reports to the inventory (check-in); 5
+    /// minutes unless set.
+    pub checkin_interval: Option<Duration>,
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            ca: None,
-            token_file: None,
-            agent_id: None,
-            checkin_interval: Duration(std::time::Duration::from_secs(300)),
-        }
+impl ServerConfig {
+    /// How often the service checks in.
+    pub fn checkin_every(&self) -> std::time::Duration {
+        self.checkin_interval.map_or(std::time::Duration::from_secs(300), |d| d.0).max(std::time::Duration::from_secs(1))
     }
 }
 
@@ -472,7 +468,8 @@ mod tests {
         assert_eq!(c.limits.upload_bytes_per_sec, Size(10 << 20));
         assert_eq!(c.schedule.interval.0.as_secs(), 24 * 3600);
         assert_eq!(c.limits.ionice, IoNice::Idle);
-        assert_eq!(c.server.checkin_interval.0.as_secs(), 300);
+        assert_eq!(c.server.checkin_every().as_secs(), 300);
+        assert_eq!(AgentConfig::default().server.checkin_every().as_secs(), 300);
         assert_eq!(parse_size("100"), Ok(100));
         assert_eq!(parse_size("4K"), Ok(4096));
         assert_eq!(parse_size("25MiB"), Ok(25 << 20));

@@ -2,6 +2,7 @@
 //! the background tasks, in that order, each step announced in the log; and
 //! stopping it, in-flight requests finished first.
 
+use crate::core::shared::Shared;
 use crate::core::upload::UploadSettings;
 use crate::core::workers::Enrollment;
 use crate::core::{self, Core};
@@ -96,7 +97,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         stop_rx.clone(),
     )?;
     let core = Arc::new(Core::new(
-        core::Deps { store: store.clone(), cluster: cluster.clone(), rules: rules.clone(), auth: auth.clone(), audit, siem },
+        Shared::new(store.clone(), cluster.clone(), rules.clone(), auth.clone(), audit, siem),
         core::Settings {
             uploads: UploadSettings {
                 max_uploads: config.max_uploads,

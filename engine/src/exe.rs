@@ -371,7 +371,7 @@ mod tests {
     fn own_test_binary_is_summarised() {
         // The test binary itself is a real ELF (on Linux, where CI runs).
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        let ty = FileType::detect(&me);
+        let ty = crate::formats::detect(&me);
         assert_eq!(ty, FileType::Elf);
         let s = &summarize_executable(&me, ty, "self")[0];
         assert_eq!(s.error, None);

@@ -30,6 +30,7 @@ mod report;
 mod rules;
 #[cfg(feature = "rules")]
 mod scan;
+mod tally;
 mod version;
 mod walk;
 
@@ -37,6 +38,7 @@ pub mod fuzzing;
 
 pub use exe::{ExecutableSummary, SectionSummary, summarize_executable};
 pub use filetype::FileType;
+pub use formats::detect;
 pub use hash::{DigestKinds, Digests, Hasher, ObjectDigests};
 pub use limits::{Limit, Limits};
 pub use report::{Detection, LimitHit, ObjectMeta, Report, Severity};

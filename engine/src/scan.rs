@@ -11,7 +11,8 @@ use crate::rules::{
     GLOBAL_DEPTH, GLOBAL_EXE_FACTS, GLOBAL_EXE_OVERLAY, GLOBAL_EXE_SIGNED, GLOBAL_FILE_TYPE, GLOBAL_FILENAME, GLOBAL_PARENT_TYPE,
     Ruleset,
 };
-use crate::walk::{Inspect, Object, Root, Walk, walk};
+use crate::tally::Tally;
+use crate::walk::{Inspect, Object, Root, walk};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -101,7 +102,7 @@ impl<'r> Engine<'r> {
 }
 
 impl Inspect for Rules<'_> {
-    fn inspect(&mut self, walk: &mut Walk, o: &Object<'_>) {
+    fn inspect(&mut self, walk: &mut Tally, o: &Object<'_>) {
         self.scanner.set_timeout(o.timeout);
         self.timeout = o.timeout;
         let facts: Vec<&str> = o.exe.iter().flat_map(|e| e.facts.iter().map(String::as_str)).collect();
@@ -122,7 +123,7 @@ impl Inspect for Rules<'_> {
 }
 
 impl Rules<'_> {
-    fn run_rules(&mut self, walk: &mut Walk, data: &[u8], ty: FileType, path: &str, depth: u32, parent_type: &str) {
+    fn run_rules(&mut self, walk: &mut Tally, data: &[u8], ty: FileType, path: &str, depth: u32, parent_type: &str) {
         let file_name = path.rsplit('/').next().unwrap_or(path);
         // The globals were declared with these types at compile time, so
         // setting them cannot fail.

@@ -1,17 +1,18 @@
 //! The walk through one submission: type detection, executable summaries,
-//! recursive unpacking under [`Limits`], and the bookkeeping of what was
-//! found. What looks at each object's bytes (the yara-x rules) plugs in
+//! and recursive unpacking under [`Limits`], each object admitted, read
+//! with the tightest cap and scanned; what was found is kept in a
+//! [`Tally`]. What looks at each object's bytes (the yara-x rules) plugs in
 //! through [`Inspect`], so the unpackers build, run and fuzz without yara-x;
 //! what a container holds is each format module's business
 //! ([`crate::formats`]), behind [`Walker`].
 
 use crate::exe::{ExecutableSummary, panic_message, summarize_executable};
 use crate::filetype::FileType;
-use crate::formats::{self, Container, Read, Walker, at};
+use crate::formats::{self, Container, Flow, Read, Walker, at};
 use crate::hash::{DigestKinds, Digests, Hasher, ObjectDigests};
 use crate::limits::{Deadline, Limit, Limits};
-use crate::report::{Detection, LimitHit, ObjectMeta, Report, Severity};
-use std::collections::HashSet;
+use crate::report::Report;
+use crate::tally::Tally;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -39,22 +40,15 @@ pub(crate) struct Object<'a> {
 /// Looks at the bytes of every object of a submission (root and extracted)
 /// and records what it finds in the walk.
 pub(crate) trait Inspect {
-    fn inspect(&mut self, walk: &mut Walk, object: &Object<'_>);
+    fn inspect(&mut self, tally: &mut Tally, object: &Object<'_>);
 }
 
 /// Inspects nothing: unpacking and executable summaries only (fuzzing, and
 /// measuring the unpackers alone).
 pub(crate) struct NoInspection;
 
-/// The path of a child object: `parent/name`, or just `name` under the root,
-/// whose path is empty (a submission's own name is the client's, not part of
-/// its content).
-pub(crate) fn join(parent: &str, name: &str) -> String {
-    if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
-}
-
 impl Inspect for NoInspection {
-    fn inspect(&mut self, _: &mut Walk, _: &Object<'_>) {}
+    fn inspect(&mut self, _: &mut Tally, _: &Object<'_>) {}
 }
 
 /// Which of the root's digests a walk computes. (Without the `rules`
@@ -69,40 +63,6 @@ pub(crate) enum Root<'a> {
     /// None: the sha256 is given, and the caller computes blake3, md5 and
     /// sha1 itself (the report leaves them empty).
     HashedByCaller(&'a str),
-}
-
-/// Per-submission bookkeeping.
-pub(crate) struct Walk {
-    /// Set when the submission's time budget ran out: nothing more is read.
-    pub(crate) out_of_time: bool,
-    pub(crate) objects: u32,
-    /// Bytes of the objects counted in `objects`.
-    pub(crate) bytes: u64,
-    pub(crate) extracted: u64,
-    /// Bytes of decoded objects alive now: the submission and the objects
-    /// on the way down to the one being scanned.
-    pub(crate) live: u64,
-    /// sha256 of every object already scanned in this submission.
-    pub(crate) seen: HashSet<[u8; 32]>,
-    /// Digests of the distinct objects inside the submission, and the
-    /// kinds asked for besides sha256.
-    pub(crate) digests: Vec<ObjectDigests>,
-    pub(crate) kinds: DigestKinds,
-    /// 1-based index in `digests` of the object being scanned; 0: the root.
-    pub(crate) current: u32,
-    pub(crate) detections: Vec<Detection>,
-    pub(crate) executables: Vec<crate::exe::ExecutableSummary>,
-    pub(crate) limits_hit: Vec<LimitHit>,
-    pub(crate) errors: Vec<String>,
-    pub(crate) encrypted: Vec<String>,
-    pub(crate) object_meta: Vec<ObjectMeta>,
-    pub(crate) root_unscanned: bool,
-}
-
-impl Walk {
-    pub(crate) fn limit(&mut self, limit: Limit, object: &str, detail: String) {
-        self.limits_hit.push(LimitHit { limit, object: object.to_string(), detail });
-    }
 }
 
 /// Walk one submission held in memory: `name` is the root object's path
@@ -135,25 +95,8 @@ pub(crate) fn walk(
             Digests { sha256: sha256.to_string(), blake3: String::new(), md5: String::new(), sha1: String::new() }
         }
     };
-    let root_type = root_type.unwrap_or_else(|| FileType::detect(data));
-    let mut walk = Walk {
-        live: data.len() as u64,
-        objects: 0,
-        bytes: 0,
-        extracted: 0,
-        out_of_time: false,
-        seen: HashSet::new(),
-        digests: Vec::new(),
-        kinds,
-        current: 0,
-        detections: Vec::new(),
-        executables: Vec::new(),
-        limits_hit: Vec::new(),
-        errors: Vec::new(),
-        encrypted: Vec::new(),
-        object_meta: Vec::new(),
-        root_unscanned: false,
-    };
+    let root_type = root_type.unwrap_or_else(|| formats::detect(data));
+    let mut walk = Tally::new(data.len() as u64, kinds);
     // An empty name is the submission itself (the worker never has the
     // client's name): object paths are then relative to it, the root "".
     // The root's sha256 is already known: no second pass.
@@ -164,45 +107,14 @@ pub(crate) fn walk(
     let deadline = Deadline::new(limits.max_scan_time, cancel);
     let mut unpacker = Unpacker { inspector, limits, deadline, walk };
     unpacker.scan_object(data, root_type, name, 0, "");
-    let walk = unpacker.walk;
-
-    let verdict = if walk.root_unscanned && walk.detections.is_empty() {
-        None
-    } else {
-        let mut v = walk.detections.iter().map(|d| d.severity).max().unwrap_or(Severity::Clean);
-        // Policy: what was not looked at may count against the file.
-        if (limits.alert_exceeded && !walk.limits_hit.is_empty()) || (limits.alert_encrypted && !walk.encrypted.is_empty()) {
-            v = v.max(Severity::Suspicious);
-        }
-        Some(v)
-    };
-    Report {
-        sha256: digests.sha256,
-        blake3: digests.blake3,
-        md5: digests.md5,
-        sha1: digests.sha1,
-        size: data.len() as u64,
-        file_type: root_type.as_str(),
-        verdict,
-        detections: walk.detections,
-        executables: walk.executables,
-        limits_hit: walk.limits_hit,
-        errors: walk.errors,
-        encrypted: walk.encrypted,
-        object_meta: walk.object_meta,
-        objects: walk.digests,
-        object_digest_kinds: walk.kinds,
-        objects_scanned: walk.objects,
-        bytes_scanned: walk.bytes,
-        duration: start.elapsed(),
-    }
+    unpacker.walk.into_report(digests, data.len() as u64, root_type, limits, start.elapsed())
 }
 
 struct Unpacker<'a, I> {
     inspector: &'a mut I,
     limits: &'a Limits,
     deadline: Deadline,
-    walk: Walk,
+    walk: Tally,
 }
 
 impl<I: Inspect> Unpacker<'_, I> {
@@ -249,7 +161,7 @@ impl<I: Inspect> Unpacker<'_, I> {
 }
 
 impl<I: Inspect> Walker for Unpacker<'_, I> {
-    fn walk(&mut self) -> &mut Walk {
+    fn tally(&mut self) -> &mut Tally {
         &mut self.walk
     }
 
@@ -332,7 +244,7 @@ impl<I: Inspect> Walker for Unpacker<'_, I> {
         let truncated = member.truncated;
         walk.digests.push(ObjectDigests { object: child.to_string(), parent, sha256: digest, md5, sha1, truncated });
         walk.current = walk.digests.len() as u32;
-        let ty = FileType::detect(&member.data);
+        let ty = formats::detect(&member.data);
         let held = member.data.len() as u64;
         walk.live += held;
         let limits_before = walk.limits_hit.len();
@@ -347,10 +259,4 @@ impl<I: Inspect> Walker for Unpacker<'_, I> {
         }
         Flow::Continue
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flow {
-    Continue,
-    Stop,
 }

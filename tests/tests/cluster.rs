@@ -236,6 +236,70 @@ fn broken_rule_file_is_reported_and_old_rules_stay() {
     assert_eq!(lines[0]["ruleset_id"], after.as_str());
 }
 
+/// A Kubernetes ConfigMap mounted as the rules directory: `..data` links to
+/// a timestamped directory holding the files, and each key is a link
+/// through `..data`. Each rule is compiled once, with the plain folder's
+/// ruleset id; an update swaps `..data` to a new directory, as the kubelet
+/// does, and the running coordinator reloads to one copy of each new rule.
+#[test]
+fn a_configmap_rules_volume_compiles_each_rule_once_and_follows_its_updates() {
+    use std::os::unix::fs::symlink;
+    let plain = tempfile::tempdir().unwrap();
+    copy_bundled_rules(plain.path());
+    let names: Vec<String> =
+        std::fs::read_dir(plain.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("eicar.com"), eicar()).unwrap();
+    let (want, want_detections) = {
+        let cluster = Cluster::start(plain.path(), None, 1).unwrap();
+        let (_, lines) = cluster.scan(&[tree.path()]).unwrap();
+        (cluster.status().unwrap()["rules"].clone(), lines[0]["detections"].clone())
+    };
+
+    let volume = tempfile::tempdir().unwrap();
+    let first = volume.path().join("..2026_12_01_10_00_00.123456789");
+    std::fs::create_dir(&first).unwrap();
+    copy_bundled_rules(&first);
+    symlink(first.file_name().unwrap(), volume.path().join("..data")).unwrap();
+    for n in &names {
+        symlink(Path::new("..data").join(n), volume.path().join(n)).unwrap();
+    }
+    let cluster = Cluster::start_with_poll(volume.path(), None, 1, 200).unwrap();
+    let got = cluster.status().unwrap()["rules"].clone();
+    assert_eq!(got["ruleset_id"], want["ruleset_id"], "the plain folder's ruleset id: {got}");
+    assert_eq!((&got["rule_count"], &got["file_count"]), (&want["rule_count"], &want["file_count"]), "each rule once: {got}");
+
+    let (code, lines) = cluster.scan(&[tree.path()]).unwrap();
+    assert_eq!(code, 1, "{lines:?}");
+    assert_eq!(lines[0]["detections"], want_detections, "each rule matched once, as in the plain folder");
+
+    // The update: a new directory with one rule more, `..data` swapped to it
+    // at once (a rename over the link), the new key's link added.
+    let second = volume.path().join("..2026_12_02_10_00_00.987654321");
+    std::fs::create_dir(&second).unwrap();
+    copy_bundled_rules(&second);
+    std::fs::write(second.join("marker.yar"), "rule configmap_marker { strings: $a = \"qala-configmap-5521\" condition: $a }")
+        .unwrap();
+    symlink(second.file_name().unwrap(), volume.path().join("..data_tmp")).unwrap();
+    std::fs::rename(volume.path().join("..data_tmp"), volume.path().join("..data")).unwrap();
+    symlink(Path::new("..data").join("marker.yar"), volume.path().join("marker.yar")).unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+    let rule_count = want["rule_count"].as_u64().unwrap();
+    let after = wait_for("the updated rules in force", Duration::from_secs(30), || {
+        let s = cluster.status().ok()?;
+        let r = &s["rules"];
+        let id = r["ruleset_id"].as_str()?.to_string();
+        (id != want["ruleset_id"].as_str()? && s["workers"][0]["ruleset_id"] == id.as_str()).then(|| r.clone())
+    })
+    .unwrap();
+    assert_eq!(after["rule_count"].as_u64(), Some(rule_count + 1), "one copy of each new rule: {after}");
+    assert_eq!(after["file_count"].as_u64(), Some(names.len() as u64 + 1), "{after}");
+    std::fs::write(tree.path().join("marker.txt"), "qala-configmap-5521").unwrap();
+    let (_, lines) = cluster.scan(&[&tree.path().join("marker.txt")]).unwrap();
+    let rules: Vec<&str> = lines[0]["detections"].as_array().unwrap().iter().filter_map(|d| d["rule"].as_str()).collect();
+    assert_eq!(rules, ["configmap_marker"], "{}", lines[0]);
+}
+
 fn copy_bundled_rules(to: &Path) {
     for f in std::fs::read_dir(repo_root().join("rules")).unwrap() {
         let f = f.unwrap().path();

@@ -5,12 +5,13 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum Error {
+    /// The flags given cannot work together (or with this machine).
     #[error("{0}")]
     Config(String),
-    #[error("{0}: {1}")]
-    Io(String, #[source] std::io::Error),
     #[error(transparent)]
     Tls(#[from] qala_tls::TlsError),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
     #[error("{what}: {source}")]
     Transport {
         what: String,

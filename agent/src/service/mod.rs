@@ -184,7 +184,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
     }
 
     // Check-ins: at start, then every few minutes.
-    let checkin_every = cfg.server.checkin_interval.0.max(Duration::from_secs(1));
+    let checkin_every = cfg.server.checkin_every();
     {
         let (client, mut stop) = (client.clone(), stop_rx.clone());
         tokio::spawn(async move {

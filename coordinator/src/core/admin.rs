@@ -2,6 +2,7 @@
 //! ids and client certificate names), each audited.
 
 use super::error::CoreError;
+use super::shared::Shared;
 use crate::audit::Audit;
 use crate::auth::{self, Auth, Caller, Op, Role};
 use crate::cluster::Cluster;
@@ -20,8 +21,14 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(store: Arc<Guarded>, auth: Arc<Auth>, rules: Arc<RulesManager>, cluster: Arc<Cluster>, audit: Arc<Audit>) -> Self {
-        Self { store, auth, rules, cluster, audit }
+    pub fn new(s: &Shared) -> Self {
+        Self {
+            store: s.store.clone(),
+            auth: s.auth.clone(),
+            rules: s.rules.clone(),
+            cluster: s.cluster.clone(),
+            audit: s.audit.clone(),
+        }
     }
 
     pub async fn add_token(&self, caller: &Caller, name: &str, role: &str) -> Result<pb::AddTokenResponse, CoreError> {

@@ -6,6 +6,7 @@
 //! always the caller's own, whatever the request says.
 
 use super::error::CoreError;
+use super::shared::Shared;
 use crate::audit::Audit;
 use crate::auth::{self, Auth, Caller, Op, Role};
 use crate::siem::Siem;
@@ -45,8 +46,8 @@ fn new_agent_id(hostname: &str) -> String {
 }
 
 impl Agents {
-    pub fn new(store: Arc<Guarded>, auth: Arc<Auth>, audit: Arc<Audit>, siem: Arc<Siem>) -> Self {
-        Self { store, auth, audit, siem }
+    pub fn new(s: &Shared) -> Self {
+        Self { store: s.store.clone(), auth: s.auth.clone(), audit: s.audit.clone(), siem: s.siem.clone() }
     }
 
     pub async fn enroll(&self, caller: &Caller, req: pb::EnrollAgentRequest) -> Result<pb::EnrollAgentResponse, CoreError> {

@@ -55,7 +55,25 @@ impl CoreError {
         }
     }
 
-    /// A short stable name of the kind, for audit lines and JSON errors.
+    /// The audit log's name of the kind (`PermissionDenied`,
+    /// `ResourceExhausted`, ...: gRPC's code names, as the log has always
+    /// written them, whichever front door the call came by).
+    pub fn audit_code(&self) -> &'static str {
+        match self {
+            CoreError::Busy { .. } => "ResourceExhausted",
+            CoreError::Invalid(_) => "InvalidArgument",
+            CoreError::Unauthenticated(_) => "Unauthenticated",
+            CoreError::Denied(_) => "PermissionDenied",
+            CoreError::NotFound(_) => "NotFound",
+            CoreError::FailedPrecondition(_) => "FailedPrecondition",
+            CoreError::Unavailable(_) => "Unavailable",
+            CoreError::Timeout(_) => "DeadlineExceeded",
+            CoreError::Interrupted(_) => "Cancelled",
+            CoreError::Internal(_) => "Internal",
+        }
+    }
+
+    /// A short stable name of the kind, for REST's JSON errors.
     pub fn kind(&self) -> &'static str {
         match self {
             CoreError::Busy { .. } => "busy",

@@ -4,6 +4,7 @@
 //! again from `next_since` loses nothing and sees nothing twice.
 
 use super::error::CoreError;
+use super::shared::Shared;
 use crate::audit::Audit;
 use crate::auth::{Caller, Op};
 use crate::store::Guarded;
@@ -61,8 +62,8 @@ impl FeedQuery {
 }
 
 impl Feed {
-    pub fn new(store: Arc<Guarded>, audit: Arc<Audit>) -> Self {
-        Self { store, audit }
+    pub fn new(s: &Shared) -> Self {
+        Self { store: s.store.clone(), audit: s.audit.clone() }
     }
 
     /// One page of the feed as `q` asks.

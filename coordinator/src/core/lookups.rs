@@ -8,6 +8,7 @@ use super::answer::Answers;
 use super::digests::{hash_kind, valid_sha256};
 use super::error::CoreError;
 use super::iocs::IocLists;
+use super::shared::Shared;
 use crate::auth::{Caller, Op};
 use crate::metrics::Metrics;
 use crate::rules::RulesManager;
@@ -33,14 +34,14 @@ pub struct Lookups {
 }
 
 impl Lookups {
-    pub fn new(
-        store: Arc<Guarded>,
-        rules: Arc<RulesManager>,
-        iocs: Arc<IocLists>,
-        answers: Arc<Answers>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self { store, rules, iocs, answers, metrics }
+    pub fn new(s: &Shared) -> Self {
+        Self {
+            store: s.store.clone(),
+            rules: s.rules.clone(),
+            iocs: s.iocs.clone(),
+            answers: s.answers.clone(),
+            metrics: s.metrics.clone(),
+        }
     }
 
     /// The id of the ruleset in force: the one every answer is under.

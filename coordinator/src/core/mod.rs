@@ -26,6 +26,7 @@ pub mod error;
 pub mod feed;
 pub mod iocs;
 pub mod lookups;
+pub mod shared;
 pub mod status;
 pub mod upload;
 pub mod workers;
@@ -34,33 +35,17 @@ pub use error::CoreError;
 
 use crate::audit::Audit;
 use crate::auth::{Auth, Caller, Credentials, Op};
-use crate::cluster::Cluster;
-use crate::metrics::Metrics;
-use crate::rules::RulesManager;
-use crate::siem::Siem;
-use crate::store::Guarded;
 use admin::Admin;
 use agents::Agents;
-use answer::Answers;
 use feed::Feed;
 use iocs::IocLists;
 use lookups::Lookups;
 use serde_json::{Value, json};
+use shared::Shared;
 use status::{Overview, UploadLoad};
 use std::sync::Arc;
-use upload::{UploadDeps, UploadSettings, Uploads};
+use upload::{UploadSettings, Uploads};
 use workers::{Enrollment, Workers};
-
-/// What the core is built from: the services it shares with the rest of
-/// the coordinator (background tasks, listeners).
-pub struct Deps {
-    pub store: Arc<Guarded>,
-    pub cluster: Arc<Cluster>,
-    pub rules: Arc<RulesManager>,
-    pub auth: Arc<Auth>,
-    pub audit: Arc<Audit>,
-    pub siem: Arc<Siem>,
-}
 
 /// How the core is set up, from the coordinator's flags.
 pub struct Settings {
@@ -85,34 +70,19 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(deps: Deps, settings: Settings) -> Self {
-        let Deps { store, cluster, rules, auth, audit, siem } = deps;
-        let metrics = Arc::new(Metrics::new());
-        let iocs = Arc::new(IocLists::new(store.clone(), audit.clone()));
-        let answers = Arc::new(Answers::new(audit.clone()));
-        let uploads = Uploads::new(
-            settings.uploads,
-            UploadDeps {
-                store: store.clone(),
-                cluster: cluster.clone(),
-                rules: rules.clone(),
-                iocs: iocs.clone(),
-                answers: answers.clone(),
-                metrics: metrics.clone(),
-                siem: siem.clone(),
-            },
-        );
+    pub fn new(shared: Shared, settings: Settings) -> Self {
+        let s = &shared;
         Self {
-            lookups: Lookups::new(store.clone(), rules.clone(), iocs.clone(), answers, metrics.clone()),
-            admin: Admin::new(store.clone(), auth.clone(), rules.clone(), cluster.clone(), audit.clone()),
-            workers: Workers::new(cluster.clone(), auth.clone(), rules.clone(), audit.clone(), settings.tls, settings.enrollment),
-            agents: Agents::new(store.clone(), auth.clone(), audit.clone(), siem.clone()),
-            feed: Feed::new(store.clone(), audit.clone()),
-            status: Overview::new(cluster, rules, store, iocs.clone(), siem, metrics),
-            iocs,
-            uploads,
-            auth,
-            audit,
+            uploads: Uploads::new(settings.uploads, s),
+            lookups: Lookups::new(s),
+            admin: Admin::new(s),
+            workers: Workers::new(s, settings.tls, settings.enrollment),
+            agents: Agents::new(s),
+            feed: Feed::new(s),
+            status: Overview::new(s),
+            iocs: s.iocs.clone(),
+            auth: s.auth.clone(),
+            audit: s.audit.clone(),
         }
     }
 
@@ -124,7 +94,7 @@ impl Core {
             && !matches!(e, CoreError::Unavailable(_))
         {
             let peer = creds.peer.map(|p| p.to_string());
-            let fields = json!({"peer": peer, "op": format!("{op:?}"), "code": e.kind(), "reason": e.to_string()});
+            let fields = json!({"peer": peer, "op": format!("{op:?}"), "code": e.audit_code(), "reason": e.to_string()});
             self.audit.event("denied", None, fields);
         }
         result

@@ -5,6 +5,7 @@
 
 use super::error::CoreError;
 use super::iocs::IocLists;
+use super::shared::Shared;
 use crate::auth::{Caller, Op};
 use crate::cluster::Cluster;
 use crate::metrics::{Gauges, Metrics};
@@ -55,15 +56,15 @@ pub struct Overview {
 }
 
 impl Overview {
-    pub fn new(
-        cluster: Arc<Cluster>,
-        rules: Arc<RulesManager>,
-        store: Arc<Guarded>,
-        iocs: Arc<IocLists>,
-        siem: Arc<Siem>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self { cluster, rules, store, iocs, siem, metrics }
+    pub fn new(s: &Shared) -> Self {
+        Self {
+            cluster: s.cluster.clone(),
+            rules: s.rules.clone(),
+            store: s.store.clone(),
+            iocs: s.iocs.clone(),
+            siem: s.siem.clone(),
+            metrics: s.metrics.clone(),
+        }
     }
 
     /// The ruleset in force.

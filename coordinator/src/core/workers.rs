@@ -2,6 +2,7 @@
 //! enrollment, with the checks that make a worker prove who it is.
 
 use super::error::CoreError;
+use super::shared::Shared;
 use crate::audit::Audit;
 use crate::auth::{Auth, Caller, Op};
 use crate::cluster::Cluster;
@@ -32,15 +33,8 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn new(
-        cluster: Arc<Cluster>,
-        auth: Arc<Auth>,
-        rules: Arc<RulesManager>,
-        audit: Arc<Audit>,
-        tls: bool,
-        enrollment: Option<Enrollment>,
-    ) -> Self {
-        Self { cluster, auth, rules, audit, tls, enrollment }
+    pub fn new(s: &Shared, tls: bool, enrollment: Option<Enrollment>) -> Self {
+        Self { cluster: s.cluster.clone(), auth: s.auth.clone(), rules: s.rules.clone(), audit: s.audit.clone(), tls, enrollment }
     }
 
     /// The worker a certificate proves, for `Register` and `Heartbeat`: with

@@ -39,7 +39,7 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(_) => StatusCode::NOT_FOUND,
             CoreError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            CoreError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            CoreError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             CoreError::Interrupted(_) => StatusCode::BAD_REQUEST,
             CoreError::FailedPrecondition(_) => StatusCode::CONFLICT,
             CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

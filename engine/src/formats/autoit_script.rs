@@ -5,8 +5,8 @@
 //! applies.
 
 use super::Container;
+use super::Flow;
 use super::bytes::MemberData;
-use crate::walk::Flow;
 use std::borrow::Cow;
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {

@@ -2,8 +2,18 @@
 //! together, so a member's footprint for the ratio cap is the whole cabinet.
 
 use super::Container;
+use super::Flow;
 use super::bytes::read_capped;
-use crate::walk::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
+
+#[distributed_slice(FORMATS)]
+static CAB: Format = Format { name: "cab", rank: 120, unpacks: &[FileType::Cab], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    data.starts_with(b"MSCF").then_some(FileType::Cab)
+}
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let mut cab = match cab::Cabinet::new(std::io::Cursor::new(data)) {

@@ -8,8 +8,8 @@
 //! thousand times.
 
 use super::Container;
+use super::Flow;
 use super::bytes::{le_u16 as u16_at, le_u32 as u32_at, read_capped};
-use crate::walk::Flow;
 use aho_corasick::AhoCorasick;
 use std::sync::OnceLock;
 

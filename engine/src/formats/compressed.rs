@@ -5,9 +5,53 @@
 
 use super::Container;
 use super::bytes::{MemberData, read_capped};
+use super::{FORMATS, Format};
 use crate::filetype::FileType;
 use crate::limits::Deadline;
+use linkme::distributed_slice;
 use std::io::Cursor;
+
+#[distributed_slice(FORMATS)]
+static COMPRESSED: Format = Format {
+    name: "compressed",
+    rank: 60,
+    unpacks: &[FileType::Gzip, FileType::Bzip2, FileType::Xz, FileType::Lzma, FileType::Zstd],
+    sniff,
+    unpack,
+};
+
+/// Magics of the compressed streams.
+const MAGICS: [(&[u8], FileType); 4] = [
+    (&[0x1F, 0x8B], FileType::Gzip),
+    (b"BZh", FileType::Bzip2),
+    (&[0xFD, b'7', b'z', b'X', b'Z', 0x00], FileType::Xz),
+    (&[0x28, 0xB5, 0x2F, 0xFD], FileType::Zstd),
+];
+
+/// gzip, bzip2, xz and zstd by their magics.
+fn sniff(data: &[u8]) -> Option<FileType> {
+    MAGICS.iter().find(|(magic, _)| data.starts_with(magic)).map(|(_, ty)| *ty)
+}
+
+/// A raw LZMA stream, told last of all: it has no magic.
+#[distributed_slice(FORMATS)]
+static LZMA_ALONE: Format = Format { name: "lzma-alone", rank: 310, unpacks: &[], sniff: sniff_lzma_alone, unpack };
+
+/// The "LZMA alone" header has no magic: a properties byte (lc/lp/pb, 0x5D
+/// from every common encoder, at most 224), a dictionary size that encoders
+/// write as 2^n or 2^n + 2^(n-1) between 4 KiB and 1.5 GiB, and an
+/// uncompressed size that is either unknown (all ones) or plausible. The
+/// check runs after every other type, on binary data only.
+fn sniff_lzma_alone(data: &[u8]) -> Option<FileType> {
+    let header = data.get(..13)?;
+    let dict = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+    let size = u64::from_le_bytes(header[5..13].try_into().expect("8 bytes"));
+    let dict_ok = (1 << 12..=3 << 29).contains(&dict) && {
+        let high = 1u32 << (31 - dict.leading_zeros());
+        dict == high || dict == high | (high >> 1)
+    };
+    (header[0] <= 224 && dict_ok && (size == u64::MAX || size < 1 << 40) && data.len() > 13).then_some(FileType::Lzma)
+}
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let codec = match c.ty {

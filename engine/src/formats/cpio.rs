@@ -4,6 +4,19 @@
 
 use super::ar::ascii_num;
 use super::{Container, MAX_LISTED, Slot, unpack_slots};
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
+
+#[distributed_slice(FORMATS)]
+static CPIO: Format = Format { name: "cpio", rank: 150, unpacks: &[FileType::Cpio], sniff, unpack };
+
+/// newc, crc and odc headers, and the binary one in either byte order.
+fn sniff(data: &[u8]) -> Option<FileType> {
+    let starts = |m: &[u8]| data.starts_with(m);
+    (starts(b"070701") || starts(b"070702") || starts(b"070707") || starts(&[0xC7, 0x71]) || starts(&[0x71, 0xC7]))
+        .then_some(FileType::Cpio)
+}
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let (slots, error) = members(data);

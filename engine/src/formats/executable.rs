@@ -14,8 +14,46 @@
 use super::bytes::{le_u16, le_u32, le_u64};
 use super::carve::{self, Sig};
 use super::{Container, autoit_script, installshield, nsis_installer, packed, upx, wwpack};
+use super::{FORMATS, Format};
 use crate::filetype::FileType;
+use linkme::distributed_slice;
 use memchr::memmem;
+
+#[distributed_slice(FORMATS)]
+static EXECUTABLE: Format = Format {
+    name: "executable",
+    rank: 20,
+    unpacks: &[FileType::Pe, FileType::Elf, FileType::MachO, FileType::MachOFat, FileType::Binary],
+    sniff,
+    unpack,
+};
+
+/// PE (`MZ`), ELF, Mach-O and fat Mach-O; Java class files share the fat
+/// magic: their next field is a version (>= 45), a fat header's is a small
+/// architecture count.
+fn sniff(data: &[u8]) -> Option<FileType> {
+    let starts = |m: &[u8]| data.starts_with(m);
+    if starts(b"MZ") {
+        return Some(FileType::Pe);
+    }
+    if starts(b"\x7fELF") {
+        return Some(FileType::Elf);
+    }
+    if [[0xFE, 0xED, 0xFA, 0xCE], [0xFE, 0xED, 0xFA, 0xCF], [0xCE, 0xFA, 0xED, 0xFE], [0xCF, 0xFA, 0xED, 0xFE]]
+        .iter()
+        .any(|m| starts(m))
+    {
+        return Some(FileType::MachO);
+    }
+    if starts(&[0xCA, 0xFE, 0xBA, 0xBE]) {
+        let n = data.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        return Some(match n {
+            Some(n) if n > 0 && n < 30 => FileType::MachOFat,
+            _ => FileType::JavaClass,
+        });
+    }
+    None
+}
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     // An image an unpacker produced is not unpacked again.

@@ -14,9 +14,9 @@
 //! cabinets among them (`data1.hdr` with its `dataN.cab` volumes) are
 //! opened together by [`super::iscab`].
 
+use super::Flow;
 use super::bytes::{le_u16, le_u32, read_capped};
 use super::{Container, iscab};
-use crate::walk::Flow;
 use std::borrow::Cow;
 use std::io::Read;
 

@@ -12,9 +12,9 @@
 //! Files split across volumes are reported, not joined.
 
 use super::Container;
+use super::Flow;
 use super::bytes::{MemberData, le_u16, le_u32, le_u64};
 use crate::limits::Deadline;
-use crate::walk::Flow;
 
 const SIGNATURE: &[u8] = b"ISc(";
 const COMPRESSED: u16 = 4;

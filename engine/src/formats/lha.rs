@@ -4,9 +4,19 @@
 //! size sizes nothing).
 
 use super::Container;
+use super::Flow;
 use super::bytes::read_capped;
-use crate::walk::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
 use std::io::Cursor;
+
+#[distributed_slice(FORMATS)]
+static LHA: Format = Format { name: "lha", rank: 230, unpacks: &[FileType::Lha], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    is_lha(data).then_some(FileType::Lha)
+}
 
 /// `-lh5-` and its kin at offset 2 of the first header.
 pub(crate) fn is_lha(data: &[u8]) -> bool {

@@ -6,9 +6,34 @@
 //! objects: uuencode and the like in them are the `text` module's.
 
 use super::Container;
-use crate::walk::Flow;
+use super::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use std::borrow::Cow;
+
+#[distributed_slice(FORMATS)]
+static MAIL: Format = Format { name: "mail", rank: 280, unpacks: &[FileType::Mail, FileType::Mbox], sniff, unpack };
+
+/// An mbox file (messages after `From ` lines), else one message.
+fn sniff(data: &[u8]) -> Option<FileType> {
+    if data.starts_with(b"From ") && looks_like_mail(data, true) {
+        Some(FileType::Mbox)
+    } else if looks_like_mail(data, false) {
+        Some(FileType::Mail)
+    } else {
+        None
+    }
+}
+
+/// A message, or each message of an mbox file.
+fn unpack(c: &mut Container<'_>, data: &[u8]) {
+    match c.ty {
+        FileType::Mbox => unpack_mbox(c, data),
+        _ => unpack_message(c, data),
+    }
+}
 
 /// A message: its kept headers become the object's metadata (shown only to
 /// analysts), its parts children. mail-parser decodes every part in one
@@ -21,13 +46,13 @@ pub(super) fn unpack_message(c: &mut Container<'_>, data: &[u8]) {
     };
     c.meta(parsed.headers);
     let held: u64 = parsed.parts.iter().map(|p| p.data.len() as u64).sum();
-    c.walker.walk().live += held;
+    c.walker.tally().live += held;
     for part in parsed.parts {
         if c.deadline().passed() || c.buffer(&part.name, part.data) == Flow::Stop {
             break;
         }
     }
-    c.walker.walk().live -= held;
+    c.walker.tally().live -= held;
 }
 
 /// An mbox file: each message is a child, sliced from the file.

@@ -1,16 +1,19 @@
-//! One module per format family, behind one small interface.
+//! One module per format family, behind one small interface: this file.
 //!
-//! A format module is a function `unpack(&mut Container, bytes)`: it
-//! recognises the structure of a container and hands each child to the
-//! walk by name ([`Container::member`] for bytes still to decode under a
-//! cap, [`Container::buffer`] for bytes already decoded). The walk decides
+//! A format module registers a [`Format`] in the one list, [`FORMATS`]:
+//! how it recognises its types from an object's first bytes (`sniff`,
+//! tried in `rank` order by [`detect`]) and a function `unpack(&mut
+//! Container, bytes)` that hands each child of a container to the walk by
+//! name ([`Container::member`] for bytes still to decode under a cap,
+//! [`Container::buffer`] for bytes already decoded). The walk decides
 //! whether a child is read at all (depth, object, byte, ratio and memory
 //! budgets), how much of it, and scans what comes out. A module never
 //! allocates from a size the input declares, and checks
-//! [`Container::deadline`] in its own long loops.
+//! [`Container::deadline`] in its own long loops. Nothing here names a
+//! format module: each adds itself to the list (`linkme`).
 //!
-//! Adding a format is one file here plus one line in [`unpacker`] (and its
-//! magic in `filetype.rs`), and a bump of `formats.N` in
+//! Adding a format is one file here (with its `#[distributed_slice(FORMATS)]`
+//! entry) plus its `mod` line, and a bump of `formats.N` in
 //! [`crate::ENGINE_VERSION`]: verdicts cached before the change are then no
 //! longer served as current. Crates used, by family:
 //!
@@ -86,43 +89,73 @@ mod zip;
 use crate::filetype::FileType;
 use crate::limits::{Deadline, Limits};
 use crate::report::{Detection, ObjectMeta, Severity};
-use crate::walk::{Flow, Walk, join};
+use crate::tally::Tally;
 pub(crate) use bytes::MemberData;
 use bytes::read_capped;
+use linkme::distributed_slice;
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// How a format hands its children to the walk.
 pub(crate) type Unpack = fn(&mut Container<'_>, &[u8]);
 
-/// The unpacker of each container type: the registration table.
-pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
-    Some(match ty {
-        FileType::Zip | FileType::Docx | FileType::Xlsx | FileType::Pptx => zip::unpack,
-        FileType::Tar => tar::unpack,
-        FileType::Ar => ar::unpack,
-        FileType::Cpio => cpio::unpack,
-        FileType::Iso => iso::unpack,
-        FileType::Gzip | FileType::Bzip2 | FileType::Xz | FileType::Lzma | FileType::Zstd => compressed::unpack,
-        FileType::SevenZip => sevenz::unpack,
-        FileType::Cab => cab::unpack,
-        FileType::Ole2 => ole2::unpack,
-        FileType::Pdf => pdf::unpack,
-        FileType::Rtf => rtf::unpack,
-        FileType::Mail => mail::unpack_message,
-        FileType::Mbox => mail::unpack_mbox,
-        FileType::Text => text::unpack,
-        FileType::Tnef => tnef::unpack,
-        FileType::MsCompress => msexpand::unpack,
-        FileType::Sis => sis::unpack,
-        FileType::Arj => arj::unpack,
-        FileType::Chm => chm::unpack,
-        FileType::Rar => rar::unpack,
-        FileType::Lha => lha::unpack,
-        FileType::Squashfs => squashfs::unpack,
-        FileType::Wim => wim::unpack,
-        FileType::Pe | FileType::Elf | FileType::MachO | FileType::MachOFat | FileType::Binary => executable::unpack,
-        _ => return None,
+/// A format family's entry in [`FORMATS`].
+pub(crate) struct Format {
+    /// For listings and tests.
+    pub name: &'static str,
+    /// When `sniff` is tried: lower first. Types told by a magic at offset
+    /// 0 come first (10 to 240), then those told by a marker further in
+    /// (PDF 250, ISO 9660 260, tar 270), then by their content (mail 280,
+    /// text 300), and a raw LZMA stream, which has no magic, last (310).
+    pub rank: u16,
+    /// The types this module unpacks.
+    pub unpacks: &'static [FileType],
+    /// This module's type of an object, from its first bytes, if it is one.
+    pub sniff: fn(&[u8]) -> Option<FileType>,
+    pub unpack: Unpack,
+}
+
+/// Every format family, each added by its own module.
+#[distributed_slice]
+pub(crate) static FORMATS: [Format];
+
+/// [`FORMATS`] in sniffing order.
+fn by_rank() -> &'static [&'static Format] {
+    static SORTED: OnceLock<Vec<&'static Format>> = OnceLock::new();
+    SORTED.get_or_init(|| {
+        let mut all: Vec<&Format> = FORMATS.iter().collect();
+        all.sort_by_key(|f| (f.rank, f.name));
+        all
     })
+}
+
+/// The type of `data`, from its first bytes: the first format (in rank
+/// order) that recognises it, else [`FileType::Binary`].
+pub fn detect(data: &[u8]) -> FileType {
+    if data.is_empty() {
+        return FileType::Empty;
+    }
+    by_rank().iter().find_map(|f| (f.sniff)(data)).unwrap_or(FileType::Binary)
+}
+
+/// The unpacker of each container type.
+pub(crate) fn unpacker(ty: FileType) -> Option<Unpack> {
+    FORMATS.iter().find(|f| f.unpacks.contains(&ty)).map(|f| f.unpack)
+}
+
+/// Whether the walk goes on with the next sibling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    /// No further sibling may be read (a submission-wide limit).
+    Stop,
+}
+
+/// The path of a child object: `parent/name`, or just `name` under the root,
+/// whose path is empty (a submission's own name is the client's, not part of
+/// its content).
+pub(crate) fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") }
 }
 
 /// Reads one child, producing at most the cap it is given.
@@ -133,7 +166,8 @@ pub(crate) trait Walker {
     /// Admit one child under the limits, read it with the tightest cap and
     /// scan it. `stored_size` is what the child occupies in its parent.
     fn extract(&mut self, child: &str, stored_size: u64, depth: u32, parent: FileType, read: Read<'_>) -> Flow;
-    fn walk(&mut self) -> &mut Walk;
+    /// What the walk has found so far.
+    fn tally(&mut self) -> &mut Tally;
     fn limits(&self) -> &Limits;
     fn deadline(&self) -> &Deadline;
 }
@@ -183,19 +217,19 @@ impl Container<'_> {
     /// Something about this container could not be read.
     pub(crate) fn error(&mut self, what: impl std::fmt::Display) {
         let message = at(self.path, what);
-        self.walker.walk().errors.push(message);
+        self.walker.tally().errors.push(message);
     }
 
     /// Something about child `name` could not be read.
     pub(crate) fn member_error(&mut self, name: &str, what: impl std::fmt::Display) {
         let message = format!("{}: {what}", join(self.path, name));
-        self.walker.walk().errors.push(message);
+        self.walker.tally().errors.push(message);
     }
 
     /// A child (or, with `None`, the container itself) is encrypted.
     pub(crate) fn encrypted(&mut self, name: Option<&str>) {
         let object = name.map_or_else(|| self.path.to_string(), |n| join(self.path, n));
-        self.walker.walk().encrypted.push(object);
+        self.walker.tally().encrypted.push(object);
     }
 
     /// The container is built like an attack on scanners: a `suspicious`
@@ -210,14 +244,14 @@ impl Container<'_> {
             severity: Severity::Suspicious,
             techniques: Vec::new(),
         };
-        self.walker.walk().detections.push(detection);
+        self.walker.tally().detections.push(detection);
     }
 
     /// Metadata of the container itself (a message's headers).
     pub(crate) fn meta(&mut self, meta: Vec<(String, String)>) {
         if !meta.is_empty() {
             let object = self.path.to_string();
-            self.walker.walk().object_meta.push(ObjectMeta { object, meta });
+            self.walker.tally().object_meta.push(ObjectMeta { object, meta });
         }
     }
 }
@@ -259,5 +293,53 @@ pub(crate) fn unpack_slots(c: &mut Container<'_>, data: &[u8], slots: Vec<Slot>,
         if flow == Flow::Stop {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_format_is_listed_once_and_every_container_type_has_an_unpacker() {
+        let mut names: Vec<&str> = FORMATS.iter().map(|f| f.name).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "a name listed twice: {names:?}");
+        assert!(n >= 24, "{names:?}");
+        for ty in FileType::ALL {
+            let unpacked = FORMATS.iter().filter(|f| f.unpacks.contains(&ty)).count();
+            assert!(unpacked <= 1, "{ty:?} unpacked by {unpacked} formats");
+            assert_eq!(unpacked == 1, ty.is_container() || ty.is_executable() || ty == FileType::Binary, "{ty:?}");
+        }
+    }
+
+    #[test]
+    fn magics() {
+        assert_eq!(detect(b""), FileType::Empty);
+        // LZMA alone: props 0x5D, 8 MiB dictionary, unknown or plausible size.
+        let lzma = [&[0x5D, 0, 0, 0x80, 0][..], &[0xFF; 8], b"\x00\x12\x34"].concat();
+        assert_eq!(detect(&lzma), FileType::Lzma);
+        let sized = [&[0x5D, 0, 0, 0x30, 0][..], &1234u64.to_le_bytes(), b"\x00\x12\x34"].concat();
+        assert_eq!(detect(&sized), FileType::Lzma, "3 MiB = 2^21 + 2^20 is a valid dictionary");
+        let odd_dict = [&[0x5D, 0x01, 0, 0x80, 0][..], &[0xFF; 8], b"\x00\x12\x34"].concat();
+        assert_eq!(detect(&odd_dict), FileType::Binary);
+        let huge = [&[0x5D, 0, 0, 0x80, 0][..], &(1u64 << 50).to_le_bytes(), b"\x00"].concat();
+        assert_eq!(detect(&huge), FileType::Binary);
+        assert_eq!(detect(b"PK\x03\x04rest"), FileType::Zip);
+        assert_eq!(detect(b"MZ\x90\x00"), FileType::Pe);
+        assert_eq!(detect(b"\x7fELF\x02\x01"), FileType::Elf);
+        assert_eq!(detect(&[0xCF, 0xFA, 0xED, 0xFE, 7, 0, 0, 1]), FileType::MachO);
+        assert_eq!(detect(&[0xCA, 0xFE, 0xBA, 0xBE, 0, 0, 0, 2]), FileType::MachOFat);
+        assert_eq!(detect(&[0xCA, 0xFE, 0xBA, 0xBE, 0, 0, 0, 52]), FileType::JavaClass);
+        assert_eq!(detect(&[0x1F, 0x8B, 8, 0]), FileType::Gzip);
+        assert_eq!(detect(b"%PDF-1.7\n"), FileType::Pdf);
+        assert_eq!(detect(b"hello world\n"), FileType::Text);
+        assert_eq!(detect(b"Subject: x\nFrom: a@b\n\nhi"), FileType::Mail);
+        assert_eq!(detect(b"From x Mon\nSubject: x\nDate: y\n\nhi"), FileType::Mbox);
+        assert_eq!(detect(&[0u8, 1, 2, 3, 200]), FileType::Binary);
+        // A magic at offset 0 wins over a marker further in.
+        assert_eq!(detect(b"PK\x03\x04 %PDF-1.4"), FileType::Zip);
     }
 }

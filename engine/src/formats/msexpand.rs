@@ -6,7 +6,17 @@
 
 use super::Container;
 use super::bytes::{MemberData, le_u16, le_u32};
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
 use crate::limits::Deadline;
+use linkme::distributed_slice;
+
+#[distributed_slice(FORMATS)]
+static MSEXPAND: Format = Format { name: "msexpand", rank: 170, unpacks: &[FileType::MsCompress], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    (data.starts_with(SZDD_MAGIC) || data.starts_with(KWAJ_MAGIC)).then_some(FileType::MsCompress)
+}
 
 pub(crate) const SZDD_MAGIC: &[u8] = b"SZDD\x88\xF0\x27\x33";
 pub(crate) const KWAJ_MAGIC: &[u8] = b"KWAJ\x88\xF0\x27\xD1";

@@ -3,8 +3,8 @@
 //! (deflate, bzip2 or LZMA, solid or not) within the walk's object cap.
 
 use super::Container;
+use super::Flow;
 use super::bytes::MemberData;
-use crate::walk::Flow;
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     // A solid installer is decompressed whole when parsed: the object cap

@@ -7,10 +7,21 @@
 //! file of 50,000 `stream` keywords costs its own size, not 50,000 windows.
 
 use super::Container;
+use super::Flow;
 use super::bytes::{MemberData, hex_decode, read_capped};
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
 use crate::limits::Deadline;
-use crate::walk::Flow;
+use linkme::distributed_slice;
 use std::borrow::Cow;
+
+#[distributed_slice(FORMATS)]
+static PDF: Format = Format { name: "pdf", rank: 250, unpacks: &[FileType::Pdf], sniff, unpack };
+
+/// PDF readers accept the header anywhere in the first KiB.
+fn sniff(data: &[u8]) -> Option<FileType> {
+    memchr::memmem::find(&data[..data.len().min(1024)], b"%PDF-").map(|_| FileType::Pdf)
+}
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     if pdf_encrypted(data) {

@@ -5,8 +5,8 @@
 //! 1. Own record walk (no crate), `flate2` for the zlib data.
 
 use super::Container;
+use super::Flow;
 use super::bytes::read_capped;
-use crate::walk::Flow;
 
 /// Record type of an embedded OLE object's storage.
 const EX_OLE_OBJ_STG: u16 = 0x1011;

@@ -9,11 +9,21 @@
 //! Encrypted members are listed as encrypted, not decoded.
 
 use super::Container;
+use super::Flow;
 use super::bytes::MemberData;
-use crate::walk::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
 use rars::{ArchiveReadOptions, ArchiveReader, ExtractionDecision, ExtractionErrorAction};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+
+#[distributed_slice(FORMATS)]
+static RAR: Format = Format { name: "rar", rank: 110, unpacks: &[FileType::Rar], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    data.starts_with(b"Rar!\x1A\x07").then_some(FileType::Rar)
+}
 
 /// Largest RAR 5 dictionary a member may declare (RAR 7 allows 64 GiB).
 const MAX_DICTIONARY: u64 = 256 << 20;

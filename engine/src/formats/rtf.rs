@@ -5,11 +5,21 @@
 //! decoded, so a crafted document of thousands of unterminated `\objdata`
 //! runs costs its own size, not its size times the number of runs.
 
+use super::Flow;
 use super::bytes::hex_decode;
 use super::{Container, ole1};
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
 use crate::limits::Deadline;
-use crate::walk::Flow;
+use linkme::distributed_slice;
 use std::borrow::Cow;
+
+#[distributed_slice(FORMATS)]
+static RTF: Format = Format { name: "rtf", rank: 240, unpacks: &[FileType::Rtf], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    data.starts_with(b"{\\rtf").then_some(FileType::Rtf)
+}
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let max = usize::try_from(c.limits().max_object_size.saturating_add(1)).unwrap_or(usize::MAX);

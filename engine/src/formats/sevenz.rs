@@ -5,8 +5,18 @@
 //! the output (capped by the walk), whatever size the header declares.
 
 use super::Container;
+use super::Flow;
 use super::bytes::read_capped;
-use crate::walk::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
+
+#[distributed_slice(FORMATS)]
+static SEVENZ: Format = Format { name: "7z", rank: 100, unpacks: &[FileType::SevenZip], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    data.starts_with(&[b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C]).then_some(FileType::SevenZip)
+}
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let mut archive = match sevenz_rust2::ArchiveReader::new(std::io::Cursor::new(data), sevenz_rust2::Password::default()) {

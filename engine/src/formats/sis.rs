@@ -6,8 +6,18 @@
 //! over; an options record ends the listing with an error.
 
 use super::Container;
+use super::Flow;
 use super::bytes::{le_u16, le_u32, read_capped};
-use crate::walk::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
+
+#[distributed_slice(FORMATS)]
+static SIS: Format = Format { name: "sis", rank: 180, unpacks: &[FileType::Sis], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    is_sis(data).then_some(FileType::Sis)
+}
 
 /// UID1 of every SIS file; UID2 is 0x10003A12 (release 6) or 0x1000006D.
 pub(crate) fn is_sis(data: &[u8]) -> bool {

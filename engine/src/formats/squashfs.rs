@@ -8,12 +8,22 @@
 //! capped.
 
 use super::Container;
+use super::Flow;
 use super::bytes::read_capped;
-use crate::walk::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
 use backhand::compression::{CompressionAction, Compressor};
 use backhand::kind::Kind;
 use backhand::{BackhandError, FilesystemCompressor, FilesystemReader, InnerNode, SuperBlock};
+use linkme::distributed_slice;
 use std::io::{Cursor, Read};
+
+#[distributed_slice(FORMATS)]
+static SQUASHFS: Format = Format { name: "squashfs", rank: 220, unpacks: &[FileType::Squashfs], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    data.starts_with(MAGIC).then_some(FileType::Squashfs)
+}
 
 pub(crate) const MAGIC: &[u8] = b"hsqs";
 

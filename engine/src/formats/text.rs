@@ -8,10 +8,27 @@
 //! of a million `data:` URIs costs one pass over it.
 
 use super::Container;
+use super::Flow;
 use super::binhex::{self, Fork};
 use super::bytes::MemberData;
-use crate::walk::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
 use memchr::memmem;
+
+#[distributed_slice(FORMATS)]
+static TEXT: Format = Format { name: "text", rank: 300, unpacks: &[FileType::Text], sniff, unpack };
+
+/// Printable ASCII / UTF-8 in the first 8 KiB: no NUL bytes and few
+/// control characters.
+fn sniff(data: &[u8]) -> Option<FileType> {
+    let sample = &data[..data.len().min(8192)];
+    if sample.contains(&0) {
+        return None;
+    }
+    let control = sample.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0C | 0x1B)).count();
+    (control * 100 <= sample.len()).then_some(FileType::Text)
+}
 
 /// Most children carved out of one text object.
 const MAX_CARVED: usize = 64;

@@ -5,8 +5,18 @@
 //! near it. No crate reads TNEF under a usable licence (`ytnef` is GPL).
 
 use super::Container;
-use crate::walk::Flow;
+use super::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
 use std::borrow::Cow;
+
+#[distributed_slice(FORMATS)]
+static TNEF: Format = Format { name: "tnef", rank: 160, unpacks: &[FileType::Tnef], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    data.starts_with(MAGIC).then_some(FileType::Tnef)
+}
 
 pub(crate) const MAGIC: &[u8] = &[0x78, 0x9F, 0x3E, 0x22];
 

@@ -9,9 +9,19 @@
 //! from the file and is checked against it; output stops at the walk's cap.
 
 use super::Container;
+use super::Flow;
 use super::bytes::{MemberData, le_u16, le_u32, le_u64};
-use crate::walk::Flow;
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
+use linkme::distributed_slice;
 use std::collections::HashMap;
+
+#[distributed_slice(FORMATS)]
+static WIM: Format = Format { name: "wim", rank: 210, unpacks: &[FileType::Wim], sniff, unpack };
+
+fn sniff(data: &[u8]) -> Option<FileType> {
+    data.starts_with(MAGIC).then_some(FileType::Wim)
+}
 
 pub(crate) const MAGIC: &[u8] = b"MSWIM\0\0\0";
 

@@ -7,12 +7,39 @@
 //! not followed and raise a heuristic.
 
 use super::Container;
+use super::Flow;
 use super::bytes::{MemberData, read_capped};
+use super::{FORMATS, Format};
+use crate::filetype::FileType;
 use crate::limits::Deadline;
-use crate::walk::Flow;
+use linkme::distributed_slice;
 use std::io::Cursor;
 use zip::ZipArchive;
 use zip::result::ZipError;
+
+#[distributed_slice(FORMATS)]
+static ZIP: Format =
+    Format { name: "zip", rank: 10, unpacks: &[FileType::Zip, FileType::Docx, FileType::Xlsx, FileType::Pptx], sniff, unpack };
+
+/// `PK` headers; an OOXML document is told by its parts.
+fn sniff(data: &[u8]) -> Option<FileType> {
+    let zip = data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") || data.starts_with(b"PK\x07\x08");
+    zip.then(|| ooxml_kind(data).unwrap_or(FileType::Zip))
+}
+
+/// A zip package is an OOXML document when its central directory (in the
+/// last 256 KiB) names `[Content_Types].xml` and the main part of a kind.
+fn ooxml_kind(data: &[u8]) -> Option<FileType> {
+    let tail = &data[data.len().saturating_sub(256 * 1024)..];
+    let has = |part: &[u8]| memchr::memmem::find(tail, part).is_some();
+    if !has(b"[Content_Types].xml") {
+        return None;
+    }
+    [(&b"word/document.xml"[..], FileType::Docx), (b"xl/workbook.xml", FileType::Xlsx), (b"ppt/presentation.xml", FileType::Pptx)]
+        .into_iter()
+        .find(|(part, _)| has(part))
+        .map(|(_, ty)| ty)
+}
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let mut zip = match ZipReader::open(data) {

@@ -136,7 +136,7 @@ fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) 
         md5: d.md5,
         sha1: d.sha1,
         size: data.len() as u64,
-        file_type: qala_engine::FileType::detect(data).as_str(),
+        file_type: qala_engine::detect(data).as_str(),
         verdict: None,
         detections: Vec::new(),
         executables: Vec::new(),

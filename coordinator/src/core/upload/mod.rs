@@ -38,12 +38,11 @@ use super::answer::Answers;
 use super::digests::valid_sha256;
 use super::error::CoreError;
 use super::iocs::IocLists;
+use super::shared::Shared;
 use crate::auth::{Caller, Op};
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::rules::{LoadedRules, RulesManager};
-use crate::siem::Siem;
-use crate::store::Guarded;
 use cache::Cache;
 use coalesce::{Coalescer, Turn};
 use dispatch::{Dispatcher, Failed};
@@ -91,17 +90,6 @@ pub struct UploadSettings {
     pub max_file_size: u64,
 }
 
-/// What the upload path works with, shared with the rest of the core.
-pub struct UploadDeps {
-    pub store: Arc<Guarded>,
-    pub cluster: Arc<Cluster>,
-    pub rules: Arc<RulesManager>,
-    pub iocs: Arc<IocLists>,
-    pub answers: Arc<Answers>,
-    pub metrics: Arc<Metrics>,
-    pub siem: Arc<Siem>,
-}
-
 /// The upload path and its state.
 pub struct Uploads {
     settings: UploadSettings,
@@ -120,7 +108,7 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    pub fn new(settings: UploadSettings, deps: UploadDeps) -> Self {
+    pub fn new(settings: UploadSettings, s: &Shared) -> Self {
         let quotas = Quotas::new(settings.client_max_uploads, settings.client_bytes_per_sec, settings.spool_max)
             .with_max_uploads(settings.max_uploads)
             .with_spool_memory(settings.spool_memory);
@@ -128,16 +116,16 @@ impl Uploads {
         Self {
             quotas,
             spill,
-            cache: Cache::new(deps.store.clone(), deps.iocs.clone()),
+            cache: Cache::new(s.store.clone(), s.iocs.clone()),
             coalescer: Coalescer::default(),
-            locks: Locks::new(deps.store.clone(), deps.cluster.scan_timeout),
-            dispatcher: Dispatcher::new(deps.cluster.clone(), deps.iocs.clone()),
-            verdicts: Verdicts::new(deps.store, deps.siem),
-            cluster: deps.cluster,
-            rules: deps.rules,
-            iocs: deps.iocs,
-            answers: deps.answers,
-            metrics: deps.metrics,
+            locks: Locks::new(s.store.clone(), s.cluster.scan_timeout),
+            dispatcher: Dispatcher::new(s.cluster.clone(), s.iocs.clone()),
+            verdicts: Verdicts::new(s.store.clone(), s.siem.clone()),
+            cluster: s.cluster.clone(),
+            rules: s.rules.clone(),
+            iocs: s.iocs.clone(),
+            answers: s.answers.clone(),
+            metrics: s.metrics.clone(),
             settings,
         }
     }
@@ -189,7 +177,9 @@ impl Uploads {
                 audit.event("scan", Some(caller), fields);
                 self.answers.served(caller, "scan", v);
             }
-            Err(e) => audit.event("scan", Some(caller), json!({"sha256": header.sha256, "size": header.size, "error": e.kind()})),
+            Err(e) => {
+                audit.event("scan", Some(caller), json!({"sha256": header.sha256, "size": header.size, "error": e.audit_code()}))
+            }
         }
         result
     }
