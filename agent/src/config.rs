@@ -336,7 +336,7 @@ impl<'de> Deserialize<'de> for Size {
 /// A size in bytes, or with a unit in powers of 1024: `4K`, `25MiB`, `2g`
 /// (parse-size).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    parse_size::Config::new().with_binary().parse_size(s.trim()).map_err(|e| format!("not a size: {s} ({e}; use K, M, G)"))
+    parse_size::Config::new().with_binary().parse_size(s.trim()).map_err(|_| format!("not a size: {s} (use bytes, or K, M, G)"))
 }
 
 /// A duration written as `"90s"`, `"15m"`, `"24h"`, `"7d"`, `"1h 30m"` or

@@ -226,47 +226,48 @@ fn bump_version(txn: &redb::WriteTransaction, t: Table) -> Result<(), StoreError
     Ok(())
 }
 
+/// Add `records` to their kind's table, by key.
+fn insert_records<R: Record>(txn: &redb::WriteTransaction, records: &[R]) -> Result<(), StoreError> {
+    let name = table_name(R::TABLE);
+    let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name)).map_err(err)?;
+    for r in records {
+        table.insert(r.key().as_str(), r.encode_to_vec().as_slice()).map_err(err)?;
+    }
+    Ok(())
+}
+
 /// Move the records an older Qala kept in tables of their own types into
-/// tables of rows: revoked worker ids, the poison list.
+/// tables of rows: revoked worker ids, the poison list (what has not
+/// expired of it).
 fn migrate(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let names: Vec<String> = txn.list_tables().map_err(err)?.map(|t| t.name().to_string()).collect();
-    let (revoked, poisoned) = (table_name(Revoked::TABLE), table_name(Poisoned::TABLE));
-    if names.iter().any(|n| n == OLD_REVOKED.name()) {
-        let old: Vec<Revoked> = txn
-            .open_table(OLD_REVOKED)
-            .map_err(err)?
+    let has = |t: &str| names.iter().any(|n| n == t);
+    if has(OLD_REVOKED.name()) {
+        let table = txn.open_table(OLD_REVOKED).map_err(err)?;
+        let old: Vec<Revoked> = table
             .iter()
             .map_err(err)?
             .map(|r| r.map(|(k, v)| Revoked { id: k.value().to_string(), at_ms: v.value() }))
             .collect::<Result<_, _>>()
             .map_err(err)?;
-        let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&revoked)).map_err(err)?;
-        for r in &old {
-            table.insert(r.key().as_str(), r.encode_to_vec().as_slice()).map_err(err)?;
-        }
         drop(table);
+        insert_records(txn, &old)?;
         txn.delete_table(OLD_REVOKED).map_err(err)?;
         tracing::info!(revoked = old.len(), "verdict store: revoked ids moved to their records table");
     }
-    if names.iter().any(|n| n == OLD_POISON.name()) {
-        let old: Vec<Poisoned> = txn
-            .open_table(OLD_POISON)
-            .map_err(err)?
+    if has(OLD_POISON.name()) {
+        let now = qala_common::now_ms();
+        let table = txn.open_table(OLD_POISON).map_err(err)?;
+        let old: Vec<Poisoned> = table
             .iter()
             .map_err(err)?
             .map(|r| {
-                r.map(|(k, v)| {
-                    let (until_ms, detail) = v.value();
-                    Poisoned { sha256: k.value().to_string(), detail: detail.to_string(), until_ms }
-                })
+                r.map(|(k, v)| Poisoned { sha256: k.value().to_string(), detail: v.value().1.to_string(), until_ms: v.value().0 })
             })
             .collect::<Result<_, _>>()
             .map_err(err)?;
-        let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&poisoned)).map_err(err)?;
-        for p in old.iter().filter(|p| !p.expired(qala_common::now_ms())) {
-            table.insert(p.key().as_str(), p.encode_to_vec().as_slice()).map_err(err)?;
-        }
         drop(table);
+        insert_records(txn, &old.into_iter().filter(|p| !p.expired(now)).collect::<Vec<_>>())?;
         txn.delete_table(OLD_POISON).map_err(err)?;
     }
     Ok(())

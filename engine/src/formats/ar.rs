@@ -3,12 +3,9 @@
 //! the input, nothing is copied or allocated from a declared size.
 
 use super::{Container, MAX_LISTED, Slot, unpack_slots};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 
-#[distributed_slice(FORMATS)]
-static AR: Format = Format { name: "ar", rank: 140, unpacks: &[FileType::Ar], sniff, unpack };
+register!(AR: "ar", rank 140, unpacks [Ar]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(b"!<arch>\n").then_some(FileType::Ar)

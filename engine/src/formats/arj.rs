@@ -8,15 +8,12 @@
 use super::Container;
 use super::Flow;
 use super::bytes::MemberData;
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use std::io::Cursor;
 use unarj_rs::arj_archive::ArjArchieve;
 use unarj_rs::local_file_header::FileType as ArjType;
 
-#[distributed_slice(FORMATS)]
-static ARJ: Format = Format { name: "arj", rank: 190, unpacks: &[FileType::Arj], sniff, unpack };
+register!(ARJ: "arj", rank 190, unpacks [Arj]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     (data.starts_with(&[0x60, 0xEA]) && data.len() > 10).then_some(FileType::Arj)

@@ -4,12 +4,9 @@
 use super::Container;
 use super::Flow;
 use super::bytes::read_capped;
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 
-#[distributed_slice(FORMATS)]
-static CAB: Format = Format { name: "cab", rank: 120, unpacks: &[FileType::Cab], sniff, unpack };
+register!(CAB: "cab", rank 120, unpacks [Cab]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(b"MSCF").then_some(FileType::Cab)

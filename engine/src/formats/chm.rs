@@ -10,13 +10,10 @@
 use super::Container;
 use super::Flow;
 use super::bytes::{MemberData, le_u32 as u32_at, le_u64 as u64_at};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use std::borrow::Cow;
 
-#[distributed_slice(FORMATS)]
-static CHM: Format = Format { name: "chm", rank: 200, unpacks: &[FileType::Chm], sniff, unpack };
+register!(CHM: "chm", rank 200, unpacks [Chm]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(b"ITSF\x03\0\0\0").then_some(FileType::Chm)

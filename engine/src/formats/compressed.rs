@@ -5,20 +5,11 @@
 
 use super::Container;
 use super::bytes::{MemberData, read_capped};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
 use crate::limits::Deadline;
-use linkme::distributed_slice;
 use std::io::Cursor;
 
-#[distributed_slice(FORMATS)]
-static COMPRESSED: Format = Format {
-    name: "compressed",
-    rank: 60,
-    unpacks: &[FileType::Gzip, FileType::Bzip2, FileType::Xz, FileType::Lzma, FileType::Zstd],
-    sniff,
-    unpack,
-};
+register!(COMPRESSED: "compressed", rank 60, unpacks [Gzip, Bzip2, Xz, Lzma, Zstd]);
 
 /// Magics of the compressed streams.
 const MAGICS: [(&[u8], FileType); 4] = [
@@ -33,9 +24,8 @@ fn sniff(data: &[u8]) -> Option<FileType> {
     MAGICS.iter().find(|(magic, _)| data.starts_with(magic)).map(|(_, ty)| *ty)
 }
 
-/// A raw LZMA stream, told last of all: it has no magic.
-#[distributed_slice(FORMATS)]
-static LZMA_ALONE: Format = Format { name: "lzma-alone", rank: 310, unpacks: &[], sniff: sniff_lzma_alone, unpack };
+// A raw LZMA stream, told last of all: it has no magic.
+register!(LZMA_ALONE: "lzma-alone", rank 310, unpacks [], sniff sniff_lzma_alone);
 
 /// The "LZMA alone" header has no magic: a properties byte (lc/lp/pb, 0x5D
 /// from every common encoder, at most 224), a dictionary size that encoders

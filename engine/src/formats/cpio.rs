@@ -4,12 +4,9 @@
 
 use super::ar::ascii_num;
 use super::{Container, MAX_LISTED, Slot, unpack_slots};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 
-#[distributed_slice(FORMATS)]
-static CPIO: Format = Format { name: "cpio", rank: 150, unpacks: &[FileType::Cpio], sniff, unpack };
+register!(CPIO: "cpio", rank 150, unpacks [Cpio]);
 
 /// newc, crc and odc headers, and the binary one in either byte order.
 fn sniff(data: &[u8]) -> Option<FileType> {

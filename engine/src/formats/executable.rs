@@ -14,19 +14,10 @@
 use super::bytes::{le_u16, le_u32, le_u64};
 use super::carve::{self, Sig};
 use super::{Container, autoit_script, installshield, nsis_installer, packed, upx, wwpack};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use memchr::memmem;
 
-#[distributed_slice(FORMATS)]
-static EXECUTABLE: Format = Format {
-    name: "executable",
-    rank: 20,
-    unpacks: &[FileType::Pe, FileType::Elf, FileType::MachO, FileType::MachOFat, FileType::Binary],
-    sniff,
-    unpack,
-};
+register!(EXECUTABLE: "executable", rank 20, unpacks [Pe, Elf, MachO, MachOFat, Binary]);
 
 /// PE (`MZ`), ELF, Mach-O and fat Mach-O; Java class files share the fat
 /// magic: their next field is a version (>= 45), a fat header's is a small

@@ -4,12 +4,9 @@
 //! inside the input.
 
 use super::{Container, MAX_LISTED, Slot, unpack_slots};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 
-#[distributed_slice(FORMATS)]
-static ISO: Format = Format { name: "iso", rank: 260, unpacks: &[FileType::Iso], sniff, unpack };
+register!(ISO: "iso", rank 260, unpacks [Iso]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     is_iso9660(data).then_some(FileType::Iso)

@@ -6,13 +6,10 @@
 use super::Container;
 use super::Flow;
 use super::bytes::read_capped;
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use std::io::Cursor;
 
-#[distributed_slice(FORMATS)]
-static LHA: Format = Format { name: "lha", rank: 230, unpacks: &[FileType::Lha], sniff, unpack };
+register!(LHA: "lha", rank 230, unpacks [Lha]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     is_lha(data).then_some(FileType::Lha)

@@ -7,14 +7,11 @@
 
 use super::Container;
 use super::Flow;
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use std::borrow::Cow;
 
-#[distributed_slice(FORMATS)]
-static MAIL: Format = Format { name: "mail", rank: 280, unpacks: &[FileType::Mail, FileType::Mbox], sniff, unpack };
+register!(MAIL: "mail", rank 280, unpacks [Mail, Mbox]);
 
 /// An mbox file (messages after `From ` lines), else one message.
 fn sniff(data: &[u8]) -> Option<FileType> {

@@ -12,8 +12,8 @@
 //! [`Container::deadline`] in its own long loops. Nothing here names a
 //! format module: each adds itself to the list (`linkme`).
 //!
-//! Adding a format is one file here (with its `#[distributed_slice(FORMATS)]`
-//! entry) plus its `mod` line, and a bump of `formats.N` in
+//! Adding a format is one file here (registering itself with
+//! [`register!`]) plus its `mod` line, and a bump of `formats.N` in
 //! [`crate::ENGINE_VERSION`]: verdicts cached before the change are then no
 //! longer served as current. Crates used, by family:
 //!
@@ -46,6 +46,24 @@
 //! | `squashfs` | SquashFS v4 (gzip, lz4) | `backhand` |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
+
+/// Add the format module this is written in to [`FORMATS`], with its
+/// `sniff` and `unpack` functions: `register!(ZIP: "zip", rank 10, unpacks
+/// [Zip, Docx]);` (see [`Format`] for the ranks).
+macro_rules! register {
+    ($entry:ident: $name:literal, rank $rank:literal, unpacks [$($ty:ident),*] $(, sniff $sniff:ident)?) => {
+        #[linkme::distributed_slice(crate::formats::FORMATS)]
+        static $entry: crate::formats::Format = crate::formats::Format {
+            name: $name,
+            rank: $rank,
+            unpacks: &[$(crate::filetype::FileType::$ty),*],
+            sniff: register!(@sniff $($sniff)?),
+            unpack,
+        };
+    };
+    (@sniff) => { sniff };
+    (@sniff $sniff:ident) => { $sniff };
+}
 
 mod ar;
 mod arj;

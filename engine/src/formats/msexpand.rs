@@ -6,13 +6,10 @@
 
 use super::Container;
 use super::bytes::{MemberData, le_u16, le_u32};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
 use crate::limits::Deadline;
-use linkme::distributed_slice;
 
-#[distributed_slice(FORMATS)]
-static MSEXPAND: Format = Format { name: "msexpand", rank: 170, unpacks: &[FileType::MsCompress], sniff, unpack };
+register!(MSEXPAND: "msexpand", rank 170, unpacks [MsCompress]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     (data.starts_with(SZDD_MAGIC) || data.starts_with(KWAJ_MAGIC)).then_some(FileType::MsCompress)

@@ -7,15 +7,12 @@ use super::Flow;
 use super::bytes::{MemberData, read_capped};
 use super::vba;
 use super::{Container, ole1, ppt};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
 use crate::limits::Deadline;
-use linkme::distributed_slice;
 use std::borrow::Cow;
 use std::io::Cursor;
 
-#[distributed_slice(FORMATS)]
-static OLE2: Format = Format { name: "ole2", rank: 130, unpacks: &[FileType::Ole2], sniff, unpack };
+register!(OLE2: "ole2", rank 130, unpacks [Ole2]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]).then_some(FileType::Ole2)

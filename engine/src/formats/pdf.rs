@@ -9,14 +9,11 @@
 use super::Container;
 use super::Flow;
 use super::bytes::{MemberData, hex_decode, read_capped};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
 use crate::limits::Deadline;
-use linkme::distributed_slice;
 use std::borrow::Cow;
 
-#[distributed_slice(FORMATS)]
-static PDF: Format = Format { name: "pdf", rank: 250, unpacks: &[FileType::Pdf], sniff, unpack };
+register!(PDF: "pdf", rank 250, unpacks [Pdf]);
 
 /// PDF readers accept the header anywhere in the first KiB.
 fn sniff(data: &[u8]) -> Option<FileType> {

@@ -11,15 +11,12 @@
 use super::Container;
 use super::Flow;
 use super::bytes::MemberData;
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use rars::{ArchiveReadOptions, ArchiveReader, ExtractionDecision, ExtractionErrorAction};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-#[distributed_slice(FORMATS)]
-static RAR: Format = Format { name: "rar", rank: 110, unpacks: &[FileType::Rar], sniff, unpack };
+register!(RAR: "rar", rank 110, unpacks [Rar]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(b"Rar!\x1A\x07").then_some(FileType::Rar)

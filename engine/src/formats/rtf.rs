@@ -8,14 +8,11 @@
 use super::Flow;
 use super::bytes::hex_decode;
 use super::{Container, ole1};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
 use crate::limits::Deadline;
-use linkme::distributed_slice;
 use std::borrow::Cow;
 
-#[distributed_slice(FORMATS)]
-static RTF: Format = Format { name: "rtf", rank: 240, unpacks: &[FileType::Rtf], sniff, unpack };
+register!(RTF: "rtf", rank 240, unpacks [Rtf]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(b"{\\rtf").then_some(FileType::Rtf)

@@ -7,12 +7,9 @@
 use super::Container;
 use super::Flow;
 use super::bytes::read_capped;
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 
-#[distributed_slice(FORMATS)]
-static SEVENZ: Format = Format { name: "7z", rank: 100, unpacks: &[FileType::SevenZip], sniff, unpack };
+register!(SEVENZ: "7z", rank 100, unpacks [SevenZip]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(&[b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C]).then_some(FileType::SevenZip)

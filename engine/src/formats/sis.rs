@@ -8,12 +8,9 @@
 use super::Container;
 use super::Flow;
 use super::bytes::{le_u16, le_u32, read_capped};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 
-#[distributed_slice(FORMATS)]
-static SIS: Format = Format { name: "sis", rank: 180, unpacks: &[FileType::Sis], sniff, unpack };
+register!(SIS: "sis", rank 180, unpacks [Sis]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     is_sis(data).then_some(FileType::Sis)

@@ -10,16 +10,13 @@
 use super::Container;
 use super::Flow;
 use super::bytes::read_capped;
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
 use backhand::compression::{CompressionAction, Compressor};
 use backhand::kind::Kind;
 use backhand::{BackhandError, FilesystemCompressor, FilesystemReader, InnerNode, SuperBlock};
-use linkme::distributed_slice;
 use std::io::{Cursor, Read};
 
-#[distributed_slice(FORMATS)]
-static SQUASHFS: Format = Format { name: "squashfs", rank: 220, unpacks: &[FileType::Squashfs], sniff, unpack };
+register!(SQUASHFS: "squashfs", rank 220, unpacks [Squashfs]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(MAGIC).then_some(FileType::Squashfs)

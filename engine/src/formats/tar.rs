@@ -2,13 +2,10 @@
 //! are read straight from the input slice, so listing costs no copies.
 
 use super::{Container, MAX_LISTED, Slot, unpack_slots};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use std::io::Cursor;
 
-#[distributed_slice(FORMATS)]
-static TAR: Format = Format { name: "tar", rank: 270, unpacks: &[FileType::Tar], sniff, unpack };
+register!(TAR: "tar", rank 270, unpacks [Tar]);
 
 /// A ustar header (POSIX and GNU archives both carry it).
 fn sniff(data: &[u8]) -> Option<FileType> {

@@ -11,13 +11,10 @@ use super::Container;
 use super::Flow;
 use super::binhex::{self, Fork};
 use super::bytes::MemberData;
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use memchr::memmem;
 
-#[distributed_slice(FORMATS)]
-static TEXT: Format = Format { name: "text", rank: 300, unpacks: &[FileType::Text], sniff, unpack };
+register!(TEXT: "text", rank 300, unpacks [Text]);
 
 /// Printable ASCII / UTF-8 in the first 8 KiB: no NUL bytes and few
 /// control characters.

@@ -6,13 +6,10 @@
 
 use super::Container;
 use super::Flow;
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use std::borrow::Cow;
 
-#[distributed_slice(FORMATS)]
-static TNEF: Format = Format { name: "tnef", rank: 160, unpacks: &[FileType::Tnef], sniff, unpack };
+register!(TNEF: "tnef", rank 160, unpacks [Tnef]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(MAGIC).then_some(FileType::Tnef)

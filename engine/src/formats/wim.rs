@@ -11,13 +11,10 @@
 use super::Container;
 use super::Flow;
 use super::bytes::{MemberData, le_u16, le_u32, le_u64};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
-use linkme::distributed_slice;
 use std::collections::HashMap;
 
-#[distributed_slice(FORMATS)]
-static WIM: Format = Format { name: "wim", rank: 210, unpacks: &[FileType::Wim], sniff, unpack };
+register!(WIM: "wim", rank 210, unpacks [Wim]);
 
 fn sniff(data: &[u8]) -> Option<FileType> {
     data.starts_with(MAGIC).then_some(FileType::Wim)

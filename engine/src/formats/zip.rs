@@ -9,17 +9,13 @@
 use super::Container;
 use super::Flow;
 use super::bytes::{MemberData, read_capped};
-use super::{FORMATS, Format};
 use crate::filetype::FileType;
 use crate::limits::Deadline;
-use linkme::distributed_slice;
 use std::io::Cursor;
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-#[distributed_slice(FORMATS)]
-static ZIP: Format =
-    Format { name: "zip", rank: 10, unpacks: &[FileType::Zip, FileType::Docx, FileType::Xlsx, FileType::Pptx], sniff, unpack };
+register!(ZIP: "zip", rank 10, unpacks [Zip, Docx, Xlsx, Pptx]);
 
 /// `PK` headers; an OOXML document is told by its parts.
 fn sniff(data: &[u8]) -> Option<FileType> {
