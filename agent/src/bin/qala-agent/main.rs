@@ -18,6 +18,7 @@ use qala_agent::exit;
 use qala_agent::os::dirs::{PrivateDirs, UserDirs};
 use qala_agent::os::{self, IoClass};
 use qala_agent::output::safe;
+use std::path::PathBuf;
 
 fn main() {
     tracing_subscriber::fmt()
@@ -36,7 +37,7 @@ fn main() {
             std::process::exit(exit::ERROR);
         }
     };
-    let user = UserDirs { state: dirs::state_dir(), data: dirs::data_dir(), cache: dirs::cache_dir() };
+    let user = user_dirs();
     // The service runs at low CPU and I/O priority: set before the runtime
     // starts its threads, which inherit it.
     if let Command::Service { flags } = &cli.command {
@@ -121,4 +122,19 @@ async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
 /// each line made safe for a terminal.
 fn safe_lines(text: &str) -> String {
     text.lines().map(|l| safe(l).into_owned()).collect::<Vec<_>>().join("\n")
+}
+
+/// The XDG base directories from the environment: `$XDG_*_HOME` when set
+/// to an absolute path (the specification ignores relative ones), else
+/// under `$HOME`.
+fn user_dirs() -> UserDirs {
+    let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute());
+    let base = |var: &str, fallback: &str| {
+        std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute()).or_else(|| home.as_ref().map(|h| h.join(fallback)))
+    };
+    UserDirs {
+        state: base("XDG_STATE_HOME", ".local/state"),
+        data: base("XDG_DATA_HOME", ".local/share"),
+        cache: base("XDG_CACHE_HOME", ".cache"),
+    }
 }
