@@ -2,9 +2,9 @@
 //! with jittered backoff where a retry is safe.
 
 use qala_proto::v1::{self as pb, agents_client::AgentsClient, scanner_client::ScannerClient};
-use qala_tls::BearerToken;
+use qala_tls::{BearerToken, CrlSet};
 use rand::Rng;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,6 +26,10 @@ pub struct Connect {
     /// A client certificate and its key, instead of a token.
     pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub insecure: bool,
+    /// Where the certificate revocation lists fetched at check-in are kept
+    /// (PEM): read here, coordinators' certificates are checked against
+    /// them from the first connection on.
+    pub crl_file: Option<PathBuf>,
 }
 
 const RPC_DEADLINE: Duration = Duration::from_secs(30);
@@ -37,6 +41,9 @@ pub struct Client {
     inner: Inner,
     agents: AgentsInner,
     rate: Option<Arc<crate::limits::RateLimit>>,
+    /// The revocation lists coordinators are checked against (the roots'
+    /// lists of the cluster CA), and the file they are kept in.
+    crls: Option<(Arc<CrlSet>, Option<PathBuf>)>,
 }
 
 /// Result of one upload.
@@ -46,7 +53,8 @@ pub struct Uploaded {
     pub bytes: u64,
 }
 
-/// Errors worth another try: the server or network, not the request. Every
+/// Errors worth another try: the server or network, not the request (nor
+/// a certificate refused in the TLS handshake, either side's). Every
 /// call the agent makes is idempotent (a scan is keyed by content), so a
 /// call cut off with its connection (`Cancelled`: the agent never cancels
 /// one itself) is sent again too.
@@ -54,8 +62,32 @@ pub fn retryable(s: &Status) -> bool {
     matches!(
         s.code(),
         Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
-    )
+    ) && !qala_tls::certificate_refused(s)
 }
+
+/// A certificate refused in the TLS handshake (the server's here, or ours
+/// there) said as such, as UNAUTHENTICATED with the reason: trying again
+/// will not help, and "transport error" would hide why.
+pub fn explained(s: Status) -> Status {
+    if !qala_tls::certificate_refused(&s) {
+        return s;
+    }
+    let mut reason = s.message().to_string();
+    let mut cause = std::error::Error::source(&s);
+    while let Some(c) = cause {
+        reason = c.to_string();
+        cause = c.source();
+    }
+    let what = if reason.starts_with("received fatal alert") {
+        "the server refused this client's certificate"
+    } else {
+        "the server's certificate was refused"
+    };
+    Status::unauthenticated(format!("TLS handshake: {what}: {reason}"))
+}
+
+/// How long `enroll` waits for a busy coordinator in all.
+const ENROLL_PATIENCE: Duration = Duration::from_secs(120);
 
 /// How long a busy coordinator may keep an agent waiting in all.
 const BUSY_PATIENCE: Duration = Duration::from_secs(10 * 60);
@@ -102,14 +134,33 @@ impl Client {
                 return Err(ConnectError::NotHttps(server.clone()));
             }
             let identity = c.identity.as_ref().map(|(cert, key)| (cert.as_path(), key.as_path()));
-            endpoint = endpoint.tls_config(qala_tls::client_config(c.ca.as_deref(), identity)?).map_err(|e| url(&e))?;
+            // Through the cluster CA, the lists kept from earlier check-ins;
+            // the server must hold a coordinator's certificate.
+            let crls = match &c.ca {
+                Some(ca) => {
+                    let set = CrlSet::of_roots(ca)?;
+                    if let Some(file) = &c.crl_file
+                        && let Err(e) = set.load(file)
+                    {
+                        tracing::warn!(error = %e, "kept revocation lists do not load; checking the chain alone until a check-in");
+                    }
+                    Some((set, c.crl_file.clone()))
+                }
+                None => None,
+            };
+            let set = crls.as_ref().map_or_else(CrlSet::new, |(s, _)| s.clone());
+            endpoint = qala_tls::secure_endpoint(endpoint, c.ca.as_deref(), identity, set, qala_tls::Expect::Coordinator)?;
+            return Self::over(endpoint.connect_lazy(), c.token.as_deref(), crls);
         }
-        let channel = endpoint.connect_lazy();
-        let inner = ScannerClient::with_interceptor(channel.clone(), BearerToken::new(c.token.as_deref())?)
+        Self::over(endpoint.connect_lazy(), c.token.as_deref(), None)
+    }
+
+    fn over(channel: Channel, token: Option<&str>, crls: Option<(Arc<CrlSet>, Option<PathBuf>)>) -> Result<Self, ConnectError> {
+        let inner = ScannerClient::with_interceptor(channel.clone(), BearerToken::new(token)?)
             .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
-        let agents = AgentsClient::with_interceptor(channel, BearerToken::new(c.token.as_deref())?);
-        Ok(Self { inner, agents, rate: None })
+        let agents = AgentsClient::with_interceptor(channel, BearerToken::new(token)?);
+        Ok(Self { inner, agents, rate: None, crls })
     }
 
     /// Cap uploads at `bytes_per_sec` (0: no cap), for every clone made after.
@@ -119,19 +170,52 @@ impl Client {
     }
 
     /// Trade this client's token (a fleet join token) for an agent token.
+    /// A coordinator that is busy (the join token's enrollment rate spent)
+    /// says when to come back: waited for, up to [`ENROLL_PATIENCE`].
     pub async fn enroll(&self, info: pb::AgentInfo) -> Result<pb::EnrollAgentResponse, Status> {
-        let mut c = self.agents.clone();
-        let mut req = tonic::Request::new(pb::EnrollAgentRequest { info: Some(info) });
-        req.set_timeout(RPC_DEADLINE);
-        c.enroll(req).await.map(|r| r.into_inner())
+        let started = std::time::Instant::now();
+        loop {
+            let mut c = self.agents.clone();
+            let mut req = tonic::Request::new(pb::EnrollAgentRequest { info: Some(info.clone()) });
+            req.set_timeout(RPC_DEADLINE);
+            match c.enroll(req).await {
+                Err(s) if s.code() == Code::ResourceExhausted && started.elapsed() < ENROLL_PATIENCE => {
+                    let Some(after) = retry_after(&s) else { return Err(s) };
+                    let jitter = rand::rng().random_range(0..=after.as_millis() as u64 / 4);
+                    tracing::info!(retry_in_ms = after.as_millis() as u64, "{}", s.message());
+                    tokio::time::sleep(after + Duration::from_millis(jitter)).await;
+                }
+                other => return other.map(|r| r.into_inner()).map_err(explained),
+            }
+        }
     }
 
-    /// Tell the coordinator this agent is alive (its inventory record).
+    /// Tell the coordinator this agent is alive (its inventory record), and
+    /// take the revocation lists it answers with when they differ from the
+    /// ones held, keeping them for the next start.
     pub async fn checkin(&self, info: pb::AgentInfo) -> Result<pb::CheckinResponse, Status> {
         let mut c = self.agents.clone();
-        let mut req = tonic::Request::new(pb::CheckinRequest { info: Some(info) });
+        let crl_digest = self.crls.as_ref().map(|(set, _)| set.digest()).unwrap_or_default();
+        let mut req = tonic::Request::new(pb::CheckinRequest { info: Some(info), crl_digest });
         req.set_timeout(RPC_DEADLINE);
-        c.checkin(req).await.map(|r| r.into_inner())
+        let resp = c.checkin(req).await.map(|r| r.into_inner()).map_err(explained)?;
+        if let Some((set, file)) = &self.crls
+            && !resp.crls.is_empty()
+        {
+            match set.merge(resp.crls.iter().map(|d| d.as_slice())) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(lists = n, "newer certificate revocation lists in force");
+                    if let Some(file) = file
+                        && let Err(e) = set.save(file)
+                    {
+                        tracing::warn!(error = %e, "revocation lists not kept for the next start");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "revocation lists from the coordinator refused"),
+            }
+        }
+        Ok(resp)
     }
 
     /// Report actions taken on detections (audited by the coordinator).
@@ -139,7 +223,7 @@ impl Client {
         let mut c = self.agents.clone();
         let mut req = tonic::Request::new(pb::ReportActionsRequest { actions });
         req.set_timeout(RPC_DEADLINE);
-        c.report_actions(req).await.map(|r| r.into_inner())
+        c.report_actions(req).await.map(|r| r.into_inner()).map_err(explained)
     }
 
     /// Lookup without retries, cut off after `timeout` (on-access decisions).
@@ -148,7 +232,7 @@ impl Client {
         let mut req = tonic::Request::new(pb::LookupRequest { sha256: vec![sha256], brief: true });
         req.set_timeout(timeout);
         match tokio::time::timeout(timeout, c.lookup(req)).await {
-            Ok(r) => r.map(|r| r.into_inner()),
+            Ok(r) => r.map(|r| r.into_inner()).map_err(explained),
             Err(_) => Err(Status::deadline_exceeded("lookup timed out")),
         }
     }
@@ -178,7 +262,7 @@ impl Client {
                     attempt += 1;
                     backoff(attempt).await;
                 }
-                other => return other,
+                other => return other.map_err(explained),
             }
         }
     }

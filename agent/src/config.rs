@@ -46,6 +46,7 @@
 //! quarantine = "/var/lib/qala/quarantine"
 //! spool = "/var/lib/qala/spool"
 //! hash_cache = "/var/cache/qala/hashes"
+//! crl_cache = "/var/lib/qala/crls.pem"     # revocation lists from check-ins
 //! spool_max = 100000
 //! ```
 
@@ -205,12 +206,14 @@ pub struct PathsConfig {
     pub quarantine: Option<PathBuf>,
     pub spool: Option<PathBuf>,
     pub hash_cache: Option<PathBuf>,
+    /// The certificate revocation lists fetched at check-in (PEM).
+    pub crl_cache: Option<PathBuf>,
     pub spool_max: usize,
 }
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        Self { quarantine: None, spool: None, hash_cache: None, spool_max: 100_000 }
+        Self { quarantine: None, spool: None, hash_cache: None, crl_cache: None, spool_max: 100_000 }
     }
 }
 
@@ -219,6 +222,7 @@ impl PathsConfig {
     pub fn fill(&mut self, defaults: &PrivateDirs) {
         self.quarantine.get_or_insert_with(|| defaults.quarantine.clone());
         self.spool.get_or_insert_with(|| defaults.spool.clone());
+        self.crl_cache.get_or_insert_with(|| defaults.crl_cache.clone());
         if self.hash_cache.is_none() {
             self.hash_cache = defaults.hash_cache.clone();
         }

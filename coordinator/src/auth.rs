@@ -1,15 +1,21 @@
-//! Who may call what: client tokens and their roles, and revoked workers.
+//! Who may call what: client tokens and their roles, revoked workers, and
+//! the certificate revocation lists.
 //!
 //! A token is 256 random bits shown once (`qala_` + 64 hex digits); the
-//! store keeps only its sha256, with a name and a role, so coordinators
-//! sharing a store share the tokens. Each coordinator keeps the set in
-//! memory and reads it again every few seconds: a revoked token stops
-//! working within that time, and while the store is down the last set
-//! read stays in force (degraded mode still authenticates).
+//! store keeps only its sha256, with a name, a role and an optional expiry
+//! (and, for join tokens, a use count), so coordinators sharing a store
+//! share the tokens. Each coordinator keeps the set in memory and reads it
+//! again every few seconds: a revoked token stops working within that
+//! time, and while the store is down the last set read stays in force
+//! (degraded mode still authenticates). The revocation lists come the same
+//! way; with none read yet (the store down at start and no auth cache),
+//! no certificate is taken at the TLS layer.
 
 use crate::core::error::CoreError;
+use crate::store::records::CrlRecord;
 use crate::store::{Guarded, Revoked, StoreError};
 use qala_proto::v1::TokenRecord;
+use qala_tls::CrlSet;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -165,25 +171,66 @@ pub fn check_token_name(name: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("token name {name:?}: use 1-64 letters, digits, '.', '_', '-' or '@'")) }
 }
 
-/// Make a token for `name` with `role` and store its hash (replacing any
-/// token of that name). Returns the token, shown this once.
-pub async fn add_token(store: &Guarded, name: &str, role: Role) -> Result<(String, TokenRecord), CoreError> {
+/// A token to make.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub role: Role,
+    /// How long it works; `None`: until revoked.
+    pub valid: Option<Duration>,
+    /// Join tokens: most enrollments; 0: no limit.
+    pub max_uses: u64,
+    /// Replace a token of the same name (else an existing name is refused).
+    pub replace: bool,
+}
+
+impl NewToken {
+    pub fn of(role: Role) -> Self {
+        Self { role, valid: None, max_uses: 0, replace: false }
+    }
+}
+
+/// Make a token for `name` as `new` says and store its hash. Returns the
+/// token, shown this once. A name in use is refused unless `new.replace`:
+/// a join token can never overwrite another client's token.
+pub async fn add_token(store: &Guarded, name: &str, new: &NewToken) -> Result<(String, TokenRecord), CoreError> {
     check_token_name(name).map_err(CoreError::Invalid)?;
+    if new.max_uses > 0 && !matches!(new.role, Role::WorkerEnroll | Role::AgentEnroll) {
+        return Err(CoreError::Invalid(format!(
+            "a use count is for join tokens (worker-enroll, agent-enroll), not role {}",
+            new.role.label()
+        )));
+    }
+    if !new.replace && store.get::<TokenRecord>(name).await?.is_some() {
+        return Err(CoreError::AlreadyExists(format!(
+            "a token named {name:?} exists: revoke it first, or replace it (--replace)"
+        )));
+    }
     let token = new_token();
+    let now = qala_common::now_ms();
     let record = TokenRecord {
         name: name.to_string(),
-        role: role.label().to_string(),
+        role: new.role.label().to_string(),
         sha256: token_sha256(&token),
-        created_ms: qala_common::now_ms(),
+        created_ms: now,
+        expires_ms: new.valid.map_or(0, |v| now.saturating_add(v.as_millis() as i64)),
+        max_uses: new.max_uses,
+        used: 0,
     };
     store.put(&record).await?;
     Ok((token, record))
 }
 
+/// A known token, by its hash.
+struct Known {
+    name: String,
+    role: Role,
+    /// Unix ms; 0: never.
+    expires_ms: i64,
+}
+
 #[derive(Default)]
 struct State {
-    /// sha256 of a token -> (name, role).
-    by_hash: HashMap<String, (String, Role)>,
+    by_hash: HashMap<String, Known>,
     revoked_workers: HashSet<String>,
 }
 
@@ -194,21 +241,28 @@ pub struct Auth {
     /// Where the last set read is kept (hashes only, 0600), so a coordinator
     /// that starts while the store is down still authenticates.
     cache: Option<PathBuf>,
+    /// The revocation lists in force, which every TLS endpoint of this
+    /// coordinator follows.
+    crls: Arc<CrlSet>,
 }
 
 /// The auth cache file: what the store said last.
 #[derive(serde::Serialize, serde::Deserialize, PartialEq)]
 struct CacheFile {
-    /// (name, role, sha256 of the token)
-    tokens: Vec<(String, String, String)>,
+    /// (name, role, sha256 of the token, expires ms)
+    tokens: Vec<(String, String, String, i64)>,
     revoked_workers: Vec<String>,
+    /// Revocation lists, PEM.
+    #[serde(default)]
+    crls: Vec<String>,
 }
 
 impl Auth {
-    /// Read the tokens once; a store that does not answer yet leaves the set
-    /// empty (every call refused) until a refresh succeeds.
-    pub async fn start(store: Arc<Guarded>, cache: Option<PathBuf>) -> Arc<Self> {
-        let auth = Arc::new(Self { store, state: RwLock::default(), loaded: AtomicBool::new(false), cache });
+    /// Read the tokens and revocation lists once; a store that does not
+    /// answer yet leaves them empty (every call refused) until a refresh
+    /// succeeds, unless the auth cache has them.
+    pub async fn start(store: Arc<Guarded>, cache: Option<PathBuf>, crls: Arc<CrlSet>) -> Arc<Self> {
+        let auth = Arc::new(Self { store, state: RwLock::default(), loaded: AtomicBool::new(false), cache, crls });
         match auth.refresh().await {
             Ok(0) => warn!("no client tokens in the store: every call is refused; add one with `qala-coordinator token add`"),
             Ok(n) => info!(tokens = n, "client tokens loaded"),
@@ -227,17 +281,29 @@ impl Auth {
         let file: CacheFile = serde_json::from_str(&text).ok()?;
         let n = file.tokens.len();
         self.install(
-            file.tokens.into_iter().map(|(name, role, sha256)| TokenRecord { name, role, sha256, created_ms: 0 }).collect(),
+            file.tokens
+                .into_iter()
+                .map(|(name, role, sha256, expires_ms)| TokenRecord { name, role, sha256, expires_ms, ..Default::default() })
+                .collect(),
             file.revoked_workers,
         );
+        for pem in &file.crls {
+            let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes());
+            if let Ok(der) = der.map(|d: rustls::pki_types::CertificateRevocationListDer| d.as_ref().to_vec())
+                && let Err(e) = self.crls.merge([der.as_slice()])
+            {
+                warn!(error = %e, "a revocation list in the auth cache was not taken");
+            }
+        }
         Some(n)
     }
 
     fn save_cache(&self, tokens: &[TokenRecord], revoked: &[String]) {
         let Some(path) = &self.cache else { return };
         let mut file = CacheFile {
-            tokens: tokens.iter().map(|t| (t.name.clone(), t.role.clone(), t.sha256.clone())).collect(),
+            tokens: tokens.iter().map(|t| (t.name.clone(), t.role.clone(), t.sha256.clone(), t.expires_ms)).collect(),
             revoked_workers: revoked.to_vec(),
+            crls: self.crls.lists().iter().map(|c| c.pem()).collect(),
         };
         file.tokens.sort();
         file.revoked_workers.sort();
@@ -267,7 +333,7 @@ impl Auth {
         for t in tokens {
             match Role::parse(&t.role) {
                 Ok(role) => {
-                    by_hash.insert(t.sha256, (t.name, role));
+                    by_hash.insert(t.sha256, Known { name: t.name, role, expires_ms: t.expires_ms });
                 }
                 Err(e) => warn!(token = t.name, error = e, "stored token has an unknown role; ignored"),
             }
@@ -279,12 +345,22 @@ impl Auth {
         n
     }
 
-    /// Read tokens and revoked workers again; the number of tokens.
+    /// Read tokens, revoked workers and revocation lists again; the number
+    /// of tokens.
     pub async fn refresh(&self) -> Result<usize, StoreError> {
         let tokens = self.store.all::<TokenRecord>().await?;
         let revoked: Vec<String> = self.store.all::<Revoked>().await?.into_iter().map(|r| r.id).collect();
+        let lists = self.store.all::<CrlRecord>().await?;
+        if let Err(e) = self.crls.merge(lists.iter().map(|l| l.der.as_slice())) {
+            warn!(error = %e, "a stored revocation list was not taken");
+        }
         self.save_cache(&tokens, &revoked);
         Ok(self.install(tokens, revoked))
+    }
+
+    /// The revocation lists in force.
+    pub fn crls(&self) -> &Arc<CrlSet> {
+        &self.crls
     }
 
     /// Refresh every `every` until `stop`; `on_revoked` is told of each
@@ -311,7 +387,8 @@ impl Auth {
         let Some(token) = creds.token.as_deref() else {
             // A client certificate instead of a token: `qala:client:ROLE:NAME`.
             if let Some(qala_tls::CertRole::Client { role, name }) = creds.cert.as_ref().and_then(|c| c.role()) {
-                if self.worker_revoked(&client_revocation_key(&name)) {
+                let cert_revoked = creds.cert.as_ref().is_some_and(|c| self.crls.revokes(c));
+                if self.worker_revoked(&client_revocation_key(&name)) || cert_revoked {
                     return Err(CoreError::Unauthenticated(format!("client certificate {name:?} is revoked")));
                 }
                 let role = Role::parse(&role).map_err(CoreError::Unauthenticated)?;
@@ -323,7 +400,10 @@ impl Auth {
         };
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         match state.by_hash.get(&token_sha256(token)) {
-            Some((name, role)) => Ok(Caller { name: name.clone(), role: *role, peer: creds.peer }),
+            Some(k) if k.expires_ms != 0 && k.expires_ms <= qala_common::now_ms() => {
+                Err(CoreError::Unauthenticated(format!("token {:?} expired at {}", k.name, utc(k.expires_ms))))
+            }
+            Some(k) => Ok(Caller { name: k.name.clone(), role: k.role, peer: creds.peer }),
             None if !self.loaded.load(Ordering::Relaxed) => {
                 Err(CoreError::Unavailable("client tokens not loaded yet: the verdict store has not answered".into()))
             }
@@ -339,6 +419,14 @@ impl Auth {
     pub fn note_revoked(&self, id: &str) {
         self.state.write().unwrap_or_else(|p| p.into_inner()).revoked_workers.insert(id.to_string());
     }
+}
+
+/// Unix ms as `2026-12-06T11:02:55Z`.
+pub fn utc(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 #[cfg(test)]

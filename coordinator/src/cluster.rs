@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::Status;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 /// Chunk size for shipping compiled rules.
@@ -114,6 +114,17 @@ pub struct Slot {
 /// ranking again.
 const SLOT_RECHECK: Duration = Duration::from_secs(1);
 
+/// How a coordinator dials its workers: the cluster CA and its revocation
+/// lists (the worker must hold an unrevoked certificate of the id it
+/// registered) and this coordinator's own certificate and key.
+#[derive(Debug, Clone)]
+pub struct WorkerTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub crls: Arc<qala_tls::CrlSet>,
+}
+
 pub struct Cluster {
     workers: RwLock<HashMap<String, Arc<WorkerHandle>>>,
     rules: Arc<RulesManager>,
@@ -121,7 +132,7 @@ pub struct Cluster {
     pub dead_after: Duration,
     pub scan_timeout: Duration,
     /// Mutual TLS to workers: the cluster CA and this coordinator's certificate.
-    tls: Option<ClientTlsConfig>,
+    tls: Option<WorkerTls>,
 }
 
 impl Cluster {
@@ -129,7 +140,7 @@ impl Cluster {
         rules: Arc<RulesManager>,
         heartbeat_interval: Duration,
         scan_timeout: Duration,
-        tls: Option<ClientTlsConfig>,
+        tls: Option<WorkerTls>,
     ) -> Arc<Self> {
         Arc::new(Self {
             tls,
@@ -159,8 +170,9 @@ impl Cluster {
             .timeout(self.scan_timeout)
             .tcp_nodelay(true);
         if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
+            let identity = Some((tls.cert.as_path(), tls.key.as_path()));
+            let expect = qala_tls::Expect::Worker(req.worker_id.clone());
+            endpoint = qala_tls::secure_endpoint(endpoint, Some(&tls.ca), identity, tls.crls.clone(), expect)
                 .map_err(|e| CoreError::Invalid(format!("worker address {}: {e}", req.address)))?;
         }
         let client = WorkerClient::new(endpoint.connect_lazy())
@@ -203,6 +215,11 @@ impl Cluster {
         w.scanned.store(req.scanned, Ordering::Relaxed);
         w.suspect.store(false, Ordering::Relaxed);
         true
+    }
+
+    /// Whether worker `id` is registered here and heartbeating.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.workers.read().unwrap_or_else(|p| p.into_inner()).get(id).is_some_and(|w| w.alive(self.dead_after))
     }
 
     /// Take a worker out of the ring now (it was revoked).

@@ -30,11 +30,24 @@ pub struct Config {
     /// worker certificates of the cluster CA may register there.
     #[arg(long, env = "QALA_COORDINATOR_CLUSTER_LISTEN", default_value = "127.0.0.1:7001")]
     pub cluster_listen: String,
-    /// Directory made by `qala-coordinator pki init`: ca.pem,
-    /// coordinator.pem, coordinator-key.pem (and ca-key.pem to enroll
-    /// workers). Files are reloaded when they change.
+    /// Directory made by `qala-coordinator pki init` (or `pki coordinator`):
+    /// ca.pem, coordinator.pem, coordinator-key.pem, crl.pem, and
+    /// issuing-ca.pem with issuing-ca-key.pem to enroll workers (the root's
+    /// ca-key.pem is not read: keep it elsewhere). Files are reloaded when
+    /// they change.
     #[arg(long, env = "QALA_COORDINATOR_TLS")]
     pub tls: Option<PathBuf>,
+    /// A certificate chain (PEM) for the agents' listener (--listen) and the
+    /// REST listener instead of the coordinator's cluster certificate: a
+    /// web-PKI one (an ACME CA's, say), for clients that check the host name
+    /// against the system's roots (qala-agent and the admin CLI without
+    /// --ca). Client certificates are still the cluster CA's. Reloaded when
+    /// it changes. Workers keep the cluster listener and its certificate.
+    #[arg(long, env = "QALA_COORDINATOR_PUBLIC_CERT", requires = "public_key", requires = "tls")]
+    pub public_cert: Option<PathBuf>,
+    /// The key of --public-cert.
+    #[arg(long, env = "QALA_COORDINATOR_PUBLIC_KEY", requires = "public_cert")]
+    pub public_key: Option<PathBuf>,
     /// Plain text instead of TLS, for a test setup on one machine: refuses
     /// to listen on anything but a loopback address.
     #[arg(long, env = "QALA_COORDINATOR_INSECURE", conflicts_with = "tls")]
@@ -113,9 +126,19 @@ pub struct Config {
     #[arg(long, env = "QALA_COORDINATOR_AUTH_CACHE", default_value = "qala-data/auth-cache.json")]
     pub auth_cache: PathBuf,
     /// Lifetime of the certificates given to enrolled workers, in seconds
-    /// (they renew at half of it).
-    #[arg(long, env = "QALA_COORDINATOR_ENROLL_CERT_SECS", default_value_t = 24 * 3600)]
+    /// (they renew at half of it, over mutual TLS).
+    #[arg(long, env = "QALA_COORDINATOR_ENROLL_CERT_SECS", default_value_t = 12 * 3600)]
     pub enroll_cert_secs: u64,
+    /// Host names enrolled workers' certificates may carry: names,
+    /// `*.DOMAIN` (e.g. a Kubernetes headless service's domain) and IP
+    /// networks (10.20.0.0/16), comma-separated or repeated. None by
+    /// default; never a coordinator's name or a loopback one.
+    #[arg(long, env = "QALA_COORDINATOR_ENROLL_HOSTS", value_delimiter = ',')]
+    pub enroll_hosts: Vec<String>,
+    /// Enrollments per minute one join token may make on this coordinator
+    /// (worker-enroll and agent-enroll tokens; also the burst).
+    #[arg(long, env = "QALA_COORDINATOR_ENROLL_RATE", default_value_t = 60)]
+    pub enroll_rate: u32,
     /// Address of the REST/JSON API and Prometheus `/metrics`, e.g.
     /// 127.0.0.1:7080 (off unless given); same TLS and tokens as gRPC.
     #[arg(long, env = "QALA_COORDINATOR_HTTP_LISTEN")]
@@ -317,8 +340,11 @@ pub enum AgentsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
-    /// Create DIR/ca.pem, DIR/ca-key.pem, DIR/coordinator.pem and
-    /// DIR/coordinator-key.pem (localhost, 127.0.0.1 and ::1 always named).
+    /// Create the root CA (DIR/ca.pem, DIR/ca-key.pem) and its revocation
+    /// list (DIR/crl.pem), and the first coordinator's certificate and
+    /// issuing CA at the top of DIR (coordinator.pem, coordinator-key.pem,
+    /// issuing-ca.pem, issuing-ca-key.pem; localhost, 127.0.0.1 and ::1
+    /// always named).
     Init {
         dir: PathBuf,
         /// Another DNS name or IP address the coordinator is reached at (repeat).
@@ -328,7 +354,8 @@ pub enum PkiCommand {
         #[arg(long, default_value = "coordinator")]
         name: String,
     },
-    /// Another coordinator's certificate: DIR/coordinators/NAME/.
+    /// Another coordinator's certificate and issuing CA, with the root's
+    /// certificate and list: DIR/coordinators/NAME/, its --tls directory.
     Coordinator {
         dir: PathBuf,
         name: String,
@@ -353,13 +380,38 @@ pub enum PkiCommand {
         #[arg(long)]
         role: String,
     },
-    /// Refuse worker ID (or, with --client, the client certificate NAME)
-    /// from now on, on every coordinator sharing the store.
+    /// Revoke. With --server or --store: worker ID (or, with --client, the
+    /// client certificate NAME) is refused from now on by every coordinator
+    /// sharing the store, and the certificates the store knows to be the
+    /// worker's go on their issuing CAs' revocation lists; --serial revokes
+    /// one such certificate. With --dir (where the root key is kept): the
+    /// certificates the root issued (--coordinator NAME: its certificate and
+    /// issuing CA; a worker's; a client's; --serial) go on the root's list,
+    /// DIR/crl.pem, to publish (`pki publish-crl`, or both flags at once).
     Revoke {
-        id: String,
+        /// A worker id (or a client name with --client).
+        id: Option<String>,
         /// ID is a client certificate's name, not a worker id.
         #[arg(long)]
         client: bool,
+        /// A coordinator's name (needs --dir: only the root revokes one).
+        #[arg(long, conflicts_with_all = ["id", "serial"])]
+        coordinator: Option<String>,
+        /// One certificate, by its serial (hex).
+        #[arg(long, conflicts_with = "id")]
+        serial: Option<String>,
+        /// The PKI directory holding the root key: revoke in the root's list.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Publish a revocation list of the root (FILE, PEM or DER, as `pki
+    /// revoke --dir` writes it) to the store: every coordinator, worker and
+    /// agent goes by it within seconds. An older list than the one held is
+    /// refused.
+    PublishCrl {
+        file: PathBuf,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -368,12 +420,23 @@ pub enum PkiCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Make a token; the token alone is printed on the last line (only the
-    /// store's copy of its hash remains).
+    /// store's copy of its hash remains). A name in use is refused unless
+    /// --replace.
     Add {
         /// agent, analyst, admin, metrics, worker-enroll or agent-enroll.
         #[arg(long)]
         role: String,
         name: String,
+        /// It stops working after this long (e.g. 24h, 7d, 90m).
+        #[arg(long)]
+        expires: Option<humantime::Duration>,
+        /// Join tokens: most enrollments it may be spent on (each new
+        /// worker or agent spends one; renewals spend none).
+        #[arg(long)]
+        uses: Option<u64>,
+        /// Replace the token of this name (its holders are locked out).
+        #[arg(long)]
+        replace: bool,
         #[command(flatten)]
         target: AdminTarget,
     },

@@ -33,6 +33,7 @@ pub fn status(e: CoreError) -> Status {
         CoreError::Denied(_) => Status::permission_denied(message),
         CoreError::NotFound(_) => Status::not_found(message),
         CoreError::FailedPrecondition(_) => Status::failed_precondition(message),
+        CoreError::AlreadyExists(_) => Status::already_exists(message),
         CoreError::Unavailable(_) => Status::unavailable(message),
         CoreError::Timeout(_) => Status::deadline_exceeded(message),
         CoreError::Interrupted(_) => Status::cancelled(message),
@@ -126,7 +127,7 @@ impl pb::admin_server::Admin for AdminService {
     async fn add_token(&self, request: Request<pb::AddTokenRequest>) -> Result<Response<pb::AddTokenResponse>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
         let req = request.into_inner();
-        answer(self.core.admin().add_token(&caller, &req.name, &req.role).await)
+        answer(self.core.admin().add_token(&caller, &req).await)
     }
 
     async fn list_tokens(&self, request: Request<pb::ListTokensRequest>) -> Result<Response<pb::ListTokensResponse>, Status> {
@@ -172,7 +173,15 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::RevokeWorkerResponse>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
         let req = request.into_inner();
-        answer(self.core.admin().revoke(&caller, &req.worker_id, req.client).await)
+        if !req.serial.is_empty() {
+            return answer(self.core.revocation().revoke_serial(&caller, &req.serial).await);
+        }
+        answer(self.core.revocation().revoke(&caller, &req.worker_id, req.client).await)
+    }
+
+    async fn publish_crl(&self, request: Request<pb::PublishCrlRequest>) -> Result<Response<pb::PublishCrlResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
+        answer(self.core.revocation().publish(&caller, &request.get_ref().crl).await)
     }
 }
 
@@ -226,7 +235,7 @@ impl ClusterService {
 impl pb::cluster_server::Cluster for ClusterService {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let cert = peer_cert(&request);
-        answer(self.core.workers().register(cert.as_ref(), request.into_inner()))
+        answer(self.core.workers().register(cert.as_ref(), request.into_inner()).await)
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
@@ -236,6 +245,11 @@ impl pb::cluster_server::Cluster for ClusterService {
 
     async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::Enroll).map_err(status)?;
-        answer(self.core.workers().enroll(&caller, request.into_inner()).await)
+        answer(self.core.enrollment().enroll(&caller, request.into_inner()).await)
+    }
+
+    async fn renew(&self, request: Request<pb::RenewRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        let cert = peer_cert(&request);
+        answer(self.core.enrollment().renew(cert.as_ref(), request.into_inner()).await)
     }
 }

@@ -2,16 +2,18 @@
 //! the background tasks, in that order, each step announced in the log; and
 //! stopping it, in-flight requests finished first.
 
+use crate::core::enrollment::EnrollSettings;
+use crate::core::enrollment::hosts::HostPolicy;
 use crate::core::shared::Shared;
 use crate::core::upload::UploadSettings;
-use crate::core::workers::Enrollment;
 use crate::core::{self, Core};
 use crate::error::Error;
+use crate::store::records::CoordinatorNames;
 use crate::{audit, auth, clamd, cluster, config::Config, grpc, http, rules, siem, store};
 use qala_proto::v1::{
     admin_server::AdminServer, agents_server::AgentsServer, cluster_server::ClusterServer, scanner_server::ScannerServer,
 };
-use qala_tls::{ClientAuth, ServerTls, ServerTlsFiles, pki};
+use qala_tls::{ClientAuth, CrlSet, PeerCert, ServerTls, ServerTlsFiles, pki};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     }
 
     info!("loading TLS material");
+    // The revocation lists every TLS endpoint here follows: none until the
+    // store (or the auth cache) gives them, and no certificate taken till then.
+    let crls = match &config.tls {
+        Some(dir) => CrlSet::with_roots(&dir.join(pki::CA_CERT))?,
+        None => CrlSet::new(),
+    };
     let tls = match &config.tls {
         Some(dir) => {
             let files = ServerTlsFiles {
@@ -58,17 +66,37 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
                 key: dir.join(pki::COORDINATOR_KEY),
                 client_ca: Some(dir.join(pki::CA_CERT)),
             };
+            // The agents' and REST listeners may present a web-PKI certificate.
+            let public = match (&config.public_cert, &config.public_key) {
+                (Some(cert), Some(key)) => ServerTlsFiles { cert: cert.clone(), key: key.clone(), ..files.clone() },
+                _ => files.clone(),
+            };
             // Clients may present a certificate (`pki client`) instead of a token.
-            let api = ServerTls::load(files.clone(), ClientAuth::Optional)?;
+            let api = ServerTls::load(public.clone(), ClientAuth::Optional, crls.clone())?;
             // Workers present certificates; an enrolling one has none yet.
-            let cluster = ServerTls::load(files.clone(), ClientAuth::Optional)?;
-            let http = ServerTls::load_http(files.clone(), ClientAuth::Optional)?;
-            let client = qala_tls::client_config(Some(&dir.join(pki::CA_CERT)), Some((&files.cert, &files.key)))?;
-            let enrollment = dir
-                .join(pki::CA_KEY)
-                .exists()
-                .then(|| Enrollment { pki_dir: dir.clone(), lifetime: Duration::from_secs(config.enroll_cert_secs.max(10)) });
-            Some((api, cluster, client, enrollment, http))
+            let cluster = ServerTls::load(files.clone(), ClientAuth::Optional, crls.clone())?;
+            let http = ServerTls::load_http(public, ClientAuth::Optional, crls.clone())?;
+            let client = cluster::WorkerTls {
+                ca: dir.join(pki::CA_CERT),
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                crls: crls.clone(),
+            };
+            let own = PeerCert::parse(&qala_tls::load_certs(&files.cert)?[0])?;
+            let own_hosts: Vec<String> = own.dns.iter().cloned().chain(own.ips.iter().map(|i| i.to_string())).collect();
+            let enrollment = EnrollSettings {
+                issuing: pki::IssuingCa::load(dir)?.map(Arc::new),
+                ca_pem: std::fs::read_to_string(dir.join(pki::CA_CERT))
+                    .map_err(|e| Error::Io(dir.join(pki::CA_CERT).display().to_string(), e))?,
+                lifetime: Duration::from_secs(config.enroll_cert_secs.max(10)),
+                hosts: HostPolicy::parse(&config.enroll_hosts, &own_hosts).map_err(Error::Config)?,
+                tls_dir: Some(dir.clone()),
+            };
+            let name = match own.role() {
+                Some(qala_tls::CertRole::Coordinator(n)) => n,
+                _ => return Err(Error::Config(format!("{} is not a coordinator certificate", files.cert.display()))),
+            };
+            Some((api, cluster, client, enrollment, http, CoordinatorNames { name, hosts: own_hosts, started_ms: 0 }))
         }
         None => None,
     };
@@ -83,8 +111,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         Duration::from_secs(config.scan_timeout_secs.max(1)),
         tls.as_ref().map(|t| t.2.clone()),
     );
-    info!("loading client tokens");
-    let auth = auth::Auth::start(store.clone(), Some(config.auth_cache.clone())).await;
+    info!("loading client tokens and revocation lists");
+    let auth = auth::Auth::start(store.clone(), Some(config.auth_cache.clone()), crls.clone()).await;
     let audit = audit::Audit::open(&config.audit_log).map_err(|e| Error::Io(format!("audit log {}", config.audit_log), e))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let siem = siem::Siem::start(
@@ -110,9 +138,27 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
                 max_file_size: config.max_file_size,
             },
             tls: tls.is_some(),
-            enrollment: tls.as_ref().and_then(|t| t.3.clone()),
+            enrollment: tls.as_ref().map(|t| t.3.clone()),
+            join_per_minute: config.enroll_rate,
         },
     ));
+    if let (Some(t), Some(dir)) = (&tls, &config.tls) {
+        // This coordinator's names (no enrolled certificate may carry one),
+        // the root's list from the TLS directory, and this coordinator's own.
+        let names = CoordinatorNames { started_ms: qala_common::now_ms(), ..t.5.clone() };
+        if let Err(e) = store.put(&names).await {
+            tracing::warn!(error = %e, "this coordinator's names were not stored");
+        }
+        core.revocation().publish_file(&dir.join(pki::CRL)).await;
+        core.revocation().sync().await;
+        let _ = auth.refresh().await;
+        if !crls.known() {
+            tracing::warn!(
+                "no certificate revocation list known (the store has none, or does not answer, and the auth cache has none): \
+                 certificates (workers, client certificates) are refused until one is"
+            );
+        }
+    }
 
     let clamd = clamd::bind(&config.clamd).await?;
     let http_listener = match &config.http_listen {
@@ -145,8 +191,25 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             let cluster = cluster.clone();
             auth.keep_fresh(Duration::from_millis(config.auth_refresh_ms.max(100)), stop_rx.clone(), move |id| cluster.evict(id))
         }),
+        tokio::spawn({
+            let (core, every, mut stop) = (core.clone(), Duration::from_millis(config.auth_refresh_ms.max(100)), stop_rx.clone());
+            let root_list = config.tls.as_ref().map(|d| d.join(pki::CRL));
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {
+                            if let Some(file) = &root_list {
+                                core.revocation().publish_file_once(file).await;
+                            }
+                            core.revocation().sync().await;
+                        }
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }),
     ];
-    if let Some((api, cl, _, _, http)) = &tls {
+    if let Some((api, cl, _, _, http, _)) = &tls {
         tasks.push(tokio::spawn(http.clone().watch(Duration::from_secs(2), stop_rx.clone())));
         tasks.push(tokio::spawn(api.clone().watch(Duration::from_secs(2), stop_rx.clone())));
         tasks.push(tokio::spawn(cl.clone().watch(Duration::from_secs(2), stop_rx.clone())));

@@ -161,6 +161,9 @@ impl Proc {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let child = Command::new(program)
             .args(args)
+            // A worker keeps its revocation lists here, not in the
+            // test's working directory.
+            .env("QALA_WORKER_CRL_CACHE", log_dir.join(format!("{name}-crls.pem")))
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -678,16 +681,13 @@ impl Cluster {
         self.add_worker_with(id, &["--tls".into(), tls.display().to_string()])
     }
 
-    /// Start worker `id` with `identity` flags (--tls DIR, or enrollment ones).
+    /// Start worker `id` with `identity` flags (--tls DIR, or enrollment
+    /// ones, and a --listen address if it needs one known).
     pub fn add_worker_with(&mut self, id: &str, identity: &[String]) -> Result<()> {
-        let mut args: Vec<String> = vec![
-            "--coordinator".into(),
-            self.cluster_urls().join(","),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--threads".into(),
-            "2".into(),
-        ];
+        let mut args: Vec<String> = vec!["--coordinator".into(), self.cluster_urls().join(","), "--threads".into(), "2".into()];
+        if !identity.iter().any(|a| a == "--listen") {
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
         args.extend(identity.iter().cloned());
         self.workers.push(Proc::spawn(&format!("worker-{id}"), &bin("qala-worker"), &args, self.dir.path())?);
         Ok(())

@@ -71,11 +71,12 @@ fn enrolled_agent_watches_quarantines_restores_and_is_audited() {
     write_config(
         &config,
         &format!(
-            "[watch]\npaths = [{:?}]\ndebounce_ms = 300\nbackend = \"inotify\"\n\n[scan]\nexclude = [\"**/build/**\"]\n\n[actions]\nmalicious = \"quarantine\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\n",
+            "[watch]\npaths = [{:?}]\ndebounce_ms = 300\nbackend = \"inotify\"\n\n[scan]\nexclude = [\"**/build/**\"]\n\n[actions]\nmalicious = \"quarantine\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\n",
             watched,
             d.join("quarantine"),
             d.join("state/spool"),
-            d.join("state/hashes")
+            d.join("state/hashes"),
+            d.join("state/crls.pem")
         ),
     );
     let out = Command::new(bin("qala-agent"))
@@ -250,14 +251,15 @@ fn offline_spool_survives_a_restart_and_answers_each_file_once() {
     write_config(
         &config,
         &format!(
-            "[server]\nurl = {:?}\nca = {:?}\ntoken_file = {:?}\n\n[watch]\npaths = [{:?}]\ndebounce_ms = 200\nbackend = \"inotify\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\n",
+            "[server]\nurl = {:?}\nca = {:?}\ntoken_file = {:?}\n\n[watch]\npaths = [{:?}]\ndebounce_ms = 200\nbackend = \"inotify\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\n",
             cluster.url(),
             cluster.ca(),
             cluster.token_file("agent"),
             watched,
             d.join("quarantine"),
             d.join("spool"),
-            d.join("hashes")
+            d.join("hashes"),
+            d.join("crls.pem")
         ),
     );
     // The coordinator is down: files are spooled (paths and hashes only).
@@ -335,14 +337,15 @@ fn on_access_denies_opening_a_malicious_file() {
     write_config(
         &config,
         &format!(
-            "[server]\nurl = {:?}\nca = {:?}\ntoken_file = {:?}\n\n[watch]\npaths = [{:?}]\ndebounce_ms = 200\nbackend = \"fanotify\"\non_access = true\non_access_timeout_ms = 2000\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\n",
+            "[server]\nurl = {:?}\nca = {:?}\ntoken_file = {:?}\n\n[watch]\npaths = [{:?}]\ndebounce_ms = 200\nbackend = \"fanotify\"\non_access = true\non_access_timeout_ms = 2000\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\n",
             cluster.url(),
             cluster.ca(),
             cluster.token_file("agent"),
             mnt,
             d.join("quarantine"),
             d.join("spool"),
-            d.join("hashes")
+            d.join("hashes"),
+            d.join("crls.pem")
         ),
     );
     if !is_root() {
@@ -419,7 +422,10 @@ async fn the_agents_api_refuses_bad_callers_and_bounds_what_it_keeps() {
     let e = anonymous.enroll(pb::EnrollAgentRequest { info: Some(info()) }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     let mut garbage = client(Some("qala_".to_string() + &"0".repeat(64))).await;
-    assert_eq!(garbage.checkin(pb::CheckinRequest { info: Some(info()) }).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        garbage.checkin(pb::CheckinRequest { info: Some(info()), ..Default::default() }).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     let mut agent = client(Some(cluster.token("agent"))).await;
     let e = agent.enroll(pb::EnrollAgentRequest { info: Some(info()) }).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "an agent token cannot mint tokens: {e:?}");
@@ -439,7 +445,7 @@ async fn the_agents_api_refuses_bad_callers_and_bounds_what_it_keeps() {
     let enrolled = fleet.enroll(pb::EnrollAgentRequest { info: Some(hostile.clone()) }).await.unwrap().into_inner();
     assert!(enrolled.agent_id.len() <= 64 && enrolled.agent_id.bytes().all(|b| b.is_ascii_graphic()), "{}", enrolled.agent_id);
     let mut me = client(Some(enrolled.token.clone())).await;
-    me.checkin(pb::CheckinRequest { info: Some(hostile) }).await.unwrap();
+    me.checkin(pb::CheckinRequest { info: Some(hostile), ..Default::default() }).await.unwrap();
     let path = format!("/home/u/\u{1b}[2J{}", "p".repeat(10_000));
     let action = pb::AgentAction { action: "quarantine".into(), path, ..Default::default() };
     assert_eq!(me.report_actions(pb::ReportActionsRequest { actions: vec![action] }).await.unwrap().into_inner().recorded, 1);

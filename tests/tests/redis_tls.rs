@@ -142,7 +142,13 @@ fn round_trip(dir: &Path, spec: &str) {
         };
         store.put(&v, None).await.unwrap();
         assert_eq!(store.get("rs", &v.sha256).await.unwrap(), Some(v.clone()));
-        let t = qala_proto::v1::TokenRecord { name: "n".into(), role: "agent".into(), sha256: "ab".into(), created_ms: 1 };
+        let t = qala_proto::v1::TokenRecord {
+            name: "n".into(),
+            role: "agent".into(),
+            sha256: "ab".into(),
+            created_ms: 1,
+            ..Default::default()
+        };
         let store = qala_coordinator::store::Guarded::new(std::sync::Arc::new(store));
         store.put(&t).await.unwrap();
         assert_eq!(store.all::<qala_proto::v1::TokenRecord>().await.unwrap(), vec![t]);

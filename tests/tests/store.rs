@@ -173,6 +173,7 @@ async fn records(s: Arc<dyn VerdictStore>) {
         role: role.into(),
         sha256: sha256_hex(name.as_bytes()),
         created_ms: 1,
+        ..Default::default()
     };
     s.put(&token("ops", "admin")).await.unwrap();
     s.put(&token("ws-17", "agent")).await.unwrap();

@@ -1,10 +1,13 @@
 //! TLS for Qala's clients (agent -> coordinator, worker -> coordinator,
 //! coordinator -> worker): a tonic `ClientTlsConfig` from files.
 
+use crate::crl::CrlSet;
 use crate::error::TlsError;
 use crate::pem::{load_certs, load_key};
+use crate::verify::{Expect, PeerVerifier};
 use std::path::Path;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use std::sync::Arc;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })
@@ -28,6 +31,68 @@ pub fn client_config(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Res
         config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
     }
     Ok(config)
+}
+
+/// TLS for a client's `endpoint`. Through the cluster CA `ca`, the server
+/// must be `expect` (a coordinator, or a given worker) and not revoked in
+/// `crls` (followed as they change); without a CA (a coordinator behind a
+/// certificate of the system's roots), the host name is checked as any web
+/// client checks it. `identity` (certificate chain and key files) is
+/// presented if given.
+pub fn secure_endpoint(
+    endpoint: Endpoint,
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+    crls: Arc<CrlSet>,
+    expect: Expect,
+) -> Result<Endpoint, TlsError> {
+    let tonic_error = |e: tonic::transport::Error| TlsError::Config(e.to_string());
+    let Some(ca) = ca else { return endpoint.tls_config(client_config(None, identity)?).map_err(tonic_error) };
+    let mut config = ClientTlsConfig::new();
+    if let Some((cert, key)) = identity {
+        load_certs(cert)?;
+        load_key(key)?;
+        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    endpoint.tls_config_with_verifier(config, PeerVerifier::new(ca, crls, expect)?).map_err(tonic_error)
+}
+
+/// The alerts a TLS peer sends when it refuses our certificate.
+const CERTIFICATE_ALERTS: [rustls::AlertDescription; 5] = [
+    rustls::AlertDescription::BadCertificate,
+    rustls::AlertDescription::CertificateRevoked,
+    rustls::AlertDescription::CertificateExpired,
+    rustls::AlertDescription::UnknownCA,
+    rustls::AlertDescription::CertificateUnknown,
+];
+
+/// Whether `e` (or one of its causes) is a TLS peer's certificate refused
+/// here, or ours refused there: trying again will not help.
+pub fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let rustls_error = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(r) = rustls_error {
+            return match r {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::Other(_) => true,
+                rustls::Error::AlertReceived(a) => CERTIFICATE_ALERTS.contains(a),
+                _ => false,
+            };
+        }
+        // An alert read after the handshake reaches the caller as text
+        // (the I/O layer formats the TLS error): "received fatal alert: X".
+        if let Some(alert) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.to_string().strip_prefix("received fatal alert: ").map(str::to_string))
+        {
+            return CERTIFICATE_ALERTS.iter().any(|a| format!("{a:?}") == alert);
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Adds `authorization: Bearer <token>` to every call of a client.

@@ -27,11 +27,16 @@ pub struct PeerCert {
     pub uris: Vec<String>,
     pub dns: Vec<String>,
     pub ips: Vec<IpAddr>,
-    /// Hex serial number, for logs.
+    /// Serial number, lower-case hex (as revocation lists name it).
     pub serial: String,
+    /// The issuer's distinguished name, e.g. `CN=Qala issuing CA main, O=Qala`.
+    pub issuer: String,
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
+    /// Serials of the other certificates the peer presented (its issuing
+    /// CA's): a revoked issuer revokes what it signed.
+    pub chain: Vec<String>,
 }
 
 impl PeerCert {
@@ -39,7 +44,8 @@ impl PeerCert {
     pub fn parse(der: &[u8]) -> Result<Self, TlsError> {
         let (_, cert) = X509Certificate::from_der(der).map_err(|e| TlsError::Certificate(e.to_string()))?;
         let mut out = PeerCert {
-            serial: cert.raw_serial_as_string().replace(':', ""),
+            serial: cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
+            issuer: cert.issuer().to_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             ..Default::default()
@@ -59,6 +65,29 @@ impl PeerCert {
             }
         }
         Ok(out)
+    }
+
+    /// The leaf of a presented chain, with the serials of the rest.
+    pub fn parse_chain(certs: &[impl AsRef<[u8]>]) -> Result<Self, TlsError> {
+        let leaf = certs.first().ok_or_else(|| TlsError::Certificate("no certificate".into()))?;
+        let mut out = Self::parse(leaf.as_ref())?;
+        for c in &certs[1..] {
+            if let Ok((_, cert)) = X509Certificate::from_der(c.as_ref()) {
+                out.chain.push(cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect());
+            }
+        }
+        Ok(out)
+    }
+
+    /// This certificate's serial and its chain's.
+    pub fn serials(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.serial.as_str()).chain(self.chain.iter().map(String::as_str))
+    }
+
+    /// The subject's distinguished name of a DER certificate.
+    pub fn subject_of(der: &[u8]) -> Result<String, TlsError> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| TlsError::Certificate(e.to_string()))?;
+        Ok(cert.subject().to_string())
     }
 
     /// The Qala role in the certificate, if it names exactly one.

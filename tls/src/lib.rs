@@ -4,26 +4,32 @@
 //! - servers accept through [`ServerTls`], whose certificate, key and client
 //!   CA are files reloaded when they change ([`incoming`] hands tonic one
 //!   connection type for TLS and plain text, with the peer's certificates);
-//! - clients get a tonic `ClientTlsConfig` from a CA file and an optional
-//!   identity ([`client_config`]);
+//! - clients dial through [`secure_endpoint`]: the cluster CA, the role
+//!   expected of the server ([`Expect`]) and the revocation lists;
+//! - revocation lists, newest per issuer, shared by every endpoint of a
+//!   process and followed as they change ([`CrlSet`]);
 //! - certificates carry their role and identity in a SAN URI
 //!   (`qala:worker:ID`, `qala:coordinator:NAME`): [`PeerCert`];
 //! - with the `pki` feature, the small certificate authority behind
 //!   `qala-coordinator pki` and worker enrollment ([`pki`]).
 
 mod client;
+mod crl;
 mod error;
 mod identity;
 mod pem;
 #[cfg(feature = "pki")]
 pub mod pki;
 mod server;
+mod verify;
 
-pub use client::{BearerToken, client_config, read_token, rustls_client_config};
+pub use client::{BearerToken, certificate_refused, client_config, read_token, rustls_client_config, secure_endpoint};
+pub use crl::{Crl, CrlSet};
 pub use error::TlsError;
 pub use identity::{CertRole, PeerCert};
 pub use pem::{load_certs, load_key};
 pub use server::{ClientAuth, Conn, PeerInfo, ServerTls, ServerTlsFiles, incoming, peer_info};
+pub use verify::{Expect, PeerVerifier, Roots};
 
 use std::net::SocketAddr;
 

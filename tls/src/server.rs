@@ -2,19 +2,27 @@
 //!
 //! A [`ServerTls`] holds a rustls server config built from three files (the
 //! server's certificate chain, its key, and the CA whose client
-//! certificates it accepts) and builds it again when any of them changes,
-//! so a renewed certificate or a new CA takes effect without a restart
-//! (connections already open keep theirs). [`incoming`] accepts TCP
+//! certificates it accepts) and the revocation lists in force, and builds
+//! it again when any of them changes, so a renewed certificate, a new CA or
+//! a new revocation takes effect without a restart (connections already
+//! open keep theirs). A client certificate is taken only if its chain,
+//! its issuer's revocation list and its issuer's right to sign its role
+//! hold; while no revocation list is known at all, none is taken. [`incoming`] accepts TCP
 //! connections, runs each handshake in a task of its own under a deadline
 //! (a slow or silent client never holds up the accept loop) and yields
 //! [`Conn`]s, TLS or plain text (`--insecure`), whose [`PeerInfo`] tonic
 //! puts in every request's extensions.
 
+use crate::crl::CrlSet;
 use crate::error::TlsError;
 use crate::identity::PeerCert;
 use crate::pem::{load_certs, load_key};
-use rustls::ServerConfig;
+use crate::verify::{Roots, check_issuer, refused};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,15 +72,83 @@ pub struct ServerTls {
     files: ServerTlsFiles,
     auth: ClientAuth,
     http1: bool,
+    crls: Arc<CrlSet>,
     config: RwLock<Arc<ServerConfig>>,
-    stamps: Mutex<Vec<Option<SystemTime>>>,
+    stamps: Mutex<Stamps>,
 }
 
-fn stamps(files: &ServerTlsFiles) -> Vec<Option<SystemTime>> {
-    files.paths().iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+/// What the config was built from: the files' times and the lists' version.
+type Stamps = (Vec<Option<SystemTime>>, u64);
+
+fn stamps(files: &ServerTlsFiles, crls: &CrlSet) -> Stamps {
+    (files.paths().iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect(), crls.version())
 }
 
-fn build(files: &ServerTlsFiles, auth: ClientAuth, http1: bool) -> Result<ServerConfig, TlsError> {
+/// The client certificate verifier: the web PKI one (chain, validity,
+/// revocation lists of every issuer in the chain), refusing everything
+/// while no list is known, and refusing a coordinator's or client's
+/// certificate not signed by a root ([`check_issuer`]).
+#[derive(Debug)]
+struct ClientGate {
+    inner: Arc<dyn ClientCertVerifier>,
+    roots: Roots,
+    lists_known: bool,
+}
+
+impl ClientCertVerifier for ClientGate {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if !self.lists_known {
+            return Err(refused(
+                "no certificate revocation list is known yet (the store has not answered): certificates are refused until one is"
+                    .into(),
+            ));
+        }
+        self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        check_issuer(end_entity.as_ref(), &self.roots).map_err(refused)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn build(files: &ServerTlsFiles, auth: ClientAuth, http1: bool, crls: &CrlSet) -> Result<ServerConfig, TlsError> {
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let builder = ServerConfig::builder();
@@ -80,13 +156,21 @@ fn build(files: &ServerTlsFiles, auth: ClientAuth, http1: bool) -> Result<Server
         ClientAuth::None => builder.with_no_client_auth(),
         ClientAuth::Optional | ClientAuth::Required => {
             let ca = files.client_ca.as_ref().ok_or_else(|| TlsError::Config("client authentication needs a CA file".into()))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for c in load_certs(ca)? {
-                roots.add(c).map_err(|e| TlsError::File { path: ca.display().to_string(), message: e.to_string() })?;
+            let roots = Roots::load(ca)?;
+            let mut verifier = WebPkiClientVerifier::builder(roots.store.clone());
+            let lists = crls.rustls_crls();
+            let lists_known = !lists.is_empty();
+            if lists_known {
+                // Every certificate of the chain needs its issuer's list:
+                // an enrolled worker's issuing CA is checked against the
+                // root's, the worker against the issuing CA's.
+                verifier = verifier.with_crls(lists);
             }
-            let verifier = WebPkiClientVerifier::builder(Arc::new(roots));
-            let verifier = if auth == ClientAuth::Optional { verifier.allow_unauthenticated() } else { verifier };
-            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Config(e.to_string()))?)
+            if auth == ClientAuth::Optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let inner = verifier.build().map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(Arc::new(ClientGate { inner, roots, lists_known }))
         }
     };
     let mut config =
@@ -100,38 +184,60 @@ fn build(files: &ServerTlsFiles, auth: ClientAuth, http1: bool) -> Result<Server
 }
 
 impl ServerTls {
-    /// Build from `files`; fails with the file and reason if any is unusable.
-    pub fn load(files: ServerTlsFiles, auth: ClientAuth) -> Result<Arc<Self>, TlsError> {
-        Self::load_with(files, auth, false)
+    /// Build from `files`, checking client certificates against the
+    /// revocation lists in `crls` (as they change); fails with the file and
+    /// reason if any is unusable.
+    pub fn load(files: ServerTlsFiles, auth: ClientAuth, crls: Arc<CrlSet>) -> Result<Arc<Self>, TlsError> {
+        Self::load_with(files, auth, false, crls)
     }
 
     /// As [`ServerTls::load`], offering HTTP/1.1 as well as HTTP/2 (the REST listener).
-    pub fn load_http(files: ServerTlsFiles, auth: ClientAuth) -> Result<Arc<Self>, TlsError> {
-        Self::load_with(files, auth, true)
+    pub fn load_http(files: ServerTlsFiles, auth: ClientAuth, crls: Arc<CrlSet>) -> Result<Arc<Self>, TlsError> {
+        Self::load_with(files, auth, true, crls)
     }
 
-    fn load_with(files: ServerTlsFiles, auth: ClientAuth, http1: bool) -> Result<Arc<Self>, TlsError> {
-        let config = build(&files, auth, http1)?;
-        Ok(Arc::new(Self { stamps: Mutex::new(stamps(&files)), files, auth, http1, config: RwLock::new(Arc::new(config)) }))
+    fn load_with(files: ServerTlsFiles, auth: ClientAuth, http1: bool, crls: Arc<CrlSet>) -> Result<Arc<Self>, TlsError> {
+        let config = build(&files, auth, http1, &crls)?;
+        Ok(Arc::new(Self {
+            stamps: Mutex::new(stamps(&files, &crls)),
+            files,
+            auth,
+            http1,
+            crls,
+            config: RwLock::new(Arc::new(config)),
+        }))
     }
 
+    /// The config for the next handshake: built again first if the
+    /// revocation lists changed, so a revocation holds from the next
+    /// connection on (files are looked at by [`ServerTls::watch`]).
     pub fn config(&self) -> Arc<ServerConfig> {
+        let built_for = self.stamps.lock().unwrap_or_else(|p| p.into_inner()).1;
+        if built_for != self.crls.version() {
+            self.reload_if_changed();
+        }
         self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Build the config again if a file changed; a broken new file is
-    /// logged and the config in force stays. True if it was replaced.
+    /// Build the config again if a file or the revocation lists changed; a
+    /// broken new file is logged and the config in force stays. True if it
+    /// was replaced.
     pub fn reload_if_changed(&self) -> bool {
-        let now = stamps(&self.files);
+        let now = stamps(&self.files, &self.crls);
         let mut seen = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
         if *seen == now {
             return false;
         }
+        let lists_changed = seen.1 != now.1;
         *seen = now;
-        match build(&self.files, self.auth, self.http1) {
+        match build(&self.files, self.auth, self.http1, &self.crls) {
             Ok(config) => {
                 *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-                info!(cert = %self.files.cert.display(), "TLS certificate files changed; reloaded");
+                if lists_changed {
+                    info!(cert = %self.files.cert.display(), "certificate revocation lists changed; TLS reloaded");
+                } else {
+                    info!(cert = %self.files.cert.display(), "TLS certificate files changed; reloaded");
+                }
                 true
             }
             Err(e) => {
@@ -181,7 +287,7 @@ impl tonic::transport::server::Connected for Conn {
             Conn::Plain(s) => PeerInfo { remote: s.peer_addr().ok(), cert: None, tls: false },
             Conn::Tls(s) => {
                 let (tcp, session) = s.get_ref();
-                let cert = session.peer_certificates().and_then(|c| PeerCert::parse(c.first()?).ok()).map(Arc::new);
+                let cert = session.peer_certificates().and_then(|c| PeerCert::parse_chain(c).ok()).map(Arc::new);
                 PeerInfo { remote: tcp.peer_addr().ok(), cert, tls: true }
             }
         }
@@ -234,6 +340,14 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Whether a failed handshake refused the client's certificate.
+fn certificate_refused(e: &io::Error) -> bool {
+    matches!(
+        e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::Other(_))
+    )
+}
+
 /// Accept connections on `listener`: with `tls`, each after its handshake
 /// (run in a task of its own, at most [`HANDSHAKE_TIMEOUT`]); without, as
 /// plain text. Ends when the returned stream is dropped.
@@ -269,6 +383,12 @@ pub fn incoming(listener: TcpListener, tls: Option<Arc<ServerTls>>) -> ReceiverS
                             Ok(Ok(stream)) => {
                                 let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
                             }
+                            // A certificate refused (revoked, of another CA, of
+                            // a role its issuer may not sign) is worth a line;
+                            // the rest (port scans, plain text) is noise.
+                            Ok(Err(e)) if certificate_refused(&e) => {
+                                warn!(%remote, error = %e, "TLS handshake: refused the client's certificate")
+                            }
                             Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
                             Err(_) => debug!(%remote, "TLS handshake timed out"),
                         }
@@ -295,7 +415,7 @@ mod tests {
             key: d.path().join(pki::COORDINATOR_KEY),
             client_ca: Some(d.path().join(pki::CA_CERT)),
         };
-        let tls = ServerTls::load(files.clone(), ClientAuth::Optional).unwrap();
+        let tls = ServerTls::load(files.clone(), ClientAuth::Optional, CrlSet::new()).unwrap();
         let first = tls.config();
         assert!(!tls.reload_if_changed(), "nothing changed");
         // A renewed certificate: another coordinator bundle copied over.

@@ -18,17 +18,29 @@ pub struct Config {
     /// is the one in the certificate.
     #[arg(long, env = "QALA_WORKER_TLS", conflicts_with_all = ["insecure", "enroll_token_file"])]
     pub tls: Option<PathBuf>,
-    /// Get a short-lived certificate from the coordinator with a
-    /// `worker-enroll` token read from this file (and renew it), instead of
-    /// a pre-made --tls directory. Needs --id and --ca.
-    #[arg(long, env = "QALA_WORKER_ENROLL_TOKEN_FILE", requires_all = ["id", "ca"], conflicts_with = "insecure")]
+    /// Get a short-lived certificate from a coordinator with a
+    /// `worker-enroll` join token read from this file, instead of a pre-made
+    /// --tls directory; it is renewed over mutual TLS without the token,
+    /// which is read again only to enroll anew once the certificate has
+    /// expired (the worker was down). Needs --ca.
+    #[arg(long, env = "QALA_WORKER_ENROLL_TOKEN_FILE", requires = "ca", conflicts_with = "insecure")]
     pub enroll_token_file: Option<PathBuf>,
+    /// A host name or IP address an enrolled certificate should name
+    /// (repeat); each must be one the coordinator allows (its
+    /// --enroll-hosts). None by default: coordinators know a worker by its
+    /// id, not by its address.
+    #[arg(long = "cert-host", env = "QALA_WORKER_CERT_HOSTS", value_delimiter = ',')]
+    pub cert_hosts: Vec<String>,
     /// CA certificate of the cluster, to check the coordinator while enrolling.
     #[arg(long, env = "QALA_WORKER_CA")]
     pub ca: Option<PathBuf>,
     /// Where an enrolled worker keeps its certificate and key.
     #[arg(long, env = "QALA_WORKER_ENROLL_DIR", default_value = "qala-data/worker-enrolled")]
     pub enroll_dir: PathBuf,
+    /// Where the worker keeps the newest certificate revocation lists it
+    /// was given, for its next start (the --tls directory may be read-only).
+    #[arg(long, env = "QALA_WORKER_CRL_CACHE", default_value = "qala-data/worker-crls.pem")]
+    pub crl_cache: PathBuf,
     /// Plain text instead of TLS, for a test setup on one machine: only on
     /// a loopback address, to loopback coordinators.
     #[arg(long, env = "QALA_WORKER_INSECURE")]
@@ -40,13 +52,16 @@ pub struct Config {
     /// loopback, e.g. 127.0.0.1:9310); off unless given.
     #[arg(long, env = "QALA_WORKER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
-    /// URL the coordinator should dial; defaults to https://<bound listen
-    /// address> (http:// with --insecure). Its host must be one the
-    /// worker's certificate names.
+    /// URL the coordinator should dial; defaults to https://<the first
+    /// --cert-host>:<port>, else https://<this host's name>:<port> when
+    /// listening on all addresses, else https://<bound listen address>
+    /// (http:// with --insecure). The coordinator requires this worker's
+    /// certificate there, whatever names it carries.
     #[arg(long, env = "QALA_WORKER_ADVERTISE")]
     pub advertise: Option<String>,
     /// Stable worker id (placement follows it); with --tls it must be the
-    /// certificate's (which it defaults to); else defaults to <hostname>-<port>.
+    /// certificate's (which it defaults to); enrolling, it defaults to this
+    /// host's name; with --insecure, to <hostname>-<port>.
     #[arg(long, env = "QALA_WORKER_ID")]
     pub id: Option<String>,
     /// Scan threads, each with its own yara-x scanner; defaults to the CPU count.

@@ -5,10 +5,19 @@
 use clap::Parser;
 use qala_worker::Config;
 
-fn main() -> anyhow::Result<()> {
+/// Failure (flags, enrollment refused, a listener): one line on standard
+/// error, the causes joined, and exit 1.
+fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == qala_worker::sandbox::CHILD_ARG) {
         qala_worker::sandbox::child::main();
     }
+    if let Err(e) = run() {
+        eprintln!("qala-worker: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

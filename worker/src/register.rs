@@ -23,7 +23,7 @@ fn cluster_client(coordinator: &str, identity: Option<&Identity>) -> Result<Clus
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10));
     if let Some(i) = identity {
-        endpoint = endpoint.tls_config(i.client()?).map_err(transport)?;
+        endpoint = i.endpoint(endpoint)?;
     }
     Ok(ClusterClient::new(endpoint.connect_lazy()))
 }
@@ -53,9 +53,12 @@ pub async fn run(
             client = c;
         }
         let wait = match registered {
-            None => match client.register(request.clone()).await {
+            None => match client.register(pb::RegisterRequest { crl_digest: digest(&identity), ..request.clone() }).await {
                 Ok(resp) => {
                     let resp = resp.into_inner();
+                    if let Some(i) = &identity {
+                        i.take_crls(&resp.crls);
+                    }
                     info!(coordinator, ruleset_id = resp.ruleset_id, "registered");
                     backoff = Duration::from_millis(100);
                     let interval = Duration::from_millis(resp.heartbeat_interval_ms.clamp(100, 60_000) as u64);
@@ -74,9 +77,15 @@ pub async fn run(
                     ruleset_id: state.rules.current_id(),
                     in_flight: state.in_flight.load(Ordering::Relaxed),
                     scanned: state.scanned.load(Ordering::Relaxed),
+                    crl_digest: digest(&identity),
                 };
                 match client.heartbeat(hb).await {
-                    Ok(resp) if resp.get_ref().known => interval,
+                    Ok(resp) if resp.get_ref().known => {
+                        if let Some(i) = &identity {
+                            i.take_crls(&resp.get_ref().crls);
+                        }
+                        interval
+                    }
                     Ok(_) => {
                         info!(coordinator, "coordinator does not know this worker; registering again");
                         registered = None;
@@ -95,4 +104,9 @@ pub async fn run(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// What this worker says it holds of the revocation lists.
+fn digest(identity: &Option<Identity>) -> String {
+    identity.as_ref().map(|i| i.crls.digest()).unwrap_or_default()
 }

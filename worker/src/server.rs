@@ -35,11 +35,15 @@ pub async fn run(
     } else if let Some(c) = coordinators.iter().find(|c| !c.starts_with("https://")) {
         return Err(Error::Config(format!("coordinator URL {c} must be https:// (or run with --insecure on loopback)")));
     }
-    let scheme = if config.insecure { "http" } else { "https" };
-    let advertise = config.advertise.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
-    let advertise_host = qala_tls::url_host(&advertise).unwrap_or_default();
+    let advertise = advertise(&config, local);
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    // Enrolling, the id is asked for: this host's name unless given.
+    let asked_id = config.id.clone().unwrap_or_else(|| hostname.clone());
+    if config.enroll_token_file.is_some() {
+        qala_tls::pki::check_name("worker id (--id, or this host's name)", &asked_id)?;
+    }
     info!("establishing this worker's identity");
-    let (identity, enrolled) = identity::establish(&config, &advertise_host).await?;
+    let (identity, enrolled) = identity::establish(&config, &asked_id, &config.cert_hosts).await?;
     let worker_id = match &identity {
         Some(i) => {
             let id = i.worker_id()?;
@@ -48,13 +52,14 @@ pub async fn run(
             }
             id
         }
-        None => config.id.clone().unwrap_or_else(|| format!("{}-{}", gethostname::gethostname().to_string_lossy(), local.port())),
+        None => config.id.clone().unwrap_or_else(|| format!("{hostname}-{}", local.port())),
     };
-    // Only coordinators (certificates of the cluster CA) may connect.
+    // Only coordinators (unrevoked certificates of the cluster CA) may connect.
     let server_tls = match &identity {
         Some(i) => Some(qala_tls::ServerTls::load(
             qala_tls::ServerTlsFiles { cert: i.cert(), key: i.key(), client_ca: Some(i.ca()) },
             qala_tls::ClientAuth::Required,
+            i.crls.clone(),
         )?),
         None => None,
     };
@@ -88,7 +93,8 @@ pub async fn run(
             identity.is_some(),
             Duration::from_secs(config.upload_stall_secs.max(1)),
         )
-        .with_kept_uploads(config.upload_keep_bytes),
+        .with_kept_uploads(config.upload_keep_bytes)
+        .with_crls(identity.as_ref().map(|i| i.crls.clone())),
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -103,6 +109,7 @@ pub async fn run(
         max_in_flight: max_in_flight as u32,
         engine_version: qala_engine::ENGINE_VERSION.to_string(),
         max_file_size: config.max_file_size,
+        crl_digest: String::new(),
     };
     let mut background = Vec::new();
     if let Some(l) = metrics_listener {
@@ -111,15 +118,7 @@ pub async fn run(
             move || state.metrics.render(state.in_flight.load(std::sync::atomic::Ordering::Relaxed), state.max_in_flight());
         background.push(tokio::spawn(metrics::serve(l, render, stop_rx.clone())));
     }
-    if let (Some(i), Some((lifetime, token))) = (&identity, enrolled) {
-        let enrolled = identity::Enrolled {
-            coordinator: coordinators[0].clone(),
-            ca: config.ca.clone().unwrap_or_else(|| i.ca()),
-            token,
-            id: worker_id.clone(),
-            hosts: vec![advertise_host.clone()],
-            dir: i.dir.clone(),
-        };
+    if let Some((enrolled, lifetime)) = enrolled {
         background.push(tokio::spawn(identity::renew(enrolled, lifetime, stop_rx.clone())));
     }
     if let Some(tls) = &server_tls {
@@ -177,4 +176,21 @@ pub async fn run(
     }
     info!("worker stopped");
     Ok(result?)
+}
+
+/// The URL coordinators dial: `--advertise`, else the first `--cert-host`,
+/// else this host's name when listening on every address, else the bound
+/// address.
+fn advertise(config: &Config, local: std::net::SocketAddr) -> String {
+    let scheme = if config.insecure { "http" } else { "https" };
+    if let Some(a) = &config.advertise {
+        return a.clone();
+    }
+    let host = match config.cert_hosts.first() {
+        Some(h) => h.clone(),
+        None if local.ip().is_unspecified() => gethostname::gethostname().to_string_lossy().into_owned(),
+        None => return format!("{scheme}://{local}"),
+    };
+    let host = if host.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{host}]") } else { host };
+    format!("{scheme}://{host}:{}", local.port())
 }

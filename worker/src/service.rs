@@ -43,6 +43,8 @@ pub struct WorkerState {
     tls: bool,
     /// A call that sends nothing for this long is cancelled.
     stall: std::time::Duration,
+    /// The revocation lists in force (with TLS).
+    crls: Option<Arc<qala_tls::CrlSet>>,
 }
 
 impl WorkerState {
@@ -67,7 +69,15 @@ impl WorkerState {
             scanned: AtomicU64::new(0),
             metrics: crate::metrics::Metrics::new(),
             kept_uploads: crate::sandbox::KeptUploads::new(0, crate::sandbox::KEEP_FILES),
+            crls: None,
         }
+    }
+
+    /// Refuse coordinators whose certificate a list in `crls` revokes, on
+    /// connections opened before the revocation too.
+    pub fn with_crls(mut self, crls: Option<Arc<qala_tls::CrlSet>>) -> Self {
+        self.crls = crls;
+        self
     }
 
     /// Keep up to `bytes` of disk-held uploads' files for later uploads.
@@ -98,6 +108,12 @@ impl WorkerService {
             return Ok(());
         }
         let cert = qala_tls::peer_info(request).and_then(|p| p.cert.as_deref());
+        if let (Some(c), Some(crls)) = (cert, &self.state.crls)
+            && crls.revokes(c)
+        {
+            warn!(serial = c.serial, "refused {what} from a revoked coordinator certificate");
+            return Err(Status::permission_denied(format!("certificate {} is revoked", c.serial)));
+        }
         match cert.and_then(|c| c.role()) {
             Some(qala_tls::CertRole::Coordinator(_)) => Ok(()),
             other => {

@@ -25,6 +25,8 @@ pub struct PrivateDirs {
     pub quarantine: PathBuf,
     /// The hash cache; none without a cache directory.
     pub hash_cache: Option<PathBuf>,
+    /// The certificate revocation lists fetched at check-in.
+    pub crl_cache: PathBuf,
 }
 
 impl PrivateDirs {
@@ -36,6 +38,7 @@ impl PrivateDirs {
                 spool: PathBuf::from("/var/lib/qala/spool"),
                 quarantine: PathBuf::from("/var/lib/qala/quarantine"),
                 hash_cache: Some(PathBuf::from("/var/cache/qala/hashes")),
+                crl_cache: PathBuf::from("/var/lib/qala/crls.pem"),
             };
         }
         let under = |base: &Option<PathBuf>| base.clone().unwrap_or_else(|| PathBuf::from(".")).join("qala");
@@ -43,6 +46,7 @@ impl PrivateDirs {
             spool: under(&user.state).join("spool"),
             quarantine: under(&user.data).join("quarantine"),
             hash_cache: user.cache.as_ref().map(|c| c.join("qala").join("hashes")),
+            crl_cache: under(&user.state).join("crls.pem"),
         }
     }
 }

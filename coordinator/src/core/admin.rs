@@ -1,13 +1,12 @@
-//! Administration: client tokens, rule reloads and revocations (of worker
-//! ids and client certificate names), each audited.
+//! Administration: client tokens and rule reloads, each audited
+//! (revocations are [`super::revocation`]'s).
 
 use super::error::CoreError;
 use super::shared::Shared;
 use crate::audit::Audit;
-use crate::auth::{self, Auth, Caller, Op, Role};
-use crate::cluster::Cluster;
+use crate::auth::{self, Auth, Caller, NewToken, Op, Role};
 use crate::rules::RulesManager;
-use crate::store::{Guarded, Revoked};
+use crate::store::Guarded;
 use qala_proto::v1 as pb;
 use serde_json::json;
 use std::sync::Arc;
@@ -16,27 +15,32 @@ pub struct Admin {
     store: Arc<Guarded>,
     auth: Arc<Auth>,
     rules: Arc<RulesManager>,
-    cluster: Arc<Cluster>,
     audit: Arc<Audit>,
 }
 
 impl Admin {
     pub fn new(s: &Shared) -> Self {
-        Self {
-            store: s.store.clone(),
-            auth: s.auth.clone(),
-            rules: s.rules.clone(),
-            cluster: s.cluster.clone(),
-            audit: s.audit.clone(),
-        }
+        Self { store: s.store.clone(), auth: s.auth.clone(), rules: s.rules.clone(), audit: s.audit.clone() }
     }
 
-    pub async fn add_token(&self, caller: &Caller, name: &str, role: &str) -> Result<pb::AddTokenResponse, CoreError> {
+    pub async fn add_token(&self, caller: &Caller, req: &pb::AddTokenRequest) -> Result<pb::AddTokenResponse, CoreError> {
         caller.require(Op::Admin)?;
-        let role = Role::parse(role).map_err(CoreError::Invalid)?;
-        let (token, mut record) = auth::add_token(&self.store, name, role).await?;
+        let role = Role::parse(&req.role).map_err(CoreError::Invalid)?;
+        let new = NewToken {
+            role,
+            valid: (req.valid_secs > 0).then(|| std::time::Duration::from_secs(req.valid_secs)),
+            max_uses: req.max_uses,
+            replace: req.replace,
+        };
+        let name = req.name.as_str();
+        let (token, mut record) = auth::add_token(&self.store, name, &new).await?;
         let _ = self.auth.refresh().await;
-        self.audit.event("admin", Some(caller), json!({"action": "token_added", "token_name": name, "token_role": role.label()}));
+        self.audit.event(
+            "admin",
+            Some(caller),
+            json!({"action": "token_added", "token_name": name, "token_role": role.label(), "expires_ms": record.expires_ms,
+                   "max_uses": record.max_uses, "replaced": req.replace}),
+        );
         record.sha256.clear();
         Ok(pb::AddTokenResponse { token, record: Some(record) })
     }
@@ -79,22 +83,5 @@ impl Admin {
             json!({"action": "rules_reloaded", "ruleset_id": ruleset_id, "changed": changed, "errors": errors.len()}),
         );
         Ok(pb::ReloadRulesResponse { ruleset_id, changed, errors })
-    }
-
-    /// Revoke worker `id`, or the client certificate name `id` if `client`.
-    pub async fn revoke(&self, caller: &Caller, id: &str, client: bool) -> Result<pb::RevokeWorkerResponse, CoreError> {
-        caller.require(Op::Admin)?;
-        qala_tls::pki::check_name(if client { "client name" } else { "worker id" }, id)
-            .map_err(|e| CoreError::Invalid(e.to_string()))?;
-        let key = if client { auth::client_revocation_key(id) } else { id.to_string() };
-        self.store.put(&Revoked { id: key.clone(), at_ms: qala_common::now_ms() }).await?;
-        self.auth.note_revoked(&key);
-        if client {
-            self.audit.event("admin", Some(caller), json!({"action": "client_certificate_revoked", "client": id}));
-        } else {
-            self.cluster.evict(id);
-            self.audit.event("admin", Some(caller), json!({"action": "worker_revoked", "worker_id": id}));
-        }
-        Ok(pb::RevokeWorkerResponse {})
     }
 }

@@ -6,9 +6,11 @@
 //! always the caller's own, whatever the request says.
 
 use super::error::CoreError;
+use super::join::JoinLimits;
+use super::revocation::crls_for;
 use super::shared::Shared;
 use crate::audit::Audit;
-use crate::auth::{self, Auth, Caller, Op, Role};
+use crate::auth::{self, Auth, Caller, NewToken, Op, Role};
 use crate::siem::Siem;
 use crate::store::Guarded;
 use qala_proto::v1 as pb;
@@ -24,6 +26,7 @@ pub struct Agents {
     auth: Arc<Auth>,
     audit: Arc<Audit>,
     siem: Arc<Siem>,
+    join: Arc<JoinLimits>,
 }
 
 /// Inventory fields come from the endpoint: bounded and printable.
@@ -31,30 +34,33 @@ fn field(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
-/// `<host>-<6 hex>`: the host name cut to what a token name allows, and a
-/// random suffix so two machines of one name never share an id.
+/// `<host>-<16 hex>`: the host name cut to what a token name allows, and
+/// 64 random bits, so no two machines share an id and nobody guesses one.
 fn new_agent_id(hostname: &str) -> String {
     let host: String = hostname
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
-        .take(48)
+        .take(47)
         .collect();
     let host = if host.is_empty() { "agent".to_string() } else { host };
-    let mut suffix = [0u8; 3];
+    let mut suffix = [0u8; 8];
     rand::rng().fill_bytes(&mut suffix);
     format!("{host}-{}", hex::encode(suffix))
 }
 
 impl Agents {
-    pub fn new(s: &Shared) -> Self {
-        Self { store: s.store.clone(), auth: s.auth.clone(), audit: s.audit.clone(), siem: s.siem.clone() }
+    pub fn new(s: &Shared, join: Arc<JoinLimits>) -> Self {
+        Self { store: s.store.clone(), auth: s.auth.clone(), audit: s.audit.clone(), siem: s.siem.clone(), join }
     }
 
     pub async fn enroll(&self, caller: &Caller, req: pb::EnrollAgentRequest) -> Result<pb::EnrollAgentResponse, CoreError> {
         caller.require(Op::EnrollAgent)?;
+        self.join.spend(caller).await?;
         let info = req.info.unwrap_or_default();
+        // A new id never takes an existing token's name (64 random bits:
+        // a clash is a bug or an attack, not luck).
         let agent_id = new_agent_id(&info.hostname);
-        let (token, _) = auth::add_token(&self.store, &agent_id, Role::Agent).await?;
+        let (token, _) = auth::add_token(&self.store, &agent_id, &NewToken::of(Role::Agent)).await?;
         let now = qala_common::now_ms();
         let record = pb::AgentRecord {
             agent_id: agent_id.clone(),
@@ -96,7 +102,7 @@ impl Agents {
         record.last_seen_ms = qala_common::now_ms();
         record.last_peer = caller.peer.map(|p| p.to_string()).unwrap_or_default();
         self.store.put(&record).await?;
-        Ok(pb::CheckinResponse { server_time_ms: record.last_seen_ms })
+        Ok(pb::CheckinResponse { server_time_ms: record.last_seen_ms, crls: crls_for(self.auth.crls(), &req.crl_digest) })
     }
 
     pub async fn report_actions(
@@ -150,7 +156,9 @@ mod tests {
     #[test]
     fn agent_ids_are_token_names_and_unique() {
         let a = new_agent_id("ws-042.example.org");
-        assert!(a.starts_with("ws-042.example.org-") && a.len() == "ws-042.example.org-".len() + 6);
+        assert!(a.starts_with("ws-042.example.org-") && a.len() == "ws-042.example.org-".len() + 16);
+        let long = new_agent_id(&"h".repeat(200));
+        assert!(long.len() == 64 && auth::check_token_name(&long).is_ok(), "{long}");
         assert!(auth::check_token_name(&a).is_ok());
         assert_ne!(new_agent_id("x"), new_agent_id("x"));
         let odd = new_agent_id("bad host/\u{1b}[31m");

@@ -27,6 +27,9 @@ pub enum CoreError {
     /// This coordinator cannot do it as configured (no CA key to enroll).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The name or id asked for is taken (a token name, a live worker id).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// Something the core needs does not answer (the store, every worker):
     /// asking again later may work.
     #[error("{0}")]
@@ -66,6 +69,7 @@ impl CoreError {
             CoreError::Denied(_) => "PermissionDenied",
             CoreError::NotFound(_) => "NotFound",
             CoreError::FailedPrecondition(_) => "FailedPrecondition",
+            CoreError::AlreadyExists(_) => "AlreadyExists",
             CoreError::Unavailable(_) => "Unavailable",
             CoreError::Timeout(_) => "DeadlineExceeded",
             CoreError::Interrupted(_) => "Cancelled",
@@ -82,6 +86,7 @@ impl CoreError {
             CoreError::Denied(_) => "permission_denied",
             CoreError::NotFound(_) => "not_found",
             CoreError::FailedPrecondition(_) => "failed_precondition",
+            CoreError::AlreadyExists(_) => "already_exists",
             CoreError::Unavailable(_) => "unavailable",
             CoreError::Timeout(_) => "timeout",
             CoreError::Interrupted(_) => "cancelled",

@@ -12,8 +12,10 @@
 //! | [`upload::Uploads`] | the path of an upload, entry to stored verdict ([`upload`]) |
 //! | [`lookups::Lookups`] | verdicts by hash, without an upload |
 //! | [`iocs::IocLists`] | the hash IOC lists, applied to every answer |
-//! | [`admin::Admin`] | client tokens, rule reloads, revocations |
-//! | [`workers::Workers`] | workers' registration, heartbeats and enrollment |
+//! | [`admin::Admin`] | client tokens, rule reloads |
+//! | [`revocation::Revocation`] | revoked ids and certificates, revocation lists |
+//! | [`workers::Workers`] | workers' registration and heartbeats |
+//! | [`enrollment::Enrollment`] | workers' enrollment and renewal, join tokens' limits |
 //! | [`agents::Agents`] | the fleet: agent enrollment, inventory, actions |
 //! | [`feed::Feed`] | the detections feed |
 //! | [`status::Overview`] | status, load, rules listing, metrics |
@@ -22,10 +24,13 @@ pub mod admin;
 pub mod agents;
 pub mod answer;
 pub mod digests;
+pub mod enrollment;
 pub mod error;
 pub mod feed;
 pub mod iocs;
+pub mod join;
 pub mod lookups;
+pub mod revocation;
 pub mod shared;
 pub mod status;
 pub mod upload;
@@ -37,23 +42,27 @@ use crate::audit::Audit;
 use crate::auth::{Auth, Caller, Credentials, Op};
 use admin::Admin;
 use agents::Agents;
+use enrollment::{EnrollSettings, Enrollment};
 use feed::Feed;
 use iocs::IocLists;
 use lookups::Lookups;
+use revocation::Revocation;
 use serde_json::{Value, json};
 use shared::Shared;
 use status::{Overview, UploadLoad};
 use std::sync::Arc;
 use upload::{UploadSettings, Uploads};
-use workers::{Enrollment, Workers};
+use workers::Workers;
 
 /// How the core is set up, from the coordinator's flags.
 pub struct Settings {
     pub uploads: UploadSettings,
     /// Whether workers must prove who they are with certificates.
     pub tls: bool,
-    /// CA material to enroll workers with, if this coordinator has it.
-    pub enrollment: Option<Enrollment>,
+    /// How workers are enrolled (none without TLS).
+    pub enrollment: Option<EnrollSettings>,
+    /// Enrollments per minute per join token (workers' and agents').
+    pub join_per_minute: u32,
 }
 
 pub struct Core {
@@ -63,7 +72,9 @@ pub struct Core {
     lookups: Lookups,
     iocs: Arc<IocLists>,
     admin: Admin,
+    revocation: Revocation,
     workers: Workers,
+    enrollment: Enrollment,
     agents: Agents,
     feed: Feed,
     status: Overview,
@@ -72,12 +83,15 @@ pub struct Core {
 impl Core {
     pub fn new(shared: Shared, settings: Settings) -> Self {
         let s = &shared;
+        let join = Arc::new(join::JoinLimits::new(s.store.clone(), settings.join_per_minute));
         Self {
             uploads: Uploads::new(settings.uploads, s),
             lookups: Lookups::new(s),
             admin: Admin::new(s),
-            workers: Workers::new(s, settings.tls, settings.enrollment),
-            agents: Agents::new(s),
+            revocation: Revocation::new(s, settings.enrollment.as_ref().and_then(|e| e.issuing.clone())),
+            workers: Workers::new(s, settings.tls),
+            enrollment: Enrollment::new(s, settings.enrollment, join.clone()),
+            agents: Agents::new(s, join),
             feed: Feed::new(s),
             status: Overview::new(s),
             iocs: s.iocs.clone(),
@@ -124,6 +138,14 @@ impl Core {
 
     pub fn workers(&self) -> &Workers {
         &self.workers
+    }
+
+    pub fn enrollment(&self) -> &Enrollment {
+        &self.enrollment
+    }
+
+    pub fn revocation(&self) -> &Revocation {
+        &self.revocation
     }
 
     pub fn agents(&self) -> &Agents {

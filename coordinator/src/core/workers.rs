@@ -1,40 +1,33 @@
-//! The workers' side of the cluster: registration, heartbeats and
-//! enrollment, with the checks that make a worker prove who it is.
+//! The workers' side of the cluster: registration and heartbeats, with the
+//! checks that make a worker prove who it is, and the revocation lists
+//! handed to workers with their answers. Enrollment is in
+//! [`super::enrollment`].
 
 use super::error::CoreError;
+use super::revocation::crls_for;
 use super::shared::Shared;
-use crate::audit::Audit;
-use crate::auth::{Auth, Caller, Op};
+use crate::auth::Auth;
 use crate::cluster::Cluster;
 use crate::rules::RulesManager;
+use crate::store::Guarded;
+use crate::store::records::IssuedCert;
 use qala_proto::v1 as pb;
 use qala_tls::PeerCert;
-use serde_json::json;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-use tracing::{info, warn};
-
-/// Certificate authority material for worker enrollment.
-#[derive(Debug, Clone)]
-pub struct Enrollment {
-    pub pki_dir: PathBuf,
-    pub lifetime: Duration,
-}
+use tracing::{debug, warn};
 
 pub struct Workers {
     cluster: Arc<Cluster>,
     auth: Arc<Auth>,
     rules: Arc<RulesManager>,
-    audit: Arc<Audit>,
+    store: Arc<Guarded>,
     /// Whether workers must prove who they are with certificates.
     tls: bool,
-    enrollment: Option<Enrollment>,
 }
 
 impl Workers {
-    pub fn new(s: &Shared, tls: bool, enrollment: Option<Enrollment>) -> Self {
-        Self { cluster: s.cluster.clone(), auth: s.auth.clone(), rules: s.rules.clone(), audit: s.audit.clone(), tls, enrollment }
+    pub fn new(s: &Shared, tls: bool) -> Self {
+        Self { cluster: s.cluster.clone(), auth: s.auth.clone(), rules: s.rules.clone(), store: s.store.clone(), tls }
     }
 
     /// The worker a certificate proves, for `Register` and `Heartbeat`: with
@@ -51,6 +44,11 @@ impl Workers {
         let Some(cert) = cert else {
             return Err(CoreError::Unauthenticated(format!("{what} needs a worker certificate of the cluster CA")));
         };
+        // Revoked after this connection's handshake.
+        if self.auth.crls().revokes(cert) {
+            warn!(worker = claimed, serial = cert.serial, "refused a revoked certificate");
+            return Err(CoreError::Denied(format!("certificate {} is revoked", cert.serial)));
+        }
         match cert.worker_id() {
             Some(id) if id == claimed => Ok(()),
             Some(id) => {
@@ -61,70 +59,56 @@ impl Workers {
         }
     }
 
-    pub fn register(&self, cert: Option<&PeerCert>, req: pb::RegisterRequest) -> Result<pb::RegisterResponse, CoreError> {
+    /// A worker registers: the id is its certificate's; the address is
+    /// only where the coordinator dials it, and requires that worker's
+    /// certificate there (a certificate need not name the address).
+    pub async fn register(&self, cert: Option<&PeerCert>, req: pb::RegisterRequest) -> Result<pb::RegisterResponse, CoreError> {
         self.check_worker(cert, &req.worker_id, "Register")?;
-        if let Some(cert) = cert.filter(|_| self.tls) {
-            let host = qala_tls::url_host(&req.address).unwrap_or_default();
-            if !req.address.starts_with("https://") {
-                return Err(CoreError::Invalid(format!("worker address {} must be https://", req.address)));
-            }
-            if !cert.names_host(&host) {
-                warn!(
-                    worker = req.worker_id,
-                    address = req.address,
-                    "a worker registered an address its certificate does not name"
-                );
-                return Err(CoreError::Denied(format!(
-                    "worker {}'s certificate does not name {host:?} (it names {})",
-                    req.worker_id,
-                    cert.dns.iter().cloned().chain(cert.ips.iter().map(|i| i.to_string())).collect::<Vec<_>>().join(", ")
-                )));
-            }
+        if self.tls && !req.address.starts_with("https://") {
+            return Err(CoreError::Invalid(format!("worker address {} must be https://", req.address)));
         }
+        if let Some(cert) = cert.filter(|_| self.tls) {
+            self.note_certificate(cert, &req.worker_id).await;
+        }
+        let digest = req.crl_digest.clone();
         self.cluster.register(req)?;
         Ok(pb::RegisterResponse {
             heartbeat_interval_ms: self.cluster.heartbeat_interval.as_millis() as u32,
             ruleset_id: self.rules.current().id.clone(),
+            crls: crls_for(self.auth.crls(), &digest),
         })
+    }
+
+    /// Record the certificate a worker registered with (one `pki worker`
+    /// made, say), so its id is not given to a join token while it is valid.
+    async fn note_certificate(&self, cert: &PeerCert, id: &str) {
+        match self.store.get::<IssuedCert>(&cert.serial).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let record = IssuedCert {
+                    serial: cert.serial.clone(),
+                    issuer: cert.issuer.clone(),
+                    worker_id: id.to_string(),
+                    hosts: cert.dns.iter().cloned().chain(cert.ips.iter().map(|i| i.to_string())).collect(),
+                    issued_ms: cert.not_before * 1000,
+                    not_after_ms: cert.not_after * 1000,
+                    by_root: self.auth.crls().is_root_name(&cert.issuer),
+                };
+                if let Err(e) = self.store.put(&record).await {
+                    debug!(error = %e, "the registered certificate was not recorded");
+                }
+            }
+            Err(e) => debug!(error = %e, "the registered certificate was not looked up"),
+        }
     }
 
     pub fn heartbeat(&self, cert: Option<&PeerCert>, req: &pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, CoreError> {
         self.check_worker(cert, &req.worker_id, "Heartbeat")?;
         let known = self.cluster.heartbeat(req);
-        Ok(pb::HeartbeatResponse { known, ruleset_id: self.rules.current().id.clone() })
-    }
-
-    /// Sign an enrolling worker's certificate request.
-    pub async fn enroll(&self, caller: &Caller, req: pb::EnrollRequest) -> Result<pb::EnrollResponse, CoreError> {
-        caller.require(Op::Enroll)?;
-        let Some(enrollment) = self.enrollment.clone() else {
-            return Err(CoreError::FailedPrecondition(
-                "this coordinator cannot enroll workers: its --tls directory has no ca-key.pem".into(),
-            ));
-        };
-        if self.auth.worker_revoked(&req.worker_id) {
-            return Err(CoreError::Denied(format!("worker {:?} is revoked", req.worker_id)));
-        }
-        let (id, hosts) = (req.worker_id.clone(), req.hosts.clone());
-        let signed = tokio::task::spawn_blocking(move || {
-            let cert = qala_tls::pki::sign_worker_csr(
-                &enrollment.pki_dir,
-                &req.csr_pem,
-                &req.worker_id,
-                &req.hosts,
-                enrollment.lifetime,
-            )?;
-            let ca = std::fs::read_to_string(enrollment.pki_dir.join(qala_tls::pki::CA_CERT))
-                .map_err(|e| qala_tls::TlsError::Config(e.to_string()))?;
-            Ok::<_, qala_tls::TlsError>((cert, ca, enrollment.lifetime))
+        Ok(pb::HeartbeatResponse {
+            known,
+            ruleset_id: self.rules.current().id.clone(),
+            crls: crls_for(self.auth.crls(), &req.crl_digest),
         })
-        .await
-        .map_err(|e| CoreError::Internal(e.to_string()))?
-        .map_err(|e| CoreError::Invalid(e.to_string()))?;
-        let (cert_pem, ca_pem, lifetime) = signed;
-        let not_after_ms = qala_common::now_ms() + lifetime.as_millis() as i64;
-        info!(worker = id, client = caller.name, "worker enrolled");
-        self.audit.event("admin", Some(caller), json!({"action": "worker_enrolled", "worker_id": id, "hosts": hosts}));
-        Ok(pb::EnrollResponse { cert_pem, ca_pem, not_after_ms })
     }
 }

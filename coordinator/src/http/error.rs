@@ -41,7 +41,7 @@ impl From<CoreError> for ApiError {
             CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             CoreError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             CoreError::Interrupted(_) => StatusCode::BAD_REQUEST,
-            CoreError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            CoreError::FailedPrecondition(_) | CoreError::AlreadyExists(_) => StatusCode::CONFLICT,
             CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let retry_after_ms = e.retry_after().map(|d| d.as_millis() as u64);

@@ -100,3 +100,113 @@ impl Record for Poisoned {
         self.until_ms <= now_ms
     }
 }
+
+/// A certificate a coordinator's issuing CA signed for a worker (at
+/// enrollment or renewal), or one a worker registered with: while it is
+/// unexpired and unrevoked, its id is not given to anyone else. By serial;
+/// dropped once expired.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IssuedCert {
+    #[prost(string, tag = "1")]
+    pub serial: String,
+    /// The issuer's distinguished name.
+    #[prost(string, tag = "2")]
+    pub issuer: String,
+    #[prost(string, tag = "3")]
+    pub worker_id: String,
+    #[prost(string, repeated, tag = "4")]
+    pub hosts: Vec<String>,
+    #[prost(int64, tag = "5")]
+    pub issued_ms: i64,
+    #[prost(int64, tag = "6")]
+    pub not_after_ms: i64,
+    /// Signed by the root (made by `pki worker`): only the root's list,
+    /// made where the root is kept, revokes it.
+    #[prost(bool, tag = "7")]
+    pub by_root: bool,
+}
+
+impl Record for IssuedCert {
+    const TABLE: Table = Table("issued_certs");
+    const EXPIRES: bool = true;
+
+    fn key(&self) -> String {
+        self.serial.clone()
+    }
+
+    fn expired(&self, now_ms: i64) -> bool {
+        self.not_after_ms <= now_ms
+    }
+}
+
+/// A certificate revoked by serial: each coordinator puts the ones its
+/// issuing CA signed on its revocation list. Dropped once the certificate
+/// has expired (no verifier takes it then anyway).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RevokedCert {
+    #[prost(string, tag = "1")]
+    pub serial: String,
+    /// The issuer's distinguished name (whose list it goes on).
+    #[prost(string, tag = "2")]
+    pub issuer: String,
+    /// Whose it was (`worker:ID`), for people.
+    #[prost(string, tag = "3")]
+    pub subject: String,
+    #[prost(int64, tag = "4")]
+    pub at_ms: i64,
+    #[prost(int64, tag = "5")]
+    pub not_after_ms: i64,
+}
+
+impl Record for RevokedCert {
+    const TABLE: Table = Table("revoked_certs");
+    const EXPIRES: bool = true;
+
+    fn key(&self) -> String {
+        self.serial.clone()
+    }
+
+    fn expired(&self, now_ms: i64) -> bool {
+        self.not_after_ms != 0 && self.not_after_ms <= now_ms
+    }
+}
+
+/// The newest revocation list of one issuer (the root's, published by an
+/// administrator; each issuing CA's, by its coordinator), by issuer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CrlRecord {
+    #[prost(string, tag = "1")]
+    pub issuer: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub der: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub stored_ms: i64,
+}
+
+impl Record for CrlRecord {
+    const TABLE: Table = Table("crls");
+
+    fn key(&self) -> String {
+        self.issuer.clone()
+    }
+}
+
+/// A coordinator's names (its certificate's hosts), put at its start:
+/// no enrolled worker's certificate may name one.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CoordinatorNames {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, repeated, tag = "2")]
+    pub hosts: Vec<String>,
+    #[prost(int64, tag = "3")]
+    pub started_ms: i64,
+}
+
+impl Record for CoordinatorNames {
+    const TABLE: Table = Table("coordinators");
+
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}

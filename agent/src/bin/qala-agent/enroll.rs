@@ -10,6 +10,7 @@ pub async fn run(
     cli: &Cli,
     server: &str,
     ca: Option<std::path::PathBuf>,
+    crl_file: Option<std::path::PathBuf>,
     join_token_file: &std::path::Path,
     token_out: Option<std::path::PathBuf>,
 ) -> anyhow::Result<i32> {
@@ -21,6 +22,7 @@ pub async fn run(
         token: Some(join),
         identity: None,
         insecure: cli.insecure,
+        crl_file,
     })?;
     let resp = client
         .enroll(qala_agent::service::agent_info())

@@ -93,12 +93,13 @@ async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
     let server = cli.server.clone().or(cfg.server.url.clone()).unwrap_or_else(|| "https://127.0.0.1:7000".into());
     let ca = cli.ca.clone().or(cfg.server.ca.clone());
     if let Command::Enroll { join_token_file, token_out } = &cli.command {
-        return enroll::run(&cli, &server, ca, join_token_file, token_out.clone()).await;
+        return enroll::run(&cli, &server, ca, cfg.paths.crl_cache.clone(), join_token_file, token_out.clone()).await;
     }
     let token_file = cli.token_file.clone().or(cfg.server.token_file.clone());
     let token = qala_tls::read_token(token_file.as_deref(), cli.token.as_deref())?;
     let identity = cli.cert.clone().zip(cli.key.clone());
-    let client = Client::new(&Connect { server, ca, token, identity, insecure: cli.insecure })?;
+    let client =
+        Client::new(&Connect { server, ca, token, identity, insecure: cli.insecure, crl_file: cfg.paths.crl_cache.clone() })?;
     let hostname = || gethostname::gethostname().to_string_lossy().into_owned();
     let agent_id = cli.agent_id.clone().or(cfg.server.agent_id.clone()).unwrap_or_else(hostname);
     match cli.command {

@@ -4,11 +4,12 @@
 //! or through a running coordinator's admin API.
 
 use anyhow::{Context, bail};
-use qala_coordinator::auth::{self, Role};
+use qala_coordinator::auth::{self, NewToken, Role};
 use qala_coordinator::config::{AdminTarget, AgentsCommand, Command, IocCommand, PkiCommand, TokenCommand};
 use qala_coordinator::core::digests::hash_kind;
 use qala_coordinator::core::iocs::{MAX_PAGE, import};
-use qala_coordinator::store::records::ioc_key;
+use qala_coordinator::core::revocation::{certificates_of, pem_or_der, revoke_in_store};
+use qala_coordinator::store::records::{CrlRecord, IssuedCert, ioc_key};
 use qala_coordinator::store::{self, Guarded, Revoked};
 use qala_proto::v1::{self as pb, admin_client::AdminClient, agents_client::AgentsClient};
 use qala_tls::{BearerToken, pki};
@@ -39,7 +40,16 @@ async fn target(t: &AdminTarget) -> anyhow::Result<Target> {
                 if !url.starts_with("https://") {
                     bail!("{url}: use https:// (or --insecure for a loopback coordinator without TLS)");
                 }
-                endpoint = endpoint.tls_config(qala_tls::client_config(t.ca.as_deref(), None)?)?;
+                // The root's list beside the CA file, if there is one: a
+                // revoked coordinator is refused here too.
+                let crls = qala_tls::CrlSet::new();
+                if let Some(ca) = &t.ca {
+                    let beside = ca.with_file_name(pki::CRL);
+                    if let Err(e) = crls.load(&beside) {
+                        eprintln!("qala-coordinator: {e} (not checking revocation)");
+                    }
+                }
+                endpoint = qala_tls::secure_endpoint(endpoint, t.ca.as_deref(), None, crls, qala_tls::Expect::Coordinator)?;
             }
             let token = qala_tls::read_token(t.token_file.as_deref(), t.token.as_deref())?
                 .context("an admin token is needed: --token-file FILE or QALA_TOKEN")?;
@@ -70,11 +80,22 @@ async fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
     match command {
         PkiCommand::Init { dir, hosts, name } => {
             pki::init(&dir, &name, &hosts)?;
-            println!("CA and coordinator certificate in {}:", dir.display());
-            for f in [pki::CA_CERT, pki::CA_KEY, pki::COORDINATOR_CERT, pki::COORDINATOR_KEY] {
+            println!("root CA, its revocation list, and coordinator {name:?}'s certificate and issuing CA in {}:", dir.display());
+            for f in [
+                pki::CA_CERT,
+                pki::CA_KEY,
+                pki::CRL,
+                pki::COORDINATOR_CERT,
+                pki::COORDINATOR_KEY,
+                pki::ISSUING_CERT,
+                pki::ISSUING_KEY,
+            ] {
                 println!("  {}", dir.join(f).display());
             }
-            println!("keep {} secret: it signs every certificate of the cluster", dir.join(pki::CA_KEY).display());
+            println!(
+                "keep {} secret and, beyond a trial, off the coordinators: it signs coordinators and admins",
+                dir.join(pki::CA_KEY).display()
+            );
         }
         PkiCommand::Coordinator { dir, name, hosts } => {
             let out = pki::coordinator(&dir, &name, &hosts)?;
@@ -89,18 +110,131 @@ async fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
             let out = pki::client(&dir, &name, &role)?;
             println!("{}", out.display());
         }
-        PkiCommand::Revoke { id, client, target: t } => {
-            pki::check_name(if client { "client name" } else { "worker id" }, &id)?;
-            match target(&t).await? {
-                Target::Store(s) => {
-                    let key = if client { auth::client_revocation_key(&id) } else { id.clone() };
-                    s.put(&Revoked { id: key, at_ms: qala_common::now_ms() }).await?
-                }
-                Target::Server(mut c, _) => {
-                    c.revoke_worker(pb::RevokeWorkerRequest { worker_id: id.clone(), client }).await.map_err(denied)?;
-                }
+        PkiCommand::Revoke { id, client, coordinator, serial, dir, target: t } => {
+            revoke(id, client, coordinator, serial, dir, t).await?;
+        }
+        PkiCommand::PublishCrl { file, target: t } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("{}", file.display()))?;
+            publish_crl(&bytes, &t).await?;
+        }
+    }
+    Ok(())
+}
+
+fn has_target(t: &AdminTarget) -> bool {
+    t.store.is_some() || t.server.is_some()
+}
+
+async fn revoke(
+    id: Option<String>,
+    client: bool,
+    coordinator: Option<String>,
+    serial: Option<String>,
+    dir: Option<std::path::PathBuf>,
+    t: AdminTarget,
+) -> anyhow::Result<()> {
+    if id.is_none() && coordinator.is_none() && serial.is_none() {
+        bail!("say what to revoke: a worker ID (or client NAME with --client), --coordinator NAME or --serial HEX");
+    }
+    if let Some(id) = &id {
+        pki::check_name(if client { "client name" } else { "worker id" }, id)?;
+    }
+    // The root's list, where the root key is.
+    if let Some(dir) = &dir {
+        let what = match (&id, &coordinator, &serial) {
+            (_, Some(c), _) => pki::Revoke::Coordinator(c.clone()),
+            (_, _, Some(s)) => pki::Revoke::Serial(s.clone()),
+            (Some(n), _, _) if client => pki::Revoke::Client(n.clone()),
+            (Some(n), _, _) => pki::Revoke::Worker(n.clone()),
+            _ => unreachable!("checked above"),
+        };
+        for i in pki::revoke(dir, &what)? {
+            println!("revoked {} {:?}: serial {}", i.kind, i.name, i.serial);
+        }
+        let crl = dir.join(pki::CRL);
+        println!("the root's revocation list: {}", crl.display());
+        if !has_target(&t) {
+            println!("publish it: qala-coordinator pki publish-crl {} --server URL --ca FILE --token-file FILE", crl.display());
+        } else {
+            publish_crl(&std::fs::read(&crl)?, &t).await?;
+        }
+    } else if coordinator.is_some() {
+        bail!("only the root revokes a coordinator: give --dir, the PKI directory that holds ca-key.pem");
+    }
+    if !has_target(&t) {
+        if dir.is_none() {
+            bail!("say where: --store SPEC or --server URL (and --dir DIR for the root's list)");
+        }
+        return Ok(());
+    }
+    // The cluster: the id refused, the certificates the store knows revoked.
+    let answer = match (target(&t).await?, &id, &serial) {
+        (Target::Server(mut c, _), id, serial) => {
+            let req = pb::RevokeWorkerRequest {
+                worker_id: id.clone().unwrap_or_default(),
+                client,
+                serial: serial.clone().unwrap_or_default(),
+            };
+            c.revoke_worker(req).await.map_err(denied)?.into_inner()
+        }
+        (Target::Store(s), Some(id), None) => {
+            let key = if client { auth::client_revocation_key(id) } else { id.clone() };
+            s.put(&Revoked { id: key, at_ms: qala_common::now_ms() }).await?;
+            if client {
+                pb::RevokeWorkerResponse::default()
+            } else {
+                revoke_in_store(&s, &certificates_of(&s, id).await?).await?
             }
-            println!("{} {id} revoked", if client { "client certificate" } else { "worker" });
+        }
+        (Target::Store(s), _, Some(serial)) => {
+            let serial = serial.trim().to_ascii_lowercase();
+            match s.get::<IssuedCert>(&serial).await? {
+                Some(c) => revoke_in_store(&s, &[c]).await?,
+                None if dir.is_some() => pb::RevokeWorkerResponse::default(),
+                None => bail!("no certificate of serial {serial} is known to the store (one `pki` made: add --dir)"),
+            }
+        }
+        (Target::Store(_), None, None) => pb::RevokeWorkerResponse::default(),
+    };
+    if let Some(id) = &id {
+        println!("{} {id} revoked", if client { "client certificate" } else { "worker" });
+    }
+    for s in &answer.serials {
+        println!("certificate {s} revoked (on its coordinator's list within seconds)");
+    }
+    for s in &answer.root_serials {
+        if dir.is_none() {
+            println!("certificate {s} was made by `pki`: revoke it in the root's list too (pki revoke --dir DIR --serial {s})");
+        }
+    }
+    Ok(())
+}
+
+/// Store a root's revocation list: through a coordinator (which checks
+/// the root's signature), or in the store directly (coordinators check it
+/// when they read it).
+async fn publish_crl(bytes: &[u8], t: &AdminTarget) -> anyhow::Result<()> {
+    let der = pem_or_der(bytes).map_err(anyhow::Error::msg)?;
+    let list = qala_tls::Crl::parse(&der)?;
+    match target(t).await? {
+        Target::Server(mut c, _) => {
+            let r = c.publish_crl(pb::PublishCrlRequest { crl: der }).await.map_err(denied)?.into_inner();
+            println!("revocation list of {} number {} published ({} revoked)", r.issuer, r.number, r.revoked);
+        }
+        Target::Store(s) => {
+            if let Some(held) = s.get::<CrlRecord>(&list.issuer).await?
+                && let Ok(held) = qala_tls::Crl::parse(&held.der)
+                && (held.number.len(), &held.number) >= (list.number.len(), &list.number)
+            {
+                bail!(
+                    "the store holds list number {} of {}, not older than this one ({})",
+                    held.number_hex(),
+                    list.issuer,
+                    list.number_hex()
+                );
+            }
+            s.put(&CrlRecord { issuer: list.issuer.clone(), der, stored_ms: qala_common::now_ms() }).await?;
+            println!("revocation list of {} number {} stored ({} revoked)", list.issuer, list.number_hex(), list.serials.len());
         }
     }
     Ok(())
@@ -108,19 +242,31 @@ async fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
 
 async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Add { role, name, target: t } => {
+        TokenCommand::Add { role, name, expires, uses, replace, target: t } => {
             let role = Role::parse(&role).map_err(anyhow::Error::msg)?;
-            let token = match target(&t).await? {
-                Target::Store(s) => auth::add_token(&s, &name, role).await?.0,
+            let new = NewToken { role, valid: expires.map(Into::into), max_uses: uses.unwrap_or(0), replace };
+            let (token, record) = match target(&t).await? {
+                Target::Store(s) => auth::add_token(&s, &name, &new).await.map_err(|e| anyhow::anyhow!("{e}"))?,
                 Target::Server(mut c, _) => {
-                    c.add_token(pb::AddTokenRequest { name: name.clone(), role: role.label().into() })
-                        .await
-                        .map_err(denied)?
-                        .into_inner()
-                        .token
+                    let req = pb::AddTokenRequest {
+                        name: name.clone(),
+                        role: role.label().into(),
+                        valid_secs: new.valid.map_or(0, |v| v.as_secs().max(1)),
+                        max_uses: new.max_uses,
+                        replace,
+                    };
+                    let r = c.add_token(req).await.map_err(denied)?.into_inner();
+                    (r.token, r.record.unwrap_or_default())
                 }
             };
-            println!("token {name:?} (role {}), shown only this once:", role.label());
+            let mut limits = String::new();
+            if record.expires_ms != 0 {
+                limits.push_str(&format!(", until {}", auth::utc(record.expires_ms)));
+            }
+            if record.max_uses != 0 {
+                limits.push_str(&format!(", {} enrollments", record.max_uses));
+            }
+            println!("token {name:?} (role {}{limits}), shown only this once:", role.label());
             println!("{token}");
         }
         TokenCommand::List { target: t } => {
@@ -131,7 +277,9 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             let mut tokens = tokens;
             tokens.sort_by(|a, b| a.name.cmp(&b.name));
             for tk in tokens {
-                println!("{}\t{}\tcreated_ms={}", tk.name, tk.role, tk.created_ms);
+                let expires = if tk.expires_ms == 0 { "never".to_string() } else { auth::utc(tk.expires_ms) };
+                let uses = if tk.max_uses == 0 { "-".to_string() } else { format!("{}/{}", tk.used, tk.max_uses) };
+                println!("{}\t{}\tcreated_ms={}\texpires={expires}\tuses={uses}", tk.name, tk.role, tk.created_ms);
             }
         }
         TokenCommand::Revoke { name, target: t } => {

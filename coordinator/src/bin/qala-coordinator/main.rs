@@ -7,8 +7,16 @@ mod commands;
 use clap::Parser;
 use qala_coordinator::{Cli, Listeners};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Failure: one line on standard error (the causes joined), exit 1.
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run()) {
+        eprintln!("qala-coordinator: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
