@@ -588,10 +588,13 @@ async fn revoked_serials_are_refused_at_the_handshake() {
 
 /// The coordinator said, in its log past `since` bytes, that it refused a
 /// revoked certificate at a handshake.
+/// (The client may see the refusal before the line is written: waited for.)
 fn assert_refused_as_revoked(coordinator: &Proc, since: usize) {
-    let log = coordinator.log_text();
-    let refused: Vec<&str> = log[since..].lines().filter(|l| l.contains("refused the client's certificate")).collect();
-    assert!(refused.iter().any(|l| l.contains("Revoked")), "{refused:?}");
+    let said = wait_for("the coordinator's log of the refusal", Duration::from_secs(10), || {
+        let log = coordinator.log_text();
+        log[since..].lines().any(|l| l.contains("refused the client's certificate") && l.contains("Revoked")).then_some(())
+    });
+    assert!(said.is_ok(), "{}", &coordinator.log_text()[since..]);
 }
 
 /// An error and its causes, on one line.
