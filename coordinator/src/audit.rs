@@ -17,12 +17,13 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// `-` for standard output, else a file opened for appending.
+    /// `-` for standard output, else a file opened for appending (made
+    /// 0600 if new: it holds endpoints' paths; never through a link).
     pub fn open(spec: &str) -> std::io::Result<Arc<Self>> {
         let out: Box<dyn Write + Send> = if spec == "-" {
             Box::new(std::io::stdout())
         } else {
-            Box::new(std::fs::OpenOptions::new().create(true).append(true).open(spec)?)
+            Box::new(qala_common::files::open_append(std::path::Path::new(spec), 0o600)?)
         };
         Ok(Arc::new(Self { out: Mutex::new(out) }))
     }

@@ -312,16 +312,10 @@ impl Auth {
             return;
         }
         let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
+            qala_common::files::replace(path, text.as_bytes(), 0o600)
         };
         if let Err(e) = write() {
             warn!(path = %path.display(), error = %e, "cannot write the auth cache");

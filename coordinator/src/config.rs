@@ -139,6 +139,14 @@ pub struct Config {
     /// (worker-enroll and agent-enroll tokens; also the burst).
     #[arg(long, env = "QALA_COORDINATOR_ENROLL_RATE", default_value_t = 60)]
     pub enroll_rate: u32,
+    /// Actions (quarantined, deleted, ...) one agent may report per minute
+    /// (also the burst); past it the agent is told to come back later and
+    /// keeps them meanwhile.
+    #[arg(long, env = "QALA_COORDINATOR_AGENT_ACTIONS_RATE", default_value_t = 1200)]
+    pub agent_actions_rate: u32,
+    /// IOC list writes (imports, removals) one token may make per minute.
+    #[arg(long, env = "QALA_COORDINATOR_IOC_WRITE_RATE", default_value_t = 60)]
+    pub ioc_write_rate: u32,
     /// Address of the REST/JSON API and Prometheus `/metrics`, e.g.
     /// 127.0.0.1:7080 (off unless given); same TLS and tokens as gRPC.
     #[arg(long, env = "QALA_COORDINATOR_HTTP_LISTEN")]
@@ -190,6 +198,21 @@ pub struct ClamdConfig {
     /// Most clamd connections open at once; more wait in the listen queue.
     #[arg(long, env = "QALA_COORDINATOR_CLAMD_MAX_CONNECTIONS", default_value_t = 128)]
     pub clamd_max_connections: usize,
+    /// The answer for a file Qala could not judge (its scans crashed or
+    /// timed out, or it is on the poison list): `error` (`... ERROR`, so the
+    /// client applies its own on-fail action; clamav-milter tempfails),
+    /// `found` (`Heuristics.Qala.Unscannable FOUND`) or `ok` (let it through).
+    /// A file over the size limit is a limit hit, `OK` as with ClamAV.
+    #[arg(long, env = "QALA_COORDINATOR_CLAMD_UNSCANNABLE", value_enum, default_value_t = UnscannableAnswer::Error)]
+    pub clamd_unscannable: UnscannableAnswer,
+}
+
+/// How the clamd door answers an `unscannable` verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnscannableAnswer {
+    Ok,
+    Error,
+    Found,
 }
 
 /// How long the store keeps verdicts and detection events.

@@ -125,7 +125,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         stop_rx.clone(),
     )?;
     let core = Arc::new(Core::new(
-        Shared::new(store.clone(), cluster.clone(), rules.clone(), auth.clone(), audit, siem),
+        Shared::new(store.clone(), cluster.clone(), rules.clone(), auth.clone(), audit, siem, config.ioc_write_rate),
         core::Settings {
             uploads: UploadSettings {
                 max_uploads: config.max_uploads,
@@ -140,6 +140,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             tls: tls.is_some(),
             enrollment: tls.as_ref().map(|t| t.3.clone()),
             join_per_minute: config.enroll_rate,
+            actions_per_minute: config.agent_actions_rate,
         },
     ));
     if let (Some(t), Some(dir)) = (&tls, &config.tls) {

@@ -3,9 +3,12 @@
 //! octet-counted frames as RFC 6587 says) and to an HTTP(S) webhook.
 //!
 //! Each sink has its own bounded queue and task: events are sent in order,
-//! a failure is retried with backoff (1 s doubling to 60 s) without losing
-//! the event, and past `--siem-queue` events the oldest are dropped and
-//! counted, so a dead SIEM never holds up scanning or grows memory.
+//! detections ahead of agents' action reports, a failure is retried with
+//! backoff (1 s doubling to 60 s) without losing the event, and past
+//! `--siem-queue` events the oldest action reports are dropped first, then
+//! the oldest detections, and counted, so a dead SIEM never holds up
+//! scanning or grows memory, and reports an agent makes up cannot push
+//! detections out.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -32,33 +35,59 @@ pub struct SiemConfig {
     pub queue: usize,
 }
 
-/// One sink's queue.
+/// One sink's queue: detections, and the other events (agents' action
+/// reports) behind them.
 struct Queue {
-    events: Mutex<VecDeque<Value>>,
+    events: Mutex<[VecDeque<Value>; 2]>,
     notify: Notify,
     max: usize,
     dropped: AtomicU64,
     sent: AtomicU64,
 }
 
+/// The lanes of a queue, the first sent first and dropped last.
+const DETECTIONS: usize = 0;
+const OTHERS: usize = 1;
+
+fn lane(e: &Value) -> usize {
+    if e["event"] == "detection" { DETECTIONS } else { OTHERS }
+}
+
 impl Queue {
+    fn new(max: usize) -> Self {
+        Self {
+            events: Mutex::new([VecDeque::new(), VecDeque::new()]),
+            notify: Notify::new(),
+            max: max.max(1),
+            dropped: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+
     fn push(&self, e: Value) {
         let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        q.push_back(e);
-        while q.len() > self.max {
-            q.pop_front();
+        q[lane(&e)].push_back(e);
+        while q[DETECTIONS].len() + q[OTHERS].len() > self.max {
+            let from = if q[OTHERS].is_empty() { DETECTIONS } else { OTHERS };
+            q[from].pop_front();
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         drop(q);
         self.notify.notify_one();
     }
 
-    fn front(&self) -> Option<Value> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).front().cloned()
+    /// The next event to send, and its lane.
+    fn front(&self) -> Option<(usize, Value)> {
+        let q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        [DETECTIONS, OTHERS].into_iter().find_map(|l| q[l].front().map(|e| (l, e.clone())))
     }
 
-    fn pop(&self) {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+    /// The event `front` gave, sent (unless dropped meanwhile).
+    fn pop(&self, lane: usize, sent: &Value) {
+        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if q[lane].front() == Some(sent) {
+            q[lane].pop_front();
+        }
         self.sent.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -124,13 +153,7 @@ impl Siem {
             sinks.push(Sink::Webhook { addr, host, uri, tls: https.then(|| tls.clone()).flatten() });
         }
         for sink in sinks {
-            let q = Arc::new(Queue {
-                events: Mutex::new(VecDeque::new()),
-                notify: Notify::new(),
-                max: config.queue.max(1),
-                dropped: AtomicU64::new(0),
-                sent: AtomicU64::new(0),
-            });
+            let q = Arc::new(Queue::new(config.queue));
             info!(sink = sink.describe(), "SIEM export on");
             tokio::spawn(run(sink, q.clone(), stop.clone()));
             queues.push(q);
@@ -215,7 +238,7 @@ async fn run(sink: Sink, q: Arc<Queue>, mut stop: watch::Receiver<bool>) {
     let mut conn: Option<Box<dyn Io>> = None;
     let mut backoff = Duration::from_secs(1);
     loop {
-        let Some(event) = q.front() else {
+        let Some((lane, event)) = q.front() else {
             tokio::select! {
                 _ = q.notify.notified() => continue,
                 _ = stop.wait_for(|s| *s) => return,
@@ -237,7 +260,7 @@ async fn run(sink: Sink, q: Arc<Queue>, mut stop: watch::Receiver<bool>) {
         };
         match result {
             Ok(()) => {
-                q.pop();
+                q.pop(lane, &event);
                 backoff = Duration::from_secs(1);
             }
             Err(e) => {
@@ -286,6 +309,37 @@ async fn post(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn detections_go_first_and_are_dropped_last() {
+        let q = Queue::new(3);
+        let action = |n: u32| serde_json::json!({"event": "agent_action", "n": n});
+        let detection = |n: u32| serde_json::json!({"event": "detection", "n": n});
+        q.push(action(1));
+        q.push(detection(1));
+        q.push(action(2));
+        q.push(detection(2));
+        q.push(action(3)); // over 3: the oldest actions go first
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 2);
+        let mut order = Vec::new();
+        while let Some((l, e)) = q.front() {
+            q.pop(l, &e);
+            order.push(format!("{}{}", e["event"].as_str().unwrap(), e["n"]));
+        }
+        assert_eq!(order, ["detection1", "detection2", "agent_action3"]);
+        for n in 0..5 {
+            q.push(action(n));
+        }
+        q.push(detection(9));
+        q.push(detection(10));
+        q.push(detection(11));
+        q.push(detection(12)); // only detections left to drop: the oldest
+        let kept: Vec<Value> =
+            std::iter::from_fn(|| q.front().inspect(|(l, e)| q.pop(*l, e)).map(|(_, e)| e["n"].clone())).collect();
+        assert_eq!(kept, [10, 11, 12]);
+    }
+
     #[test]
     fn syslog_frames_are_rfc5424_and_octet_counted() {
         let e = serde_json::json!({"event": "detection", "at_ms": 1_795_800_000_123i64, "verdict": "malicious"});

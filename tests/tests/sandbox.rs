@@ -18,6 +18,22 @@ fn zeros_gz(mib: usize) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
+/// `zINSTREAM` of `data` to a clamd listener: its reply.
+fn clamd_instream(port: u16, data: &[u8]) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(b"zINSTREAM\0").unwrap();
+    for c in data.chunks(64 << 10) {
+        s.write_all(&(c.len() as u32).to_be_bytes()).unwrap();
+        s.write_all(c).unwrap();
+    }
+    s.write_all(&[0, 0, 0, 0]).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_that_kills_scan_children_is_poisoned_not_the_worker() {
     let d = tempfile::tempdir().unwrap();
@@ -25,8 +41,16 @@ async fn a_file_that_kills_scan_children_is_poisoned_not_the_worker() {
     // A policy that lets a member decompress 150 MiB of zeros (no ratio
     // cap), and scan children with 96 MiB of heap: decoding it runs one out
     // of memory, a real crash.
-    let options = qala_tests::Options { coordinator_args: vec!["--max-ratio".into(), "1000000".into()], ..Default::default() };
+    let clamd_port = qala_tests::free_port();
+    let options = qala_tests::Options {
+        coordinator_args: ["--max-ratio", "1000000", "--clamd-listen", &format!("127.0.0.1:{clamd_port}")]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
     let mut cluster = Cluster::start_with(&repo_root().join("rules"), Some(&redis.url()), 0, options).unwrap();
+    // (The clamd listener on the first coordinator only.)
+    cluster.options.coordinator_args.truncate(2);
     let second = cluster.add_coordinator().unwrap();
     let tls = cluster.worker_tls("w1").unwrap();
     let flags = ["--tls", tls.to_str().unwrap(), "--scan-child-memory-mib", "96"].map(String::from);
@@ -56,6 +80,13 @@ async fn a_file_that_kills_scan_children_is_poisoned_not_the_worker() {
     let (_, again) = cluster.scan(&[files.path()]).unwrap();
     let again = by_name(&again, "zeros.gz");
     assert_eq!((again["verdict"].as_str(), again["cached"].as_bool()), (Some("unscannable"), Some(true)), "{again}");
+    // A clamd client (a mail gateway) is told it could not be scanned, so
+    // its own on-fail policy applies (clamav-milter's: tempfail), not OK.
+    let reply = clamd_instream(clamd_port, &bomb);
+    assert!(
+        reply.starts_with("stream: Can't scan: the scan process died on this file each time") && reply.ends_with(" ERROR\0"),
+        "{reply}"
+    );
 
     // Uploaded to the other coordinator, it goes to no worker: the stored
     // verdict answers it; and with that verdict gone (a new ruleset has

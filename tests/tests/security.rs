@@ -567,3 +567,57 @@ async fn admin_and_enroll_refuse_wrong_callers_and_garbage() {
     .unwrap();
     assert!(!out.contains("x\t"), "{out}");
 }
+
+/// Files are created new and renamed into place, never written through a
+/// link someone planted where one goes: a dangling link where `pki init`
+/// writes the root key gets replaced (the key never lands where the link
+/// pointed), an audit log that is a link is refused at start with one line,
+/// and keys and the audit log get their modes from the start.
+#[test]
+fn files_are_created_new_never_through_a_planted_link() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let d = tempfile::tempdir().unwrap();
+    let pki = d.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let planted = d.path().join("elsewhere-key.pem");
+    symlink(&planted, pki.join("ca-key.pem")).unwrap();
+    qala_tests::coordinator_command(&["pki", "init", pki.to_str().unwrap()]).unwrap();
+    assert!(!planted.exists(), "the root key was written through the planted link");
+    let key = std::fs::symlink_metadata(pki.join("ca-key.pem")).unwrap();
+    assert!(key.is_file() && key.permissions().mode() & 0o777 == 0o600, "{key:?}");
+    assert_eq!(std::fs::metadata(pki.join("ca.pem")).unwrap().permissions().mode() & 0o777, 0o644);
+
+    let victim = d.path().join("victim.log");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    let link = d.path().join("audit.jsonl");
+    symlink(&victim, &link).unwrap();
+    let rules = qala_tests::repo_root().join("rules");
+    let store = format!("embedded:{}", d.path().join("v.redb").display());
+    let start = |audit: &Path| {
+        std::process::Command::new(qala_tests::bin("qala-coordinator"))
+            .args(["--insecure", "--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0", "--store", &store])
+            .arg("--rules")
+            .arg(&rules)
+            .arg("--audit-log")
+            .arg(audit)
+            .arg("--auth-cache")
+            .arg(d.path().join("auth-cache.json"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = start(&link).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("audit log") && err.contains("is a symbolic link"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
+    // A real audit log is made 0600 (it holds endpoints' paths).
+    let log = d.path().join("real-audit.jsonl");
+    let mut running = start(&log);
+    let made = qala_tests::wait_for("the audit log", Duration::from_secs(20), || std::fs::metadata(&log).ok());
+    let _ = running.kill();
+    let _ = running.wait();
+    assert_eq!(made.unwrap().permissions().mode() & 0o777, 0o600);
+}

@@ -246,3 +246,102 @@ fn a_dead_receiver_costs_a_bounded_queue_not_the_scans() {
     };
     assert_eq!((value("qala_siem_events_sent"), value("qala_siem_events_dropped")), (0, 3), "{text}");
 }
+
+/// A valid agent token that forges action reports by the thousand is held
+/// to its rate, and what it does get in cannot push a detection out of the
+/// queue of a lagging SIEM: detections wait ahead of action reports and are
+/// dropped last. An admin token's IOC list writes have a rate too.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_action_reports_are_rate_limited_and_never_push_detections_out() {
+    let hook = free_port(); // nothing listens yet: the SIEM lags
+    let mut options = Options::default();
+    options.coordinator_args.extend(
+        [
+            "--siem-webhook",
+            &format!("http://127.0.0.1:{hook}/events"),
+            "--siem-queue",
+            "20",
+            "--agent-actions-rate",
+            "100",
+            "--ioc-write-rate",
+            "3",
+        ]
+        .map(String::from),
+    );
+    let cluster = Cluster::start_with(&repo_root().join("rules"), None, 1, options).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("eicar.com"), eicar()).unwrap();
+    assert_eq!(cluster.scan(&[dir.path()]).unwrap().0, 1);
+
+    let channel = cluster.channel(&cluster.url()).await;
+    let token = qala_tls::BearerToken::new(Some(&cluster.token("agent"))).unwrap();
+    let mut agents = pb::agents_client::AgentsClient::with_interceptor(channel.clone(), token);
+    let forged = |n: usize| {
+        (0..n)
+            .map(|i| pb::AgentAction { action: "quarantine".into(), path: format!("/forged/{i}"), ..Default::default() })
+            .collect::<Vec<_>>()
+    };
+    let ok = agents.report_actions(pb::ReportActionsRequest { actions: forged(60) }).await.unwrap();
+    assert_eq!(ok.into_inner().recorded, 60);
+    let ok = agents.report_actions(pb::ReportActionsRequest { actions: forged(40) }).await.unwrap();
+    assert_eq!(ok.into_inner().recorded, 40);
+    let busy = agents.report_actions(pb::ReportActionsRequest { actions: forged(10) }).await.unwrap_err();
+    assert_eq!(busy.code(), tonic::Code::ResourceExhausted, "{busy:?}");
+    assert!(busy.message().contains("more than 100 actions a minute"), "{busy:?}");
+    let hint: u64 = busy.metadata().get("retry-after-ms").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((5_000..=7_000).contains(&hint), "10 actions at 100 a minute come back in about 6 s: {hint}");
+
+    // IOC writes: 3 a minute for this admin token.
+    let admin_token = qala_tls::BearerToken::new(Some(&cluster.token("admin"))).unwrap();
+    let mut admin = pb::admin_client::AdminClient::with_interceptor(channel, admin_token);
+    for i in 0..3 {
+        let text = format!("{:064x} forged-{i}\n", i + 1);
+        admin.add_iocs(pb::AddIocsRequest { list: "block".into(), text }).await.unwrap();
+    }
+    let busy = admin.add_iocs(pb::AddIocsRequest { list: "block".into(), text: format!("{:064x}\n", 9) }).await.unwrap_err();
+    assert_eq!(busy.code(), tonic::Code::ResourceExhausted, "{busy:?}");
+    assert!(busy.message().contains("IOC list writes a minute"), "{busy:?}");
+
+    // The SIEM comes back: the detection is still queued, and goes first.
+    let listener = TcpListener::bind(("127.0.0.1", hook)).unwrap();
+    let got: Requests = Arc::new(Mutex::new(Vec::new()));
+    let out = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut r = BufReader::new(conn);
+            'conn: loop {
+                let mut len = 0;
+                let mut first = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break 'conn;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if first.is_empty() {
+                        first = line;
+                    }
+                }
+                let mut body = vec![0u8; len];
+                r.read_exact(&mut body).unwrap();
+                out.lock().unwrap().push((first, String::from_utf8(body).unwrap()));
+                let _ = r.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+    });
+    let events = wait_for("the queue sent", Duration::from_secs(90), || {
+        let p = got.lock().unwrap().clone();
+        (p.len() >= 20).then_some(p)
+    })
+    .unwrap();
+    let kinds: Vec<String> =
+        events.iter().map(|(_, b)| serde_json::from_str::<Value>(b).unwrap()["event"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds[0], "detection", "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "detection").count(), 1);
+    assert_eq!(kinds.len(), 20, "the queue held 20 events: {kinds:?}");
+}

@@ -15,7 +15,6 @@ use rustls_pki_types::CertificateRevocationListDer;
 use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use x509_parser::prelude::*;
@@ -280,11 +279,7 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    qala_common::files::replace(path, data, 0o644).map_err(err)
 }
 
 #[cfg(test)]

@@ -38,7 +38,6 @@ use rcgen::{
     SerialNumber,
 };
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -85,11 +84,10 @@ pub fn check_name(what: &str, name: &str) -> Result<(), TlsError> {
     if ok { Ok(()) } else { Err(TlsError::Config(format!("{what} {name:?}: use 1-64 letters, digits, '.', '_' or '-'"))) }
 }
 
+/// A key (`secret`: 0600) or a certificate (0644), created new and renamed
+/// into place ([`qala_common::files::replace`]).
 fn write_file(path: &Path, data: &str, secret: bool) -> Result<(), TlsError> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true).mode(if secret { 0o600 } else { 0o644 });
-    let mut f = opts.open(path).map_err(|e| io_err(path, e))?;
-    f.write_all(data.as_bytes()).map_err(|e| io_err(path, e))
+    qala_common::files::replace(path, data.as_bytes(), if secret { 0o600 } else { 0o644 }).map_err(|e| io_err(path, e))
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
@@ -216,7 +214,7 @@ fn record_issued(
     not_after: time::OffsetDateTime,
 ) -> Result<(), TlsError> {
     let path = dir.join(INDEX);
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
+    let mut f = qala_common::files::open_append(&path, 0o644).map_err(|e| io_err(&path, e))?;
     writeln!(f, "{}\t{kind}\t{name}\t{}", serial_hex(serial), not_after.unix_timestamp()).map_err(|e| io_err(&path, e))
 }
 
@@ -389,7 +387,7 @@ pub fn revoke(dir: &Path, what: &Revoke) -> Result<Vec<Issued>, TlsError> {
         return Err(TlsError::Config(format!("{what:?}: already revoked")));
     }
     let path = dir.join(REVOKED);
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
+    let mut f = qala_common::files::open_append(&path, 0o644).map_err(|e| io_err(&path, e))?;
     let at = now().unix_timestamp();
     for i in &fresh {
         writeln!(f, "{}\t{at}\t{}\t{}", i.serial, i.kind, i.name).map_err(|e| io_err(&path, e))?;

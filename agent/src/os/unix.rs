@@ -3,7 +3,6 @@
 
 use std::ffi::CString;
 use std::fs::{File, Metadata};
-use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -165,16 +164,10 @@ pub fn process_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Create `path`, which must not exist, readable by its owner alone (0600).
+/// Create `path`, which must not exist (not even as a link), readable by
+/// its owner alone (0600).
 pub fn create_private(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
-}
-
-/// Write `data` to `path` (created or cut, 0600).
-pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
+    qala_common::files::create_new(path, 0o600)
 }
 
 /// Create directory `dir` and its parents, `dir` itself for its owner

@@ -16,7 +16,7 @@ mod fdpass;
 pub mod protocol;
 
 use crate::auth::{Caller, Role};
-use crate::config::ClamdConfig;
+use crate::config::{ClamdConfig, UnscannableAnswer};
 use crate::core::upload::unhashed::{PushError, Unhashed};
 use crate::core::{Core, CoreError};
 use ipnet::IpNet;
@@ -79,6 +79,7 @@ struct Server {
     core: Arc<Core>,
     allow: Vec<IpNet>,
     allow_reload: bool,
+    unscannable: UnscannableAnswer,
     stream_max: u64,
     connections: Arc<Semaphore>,
     counters: Counters,
@@ -131,7 +132,13 @@ pub async fn bind(config: &ClamdConfig) -> Result<Listeners, ClamdError> {
                 }
                 std::fs::remove_file(path).map_err(io)?;
             }
-            let l = tokio::net::UnixListener::bind(path).map_err(io)?;
+            // Bound under a umask that leaves others nothing, so the socket
+            // is never open to them, not even between bind and chmod (the
+            // mask is the process's: the rest of the start waits on it).
+            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+            let bound = tokio::net::UnixListener::bind(path);
+            nix::sys::stat::umask(old);
+            let l = bound.map_err(io)?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
             Some((l, path.clone()))
@@ -152,6 +159,7 @@ impl Listeners {
             core,
             allow: self.allow.clone(),
             allow_reload: self.config.clamd_allow_reload,
+            unscannable: self.config.clamd_unscannable,
             stream_max: self.config.clamd_stream_max_length,
             connections: Arc::new(Semaphore::new(self.config.clamd_max_connections.max(1))),
             counters: Counters::default(),
@@ -544,10 +552,13 @@ impl Server {
         let t = tally;
         match result {
             Ok(pb::ScanResponse { verdict: Some(v), .. }) => {
-                let text = protocol::verdict_text(&v);
+                let text = protocol::verdict_text(&v, self.unscannable);
                 if text.ends_with(" FOUND") {
                     self.counters.found.fetch_add(1, Ordering::Relaxed);
                     t.found.fetch_add(1, Ordering::Relaxed);
+                } else if text.ends_with(" ERROR") {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    t.errors.fetch_add(1, Ordering::Relaxed);
                 }
                 text
             }

@@ -6,6 +6,7 @@
 //! chunks of a 4-byte big-endian length and that many bytes, ended by a
 //! zero length.
 
+use crate::config::UnscannableAnswer;
 use qala_proto::v1 as pb;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
@@ -164,10 +165,21 @@ fn clean_name(s: &str) -> String {
 /// FOUND too), named `namespace.rule` after the most severe detection; a
 /// verdict that is a detection only by the alert policy (limits hit,
 /// encrypted members) is `Heuristics.Limits.Exceeded` or
-/// `Heuristics.Encrypted`, as ClamAV names them. `unscannable` and a limit
-/// hit without the alert policy are OK.
-pub fn verdict_text(v: &pb::Verdict) -> String {
+/// `Heuristics.Encrypted`, as ClamAV names them. A limit hit without the
+/// alert policy is OK, a file too large too; any other `unscannable` (its
+/// scans crashed or timed out) is answered as `unscannable` says.
+pub fn verdict_text(v: &pb::Verdict, unscannable: UnscannableAnswer) -> String {
     let kind = pb::VerdictKind::try_from(v.verdict).unwrap_or_default();
+    if kind == pb::VerdictKind::Unscannable && !v.limits_hit.iter().any(|l| l.limit == qala_proto::limits::MAX_FILE_SIZE) {
+        return match unscannable {
+            UnscannableAnswer::Ok => "OK".into(),
+            UnscannableAnswer::Found => "Heuristics.Qala.Unscannable FOUND".into(),
+            UnscannableAnswer::Error => {
+                let why = v.errors.first().map(String::as_str).unwrap_or("no verdict");
+                error_text(&format!("Can't scan: {why}"))
+            }
+        };
+    }
     if !matches!(kind, pb::VerdictKind::Malicious | pb::VerdictKind::Suspicious) {
         return "OK".into();
     }
@@ -253,10 +265,20 @@ mod tests {
     #[test]
     fn verdicts_map_to_clamd_replies() {
         let v = |kind: pb::VerdictKind| pb::Verdict { verdict: kind as i32, ..Default::default() };
+        let verdict_text = |v: &pb::Verdict| super::verdict_text(v, UnscannableAnswer::Error);
         assert_eq!(verdict_text(&v(pb::VerdictKind::Clean)), "OK");
         let mut unscannable = v(pb::VerdictKind::Unscannable);
         unscannable.limits_hit.push(pb::LimitHit { limit: "max_file_size".into(), ..Default::default() });
         assert_eq!(verdict_text(&unscannable), "OK", "a limit hit is not a detection without the alert policy");
+        let crashed = qala_proto::Unscannable {
+            limit: qala_proto::limits::WORKER_CRASH,
+            detail: String::new(),
+            error: "its scan process died twice".into(),
+        }
+        .verdict("ab", 1, "", "", "");
+        assert_eq!(verdict_text(&crashed), "Can't scan: its scan process died twice ERROR", "fails closed by default");
+        assert_eq!(super::verdict_text(&crashed, UnscannableAnswer::Found), "Heuristics.Qala.Unscannable FOUND");
+        assert_eq!(super::verdict_text(&crashed, UnscannableAnswer::Ok), "OK");
         let mut m = v(pb::VerdictKind::Malicious);
         m.detections =
             vec![det("test", "Weak", pb::VerdictKind::Suspicious), det("my rules", "Eicar", pb::VerdictKind::Malicious)];

@@ -7,6 +7,7 @@
 
 use super::error::CoreError;
 use super::join::JoinLimits;
+use super::rate::PerClient;
 use super::revocation::crls_for;
 use super::shared::Shared;
 use crate::audit::Audit;
@@ -27,6 +28,9 @@ pub struct Agents {
     audit: Arc<Audit>,
     siem: Arc<Siem>,
     join: Arc<JoinLimits>,
+    /// Actions reported per agent and minute: forged reports of one agent
+    /// cannot flood the SIEM export and the audit log.
+    actions: PerClient,
 }
 
 /// Inventory fields come from the endpoint: bounded and printable.
@@ -49,8 +53,15 @@ fn new_agent_id(hostname: &str) -> String {
 }
 
 impl Agents {
-    pub fn new(s: &Shared, join: Arc<JoinLimits>) -> Self {
-        Self { store: s.store.clone(), auth: s.auth.clone(), audit: s.audit.clone(), siem: s.siem.clone(), join }
+    pub fn new(s: &Shared, join: Arc<JoinLimits>, actions_per_minute: u32) -> Self {
+        Self {
+            store: s.store.clone(),
+            auth: s.auth.clone(),
+            audit: s.audit.clone(),
+            siem: s.siem.clone(),
+            join,
+            actions: PerClient::new("actions", actions_per_minute),
+        }
     }
 
     pub async fn enroll(&self, caller: &Caller, req: pb::EnrollAgentRequest) -> Result<pb::EnrollAgentResponse, CoreError> {
@@ -114,6 +125,7 @@ impl Agents {
         if req.actions.len() > MAX_ACTIONS {
             return Err(CoreError::Invalid(format!("at most {MAX_ACTIONS} actions per report")));
         }
+        self.actions.take(&caller.name, req.actions.len() as u32)?;
         for a in &req.actions {
             let fields = json!({
                 "agent_id": caller.name,

@@ -6,63 +6,37 @@
 //! (`--expires`) is checked with every call, in [`crate::auth`].
 
 use super::error::CoreError;
+use super::rate::PerClient;
 use crate::auth::Caller;
 use crate::store::Guarded;
 use qala_proto::v1::TokenRecord;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long one coordinator holds a token's use-count lock at most.
 const LOCK_TTL: Duration = Duration::from_secs(5);
 
-/// A token bucket of one join token's enrollments.
-struct Bucket {
-    left: f64,
-    at: Instant,
-}
-
 pub struct JoinLimits {
     store: Arc<Guarded>,
     /// Enrollments per minute per token (and the burst).
-    per_minute: u32,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    rate: PerClient,
 }
 
 impl JoinLimits {
     pub fn new(store: Arc<Guarded>, per_minute: u32) -> Self {
-        Self { store, per_minute: per_minute.max(1), buckets: Mutex::new(HashMap::new()) }
-    }
-
-    /// Take one of the token's enrollments of this minute, or say when the
-    /// next one comes.
-    fn rate(&self, caller: &Caller) -> Result<(), CoreError> {
-        let rate = self.per_minute as f64 / 60.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        // Forget tokens idle long enough to have refilled.
-        if buckets.len() > 10_000 {
-            let full = Duration::from_secs_f64(self.per_minute as f64 / rate);
-            buckets.retain(|_, b| now.duration_since(b.at) < full);
-        }
-        let b = buckets.entry(caller.name.clone()).or_insert(Bucket { left: self.per_minute as f64, at: now });
-        b.left = (b.left + now.duration_since(b.at).as_secs_f64() * rate).min(self.per_minute as f64);
-        b.at = now;
-        if b.left >= 1.0 {
-            b.left -= 1.0;
-            return Ok(());
-        }
-        let wait = Duration::from_secs_f64((1.0 - b.left) / rate);
-        Err(CoreError::busy(
-            format!("join token {:?}: more than {} enrollments a minute", caller.name, self.per_minute),
-            wait.max(Duration::from_millis(100)),
-        ))
+        Self { store, rate: PerClient::new("enrollments", per_minute) }
     }
 
     /// Spend one enrollment of `caller`'s join token: its rate, then (if it
     /// has a use count) one use. A used-up token is refused for good.
     pub async fn spend(&self, caller: &Caller) -> Result<(), CoreError> {
-        self.rate(caller)?;
+        self.rate.take(&caller.name, 1).map_err(|e| match e {
+            CoreError::Busy { retry_after, .. } => CoreError::busy(
+                format!("join token {:?}: more than {} enrollments a minute", caller.name, self.rate.per_minute()),
+                retry_after,
+            ),
+            other => other,
+        })?;
         let Some(record) = self.store.get::<TokenRecord>(&caller.name).await? else {
             return Err(CoreError::Unauthenticated(format!("token {:?} is no longer known", caller.name)));
         };

@@ -17,6 +17,7 @@
 //! | [`workers::Workers`] | workers' registration and heartbeats |
 //! | [`enrollment::Enrollment`] | workers' enrollment and renewal, join tokens' limits |
 //! | [`agents::Agents`] | the fleet: agent enrollment, inventory, actions |
+//! | [`rate::PerClient`] | rates per client of calls the upload quotas do not bound |
 //! | [`feed::Feed`] | the detections feed |
 //! | [`status::Overview`] | status, load, rules listing, metrics |
 
@@ -30,6 +31,7 @@ pub mod feed;
 pub mod iocs;
 pub mod join;
 pub mod lookups;
+pub mod rate;
 pub mod revocation;
 pub mod shared;
 pub mod status;
@@ -63,6 +65,8 @@ pub struct Settings {
     pub enrollment: Option<EnrollSettings>,
     /// Enrollments per minute per join token (workers' and agents').
     pub join_per_minute: u32,
+    /// Actions an agent may report per minute.
+    pub actions_per_minute: u32,
 }
 
 pub struct Core {
@@ -91,7 +95,7 @@ impl Core {
             revocation: Revocation::new(s, settings.enrollment.as_ref().and_then(|e| e.issuing.clone())),
             workers: Workers::new(s, settings.tls),
             enrollment: Enrollment::new(s, settings.enrollment, join.clone()),
-            agents: Agents::new(s, join),
+            agents: Agents::new(s, join, settings.actions_per_minute),
             feed: Feed::new(s),
             status: Overview::new(s),
             iocs: s.iocs.clone(),

@@ -37,8 +37,9 @@ impl Shared {
         auth: Arc<Auth>,
         audit: Arc<Audit>,
         siem: Arc<Siem>,
+        ioc_writes_per_minute: u32,
     ) -> Self {
-        let iocs = Arc::new(IocLists::new(store.clone(), audit.clone()));
+        let iocs = Arc::new(IocLists::new(store.clone(), audit.clone(), ioc_writes_per_minute));
         let answers = Arc::new(Answers::new(audit.clone()));
         Self { store, cluster, rules, auth, audit, siem, metrics: Arc::new(Metrics::new()), iocs, answers }
     }

@@ -15,6 +15,7 @@ mod lists;
 use crate::audit::Audit;
 use crate::auth::{Caller, Op};
 use crate::core::error::CoreError;
+use crate::core::rate::PerClient;
 use crate::store::Guarded;
 use lists::Lists;
 use qala_engine::DigestKinds;
@@ -48,11 +49,14 @@ pub struct IocLists {
     version: AtomicU64,
     store: Arc<Guarded>,
     audit: Arc<Audit>,
+    /// Writes (imports, removals) per token and minute.
+    writes: PerClient,
 }
 
 impl IocLists {
-    pub fn new(store: Arc<Guarded>, audit: Arc<Audit>) -> Self {
-        Self { lists: RwLock::default(), version: AtomicU64::new(u64::MAX), store, audit }
+    pub fn new(store: Arc<Guarded>, audit: Arc<Audit>, writes_per_minute: u32) -> Self {
+        let writes = PerClient::new("IOC list writes", writes_per_minute);
+        Self { lists: RwLock::default(), version: AtomicU64::new(u64::MAX), store, audit, writes }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Lists> {
@@ -139,6 +143,7 @@ impl IocLists {
     /// Import `text` (see [`import::parse`]) into `list`; how many entries.
     pub async fn add(&self, caller: &Caller, list: &str, text: &str, via: &str) -> Result<usize, CoreError> {
         caller.require(Op::Admin)?;
+        self.writes.take(&caller.name, 1)?;
         let entries = import::parse(list, text, &caller.name, qala_common::now_ms()).map_err(CoreError::Invalid)?;
         self.store.put_all(&entries).await?;
         self.audit.event(
@@ -152,6 +157,7 @@ impl IocLists {
 
     pub async fn remove(&self, caller: &Caller, list: &str, kind: &str, digest: &str) -> Result<bool, CoreError> {
         caller.require(Op::Admin)?;
+        self.writes.take(&caller.name, 1)?;
         let removed = self.store.delete::<pb::IocEntry>(&crate::store::records::ioc_key(list, kind, digest)).await?;
         self.audit.event(
             "admin",
