@@ -533,6 +533,14 @@ pub struct Policy {
     /// Wall-clock budget per submission, in seconds; objects not reached are not scanned.
     #[arg(long, env = "QALA_POLICY_MAX_SCAN_TIME", default_value_t = 120)]
     pub max_scan_time_secs: u64,
+    /// Work budget per submission, in emulator instructions (unpacking
+    /// packed executables): at least this many...
+    #[arg(long, env = "QALA_POLICY_WORK_FLOOR", default_value_t = 100_000_000)]
+    pub work_floor: u64,
+    /// ...and this many per byte of the submission (a run takes at most 50
+    /// million; 100 million is about a second).
+    #[arg(long, env = "QALA_POLICY_WORK_PER_BYTE", default_value_t = 256)]
+    pub work_per_byte: u64,
     /// Count a submission that hit a scan limit as at least suspicious.
     #[arg(long, env = "QALA_POLICY_ALERT_EXCEEDED")]
     pub alert_exceeded: bool,
@@ -552,6 +560,8 @@ impl Policy {
             max_scan_memory: self.max_scan_memory,
             object_timeout: std::time::Duration::from_secs(self.object_timeout_secs.max(1)),
             max_scan_time: std::time::Duration::from_secs(self.max_scan_time_secs.max(1)),
+            work_floor: self.work_floor,
+            work_per_byte: self.work_per_byte,
             alert_exceeded: self.alert_exceeded,
             alert_encrypted: self.alert_encrypted,
         }

@@ -31,6 +31,14 @@ pub struct Limits {
     /// Wall-clock budget for a whole submission; objects not reached by
     /// then are not scanned (ClamAV's MaxScanTime).
     pub max_scan_time: Duration,
+    /// The work one submission may cause, in emulator instructions (what
+    /// unpacking packed executables by emulation costs; a run takes at most
+    /// 50 million of them, about half a second): this many at least...
+    pub work_floor: u64,
+    /// ...and this many per byte of the submission beyond that, so a small
+    /// file cannot buy minutes of CPU with many never-ending stubs while a
+    /// large installer still unpacks every packed program inside it.
+    pub work_per_byte: u64,
     /// A submission that hit a limit is at least `suspicious` (ClamAV's
     /// AlertExceedsMax).
     pub alert_exceeded: bool,
@@ -50,6 +58,8 @@ impl Default for Limits {
             max_scan_memory: 512 * 1024 * 1024,
             object_timeout: Duration::from_secs(30),
             max_scan_time: Duration::from_secs(120),
+            work_floor: 100_000_000,
+            work_per_byte: 256,
             alert_exceeded: false,
             alert_encrypted: false,
         }
@@ -67,13 +77,16 @@ pub enum Limit {
     MaxScanMemory,
     ObjectTimeout,
     MaxScanTime,
+    /// The submission's work budget ([`Limits::work_floor`],
+    /// [`Limits::work_per_byte`]) ran out.
+    MaxWork,
     /// Not a configured limit: whoever asked for the scan stopped waiting
     /// (the coordinator's deadline passed), so the rest was not looked at.
     Cancelled,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::MaxDepth,
         Limit::MaxObjects,
         Limit::MaxTotalBytes,
@@ -82,6 +95,7 @@ impl Limit {
         Limit::MaxScanMemory,
         Limit::ObjectTimeout,
         Limit::MaxScanTime,
+        Limit::MaxWork,
         Limit::Cancelled,
     ];
 
@@ -96,6 +110,7 @@ impl Limit {
             Limit::MaxScanMemory => "max_scan_memory",
             Limit::ObjectTimeout => "object_timeout",
             Limit::MaxScanTime => "max_scan_time",
+            Limit::MaxWork => "max_work",
             Limit::Cancelled => "cancelled",
         }
     }

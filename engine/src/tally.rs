@@ -39,6 +39,16 @@ pub(crate) struct Tally {
     pub(crate) encrypted: Vec<String>,
     pub(crate) object_meta: Vec<ObjectMeta>,
     pub(crate) root_unscanned: bool,
+    /// Work (emulator instructions) the submission may cause, and may
+    /// still cause.
+    pub(crate) work_budget: u64,
+    pub(crate) work_left: u64,
+    /// Whether running out of it was recorded.
+    pub(crate) work_spent: bool,
+    /// Stubs (blake3 of the section holding the entry point, and the
+    /// entry point) that ran out of their instructions already: the same
+    /// stub in another member is not run again.
+    pub(crate) endless_stubs: HashSet<[u8; 32]>,
 }
 
 impl Tally {
@@ -62,7 +72,39 @@ impl Tally {
             encrypted: Vec::new(),
             object_meta: Vec::new(),
             root_unscanned: false,
+            work_budget: u64::MAX,
+            work_left: u64::MAX,
+            work_spent: false,
+            endless_stubs: HashSet::new(),
         }
+    }
+
+    /// Take up to `want` units of the submission's work budget; what was
+    /// granted (less than asked once it runs low, 0 when spent). Running
+    /// short is recorded once, against `object`.
+    pub(crate) fn take_work(&mut self, want: u64, object: &str, limits: &Limits) -> u64 {
+        let granted = want.min(self.work_left);
+        self.work_left -= granted;
+        if granted < want && !self.work_spent {
+            self.work_spent = true;
+            let detail = format!(
+                "the submission's work budget ({} emulator instructions: {} per byte, at least {}) is spent",
+                self.work_budget, limits.work_per_byte, limits.work_floor
+            );
+            self.limit(Limit::MaxWork, object, detail);
+        }
+        granted
+    }
+
+    /// The budget of a submission of `size` bytes under `limits`.
+    pub(crate) fn budget_work(&mut self, size: u64, limits: &Limits) {
+        self.work_budget = limits.work_floor.max(limits.work_per_byte.saturating_mul(size));
+        self.work_left = self.work_budget;
+    }
+
+    /// Give back what a grant did not use.
+    pub(crate) fn return_work(&mut self, unused: u64) {
+        self.work_left = self.work_left.saturating_add(unused);
     }
 
     /// The report of the submission walked, whose own digests are `root`:

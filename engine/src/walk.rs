@@ -97,6 +97,7 @@ pub(crate) fn walk(
     };
     let root_type = root_type.unwrap_or_else(|| formats::detect(data));
     let mut walk = Tally::new(data.len() as u64, kinds);
+    walk.budget_work(data.len() as u64, limits);
     // An empty name is the submission itself (the worker never has the
     // client's name): object paths are then relative to it, the root "".
     // The root's sha256 is already known: no second pass.

@@ -562,3 +562,83 @@ fn clamav_test_files() {
     found_in.sort();
     assert_eq!(found_in, CLAMAV_FOUND);
 }
+
+/// Instructions emulated in a report, summed over its objects' metadata
+/// (`N instructions, stopped at ...`), and how many runs were skipped as a
+/// stub seen to never end.
+fn emulated(r: &Report) -> (u64, usize) {
+    let runs = r.object_meta.iter().flat_map(|m| m.meta.iter()).filter(|(k, _)| k == "emulation").map(|(_, v)| v);
+    let (mut steps, mut skipped) = (0, 0);
+    for v in runs {
+        if let Some(n) = v.split(' ').next().and_then(|n| n.parse::<u64>().ok()) {
+            steps += n;
+        }
+        skipped += usize::from(v.contains("the same stub ran out"));
+    }
+    (steps, skipped)
+}
+
+/// A few bytes must not buy minutes of CPU: a small zip of 200 tiny packed
+/// PEs whose stubs never finish (the same spin, counted loops with a
+/// different count each, loops that write memory, a different stub each)
+/// is answered within the submission's work budget, with `max_work` named,
+/// and the same stub is run once.
+#[test]
+fn a_small_archive_of_never_ending_stubs_is_held_to_its_work_budget() {
+    const BASE: u32 = 0x40_0000;
+    let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..50u32 {
+        // jmp $, each file different after its image (an overlay)
+        let mut pe = packed_pe(&[], false, Some(&[0xEB, 0xFE]));
+        pe.extend_from_slice(&i.to_le_bytes());
+        members.push((format!("spin{i}.exe"), pe));
+    }
+    for i in 0..50u32 {
+        // mov ecx, 0xFFFF0000+i; l: dec ecx; jnz l; jmp $
+        let mut stub = vec![0xB9];
+        stub.extend_from_slice(&(0xFFFF_0000u32 + i).to_le_bytes());
+        stub.extend_from_slice(&[0x49, 0x75, 0xFD, 0xEB, 0xFE]);
+        members.push((format!("count{i}.exe"), packed_pe(&[], false, Some(&stub))));
+    }
+    for i in 0..50u32 {
+        // mov edi, first section; mov ecx, big; l: mov [edi], ecx; dec ecx; jnz l; jmp $
+        let mut stub = vec![0xBF];
+        stub.extend_from_slice(&(BASE + 0x1000 + 4 * i).to_le_bytes());
+        stub.push(0xB9);
+        stub.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        stub.extend_from_slice(&[0x89, 0x0F, 0x49, 0x75, 0xFB, 0xEB, 0xFE]);
+        members.push((format!("write{i}.exe"), packed_pe(&[], false, Some(&stub))));
+    }
+    for i in 0..50usize {
+        // i nops, then spin: a different stub in each.
+        let stub = [vec![0x90; i + 1], vec![0xEB, 0xFE]].concat();
+        members.push((format!("nops{i}.exe"), packed_pe(&[], false, Some(&stub))));
+    }
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in &members {
+        w.start_file(name.as_str(), zip::write::SimpleFileOptions::default()).unwrap();
+        w.write_all(data).unwrap();
+    }
+    let archive = w.finish().unwrap().into_inner();
+    let limits = Limits::default();
+    let budget = limits.work_floor.max(limits.work_per_byte * archive.len() as u64);
+    let started = std::time::Instant::now();
+    let r = Engine::new(rules(), limits.clone()).scan(&archive, "");
+    let took = started.elapsed();
+    let (steps, skipped) = emulated(&r);
+    eprintln!(
+        "{} bytes, {} members: {steps} instructions emulated (budget {budget}), {skipped} identical stubs skipped, {took:?}",
+        archive.len(),
+        members.len()
+    );
+    assert!(r.limits_hit.iter().any(|l| l.limit == Limit::MaxWork), "{:?}", r.limits_hit);
+    // A run stops within a few hundred instructions of its grant.
+    assert!(steps <= budget + 1000 * members.len() as u64, "{steps} > {budget}");
+    assert_eq!(skipped, 49, "the same spin is run once");
+    assert!(r.objects_scanned as usize > members.len(), "every member is still scanned by the rules");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // Under the alert policy the limit makes it suspicious.
+    let alert = Limits { alert_exceeded: true, ..limits };
+    let r = Engine::new(rules(), alert).scan(&archive, "");
+    assert_eq!(r.verdict, Some(qala_engine::Severity::Suspicious), "{:?}", r.limits_hit);
+}

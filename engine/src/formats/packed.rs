@@ -5,7 +5,7 @@
 //! real program). The run and where it stopped are recorded in the
 //! container's object metadata.
 
-use super::Container;
+use super::{Container, pe_image};
 use crate::emu;
 use std::borrow::Cow;
 
@@ -25,13 +25,45 @@ fn memory(file_len: usize) -> u64 {
 /// The name of the dumped image.
 pub(super) const CHILD: &str = "emu-unpacked";
 
+/// What identifies a stub: the bytes of the section the entry point is in
+/// (as the file stores them), and the entry point.
+fn stub_key(data: &[u8]) -> Option<[u8; 32]> {
+    let h = pe_image::parse(data)?;
+    let s = h.section_at(h.entry)?;
+    let start = (s.raw as usize).min(data.len());
+    let end = start.saturating_add(s.raw_size as usize).min(data.len());
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&h.entry.to_le_bytes());
+    hasher.update(&data[start..end]);
+    Some(*hasher.finalize().as_bytes())
+}
+
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
-    let memory = memory(data.len()).min(c.limits().max_object_size.saturating_mul(2));
+    let not_run = |c: &mut Container<'_>, why: &str| c.meta(vec![("emulation".to_string(), format!("not run: {why}"))]);
+    let key = stub_key(data);
+    if key.is_some_and(|k| c.walker.tally().endless_stubs.contains(&k)) {
+        return not_run(c, "the same stub ran out of its instructions earlier in this submission");
+    }
+    let limits = c.limits().clone();
+    let steps = c.walker.tally().take_work(STEPS, c.path, &limits);
+    if steps == 0 {
+        return not_run(c, "the submission's work budget is spent");
+    }
+    let memory = memory(data.len()).min(limits.max_object_size.saturating_mul(2));
     let deadline = c.deadline();
-    let u = match emu::unpack(data, STEPS, memory, &deadline) {
+    let run = emu::unpack(data, steps, memory, &deadline);
+    let used = run.as_ref().map_or(0, |u| u.steps);
+    c.walker.tally().return_work(steps.saturating_sub(used));
+    let u = match run {
         Ok(u) => u,
-        Err(why) => return c.meta(vec![("emulation".to_string(), format!("not run: {why}"))]),
+        Err(why) => return not_run(c, &why),
     };
+    if matches!(u.stop, emu::Stop::Budget)
+        && steps == STEPS
+        && let Some(k) = key
+    {
+        c.walker.tally().endless_stubs.insert(k);
+    }
     let stop = match &u.stop {
         emu::Stop::Layers => "too many layers".to_string(),
         emu::Stop::Api(name) => format!("call to {name}"),
