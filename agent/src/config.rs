@@ -22,7 +22,8 @@
 //! paths = ["/home", "/tmp", "/var/tmp"]
 //! debounce_ms = 1000
 //! backend = "auto"                         # auto (fanotify as root), inotify, fanotify
-//! on_access = false                        # block malicious files on open (root)
+//! on_access = false                        # block malicious files on open (root): true or
+//!                                           # "fail-open" (allow what cannot be judged in time), "fail-closed" (deny it)
 //! on_access_timeout_ms = 500
 //! on_access_max_size = "64M"
 //!
@@ -109,13 +110,55 @@ pub enum WatchBackend {
     Fanotify,
 }
 
+/// On-access blocking: off, or on with what happens when no answer can be
+/// had in time. `true` is `fail-open`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnAccess {
+    #[default]
+    Off,
+    /// Allow an open the agent cannot judge in time (busy hashing, over
+    /// the size cap, no answer before the deadline); scan it after.
+    FailOpen,
+    /// Deny it instead (never for the agent's own opens).
+    FailClosed,
+}
+
+impl OnAccess {
+    pub fn on(self) -> bool {
+        self != OnAccess::Off
+    }
+}
+
+impl<'de> Deserialize<'de> for OnAccess {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Flag(bool),
+            Mode(String),
+        }
+        match Given::deserialize(d)? {
+            Given::Flag(false) => Ok(OnAccess::Off),
+            Given::Flag(true) => Ok(OnAccess::FailOpen),
+            Given::Mode(m) => match m.as_str() {
+                "off" => Ok(OnAccess::Off),
+                "fail-open" => Ok(OnAccess::FailOpen),
+                "fail-closed" => Ok(OnAccess::FailClosed),
+                other => Err(serde::de::Error::custom(format!(
+                    "on_access = {other:?}: use false, true, \"fail-open\" or \"fail-closed\""
+                ))),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WatchConfig {
     pub paths: Vec<PathBuf>,
     pub debounce_ms: u64,
     pub backend: WatchBackend,
-    pub on_access: bool,
+    pub on_access: OnAccess,
     pub on_access_timeout_ms: u64,
     pub on_access_max_size: Size,
 }
@@ -126,7 +169,7 @@ impl Default for WatchConfig {
             paths: Vec::new(),
             debounce_ms: 1000,
             backend: WatchBackend::Auto,
-            on_access: false,
+            on_access: OnAccess::Off,
             on_access_timeout_ms: 500,
             on_access_max_size: Size(64 << 20),
         }
@@ -418,7 +461,9 @@ impl AgentConfig {
     /// The service's flags over this file.
     pub fn apply_service_flags(&mut self, flags: ServiceFlags) {
         self.watch.paths.extend(flags.watch);
-        self.watch.on_access |= flags.on_access;
+        if flags.on_access && !self.watch.on_access.on() {
+            self.watch.on_access = OnAccess::FailOpen;
+        }
         self.scan.lookup_only |= flags.lookup_only;
         self.actions.malicious = flags.malicious.unwrap_or(self.actions.malicious);
         self.actions.suspicious = flags.suspicious.unwrap_or(self.actions.suspicious);

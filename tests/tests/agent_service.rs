@@ -391,6 +391,75 @@ fn on_access_denies_opening_a_malicious_file() {
     assert!(Command::new("cat").arg(&evil).output().unwrap().status.success());
 }
 
+/// `on_access = "fail-closed"`: an open the agent cannot judge in time (here
+/// a file over the on-access size cap) is denied to others, while the
+/// agent itself still reads and scans it; a judged clean file opens. The
+/// cost of a decision is measured: opens of a clean, already-judged file
+/// with on-access against the same opens before the service started.
+#[test]
+fn on_access_fail_closed_denies_what_it_cannot_judge_but_never_the_agent() {
+    if !is_root() {
+        return; // fanotify permission events need root (the refusal is tested above)
+    }
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let d = cluster.dir.path();
+    let config = d.join("agent.toml");
+    let mnt = d.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    write_config(
+        &config,
+        &format!(
+            "[server]\nurl = {:?}\nca = {:?}\ntoken_file = {:?}\n\n[watch]\npaths = [{:?}]\ndebounce_ms = 200\nbackend = \"fanotify\"\non_access = \"fail-closed\"\non_access_timeout_ms = 2000\non_access_max_size = \"4K\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\n",
+            cluster.url(),
+            cluster.ca(),
+            cluster.token_file("agent"),
+            mnt,
+            d.join("quarantine"),
+            d.join("spool"),
+            d.join("hashes"),
+            d.join("crls.pem")
+        ),
+    );
+    assert!(Command::new("mount").args(["-t", "tmpfs", "-o", "size=64m", "qala-test"]).arg(&mnt).status().unwrap().success());
+    let _umount = Unmount(mnt.clone());
+    assert!(Command::new("mount").arg("--make-private").arg(&mnt).status().unwrap().success());
+    let clean = mnt.join("notes.txt");
+    std::fs::write(&clean, b"nothing to see").unwrap();
+    let opens = |n: usize| {
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            std::fs::read(&clean).unwrap();
+        }
+        started.elapsed() / n as u32
+    };
+    let before = opens(200);
+    let svc = service(&cluster, "agent-fail-closed", &config, &[]);
+    let big = mnt.join("big.bin");
+    std::fs::write(&big, qala_tests::pseudo_random(11, 64 << 10)).unwrap();
+    std::fs::write(&clean, b"nothing to see").unwrap();
+    // The agent reads and scans both (its own opens are never denied).
+    wait_for("verdicts on both files", Duration::from_secs(60), || {
+        let v = verdicts(&events(&svc.log));
+        (v.contains_key(&big.display().to_string()) && v.contains_key(&clean.display().to_string())).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", svc.log_text()));
+    // Others: the judged clean file opens; the one over the cap cannot be
+    // judged in time and is denied.
+    assert_eq!(Command::new("cat").arg(&clean).output().unwrap().stdout, b"nothing to see");
+    let cat = Command::new("cat").arg(&big).output().unwrap();
+    assert!(!cat.status.success(), "fail-closed allowed an open it could not judge");
+    let denied = wait_for("the denial reported", Duration::from_secs(20), || {
+        cluster.audit().into_iter().find(|a| a["event"] == "agent_action" && a["verdict"] == "unjudged")
+    })
+    .unwrap();
+    assert_eq!(denied["path"], big.display().to_string());
+    assert!(denied["detail"].as_str().unwrap().contains("over the on-access size cap"), "{denied}");
+    let during = opens(200);
+    eprintln!("open+read of a judged clean file: {before:?} without on-access, {during:?} with fail-closed on-access");
+    svc.terminate().unwrap();
+    assert!(Command::new("cat").arg(&big).output().unwrap().status.success());
+}
+
 struct Unmount(PathBuf);
 
 impl Drop for Unmount {

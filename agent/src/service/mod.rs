@@ -65,10 +65,10 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
         WatchBackend::Fanotify if !root => return refuse("watch.backend = \"fanotify\" needs root (CAP_SYS_ADMIN)"),
         b => b,
     };
-    if cfg.watch.on_access && !root {
+    if cfg.watch.on_access.on() && !root {
         return refuse("watch.on_access needs root (fanotify permission events need CAP_SYS_ADMIN)");
     }
-    if cfg.watch.on_access && cfg.watch.paths.is_empty() {
+    if cfg.watch.on_access.on() && cfg.watch.paths.is_empty() {
         return refuse("watch.on_access is set but watch.paths is empty");
     }
     let (Some(quarantine_dir), Some(spool_path)) = (cfg.paths.quarantine.clone(), cfg.paths.spool.clone()) else {
@@ -151,7 +151,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
     tokio::spawn(debouncer.run(watch_rx, excludes.clone(), jobs_tx.clone()));
 
     #[cfg(target_os = "linux")]
-    if cfg.watch.on_access {
+    if cfg.watch.on_access.on() {
         let on_access = Arc::new(on_access::OnAccess {
             client: client.clone(),
             cache: cache.clone(),
@@ -161,6 +161,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
             max_size: cfg.watch.on_access_max_size.0,
             later: watch_tx.clone(),
             hashing: tokio::sync::Semaphore::new(2),
+            fail_closed: cfg.watch.on_access == crate::config::OnAccess::FailClosed,
         });
         on_access.start(&watch_paths, tokio::runtime::Handle::current()).map_err(|e| ServiceError::Io("on-access", e))?;
     }
@@ -207,7 +208,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
             "agent_id": agent_id,
             "version": env!("CARGO_PKG_VERSION"),
             "watch": watch_paths, "backend": format!("{backend:?}").to_lowercase(),
-            "on_access": cfg.watch.on_access, "spooled": spool.len(),
+            "on_access": format!("{:?}", cfg.watch.on_access), "spooled": spool.len(),
             "quarantine": quarantine_dir, "lookup_only": cfg.scan.lookup_only,
         }),
     );

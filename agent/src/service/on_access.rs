@@ -4,9 +4,12 @@
 //!   holds each open until the agent answers, so the answer comes from what
 //!   is at hand only: the hash cache or a hash of the open file (up to a
 //!   size cap), then verdicts seen before, then one `Lookup` with a short
-//!   timeout; never an upload. `malicious` is denied; anything else, no
-//!   verdict yet, a timeout or an error is allowed (fail-open) and the file
-//!   scanned in the background. The agent's own opens are allowed at once
+//!   timeout; never an upload; the whole decision has `on_access_timeout_ms`
+//!   (500 ms). `malicious` is denied; content the cluster has not seen is
+//!   allowed and scanned at once in the background; an open that cannot be
+//!   judged in time (hashing busy, over the size cap, no answer before the
+//!   deadline, the coordinator unreachable) is allowed (`fail-open`) or
+//!   denied (`fail-closed`), and scanned in the background either way. The agent's own opens are allowed at once
 //!   by the reading thread, before anything else. If the agent dies, the
 //!   kernel drops the group and allows what was pending.
 
@@ -36,59 +39,76 @@ pub struct OnAccess {
     /// Hashes of open files at once (a flood of opens of new files is
     /// allowed and scanned after, not hashed all at once).
     pub hashing: tokio::sync::Semaphore,
+    /// Deny an open that cannot be judged in time (`fail-closed`) instead
+    /// of allowing it.
+    pub fail_closed: bool,
+}
+
+/// What one open gets.
+enum Decision {
+    Allow,
+    /// Malicious: the file's sha256 and the rules that matched.
+    Deny(String, Vec<String>),
+    /// No judgement could be had in time (why): allowed or denied as the
+    /// mode says, and scanned after.
+    Unjudged(String),
 }
 
 impl OnAccess {
-    /// Allow or deny one open; `Some(rules)` means deny.
-    async fn decide(self: &Arc<Self>, fd: RawFd) -> Option<(String, Vec<String>)> {
+    /// Judge one open.
+    async fn decide(self: &Arc<Self>, fd: RawFd) -> Decision {
         // SAFETY: fd is the event's open descriptor, alive until answered.
         let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
-        let m = file.metadata().ok()?;
+        let Ok(m) = file.metadata() else { return Decision::Unjudged("no metadata".into()) };
         if !m.is_file() || m.len() == 0 {
-            return None;
+            return Decision::Allow;
         }
         let path = fd_path(fd);
-        if m.len() > self.max_size {
-            if let Some(p) = path {
-                let _ = self.later.try_send(p);
+        let later = |why: String| {
+            if let Some(p) = &path {
+                let _ = self.later.try_send(p.clone());
             }
-            return None;
+            Decision::Unjudged(why)
+        };
+        if m.len() > self.max_size {
+            return later(format!("over the on-access size cap ({} bytes)", self.max_size));
         }
         let sha = match self.cache.as_ref().and_then(|c| c.get(&m)) {
             Some(s) => s,
             None => {
                 let Ok(_permit) = self.hashing.try_acquire() else {
-                    if let Some(p) = path {
-                        let _ = self.later.try_send(p);
-                    }
-                    return None;
+                    return later("busy hashing other opens".into());
                 };
-                let dup = file.try_clone().ok()?;
-                tokio::task::spawn_blocking(move || hash_fd(dup.as_raw_fd())).await.ok()?.ok()?
+                let Ok(dup) = file.try_clone() else { return later("descriptor not duplicated".into()) };
+                match tokio::task::spawn_blocking(move || hash_fd(dup.as_raw_fd())).await {
+                    Ok(Ok(sha)) => sha,
+                    _ => return later("not readable".into()),
+                }
             }
         };
         if let Some((kind, rules)) = self.memo.get(&sha) {
-            return (kind == VerdictKind::Malicious).then_some((sha, rules));
+            return if kind == VerdictKind::Malicious { Decision::Deny(sha, rules) } else { Decision::Allow };
         }
         match self.client.lookup_once(sha.clone(), self.timeout).await {
             Ok(r) => match r.verdicts.into_iter().find(|v| v.sha256 == sha) {
                 Some(v) => {
                     self.memo.put(&sha, &v);
-                    (crate::output::kind(&v) == VerdictKind::Malicious).then(|| (sha, rule_names(&v)))
-                }
-                None => {
-                    if let Some(p) = path {
-                        let _ = self.later.try_send(p);
+                    if crate::output::kind(&v) == VerdictKind::Malicious {
+                        Decision::Deny(sha, rule_names(&v))
+                    } else {
+                        Decision::Allow
                     }
-                    None
+                }
+                // Content the cluster has never seen: allowed, and scanned
+                // at once in the background (in either mode).
+                None => {
+                    if let Some(p) = &path {
+                        let _ = self.later.try_send(p.clone());
+                    }
+                    Decision::Allow
                 }
             },
-            Err(_) => {
-                if let Some(p) = path {
-                    let _ = self.later.try_send(p);
-                }
-                None
-            }
+            Err(e) => later(format!("no answer from the coordinator: {}", e.message())),
         }
     }
 
@@ -116,30 +136,42 @@ impl OnAccess {
                 let (this, group, reported, pid) = (self.clone(), group.clone(), reported.clone(), m.pid);
                 rt.spawn(async move {
                     let raw = fd.as_raw_fd();
-                    let verdict = match tokio::time::timeout(this.timeout, this.decide(raw)).await {
-                        Ok(v) => v,
+                    let decision = match tokio::time::timeout(this.timeout, this.decide(raw)).await {
+                        Ok(d) => d,
                         Err(_) => {
-                            // No answer in time: allowed, and scanned after.
                             if let Some(p) = fd_path(raw) {
                                 let _ = this.later.try_send(p);
                             }
-                            None
+                            Decision::Unjudged(format!("no answer within {} ms", this.timeout.as_millis()))
                         }
+                    };
+                    let allow = match &decision {
+                        Decision::Allow => true,
+                        Decision::Deny(..) => false,
+                        Decision::Unjudged(_) => !this.fail_closed,
                     };
                     // Who asked, read while the process still waits on
                     // the answer (it may exit right after a denial).
-                    let who = verdict.as_ref().map(|_| format!("pid {} ({})", pid, process_name(pid)));
-                    respond(group.as_raw_fd(), raw, verdict.is_none());
-                    if let (Some((sha, rules)), Some(who)) = (verdict, who) {
+                    let who = (!allow).then(|| format!("pid {} ({})", pid, process_name(pid)));
+                    respond(group.as_raw_fd(), raw, allow);
+                    if let Some(who) = who {
                         let path = fd_path(raw).unwrap_or_default();
+                        let (key, verdict, rules, detail) = match decision {
+                            Decision::Deny(sha, rules) => (sha, "malicious", rules, who),
+                            Decision::Unjudged(why) => {
+                                (path.display().to_string(), "unjudged", Vec::new(), format!("{who}: fail-closed: {why}"))
+                            }
+                            Decision::Allow => unreachable!("allowed"),
+                        };
                         // One report per file and process every 10 s.
                         let fresh = {
                             let mut r = reported.lock().expect("reported lock");
                             r.retain(|_, t| t.elapsed() < Duration::from_secs(10));
-                            r.insert((sha.clone(), pid), Instant::now()).is_none()
+                            r.insert((key.clone(), pid), Instant::now()).is_none()
                         };
                         if fresh {
-                            this.events.action("access_denied", &path, &sha, "malicious", &rules, &who);
+                            let sha = if verdict == "malicious" { key.as_str() } else { "" };
+                            this.events.action("access_denied", &path, sha, verdict, &rules, &detail);
                         }
                     }
                     drop(fd);

@@ -72,7 +72,7 @@ async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
     qala_tls::install_crypto_provider();
     if let Command::CheckConfig = &cli.command {
         println!(
-            "{}: ok: server {}, watch {:?} ({:?} backend, on_access {}), actions malicious={:?} suspicious={:?}, schedule {:?} every {} s, lookup_only {}",
+            "{}: ok: server {}, watch {:?} ({:?} backend, on_access {:?}), actions malicious={:?} suspicious={:?}, schedule {:?} every {} s, lookup_only {}",
             cli.config.display(),
             cfg.server.url.as_deref().unwrap_or("(not set: enroll)"),
             cfg.watch.paths,
