@@ -41,6 +41,30 @@ pub fn status(e: CoreError) -> Status {
     }
 }
 
+/// Checks who calls before the call's message is decoded: a caller with
+/// no valid credentials is answered UNAUTHENTICATED after reading the
+/// headers only, never after decoding a message of up to 16 MiB (tonic
+/// runs an interceptor before the body). The handler checks the role.
+#[derive(Clone)]
+pub struct Admission {
+    core: Arc<Core>,
+}
+
+impl Admission {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+impl tonic::service::Interceptor for Admission {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        match self.core.identify(&credentials(&request)) {
+            Err(e @ CoreError::Unauthenticated(_)) => Err(status(e)),
+            _ => Ok(request),
+        }
+    }
+}
+
 /// A core call's answer as a gRPC response.
 fn answer<T>(r: Result<T, CoreError>) -> Result<Response<T>, Status> {
     r.map(Response::new).map_err(status)

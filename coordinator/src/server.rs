@@ -238,13 +238,24 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Config(format!("gRPC reflection: {e}")))?;
-    let scanner = ScannerServer::new(grpc::ScannerService::new(core.clone()))
-        .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
-    let admin = AdminServer::new(grpc::AdminService::new(core.clone()))
-        .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
-    let agents = AgentsServer::new(grpc::AgentsService::new(core.clone()));
+    // Each call's credentials are checked before its message is decoded.
+    let admission = grpc::Admission::new(core.clone());
+    let scanner = tonic::service::interceptor::InterceptedService::new(
+        ScannerServer::new(grpc::ScannerService::new(core.clone()))
+            .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES),
+        admission.clone(),
+    );
+    let admin = tonic::service::interceptor::InterceptedService::new(
+        AdminServer::new(grpc::AdminService::new(core.clone()))
+            .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES),
+        admission.clone(),
+    );
+    let agents = tonic::service::interceptor::InterceptedService::new(
+        AgentsServer::new(grpc::AgentsService::new(core.clone())),
+        admission,
+    );
     let cluster_service = ClusterServer::new(grpc::ClusterService::new(core.clone()));
 
     // One shutdown for both servers.

@@ -621,3 +621,127 @@ fn files_are_created_new_never_through_a_planted_link() {
     let _ = running.wait();
     assert_eq!(made.unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+/// Sends raw bytes as a gRPC message (whatever a hostile client writes).
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// A caller with no valid credentials is refused on its headers, before
+/// its message is decoded: 8 MiB of bytes that are no protobuf message get
+/// UNAUTHENTICATED without a token or with a made-up one (no decode error:
+/// the body was never decoded), while the same bytes from an admin fail to
+/// decode.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stranger_is_refused_before_its_message_is_decoded() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 0).unwrap();
+    let garbage = vec![0xFFu8; 8 << 20];
+    let call = |token: Option<String>| {
+        let cluster = &cluster;
+        let garbage = garbage.clone();
+        async move {
+            let channel = cluster.channel(&cluster.url()).await;
+            let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(16 << 20);
+            grpc.ready().await.unwrap();
+            let mut req = tonic::Request::new(garbage);
+            if let Some(t) = token {
+                req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static("/qala.v1.Admin/AddIocs");
+            grpc.unary(req, path, RawCodec).await.unwrap_err()
+        }
+    };
+    for token in [None, Some("made-up".to_string())] {
+        let e = call(token.clone()).await;
+        assert_eq!(e.code(), Code::Unauthenticated, "{token:?}: {e:?}");
+    }
+    let e = call(Some(cluster.token("admin"))).await;
+    assert_ne!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().to_lowercase().contains("decod"), "an admin's garbage is decoded, and fails: {e:?}");
+    let denied = cluster.audit().into_iter().filter(|l| l["event"] == "denied" && l["op"] == "any").count();
+    assert_eq!(denied, 2, "both strangers audited");
+}
+
+/// REST reads a JSON body only once the caller is known: a stranger who
+/// announces 2 MB and sends a byte is answered 401 at once, not held while
+/// the coordinator waits for (and buffers) the rest.
+#[test]
+fn rest_answers_a_stranger_before_reading_its_body() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let rules = repo_root().join("rules");
+    let store = format!("embedded:{}", dir.path().join("v.redb").display());
+    let (port, cport, http) = (free_port(), free_port(), free_port());
+    let _c = qala_tests::Proc::spawn(
+        "coordinator",
+        &qala_tests::bin("qala-coordinator"),
+        &[
+            "--insecure",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cluster-listen",
+            &format!("127.0.0.1:{cport}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--store",
+            &store,
+            "--auth-cache",
+            dir.path().join("a.json").to_str().unwrap(),
+            "--audit-log",
+            "/dev/null",
+        ]
+        .map(String::from),
+        dir.path(),
+    )
+    .unwrap();
+    let mut s = wait_for("the REST listener", Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", http)).ok())
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for path in ["/v1/lookup", "/v1/iocs"] {
+        let started = Instant::now();
+        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n{{")
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).expect("an answer before the body was sent");
+        assert_eq!(&head, b"HTTP/1.1 401", "{path}: {}", String::from_utf8_lossy(&head));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+}

@@ -118,6 +118,18 @@ impl Core {
         result
     }
 
+    /// Authenticate `creds` alone, before a front door reads what the
+    /// caller sends; an unknown caller is audited as denied.
+    pub fn identify(&self, creds: &Credentials) -> Result<Caller, CoreError> {
+        let result = self.auth.authenticate(creds);
+        if let Err(e @ CoreError::Unauthenticated(_)) = &result {
+            let peer = creds.peer.map(|p| p.to_string());
+            let fields = json!({"peer": peer, "op": "any", "code": e.audit_code(), "reason": e.to_string()});
+            self.audit.event("denied", None, fields);
+        }
+        result
+    }
+
     /// An audit line a front door writes itself (a clamd session's tally,
     /// a peer refused before it could say who it is).
     pub fn audit(&self, event: &str, caller: Option<&Caller>, fields: Value) {

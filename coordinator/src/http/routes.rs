@@ -48,6 +48,15 @@ impl utoipa::Modify for Bearer {
     }
 }
 
+/// The JSON body of `request`, read (up to axum's 2 MB) only once the
+/// caller has been checked: a stranger's body is never buffered.
+async fn json_body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, ApiError> {
+    let Json(v) = <Json<T> as axum::extract::FromRequest<()>>::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request(e.body_text()))?;
+    Ok(v)
+}
+
 pub fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/v1/verdicts/{hash}", get(get_verdicts))
@@ -102,10 +111,10 @@ async fn lookup(
     State(s): State<AppState>,
     headers: HeaderMap,
     p: Peer,
-    body: Result<Json<LookupRequest>, axum::extract::rejection::JsonRejection>,
+    request: Request,
 ) -> Result<Json<LookupResponse>, ApiError> {
     let caller = s.caller(&headers, peer(&p), Op::Lookup)?;
-    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let req: LookupRequest = json_body(request).await?;
     if req.hashes.len() > MAX_LOOKUP {
         return Err(ApiError::bad_request(format!("at most {MAX_LOOKUP} hashes per lookup")));
     }
@@ -379,10 +388,10 @@ pub mod iocs {
         State(s): State<AppState>,
         headers: HeaderMap,
         p: Peer,
-        body: Result<Json<IocAdd>, axum::extract::rejection::JsonRejection>,
+        request: Request,
     ) -> Result<Json<IocAdded>, ApiError> {
         let caller = s.caller(&headers, peer(&p), Op::Admin)?;
-        let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let req: IocAdd = super::json_body(request).await?;
         let mut text = req.text;
         for e in &req.entries {
             text.push_str(&format!("\n{},{}", e.digest, e.name.replace([',', '\n'], " ")));
