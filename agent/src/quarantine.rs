@@ -160,13 +160,12 @@ impl Quarantine {
         let mut f = create_private(&self.dir.join(format!("{id}.json")))?;
         f.write_all(&json)?;
         f.sync_all()?;
-        // Unlink only the inode that was copied (not one swapped in since).
-        let still = std::fs::symlink_metadata(path).is_ok_and(|n| FileStamp::of(&n).same_file(&FileStamp::of(&m)));
-        if !still {
+        // Unlink only the inode that was copied (not one swapped in since),
+        // in its directory reached without following a link.
+        if let Err(e) = crate::os::remove_same(path, &FileStamp::of(&m)) {
             self.purge(&id)?;
-            return Err(QuarantineError::Refused(format!("{} was replaced while it was quarantined", path.display())));
+            return Err(QuarantineError::Refused(format!("{} was not removed ({e}): not quarantined", path.display())));
         }
-        std::fs::remove_file(path)?;
         Ok(record)
     }
 

@@ -3,9 +3,9 @@
 
 use std::ffi::CString;
 use std::fs::{File, Metadata};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Component, Path};
 use std::time::Duration;
 
@@ -51,9 +51,13 @@ pub struct FileStamp {
     pub ctime_ns: i64,
 }
 
+/// Nanoseconds of a stat time.
+fn ns(s: i64, n: i64) -> i64 {
+    s.saturating_mul(1_000_000_000).saturating_add(n)
+}
+
 impl FileStamp {
     pub fn of(m: &Metadata) -> Self {
-        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
         Self {
             dev: m.dev(),
             ino: m.ino(),
@@ -71,10 +75,44 @@ impl FileStamp {
 
 /// Open `path` for reading without ever blocking (O_NONBLOCK: a FIFO or
 /// device swapped in after the walk saw a file), without following a
-/// symbolic link, and only if it is a regular file; with its stat, taken
-/// before anything is read.
+/// symbolic link in any of its components (`openat2` with
+/// `RESOLVE_NO_SYMLINKS`; one directory at a time where the kernel has no
+/// `openat2`): a parent directory swapped for a link since the walk saw the
+/// file is refused, not followed. Only a regular file; with its stat,
+/// taken before anything is read.
 pub fn open_regular(path: &Path) -> std::io::Result<(File, Metadata)> {
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path)?;
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let cpath = cstr(path.as_os_str())?;
+    // SAFETY: open_how is plain data; zeroed is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a valid C string and open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            cpath.as_ptr(),
+            &how as *const libc::open_how,
+            size_of::<libc::open_how>(),
+        )
+    };
+    let f = if fd >= 0 {
+        // SAFETY: fd was just opened and is owned here.
+        unsafe { File::from_raw_fd(fd as RawFd) }
+    } else {
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                return Err(std::io::Error::other(format!("{}: a symbolic link on the way; not followed", path.display())));
+            }
+            Some(libc::ENOSYS) => {
+                let (dir, name) = split(path)?;
+                DirFd::open_nofollow(dir)?.open_read(name, flags)?
+            }
+            _ => return Err(e),
+        }
+    };
     let m = f.metadata()?;
     if !m.is_file() {
         return Err(std::io::Error::other("not a regular file"));
@@ -240,6 +278,37 @@ impl DirFd {
         Ok(unsafe { File::from_raw_fd(fd) })
     }
 
+    /// Open `name` in this directory with `flags` (which should hold
+    /// O_NOFOLLOW).
+    fn open_read(&self, name: &std::ffi::OsStr, flags: i32) -> std::io::Result<File> {
+        let cname = cstr(name)?;
+        // SAFETY: self is an open directory, cname a valid C string.
+        let fd = unsafe { libc::openat(self.0.as_raw_fd(), cname.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just opened and is owned here.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// The stat of `name` in this directory, not following a link.
+    pub fn stat(&self, name: &std::ffi::OsStr) -> std::io::Result<FileStamp> {
+        let cname = cstr(name)?;
+        // SAFETY: stat is plain data filled by the call.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: self is an open directory, cname a valid C string, st writable.
+        if unsafe { libc::fstatat(self.0.as_raw_fd(), cname.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(FileStamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec),
+            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec),
+        })
+    }
+
     /// Remove `name` from this directory.
     pub fn unlink(&self, name: &std::ffi::OsStr) -> std::io::Result<()> {
         let cname = cstr(name)?;
@@ -249,6 +318,27 @@ impl DirFd {
         }
         Ok(())
     }
+}
+
+/// `path`'s directory and its last component.
+fn split(path: &Path) -> std::io::Result<(&Path, &std::ffi::OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if path.is_absolute() => Ok((dir, name)),
+        _ => Err(std::io::Error::other(format!("{}: not an absolute path to a file", path.display()))),
+    }
+}
+
+/// Remove `path` only if it is still the file `stamp` describes: its
+/// directory reached one component at a time without following a link,
+/// the name checked and unlinked in that directory, so a directory of the
+/// path swapped for a link (or the file for another) is never acted on.
+pub fn remove_same(path: &Path, stamp: &FileStamp) -> std::io::Result<()> {
+    let (dir, name) = split(path)?;
+    let dir = DirFd::open_nofollow(dir)?;
+    if !dir.stat(name)?.same_file(stamp) {
+        return Err(std::io::Error::other(format!("{}: replaced since it was scanned; not removed", path.display())));
+    }
+    dir.unlink(name)
 }
 
 /// A file's owner, mode and times, to put back on a copy of it.
@@ -285,5 +375,42 @@ impl Ownership {
                 && libc::futimens(fd, times.as_ptr()) == 0
         };
         if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of the path swapped for a link to another (a root-only
+    /// one, say): the file behind it is neither opened nor removed.
+    #[test]
+    fn a_parent_swapped_for_a_link_is_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let watched = d.path().join("watched");
+        let secret = d.path().join("secret");
+        std::fs::create_dir_all(&watched).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(watched.join("f"), b"dropped").unwrap();
+        std::fs::write(secret.join("f"), b"canary").unwrap();
+        let path = watched.join("f");
+        let (_, m) = open_regular(&path).unwrap();
+        let seen = FileStamp::of(&m);
+        // The swap: the watched directory becomes a link to the secret one.
+        std::fs::rename(&watched, d.path().join("watched.old")).unwrap();
+        std::os::unix::fs::symlink(&secret, &watched).unwrap();
+        let e = open_regular(&path).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(remove_same(&path, &seen).is_err());
+        let canary = std::fs::metadata(secret.join("f")).unwrap();
+        assert!(remove_same(&path, &FileStamp::of(&canary)).is_err(), "not even the canary's own stamp opens the way");
+        assert_eq!(std::fs::read(secret.join("f")).unwrap(), b"canary");
+        // Back as a directory: the file there is removed, if it is the one seen.
+        std::fs::remove_file(&watched).unwrap();
+        std::fs::rename(d.path().join("watched.old"), &watched).unwrap();
+        std::fs::write(watched.join("g"), b"other").unwrap();
+        assert!(remove_same(&watched.join("g"), &seen).is_err(), "another file at a path is not the one seen");
+        remove_same(&path, &seen).unwrap();
+        assert!(!path.exists());
     }
 }

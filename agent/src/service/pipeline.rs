@@ -413,9 +413,6 @@ fn delete_if_same(path: &Path, sha256: &str) -> Result<(), String> {
     if now != sha256 {
         return Err(format!("changed since it was scanned (sha256 {now}): not deleted"));
     }
-    let same = path.symlink_metadata().is_ok_and(|n| FileStamp::of(&n).same_file(&FileStamp::of(&m)));
-    if !same {
-        return Err("replaced since it was scanned: not deleted".into());
-    }
-    std::fs::remove_file(path).map_err(|e| e.to_string())
+    // Unlinked in its directory reached without links, if still this inode.
+    crate::os::remove_same(path, &FileStamp::of(&m)).map_err(|e| e.to_string())
 }
