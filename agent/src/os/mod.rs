@@ -17,5 +17,5 @@ mod unix;
 #[cfg(unix)]
 pub use unix::{
     DirFd, FileStamp, IoClass, Ownership, PRIVATE_DATA, create_private, is_mount_point, is_pseudo_fs, is_root, lower_priority,
-    mkdir_private, open_regular, os_description, process_cpu, remove_same,
+    mkdir_private, open_regular, os_description, process_cpu, remove_same, resolve_root,
 };

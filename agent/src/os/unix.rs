@@ -320,6 +320,14 @@ impl DirFd {
     }
 }
 
+/// A path the admin named (a root to scan or watch), with the links in it
+/// resolved once, here: what the agent opens below it is then reached
+/// without following any ([`open_regular`]). A path that does not resolve
+/// (not there yet) is made absolute as it is.
+pub fn resolve_root(path: &Path) -> std::path::PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
 /// `path`'s directory and its last component.
 fn split(path: &Path) -> std::io::Result<(&Path, &std::ffi::OsStr)> {
     match (path.parent(), path.file_name()) {
@@ -412,5 +420,15 @@ mod tests {
         assert!(remove_same(&watched.join("g"), &seen).is_err(), "another file at a path is not the one seen");
         remove_same(&path, &seen).unwrap();
         assert!(!path.exists());
+        // A link the admin names as a root is followed once, there.
+        let named = d.path().join("named");
+        std::os::unix::fs::symlink(&secret, &named).unwrap();
+        let root = resolve_root(&named);
+        assert_eq!(root, std::fs::canonicalize(&secret).unwrap());
+        let (mut f, _) = open_regular(&root.join("f")).unwrap();
+        let mut read = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut read).unwrap();
+        assert_eq!(read, b"canary");
+        assert!(open_regular(&named.join("f")).is_err(), "not when the link is on the way unresolved");
     }
 }

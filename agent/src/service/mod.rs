@@ -133,8 +133,8 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
     // Watch: backend -> debouncer -> jobs.
     let (watch_tx, watch_rx) = mpsc::channel::<PathBuf>(65_536);
     let mut _inotify = None;
-    let watch_paths: Vec<PathBuf> =
-        cfg.watch.paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect();
+    // The links in the paths the admin named are followed once, here.
+    let watch_paths: Vec<PathBuf> = cfg.watch.paths.iter().map(|p| crate::os::resolve_root(p)).collect();
     if !watch_paths.is_empty() {
         match backend {
             #[cfg(target_os = "linux")]
@@ -169,8 +169,13 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
 
     // Scheduled rescans.
     if !cfg.schedule.paths.is_empty() && !cfg.schedule.interval.0.is_zero() {
-        let (paths, every, at_start, jobs, mut stop) =
-            (cfg.schedule.paths.clone(), cfg.schedule.interval.0, cfg.schedule.at_start, jobs_tx.clone(), stop_rx.clone());
+        let (paths, every, at_start, jobs, mut stop) = (
+            cfg.schedule.paths.iter().map(|p| crate::os::resolve_root(p)).collect::<Vec<_>>(),
+            cfg.schedule.interval.0,
+            cfg.schedule.at_start,
+            jobs_tx.clone(),
+            stop_rx.clone(),
+        );
         tokio::spawn(async move {
             if !at_start {
                 tokio::select! { _ = tokio::time::sleep(every) => {}, _ = stop.changed() => return }

@@ -40,7 +40,9 @@ pub async fn run(cli: &Cli, cfg: &AgentConfig, client: Client, agent_id: String,
     let client = client.with_upload_rate(settings.upload_rate);
     let progress = !asked.json && !asked.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let opts = scan::ScanOptions {
-        paths: asked.paths,
+        // A link in a path named here is followed once (it was asked for);
+        // below it, none is.
+        paths: asked.paths.iter().map(|p| qala_agent::os::resolve_root(p)).collect(),
         json: asked.json,
         infected: asked.infected,
         progress,
