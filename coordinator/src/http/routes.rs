@@ -57,6 +57,22 @@ async fn json_body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T
     Ok(v)
 }
 
+/// Most of a refused caller's body read (and dropped) before the refusal
+/// is sent, so a client still sending a small body sees the answer, not a
+/// connection reset; a larger one is not read at all.
+const REFUSED_DRAIN: usize = 64 << 10;
+
+/// Answer `e` to a caller refused before its body was read.
+async fn refused(request: Request, e: ApiError) -> ApiError {
+    let announced =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if announced.is_none_or(|n| n <= REFUSED_DRAIN) {
+        let body = request.into_body();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), axum::body::to_bytes(body, REFUSED_DRAIN)).await;
+    }
+    e
+}
+
 pub fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/v1/verdicts/{hash}", get(get_verdicts))
@@ -113,7 +129,10 @@ async fn lookup(
     p: Peer,
     request: Request,
 ) -> Result<Json<LookupResponse>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Lookup)?;
+    let caller = match s.caller(&headers, peer(&p), Op::Lookup) {
+        Ok(c) => c,
+        Err(e) => return Err(refused(request, e).await),
+    };
     let req: LookupRequest = json_body(request).await?;
     if req.hashes.len() > MAX_LOOKUP {
         return Err(ApiError::bad_request(format!("at most {MAX_LOOKUP} hashes per lookup")));
@@ -390,7 +409,10 @@ pub mod iocs {
         p: Peer,
         request: Request,
     ) -> Result<Json<IocAdded>, ApiError> {
-        let caller = s.caller(&headers, peer(&p), Op::Admin)?;
+        let caller = match s.caller(&headers, peer(&p), Op::Admin) {
+            Ok(c) => c,
+            Err(e) => return Err(super::refused(request, e).await),
+        };
         let req: IocAdd = super::json_body(request).await?;
         let mut text = req.text;
         for e in &req.entries {
