@@ -6,6 +6,7 @@
 //! registers, when rules change, and lazily before a scan if it missed both.
 
 use crate::core::error::CoreError;
+use crate::fair::{FairPermit, FairSlots};
 use crate::placement;
 use crate::rules::{LoadedRules, RulesManager};
 use qala_proto::v1::{self as pb, worker_client::WorkerClient};
@@ -13,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
@@ -47,8 +48,8 @@ pub struct WorkerHandle {
     /// as the worker admits (`max_in_flight` when it registered). A file
     /// waits for one in the coordinator's spool, not as an unread stream on
     /// the worker's connection, where it would hold HTTP/2 window that the
-    /// admitted calls need.
-    slots: Arc<Semaphore>,
+    /// admitted calls need. Shared fairly between clients ([`FairSlots`]).
+    slots: FairSlots,
 }
 
 impl WorkerHandle {
@@ -107,7 +108,7 @@ impl WorkerHandle {
 /// The right to have one `ScanFile` call open on `worker`.
 pub struct Slot {
     pub worker: Arc<WorkerHandle>,
-    _permit: OwnedSemaphorePermit,
+    _permit: FairPermit,
 }
 
 /// How long an upload waits for its worker's slot before it looks at the
@@ -191,10 +192,13 @@ impl Cluster {
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
-            slots: Arc::new(Semaphore::new(match req.max_in_flight {
-                0 => req.threads.max(1) as usize * 2,
-                n => n as usize,
-            })),
+            slots: FairSlots::new(
+                match req.max_in_flight {
+                    0 => req.threads.max(1) as usize * 2,
+                    n => n as usize,
+                },
+                req.threads.max(1) as usize,
+            ),
         });
         self.workers.write().unwrap_or_else(|p| p.into_inner()).insert(req.worker_id.clone(), handle.clone());
         info!(worker = req.worker_id, address = req.address, threads = req.threads, "worker registered");
@@ -246,26 +250,39 @@ impl Cluster {
     }
 
     /// A slot on the first live worker not in `exclude` in the rendezvous
-    /// ranking of `sha256`, waiting until it has one free; `None` when no
-    /// such worker is live. Placement stays the ranking's even when that
-    /// worker is busy: a file goes elsewhere only when its worker fails.
-    pub async fn acquire(&self, sha256: &str, exclude: &[String]) -> Option<Slot> {
+    /// ranking of `sha256`, for `client`, waiting its turn (slots are
+    /// shared fairly between clients: [`FairSlots`]); `None` when no such
+    /// worker is live. Placement stays the ranking's even when that worker
+    /// is busy: a file goes elsewhere only when its worker fails.
+    pub async fn acquire(&self, sha256: &str, exclude: &[String], client: &str) -> Option<Slot> {
         loop {
             let worker = self.ranked(sha256).into_iter().find(|w| !exclude.contains(&w.id))?;
-            // Waiters are served in turn; look at the ranking again now and
-            // then in case membership changed (the worker left, or one
-            // ranked higher came).
-            if let Ok(Ok(permit)) = tokio::time::timeout(SLOT_RECHECK, worker.slots.clone().acquire_owned()).await {
-                return Some(Slot { worker, _permit: permit });
+            let mut waiting = match worker.slots.request(client) {
+                Ok(permit) => return Some(Slot { worker, _permit: permit }),
+                Err(w) => w,
+            };
+            // Look at the ranking again now and then in case membership
+            // changed (the worker left, or one ranked higher came); the
+            // place in the queue is kept while it has not.
+            loop {
+                if let Ok(permit) = tokio::time::timeout(SLOT_RECHECK, waiting.granted()).await {
+                    return Some(Slot { worker, _permit: permit });
+                }
+                let first = self.ranked(sha256).into_iter().find(|w| !exclude.contains(&w.id));
+                if !first.is_some_and(|f| Arc::ptr_eq(&f, &worker)) {
+                    break;
+                }
+                worker.slots.poke();
             }
         }
     }
 
-    /// A slot on the first live worker in the ranking of `sha256` if it has
-    /// one free now; never waits (a cut-through call opens only then).
-    pub fn try_acquire(&self, sha256: &str) -> Option<Slot> {
+    /// A slot on the first live worker in the ranking of `sha256` if one is
+    /// free for `client` now; never waits (a cut-through call opens only
+    /// then).
+    pub fn try_acquire(&self, sha256: &str, client: &str) -> Option<Slot> {
         let worker = self.ranked(sha256).into_iter().next()?;
-        let permit = worker.slots.clone().try_acquire_owned().ok()?;
+        let permit = worker.slots.try_acquire(client)?;
         Some(Slot { worker, _permit: permit })
     }
 

@@ -16,6 +16,7 @@ mod cluster;
 pub mod config;
 pub mod core;
 pub mod error;
+mod fair;
 mod grpc;
 pub mod http;
 pub mod metrics;

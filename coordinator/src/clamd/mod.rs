@@ -349,7 +349,7 @@ impl Server {
                     break "reload";
                 }
                 Command::Instream => {
-                    let received = self.receive_stream(&mut r).await;
+                    let received = self.receive_stream(caller, &mut r).await;
                     let data = match received {
                         Ok(d) => d,
                         Err(StreamError::TooLarge) => {
@@ -364,6 +364,12 @@ impl Server {
                         Err(StreamError::Broken(why)) => {
                             let _ = tx.send(send(format!("stream: {}", protocol::error_text(&why)))).await;
                             break "stream broken";
+                        }
+                        Err(StreamError::Refused(why)) => {
+                            let _ = tx.send(send(format!("stream: {}", protocol::error_text(&why)))).await;
+                            tally.errors.fetch_add(1, Ordering::Relaxed);
+                            drain(&mut r).await;
+                            break "stream refused";
                         }
                     };
                     let reply_to = Reply { id, style, name: "stream".into(), in_session: session.is_some() };
@@ -386,7 +392,7 @@ impl Server {
                         break "no descriptor";
                     };
                     let name = format!("fd[{}]", std::os::fd::AsRawFd::as_raw_fd(&fd));
-                    let data = match self.receive_file(fd).await {
+                    let data = match self.receive_file(caller, fd).await {
                         Ok(d) => d,
                         Err(why) => {
                             tally.errors.fetch_add(1, Ordering::Relaxed);
@@ -486,10 +492,13 @@ impl Server {
         )
     }
 
-    /// Read INSTREAM chunks into an unhashed upload.
-    async fn receive_stream<R: AsyncRead + Unpin>(&self, r: &mut R) -> Result<Unhashed, StreamError> {
+    /// Read INSTREAM chunks into an unhashed upload, admitted under the
+    /// caller's quotas before the first is read.
+    async fn receive_stream<R: AsyncRead + Unpin>(&self, caller: &Caller, r: &mut R) -> Result<Unhashed, StreamError> {
         let stall = self.core.uploads().upload_stall();
-        let mut upload = Unhashed::new(self.stream_max);
+        let uploads = self.core.uploads();
+        let mut upload =
+            uploads.admit_unhashed(caller, self.stream_max).await.map_err(|e| StreamError::Refused(e.to_string()))?;
         let broken = |e: std::io::Error| StreamError::Broken(format!("INSTREAM: {e}"));
         let late = || StreamError::Broken("INSTREAM: no data within the stall timeout".into());
         loop {
@@ -507,7 +516,10 @@ impl Server {
                 let take = n.min(256 << 10) as usize;
                 let mut buf = vec![0u8; take];
                 tokio::time::timeout(stall, r.read_exact(&mut buf)).await.map_err(|_| late())?.map_err(broken)?;
-                upload.push(buf.into()).await.map_err(|e| StreamError::Broken(format!("spool: {e:?}")))?;
+                upload.push(buf.into()).await.map_err(|e| match e {
+                    PushError::SpoolFull => StreamError::Refused(e.to_string()),
+                    e => StreamError::Broken(e.to_string()),
+                })?;
                 n -= take as u64;
             }
         }
@@ -516,7 +528,7 @@ impl Server {
 
     /// Read the regular file behind a passed descriptor, from its start,
     /// into a spool, hashing it.
-    async fn receive_file(&self, fd: std::os::fd::OwnedFd) -> Result<Unhashed, String> {
+    async fn receive_file(&self, caller: &Caller, fd: std::os::fd::OwnedFd) -> Result<Unhashed, String> {
         use tokio::io::AsyncSeekExt;
         let file = std::fs::File::from(fd);
         let meta = file.metadata().map_err(|e| format!("FILDES: {e}"))?;
@@ -528,7 +540,7 @@ impl Server {
         }
         let mut file = tokio::fs::File::from_std(file);
         file.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| format!("FILDES: {e}"))?;
-        let mut upload = Unhashed::new(self.stream_max);
+        let mut upload = self.core.uploads().admit_unhashed(caller, self.stream_max).await.map_err(|e| e.to_string())?;
         loop {
             let mut buf = vec![0u8; 256 << 10];
             let n = file.read(&mut buf).await.map_err(|e| format!("FILDES: {e}"))?;
@@ -538,7 +550,7 @@ impl Server {
             buf.truncate(n);
             upload.push(buf.into()).await.map_err(|e| match e {
                 PushError::TooLarge => format!("File size limit exceeded (the limit is {})", self.stream_max),
-                PushError::Spool(e) => format!("spool: {e}"),
+                e => e.to_string(),
             })?;
         }
         Ok(upload)
@@ -594,6 +606,8 @@ struct Reply {
 enum StreamError {
     TooLarge,
     Broken(String),
+    /// Refused by the quotas: busy, or the spool full.
+    Refused(String),
 }
 
 #[cfg(test)]

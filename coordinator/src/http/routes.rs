@@ -6,8 +6,9 @@ use super::model::{self, *};
 use super::state::AppState;
 use crate::auth::Op;
 use crate::core::digests::hash_kind;
+use crate::core::error::CoreError;
 use crate::core::feed::FeedQuery;
-use crate::core::upload::unhashed::{PushError, Unhashed};
+use crate::core::upload::unhashed::PushError;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use futures::StreamExt;
 use qala_proto::v1 as pb;
 use qala_tls::PeerInfo;
 use serde::Deserialize;
+use std::time::Duration;
 use utoipa::OpenApi;
 
 type Peer = Option<Extension<PeerInfo>>;
@@ -170,12 +172,14 @@ async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: R
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the file is over the {max} byte limit"));
     let push_err = |e: PushError| match e {
         PushError::TooLarge => too_large(),
+        PushError::SpoolFull => ApiError::from(CoreError::busy("coordinator busy: spool full", Duration::from_secs(1))),
         PushError::Spool(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("spool: {e}")),
     };
     // A body that stalls is given up, as an agent's upload is (--upload-stall-secs).
     let stall = s.core.uploads().upload_stall();
     let stalled = || ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", format!("no data for {} s", stall.as_secs()));
-    let mut upload = Unhashed::new(max);
+    // Admitted under the caller's quotas before a byte of the body is read.
+    let mut upload = s.core.uploads().admit_unhashed(&caller, max).await?;
     let multipart = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -75,8 +75,8 @@ impl Dispatcher {
 
     /// A slot on the first worker in the ranking of `sha256`, if it has
     /// one free now (a cut-through call opens only then).
-    pub fn try_slot(&self, sha256: &str) -> Option<Slot> {
-        self.cluster.try_acquire(sha256)
+    pub fn try_slot(&self, sha256: &str, client: &str) -> Option<Slot> {
+        self.cluster.try_acquire(sha256, client)
     }
 
     /// Open a `ScanFile` call for `header` on `worker`.
@@ -84,20 +84,28 @@ impl Dispatcher {
         open(worker, header, rules, self.iocs.object_kinds()).await
     }
 
-    /// Scan one upload, received whole and checked (size, sha256).
+    /// Scan one upload of `client`, received whole and checked (size,
+    /// sha256), in the client's turn for a slot on its worker.
     ///
     /// The upload is read whole before any worker call opens: a worker is
     /// only ever sent a checked file, and never holds a stream it cannot
     /// read yet (unread streams fill the HTTP/2 connection window the calls
     /// it is serving need).
-    pub async fn dispatch(&self, header: &pb::ScanHeader, spool: &mut Spool, rules: &LoadedRules) -> Result<Answered, CoreError> {
-        self.dispatch_after(header, spool, rules, Vec::new(), None).await
+    pub async fn dispatch(
+        &self,
+        client: &str,
+        header: &pb::ScanHeader,
+        spool: &mut Spool,
+        rules: &LoadedRules,
+    ) -> Result<Answered, CoreError> {
+        self.dispatch_after(client, header, spool, rules, Vec::new(), None).await
     }
 
     /// [`Dispatcher::dispatch`] once the workers in `tried` have failed (the
     /// last with `last`): a cut-through call whose worker died goes on here.
     pub async fn dispatch_after(
         &self,
+        client: &str,
         header: &pb::ScanHeader,
         spool: &mut Spool,
         rules: &LoadedRules,
@@ -106,7 +114,7 @@ impl Dispatcher {
     ) -> Result<Answered, CoreError> {
         let busy_until = tokio::time::Instant::now() + self.cluster.scan_timeout;
         loop {
-            let Some(slot) = self.cluster.acquire(&header.sha256, &tried).await else { break };
+            let Some(slot) = self.cluster.acquire(&header.sha256, &tried, client).await else { break };
             let worker = slot.worker.clone();
             if let Some(e) = &last {
                 warn!(sha256 = header.sha256, failed = tried.last().map(String::as_str), next = worker.id, error = %e.message(), "worker failed; replaying the upload to the next worker");

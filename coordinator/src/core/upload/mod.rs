@@ -21,8 +21,10 @@
 //! 7. [`verdict`]: the answer checked and stored, and then shaped for the
 //!    caller as every answer is (IOC lists, role, audit).
 //!
-//! Uploads with neither size nor digest (clamd, REST) are hashed into a
-//! spool first ([`unhashed`]) and then take the same path.
+//! Uploads with neither size nor digest (clamd, REST) are admitted (step 2)
+//! before a byte is read, then hashed into a spool as they arrive
+//! ([`unhashed`]), and then take the same path from step 1, steps 2 and 3
+//! already done.
 
 pub mod cache;
 pub mod coalesce;
@@ -46,7 +48,6 @@ use crate::rules::{LoadedRules, RulesManager};
 use cache::Cache;
 use coalesce::{Coalescer, Turn};
 use dispatch::{Dispatcher, Failed};
-use futures::StreamExt;
 use lock::{Locks, Taken};
 use qala_common::KeptFiles;
 use qala_proto::v1 as pb;
@@ -56,7 +57,6 @@ use serde_json::json;
 use spool::Spool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 use unhashed::Unhashed;
 use verdict::Verdicts;
 
@@ -65,8 +65,6 @@ pub use receive::Body;
 /// A busy coordinator is asked again for this long before an unhashed
 /// upload's error is returned (its client cannot be told to come back).
 const BUSY_PATIENCE: Duration = Duration::from_secs(60);
-/// Bytes handed to the upload path per chunk of an unhashed upload's spool.
-const REPLAY_CHUNK: usize = 1 << 20;
 /// Most times a waiter whose leader failed tries again (as leader, maybe).
 const MAX_TURNS: usize = 8;
 
@@ -156,9 +154,14 @@ impl Uploads {
     /// path (see the module documentation). The answer is shaped for the
     /// caller, counted and audited.
     pub async fn scan(&self, caller: &Caller, header: pb::ScanHeader, body: Body) -> Result<pb::ScanResponse, CoreError> {
+        self.serve(caller, header, Source::Body(body)).await
+    }
+
+    /// [`Uploads::scan`] of a body still to receive, or received already.
+    async fn serve(&self, caller: &Caller, header: pb::ScanHeader, source: Source) -> Result<pb::ScanResponse, CoreError> {
         caller.require(Op::Scan)?;
         let started = Instant::now();
-        let mut result = self.answer(caller, &header, body).await;
+        let mut result = self.answer(caller, &header, source).await;
         if let Ok(pb::ScanResponse { verdict: Some(v), .. }) = &mut result {
             self.iocs.apply(v);
             Answers::for_caller(caller, v);
@@ -185,7 +188,7 @@ impl Uploads {
     }
 
     /// The verdict of one upload, before it is shaped for its caller.
-    async fn answer(&self, caller: &Caller, header: &pb::ScanHeader, body: Body) -> Result<pb::ScanResponse, CoreError> {
+    async fn answer(&self, caller: &Caller, header: &pb::ScanHeader, source: Source) -> Result<pb::ScanResponse, CoreError> {
         let cached = |v| Ok(pb::ScanResponse { verdict: Some(v), cached: true });
         let rules = self.rules.current();
         // Answered without reading a byte: blocked by an IOC list, known,
@@ -207,22 +210,30 @@ impl Uploads {
         if header.size > max {
             return Ok(pb::ScanResponse { verdict: Some(verdict::too_big(header, max, &rules.id)), cached: false });
         }
-        // Bounded work, per client and in all: past a limit the client is
-        // asked to come back later instead of being queued without bound.
-        let admitted = self.quotas.admit(&caller.name, header.size, self.coalescer.len())?;
-        let spool = Spool::new(admitted.memory).reusing(self.spill.clone(), header.size);
-        let cut = CutThrough {
-            coalescer: &self.coalescer,
-            locks: &self.locks,
-            cache: &self.cache,
-            dispatcher: &self.dispatcher,
-            rules: &rules,
+        let (_admitted, mut spool) = match source {
+            Source::Body(body) => {
+                // Bounded work, per client and in all: past a limit the
+                // client is asked to come back later instead of being
+                // queued without bound.
+                let mut admitted = self.quotas.admit(&caller.name, header.size, self.coalescer.len())?;
+                let spool = Spool::new(admitted.memory.take()).reusing(self.spill.clone(), header.size);
+                let cut = CutThrough {
+                    client: &caller.name,
+                    coalescer: &self.coalescer,
+                    locks: &self.locks,
+                    cache: &self.cache,
+                    dispatcher: &self.dispatcher,
+                    rules: &rules,
+                };
+                let Received { mut spool, live } =
+                    receive::receive(header, body, &admitted.client, spool, self.settings.upload_stall, Some(cut)).await?;
+                if let Some(live) = live {
+                    return self.finish_live(&caller.name, header, &mut spool, &rules, live).await;
+                }
+                (admitted, spool)
+            }
+            Source::Spooled(spool, admitted) => (admitted, spool),
         };
-        let Received { mut spool, live } =
-            receive::receive(header, body, &admitted.client, spool, self.settings.upload_stall, Some(cut)).await?;
-        if let Some(live) = live {
-            return self.finish_live(header, &mut spool, &rules, live).await;
-        }
         // Scanned while this one was arriving?
         if let Some(v) = self.cache.cached(&rules.id, &header.sha256).await {
             return cached(v);
@@ -235,7 +246,7 @@ impl Uploads {
                     // wait for another's verdict if it is scanning this one.
                     let (result, cached) = match self.locks.take(&self.cache, &rules.id, &header.sha256).await {
                         Taken::Done(v) => (Ok(*v), true),
-                        Taken::Scan(_lock) => (self.scan_spool(header, &mut spool, &rules).await, false),
+                        Taken::Scan(_lock) => (self.scan_spool(&caller.name, header, &mut spool, &rules).await, false),
                     };
                     leader.finish(&result);
                     return result.map(|v| pb::ScanResponse { verdict: Some(v), cached });
@@ -254,11 +265,12 @@ impl Uploads {
     /// Dispatch a received upload and store the verdict.
     async fn scan_spool(
         &self,
+        client: &str,
         header: &pb::ScanHeader,
         spool: &mut Spool,
         rules: &LoadedRules,
     ) -> Result<pb::Verdict, CoreError> {
-        let (v, worker) = self.dispatcher.dispatch(header, spool, rules).await?;
+        let (v, worker) = self.dispatcher.dispatch(client, header, spool, rules).await?;
         self.verdicts.finish(v, &worker.id, header, rules).await
     }
 
@@ -267,6 +279,7 @@ impl Uploads {
     /// replayed to the next as for any upload.
     async fn finish_live(
         &self,
+        client: &str,
         header: &pb::ScanHeader,
         spool: &mut Spool,
         rules: &LoadedRules,
@@ -280,13 +293,13 @@ impl Uploads {
             Err(Failed::Upload(s)) => Err(CoreError::Invalid(s.message().to_string())),
             Err(Failed::Busy(_)) => {
                 drop(slot);
-                self.dispatcher.dispatch_after(header, spool, rules, Vec::new(), None).await
+                self.dispatcher.dispatch_after(client, header, spool, rules, Vec::new(), None).await
             }
             Err(Failed::Worker(s)) => {
                 worker.suspend();
                 drop(slot);
                 tracing::warn!(sha256 = header.sha256, worker = worker.id, error = %s.message(), "worker failed during cut-through; replaying the upload from the spool");
-                self.dispatcher.dispatch_after(header, spool, rules, vec![worker.id.clone()], Some(s)).await
+                self.dispatcher.dispatch_after(client, header, spool, rules, vec![worker.id.clone()], Some(s)).await
             }
         };
         let result = match dispatched {
@@ -298,31 +311,41 @@ impl Uploads {
         result.map(|v| pb::ScanResponse { verdict: Some(v), cached: false })
     }
 
-    /// Scan a whole unhashed upload as `caller`; a busy coordinator is
-    /// asked again after its hint, for up to [`BUSY_PATIENCE`].
-    pub async fn scan_unhashed(&self, caller: &Caller, upload: Unhashed) -> Result<pb::ScanResponse, CoreError> {
-        let (spool, sha256) = upload.finish();
-        let header = pb::ScanHeader { sha256, size: spool.len(), ..Default::default() };
-        let spool = Arc::new(Mutex::new(spool));
+    /// Admit an upload of `caller` whose size and digest are not known
+    /// (clamd, REST) before a byte of it is read, under the quotas of every
+    /// upload ([`quota`]); a busy coordinator is asked again after its hint,
+    /// for up to [`BUSY_PATIENCE`] (the bytes wait unread meanwhile). At
+    /// most `max` bytes.
+    pub async fn admit_unhashed(&self, caller: &Caller, max: u64) -> Result<Unhashed, CoreError> {
+        caller.require(Op::Scan)?;
         let started = Instant::now();
         loop {
-            spool.lock().await.rewind().await.map_err(|e| CoreError::Internal(format!("spool: {e}")))?;
-            let body = futures::stream::unfold(Some(spool.clone()), |state| async move {
-                let s = state?;
-                let next = s.lock().await.next_chunk(REPLAY_CHUNK).await;
-                match next {
-                    Ok(Some(b)) => Some((Ok(b), Some(s))),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(CoreError::Internal(format!("spool: {e}"))), None)),
-                }
-            })
-            .boxed();
-            match self.scan(caller, header.clone(), body).await {
+            match self.quotas.admit(&caller.name, 0, self.coalescer.len()) {
+                Ok(admitted) => return Ok(Unhashed::new(max, admitted)),
                 Err(CoreError::Busy { retry_after, .. }) if started.elapsed() < BUSY_PATIENCE => {
                     tokio::time::sleep(retry_after.clamp(Duration::from_millis(50), Duration::from_secs(5))).await;
                 }
-                other => return other,
+                Err(e) => {
+                    let fields = json!({"size": 0, "error": e.audit_code()});
+                    self.answers.audit().event("scan", Some(caller), fields);
+                    return Err(e);
+                }
             }
         }
     }
+
+    /// Scan a whole unhashed upload as `caller`, under the admission it was
+    /// received with.
+    pub async fn scan_unhashed(&self, caller: &Caller, upload: Unhashed) -> Result<pb::ScanResponse, CoreError> {
+        let (spool, sha256, admitted) = upload.finish();
+        let header = pb::ScanHeader { sha256, size: spool.len(), ..Default::default() };
+        self.serve(caller, header, Source::Spooled(spool, admitted)).await
+    }
+}
+
+/// What an upload's bytes are: to be received, or received (an unhashed
+/// upload, admitted before it was read).
+enum Source {
+    Body(Body),
+    Spooled(Spool, quota::Admission),
 }

@@ -44,7 +44,15 @@ pub struct Admission {
     pub memory: Option<SpoolReservation>,
     _client_slot: OwnedSemaphorePermit,
     _slot: OwnedSemaphorePermit,
-    _spool: SpoolReservation,
+    spool: SpoolReservation,
+}
+
+impl Admission {
+    /// Take `n` more bytes of spool for an upload whose size was not known
+    /// when it was admitted; false if the spool quota has no room.
+    pub fn grow_spool(&mut self, n: u64) -> bool {
+        self.spool.grow(n)
+    }
 }
 
 pub struct ClientQuota {
@@ -79,12 +87,25 @@ impl ClientQuota {
 /// Spool bytes held for one upload; given back when dropped.
 pub struct SpoolReservation {
     bytes: u64,
+    max: u64,
     used: Arc<AtomicU64>,
 }
 
 impl SpoolReservation {
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Take `n` more bytes, if the budget has room.
+    pub fn grow(&mut self, n: u64) -> bool {
+        match reserve(&self.used, self.max, n) {
+            Some(more) => {
+                std::mem::forget(more);
+                self.bytes += n;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -97,7 +118,7 @@ fn reserve(used: &Arc<AtomicU64>, max: u64, bytes: u64) -> Option<SpoolReservati
             return None;
         }
         match used.compare_exchange_weak(now, next, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return Some(SpoolReservation { bytes, used: used.clone() }),
+            Ok(_) => return Some(SpoolReservation { bytes, max, used: used.clone() }),
             Err(n) => now = n,
         }
     }
@@ -156,7 +177,7 @@ impl Quotas {
             return Err(busy(format!("coordinator spool full ({} bytes held)", self.spool_used()), 1000));
         };
         let memory = self.reserve_spool_memory(size);
-        Ok(Admission { client, memory, _client_slot: client_slot, _slot: slot, _spool: spool })
+        Ok(Admission { client, memory, _client_slot: client_slot, _slot: slot, spool })
     }
 
     /// Uploads being received or scanned now.
@@ -232,7 +253,9 @@ mod tests {
 
         let r1 = q.reserve_spool(60).unwrap();
         assert!(q.reserve_spool(41).is_none());
-        let r2 = q.reserve_spool(40).unwrap();
+        let mut r2 = q.reserve_spool(30).unwrap();
+        assert!(!r2.grow(11), "growing past the quota is refused");
+        assert!(r2.grow(10) && r2.bytes() == 40);
         drop(r1);
         assert_eq!(q.spool_used(), 40);
         drop(r2);

@@ -112,6 +112,8 @@ fn chunk_msg(chunk: Bytes) -> pb::WorkerScanRequest {
 /// What a cut-through needs: the steps it runs ahead of time (coalescing,
 /// lock, a worker's slot and call), for an upload under `rules`.
 pub struct CutThrough<'a> {
+    /// Whose upload it is: worker slots are shared fairly between clients.
+    pub client: &'a str,
     pub coalescer: &'a Coalescer,
     pub locks: &'a Locks,
     pub cache: &'a Cache,
@@ -205,7 +207,7 @@ async fn cut_through(cut: &CutThrough<'_>, header: &pb::ScanHeader, spool: &mut 
         Taken::Scan(lock) => lock,
         Taken::Done(_) => return None, // stored meanwhile: found once the upload is whole
     };
-    let slot = cut.dispatcher.try_slot(&header.sha256)?;
+    let slot = cut.dispatcher.try_slot(&header.sha256, cut.client)?;
     let call = cut.dispatcher.open(&slot.worker, header, rules).await.ok()?;
     let live = Live { slot, call: LiveCall(Some(call)), pending: None, leader, lock };
     spool.rewind().await.ok()?;

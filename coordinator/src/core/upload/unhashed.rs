@@ -1,11 +1,15 @@
 //! Uploads whose client announces neither size nor digest (clamd's
-//! INSTREAM and FILDES, REST `POST /v1/scan`): the front door pushes the
-//! bytes here as they arrive, bounded by a size limit and held in a
-//! [`Spool`] (memory, then an unlinked temporary file) while they are
-//! hashed; then `Uploads::scan_unhashed` hands them to the upload path with
-//! the sha256 and size found, like any agent upload (cache, placement,
-//! workers, store).
+//! INSTREAM and FILDES, REST `POST /v1/scan`). The upload is admitted
+//! before a byte of it is read (`Uploads::admit_unhashed`: the client's
+//! upload slot, a coordinator slot), under the same quotas as any upload:
+//! the front door pushes the bytes here as they arrive, each chunk paced by
+//! the client's byte rate and taken from the spool quota, bounded by a size
+//! limit, held in a [`Spool`] (memory, then an unlinked temporary file)
+//! while they are hashed; then `Uploads::scan_unhashed` hands them to the
+//! upload path with the sha256 and size found, like any agent upload
+//! (cache, placement, workers, store), under the same admission.
 
+use super::quota::Admission;
 use super::spool::Spool;
 use prost::bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -14,19 +18,23 @@ use sha2::{Digest, Sha256};
 pub enum PushError {
     /// The upload passed its size limit.
     TooLarge,
+    /// The coordinator's spool quota has no room for more.
+    SpoolFull,
     Spool(std::io::Error),
 }
 
-/// An upload being received: spooled and hashed, at most `max` bytes.
+/// An admitted upload being received: spooled and hashed, at most `max`
+/// bytes.
 pub struct Unhashed {
     spool: Spool,
     sha: Sha256,
     max: u64,
+    admission: Admission,
 }
 
 impl Unhashed {
-    pub fn new(max: u64) -> Self {
-        Self { spool: Spool::new(None), sha: Sha256::new(), max }
+    pub(super) fn new(max: u64, admission: Admission) -> Self {
+        Self { spool: Spool::new(None), sha: Sha256::new(), max, admission }
     }
 
     pub fn len(&self) -> u64 {
@@ -42,16 +50,35 @@ impl Unhashed {
         self.max.saturating_sub(self.len())
     }
 
+    /// Add `chunk`: a client above its byte rate waits here (it is read
+    /// more slowly), and the chunk's bytes come out of the spool quota.
     pub async fn push(&mut self, chunk: Bytes) -> Result<(), PushError> {
         if chunk.len() as u64 > self.left() {
             return Err(PushError::TooLarge);
+        }
+        let wait = self.admission.client.throttle(chunk.len());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        if !self.admission.grow_spool(chunk.len() as u64) {
+            return Err(PushError::SpoolFull);
         }
         self.sha.update(&chunk);
         self.spool.write(chunk).await.map_err(PushError::Spool)
     }
 
-    /// The spool and the sha256 (hex) of what was pushed.
-    pub fn finish(self) -> (Spool, String) {
-        (self.spool, hex::encode(self.sha.finalize()))
+    /// The spool, the sha256 (hex) of what was pushed and the admission.
+    pub(super) fn finish(self) -> (Spool, String, Admission) {
+        (self.spool, hex::encode(self.sha.finalize()), self.admission)
+    }
+}
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushError::TooLarge => write!(f, "size limit exceeded"),
+            PushError::SpoolFull => write!(f, "coordinator busy: spool full"),
+            PushError::Spool(e) => write!(f, "spool: {e}"),
+        }
     }
 }
