@@ -11,11 +11,13 @@
 pub mod dirs;
 #[cfg(target_os = "linux")]
 pub mod fanotify;
+#[cfg(target_os = "linux")]
+pub mod inotify;
 #[cfg(unix)]
 mod unix;
 
 #[cfg(unix)]
 pub use unix::{
-    DirFd, FileStamp, IoClass, Ownership, PRIVATE_DATA, create_private, is_mount_point, is_pseudo_fs, is_root, lower_priority,
-    mkdir_private, open_regular, os_description, process_cpu, remove_same, resolve_root,
+    DirFd, FileStamp, IoClass, Ownership, PRIVATE_DATA, create_private, files_below, is_mount_point, is_pseudo_fs, is_root,
+    lower_priority, mkdir_private, open_regular, os_description, process_cpu, remove_same, resolve_root, walk_nofollow,
 };

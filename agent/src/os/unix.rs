@@ -6,7 +6,7 @@ use std::fs::{File, Metadata};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 /// Where secrets live on a Unix desktop: looked up, never uploaded, unless
@@ -223,12 +223,68 @@ fn cstr(p: &std::ffi::OsStr) -> std::io::Result<CString> {
     CString::new(p.as_bytes()).map_err(|_| std::io::Error::other("NUL in a path"))
 }
 
+/// Visit directory `dir` (open as `fd`) and every directory below it,
+/// each reached from its parent's descriptor without following a link
+/// (`openat(O_NOFOLLOW|O_DIRECTORY)`): `on_dir` sees each directory (false:
+/// not entered), `on_file` each regular file's path. Links, FIFOs, sockets
+/// and devices are passed over; what cannot be opened is skipped.
+pub fn walk_nofollow(
+    dir: PathBuf,
+    fd: OwnedFd,
+    on_dir: &mut dyn FnMut(&Path, &OwnedFd) -> bool,
+    on_file: &mut dyn FnMut(PathBuf),
+) {
+    let mut todo = vec![(dir, fd)];
+    while let Some((dir, fd)) = todo.pop() {
+        if !on_dir(&dir, &fd) {
+            continue;
+        }
+        // The directory's own descriptor, by its magic link: never a path
+        // that could have become a link since.
+        let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd())) else { continue };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            let name = e.file_name();
+            if t.is_dir() {
+                let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+                let Ok(c) = cstr(&name) else { continue };
+                // SAFETY: an open directory and a valid C string.
+                let sub = unsafe { libc::openat(fd.as_raw_fd(), c.as_ptr(), flags) };
+                if sub >= 0 {
+                    // SAFETY: sub was just opened.
+                    todo.push((dir.join(&name), unsafe { OwnedFd::from_raw_fd(sub) }));
+                }
+            } else if t.is_file() {
+                on_file(dir.join(&name));
+            }
+        }
+    }
+}
+
+/// The regular files below directory `dir`, reached without following a
+/// link ([`walk_nofollow`]); directories `skip` matches are not entered.
+pub fn files_below(dir: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::Result<Vec<PathBuf>> {
+    let fd = DirFd::open_nofollow(dir)?;
+    let mut files = Vec::new();
+    walk_nofollow(dir.to_path_buf(), fd.into_owned(), &mut |d, _| !skip(d), &mut |f| {
+        if !skip(&f) {
+            files.push(f)
+        }
+    });
+    Ok(files)
+}
+
 /// An open directory, reached one component at a time without following a
 /// symbolic link; names are created and removed relative to it, so a
 /// directory of the path swapped for a link since changes nothing.
 pub struct DirFd(OwnedFd);
 
 impl DirFd {
+    /// The descriptor.
+    pub fn into_owned(self) -> OwnedFd {
+        self.0
+    }
+
     /// Open directory `dir` (absolute) one component at a time, never
     /// following a symbolic link.
     pub fn open_nofollow(dir: &Path) -> std::io::Result<DirFd> {

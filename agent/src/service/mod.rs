@@ -141,9 +141,15 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
             WatchBackend::Fanotify => {
                 crate::os::fanotify::watch(&watch_paths, watch_tx.clone()).map_err(|e| ServiceError::Io("fanotify watch", e))?;
             }
+            #[cfg(target_os = "linux")]
             _ => {
-                let watcher = watch::inotify(&watch_paths, watch_tx.clone());
-                _inotify = Some(watcher.map_err(|e| ServiceError::Config(format!("inotify watch: {e}")))?);
+                let watcher = crate::os::inotify::watch(&watch_paths, watch_tx.clone());
+                _inotify = Some(watcher.map_err(|e| ServiceError::Io("inotify watch", e))?);
+            }
+            #[cfg(not(target_os = "linux"))]
+            _ => {
+                let watcher = watch::portable(&watch_paths, watch_tx.clone());
+                _inotify = Some(watcher.map_err(|e| ServiceError::Config(format!("watch: {e}")))?);
             }
         }
     }

@@ -1,11 +1,14 @@
 //! Real-time watch: files created, written and closed, or moved into the
 //! watched paths are scanned once when they settle. Events from either
-//! backend (inotify through the `notify` crate, or fanotify as root) go
-//! through one [`Debouncer`]: a path is sent on once no event has touched it
-//! for the debounce period, however many writes it took.
+//! backend (on Linux inotify, `os::inotify`, or fanotify as root; elsewhere
+//! the `notify` crate) go through one [`Debouncer`]: a path is sent on once
+//! no event has touched it for the debounce period, however many writes it
+//! took.
 
 use crate::walk::Excludes;
+#[cfg(not(target_os = "linux"))]
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+#[cfg(not(target_os = "linux"))]
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,8 +47,11 @@ impl Debouncer {
                     for p in &settled {
                         waiting.remove(p);
                     }
-                    // A path gone since (a temporary file) is not news.
-                    let settled: Vec<PathBuf> = settled.into_iter().filter(|p| p.symlink_metadata().is_ok()).collect();
+                    // A path gone since (a temporary file) is not news, nor
+                    // a link (never followed); a directory (moved in) is
+                    // its files, listed without following a link.
+                    let ex = excludes.clone();
+                    let settled = tokio::task::spawn_blocking(move || files_of(settled, &ex)).await.unwrap_or_default();
                     if !settled.is_empty() && jobs.send(settled).await.is_err() {
                         return;
                     }
@@ -55,7 +61,26 @@ impl Debouncer {
     }
 }
 
-/// Which inotify events mean "look at this path".
+/// The files `paths` name: files as they are, directories by the regular
+/// files below them (reached without following a link, excludes left
+/// out); links and paths gone are dropped.
+fn files_of(paths: Vec<PathBuf>, excludes: &Excludes) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for p in paths {
+        match p.symlink_metadata() {
+            Ok(m) if m.is_dir() => {
+                #[cfg(unix)]
+                files.extend(crate::os::files_below(&p, &|q| excludes.matches(q)).unwrap_or_default());
+            }
+            Ok(m) if !m.file_type().is_symlink() => files.push(p),
+            _ => {}
+        }
+    }
+    files
+}
+
+/// Which events mean "look at this path".
+#[cfg(not(target_os = "linux"))]
 fn wanted(kind: &EventKind) -> bool {
     matches!(
         kind,
@@ -66,23 +91,29 @@ fn wanted(kind: &EventKind) -> bool {
     )
 }
 
-/// Watch `paths` recursively with inotify; events go to `tx`. The watcher
+/// Watch `paths` recursively with the `notify` crate (not on Linux, where
+/// `os::inotify` never follows a link); events go to `tx`. The watcher
 /// stops when the returned value is dropped.
-pub fn inotify(paths: &[PathBuf], tx: mpsc::Sender<PathBuf>) -> notify::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if wanted(&ev.kind) => {
-            // Rename events carry (from, to): the last path is where it is now.
-            let path = match ev.kind {
-                EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => ev.paths.last().cloned(),
-                _ => ev.paths.first().cloned(),
-            };
-            if let Some(p) = path {
-                let _ = tx.blocking_send(p);
+#[cfg(not(target_os = "linux"))]
+pub fn portable(paths: &[PathBuf], tx: mpsc::Sender<PathBuf>) -> notify::Result<notify::RecommendedWatcher> {
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if wanted(&ev.kind) => {
+                // Rename events carry (from, to): the last path is where it is now.
+                let path = match ev.kind {
+                    EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => ev.paths.last().cloned(),
+                    _ => ev.paths.first().cloned(),
+                };
+                if let Some(p) = path {
+                    let _ = tx.blocking_send(p);
+                }
             }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "inotify: events lost (raise fs.inotify.max_queued_events?)"),
-    })?;
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "watch: events lost"),
+        },
+        config,
+    )?;
     for p in paths {
         watcher.watch(p, RecursiveMode::Recursive)?;
     }
