@@ -642,3 +642,66 @@ fn a_small_archive_of_never_ending_stubs_is_held_to_its_work_budget() {
     let r = Engine::new(rules(), alert).scan(&archive, "");
     assert_eq!(r.verdict, Some(qala_engine::Severity::Suspicious), "{:?}", r.limits_hit);
 }
+
+/// Shapes that cost the engine most per byte besides the emulator, each
+/// within its bound: 4 MiB of every carving signature over and over (64 Ki
+/// hits looked at, 16 carved), and zips of 512 different such blobs three
+/// deep (each carved on its own: hits per object, objects per submission). Time and
+/// what was carved are printed and asserted against generous bounds.
+#[test]
+fn signature_floods_and_nested_floods_stay_bounded() {
+    let mut flood = Vec::with_capacity(4 << 20);
+    let sigs: [&[u8]; 6] = [b"PK\x03\x04", b"MZ", b"\x1F\x8B\x08", b"Rar!\x1A\x07", b"7z\xBC\xAF\x27\x1C", b"MSCF\0\0\0\0"];
+    let mut i = 0;
+    while flood.len() < 4 << 20 {
+        flood.extend_from_slice(sigs[i % sigs.len()]);
+        flood.extend_from_slice(&(i as u32).to_le_bytes());
+        i += 1;
+    }
+    let started = std::time::Instant::now();
+    let r = scan(&flood);
+    let one = started.elapsed();
+    eprintln!("4 MiB signature flood: {one:?}, {} objects", r.objects_scanned);
+    assert!(r.objects_scanned <= 1 + 16, "{}", r.objects_scanned);
+    assert!(one < std::time::Duration::from_secs(10), "{one:?}");
+
+    // Every object different, so none is skipped as seen: 4 x 4 x 4 zips
+    // of 8 floods of 16 KiB each.
+    let zip_of = |members: &[(String, Vec<u8>)]| {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, data) in members {
+            w.start_file(name.as_str(), zip::write::SimpleFileOptions::default()).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    };
+    let mut n = 0u32;
+    let level = |depth: u32, inner: &mut dyn FnMut() -> Vec<u8>, count: u32| {
+        (0..count).map(|k| (format!("d{depth}-{k}"), inner())).collect::<Vec<_>>()
+    };
+    let mut leaf = || {
+        let floods: Vec<(String, Vec<u8>)> = (0..8)
+            .map(|_| {
+                n += 1;
+                (format!("f{n}.bin"), [&n.to_le_bytes()[..], &flood[..16 << 10]].concat())
+            })
+            .collect();
+        zip_of(&floods)
+    };
+    let mut mid = || zip_of(&level(1, &mut leaf, 4));
+    let mut top = || zip_of(&level(2, &mut mid, 4));
+    let mut members = level(3, &mut top, 4);
+    let outer = members.swap_remove(0).1;
+    let started = std::time::Instant::now();
+    let r = scan(&outer);
+    let nested = started.elapsed();
+    eprintln!(
+        "{} KiB zip of floods three deep: {nested:?}, {} objects, {} bytes extracted, limits {:?}",
+        outer.len() >> 10,
+        r.objects_scanned,
+        r.bytes_scanned,
+        r.limits_hit.iter().map(|l| l.limit).collect::<Vec<_>>()
+    );
+    assert!(u64::from(r.objects_scanned) <= Limits::default().max_objects as u64 + 1);
+    assert!(nested < std::time::Duration::from_secs(30), "{nested:?}");
+}
