@@ -40,6 +40,80 @@ struct UploadDone {
     result: Result<crate::client::Uploaded, String>,
 }
 
+/// Verdicts of uploads this run finished, kept while a lookup sent before
+/// they finished is still to be answered.
+#[derive(Default)]
+struct Finished {
+    /// Uploads finished so far.
+    seq: u64,
+    verdicts: HashMap<String, (u64, qala_proto::v1::Verdict)>,
+    order: std::collections::VecDeque<(u64, String)>,
+    /// Lookups in flight, by the `seq` when each was sent.
+    lookups: std::collections::BTreeMap<u64, usize>,
+}
+
+impl Finished {
+    fn insert(&mut self, sha256: &str, v: &qala_proto::v1::Verdict) {
+        self.seq += 1;
+        if self.lookups.is_empty() {
+            return; // no lookup could have missed it
+        }
+        self.verdicts.insert(sha256.to_string(), (self.seq, v.clone()));
+        self.order.push_back((self.seq, sha256.to_string()));
+    }
+
+    /// A lookup is sent: what it may miss is kept until it is answered.
+    fn lookup_sent(&mut self) -> u64 {
+        *self.lookups.entry(self.seq).or_default() += 1;
+        self.seq
+    }
+
+    /// The lookup sent at `sent` is answered: the verdicts it may have
+    /// missed, for now; then those no lookup in flight can miss go.
+    fn lookup_answered(&mut self, sent: u64) -> FinishedView<'_> {
+        if let Some(n) = self.lookups.get_mut(&sent) {
+            *n -= 1;
+            if *n == 0 {
+                self.lookups.remove(&sent);
+            }
+        }
+        FinishedView { f: self }
+    }
+
+    fn get(&self, sha256: &str) -> Option<&qala_proto::v1::Verdict> {
+        self.verdicts.get(sha256).map(|(_, v)| v)
+    }
+
+    fn prune(&mut self) {
+        let oldest = self.lookups.keys().next().copied().unwrap_or(u64::MAX);
+        while let Some((seq, _)) = self.order.front()
+            && *seq <= oldest
+        {
+            let (seq, sha) = self.order.pop_front().expect("front");
+            if self.verdicts.get(&sha).is_some_and(|(s, _)| *s == seq) {
+                self.verdicts.remove(&sha);
+            }
+        }
+    }
+}
+
+/// [`Finished`] while one answered lookup is looked through; pruned after.
+struct FinishedView<'a> {
+    f: &'a mut Finished,
+}
+
+impl FinishedView<'_> {
+    fn get(&self, sha256: &str) -> Option<&qala_proto::v1::Verdict> {
+        self.f.get(sha256)
+    }
+}
+
+impl Drop for FinishedView<'_> {
+    fn drop(&mut self) {
+        self.f.prune();
+    }
+}
+
 /// Run a scan; returns the summary (its `exit_code` is the process's).
 pub async fn run(client: Client, opts: ScanOptions) -> Summary {
     let start = Instant::now();
@@ -58,9 +132,11 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
     let uploads = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     // Content being uploaded -> other files with the same content.
     let mut pending: HashMap<String, Vec<(PathBuf, u64)>> = HashMap::new();
-    // Content this run uploaded and got a verdict for: a lookup sent before
-    // that upload ended answers "unknown", and must not upload it again.
-    let mut finished: HashMap<String, qala_proto::v1::Verdict> = HashMap::new();
+    // Content this run uploaded and got a verdict for, while a lookup sent
+    // before that upload ended may still answer "unknown" for it (it must
+    // not be uploaded again): kept only that long, so memory does not grow
+    // with the uploads. Lookups sent later find it in the cluster.
+    let mut finished = Finished::default();
     let mut summary = Summary::default();
     let bar = opts.progress.then(|| crate::progress::Bar::start(&opts.paths, &opts.walk, excludes.clone()));
     let infected = opts.infected;
@@ -76,7 +152,7 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
         }
     };
 
-    type Looked = (Vec<(PathBuf, String, u64)>, Result<qala_proto::v1::LookupResponse, tonic::Status>);
+    type Looked = (Vec<(PathBuf, String, u64)>, u64, Result<qala_proto::v1::LookupResponse, tonic::Status>);
     let (looked_tx, mut looked_rx) = mpsc::channel::<Looked>(LOOKUPS_IN_FLIGHT * 2);
     let lookups = Arc::new(Semaphore::new(LOOKUPS_IN_FLIGHT));
     let mut lookups_in_flight = 0usize;
@@ -112,15 +188,17 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                 // all its cores while the walk goes on.
                 lookups_in_flight += 1;
                 let (client, tx, permits, brief) = (client.clone(), looked_tx.clone(), lookups.clone(), !opts.json);
+                let sent = finished.lookup_sent();
                 tokio::spawn(async move {
                     let _permit = permits.acquire_owned().await;
                     // Text output needs no executable summaries: brief answers.
                     let result = client.lookup_all(digests, brief).await;
-                    let _ = tx.send((files, result)).await;
+                    let _ = tx.send((files, sent, result)).await;
                 });
             }
-            Some((files, result)) = looked_rx.recv() => {
+            Some((files, sent, result)) = looked_rx.recv() => {
                 lookups_in_flight -= 1;
+                let finished = finished.lookup_answered(sent);
                 let known = match result {
                     Ok(resp) => resp.verdicts.into_iter().map(|v| (v.sha256.clone(), v)).collect(),
                     Err(e) => {
@@ -159,7 +237,7 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                     Ok(up) => {
                         let verdict = up.response.verdict.ok_or_else(|| "coordinator sent no verdict".to_string());
                         if let Ok(v) = &verdict {
-                            finished.insert(done.sha256.clone(), v.clone());
+                            finished.insert(&done.sha256, v);
                         }
                         for (path, size) in waiting {
                             emit(FileResult { path, sha256: done.sha256.clone(), size, outcome: verdict.clone(), cached: true, uploaded: 0 }, &mut summary);
@@ -237,5 +315,36 @@ async fn upload(
                 .map_err(|s| format!("file changed while scanning; retry failed: {}", s.message()))
         }
         Err(s) => Err(format!("upload failed: {}", s.message())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_verdicts_are_kept_only_while_a_lookup_could_have_missed_them() {
+        let v = qala_proto::v1::Verdict::default();
+        let mut f = Finished::default();
+        f.insert("a", &v);
+        assert!(f.verdicts.is_empty(), "no lookup in flight: nothing to keep");
+        let first = f.lookup_sent();
+        let second = f.lookup_sent();
+        f.insert("b", &v);
+        let third = f.lookup_sent();
+        f.insert("c", &v);
+        assert!(f.lookup_answered(first).get("b").is_some(), "b finished after the first lookup was sent");
+        // The second (sent before b) still in flight: b and c stay.
+        assert_eq!(f.verdicts.len(), 2);
+        drop(f.lookup_answered(second));
+        assert!(f.get("b").is_none() && f.get("c").is_some(), "b finished before the third was sent; c after");
+        drop(f.lookup_answered(third));
+        assert!(f.verdicts.is_empty() && f.order.is_empty());
+        for i in 0..10_000 {
+            let s = f.lookup_sent();
+            f.insert(&i.to_string(), &v);
+            drop(f.lookup_answered(s));
+        }
+        assert!(f.verdicts.is_empty(), "memory does not grow with the uploads");
     }
 }

@@ -251,8 +251,9 @@ impl RetentionConfig {
     }
 }
 
-/// How the coordinator proves itself to Redis: ACL user and password, and
-/// the CA of a `rediss://` server. Never on the command line itself.
+/// How the coordinator opens its store: Redis's password and the CA of a
+/// `rediss://` server (never on the command line itself), the embedded
+/// store's page cache.
 #[derive(Debug, Clone, Default, Args)]
 pub struct StoreAuth {
     /// File holding the Redis password (or set QALA_STORE_PASSWORD).
@@ -265,6 +266,10 @@ pub struct StoreAuth {
     /// CA certificate of a rediss:// server (PEM; default: the system's roots).
     #[arg(long, env = "QALA_STORE_CA")]
     pub store_ca: Option<PathBuf>,
+    /// Page cache of the embedded store (redb), in bytes: what the store
+    /// keeps of its file in memory besides the kernel's page cache.
+    #[arg(long, env = "QALA_STORE_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub store_cache_bytes: u64,
 }
 
 impl StoreAuth {
@@ -279,7 +284,12 @@ impl StoreAuth {
             ),
             None => self.store_password.clone().filter(|p| !p.is_empty()),
         };
-        Ok(crate::store::StoreSpec { spec: spec.to_string(), password, ca: self.store_ca.clone() })
+        Ok(crate::store::StoreSpec {
+            spec: spec.to_string(),
+            password,
+            ca: self.store_ca.clone(),
+            cache_bytes: Some(self.store_cache_bytes).filter(|&b| b > 0),
+        })
     }
 }
 

@@ -31,6 +31,8 @@ pub struct StoreSpec {
     pub password: Option<String>,
     /// CA certificate of a `rediss://` server.
     pub ca: Option<std::path::PathBuf>,
+    /// The embedded store's page cache, in bytes (default: redb's).
+    pub cache_bytes: Option<u64>,
 }
 
 impl From<&str> for StoreSpec {
@@ -47,6 +49,7 @@ pub async fn open(spec: &StoreSpec) -> Result<Arc<dyn VerdictStore>, StoreError>
         Some(path) => Some(std::fs::read(path).map_err(|e| StoreError::Redis(format!("{}: {e}", path.display())))?),
         None => None,
     };
+    let cache_bytes = spec.cache_bytes;
     let (spec, password) = (spec.spec.as_str(), spec.password.as_deref());
     if spec.starts_with("redis://") || spec.starts_with("rediss://") || spec.starts_with("redis+") || spec.starts_with("rediss+")
     {
@@ -62,7 +65,7 @@ pub async fn open(spec: &StoreSpec) -> Result<Arc<dyn VerdictStore>, StoreError>
             return Err(StoreError::Spec(spec.to_string()));
         }
         let path = std::path::PathBuf::from(path);
-        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&path))
+        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open_with_cache(&path, cache_bytes))
             .await
             .map_err(|e| StoreError::Embedded(e.to_string()))??;
         Ok(Arc::new(store))
