@@ -97,7 +97,6 @@ pub fn verdict_json(v: &pb::Verdict) -> serde_json::Map<String, Value> {
         m.insert("objects_truncated".into(), json!(v.objects_truncated));
     }
     m.insert("partial".into(), json!(v.partial));
-    m.insert("blake3".into(), json!(v.blake3));
     m.insert("md5".into(), json!(v.md5));
     m.insert("sha1".into(), json!(v.sha1));
     m.insert("file_type".into(), json!(v.file_type));

@@ -1,7 +1,9 @@
 //! The digests of a submission, computed in one pass: sha256 (the cache
-//! key), blake3 (seen-object tracking), and md5 and sha1, which analysts
-//! hold from threat reports and IOC lists (crates `sha2`, `blake3`, `md-5`,
-//! `sha1`).
+//! key, and the identity of every object for seen-object tracking and the
+//! object list), and md5 and sha1, which analysts hold from threat reports
+//! and IOC lists (crates `sha2`, `md-5`, `sha1`). In the cluster the root's
+//! are the coordinator's, computed while it receives the upload; the
+//! engine hashes the root only when scanning on its own.
 
 use sha1::Digest as _;
 use sha2::Digest as _;
@@ -10,7 +12,6 @@ use sha2::Digest as _;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digests {
     pub sha256: String,
-    pub blake3: String,
     pub md5: String,
     pub sha1: String,
 }
@@ -65,7 +66,6 @@ impl DigestKinds {
 pub struct Hasher {
     /// None when the caller already verified the sha256.
     sha256: Option<sha2::Sha256>,
-    blake3: blake3::Hasher,
     md5: md5::Md5,
     sha1: sha1::Sha1,
 }
@@ -84,7 +84,7 @@ impl Hasher {
     /// Every digest but sha256, which the caller already has (verified);
     /// [`Hasher::finish`] then leaves it empty.
     pub fn without_sha256() -> Self {
-        Self { sha256: None, blake3: blake3::Hasher::new(), md5: md5::Md5::new(), sha1: sha1::Sha1::new() }
+        Self { sha256: None, md5: md5::Md5::new(), sha1: sha1::Sha1::new() }
     }
 
     pub fn update(&mut self, data: &[u8]) {
@@ -93,7 +93,6 @@ impl Hasher {
             if let Some(s) = &mut self.sha256 {
                 s.update(piece);
             }
-            self.blake3.update(piece);
             self.md5.update(piece);
             self.sha1.update(piece);
         }
@@ -102,7 +101,6 @@ impl Hasher {
     pub fn finish(self) -> Digests {
         Digests {
             sha256: self.sha256.map(|s| hex::encode(s.finalize())).unwrap_or_default(),
-            blake3: self.blake3.finalize().to_hex().to_string(),
             md5: hex::encode(self.md5.finalize()),
             sha1: hex::encode(self.sha1.finalize()),
         }
@@ -124,7 +122,6 @@ mod tests {
     fn known_vectors_and_chunking() {
         let d = Hasher::digest(b"abc");
         assert_eq!(d.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(d.blake3, "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
         assert_eq!(d.md5, "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(d.sha1, "a9993e364706816aba3e25717850c26c9cd0d89d");
         let none = super::DigestKinds::default().digest(b"abc");
@@ -134,7 +131,7 @@ mod tests {
         let mut trusted = Hasher::without_sha256();
         trusted.update(b"abc");
         let t = trusted.finish();
-        assert_eq!((t.sha256.as_str(), t.md5.as_str(), t.blake3.as_str()), ("", d.md5.as_str(), d.blake3.as_str()));
+        assert_eq!((t.sha256.as_str(), t.md5.as_str(), t.sha1.as_str()), ("", d.md5.as_str(), d.sha1.as_str()));
 
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let mut h = Hasher::new();

@@ -7,7 +7,7 @@
 //! [`Ruleset::from_bytes`]; each scan thread then keeps one [`Engine`] per
 //! ruleset and reuses it for every submission.
 //!
-//! One call to [`Engine::scan`] hashes the root (sha256 + blake3 in one pass),
+//! One call to [`Engine::scan`] hashes the root (sha256, md5, sha1 in one pass),
 //! detects its type by magic, runs the rules over it, summarises executables
 //! and recursively unpacks containers under [`Limits`], scanning every
 //! extracted object. Everything that goes wrong inside a submission (a corrupt

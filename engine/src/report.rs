@@ -59,7 +59,6 @@ pub struct ObjectMeta {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub sha256: String,
-    pub blake3: String,
     pub md5: String,
     pub sha1: String,
     pub size: u64,

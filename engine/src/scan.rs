@@ -86,16 +86,16 @@ impl<'r> Engine<'r> {
     /// already computed and verified (a worker is sent it by the
     /// coordinator that checked the upload): the root is not hashed with
     /// sha256 again, and the report carries `sha256` as given. Everything
-    /// else (blake3, nested objects' digests) is computed as usual.
+    /// else (md5, sha1, nested objects' digests) is computed as usual.
     pub fn scan_verified(&mut self, data: &[u8], sha256: &str, cancel: Arc<AtomicBool>) -> Report {
         walk(&mut self.rules, &self.limits, data, "", None, Some(cancel), Root::Verified(sha256), self.kinds)
     }
 
     /// [`Engine::scan_verified`] that does not read the root for its
     /// digests at all: the report carries `sha256` as given and leaves
-    /// `blake3`, `md5` and `sha1` empty for the caller, who computes them
-    /// itself (a worker hashes an upload alongside its scan, on another
-    /// core, instead of before it). Nested objects are hashed as usual.
+    /// `md5` and `sha1` empty for the caller, who has them (the coordinator
+    /// computes them while it receives an upload, where the bytes already
+    /// pass for its sha256). Nested objects are hashed as usual.
     pub fn scan_unhashed(&mut self, data: &[u8], sha256: &str, cancel: Arc<AtomicBool>) -> Report {
         walk(&mut self.rules, &self.limits, data, "", None, Some(cancel), Root::HashedByCaller(sha256), self.kinds)
     }

@@ -131,7 +131,6 @@ impl Tally {
         };
         Report {
             sha256: root.sha256,
-            blake3: root.blake3,
             md5: root.md5,
             sha1: root.sha1,
             size,

@@ -60,8 +60,8 @@ pub(crate) enum Root<'a> {
     Hash,
     /// All but the sha256, which the caller verified and gives.
     Verified(&'a str),
-    /// None: the sha256 is given, and the caller computes blake3, md5 and
-    /// sha1 itself (the report leaves them empty).
+    /// None: the sha256 is given, and the caller computes md5 and sha1
+    /// itself (the report leaves them empty).
     HashedByCaller(&'a str),
 }
 
@@ -91,9 +91,7 @@ pub(crate) fn walk(
             h.update(data);
             Digests { sha256: sha256.to_string(), ..h.finish() }
         }
-        Root::HashedByCaller(sha256) => {
-            Digests { sha256: sha256.to_string(), blake3: String::new(), md5: String::new(), sha1: String::new() }
-        }
+        Root::HashedByCaller(sha256) => Digests { sha256: sha256.to_string(), md5: String::new(), sha1: String::new() },
     };
     let root_type = root_type.unwrap_or_else(|| formats::detect(data));
     let mut walk = Tally::new(data.len() as u64, kinds);

@@ -186,11 +186,10 @@ async fn a_large_upload_is_mapped_from_disk_not_held_in_worker_memory() {
     assert_eq!(v.verdict, qala_proto::v1::VerdictKind::Clean as i32, "{v:?}");
     assert!(seen.is_some(), "no scan child mapped the upload from {tmp}");
     assert!(worker_shmem_kib < 16 << 10, "worker RssShmem {worker_shmem_kib} KiB");
-    // Hashed by the worker alongside the scan, read through a buffer: its
-    // resident memory did not take the file's pages.
+    // Hashed by the coordinator as it arrived: the worker's resident
+    // memory never took the file's pages.
     let data = qala_tests::pseudo_random(77, 96 << 20);
     assert_eq!((v.md5.as_str(), v.sha1.as_str()), (tool_hex("md5sum", &data).as_str(), tool_hex("sha1sum", &data).as_str()));
-    assert_eq!(v.blake3, qala_engine::Hasher::digest(&data).blake3);
     let hwm = qala_tests::status_kib(worker, "VmHWM:");
     assert!(hwm < 200 << 10, "worker VmHWM {hwm} KiB after a 96 MiB upload");
 }
@@ -224,7 +223,7 @@ async fn the_next_large_upload_is_written_over_a_kept_file_and_sees_only_its_own
     assert_eq!(len, 80 << 20);
 
     let second = qala_tests::pseudo_random(82, (70 << 20) + 12_345);
-    let want = (tool_hex("md5sum", &second), tool_hex("sha1sum", &second), qala_engine::Hasher::digest(&second).blake3);
+    let want = (tool_hex("md5sum", &second), tool_hex("sha1sum", &second));
     let msgs = scan_messages(&second, "");
     let mut client2 = client.clone();
     let scan = tokio::spawn(async move { client2.scan(tokio_stream::iter(msgs)).await });
@@ -243,7 +242,7 @@ async fn the_next_large_upload_is_written_over_a_kept_file_and_sees_only_its_own
     assert_eq!(mapped.into_iter().collect::<Vec<_>>(), [kept], "the child mapped the kept file");
     assert_eq!(v.verdict, qala_proto::v1::VerdictKind::Clean as i32, "{v:?}");
     assert_eq!(v.size, second.len() as u64);
-    assert_eq!((v.md5, v.sha1, v.blake3), want, "digests of the second upload's bytes alone");
+    assert_eq!((v.md5, v.sha1), want, "digests of the second upload's bytes alone");
     assert_eq!(held_deleted_tmp_file(worker), Some((kept, second.len() as u64)), "kept again, at its new length");
 }
 
@@ -255,23 +254,24 @@ fn tool_hex(tool: &str, data: &[u8]) -> String {
     String::from_utf8_lossy(&p.wait_with_output().unwrap().stdout).split_whitespace().next().unwrap().to_string()
 }
 
-/// The root's md5, sha1 and blake3 in a verdict are the content's whether
-/// the scan child computed them (smaller uploads) or the worker did,
-/// alongside the scan (from 8 MiB on), and a cached answer carries the same.
+/// The root's md5 and sha1 in a verdict are the content's, computed by the
+/// coordinator as it receives the upload (in memory, spilled to disk, cut
+/// through to the worker while arriving; the worker hashes none of the
+/// root), and a cached answer carries the same.
 #[tokio::test(flavor = "multi_thread")]
 async fn root_digests_are_the_contents_whoever_computes_them() {
     let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
     let mut client = cluster.scanner().await;
-    let from = qala_worker::sandbox::HASH_ALONGSIDE_FROM as usize;
-    for (seed, size) in [(1, 0), (2, 1000), (3, from - 1), (4, from), (5, from + 3 * 65_536 + 17)] {
+    let mib = 1 << 20;
+    for (seed, size) in [(1, 0), (2, 1000), (3, 8 * mib - 1), (4, 20 * mib + 3 * 65_536 + 17)] {
         let data = qala_tests::pseudo_random(seed, size);
-        let want = (tool_hex("md5sum", &data), tool_hex("sha1sum", &data), qala_engine::Hasher::digest(&data).blake3);
+        let want = (tool_hex("md5sum", &data), tool_hex("sha1sum", &data));
         for pass in ["fresh", "cached"] {
             let msgs = scan_messages(&data, "");
             let v = client.scan(tokio_stream::iter(msgs)).await.unwrap().into_inner().verdict.unwrap();
             assert_eq!(v.verdict, qala_proto::v1::VerdictKind::Clean as i32, "{size} bytes, {pass}: {v:?}");
             assert_eq!(v.sha256, sha256_hex(&data), "{size} bytes, {pass}");
-            assert_eq!((v.md5, v.sha1, v.blake3), want.clone(), "{size} bytes, {pass}");
+            assert_eq!((v.md5, v.sha1), want.clone(), "{size} bytes, {pass}");
         }
     }
 }

@@ -16,7 +16,6 @@ fn kind(s: Option<Severity>) -> pb::VerdictKind {
 pub fn verdict(report: Report, ruleset_id: &str, worker_id: &str) -> pb::Verdict {
     let mut v = pb::Verdict {
         sha256: report.sha256,
-        blake3: report.blake3,
         md5: report.md5,
         sha1: report.sha1,
         size: report.size,

@@ -255,21 +255,20 @@ impl pb::worker_server::Worker for WorkerService {
         }
 
         // The coordinator (authenticated by its certificate) verified the
-        // sha256 of what its client sent: the scan child takes it as the
-        // root's and does not hash the content again; a large upload's
-        // other digests are computed here, alongside its scan.
+        // sha256 of what its client sent, and computed its md5 and sha1 as
+        // it received it: the scan child takes the sha256 as the root's and
+        // does not hash the content at all.
         let sha256 = header.sha256.clone();
         let kinds = qala_engine::DigestKinds { md5: header.object_md5, sha1: header.object_sha1 };
         let verdict = match file {
             None => too_big_verdict(&header, sha256, &ruleset.id, &self.state),
             Some(file) => {
                 let (file, keep) = file.freeze().map_err(|e| Status::internal(format!("freezing the upload: {e}")))?;
-                let root = RootDigests::start(header.size, &file)?;
                 let released = keep.wanted().then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
                 let outcome = self
                     .state
                     .pool
-                    .scan(ruleset.clone(), file, sha256.clone(), root.is_alongside(), kinds, released.clone())
+                    .scan(ruleset.clone(), file, sha256.clone(), true, kinds, released.clone())
                     .await
                     .ok_or_else(|| Status::unavailable("worker is shutting down"))?;
                 let verdict = match outcome {
@@ -280,20 +279,16 @@ impl pb::worker_server::Worker for WorkerService {
                         // a malformed header is refused here.
                         check_sha(&v.sha256, &header.sha256)?;
                         v.worker_id = self.state.worker_id.clone();
-                        root.put_in(&mut v).await?;
                         v
                     }
                     Outcome::Crashed(detail) => {
                         warn!(sha256, detail, "file killed its scan child each time it was scanned alone; unscannable");
                         self.state.metrics.crashes.inc();
-                        let mut v = convert::crashed(sha256, header.size, &ruleset.id, &self.state.worker_id, &detail);
-                        root.put_in(&mut v).await?;
-                        v
+                        convert::crashed(sha256, header.size, &ruleset.id, &self.state.worker_id, &detail)
                     }
                     Outcome::Failed(e) => return Err(Status::internal(e)),
                 };
-                // The hashing thread is done with it (its digests are in),
-                // and so is every child, or it is not kept.
+                // Every child is done with it, or it is not kept.
                 keep.give_back(released.is_some_and(|r| r.load(Ordering::Relaxed)));
                 verdict
             }
@@ -303,45 +298,6 @@ impl pb::worker_server::Worker for WorkerService {
         info!(sha256 = %verdict.sha256, verdict = pb::VerdictKind::try_from(verdict.verdict).unwrap_or_default().label(),
               us = verdict.scan_duration_us, "scanned");
         Ok(Response::new(verdict))
-    }
-}
-
-/// A large upload's blake3, md5 and sha1, computed by a blocking thread
-/// while the child scans it (stopped if the call goes away first); a
-/// smaller one's are the child's.
-enum RootDigests {
-    ByChild,
-    Alongside(tokio::task::JoinHandle<std::io::Result<Option<qala_engine::Digests>>>, crate::pool::CancelOnDrop),
-}
-
-impl RootDigests {
-    fn start(size: u64, file: &std::fs::File) -> Result<Self, Status> {
-        if size < crate::sandbox::HASH_ALONGSIDE_FROM {
-            return Ok(Self::ByChild);
-        }
-        let file = file.try_clone().map_err(|e| Status::internal(format!("hashing the upload: {e}")))?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let hashing = tokio::task::spawn_blocking(move || crate::sandbox::digest(&file, &flag));
-        Ok(Self::Alongside(hashing, crate::pool::CancelOnDrop(stop)))
-    }
-
-    fn is_alongside(&self) -> bool {
-        matches!(self, Self::Alongside(..))
-    }
-
-    /// Put the worker's digests of the root into the child's verdict (which
-    /// left them empty); the sha256 stays the coordinator's.
-    async fn put_in(self, v: &mut pb::Verdict) -> Result<(), Status> {
-        let Self::Alongside(hashing, _stop) = self else { return Ok(()) };
-        let d = match hashing.await {
-            Ok(Ok(Some(d))) => d,
-            Ok(Ok(None)) => return Err(Status::cancelled("hashing the upload: stopped")),
-            Ok(Err(e)) => return Err(Status::internal(format!("hashing the upload: {e}"))),
-            Err(e) => return Err(Status::internal(format!("hashing the upload: {e}"))),
-        };
-        (v.blake3, v.md5, v.sha1) = (d.blake3, d.md5, d.sha1);
-        Ok(())
     }
 }
 

@@ -57,7 +57,6 @@ pub struct Verdict {
     pub sha256: String,
     pub sha1: String,
     pub md5: String,
-    pub blake3: String,
     pub size: u64,
     /// `clean`, `suspicious`, `malicious` or `unscannable`.
     pub verdict: String,
@@ -116,7 +115,6 @@ impl From<&pb::Verdict> for Verdict {
             sha256: v.sha256.clone(),
             sha1: v.sha1.clone(),
             md5: v.md5.clone(),
-            blake3: v.blake3.clone(),
             size: v.size,
             verdict: qala_proto::VerdictKind::of(v).label().into(),
             detections: v.detections.iter().map(Detection::from).collect(),

@@ -5,11 +5,16 @@
 //! on the same directory and rules and prints the ratio.
 //!
 //! MODE splits the cost: `full` (default), `root` (rules on each file as
-//! it is, nothing unpacked: what libyara does), `unpack` (hashing,
-//! unpacking and executable reports, no rules), `sandboxed` (`full` as a
-//! worker runs it: each file copied into a sealed memfd (or a disk file,
-//! as a worker holds an upload; a large one hashed by the worker, not the
-//! child) and scanned by a confined scan child of `qala-worker`, one per thread).
+//! it is, nothing unpacked: what libyara does), `unpack` (unpacking and
+//! executable reports, no rules), `sandboxed` (`full` as a worker runs it:
+//! each file copied into a sealed memfd (or a disk file, as a worker holds
+//! an upload) and scanned by a confined scan child of `qala-worker`, one
+//! per thread).
+//!
+//! As in a worker, the root is not hashed in the timed part: its sha256,
+//! md5 and sha1 are the coordinator's, computed while it receives the
+//! upload (the sha256s are worked out here before the clock). Nested
+//! objects are hashed as in a worker (sha256, their identity).
 
 use anyhow::{Context, Result};
 use qala_engine::{Engine, Limits, Report, Severity, compile_rules};
@@ -52,6 +57,8 @@ fn main() -> Result<()> {
     if mode == "sandboxed" {
         return sandboxed(&rules, &list, total, threads);
     }
+    let shas: Vec<String> =
+        list.iter().map(|p| std::fs::read(p).map(|d| qala_engine::Hasher::digest(&d).sha256).unwrap_or_default()).collect();
     let next = AtomicUsize::new(0);
     let (objects, detected, scanned) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
     let start = Instant::now();
@@ -59,15 +66,15 @@ fn main() -> Result<()> {
         for _ in 0..threads {
             s.spawn(|| {
                 let mut engine = Engine::new(&rules, limits.clone());
+                let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = list.get(i) else { break };
                     let Ok(data) = std::fs::read(path) else { continue };
-                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                     let r: Report = if mode == "unpack" {
                         qala_engine::fuzzing::unpack_only(&data, &limits)
                     } else {
-                        engine.scan(&data, &name)
+                        engine.scan_unhashed(&data, &shas[i], cancel.clone())
                     };
                     objects.fetch_add(r.objects_scanned as usize, Ordering::Relaxed);
                     scanned.fetch_add(r.bytes_scanned as usize, Ordering::Relaxed);
@@ -95,7 +102,7 @@ fn main() -> Result<()> {
 
 /// The `sandboxed` mode: what a worker does with each file after receiving it.
 fn sandboxed(rules: &qala_engine::Ruleset, list: &[PathBuf], total: u64, threads: usize) -> Result<()> {
-    use qala_worker::sandbox::{HASH_ALONGSIDE_FROM, ScanChild, Settings, Shipped, Upload, digest};
+    use qala_worker::sandbox::{ScanChild, Settings, Shipped, Upload};
     let shipped = Shipped::new(rules.id.clone(), rules.rule_count as u32, rules.limits.clone(), &rules.to_bytes()?)?;
     let exe = std::env::current_exe()?.with_file_name("qala-worker");
     let settings = Settings { exe, memory_limit: 1 << 30 };
@@ -114,18 +121,14 @@ fn sandboxed(rules: &qala_engine::Ruleset, list: &[PathBuf], total: u64, threads
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = list.get(i) else { break };
-                    // Held and hashed as a worker holds and hashes an upload.
+                    // Held as a worker holds an upload.
                     let Ok(mut input) = std::fs::File::open(path) else { continue };
                     let size = input.metadata().map(|m| m.len()).unwrap_or(0);
                     let mut upload = Upload::new(size).expect("upload");
                     std::io::copy(&mut input, upload.file()).expect("copy");
                     let (file, _) = upload.freeze().expect("freeze");
-                    let unhashed = size >= HASH_ALONGSIDE_FROM;
-                    if unhashed {
-                        digest(&file, &cancel).expect("digest");
-                    }
                     let v = child
-                        .scan(&file, &shas[i], unhashed, Default::default(), std::time::Duration::from_secs(600), &cancel)
+                        .scan(&file, &shas[i], true, Default::default(), std::time::Duration::from_secs(600), &cancel)
                         .expect("scan child");
                     objects.fetch_add(v.objects_scanned as usize, Ordering::Relaxed);
                     if v.verdict == qala_proto::v1::VerdictKind::Malicious as i32

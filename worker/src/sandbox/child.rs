@@ -132,7 +132,6 @@ fn panicked(data: &[u8], start: Instant, panic: &Box<dyn std::any::Any + Send>) 
     let d = Hasher::digest(data);
     Report {
         sha256: d.sha256,
-        blake3: d.blake3,
         md5: d.md5,
         sha1: d.sha1,
         size: data.len() as u64,

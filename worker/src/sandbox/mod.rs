@@ -8,10 +8,9 @@
 //! after file. Files travel as sealed memfds (from [`DISK_FROM`] on,
 //! read-only descriptors of unlinked files on disk) passed over a Unix
 //! socket ([`wire`]) with their verified sha256: the bytes the worker
-//! received are mapped by the child, never copied. From
-//! [`HASH_ALONGSIDE_FROM`] on the child does not hash the root: the worker
-//! does, alongside the scan ([`digest`]), and puts the digests in the
-//! verdict. A child that crashes, runs out of memory or outlives its deadline
+//! received are mapped by the child, never copied. Nobody on the worker
+//! hashes the root: its sha256, md5 and sha1 are the coordinator's, computed
+//! while it received the upload. A child that crashes, runs out of memory or outlives its deadline
 //! is killed and replaced; the file it was scanning is tried once more in a
 //! fresh child (alone: a child scans one file at a time), and a file that
 //! kills two children is answered `unscannable` (`worker_crash`).
@@ -100,14 +99,6 @@ pub fn memfd(name: &str) -> std::io::Result<File> {
 /// Uploads from this size on are held in an unlinked file on disk (the
 /// temporary directory) rather than in memory, and mapped from there.
 pub const DISK_FROM: u64 = 64 << 20;
-
-/// From this size on the worker hashes an upload (blake3, md5, sha1; the
-/// sha256 is the coordinator's) itself, with [`digest`] on a thread of its
-/// own while the child scans it, and the child does not read the root for
-/// hashes at all: on an idle worker that is another core, so the hashes
-/// (a third of a large file's scan) cost its latency nothing. Smaller ones
-/// are hashed by the child as part of the scan: no thread hand-off per file.
-pub const HASH_ALONGSIDE_FROM: u64 = 8 << 20;
 
 /// Where a worker holds one upload while it arrives and is scanned.
 pub enum Upload {
@@ -232,31 +223,6 @@ fn holds_inode(pid: u32, ino: u64) -> bool {
     maps.lines().any(|l| l.split_whitespace().nth(4).is_none_or(|i| i.parse::<u64>().map_or(true, |i| i == ino)))
 }
 
-/// blake3, md5 and sha1 of a frozen upload (sha256 left empty), read in
-/// pieces into one buffer (a map would count the whole file in the
-/// worker's resident memory); `None` once `stop` is set (its scan's caller
-/// went away).
-pub fn digest(file: &File, stop: &AtomicBool) -> std::io::Result<Option<qala_engine::Digests>> {
-    use std::os::unix::fs::FileExt;
-    let mut h = qala_engine::Hasher::without_sha256();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        let n = match file.read_at(&mut buf, at) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-        at += n as u64;
-    }
-    Ok(Some(h.finish()))
-}
-
 /// Seal a memfd: from now on nobody (worker or child) can write, grow or
 /// shrink it, so a child maps exactly what the worker verified.
 pub fn seal(file: &File) -> std::io::Result<()> {
@@ -302,8 +268,8 @@ impl ScanChild {
 
     /// Scan `file` (a sealed memfd) whose sha256 the coordinator verified:
     /// the child takes it as the root's and does not hash it again; with
-    /// `unhashed` it does not hash the root at all (the verdict's blake3,
-    /// md5 and sha1 are left for the worker, which computes them). The
+    /// `unhashed` it does not hash the root at all (the verdict's md5 and
+    /// sha1 are left empty: the coordinator has them). The
     /// engine keeps to the policy's `max_scan_time` itself; a child still
     /// busy `grace` after `deadline` is killed. Setting `cancel` asks the
     /// child to stop (SIGUSR1). `kinds`: the digests of nested objects

@@ -210,7 +210,7 @@ impl Uploads {
         if header.size > max {
             return Ok(pb::ScanResponse { verdict: Some(verdict::too_big(header, max, &rules.id)), cached: false });
         }
-        let (_admitted, mut spool) = match source {
+        let (_admitted, mut spool, digests) = match source {
             Source::Body(body) => {
                 // Bounded work, per client and in all: past a limit the
                 // client is asked to come back later instead of being
@@ -225,14 +225,17 @@ impl Uploads {
                     dispatcher: &self.dispatcher,
                     rules: &rules,
                 };
-                let Received { mut spool, live } =
+                let Received { mut spool, live, digests } =
                     receive::receive(header, body, &admitted.client, spool, self.settings.upload_stall, Some(cut)).await?;
                 if let Some(live) = live {
-                    return self.finish_live(&caller.name, header, &mut spool, &rules, live).await;
+                    return self.finish_live(&caller.name, header, &mut spool, &rules, live, &digests).await;
                 }
-                (admitted, spool)
+                (admitted, spool, digests)
             }
-            Source::Spooled(spool, admitted) => (admitted, spool),
+            Source::Spooled(held) => {
+                let (spool, admitted, digests) = *held;
+                (admitted, spool, digests)
+            }
         };
         // Scanned while this one was arriving?
         if let Some(v) = self.cache.cached(&rules.id, &header.sha256).await {
@@ -246,7 +249,7 @@ impl Uploads {
                     // wait for another's verdict if it is scanning this one.
                     let (result, cached) = match self.locks.take(&self.cache, &rules.id, &header.sha256).await {
                         Taken::Done(v) => (Ok(*v), true),
-                        Taken::Scan(_lock) => (self.scan_spool(&caller.name, header, &mut spool, &rules).await, false),
+                        Taken::Scan(_lock) => (self.scan_spool(&caller.name, header, &mut spool, &rules, &digests).await, false),
                     };
                     leader.finish(&result);
                     return result.map(|v| pb::ScanResponse { verdict: Some(v), cached });
@@ -269,8 +272,10 @@ impl Uploads {
         header: &pb::ScanHeader,
         spool: &mut Spool,
         rules: &LoadedRules,
+        digests: &qala_engine::Digests,
     ) -> Result<pb::Verdict, CoreError> {
-        let (v, worker) = self.dispatcher.dispatch(client, header, spool, rules).await?;
+        let (mut v, worker) = self.dispatcher.dispatch(client, header, spool, rules).await?;
+        with_digests(&mut v, digests);
         self.verdicts.finish(v, &worker.id, header, rules).await
     }
 
@@ -284,6 +289,7 @@ impl Uploads {
         spool: &mut Spool,
         rules: &LoadedRules,
         live: receive::Live,
+        digests: &qala_engine::Digests,
     ) -> Result<pb::ScanResponse, CoreError> {
         let (answer, live) = live.finish(header, &rules.id).await;
         let receive::Live { slot, leader, lock, .. } = live;
@@ -303,7 +309,10 @@ impl Uploads {
             }
         };
         let result = match dispatched {
-            Ok((v, worker)) => self.verdicts.finish(v, &worker.id, header, rules).await,
+            Ok((mut v, worker)) => {
+                with_digests(&mut v, digests);
+                self.verdicts.finish(v, &worker.id, header, rules).await
+            }
             Err(e) => Err(e),
         };
         drop(lock);
@@ -337,9 +346,9 @@ impl Uploads {
     /// Scan a whole unhashed upload as `caller`, under the admission it was
     /// received with.
     pub async fn scan_unhashed(&self, caller: &Caller, upload: Unhashed) -> Result<pb::ScanResponse, CoreError> {
-        let (spool, sha256, admitted) = upload.finish();
-        let header = pb::ScanHeader { sha256, size: spool.len(), ..Default::default() };
-        self.serve(caller, header, Source::Spooled(spool, admitted)).await
+        let (spool, digests, admitted) = upload.finish();
+        let header = pb::ScanHeader { sha256: digests.sha256.clone(), size: spool.len(), ..Default::default() };
+        self.serve(caller, header, Source::Spooled(Box::new((spool, admitted, digests)))).await
     }
 }
 
@@ -347,5 +356,11 @@ impl Uploads {
 /// upload, admitted before it was read).
 enum Source {
     Body(Body),
-    Spooled(Spool, quota::Admission),
+    Spooled(Box<(Spool, quota::Admission, qala_engine::Digests)>),
+}
+
+/// The root's md5 and sha1, computed here as the upload was received (the
+/// worker hashes none of the root), put in the worker's verdict.
+fn with_digests(v: &mut pb::Verdict, d: &qala_engine::Digests) {
+    (v.md5, v.sha1) = (d.md5.clone(), d.sha1.clone());
 }

@@ -31,7 +31,6 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use prost::bytes::Bytes;
 use qala_proto::v1 as pb;
-use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -59,6 +58,8 @@ pub struct Received {
     pub spool: Spool,
     /// The worker call fed while it arrived, waiting for the last chunk.
     pub live: Option<Live>,
+    /// Its sha256 (checked), md5 and sha1.
+    pub digests: qala_engine::Digests,
 }
 
 /// A worker call fed while the upload arrives. Dropped unfinished (an
@@ -134,7 +135,9 @@ pub async fn receive(
     stall: Duration,
     cut: Option<CutThrough<'_>>,
 ) -> Result<Received, CoreError> {
-    let mut hasher = Sha256::new();
+    // The sha256 to check, and the md5 and sha1 lookups need, in the one
+    // pass the bytes make here (the worker hashes none of them again).
+    let mut hasher = qala_engine::Hasher::new();
     let mut live: Option<Live> = None;
     let mut tried_live = header.size < CUT_THROUGH_MIN || cut.is_none();
     let mut first_byte: Option<Instant> = None;
@@ -188,12 +191,13 @@ pub async fn receive(
     if spool.len() != header.size {
         return Err(CoreError::Invalid(format!("upload has {} bytes, header announced {}", spool.len(), header.size)));
     }
-    let actual = hex::encode(hasher.finalize());
-    if actual != header.sha256 {
+    let digests = hasher.finish();
+    let actual = &digests.sha256;
+    if *actual != header.sha256 {
         warn!(claimed = header.sha256, actual, agent = header.agent_id, "sha256 mismatch");
         return Err(CoreError::Invalid(format!("sha256 mismatch: header claims {}, content is {actual}", header.sha256)));
     }
-    Ok(Received { spool, live })
+    Ok(Received { spool, live, digests })
 }
 
 /// Open the worker call of an upload still arriving, if this coordinator

@@ -12,7 +12,6 @@
 use super::quota::Admission;
 use super::spool::Spool;
 use prost::bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 #[derive(Debug)]
 pub enum PushError {
@@ -27,14 +26,14 @@ pub enum PushError {
 /// bytes.
 pub struct Unhashed {
     spool: Spool,
-    sha: Sha256,
+    hasher: qala_engine::Hasher,
     max: u64,
     admission: Admission,
 }
 
 impl Unhashed {
     pub(super) fn new(max: u64, admission: Admission) -> Self {
-        Self { spool: Spool::new(None), sha: Sha256::new(), max, admission }
+        Self { spool: Spool::new(None), hasher: qala_engine::Hasher::new(), max, admission }
     }
 
     pub fn len(&self) -> u64 {
@@ -63,13 +62,13 @@ impl Unhashed {
         if !self.admission.grow_spool(chunk.len() as u64) {
             return Err(PushError::SpoolFull);
         }
-        self.sha.update(&chunk);
+        self.hasher.update(&chunk);
         self.spool.write(chunk).await.map_err(PushError::Spool)
     }
 
-    /// The spool, the sha256 (hex) of what was pushed and the admission.
-    pub(super) fn finish(self) -> (Spool, String, Admission) {
-        (self.spool, hex::encode(self.sha.finalize()), self.admission)
+    /// The spool, the digests of what was pushed and the admission.
+    pub(super) fn finish(self) -> (Spool, qala_engine::Digests, Admission) {
+        (self.spool, self.hasher.finish(), self.admission)
     }
 }
 
