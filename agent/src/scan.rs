@@ -16,6 +16,8 @@ use tokio::sync::{Semaphore, mpsc};
 const LOOKUP_BATCH: usize = 512;
 /// `Lookup` calls in flight at once.
 const LOOKUPS_IN_FLIGHT: usize = 4;
+/// Files waiting for an upload slot before the walk is made to wait.
+const UPLOAD_QUEUE: usize = 4096;
 
 pub struct ScanOptions {
     pub paths: Vec<PathBuf>,
@@ -156,10 +158,28 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
     let (looked_tx, mut looked_rx) = mpsc::channel::<Looked>(LOOKUPS_IN_FLIGHT * 2);
     let lookups = Arc::new(Semaphore::new(LOOKUPS_IN_FLIGHT));
     let mut lookups_in_flight = 0usize;
+    // Files to upload, waiting for a slot: a task is spawned only with one,
+    // and the walk waits while lookups and this queue are full, so memory
+    // stays the same however many files the tree holds.
+    let mut to_upload: std::collections::VecDeque<(PathBuf, String, u64)> = std::collections::VecDeque::new();
     let mut walking = true;
     while walking || !pending.is_empty() || lookups_in_flight > 0 {
+        while !to_upload.is_empty()
+            && let Ok(permit) = uploads.clone().try_acquire_owned()
+        {
+            let (path, sha256, size) = to_upload.pop_front().expect("not empty");
+            let (client, tx, agent) = (client.clone(), done_tx.clone(), opts.agent_id.clone());
+            // As the lookups: text output needs no executable summaries.
+            let brief = !opts.json;
+            tokio::spawn(async move {
+                let result = upload(&client, &path, &sha256, size, &agent, brief).await;
+                drop(permit); // free before the loop hears of it
+                let _ = tx.send(UploadDone { sha256, path, size, result }).await;
+            });
+        }
+        let room = lookups_in_flight < LOOKUPS_IN_FLIGHT && to_upload.len() < UPLOAD_QUEUE;
         tokio::select! {
-            found = found_rx.recv(), if walking => {
+            found = found_rx.recv(), if walking && room => {
                 let Some(first) = found else { walking = false; continue };
                 let mut batch = vec![first];
                 while batch.len() < LOOKUP_BATCH {
@@ -220,14 +240,7 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                         waiting.push((path, size));
                     } else {
                         pending.insert(sha256.clone(), Vec::new());
-                        let (client, tx, permits, agent) = (client.clone(), done_tx.clone(), uploads.clone(), opts.agent_id.clone());
-                        // As the lookups: text output needs no executable summaries.
-                        let brief = !opts.json;
-                        tokio::spawn(async move {
-                            let _permit = permits.acquire_owned().await;
-                            let result = upload(&client, &path, &sha256, size, &agent, brief).await;
-                            let _ = tx.send(UploadDone { sha256, path, size, result }).await;
-                        });
+                        to_upload.push_back((path, sha256, size));
                     }
                 }
             }

@@ -21,6 +21,7 @@ use qala_agent::output::safe;
 use std::path::PathBuf;
 
 fn main() {
+    qala_common::limit_malloc_arenas(2);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -9,6 +9,7 @@ use qala_coordinator::{Cli, Listeners};
 
 /// Failure: one line on standard error (the causes joined), exit 1.
 fn main() {
+    qala_common::limit_malloc_arenas(2);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Err(e) = runtime.block_on(run()) {
         eprintln!("qala-coordinator: {}", format!("{e:#}").replace('\n', " "));
