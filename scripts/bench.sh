@@ -8,7 +8,13 @@
 # documentation, plain text); RULES to the ReversingLabs set in tests/data.
 # Runs `qala-bench` (the engine alone: hashing, type detection, unpacking,
 # executable reports, yara-x) and `yara -r -p THREADS` (Debian's libyara CLI,
-# rules precompiled with yarac) and prints both and the ratio of MB/s.
+# rules precompiled with yarac) and prints both and the ratio of MB/s. With
+# the yara-x CLI on the PATH (`cargo install yara-x-cli` of the yara-x
+# version in Cargo.lock), also `yr scan` of the rules precompiled by `yr
+# compile`, timed as a process less its time on an empty directory (process
+# start and rule loading), against `qala-bench ... root` (the rules on each
+# file as it is, nothing unpacked; qala-bench's own timer starts with the
+# rules loaded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -51,3 +57,23 @@ qmbs = float(re.search(r'([\d.]+) MB/s', q).group(1))
 print(f"libyara: {nfiles} files, {nbytes/1e6:.1f} MB, {threads} threads: {ysecs:.2f}s, {ymbs:.1f} MB/s, {nfiles/ysecs:.0f} files/s")
 print(f"ratio qala-engine / libyara (MB/s): {qmbs/ymbs:.2f}x")
 PY
+if command -v yr >/dev/null; then
+    YRC="$CARGO_TARGET_DIR/bench-rules.yrc"
+    yr compile $(cat "$CARGO_TARGET_DIR/bench-rules.list") -o "$YRC" >/dev/null 2>&1
+    EMPTY="$(mktemp -d)"
+    R=$("$CARGO_TARGET_DIR/release/qala-bench" "$DIR" "$RULES" "$THREADS" root 2>/dev/null)
+    echo "$R"
+    T0=$(date +%s.%N); yr scan -C "$YRC" -r -p "$THREADS" "$EMPTY" >/dev/null 2>&1 || true
+    T1=$(date +%s.%N); yr scan -C "$YRC" -r -p "$THREADS" "$DIR" >/dev/null 2>&1 || true
+    T2=$(date +%s.%N)
+    rmdir "$EMPTY"
+    python3 - "$R" "$T0" "$T1" "$T2" "$BYTES" "$FILES" "$THREADS" "$(yr --version)" <<'PY'
+import re, sys
+r, t0, t1, t2, nbytes, nfiles, threads, version = sys.argv[1], *map(float, sys.argv[2:5]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7], sys.argv[8]
+start, whole = t1 - t0, t2 - t1
+scan = max(whole - start, 1e-9)
+rmbs = float(re.search(r'([\d.]+) MB/s', r).group(1))
+print(f"{version}: {nfiles} files, {threads} threads: {whole:.2f}s as a process, {start:.2f}s of it start and rule loading (an empty directory): {scan:.2f}s, {nbytes/1e6/scan:.1f} MB/s")
+print(f"ratio qala-engine root / yr scan (MB/s): {rmbs/(nbytes/1e6/scan):.2f}x")
+PY
+fi
