@@ -63,8 +63,8 @@ if command -v yr >/dev/null; then
     EMPTY="$(mktemp -d)"
     R=$("$CARGO_TARGET_DIR/release/qala-bench" "$DIR" "$RULES" "$THREADS" root 2>/dev/null)
     echo "$R"
-    T0=$(date +%s.%N); yr scan -C "$YRC" -r -p "$THREADS" "$EMPTY" >/dev/null 2>&1 || true
-    T1=$(date +%s.%N); yr scan -C "$YRC" -r -p "$THREADS" "$DIR" >/dev/null 2>&1 || true
+    T0=$(date +%s.%N); yr scan -r -p "$THREADS" -C "$YRC" "$EMPTY" >/dev/null 2>&1 || true
+    T1=$(date +%s.%N); yr scan -r -p "$THREADS" -C "$YRC" "$DIR" >/dev/null 2>&1 || true
     T2=$(date +%s.%N)
     rmdir "$EMPTY"
     python3 - "$R" "$T0" "$T1" "$T2" "$BYTES" "$FILES" "$THREADS" "$(yr --version)" <<'PY'
