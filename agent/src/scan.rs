@@ -156,7 +156,6 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
 
     type Looked = (Vec<(PathBuf, String, u64)>, u64, Result<qala_proto::v1::LookupResponse, tonic::Status>);
     let (looked_tx, mut looked_rx) = mpsc::channel::<Looked>(LOOKUPS_IN_FLIGHT * 2);
-    let lookups = Arc::new(Semaphore::new(LOOKUPS_IN_FLIGHT));
     let mut lookups_in_flight = 0usize;
     // Files to upload, waiting for a slot: a task is spawned only with one,
     // and the walk waits while lookups and this queue are full, so memory
@@ -204,13 +203,13 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
                 let mut digests: Vec<String> = files.iter().map(|f| f.1.clone()).filter(|s| !pending.contains_key(s)).collect();
                 digests.sort();
                 digests.dedup();
-                // Several batches in flight: the coordinator answers them on
+                // Several batches in flight (at most LOOKUPS_IN_FLIGHT: this
+                // branch waits otherwise): the coordinator answers them on
                 // all its cores while the walk goes on.
                 lookups_in_flight += 1;
-                let (client, tx, permits, brief) = (client.clone(), looked_tx.clone(), lookups.clone(), !opts.json);
+                let (client, tx, brief) = (client.clone(), looked_tx.clone(), !opts.json);
                 let sent = finished.lookup_sent();
                 tokio::spawn(async move {
-                    let _permit = permits.acquire_owned().await;
                     // Text output needs no executable summaries: brief answers.
                     let result = client.lookup_all(digests, brief).await;
                     let _ = tx.send((files, sent, result)).await;
