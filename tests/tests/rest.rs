@@ -72,6 +72,10 @@ impl Rest {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         let status = code.trim().parse().unwrap_or(0);
+        if status == 0 {
+            // No answer: what curl said instead.
+            return (0, Value::String(String::from_utf8_lossy(&out.stderr).into_owned()));
+        }
         (status, serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string())))
     }
 
@@ -585,4 +589,60 @@ print(s.recv(100)[:12])
     let g = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(g.contains("HTTP/1.1 400") || g.trim() == "b''", "{g}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(r.get("/v1/cluster", "analyst").0, 200);
+}
+
+/// REST uploads are admitted under the same quotas as the agents' (here a
+/// 1 MB spool): a body the spool cannot hold is answered 429 with a retry
+/// hint, raw or multipart, and the client still sending it sees that
+/// answer, never a reset connection; a refused token is answered 401 while
+/// a small body is on its way; and a file that fits is scanned, its md5 and
+/// sha1 computed by the coordinator as it received the bytes.
+#[test]
+fn refusals_reach_a_client_still_sending_and_accepted_uploads_get_every_digest() {
+    let r = start_with(&["--spool-max-bytes", "1000000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let big = write(dir.path(), "big.bin", &qala_tests::pseudo_random(7, 1_800_000));
+    let headers = dir.path().join("headers");
+    for round in 0..4 {
+        let (data, dump) = (format!("@{}", big.display()), headers.display().to_string());
+        let raw = ["-H", "Content-Type: application/octet-stream", "--data-binary", &data, "-D", &dump];
+        let (status, body) = r.call("POST", "/v1/scan", Some("admin"), &raw);
+        assert_eq!(status, 429, "round {round}: {body}");
+        assert_eq!(body["code"], "busy", "{body}");
+        assert!(body["message"].as_str().unwrap().contains("spool full"), "{body}");
+        let headers = std::fs::read_to_string(&headers).unwrap().to_ascii_lowercase();
+        assert!(headers.contains("retry-after: 1"), "{headers}");
+        let form = format!("file=@{}", big.display());
+        let (status, body) = r.call("POST", "/v1/scan", Some("admin"), &["-F", &form]);
+        assert_eq!(status, 429, "round {round}, multipart: {body}");
+    }
+    // Refused before a byte is read (analysts may not scan), the whole body
+    // on its way.
+    let (status, body) = r.post_file("/v1/scan", "analyst", &big);
+    assert_eq!(status, 403, "{body}");
+    let small = qala_tests::pseudo_random(8, 40_000);
+    let small_file = write(dir.path(), "small.bin", &small);
+    let arg = format!("@{}", small_file.display());
+    for _ in 0..4 {
+        let (status, body) = r.call(
+            "POST",
+            "/v1/scan",
+            None,
+            &["-H", "Authorization: Bearer not-a-token", "-H", "Content-Type: application/octet-stream", "--data-binary", &arg],
+        );
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, body) = r.post_file("/v1/scan", "admin", &small_file);
+    assert_eq!(status, 200, "{body}");
+    let v = &body["verdict"];
+    assert_eq!(v["verdict"], "clean", "{body}");
+    assert_eq!(v["sha256"], sha256_hex(&small), "{body}");
+    assert_eq!(v["md5"], md5_hex(&small), "{body}");
+    let sha1 = Command::new("sha1sum").arg(&small_file).output().unwrap();
+    assert_eq!(v["sha1"].as_str().unwrap(), String::from_utf8_lossy(&sha1.stdout).split_whitespace().next().unwrap());
+    // The same bytes again: the cached verdict, with the same digests.
+    let (status, again) = r.post_file("/v1/scan", "admin", &small_file);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["cached"], true, "{again}");
+    assert_eq!((&again["verdict"]["md5"], &again["verdict"]["sha1"]), (&v["md5"], &v["sha1"]));
 }

@@ -59,20 +59,36 @@ async fn json_body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T
     Ok(v)
 }
 
-/// Most of a refused caller's body read (and dropped) before the refusal
-/// is sent, so a client still sending a small body sees the answer, not a
-/// connection reset; a larger one is not read at all.
-const REFUSED_DRAIN: usize = 64 << 10;
+/// How much of a refused body is still read (and dropped) before the
+/// refusal is sent. A client still sending sees the answer, not a reset:
+/// over HTTP/2 an answer sent before the body ends is followed by a reset
+/// of the stream, and curl (7.88) then reports the reset, not the answer.
+/// A larger body announced is not read at all.
+const REFUSED_DRAIN: usize = 16 << 20;
 
 /// Answer `e` to a caller refused before its body was read.
 async fn refused(request: Request, e: ApiError) -> ApiError {
     let announced =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if announced.is_none_or(|n| n <= REFUSED_DRAIN) {
-        let body = request.into_body();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), axum::body::to_bytes(body, REFUSED_DRAIN)).await;
+        drain(request.into_body().into_data_stream(), Duration::from_secs(1)).await;
     }
     e
+}
+
+/// Read and drop what is left of a refused body, up to [`REFUSED_DRAIN`]
+/// bytes, for at most `stall` between pieces and 10 s in all; past either
+/// the stream is closed under it.
+async fn drain<E>(mut body: impl futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin, stall: Duration) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut left = REFUSED_DRAIN;
+    while left > 0 {
+        let next = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + stall), body.next());
+        match next.await {
+            Ok(Some(Ok(piece))) => left = left.saturating_sub(piece.len()),
+            _ => return,
+        }
+    }
 }
 
 pub fn router(state: AppState, max_body: usize) -> Router {
@@ -166,7 +182,10 @@ async fn lookup(
         (status = 403, body = model::ApiError), (status = 413, body = model::ApiError), (status = 429, body = model::ApiError),
         (status = 503, body = model::ApiError)))]
 async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: Request) -> Result<Json<ScanResponse>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Scan)?;
+    let caller = match s.caller(&headers, peer(&p), Op::Scan) {
+        Ok(c) => c,
+        Err(e) => return Err(refused(request, e).await),
+    };
     let max = s.core.uploads().max_file_size();
     let too_large =
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the file is over the {max} byte limit"));
@@ -179,7 +198,10 @@ async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: R
     let stall = s.core.uploads().upload_stall();
     let stalled = || ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", format!("no data for {} s", stall.as_secs()));
     // Admitted under the caller's quotas before a byte of the body is read.
-    let mut upload = s.core.uploads().admit_unhashed(&caller, max).await?;
+    let mut upload = match s.core.uploads().admit_unhashed(&caller, max).await {
+        Ok(u) => u,
+        Err(e) => return Err(refused(request, e.into()).await),
+    };
     let multipart = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -199,7 +221,10 @@ async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: R
                 .map_err(|_| stalled())?
                 .map_err(|e| ApiError::bad_request(e.body_text()))?
             {
-                upload.push(chunk).await.map_err(push_err)?;
+                if let Err(e) = upload.push(chunk).await {
+                    drain(field, stall).await;
+                    return Err(push_err(e));
+                }
             }
             break;
         }
@@ -216,7 +241,10 @@ async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: R
                     ApiError::bad_request(format!("reading the body: {e}"))
                 }
             })?;
-            upload.push(chunk).await.map_err(push_err)?;
+            if let Err(e) = upload.push(chunk).await {
+                drain(body, stall).await;
+                return Err(push_err(e));
+            }
         }
     }
     let r = s.core.uploads().scan_unhashed(&caller, upload).await?;
