@@ -29,6 +29,13 @@ command -v clamdscan >/dev/null 2>&1 || missing+=(clamdscan)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # openssl s_server is the TLS syslog receiver of the SIEM tests.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The Windows agent's tests: Wine runs it, MinGW builds the one DLL Wine 8
+# lacks, wixl builds the upgrade's MSI, osslsigncode signs and verifies.
+command -v wine >/dev/null 2>&1 || missing+=(wine64 wine)
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(gcc-mingw-w64-x86-64)
+command -v wixl >/dev/null 2>&1 || missing+=(wixl)
+command -v msiinfo >/dev/null 2>&1 || missing+=(msitools)
+command -v osslsigncode >/dev/null 2>&1 || missing+=(osslsigncode)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (needed by the tests)"
@@ -48,4 +55,6 @@ if [ ${#pip_need[@]} -gt 0 ]; then
   echo "installing ${pip_need[*]} (needed by the tests)"
   python3 -m pip install --quiet "${pip_need[@]}" || python3 -m pip install --quiet --break-system-packages "${pip_need[@]}"
 fi
+# The Windows agent the Wine tests run (incremental: seconds when built).
+./scripts/build-windows.sh
 exec cargo test --release --workspace "$@"

@@ -30,15 +30,14 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    pub fn of(m: &std::fs::Metadata) -> Self {
-        let f = FileStamp::of(m);
+    fn of(f: &FileStamp) -> Self {
         Self { size: f.size, mtime_ns: f.mtime_ns, ctime_ns: f.ctime_ns }
     }
 }
 
-/// The cache's key of a file: (device, inode).
-fn file_key(m: &std::fs::Metadata) -> (u64, u64) {
-    let f = FileStamp::of(m);
+/// The cache's key of a file: (device, inode), on Windows (volume serial,
+/// file index).
+fn file_key(f: &FileStamp) -> (u64, u64) {
     (f.dev, f.ino)
 }
 
@@ -70,7 +69,7 @@ impl HashCache {
     }
 
     /// The cached sha256 of the file `m` describes, if its stamp is unchanged.
-    pub fn get(&self, m: &std::fs::Metadata) -> Option<String> {
+    pub fn get(&self, m: &FileStamp) -> Option<String> {
         let mut entries = self.entries.lock().expect("cache lock");
         let e = entries.get_mut(&file_key(m))?;
         if e.stamp != Stamp::of(m) {
@@ -84,7 +83,7 @@ impl HashCache {
     /// A file changed in the last two seconds is not remembered: timestamps
     /// move in clock ticks, so a write in the same tick as the stat would
     /// leave the stamp equal and the digest stale (git's "racy clean").
-    pub fn put(&self, m: &std::fs::Metadata, sha256: &str) {
+    pub fn put(&self, m: &FileStamp, sha256: &str) {
         let now_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
@@ -145,7 +144,7 @@ mod tests {
         let file = dir.path().join("a");
         std::fs::write(&file, b"one").unwrap();
         let cache = HashCache::open(dir.path().join("hashes"));
-        let m = std::fs::metadata(&file).unwrap();
+        let m = FileStamp::of(&std::fs::metadata(&file).unwrap());
         assert_eq!(cache.get(&m), None);
         let sha = "ab".repeat(32);
         // Just written: not remembered yet (its stamp may still move).
@@ -162,7 +161,7 @@ mod tests {
         // Same size, new content: the ctime moved, so the entry no longer holds.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&file, b"two").unwrap();
-        assert_eq!(again.get(&std::fs::metadata(&file).unwrap()), None);
+        assert_eq!(again.get(&FileStamp::of(&std::fs::metadata(&file).unwrap())), None);
         // A damaged cache file is ignored whole.
         std::fs::write(dir.path().join("hashes"), b"QALAHC1\nshort").unwrap();
         assert!(HashCache::open(dir.path().join("hashes")).is_empty());

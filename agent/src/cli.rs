@@ -103,6 +103,32 @@ pub enum Command {
     /// Read the config file and say what the service would do (exit 2 if
     /// it does not parse).
     CheckConfig,
+    /// Prepare this machine's agent (what the MSI runs; any package may):
+    /// the config file's directory made private (Windows: SYSTEM and
+    /// Administrators only), the server and a copy of the CA written into
+    /// the config file, and with a join token, enrollment now, or, when the
+    /// coordinator cannot be reached, at the service's next start. Empty
+    /// values are ignored (an upgrade keeps what is set).
+    Setup {
+        /// Coordinator URL (https://HOST:PORT).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// CA certificate file to copy beside the config file (ca.pem).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// A fleet join token (role agent-enroll); kept in join.token
+        /// beside the config file until enrollment succeeds.
+        #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+        join_token: Option<String>,
+    },
+    /// The Windows service "QalaAgent": install (automatic start, as
+    /// LocalSystem, running `service` with this config file), uninstall,
+    /// start, stop, or run (what the service manager starts).
+    #[cfg(windows)]
+    WindowsService {
+        #[command(subcommand)]
+        action: WindowsServiceAction,
+    },
     /// Quarantined files: list, restore, purge.
     Quarantine {
         /// The quarantine directory (default: the config's, else
@@ -126,4 +152,25 @@ pub enum QuarantineCommand {
     Restore { id: String },
     /// Delete ID from the quarantine for good.
     Purge { id: String },
+    /// Who may read the quarantine: its directory's mode and owner (Unix);
+    /// on Windows the access list the agent sets and the one the directory
+    /// has now, as SDDL.
+    Access,
+}
+
+/// What `windows-service` does.
+#[cfg(windows)]
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum WindowsServiceAction {
+    /// Register the service (automatic start, LocalSystem).
+    Install,
+    /// Stop and remove the service.
+    Uninstall,
+    /// Start it.
+    Start,
+    /// Stop it.
+    Stop,
+    /// Run as the service (the service manager's command; logs to
+    /// agent.log beside the config file).
+    Run,
 }

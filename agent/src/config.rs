@@ -56,7 +56,11 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// Where the service looks for its configuration by default.
+#[cfg(not(windows))]
 pub const DEFAULT_PATH: &str = "/etc/qala/agent.toml";
+/// The configuration file's default place on Windows (the MSI writes it).
+#[cfg(windows)]
+pub const DEFAULT_PATH: &str = r"C:\ProgramData\Qala\agent.toml";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -495,6 +499,35 @@ pub fn write_enrollment(path: &Path, url: &str, ca: Option<&Path>, token_file: &
     server["token_file"] = toml_edit::value(token_file.display().to_string());
     server["agent_id"] = toml_edit::value(agent_id);
     crate::fsutil::write_atomic(path, doc.to_string().as_bytes()).map_err(|source| ConfigError::Io { path: shown(), source })
+}
+
+/// Set `[server]`'s `url` and `ca` in the config file at `path` (made if
+/// missing), keeping everything else in it.
+pub fn write_server(path: &Path, url: Option<&str>, ca: Option<&Path>) -> Result<(), ConfigError> {
+    let shown = || path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(ConfigError::Io { path: shown(), source }),
+    };
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Invalid { path: shown(), message: e.to_string() })?;
+    let server = doc.entry("server").or_insert(toml_edit::table());
+    let server =
+        server.as_table_mut().ok_or_else(|| ConfigError::Invalid { path: shown(), message: "[server] is not a table".into() })?;
+    if let Some(url) = url {
+        server["url"] = toml_edit::value(url);
+    }
+    if let Some(ca) = ca {
+        server["ca"] = toml_edit::value(ca.display().to_string());
+    }
+    crate::fsutil::write_atomic(path, doc.to_string().as_bytes()).map_err(|source| ConfigError::Io { path: shown(), source })
+}
+
+/// Where `setup` keeps a join token until enrollment succeeds: beside the
+/// config file.
+pub fn pending_join_token(config: &Path) -> PathBuf {
+    config.parent().map(|d| d.join("join.token")).unwrap_or_else(|| "join.token".into())
 }
 
 #[cfg(test)]

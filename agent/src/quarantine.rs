@@ -162,7 +162,7 @@ impl Quarantine {
         f.sync_all()?;
         // Unlink only the inode that was copied (not one swapped in since),
         // in its directory reached without following a link.
-        if let Err(e) = crate::os::remove_same(path, &FileStamp::of(&m)) {
+        if let Err(e) = crate::os::remove_same(path, &FileStamp::open(&src, &m)?) {
             self.purge(&id)?;
             return Err(QuarantineError::Refused(format!("{} was not removed ({e}): not quarantined", path.display())));
         }

@@ -277,7 +277,7 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
     }
     summary.read_bytes = stats.bytes_read.load(std::sync::atomic::Ordering::Relaxed);
     summary.from_hash_cache = stats.from_cache.load(std::sync::atomic::Ordering::Relaxed);
-    summary.rchar = own_rchar();
+    summary.rchar = crate::os::bytes_read();
     let line = summary.line(start.elapsed().as_secs_f64());
     if opts.json {
         eprintln!("{line}");
@@ -285,14 +285,6 @@ pub async fn run(client: Client, opts: ScanOptions) -> Summary {
         println!("{line}");
     }
     summary
-}
-
-/// All bytes this process has read through read(2) so far (`rchar` of
-/// `/proc/self/io`: files, the hash cache, sockets): what the summary
-/// reports next to the file content read.
-fn own_rchar() -> u64 {
-    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
-    io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// The hash cache at `path`, if any.

@@ -8,8 +8,8 @@
 //! reported, never dropped; a file left out by a rule is reported skipped.
 
 use crate::cache::HashCache;
-use crate::os::{is_mount_point, is_pseudo_fs, open_regular};
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use crate::os::{FileStamp, is_locked, is_mount_point, is_pseudo_fs, open_regular};
+use globset::{GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,10 @@ impl Excludes {
     pub fn new(globs: &[String]) -> Result<Self, globset::Error> {
         let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         for g in globs {
-            let glob = Glob::new(g)?;
+            // Windows: paths are matched with `/` for `\` and case ignored,
+            // as the file system does.
+            let g = if cfg!(windows) { g.replace('\\', "/") } else { g.clone() };
+            let glob = globset::GlobBuilder::new(&g).case_insensitive(cfg!(windows)).build()?;
             if g.contains('/') {
                 paths.add(glob)
             } else {
@@ -133,7 +136,8 @@ fn file(path: PathBuf, opts: &WalkOptions, stats: &WalkStats) -> Found {
         }
         if let Some(cache) = &opts.cache
             && m.is_file()
-            && let Some(sha256) = cache.get(&m)
+            && let Ok(stamp) = FileStamp::at(&path, &m)
+            && let Some(sha256) = cache.get(&stamp)
         {
             stats.from_cache.fetch_add(1, Ordering::Relaxed);
             return Found::File { path, sha256, size: m.len() };
@@ -141,12 +145,16 @@ fn file(path: PathBuf, opts: &WalkOptions, stats: &WalkStats) -> Found {
     }
     let (f, m) = match open_regular(&path) {
         Ok(x) => x,
+        Err(e) if is_locked(&e) => return Found::Skipped { path, reason: e.to_string() },
         Err(e) => return Found::Error { path, error: e.to_string() },
     };
+    let stamp = FileStamp::open(&f, &m);
     match hash_reader(f, Some(stats)) {
         Ok((sha256, size)) => {
-            if let Some(cache) = &opts.cache {
-                cache.put(&m, &sha256);
+            if let Some(cache) = &opts.cache
+                && let Ok(stamp) = stamp
+            {
+                cache.put(&stamp, &sha256);
             }
             Found::File { path, sha256, size }
         }

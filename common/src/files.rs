@@ -4,19 +4,43 @@
 //! given its final mode on its descriptor before a byte is written
 //! (whatever the umask), and renamed into place; a log is appended to only
 //! if it is a regular file reached without a link.
+//!
+//! On Windows the mode is not used: a new file takes the access control
+//! list its directory passes on (the agent's directories are made for
+//! SYSTEM and Administrators), and `FILE_FLAG_OPEN_REPARSE_POINT` stands
+//! for `O_NOFOLLOW`.
 
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+#[cfg(unix)]
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+#[cfg(windows)]
+use std::os::windows::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// `FILE_FLAG_OPEN_REPARSE_POINT`: open a link or junction itself, never
+/// what it points to.
+#[cfg(windows)]
+const OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+/// `FILE_ATTRIBUTE_REPARSE_POINT`.
+#[cfg(windows)]
+const ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Create `path`, which must not exist (not even as a link), with `mode`.
+#[cfg(unix)]
 pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
     let f =
         OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
-    f.set_permissions(Permissions::from_mode(mode))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     Ok(f)
+}
+
+/// Create `path`, which must not exist (not even as a link); its access
+/// is its directory's (`mode` is for Unix).
+#[cfg(windows)]
+pub fn create_new(path: &Path, _mode: u32) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).custom_flags(OPEN_REPARSE_POINT).open(path)
 }
 
 /// A temporary name beside `path` that no other writer uses.
@@ -48,6 +72,7 @@ pub fn replace(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 
 /// Open `path` to append to, created with `mode` if new; refused if it is
 /// a link, or neither a regular file nor a character device (`/dev/null`).
+#[cfg(unix)]
 pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
     let f = OpenOptions::new()
         .append(true)
@@ -69,9 +94,26 @@ pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
     Ok(f)
 }
 
-#[cfg(test)]
+/// Open `path` to append to, created if new; refused if it is a link or
+/// junction, or not a regular file (`mode` is for Unix).
+#[cfg(windows)]
+pub fn open_append(path: &Path, _mode: u32) -> io::Result<File> {
+    use std::os::windows::fs::MetadataExt;
+    let f = OpenOptions::new().append(true).create(true).custom_flags(OPEN_REPARSE_POINT).open(path)?;
+    let m = f.metadata()?;
+    if m.file_attributes() & ATTRIBUTE_REPARSE_POINT != 0 {
+        return Err(io::Error::other(format!("{} is a link or junction", path.display())));
+    }
+    if !m.is_file() {
+        return Err(io::Error::other(format!("{} is not a regular file", path.display())));
+    }
+    Ok(f)
+}
+
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
     use std::os::unix::fs::symlink;
 
     #[test]

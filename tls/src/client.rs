@@ -128,6 +128,8 @@ pub fn read_token(file: Option<&Path>, given: Option<&str>) -> Result<Option<Str
         Some(f) => {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| TlsError::File { path: f.display().to_string(), message: e.to_string() })?;
+            // (On Windows the file's access list is its directory's.)
+            #[cfg(unix)]
             if let Ok(meta) = std::fs::metadata(f) {
                 use std::os::unix::fs::PermissionsExt;
                 if meta.permissions().mode() & 0o077 != 0 {

@@ -1,6 +1,7 @@
 //! Where the agent keeps its own files when the configuration does not
-//! say: system-wide for root (`/var/lib/qala`, `/var/cache/qala`), else
-//! under the user's base directories, which the binary reads from the
+//! say: system-wide for root (`/var/lib/qala`, `/var/cache/qala`; on
+//! Windows, for an elevated agent or the service, `%ProgramData%\Qala`),
+//! else under the user's base directories, which the binary reads from the
 //! environment (the library reads none).
 
 use std::path::PathBuf;
@@ -14,6 +15,15 @@ pub struct UserDirs {
     pub data: Option<PathBuf>,
     /// `$XDG_CACHE_HOME`, else `~/.cache`.
     pub cache: Option<PathBuf>,
+    /// Windows: `%ProgramData%` (the system's data, `C:\ProgramData`).
+    pub program_data: Option<PathBuf>,
+}
+
+/// Where an elevated agent keeps its files on Windows, below
+/// `%ProgramData%` (the MSI makes it with an access list for SYSTEM and
+/// Administrators).
+pub fn windows_system_dir(program_data: Option<&std::path::Path>) -> PathBuf {
+    program_data.map(PathBuf::from).unwrap_or_else(|| PathBuf::from(r"C:\ProgramData")).join("Qala")
 }
 
 /// The default places of the agent's files.
@@ -33,6 +43,15 @@ impl PrivateDirs {
     /// For root, the system's places; for anyone else, `user`'s (the
     /// current directory when a base directory is unknown).
     pub fn new(root: bool, user: &UserDirs) -> Self {
+        if root && cfg!(windows) {
+            let d = windows_system_dir(user.program_data.as_deref());
+            return Self {
+                spool: d.join("spool"),
+                quarantine: d.join("quarantine"),
+                hash_cache: Some(d.join("hashes")),
+                crl_cache: d.join("crls.pem"),
+            };
+        }
         if root {
             return Self {
                 spool: PathBuf::from("/var/lib/qala/spool"),
@@ -57,7 +76,12 @@ mod tests {
 
     #[test]
     fn root_uses_the_system_places_others_their_own() {
-        let user = UserDirs { state: Some("/h/.local/state".into()), data: Some("/h/.local/share".into()), cache: None };
+        let user = UserDirs {
+            state: Some("/h/.local/state".into()),
+            data: Some("/h/.local/share".into()),
+            cache: None,
+            program_data: None,
+        };
         let me = PrivateDirs::new(false, &user);
         assert_eq!(me.spool, PathBuf::from("/h/.local/state/qala/spool"));
         assert_eq!(me.quarantine, PathBuf::from("/h/.local/share/qala/quarantine"));

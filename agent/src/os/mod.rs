@@ -6,7 +6,8 @@
 //! owner, mode and times, the paths of private data never uploaded
 //! ([`PRIVATE_DATA`]), the default places of the agent's own data
 //! ([`dirs`]), and (Linux) fanotify ([`fanotify`]). Everything else in the
-//! crate is portable; another OS is one more file family here.
+//! crate is portable; another OS is one more file family here (`unix.rs`,
+//! `windows.rs`).
 
 pub mod dirs;
 #[cfg(target_os = "linux")]
@@ -15,9 +16,18 @@ pub mod fanotify;
 pub mod inotify;
 #[cfg(unix)]
 mod unix;
+#[cfg(windows)]
+mod windows;
 
 #[cfg(unix)]
 pub use unix::{
-    DirFd, FileStamp, IoClass, Ownership, PRIVATE_DATA, create_private, files_below, is_mount_point, is_pseudo_fs, is_root,
-    lower_priority, mkdir_private, open_regular, os_description, process_cpu, remove_same, resolve_root, walk_nofollow,
+    DirFd, FileStamp, IoClass, Ownership, PRIVATE_DATA, bytes_read, create_private, files_below, is_locked, is_mount_point,
+    is_pseudo_fs, is_root, lower_priority, mkdir_private, open_regular, os_description, process_cpu, remove_same, resolve_root,
+    walk_nofollow,
+};
+#[cfg(windows)]
+pub use windows::{
+    DirFd, FileStamp, IoClass, Ownership, PRIVATE_DATA, PRIVATE_SDDL, bytes_read, create_private, files_below, is_locked,
+    is_mount_point, is_pseudo_fs, is_root, lower_priority, mkdir_private, open_regular, os_description, private_sddl,
+    process_cpu, remove_same, resolve_root, sddl_of, sddl_round_trip, set_sddl,
 };

@@ -67,6 +67,17 @@ impl FileStamp {
         }
     }
 
+    /// The stamp of the file at `path`, whose `symlink_metadata` is `m`
+    /// (here `m` says all; Windows opens the file for its identity).
+    pub fn at(_path: &Path, m: &Metadata) -> std::io::Result<Self> {
+        Ok(Self::of(m))
+    }
+
+    /// The stamp of the open `file`, whose metadata is `m`.
+    pub fn open(_file: &File, m: &Metadata) -> std::io::Result<Self> {
+        Ok(Self::of(m))
+    }
+
     /// Whether `other` is the same file (not one put at its path since).
     pub fn same_file(&self, other: &FileStamp) -> bool {
         (self.dev, self.ino) == (other.dev, other.ino)
@@ -118,6 +129,12 @@ pub fn open_regular(path: &Path) -> std::io::Result<(File, Metadata)> {
         return Err(std::io::Error::other("not a regular file"));
     }
     Ok((f, m))
+}
+
+/// Whether `e` says another process holds the file locked (Windows only:
+/// Unix has no mandatory locks the agent meets).
+pub fn is_locked(_e: &std::io::Error) -> bool {
+    false
 }
 
 /// Filesystems that are views of the kernel, not files: never entered
@@ -200,6 +217,14 @@ pub fn process_cpu() -> Duration {
     // SAFETY: a valid timespec to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// All bytes this process has read through read(2) so far (`rchar` of
+/// `/proc/self/io`: files, the hash cache, sockets): what the summary
+/// reports next to the file content read.
+pub fn bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("rchar:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Create `path`, which must not exist (not even as a link), readable by

@@ -54,7 +54,34 @@ fn glob_escape(p: &Path) -> String {
     out
 }
 
-/// Run the service until SIGTERM or SIGINT. `cfg`'s paths are filled in
+/// Asked to stop: SIGTERM or SIGINT.
+#[cfg(unix)]
+async fn stop_requested() -> Result<(), ServiceError> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ServiceError::Io("SIGTERM handler", e))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+/// Set by the Windows service's control handler when the service manager
+/// asks the service to stop (or the system shuts down).
+#[cfg(windows)]
+pub static STOP: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Asked to stop: Ctrl+C, or the service manager ([`STOP`]).
+#[cfg(windows)]
+async fn stop_requested() -> Result<(), ServiceError> {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = STOP.notified() => {}
+    }
+    Ok(())
+}
+
+/// Run the service until SIGTERM or SIGINT (Windows: Ctrl+C or [`STOP`]). `cfg`'s paths are filled in
 /// (see [`crate::config::PathsConfig::fill`]).
 pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(), ServiceError> {
     let root = crate::os::is_root();
@@ -224,12 +251,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
         }),
     );
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| ServiceError::Io("SIGTERM handler", e))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    stop_requested().await?;
     let _ = stop_tx.send(true);
     // The files being answered get a few seconds to finish (the unit allows
     // 20); a longer scheduled walk is cut off and runs again next time.

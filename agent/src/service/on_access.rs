@@ -73,7 +73,7 @@ impl OnAccess {
         if m.len() > self.max_size {
             return later(format!("over the on-access size cap ({} bytes)", self.max_size));
         }
-        let sha = match self.cache.as_ref().and_then(|c| c.get(&m)) {
+        let sha = match self.cache.as_ref().and_then(|c| c.get(&crate::os::FileStamp::of(&m))) {
             Some(s) => s,
             None => {
                 let Ok(_permit) = self.hashing.try_acquire() else {

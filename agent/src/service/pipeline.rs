@@ -103,7 +103,7 @@ fn unreachable(s: &tonic::Status) -> bool {
 }
 
 fn entry_for(path: &Path, sha256: &str, size: u64) -> Entry {
-    let m = path.symlink_metadata().map(|m| FileStamp::of(&m)).unwrap_or_default();
+    let m = path.symlink_metadata().and_then(|m| FileStamp::at(path, &m)).unwrap_or_default();
     Entry {
         sha256: sha256.to_string(),
         size,
@@ -409,10 +409,11 @@ impl Pipeline {
 /// Delete `path` only if it still holds the content that was scanned.
 fn delete_if_same(path: &Path, sha256: &str) -> Result<(), String> {
     let (f, m) = crate::os::open_regular(path).map_err(|e| e.to_string())?;
+    let stamp = FileStamp::open(&f, &m).map_err(|e| e.to_string())?;
     let (now, _) = crate::walk::hash_reader(f, None).map_err(|e| e.to_string())?;
     if now != sha256 {
         return Err(format!("changed since it was scanned (sha256 {now}): not deleted"));
     }
     // Unlinked in its directory reached without links, if still this inode.
-    crate::os::remove_same(path, &FileStamp::of(&m)).map_err(|e| e.to_string())
+    crate::os::remove_same(path, &stamp).map_err(|e| e.to_string())
 }

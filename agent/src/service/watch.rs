@@ -69,7 +69,6 @@ fn files_of(paths: Vec<PathBuf>, excludes: &Excludes) -> Vec<PathBuf> {
     for p in paths {
         match p.symlink_metadata() {
             Ok(m) if m.is_dir() => {
-                #[cfg(unix)]
                 files.extend(crate::os::files_below(&p, &|q| excludes.matches(q)).unwrap_or_default());
             }
             Ok(m) if !m.file_type().is_symlink() => files.push(p),

@@ -8,7 +8,10 @@ mod enroll;
 mod lookup;
 mod quarantine;
 mod scan;
+mod setup;
 mod status;
+#[cfg(windows)]
+mod winsvc;
 
 use clap::Parser;
 use qala_agent::cli::{Cli, Command};
@@ -22,20 +25,31 @@ use std::path::PathBuf;
 
 fn main() {
     qala_common::limit_malloc_arenas(2);
+    let cli = Cli::parse();
+    #[cfg(windows)]
+    if let Command::WindowsService { action } = cli.command {
+        std::process::exit(winsvc::command(cli, action));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    // An explicit --config must exist; the default one may not.
-    let explicit = std::env::args_os().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="))
-        || std::env::var_os("QALA_CONFIG").is_some();
+    std::process::exit(agent_main(cli));
+}
+
+/// Run the command `cli` names; its exit code.
+fn agent_main(cli: Cli) -> i32 {
+    // An explicit --config must exist; the default one may not, nor the
+    // one `setup` is to write.
+    let explicit = (std::env::args_os().any(|a| a == "--config" || a.to_string_lossy().starts_with("--config="))
+        || std::env::var_os("QALA_CONFIG").is_some())
+        && !matches!(cli.command, Command::Setup { .. });
     let mut cfg = match AgentConfig::load(&cli.config, explicit) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("qala-agent: {}", safe_lines(&e.to_string()));
-            std::process::exit(exit::ERROR);
+            return exit::ERROR;
         }
     };
     let user = user_dirs();
@@ -59,17 +73,16 @@ fn main() {
     // need no cross-thread wake-ups (measured: agent CPU in the throughput
     // benchmark, see the README).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    let code = match runtime.block_on(run(cli, cfg)) {
+    match runtime.block_on(run(cli, cfg)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("qala-agent: {}", safe_lines(&format!("{e:#}")));
             exit::ERROR
         }
-    };
-    std::process::exit(code);
+    }
 }
 
-async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
+async fn run(cli: Cli, mut cfg: AgentConfig) -> anyhow::Result<i32> {
     qala_tls::install_crypto_provider();
     if let Command::CheckConfig = &cli.command {
         println!(
@@ -93,6 +106,28 @@ async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
     }
     let server = cli.server.clone().or(cfg.server.url.clone()).unwrap_or_else(|| "https://127.0.0.1:7000".into());
     let ca = cli.ca.clone().or(cfg.server.ca.clone());
+    if let Command::Setup { server, ca_file, join_token } = &cli.command {
+        return setup::run(&cli, server.clone(), ca_file.clone(), join_token.clone(), cfg.paths.crl_cache.clone()).await;
+    }
+    // A join token `setup` could not use yet: the service enrolls first,
+    // trying again every minute until the coordinator answers.
+    if matches!(cli.command, Command::Service { .. })
+        && cfg.server.token_file.is_none()
+        && cli.token_file.is_none()
+        && cli.token.is_none()
+        && cli.cert.is_none()
+        && qala_agent::config::pending_join_token(&cli.config).exists()
+    {
+        loop {
+            match setup::enroll_pending(&cli, &cli.config, cfg.paths.crl_cache.clone()).await {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "enrollment failed; trying again in 60 s"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        }
+        let enrolled = AgentConfig::load(&cli.config, true)?;
+        cfg.server = enrolled.server;
+    }
     if let Command::Enroll { join_token_file, token_out } = &cli.command {
         return enroll::run(&cli, &server, ca, cfg.paths.crl_cache.clone(), join_token_file, token_out.clone()).await;
     }
@@ -104,7 +139,11 @@ async fn run(cli: Cli, cfg: AgentConfig) -> anyhow::Result<i32> {
     let hostname = || gethostname::gethostname().to_string_lossy().into_owned();
     let agent_id = cli.agent_id.clone().or(cfg.server.agent_id.clone()).unwrap_or_else(hostname);
     match cli.command {
-        Command::Quarantine { .. } | Command::Enroll { .. } | Command::CheckConfig => unreachable!("handled above"),
+        Command::Quarantine { .. } | Command::Enroll { .. } | Command::CheckConfig | Command::Setup { .. } => {
+            unreachable!("handled above")
+        }
+        #[cfg(windows)]
+        Command::WindowsService { .. } => unreachable!("handled in main"),
         Command::Service { .. } => {
             let client = client.with_upload_rate(cfg.limits.upload_bytes_per_sec.0);
             qala_agent::service::run(cfg, client, agent_id).await?;
@@ -129,6 +168,14 @@ fn safe_lines(text: &str) -> String {
 /// The XDG base directories from the environment: `$XDG_*_HOME` when set
 /// to an absolute path (the specification ignores relative ones), else
 /// under `$HOME`.
+#[cfg(windows)]
+fn user_dirs() -> UserDirs {
+    let var = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    let local = var("LOCALAPPDATA");
+    UserDirs { state: local.clone(), data: local.clone(), cache: local, program_data: var("ProgramData") }
+}
+
+#[cfg(not(windows))]
 fn user_dirs() -> UserDirs {
     let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute());
     let base = |var: &str, fallback: &str| {
@@ -138,5 +185,6 @@ fn user_dirs() -> UserDirs {
         state: base("XDG_STATE_HOME", ".local/state"),
         data: base("XDG_DATA_HOME", ".local/share"),
         cache: base("XDG_CACHE_HOME", ".cache"),
+        program_data: None,
     }
 }

@@ -1,4 +1,4 @@
-//! `qala-agent quarantine list | restore | purge`.
+//! `qala-agent quarantine list | restore | purge | access`.
 
 use qala_agent::cli::QuarantineCommand;
 use qala_agent::exit;
@@ -11,8 +11,27 @@ pub fn run(dir: &Path, command: &QuarantineCommand) -> anyhow::Result<i32> {
     if !dir.exists() {
         anyhow::bail!("{}: no quarantine here", dir.display());
     }
+    if let QuarantineCommand::Access = command {
+        // Read as it is (opening the quarantine would set it again).
+        // The list the agent sets, as the system parses it, and the list
+        // the system reports for the directory now (under Wine: made up
+        // from the Unix mode, as Wine keeps no access lists).
+        #[cfg(windows)]
+        {
+            println!("set: {}", qala_agent::os::sddl_round_trip(&qala_agent::os::private_sddl())?);
+            println!("now: {}", qala_agent::os::sddl_of(dir)?);
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(dir)?;
+            println!("mode {:o} uid {} gid {}", m.mode() & 0o7777, m.uid(), m.gid());
+        }
+        return Ok(exit::CLEAN);
+    }
     let q = Quarantine::open(dir)?;
     match command {
+        QuarantineCommand::Access => unreachable!("answered above"),
         QuarantineCommand::List { json } => {
             for r in q.list()? {
                 match r {

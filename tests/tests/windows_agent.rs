@@ -1,0 +1,373 @@
+//! The Windows agent (`qala-agent.exe`, built by `scripts/build-windows.sh`)
+//! under Wine, against a Linux cluster on loopback over TLS: a scan finds
+//! EICAR in a zip in a zip (exit 1), the rescan reads no file content (the
+//! hash cache keyed by volume serial and file index), lookup-only uploads
+//! nothing, quarantine and restore are byte-identical and the quarantine
+//! directory's access list is SYSTEM and Administrators (read back: Wine
+//! does not enforce access lists), and the service loop picks up a new file
+//! in a watched folder.
+//!
+//! The executable is `$QALA_WINDOWS_AGENT`, else where the build script
+//! puts it; `scripts/test.sh` builds it first. Each run makes a Wine prefix
+//! of its own, with the `bcryptprimitives.dll` stand-in Wine 8 lacks
+//! (`tests/windows/`, built here with MinGW).
+
+use qala_tests::{Cluster, eicar, repo_root, sha256_hex, wait_for, zip_of};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// The Windows agent to test.
+fn agent_exe() -> PathBuf {
+    let p = std::env::var_os("QALA_WINDOWS_AGENT").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("QALA_WINDOWS_TARGET_DIR").unwrap_or_else(|| "/var/tmp/qala-win-target".into());
+        PathBuf::from(target).join("windows/qala-agent.exe")
+    });
+    assert!(p.exists(), "{} not found: build it with scripts/build-windows.sh (scripts/test.sh does)", p.display());
+    p
+}
+
+/// `/tmp/x/y` as Wine sees it: `Z:\tmp\x\y`.
+fn win(p: &Path) -> String {
+    format!("Z:{}", p.display()).replace('/', "\\")
+}
+
+/// A Wine prefix of this test's own.
+struct Wine {
+    prefix: tempfile::TempDir,
+}
+
+impl Wine {
+    fn new() -> Wine {
+        let prefix = tempfile::tempdir().unwrap();
+        let wine = Wine { prefix };
+        let out = wine.command("wineboot").arg("--init").output().expect("wineboot (apt-get install wine64)");
+        assert!(out.status.success(), "wineboot: {}", String::from_utf8_lossy(&out.stderr));
+        let dll = wine.prefix.path().join("drive_c/windows/system32/bcryptprimitives.dll");
+        let src = repo_root().join("tests/windows");
+        let out = Command::new("x86_64-w64-mingw32-gcc")
+            .args(["-shared", "-O2", "-o"])
+            .arg(&dll)
+            .arg(src.join("bcryptprimitives.c"))
+            .arg(src.join("bcryptprimitives.def"))
+            .arg("-ladvapi32")
+            .output()
+            .expect("x86_64-w64-mingw32-gcc (apt-get install gcc-mingw-w64-x86-64)");
+        assert!(out.status.success(), "building the DLL stand-in: {}", String::from_utf8_lossy(&out.stderr));
+        wine
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("WINEPREFIX", self.prefix.path())
+            .env("WINEDEBUG", "-all")
+            // No Mono or Gecko installer prompts.
+            .env("WINEDLLOVERRIDES", "mscoree=;mshtml=")
+            .env_remove("DISPLAY")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `wine qala-agent.exe ARGS`.
+    fn agent(&self, args: &[&str]) -> Output {
+        let mut c = self.command("wine");
+        c.arg(agent_exe()).args(args);
+        c.output().unwrap()
+    }
+
+    fn shutdown(&self) {
+        let _ = self.command("wineserver").arg("-k").status();
+    }
+}
+
+impl Drop for Wine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn json_lines(o: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `dir` is the agent's alone. The access list the agent sets, as Windows'
+/// own parser reads it: protected, SYSTEM and Administrators, no one else.
+/// Wine keeps no access lists (it maps them to Unix modes and makes the
+/// list it reports up from the mode), so what the directory has is checked
+/// as far as Wine can tell: no entry for Everyone, Users or Authenticated
+/// Users, and no permission bits for others on the Unix side.
+fn assert_private(wine: &Wine, dir: &Path) {
+    let out = wine.agent(&["quarantine", "--dir", &win(dir), "access"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |tag: &str| {
+        stdout.lines().find_map(|l| l.strip_prefix(tag)).unwrap_or_else(|| panic!("no {tag} in {stdout}")).to_string()
+    };
+    let (set, now) = (line("set: "), line("now: "));
+    assert!(set.starts_with("D:P"), "protected, nothing inherited: {set}");
+    assert!(set.contains("(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"), "{set}");
+    assert!(set.matches("(A;").count() <= 3, "SYSTEM, Administrators and at most the agent's own user: {set}");
+    for sddl in [&set, &now] {
+        assert!(!sddl.contains(";;;WD)") && !sddl.contains(";;;BU)") && !sddl.contains(";;;AU)"), "no one else: {sddl}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o007, 0, "{}: mode {mode:o}", dir.display());
+}
+
+#[test]
+fn the_windows_agent_scans_caches_quarantines_and_watches_under_wine() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let wine = Wine::new();
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    let inner = zip_of(&[("eicar.com", &eicar())]);
+    let outer = zip_of(&[("inner.zip", &inner)]);
+    std::fs::write(tree.join("sub/nested.zip"), &outer).unwrap();
+    std::fs::write(tree.join("report.txt"), b"quarterly figures, nothing to see").unwrap();
+    std::fs::write(tree.join("notes.txt"), qala_tests::pseudo_random(3, 100_000)).unwrap();
+    let common = [
+        "--server".to_string(),
+        cluster.url(),
+        "--ca".into(),
+        win(&cluster.ca()),
+        "--token-file".into(),
+        win(&cluster.token_file("agent")),
+    ];
+    let common: Vec<&str> = common.iter().map(String::as_str).collect();
+    let tree_w = win(&tree);
+    let scan = |extra: &[&str]| {
+        let mut args = common.clone();
+        args.push("scan");
+        args.extend(extra);
+        args.push(&tree_w);
+        wine.agent(&args)
+    };
+
+    // Lookup-only first: nothing is known, nothing is uploaded.
+    let out = scan(&["--lookup-only"]);
+    let summary = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    assert!(summary.contains(" 0 uploaded (0 bytes)"), "{}", text(&out));
+    assert!(summary.contains("3 unknown"), "{}", text(&out));
+
+    // The scan: EICAR two zips deep is malicious, exit 1.
+    let out = scan(&["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let lines = json_lines(&out);
+    let nested = lines.iter().find(|l| l["path"].as_str().is_some_and(|p| p.ends_with(r"sub\nested.zip"))).expect("nested.zip");
+    assert_eq!(nested["verdict"], "malicious", "{nested}");
+    assert_eq!(nested["sha256"], sha256_hex(&outer));
+    assert!(nested["path"].as_str().unwrap().starts_with(r"Z:\"), "{nested}");
+    assert_eq!(lines.iter().filter(|l| l["verdict"] == "clean").count(), 2, "{lines:?}");
+
+    // The rescan reads no file content: every file from the hash cache.
+    let out = scan(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let summary = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    assert!(summary.contains("read 0 bytes of file content (3 files from the hash cache"), "{}", text(&out));
+
+    // The service: a file dropped in a watched folder is judged and
+    // quarantined; restored byte-identical; the quarantine is for SYSTEM
+    // and Administrators only.
+    let watched = d.path().join("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let qdir = d.path().join("quarantine");
+    let qdir_w = win(&qdir);
+    let config = d.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[watch]\npaths = [{:?}]\ndebounce_ms = 300\n\n[actions]\nmalicious = \"quarantine\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\n",
+            win(&watched),
+            qdir_w,
+            win(&d.path().join("spool")),
+            win(&d.path().join("svc-hashes")),
+            win(&d.path().join("crls.pem")),
+        ),
+    )
+    .unwrap();
+    let log = d.path().join("service.log");
+    let mut svc = wine
+        .command("wine")
+        .arg(agent_exe())
+        .args(["--config", &win(&config)])
+        .args(&common)
+        .arg("service")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(d.path().join("service.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let events = || -> Vec<Value> {
+        std::fs::read_to_string(&log).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let service_log =
+        || format!("{:?} {:?}", std::fs::read_to_string(&log), std::fs::read_to_string(d.path().join("service.err")));
+    wait_for("the service to start", Duration::from_secs(60), || events().iter().any(|e| e["event"] == "started").then_some(()))
+        .unwrap_or_else(|e| panic!("{e}: {}", service_log()));
+    let victim = watched.join("dropped.zip");
+    std::fs::write(&victim, &outer).unwrap();
+    let verdict = wait_for("a verdict for the dropped file", Duration::from_secs(60), || {
+        events().into_iter().find(|e| e["event"] == "verdict" && e["path"].as_str().is_some_and(|p| p.ends_with("dropped.zip")))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", service_log()));
+    assert_eq!(verdict["verdict"], "malicious", "{verdict}");
+    wait_for("the file to be quarantined", Duration::from_secs(30), || (!victim.exists()).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}: {}", service_log()));
+    let _ = svc.kill();
+    let _ = svc.wait();
+
+    let listed = wine.agent(&["quarantine", "--dir", &qdir_w, "list", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let items = json_lines(&listed);
+    assert_eq!(items.len(), 1, "{}", text(&listed));
+    let id = items[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(items[0]["original_path"], win(&victim).as_str());
+    let stored: Vec<u8> = std::fs::read_dir(&qdir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "bin"))
+        .flat_map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert!(
+        !stored.is_empty() && !stored.windows(4).any(|w| w == b"PK\x03\x04"),
+        "the quarantined bytes are not kept as they were"
+    );
+    assert_private(&wine, &qdir);
+    let out = wine.agent(&["quarantine", "--dir", &qdir_w, "restore", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(&victim).unwrap(), outer, "restored byte-identical");
+}
+
+/// The MSI beside the exe.
+fn agent_msi() -> PathBuf {
+    agent_exe().with_file_name("qala-agent.msi")
+}
+
+/// `wine reg query KEY`: its output, or None if the key is not there.
+fn reg_query(wine: &Wine, key: &str) -> Option<String> {
+    let out = wine.command("wine").args(["reg", "query", key]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The products installed whose display name is "Qala agent": their
+/// DisplayVersion values.
+fn installed_versions(wine: &Wine) -> Vec<String> {
+    let root = r"HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall";
+    let list = reg_query(wine, root).unwrap_or_default();
+    list.lines()
+        .filter(|l| l.trim_start().starts_with("HKEY_LOCAL_MACHINE"))
+        .filter_map(|k| reg_query(wine, k.trim()))
+        .filter(|v| v.contains("Qala agent"))
+        .filter_map(|v| {
+            v.lines().find(|l| l.contains("DisplayVersion")).and_then(|l| l.split_whitespace().last()).map(String::from)
+        })
+        .collect()
+}
+
+#[test]
+fn the_msi_installs_enrolls_upgrades_and_uninstalls_under_wine() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    cluster.add_token("agent-enroll", "fleet").unwrap();
+    let wine = Wine::new();
+    let d = tempfile::tempdir().unwrap();
+    // Version 2: the same program packaged as 0.1.1 (wixl, as the build script does).
+    let v2 = d.path().join("v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::copy(agent_exe(), v2.join("qala-agent.exe")).unwrap();
+    let out = Command::new("wixl")
+        .current_dir(&v2)
+        .args(["-a", "x64", "-D", "Version=0.1.1", "-D", "AgentExe=qala-agent.exe", "-o", "qala-agent.msi"])
+        .arg(repo_root().join("deploy/windows/qala-agent.wxs"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "wixl: {}", text(&out));
+    let token = cluster.token("fleet");
+    let install = |msi: &Path, props: &[String]| {
+        let out = wine.command("wine").args(["msiexec", "/i", &win(msi), "/qn"]).args(props).output().unwrap();
+        assert!(out.status.success(), "msiexec /i {}: {}", msi.display(), text(&out));
+    };
+    let c = wine.prefix.path().join("drive_c");
+    let (exe, data) = (c.join("Program Files/Qala/qala-agent.exe"), c.join("ProgramData/Qala"));
+    let service_key = r"HKLM\System\CurrentControlSet\Services\QalaAgent";
+
+    // Unattended install: program, service, configuration, enrollment.
+    install(
+        &agent_msi(),
+        &[format!("SERVER={}", cluster.url()), format!("CA={}", win(&cluster.ca())), format!("ENROLL_TOKEN={token}")],
+    );
+    assert!(exe.exists(), "{} not installed", exe.display());
+    assert_eq!(std::fs::read(&exe).unwrap(), std::fs::read(agent_exe()).unwrap());
+    let service = reg_query(&wine, service_key).expect("the service is registered");
+    assert!(service.contains("windows-service run") && service.contains(r"Qala\agent.toml"), "{service}");
+    let config = std::fs::read_to_string(data.join("agent.toml")).unwrap();
+    assert!(config.contains(&format!("url = \"{}\"", cluster.url())), "{config}");
+    assert!(config.contains("agent_id = "), "enrolled during the install: {config}");
+    assert_eq!(std::fs::read(data.join("ca.pem")).unwrap(), std::fs::read(cluster.ca()).unwrap());
+    assert!(data.join("agent.token").exists() && !data.join("join.token").exists());
+    assert_private(&wine, &data);
+    assert_eq!(installed_versions(&wine), vec!["0.1.0".to_string()]);
+
+    // Upgrade in place: one product, the new version, the configuration kept.
+    install(&v2.join("qala-agent.msi"), &[]);
+    assert_eq!(installed_versions(&wine), vec!["0.1.1".to_string()], "a major upgrade replaces the old product");
+    assert!(exe.exists());
+    assert_eq!(std::fs::read_to_string(data.join("agent.toml")).unwrap(), config, "the upgrade kept the configuration");
+    assert!(reg_query(&wine, service_key).is_some());
+
+    // Uninstall: program and service gone, the data left for the admin.
+    let out = wine.command("wine").args(["msiexec", "/x", &win(&v2.join("qala-agent.msi")), "/qn"]).output().unwrap();
+    assert!(out.status.success(), "msiexec /x: {}", text(&out));
+    assert!(!exe.exists(), "the program is removed");
+    assert!(reg_query(&wine, service_key).is_none(), "the service is removed");
+    assert!(installed_versions(&wine).is_empty());
+    assert!(data.join("agent.toml").exists(), "the configuration and token stay");
+}
+
+#[test]
+fn the_exe_and_the_msi_are_signed_and_a_changed_byte_breaks_the_signature() {
+    let d = tempfile::tempdir().unwrap();
+    let (cert, key) = (d.path().join("cert.pem"), d.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Qala test code signing"])
+        .args(["-addext", "extendedKeyUsage=codeSigning", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (exe, msi) = (d.path().join("qala-agent.exe"), d.path().join("qala-agent.msi"));
+    std::fs::copy(agent_exe(), &exe).unwrap();
+    std::fs::copy(agent_msi(), &msi).unwrap();
+    let out = Command::new(repo_root().join("scripts/sign-windows.sh"))
+        .env("QALA_SIGN_CERT", &cert)
+        .env("QALA_SIGN_KEY", &key)
+        .arg(&exe)
+        .arg(&msi)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let verify =
+        |f: &Path| Command::new("osslsigncode").arg("verify").arg("-CAfile").arg(&cert).arg("-in").arg(f).output().unwrap();
+    for f in [&exe, &msi] {
+        let out = verify(f);
+        assert!(out.status.success(), "{}: {}", f.display(), text(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Qala test code signing"), "{}", text(&out));
+    }
+    // One byte of the program changed: the signature no longer holds.
+    let mut bytes = std::fs::read(&exe).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&exe, bytes).unwrap();
+    assert!(!verify(&exe).status.success(), "a changed program still verified");
+}
