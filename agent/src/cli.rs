@@ -115,7 +115,7 @@ pub enum Command {
         server: Option<String>,
         /// CA certificate file to copy beside the config file (ca.pem).
         #[arg(long, value_name = "FILE")]
-        ca_file: Option<PathBuf>,
+        ca_file: Option<String>,
         /// A fleet join token (role agent-enroll); kept in join.token
         /// beside the config file until enrollment succeeds.
         #[arg(long, value_name = "TOKEN", hide_env_values = true)]

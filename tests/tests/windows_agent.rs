@@ -300,7 +300,19 @@ fn the_msi_installs_enrolls_upgrades_and_uninstalls_under_wine() {
     let (exe, data) = (c.join("Program Files/Qala/qala-agent.exe"), c.join("ProgramData/Qala"));
     let service_key = r"HKLM\System\CurrentControlSet\Services\QalaAgent";
 
-    // Unattended install: program, service, configuration, enrollment.
+    // Installed bare (no properties): the service starts and waits to be
+    // enrolled, the install does not fail.
+    install(&agent_msi(), &[]);
+    let log = data.join("agent.log");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the bare service to wait for enrollment", Duration::from_secs(30), || {
+        read_log().contains("not enrolled").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", read_log()));
+    let state = wine.command("wine").args(["sc", "query", "QalaAgent"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&state.stdout).contains("RUNNING"), "{}", text(&state));
+
+    // Unattended install over it: program, service, configuration, enrollment.
     install(
         &agent_msi(),
         &[format!("SERVER={}", cluster.url()), format!("CA={}", win(&cluster.ca())), format!("ENROLL_TOKEN={token}")],
@@ -316,6 +328,11 @@ fn the_msi_installs_enrolls_upgrades_and_uninstalls_under_wine() {
     assert!(data.join("agent.token").exists() && !data.join("join.token").exists());
     assert_private(&wine, &data);
     assert_eq!(installed_versions(&wine), vec!["0.1.0".to_string()]);
+    // The service runs enrolled: it says it started, in its log.
+    wait_for("the enrolled service to start", Duration::from_secs(90), || {
+        read_log().contains("\"event\":\"started\"").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", read_log()));
 
     // Upgrade in place: one product, the new version, the configuration kept.
     install(&v2.join("qala-agent.msi"), &[]);

@@ -56,7 +56,7 @@ fn glob_escape(p: &Path) -> String {
 
 /// Asked to stop: SIGTERM or SIGINT.
 #[cfg(unix)]
-async fn stop_requested() -> Result<(), ServiceError> {
+pub async fn stop_requested() -> Result<(), ServiceError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ServiceError::Io("SIGTERM handler", e))?;
     tokio::select! {
@@ -73,7 +73,7 @@ pub static STOP: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Asked to stop: Ctrl+C, or the service manager ([`STOP`]).
 #[cfg(windows)]
-async fn stop_requested() -> Result<(), ServiceError> {
+pub async fn stop_requested() -> Result<(), ServiceError> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = STOP.notified() => {}

@@ -104,30 +104,47 @@ async fn run(cli: Cli, mut cfg: AgentConfig) -> anyhow::Result<i32> {
         let dir = dir.clone().or(cfg.paths.quarantine.clone()).unwrap_or_default();
         return quarantine::run(&dir, command);
     }
-    let server = cli.server.clone().or(cfg.server.url.clone()).unwrap_or_else(|| "https://127.0.0.1:7000".into());
-    let ca = cli.ca.clone().or(cfg.server.ca.clone());
     if let Command::Setup { server, ca_file, join_token } = &cli.command {
         return setup::run(&cli, server.clone(), ca_file.clone(), join_token.clone(), cfg.paths.crl_cache.clone()).await;
     }
-    // A join token `setup` could not use yet: the service enrolls first,
-    // trying again every minute until the coordinator answers.
+    // Not enrolled yet (installed before it could be): the service enrolls
+    // with the join token `setup` left, or waits for one (or for `enroll`),
+    // trying again every minute, rather than exit and fail its start.
     if matches!(cli.command, Command::Service { .. })
         && cfg.server.token_file.is_none()
         && cli.token_file.is_none()
         && cli.token.is_none()
         && cli.cert.is_none()
-        && qala_agent::config::pending_join_token(&cli.config).exists()
     {
+        let pending = qala_agent::config::pending_join_token(&cli.config);
         loop {
-            match setup::enroll_pending(&cli, &cli.config, cfg.paths.crl_cache.clone()).await {
-                Ok(()) => break,
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "enrollment failed; trying again in 60 s"),
+            if pending.exists() {
+                match setup::enroll_pending(&cli, &cli.config, cfg.paths.crl_cache.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "enrollment failed; trying again in 60 s"),
+                }
+            } else {
+                tracing::warn!(
+                    config = %cli.config.display(),
+                    "not enrolled: waiting for `qala-agent setup --join-token` or `qala-agent enroll`"
+                );
             }
-            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                r = qala_agent::service::stop_requested() => {
+                    r?;
+                    return Ok(exit::CLEAN);
+                }
+            }
+            if AgentConfig::load(&cli.config, false).is_ok_and(|c| c.server.token_file.is_some()) {
+                break;
+            }
         }
         let enrolled = AgentConfig::load(&cli.config, true)?;
         cfg.server = enrolled.server;
     }
+    let server = cli.server.clone().or(cfg.server.url.clone()).unwrap_or_else(|| "https://127.0.0.1:7000".into());
+    let ca = cli.ca.clone().or(cfg.server.ca.clone());
     if let Command::Enroll { join_token_file, token_out } = &cli.command {
         return enroll::run(&cli, &server, ca, cfg.paths.crl_cache.clone(), join_token_file, token_out.clone()).await;
     }

@@ -18,16 +18,16 @@ fn given<T: AsRef<std::ffi::OsStr>>(v: &Option<T>) -> Option<&T> {
 pub async fn run(
     cli: &Cli,
     server: Option<String>,
-    ca_file: Option<PathBuf>,
+    ca_file: Option<String>,
     join_token: Option<String>,
     crl_cache: Option<PathBuf>,
 ) -> anyhow::Result<i32> {
     let config = std::path::absolute(&cli.config)?;
     let dir = config.parent().map(Path::to_path_buf).unwrap_or_else(|| ".".into());
     qala_agent::os::mkdir_private(&dir)?;
-    let ca = match given(&ca_file) {
+    let ca = match given(&ca_file).map(PathBuf::from) {
         Some(src) => {
-            let pem = std::fs::read(src).map_err(|e| anyhow::anyhow!("{}: {e}", src.display()))?;
+            let pem = std::fs::read(&src).map_err(|e| anyhow::anyhow!("{}: {e}", src.display()))?;
             if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                 anyhow::bail!("{}: not a PEM certificate", src.display());
             }

@@ -3,8 +3,8 @@
 //! start automatically as LocalSystem and run `qala-agent --config FILE
 //! windows-service run`; `run` is what the service manager starts: it
 //! reports running, runs the same loop as `qala-agent service` and stops
-//! when the service manager asks (stop or system shutdown), logging to
-//! `agent.log` beside the config file.
+//! when the service manager asks (stop or system shutdown), logging (and
+//! writing its JSON events) to `agent.log` beside the config file.
 
 use qala_agent::cli::{Cli, Command, WindowsServiceAction};
 use qala_agent::config::ServiceFlags;
@@ -111,6 +111,14 @@ fn service_main(_arguments: Vec<OsString>) {
     let Some(cli) = STARTED_WITH.lock().expect("lock").take() else { return };
     let log = cli.config.parent().map(|d| d.join("agent.log")).unwrap_or_else(|| "agent.log".into());
     if let Ok(file) = qala_common::files::open_append(&log, 0o600) {
+        // The service's events (JSON lines on standard output, the journal
+        // under systemd) go to the log too: a service has no console.
+        if let Ok(events) = file.try_clone() {
+            use std::os::windows::io::IntoRawHandle;
+            use windows_sys::Win32::System::Console::{STD_OUTPUT_HANDLE, SetStdHandle};
+            // SAFETY: an open handle, handed over for the process's life.
+            unsafe { SetStdHandle(STD_OUTPUT_HANDLE, events.into_raw_handle()) };
+        }
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
             .with_writer(Mutex::new(file))
