@@ -136,6 +136,19 @@ fn the_windows_agent_scans_caches_quarantines_and_watches_under_wine() {
     std::fs::write(tree.join("sub/nested.zip"), &outer).unwrap();
     std::fs::write(tree.join("report.txt"), b"quarterly figures, nothing to see").unwrap();
     std::fs::write(tree.join("notes.txt"), qala_tests::pseudo_random(3, 100_000)).unwrap();
+    // A DPAPI master key (a private path, matched with case ignored): looked
+    // up, never uploaded.
+    let protect = tree.join("Users/Alice/appdata/Roaming/Microsoft/PROTECT/S-1-5-21-1");
+    std::fs::create_dir_all(&protect).unwrap();
+    std::fs::write(protect.join("masterkey"), qala_tests::pseudo_random(4, 740)).unwrap();
+    // A path past Windows' old 260-character limit.
+    let mut deep = tree.clone();
+    for i in 0..6 {
+        deep.push(format!("{i}-a-directory-name-long-enough-to-take-the-path-past-the-old-limit"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("deep.txt"), b"far down").unwrap();
+    assert!(win(&deep.join("deep.txt")).len() > 300);
     let common = [
         "--server".to_string(),
         cluster.url(),
@@ -158,7 +171,7 @@ fn the_windows_agent_scans_caches_quarantines_and_watches_under_wine() {
     let out = scan(&["--lookup-only"]);
     let summary = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
     assert!(summary.contains(" 0 uploaded (0 bytes)"), "{}", text(&out));
-    assert!(summary.contains("3 unknown"), "{}", text(&out));
+    assert!(summary.contains("5 unknown"), "{}", text(&out));
 
     // The scan: EICAR two zips deep is malicious, exit 1.
     let out = scan(&["--json"]);
@@ -168,13 +181,17 @@ fn the_windows_agent_scans_caches_quarantines_and_watches_under_wine() {
     assert_eq!(nested["verdict"], "malicious", "{nested}");
     assert_eq!(nested["sha256"], sha256_hex(&outer));
     assert!(nested["path"].as_str().unwrap().starts_with(r"Z:\"), "{nested}");
-    assert_eq!(lines.iter().filter(|l| l["verdict"] == "clean").count(), 2, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["verdict"] == "clean").count(), 3, "{lines:?}");
+    let deep_line = lines.iter().find(|l| l["path"].as_str().is_some_and(|p| p.ends_with("deep.txt"))).expect("the deep file");
+    assert_eq!(deep_line["verdict"], "clean", "{deep_line}");
+    let key = lines.iter().find(|l| l["path"].as_str().is_some_and(|p| p.ends_with("masterkey"))).expect("the private file");
+    assert_eq!((&key["verdict"], &key["uploaded"]), (&Value::from("unknown"), &Value::from(0)), "{key}");
 
     // The rescan reads no file content: every file from the hash cache.
     let out = scan(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let summary = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-    assert!(summary.contains("read 0 bytes of file content (3 files from the hash cache"), "{}", text(&out));
+    assert!(summary.contains("read 0 bytes of file content (5 files from the hash cache"), "{}", text(&out));
 
     // The service: a file dropped in a watched folder is judged and
     // quarantined; restored byte-identical; the quarantine is for SYSTEM

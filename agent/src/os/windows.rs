@@ -199,12 +199,18 @@ fn comparable(path: &Path) -> String {
 /// system), as `\\?\C:\...`.
 fn final_path(file: &File) -> std::io::Result<PathBuf> {
     let h = file.as_raw_handle() as foundation::HANDLE;
-    let mut buf = vec![0u16; 512];
+    let mut buf = vec![0u16; 1024];
     loop {
         // SAFETY: an open handle and a buffer of the length passed.
         let n = unsafe { fs::GetFinalPathNameByHandleW(h, buf.as_mut_ptr(), buf.len() as u32, fs::FILE_NAME_NORMALIZED) };
         if n == 0 {
-            return Err(std::io::Error::last_os_error());
+            let e = std::io::Error::last_os_error();
+            // Wine answers a short buffer this way, Windows with the length.
+            if e.raw_os_error() == Some(foundation::ERROR_MORE_DATA as i32) && buf.len() < 1 << 16 {
+                buf.resize(buf.len() * 4, 0);
+                continue;
+            }
+            return Err(e);
         }
         if (n as usize) < buf.len() {
             return Ok(PathBuf::from(OsString::from_wide(&buf[..n as usize])));
@@ -214,16 +220,35 @@ fn final_path(file: &File) -> std::io::Result<PathBuf> {
 }
 
 /// Refuse `file` unless it is where `path` says: a directory on the way
-/// that is (or became) a link or junction leads elsewhere.
+/// that is (or became) a link or junction leads elsewhere. Where the
+/// system cannot name the handle's path (Wine's `GetFinalPathNameByHandleW`
+/// stops at 260 characters), each directory on the way is checked instead.
 fn check_where(file: &File, path: &Path) -> std::io::Result<()> {
     let asked = std::path::absolute(path)?;
-    let real = final_path(file)?;
+    let real = match final_path(file) {
+        Ok(p) => p,
+        Err(e) if e.raw_os_error() == Some(foundation::ERROR_MORE_DATA as i32) => return check_ancestors(&asked),
+        Err(e) => return Err(e),
+    };
     if comparable(&asked) != comparable(&real) {
         return Err(std::io::Error::other(format!(
             "{}: a link or junction on the way (it leads to {}); not followed",
             path.display(),
             real.display()
         )));
+    }
+    Ok(())
+}
+
+/// No directory above `path` is a link, junction or other reparse point.
+fn check_ancestors(path: &Path) -> std::io::Result<()> {
+    for dir in path.ancestors().skip(1) {
+        if dir.parent().is_none() {
+            break;
+        }
+        if is_reparse(&std::fs::symlink_metadata(dir)?) {
+            return Err(std::io::Error::other(format!("{}: a link or junction on the way; not followed", dir.display())));
+        }
     }
     Ok(())
 }
