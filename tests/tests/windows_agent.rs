@@ -55,6 +55,11 @@ impl Wine {
             .output()
             .expect("x86_64-w64-mingw32-gcc (apt-get install gcc-mingw-w64-x86-64)");
         assert!(out.status.success(), "building the DLL stand-in: {}", String::from_utf8_lossy(&out.stderr));
+        // The prefix's first start settles (its services up) before the
+        // test's first command: right after wineboot, a service an MSI
+        // starts can fail to.
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = wine.command("wine").args(["cmd", "/c", "exit"]).output();
         wine
     }
 
@@ -186,6 +191,21 @@ fn the_windows_agent_scans_caches_quarantines_and_watches_under_wine() {
     assert_eq!(deep_line["verdict"], "clean", "{deep_line}");
     let key = lines.iter().find(|l| l["path"].as_str().is_some_and(|p| p.ends_with("masterkey"))).expect("the private file");
     assert_eq!((&key["verdict"], &key["uploaded"]), (&Value::from("unknown"), &Value::from(0)), "{key}");
+
+    // Lookup by hash and the cluster's status, as a Linux agent does them.
+    let mut args = common.clone();
+    let sha = sha256_hex(&outer);
+    args.extend(["lookup", "--json", &sha]);
+    let out = wine.agent(&args);
+    assert_eq!(out.status.code(), Some(1), "a malicious verdict exits 1: {}", text(&out));
+    assert_eq!(json_lines(&out)[0]["verdict"], "malicious", "{}", text(&out));
+    let (ca, admin) = (win(&cluster.ca()), win(&cluster.token_file("admin")));
+    let url = cluster.url();
+    let args = ["--server", &url, "--ca", &ca, "--token-file", &admin, "status", "--json"];
+    let out = wine.agent(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert!(status["workers"].as_array().is_some_and(|w| w.len() == 1), "one worker: {status}");
 
     // The rescan reads no file content: every file from the hash cache.
     let out = scan(&[]);
@@ -350,6 +370,22 @@ fn the_msi_installs_enrolls_upgrades_and_uninstalls_under_wine() {
         read_log().contains("\"event\":\"started\"").then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}: {}", read_log()));
+
+    // Stopped and started again by hand.
+    let sc_state = || {
+        let out = wine.command("wine").args(["sc", "query", "QalaAgent"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // (`stop` waits until the service manager says it stopped. Wine boots
+    // the prefix again for a command after a pause, starting automatic
+    // services anew, so `sc` is not asked in between.)
+    let out = wine.agent(&["windows-service", "stop"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("stopped service QalaAgent"), "{}", text(&out));
+    assert!(read_log().contains("\"event\":\"stopped\""), "the service stopped its work: {}", read_log());
+    let out = wine.agent(&["windows-service", "start"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the service to run again", Duration::from_secs(30), || sc_state().contains("RUNNING").then_some(()))
+        .unwrap_or_else(|e| panic!("{e}: {}", sc_state()));
 
     // Upgrade in place: one product, the new version, the configuration kept.
     install(&v2.join("qala-agent.msi"), &[]);

@@ -85,7 +85,11 @@ fn uninstall() -> anyhow::Result<()> {
 
 fn start() -> anyhow::Result<()> {
     let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)?;
-    let service = manager.open_service(NAME, ServiceAccess::START)?;
+    let service = manager.open_service(NAME, ServiceAccess::START | ServiceAccess::QUERY_STATUS)?;
+    if service.query_status()?.current_state == ServiceState::Running {
+        println!("service {NAME} is running");
+        return Ok(());
+    }
     service.start::<&str>(&[])?;
     println!("started service {NAME}");
     Ok(())
