@@ -220,9 +220,11 @@ fn final_path(file: &File) -> std::io::Result<PathBuf> {
 }
 
 /// Refuse `file` unless it is where `path` says: a directory on the way
-/// that is (or became) a link or junction leads elsewhere. Where the
-/// system cannot name the handle's path (Wine's `GetFinalPathNameByHandleW`
-/// stops at 260 characters), each directory on the way is checked instead.
+/// that is (or became) a link or junction leads elsewhere. The handle's
+/// real path equal to `path` settles it in one call; where it differs
+/// (mapped and `subst` drives, short names) or the system cannot name it
+/// (Wine's `GetFinalPathNameByHandleW` stops at 260 characters), each
+/// directory on the way is checked instead.
 fn check_where(file: &File, path: &Path) -> std::io::Result<()> {
     let asked = std::path::absolute(path)?;
     let real = match final_path(file) {
@@ -230,14 +232,13 @@ fn check_where(file: &File, path: &Path) -> std::io::Result<()> {
         Err(e) if e.raw_os_error() == Some(foundation::ERROR_MORE_DATA as i32) => return check_ancestors(&asked),
         Err(e) => return Err(e),
     };
-    if comparable(&asked) != comparable(&real) {
-        return Err(std::io::Error::other(format!(
-            "{}: a link or junction on the way (it leads to {}); not followed",
-            path.display(),
-            real.display()
-        )));
+    if comparable(&asked) == comparable(&real) {
+        return Ok(());
     }
-    Ok(())
+    // Another name for the same place (a mapped network drive or `subst`
+    // drive names its target, a short 8.3 name its long one): then no
+    // directory on the way may be a link or junction.
+    check_ancestors(&asked).map_err(|e| std::io::Error::other(format!("{e} (the file is at {})", real.display())))
 }
 
 /// No directory above `path` is a link, junction or other reparse point.

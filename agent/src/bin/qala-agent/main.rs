@@ -28,7 +28,7 @@ fn main() {
     let cli = Cli::parse();
     #[cfg(windows)]
     if let Command::WindowsService { action } = cli.command {
-        std::process::exit(winsvc::command(cli, action));
+        std::process::exit(winsvc::command(cli, action, agent_main));
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))

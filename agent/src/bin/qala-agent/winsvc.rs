@@ -24,18 +24,22 @@ pub const NAME: &str = "QalaAgent";
 const DISPLAY_NAME: &str = "Qala agent";
 const DESCRIPTION: &str = "Qala endpoint agent: watches and scans files through the organisation's Qala cluster.";
 
-/// The command line `run` was started with, for the service's main.
-static STARTED_WITH: Mutex<Option<Cli>> = Mutex::new(None);
+/// What runs the agent for a command line (the binary's main).
+pub type AgentMain = fn(Cli) -> i32;
 
-/// Do `action`; the exit code.
-pub fn command(cli: Cli, action: WindowsServiceAction) -> i32 {
+/// The command line `run` was started with and what runs it, for the
+/// service's main.
+static STARTED_WITH: Mutex<Option<(Cli, AgentMain)>> = Mutex::new(None);
+
+/// Do `action` (`agent_main` runs the agent's service loop); the exit code.
+pub fn command(cli: Cli, action: WindowsServiceAction, agent_main: AgentMain) -> i32 {
     let done = match action {
         WindowsServiceAction::Install => install(&cli),
         WindowsServiceAction::Uninstall => uninstall(),
         WindowsServiceAction::Start => start(),
         WindowsServiceAction::Stop => stop(),
         WindowsServiceAction::Run => {
-            *STARTED_WITH.lock().expect("lock") = Some(cli);
+            *STARTED_WITH.lock().expect("lock") = Some((cli, agent_main));
             windows_service::service_dispatcher::start(NAME, ffi_service_main).map_err(|e| {
                 anyhow::anyhow!("{e} (this is what the service manager runs; use `qala-agent service` in a console)")
             })
@@ -112,7 +116,7 @@ fn stop() -> anyhow::Result<()> {
 windows_service::define_windows_service!(ffi_service_main, service_main);
 
 fn service_main(_arguments: Vec<OsString>) {
-    let Some(cli) = STARTED_WITH.lock().expect("lock").take() else { return };
+    let Some((cli, agent_main)) = STARTED_WITH.lock().expect("lock").take() else { return };
     let log = cli.config.parent().map(|d| d.join("agent.log")).unwrap_or_else(|| "agent.log".into());
     if let Ok(file) = qala_common::files::open_append(&log, 0o600) {
         // The service's events (JSON lines on standard output, the journal
@@ -129,14 +133,14 @@ fn service_main(_arguments: Vec<OsString>) {
             .with_ansi(false)
             .init();
     }
-    if let Err(e) = serve(cli) {
+    if let Err(e) = serve(cli, agent_main) {
         tracing::error!(error = %e, "the service failed");
     }
 }
 
 /// Report to the service manager, run the agent's service loop, report
 /// its end.
-fn serve(cli: Cli) -> windows_service::Result<()> {
+fn serve(cli: Cli, agent_main: AgentMain) -> windows_service::Result<()> {
     let handler = service_control_handler::register(NAME, |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown => {
             qala_agent::service::STOP.notify_one();
@@ -157,7 +161,7 @@ fn serve(cli: Cli) -> windows_service::Result<()> {
     handler.set_service_status(status(ServiceState::Running, ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN, 0))?;
     tracing::info!(service = NAME, "running");
     let cli = Cli { command: Command::Service { flags: ServiceFlags::default() }, ..cli };
-    let code = crate::agent_main(cli);
+    let code = agent_main(cli);
     tracing::info!(service = NAME, code, "stopped");
     handler.set_service_status(status(ServiceState::Stopped, ServiceControlAccept::empty(), code as u32))
 }
