@@ -132,6 +132,58 @@ async fn conformance(store: Arc<dyn VerdictStore>) {
     assert_eq!(s.get("rs1", &kept.sha256).await.unwrap().unwrap().expires_at_ms, 0);
 
     records(store.clone()).await;
+    sightings(s).await;
+}
+
+/// Sightings: which agent holds which content, kept per (agent, sha256)
+/// with first and last seen, listed by content and by agent, capped per
+/// agent (least recently seen go, the agent marked truncated) and purged
+/// by age.
+async fn sightings(s: &dyn VerdictStore) {
+    use qala_coordinator::store::Sighting;
+    let seen = |agent: &str, content: &str, at: i64| Sighting {
+        agent_id: agent.into(),
+        sha256: sha256_hex(content.as_bytes()),
+        first_seen_ms: at,
+        last_seen_ms: at,
+    };
+    let x = sha256_hex(b"x");
+    assert!(s.sightings_of(&x).await.unwrap().is_empty());
+    assert_eq!(s.sightings_by("a", 10).await.unwrap(), (vec![], false));
+    s.record_sightings(&[seen("a", "x", 1000), seen("b", "x", 1100), seen("a", "y", 1200)], 100).await.unwrap();
+    // Seen again later: last seen moves, first seen stays; an older report
+    // moves nothing back.
+    s.record_sightings(&[seen("a", "x", 5000), seen("b", "x", 900)], 100).await.unwrap();
+    let mut of_x = s.sightings_of(&x).await.unwrap();
+    of_x.sort_by(|p, q| p.agent_id.cmp(&q.agent_id));
+    let both = vec![
+        Sighting { agent_id: "a".into(), sha256: x.clone(), first_seen_ms: 1000, last_seen_ms: 5000 },
+        Sighting { agent_id: "b".into(), sha256: x.clone(), first_seen_ms: 1100, last_seen_ms: 1100 },
+    ];
+    assert_eq!(of_x, both);
+    let (held, cut) = s.sightings_by("a", 10).await.unwrap();
+    assert_eq!(held.iter().map(|h| h.sha256.clone()).collect::<Vec<_>>(), vec![x.clone(), sha256_hex(b"y")], "most recent first");
+    assert_eq!((held[0].first_seen_ms, held[0].last_seen_ms), (1000, 5000));
+    assert!(!cut);
+    assert_eq!(s.sightings_by("a", 1).await.unwrap().0.len(), 1, "the limit holds");
+
+    // The cap: agent c may keep 3; the least recently seen go.
+    let many: Vec<Sighting> = (0..5).map(|i| seen("c", &format!("c{i}"), 2000 + i)).collect();
+    s.record_sightings(&many, 3).await.unwrap();
+    let (held, cut) = s.sightings_by("c", 10).await.unwrap();
+    let names: Vec<String> = held.iter().map(|h| h.sha256.clone()).collect();
+    assert_eq!(names, ["c4", "c3", "c2"].map(|c| sha256_hex(c.as_bytes())).to_vec());
+    assert!(cut, "the list says it was cut");
+    assert!(s.sightings_of(&sha256_hex(b"c0")).await.unwrap().is_empty(), "a dropped sighting is gone by content too");
+    assert_eq!(s.sightings_by("a", 10).await.unwrap().0.len(), 2, "other agents keep theirs");
+
+    // Retention: what was last seen before 1150 goes (b's x), the rest stays.
+    assert_eq!(s.purge_sightings(1150).await.unwrap(), 1);
+    assert_eq!(s.sightings_of(&x).await.unwrap(), vec![both[0].clone()]);
+    assert_eq!(s.sightings_by("b", 10).await.unwrap(), (vec![], false));
+    assert_eq!(s.purge_sightings(10_000).await.unwrap(), 5);
+    assert!(s.sightings_of(&x).await.unwrap().is_empty());
+    assert_eq!(s.sightings_by("c", 10).await.unwrap(), (vec![], false), "an agent with nothing left starts afresh");
 }
 
 /// The records kept besides verdicts, through the typed operations every

@@ -37,6 +37,18 @@ impl Table {
     }
 }
 
+/// One agent holding one content, as of `last_seen_ms`: what a sighting
+/// is (an agent id and a sha256, never a path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub agent_id: String,
+    pub sha256: String,
+    /// When this agent first reported this content.
+    pub first_seen_ms: i64,
+    /// When it last did.
+    pub last_seen_ms: i64,
+}
+
 /// Storage of verdicts by (ruleset id, sha256), and of tables of records.
 #[async_trait::async_trait]
 pub trait VerdictStore: Send + Sync + 'static {
@@ -77,6 +89,23 @@ pub trait VerdictStore: Send + Sync + 'static {
     /// A number that changes whenever `table` does (coordinators sharing a
     /// store reload what they keep in memory, the IOC lists, when it moves).
     async fn table_version(&self, table: Table) -> Result<u64, StoreError>;
+
+    /// Record that each agent held each content at the sighting's
+    /// `last_seen_ms` (a pair not known yet takes it as `first_seen_ms`
+    /// too; an older report never moves `last_seen_ms` back). Past `cap`
+    /// sightings of one agent, its least recently seen go and the agent is
+    /// marked truncated.
+    async fn record_sightings(&self, seen: &[Sighting], cap: u64) -> Result<(), StoreError>;
+
+    /// The agents holding `sha256`, by agent id.
+    async fn sightings_of(&self, sha256: &str) -> Result<Vec<Sighting>, StoreError>;
+
+    /// What `agent_id` holds, most recently seen first, at most `limit`;
+    /// and whether the cap ever dropped some of its sightings.
+    async fn sightings_by(&self, agent_id: &str, limit: usize) -> Result<(Vec<Sighting>, bool), StoreError>;
+
+    /// Drop the sightings last seen before `before_ms`; how many went.
+    async fn purge_sightings(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Human-readable description for status output.
     fn describe(&self) -> String;

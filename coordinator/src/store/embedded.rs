@@ -5,7 +5,7 @@
 //! is paid per clean verdict: they are committed in groups, and read from
 //! memory until their group is committed.
 
-use super::backend::{StoreError, Table, VerdictStore, alias_keys, decode, expired, key};
+use super::backend::{Sighting, StoreError, Table, VerdictStore, alias_keys, decode, expired, key};
 use super::records::{Poisoned, Record, Revoked};
 use prost::Message;
 use qala_proto::v1::{DetectionEvent, Verdict};
@@ -21,6 +21,13 @@ const HASHES: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new
 const DETECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("detections_v1");
 /// Counters: `version:TABLE` for each table of records.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
+/// Sightings by (sha256, agent id): (first seen, last seen) in ms.
+const SIGHTINGS: TableDefinition<(&str, &str), (i64, i64)> = TableDefinition::new("sightings_v1");
+/// The same by (agent id, last seen, sha256), for an agent's list, its
+/// cap and retention.
+const SIGHTINGS_BY_AGENT: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("sightings_by_agent_v1");
+/// Per agent: how many sightings, and whether the cap ever dropped some.
+const SIGHTING_COUNTS: TableDefinition<&str, (u64, bool)> = TableDefinition::new("sighting_counts_v1");
 
 /// Revoked worker ids -> when (Unix ms), before revocations became records
 /// of [`Revoked`]: moved to its table when the file is opened.
@@ -463,6 +470,152 @@ impl VerdictStore for EmbeddedStore {
             };
             txn.commit().map_err(err)?;
             Ok(n)
+        })
+        .await
+    }
+
+    async fn record_sightings(&self, seen: &[Sighting], cap: u64) -> Result<(), StoreError> {
+        let seen = seen.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut by_sha = txn.open_table(SIGHTINGS).map_err(err)?;
+                let mut by_agent = txn.open_table(SIGHTINGS_BY_AGENT).map_err(err)?;
+                let mut counts = txn.open_table(SIGHTING_COUNTS).map_err(err)?;
+                for s in &seen {
+                    let (agent, sha) = (s.agent_id.as_str(), s.sha256.as_str());
+                    let old = by_sha.get((sha, agent)).map_err(err)?.map(|v| v.value());
+                    let (first, last) = match old {
+                        Some((_, last)) if last >= s.last_seen_ms => continue,
+                        Some((first, last)) => {
+                            by_agent.remove((agent, last, sha)).map_err(err)?;
+                            (first, s.last_seen_ms)
+                        }
+                        None => {
+                            let (n, cut) = counts.get(agent).map_err(err)?.map(|v| v.value()).unwrap_or((0, false));
+                            counts.insert(agent, (n + 1, cut)).map_err(err)?;
+                            (s.first_seen_ms.min(s.last_seen_ms), s.last_seen_ms)
+                        }
+                    };
+                    by_sha.insert((sha, agent), (first, last)).map_err(err)?;
+                    by_agent.insert((agent, last, sha), ()).map_err(err)?;
+                }
+                // The cap: each agent's least recently seen go.
+                let agents: std::collections::BTreeSet<&str> = seen.iter().map(|s| s.agent_id.as_str()).collect();
+                for agent in agents {
+                    let (n, _) = counts.get(agent).map_err(err)?.map(|v| v.value()).unwrap_or((0, false));
+                    if n <= cap {
+                        continue;
+                    }
+                    let over = (n - cap) as usize;
+                    let oldest: Vec<(i64, String)> = by_agent
+                        .range((agent, i64::MIN, "")..(agent, i64::MAX, "\u{10ffff}"))
+                        .map_err(err)?
+                        .take(over)
+                        .map(|r| r.map(|(k, _)| (k.value().1, k.value().2.to_string())))
+                        .collect::<Result<_, _>>()
+                        .map_err(err)?;
+                    for (last, sha) in &oldest {
+                        by_agent.remove((agent, *last, sha.as_str())).map_err(err)?;
+                        by_sha.remove((sha.as_str(), agent)).map_err(err)?;
+                    }
+                    counts.insert(agent, (n - oldest.len() as u64, true)).map_err(err)?;
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sightings_of(&self, sha256: &str) -> Result<Vec<Sighting>, StoreError> {
+        let sha = sha256.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = match txn.open_table(SIGHTINGS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(err(e)),
+            };
+            let mut out = Vec::new();
+            for row in table.range((sha.as_str(), "")..).map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                let (s, agent) = k.value();
+                if s != sha {
+                    break;
+                }
+                let (first, last) = v.value();
+                out.push(Sighting { agent_id: agent.to_string(), sha256: sha.clone(), first_seen_ms: first, last_seen_ms: last });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn sightings_by(&self, agent_id: &str, limit: usize) -> Result<(Vec<Sighting>, bool), StoreError> {
+        let agent = agent_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let (by_agent, by_sha, counts) =
+                match (txn.open_table(SIGHTINGS_BY_AGENT), txn.open_table(SIGHTINGS), txn.open_table(SIGHTING_COUNTS)) {
+                    (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+                    (Err(redb::TableError::TableDoesNotExist(_)), ..) => return Ok((Vec::new(), false)),
+                    (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => return Err(err(e)),
+                };
+            let truncated = counts.get(agent.as_str()).map_err(err)?.is_some_and(|v| v.value().1);
+            let mut out = Vec::new();
+            for row in
+                by_agent.range((agent.as_str(), i64::MIN, "")..(agent.as_str(), i64::MAX, "\u{10ffff}")).map_err(err)?.rev()
+            {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, _) = row.map_err(err)?;
+                let (_, last, sha) = k.value();
+                let first = by_sha.get((sha, agent.as_str())).map_err(err)?.map_or(last, |v| v.value().0);
+                out.push(Sighting { agent_id: agent.clone(), sha256: sha.to_string(), first_seen_ms: first, last_seen_ms: last });
+            }
+            Ok((out, truncated))
+        })
+        .await
+    }
+
+    async fn purge_sightings(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            let mut gone = 0u64;
+            {
+                let mut by_sha = txn.open_table(SIGHTINGS).map_err(err)?;
+                let mut by_agent = txn.open_table(SIGHTINGS_BY_AGENT).map_err(err)?;
+                let mut counts = txn.open_table(SIGHTING_COUNTS).map_err(err)?;
+                let agents: Vec<(String, u64, bool)> = counts
+                    .iter()
+                    .map_err(err)?
+                    .map(|r| r.map(|(k, v)| (k.value().to_string(), v.value().0, v.value().1)))
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?;
+                for (agent, n, cut) in agents {
+                    let old: Vec<(i64, String)> = by_agent
+                        .range((agent.as_str(), i64::MIN, "")..(agent.as_str(), before_ms, ""))
+                        .map_err(err)?
+                        .map(|r| r.map(|(k, _)| (k.value().1, k.value().2.to_string())))
+                        .collect::<Result<_, _>>()
+                        .map_err(err)?;
+                    for (last, sha) in &old {
+                        by_agent.remove((agent.as_str(), *last, sha.as_str())).map_err(err)?;
+                        by_sha.remove((sha.as_str(), agent.as_str())).map_err(err)?;
+                    }
+                    gone += old.len() as u64;
+                    let left = n.saturating_sub(old.len() as u64);
+                    if left == 0 {
+                        counts.remove(agent.as_str()).map_err(err)?;
+                    } else if !old.is_empty() {
+                        counts.insert(agent.as_str(), (left, cut)).map_err(err)?;
+                    }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(gone)
         })
         .await
     }

@@ -285,6 +285,18 @@ mod tests {
         async fn table_version(&self, _: Table) -> Result<u64, StoreError> {
             self.ping().await.map(|_| 0)
         }
+        async fn record_sightings(&self, _: &[crate::store::Sighting], _: u64) -> Result<(), StoreError> {
+            self.ping().await
+        }
+        async fn sightings_of(&self, _: &str) -> Result<Vec<crate::store::Sighting>, StoreError> {
+            self.ping().await.map(|_| Vec::new())
+        }
+        async fn sightings_by(&self, _: &str, _: usize) -> Result<(Vec<crate::store::Sighting>, bool), StoreError> {
+            self.ping().await.map(|_| (Vec::new(), false))
+        }
+        async fn purge_sightings(&self, _: i64) -> Result<u64, StoreError> {
+            self.ping().await.map(|_| 0)
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             if self.down.load(Ordering::Relaxed) { Err(StoreError::Redis("connection refused".into())) } else { Ok(()) }
         }

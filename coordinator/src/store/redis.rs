@@ -6,7 +6,7 @@
 //! while the scan runs). Each table of records is a hash, `qala:v1:NAME`,
 //! with its version counter beside it (`qala:v1:NAME:version`).
 
-use super::backend::{StoreError, Table, VerdictStore, alias_keys, decode, key};
+use super::backend::{Sighting, StoreError, Table, VerdictStore, alias_keys, decode, key};
 use super::records::{Record, Revoked};
 use prost::Message;
 use qala_proto::v1::{DetectionEvent, Verdict};
@@ -95,6 +95,27 @@ const OLD_REVOKED_KEY: &str = "qala:v1:revoked-workers";
 
 /// The hash of a table of records (those of tokens, agents and IOC entries
 /// kept their names and contents).
+/// Who holds a content: `qala:v1:sight:SHA256`, a hash of agent id ->
+/// `FIRST_MS:LAST_MS`.
+fn sight_key(sha256: &str) -> String {
+    format!("qala:v1:sight:{sha256}")
+}
+
+/// What an agent holds: `qala:v1:sightby:AGENT`, a sorted set of sha256s
+/// scored by last seen.
+fn sight_by_key(agent_id: &str) -> String {
+    format!("qala:v1:sightby:{agent_id}")
+}
+
+/// The agents with sightings, and those whose list the cap cut.
+const SIGHT_AGENTS_KEY: &str = "qala:v1:sightagents";
+const SIGHT_CUT_KEY: &str = "qala:v1:sightcut";
+
+fn parse_seen(v: &str) -> Option<(i64, i64)> {
+    let (first, last) = v.split_once(':')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
 fn table_key(t: Table) -> String {
     format!("qala:v1:{}", t.name())
 }
@@ -395,6 +416,109 @@ impl VerdictStore for RedisStore {
     async fn purge_detections(&self, before_ms: i64) -> Result<u64, StoreError> {
         let max = format!("({before_ms}");
         self.run(async |c| redis::cmd("ZREMRANGEBYSCORE").arg(DETECTIONS_KEY).arg("-inf").arg(&max).query_async(c).await).await
+    }
+
+    async fn record_sightings(&self, seen: &[Sighting], cap: u64) -> Result<(), StoreError> {
+        // One key per command: each may live on another node of a cluster.
+        let mut agents = std::collections::BTreeSet::new();
+        for s in seen {
+            let hk = sight_key(&s.sha256);
+            let old: Option<String> =
+                self.run(async |c| redis::cmd("HGET").arg(&hk).arg(&s.agent_id).query_async(c).await).await?;
+            let first = match old.as_deref().and_then(parse_seen) {
+                Some((_, last)) if last >= s.last_seen_ms => continue,
+                Some((first, _)) => first,
+                None => s.first_seen_ms.min(s.last_seen_ms),
+            };
+            let value = format!("{first}:{}", s.last_seen_ms);
+            self.run(async |c| redis::cmd("HSET").arg(&hk).arg(&s.agent_id).arg(&value).query_async::<()>(c).await).await?;
+            let zk = sight_by_key(&s.agent_id);
+            self.run(async |c| redis::cmd("ZADD").arg(&zk).arg(s.last_seen_ms).arg(&s.sha256).query_async::<()>(c).await).await?;
+            agents.insert(s.agent_id.as_str());
+        }
+        for agent in agents {
+            self.run(async |c| redis::cmd("SADD").arg(SIGHT_AGENTS_KEY).arg(agent).query_async::<()>(c).await).await?;
+            let zk = sight_by_key(agent);
+            let n: u64 = self.run(async |c| redis::cmd("ZCARD").arg(&zk).query_async(c).await).await?;
+            if n <= cap {
+                continue;
+            }
+            let popped: Vec<(String, f64)> =
+                self.run(async |c| redis::cmd("ZPOPMIN").arg(&zk).arg(n - cap).query_async(c).await).await?;
+            for (sha, _) in &popped {
+                let hk = sight_key(sha);
+                self.run(async |c| redis::cmd("HDEL").arg(&hk).arg(agent).query_async::<()>(c).await).await?;
+            }
+            self.run(async |c| redis::cmd("SADD").arg(SIGHT_CUT_KEY).arg(agent).query_async::<()>(c).await).await?;
+        }
+        Ok(())
+    }
+
+    async fn sightings_of(&self, sha256: &str) -> Result<Vec<Sighting>, StoreError> {
+        let hk = sight_key(sha256);
+        let all: std::collections::BTreeMap<String, String> =
+            self.run(async |c| redis::cmd("HGETALL").arg(&hk).query_async(c).await).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(agent, v)| {
+                let (first, last) = parse_seen(&v)?;
+                Some(Sighting { agent_id: agent, sha256: sha256.to_string(), first_seen_ms: first, last_seen_ms: last })
+            })
+            .collect())
+    }
+
+    async fn sightings_by(&self, agent_id: &str, limit: usize) -> Result<(Vec<Sighting>, bool), StoreError> {
+        let zk = sight_by_key(agent_id);
+        let held: Vec<(String, f64)> = self
+            .run(async |c| {
+                redis::cmd("ZRANGE")
+                    .arg(&zk)
+                    .arg("+inf")
+                    .arg("-inf")
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .arg("WITHSCORES")
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        let mut out = Vec::with_capacity(held.len());
+        for (sha, last) in held {
+            let hk = sight_key(&sha);
+            let v: Option<String> = self.run(async |c| redis::cmd("HGET").arg(&hk).arg(agent_id).query_async(c).await).await?;
+            let last = last as i64;
+            let first = v.as_deref().and_then(parse_seen).map_or(last, |(first, _)| first);
+            out.push(Sighting { agent_id: agent_id.to_string(), sha256: sha, first_seen_ms: first, last_seen_ms: last });
+        }
+        let cut: bool = self.run(async |c| redis::cmd("SISMEMBER").arg(SIGHT_CUT_KEY).arg(agent_id).query_async(c).await).await?;
+        Ok((out, cut))
+    }
+
+    async fn purge_sightings(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let agents: Vec<String> = self.run(async |c| redis::cmd("SMEMBERS").arg(SIGHT_AGENTS_KEY).query_async(c).await).await?;
+        let max = format!("({before_ms}");
+        let mut gone = 0u64;
+        for agent in agents {
+            let zk = sight_by_key(&agent);
+            let old: Vec<String> = self
+                .run(async |c| redis::cmd("ZRANGE").arg(&zk).arg("-inf").arg(&max).arg("BYSCORE").query_async(c).await)
+                .await?;
+            for sha in &old {
+                let hk = sight_key(sha);
+                self.run(async |c| redis::cmd("HDEL").arg(&hk).arg(&agent).query_async::<()>(c).await).await?;
+                self.run(async |c| redis::cmd("ZREM").arg(&zk).arg(sha).query_async::<()>(c).await).await?;
+            }
+            gone += old.len() as u64;
+            let left: u64 = self.run(async |c| redis::cmd("ZCARD").arg(&zk).query_async(c).await).await?;
+            if left == 0 {
+                self.run(async |c| redis::cmd("SREM").arg(SIGHT_AGENTS_KEY).arg(&agent).query_async::<()>(c).await).await?;
+                self.run(async |c| redis::cmd("SREM").arg(SIGHT_CUT_KEY).arg(&agent).query_async::<()>(c).await).await?;
+            }
+        }
+        Ok(gone)
     }
 
     async fn put_rows(&self, t: Table, rows: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
