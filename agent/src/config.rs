@@ -477,10 +477,10 @@ impl AgentConfig {
     }
 }
 
-/// Set `server.url`, `server.ca`, `server.token_file` and `server.agent_id`
-/// in the TOML file at `path` (created if missing), keeping everything else
-/// in it, comments included; written atomically, mode 0600.
-pub fn write_enrollment(path: &Path, url: &str, ca: Option<&Path>, token_file: &Path, agent_id: &str) -> Result<(), ConfigError> {
+/// Edit `[server]` of the TOML file at `path` (created if missing) with
+/// `edit`, keeping everything else in it, comments included; written
+/// atomically, mode 0600.
+fn edit_server(path: &Path, edit: impl FnOnce(&mut toml_edit::Table)) -> Result<(), ConfigError> {
     let shown = || path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -492,36 +492,33 @@ pub fn write_enrollment(path: &Path, url: &str, ca: Option<&Path>, token_file: &
     let server = doc.entry("server").or_insert(toml_edit::table());
     let server =
         server.as_table_mut().ok_or_else(|| ConfigError::Invalid { path: shown(), message: "[server] is not a table".into() })?;
-    server["url"] = toml_edit::value(url);
-    if let Some(ca) = ca {
-        server["ca"] = toml_edit::value(ca.display().to_string());
-    }
-    server["token_file"] = toml_edit::value(token_file.display().to_string());
-    server["agent_id"] = toml_edit::value(agent_id);
+    edit(server);
     crate::fsutil::write_atomic(path, doc.to_string().as_bytes()).map_err(|source| ConfigError::Io { path: shown(), source })
 }
 
-/// Set `[server]`'s `url` and `ca` in the config file at `path` (made if
-/// missing), keeping everything else in it.
-pub fn write_server(path: &Path, url: Option<&str>, ca: Option<&Path>) -> Result<(), ConfigError> {
-    let shown = || path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => return Err(ConfigError::Io { path: shown(), source }),
-    };
-    let mut doc: toml_edit::DocumentMut =
-        text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Invalid { path: shown(), message: e.to_string() })?;
-    let server = doc.entry("server").or_insert(toml_edit::table());
-    let server =
-        server.as_table_mut().ok_or_else(|| ConfigError::Invalid { path: shown(), message: "[server] is not a table".into() })?;
-    if let Some(url) = url {
+/// Set `server.url`, `server.ca`, `server.token_file` and `server.agent_id`
+/// in the config file at `path` ([`edit_server`]).
+pub fn write_enrollment(path: &Path, url: &str, ca: Option<&Path>, token_file: &Path, agent_id: &str) -> Result<(), ConfigError> {
+    edit_server(path, |server| {
         server["url"] = toml_edit::value(url);
-    }
-    if let Some(ca) = ca {
-        server["ca"] = toml_edit::value(ca.display().to_string());
-    }
-    crate::fsutil::write_atomic(path, doc.to_string().as_bytes()).map_err(|source| ConfigError::Io { path: shown(), source })
+        if let Some(ca) = ca {
+            server["ca"] = toml_edit::value(ca.display().to_string());
+        }
+        server["token_file"] = toml_edit::value(token_file.display().to_string());
+        server["agent_id"] = toml_edit::value(agent_id);
+    })
+}
+
+/// Set `[server]`'s `url` and `ca` where given ([`edit_server`]).
+pub fn write_server(path: &Path, url: Option<&str>, ca: Option<&Path>) -> Result<(), ConfigError> {
+    edit_server(path, |server| {
+        if let Some(url) = url {
+            server["url"] = toml_edit::value(url);
+        }
+        if let Some(ca) = ca {
+            server["ca"] = toml_edit::value(ca.display().to_string());
+        }
+    })
 }
 
 /// Where `setup` keeps a join token until enrollment succeeds: beside the

@@ -246,3 +246,45 @@ fn infected_only_output_and_a_progress_bar_on_a_terminal() {
     let shown = String::from_utf8_lossy(&tty.stdout);
     assert!(shown.contains("51 files, 1 detected"), "no progress bar on a terminal:\n{shown}");
 }
+
+/// `qala-agent setup` (what the MSI runs) with bad and empty input: a CA
+/// file that is not a certificate is refused and nothing is written;
+/// empty values (MSI properties not given) change nothing; a join token
+/// the coordinator cannot take yet is kept, private, for the service.
+#[test]
+fn setup_refuses_a_bad_ca_ignores_empty_values_and_keeps_a_join_token_it_cannot_use() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let config = d.path().join("etc/agent.toml");
+    let setup = |args: &[&str]| {
+        std::process::Command::new(qala_tests::bin("qala-agent"))
+            .arg("--config")
+            .arg(&config)
+            .arg("setup")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let junk = d.path().join("junk.pem");
+    std::fs::write(&junk, b"\x00\x01 not a certificate").unwrap();
+    let out = setup(&["--server", "https://q.example:7000", "--ca-file", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a PEM certificate"));
+    assert!(!config.exists(), "nothing written on a refusal");
+    let out = setup(&["--server", "https://127.0.0.1:1", "--ca-file", "", "--join-token", ""]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read_to_string(&config).unwrap();
+    let out = setup(&["--server", "", "--ca-file", "", "--join-token", ""]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), written, "empty values change nothing");
+    assert!(written.contains("url = \"https://127.0.0.1:1\""), "{written}");
+    let dir_mode = std::fs::metadata(config.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    // Nothing listens there: the token waits for the service.
+    let out = setup(&["--join-token", "qala_join_token_for_later"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not enrolled yet"), "{}", String::from_utf8_lossy(&out.stdout));
+    let pending = d.path().join("etc/join.token");
+    assert_eq!(std::fs::read_to_string(&pending).unwrap().trim(), "qala_join_token_for_later");
+    assert_eq!(std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777, 0o600);
+}

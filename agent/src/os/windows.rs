@@ -422,24 +422,38 @@ fn user_sid() -> Option<String> {
 /// the access list the agent sets): for checking where, as under Wine, the
 /// list cannot be read back from the file system.
 pub fn sddl_round_trip(sddl: &str) -> std::io::Result<String> {
-    use windows_sys::Win32::Security::Authorization::{
-        ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertStringSecurityDescriptorToSecurityDescriptorW,
-        SDDL_REVISION_1,
-    };
-    use windows_sys::Win32::Security::{DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR};
-    let text = wide(std::ffi::OsStr::new(sddl));
-    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-    // SAFETY: a NUL-terminated string and a valid out-pointer.
-    if unsafe {
-        ConvertStringSecurityDescriptorToSecurityDescriptorW(text.as_ptr(), SDDL_REVISION_1, &mut sd, std::ptr::null_mut())
-    } == 0
-    {
-        return Err(std::io::Error::last_os_error());
+    use windows_sys::Win32::Security::Authorization::ConvertSecurityDescriptorToStringSecurityDescriptorW;
+    use windows_sys::Win32::Security::DACL_SECURITY_INFORMATION;
+    let sd = Descriptor::parse(sddl)?;
+    descriptor_text(sd.0, ConvertSecurityDescriptorToStringSecurityDescriptorW, DACL_SECURITY_INFORMATION)
+}
+
+/// A security descriptor the system made from SDDL, freed when dropped.
+struct Descriptor(windows_sys::Win32::Security::PSECURITY_DESCRIPTOR);
+
+impl Descriptor {
+    fn parse(sddl: &str) -> std::io::Result<Self> {
+        use windows_sys::Win32::Security::Authorization::{
+            ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+        };
+        let text = wide(std::ffi::OsStr::new(sddl));
+        let mut sd = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated string and a valid out-pointer.
+        if unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(text.as_ptr(), SDDL_REVISION_1, &mut sd, std::ptr::null_mut())
+        } == 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self(sd))
     }
-    let result = descriptor_text(sd, ConvertSecurityDescriptorToStringSecurityDescriptorW, DACL_SECURITY_INFORMATION);
-    // SAFETY: sd was allocated with LocalAlloc by the conversion.
-    unsafe { foundation::LocalFree(sd as _) };
-    result
+}
+
+impl Drop for Descriptor {
+    fn drop(&mut self) {
+        // SAFETY: allocated with LocalAlloc by the conversion, freed once.
+        unsafe { foundation::LocalFree(self.0 as _) };
+    }
 }
 
 type ToText = unsafe extern "system" fn(
@@ -492,24 +506,14 @@ fn wide(p: &std::ffi::OsStr) -> Vec<u16> {
 /// maps it to the Unix mode, where `SetNamedSecurityInfoW` left others
 /// their read access).
 pub fn set_sddl(path: &Path, sddl: &str) -> std::io::Result<()> {
-    use windows_sys::Win32::Security::Authorization::{ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1};
-    use windows_sys::Win32::Security::{DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, SetFileSecurityW};
-    let text = wide(std::ffi::OsStr::new(sddl));
-    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-    // SAFETY: a NUL-terminated string and a valid out-pointer.
-    if unsafe {
-        ConvertStringSecurityDescriptorToSecurityDescriptorW(text.as_ptr(), SDDL_REVISION_1, &mut sd, std::ptr::null_mut())
-    } == 0
-    {
+    use windows_sys::Win32::Security::{DACL_SECURITY_INFORMATION, SetFileSecurityW};
+    let sd = Descriptor::parse(sddl)?;
+    let name = wide(path.as_os_str());
+    // SAFETY: a NUL-terminated path and a live descriptor.
+    if unsafe { SetFileSecurityW(name.as_ptr(), DACL_SECURITY_INFORMATION, sd.0) } == 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let name = wide(path.as_os_str());
-    // SAFETY: a NUL-terminated path and the descriptor made above.
-    let ok = unsafe { SetFileSecurityW(name.as_ptr(), DACL_SECURITY_INFORMATION, sd) };
-    let result = if ok == 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
-    // SAFETY: sd was allocated with LocalAlloc by the conversion.
-    unsafe { foundation::LocalFree(sd as _) };
-    result
+    Ok(())
 }
 
 /// The access list of `path` as SDDL (for checks and tests).
