@@ -44,6 +44,9 @@ pub struct Client {
     /// The revocation lists coordinators are checked against (the roots'
     /// lists of the cluster CA), and the file they are kept in.
     crls: Option<(Arc<CrlSet>, Option<PathBuf>)>,
+    /// Ask the coordinator not to record what this agent holds
+    /// (`sightings = false`).
+    no_sightings: bool,
 }
 
 /// Result of one upload.
@@ -160,10 +163,17 @@ impl Client {
             .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
         let agents = AgentsClient::with_interceptor(channel, BearerToken::new(token)?);
-        Ok(Self { inner, agents, rate: None, crls })
+        Ok(Self { inner, agents, rate: None, crls, no_sightings: false })
     }
 
     /// Cap uploads at `bytes_per_sec` (0: no cap), for every clone made after.
+    /// Whether the coordinator may record what this agent holds (its
+    /// sightings: agent id and sha256, never a path).
+    pub fn with_sightings(mut self, on: bool) -> Self {
+        self.no_sightings = !on;
+        self
+    }
+
     pub fn with_upload_rate(mut self, bytes_per_sec: u64) -> Self {
         self.rate = (bytes_per_sec > 0).then(|| Arc::new(crate::limits::RateLimit::new(bytes_per_sec)));
         self
@@ -193,10 +203,12 @@ impl Client {
     /// Tell the coordinator this agent is alive (its inventory record), and
     /// take the revocation lists it answers with when they differ from the
     /// ones held, keeping them for the next start.
-    pub async fn checkin(&self, info: pb::AgentInfo) -> Result<pb::CheckinResponse, Status> {
+    /// Notices made after `notices_after_ms` come with the answer (what a
+    /// notice stream that was down missed; 0: none).
+    pub async fn checkin(&self, info: pb::AgentInfo, notices_after_ms: i64) -> Result<pb::CheckinResponse, Status> {
         let mut c = self.agents.clone();
         let crl_digest = self.crls.as_ref().map(|(set, _)| set.digest()).unwrap_or_default();
-        let mut req = tonic::Request::new(pb::CheckinRequest { info: Some(info), crl_digest });
+        let mut req = tonic::Request::new(pb::CheckinRequest { info: Some(info), crl_digest, notices_after_ms });
         req.set_timeout(RPC_DEADLINE);
         let resp = c.checkin(req).await.map(|r| r.into_inner()).map_err(explained)?;
         if let Some((set, file)) = &self.crls
@@ -218,6 +230,22 @@ impl Client {
         Ok(resp)
     }
 
+    /// Contents this agent no longer holds: its sightings of them go.
+    pub async fn gone(&self, sha256: Vec<String>) -> Result<u32, Status> {
+        let mut c = self.agents.clone();
+        let mut req = tonic::Request::new(pb::GoneRequest { sha256 });
+        req.set_timeout(RPC_DEADLINE);
+        c.gone(req).await.map(|r| r.into_inner().dropped).map_err(explained)
+    }
+
+    /// Open the stream of notices for this agent (no deadline: it lives
+    /// until the coordinator or the network ends it); notices made after
+    /// `after_ms` come first.
+    pub async fn notices(&self, after_ms: i64) -> Result<tonic::Streaming<pb::Notice>, Status> {
+        let mut c = self.agents.clone();
+        c.notices(pb::NoticesRequest { after_ms }).await.map(|r| r.into_inner()).map_err(explained)
+    }
+
     /// Report actions taken on detections (audited by the coordinator).
     pub async fn report_actions(&self, actions: Vec<pb::AgentAction>) -> Result<pb::ReportActionsResponse, Status> {
         let mut c = self.agents.clone();
@@ -229,7 +257,8 @@ impl Client {
     /// Lookup without retries, cut off after `timeout` (on-access decisions).
     pub async fn lookup_once(&self, sha256: String, timeout: Duration) -> Result<pb::LookupResponse, Status> {
         let mut c = self.inner.clone();
-        let mut req = tonic::Request::new(pb::LookupRequest { sha256: vec![sha256], brief: true });
+        let mut req =
+            tonic::Request::new(pb::LookupRequest { sha256: vec![sha256], brief: true, no_sightings: self.no_sightings });
         req.set_timeout(timeout);
         match tokio::time::timeout(timeout, c.lookup(req)).await {
             Ok(r) => r.map(|r| r.into_inner()).map_err(explained),
@@ -287,8 +316,9 @@ impl Client {
     /// Verdicts by digest; `brief` leaves out executable summaries and
     /// object metadata (most of a verdict's size).
     pub async fn lookup(&self, sha256: Vec<String>, brief: bool) -> Result<pb::LookupResponse, Status> {
+        let no_sightings = self.no_sightings;
         self.retry(|mut c| {
-            let mut req = tonic::Request::new(pb::LookupRequest { sha256: sha256.clone(), brief });
+            let mut req = tonic::Request::new(pb::LookupRequest { sha256: sha256.clone(), brief, no_sightings });
             req.set_timeout(RPC_DEADLINE);
             async move { c.lookup(req).await.map(|r| r.into_inner()) }
         })
@@ -341,6 +371,7 @@ impl Client {
             file_name: String::new(),
             agent_id: agent_id.to_string(),
             brief,
+            no_sightings: self.no_sightings,
         };
         let sent = Arc::new(AtomicU64::new(0));
         let response = self

@@ -17,6 +17,7 @@
 //! one_file_system = false
 //! lookup_only = false                      # privacy mode: never upload
 //! upload_exclude = ["**/.ssh/**"]          # replaces the default list
+//! sightings = true                         # false: the coordinator records nothing this machine holds
 //!
 //! [watch]
 //! paths = ["/home", "/tmp", "/var/tmp"]
@@ -102,6 +103,16 @@ pub struct ScanConfig {
     pub lookup_only: bool,
     /// Replaces the default private paths when set.
     pub upload_exclude: Option<Vec<String>>,
+    /// Let the coordinator record which contents (sha256s, never paths)
+    /// this agent holds, so new indicators reach it (default true).
+    pub sightings: Option<bool>,
+}
+
+impl ScanConfig {
+    /// Whether sightings are on (the default).
+    pub fn sightings(&self) -> bool {
+        self.sightings.unwrap_or(true)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -255,12 +266,14 @@ pub struct PathsConfig {
     pub hash_cache: Option<PathBuf>,
     /// The certificate revocation lists fetched at check-in (PEM).
     pub crl_cache: Option<PathBuf>,
+    /// Which paths hold which content (sha256), kept by the service.
+    pub held: Option<PathBuf>,
     pub spool_max: usize,
 }
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        Self { quarantine: None, spool: None, hash_cache: None, crl_cache: None, spool_max: 100_000 }
+        Self { quarantine: None, spool: None, hash_cache: None, crl_cache: None, held: None, spool_max: 100_000 }
     }
 }
 
@@ -270,6 +283,7 @@ impl PathsConfig {
         self.quarantine.get_or_insert_with(|| defaults.quarantine.clone());
         self.spool.get_or_insert_with(|| defaults.spool.clone());
         self.crl_cache.get_or_insert_with(|| defaults.crl_cache.clone());
+        self.held.get_or_insert_with(|| defaults.held.clone());
         if self.hash_cache.is_none() {
             self.hash_cache = defaults.hash_cache.clone();
         }

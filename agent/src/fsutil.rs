@@ -11,3 +11,36 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     qala_common::files::replace(path, data, 0o600)
 }
+
+/// A path as bytes for a state file: its bytes on Unix, its UTF-16 code
+/// units (little-endian) on Windows; [`path_from_bytes`] reads them back.
+pub fn path_bytes(p: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        p.as_os_str().as_bytes().to_vec()
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::ffi::OsStrExt;
+        p.as_os_str().encode_wide().flat_map(u16::to_le_bytes).collect()
+    }
+}
+
+/// The path [`path_bytes`] wrote (None if the bytes cannot be one).
+pub fn path_from_bytes(b: &[u8]) -> Option<std::path::PathBuf> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b)))
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::ffi::OsStringExt;
+        if b.len() % 2 != 0 {
+            return None;
+        }
+        let wide: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        Some(std::path::PathBuf::from(std::ffi::OsString::from_wide(&wide)))
+    }
+}

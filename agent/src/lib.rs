@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod fsutil;
+pub mod held;
 pub mod limits;
 pub mod local;
 pub mod os;

@@ -231,6 +231,18 @@ pub struct RetentionConfig {
     /// Days the detections feed (`GET /v1/detections`) keeps an event.
     #[arg(long, env = "QALA_COORDINATOR_DETECTIONS_KEEP_DAYS", default_value_t = 90.0)]
     pub detections_keep_days: f64,
+    /// Days a sighting (which agent holds which content) is kept after the
+    /// agent last reported it; 0 keeps them for good.
+    #[arg(long, env = "QALA_COORDINATOR_SIGHTINGS_KEEP_DAYS", default_value_t = 90.0)]
+    pub sightings_keep_days: f64,
+    /// Sightings kept per agent; past it the least recently seen go and the
+    /// agent's list is marked truncated.
+    #[arg(long, env = "QALA_COORDINATOR_SIGHTINGS_PER_AGENT", default_value_t = 1_000_000)]
+    pub sightings_per_agent: u64,
+    /// Record no sightings at all (then no notice reaches an agent and
+    /// hunts have nothing in scope).
+    #[arg(long, env = "QALA_COORDINATOR_NO_SIGHTINGS")]
+    pub no_sightings: bool,
 }
 
 fn days(d: f64) -> std::time::Duration {
@@ -238,6 +250,14 @@ fn days(d: f64) -> std::time::Duration {
 }
 
 impl RetentionConfig {
+    pub fn sightings(&self) -> crate::core::sightings::SightingSettings {
+        crate::core::sightings::SightingSettings {
+            enabled: !self.no_sightings,
+            keep: days(self.sightings_keep_days),
+            per_agent: self.sightings_per_agent.max(1),
+        }
+    }
+
     pub fn keep(&self) -> crate::store::Keep {
         crate::store::Keep {
             clean: days(self.keep_clean_days),
@@ -310,6 +330,16 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Which agents hold a content (by sha256, or the md5/sha1 of a stored
+    /// submission): agent id, host, first and last seen, last check-in (an
+    /// analyst or admin token with --server).
+    Sightings {
+        hash: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// Hash IOC lists: block (sha256, sha1, md5: answered malicious without
     /// a scan) and allow (sha256 only: answered clean, a false-positive override).
     Ioc {
@@ -364,6 +394,15 @@ pub enum AgentsCommand {
     /// Agent id, host, OS, version, last check-in and actions reported
     /// (an analyst or admin token with --server).
     List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// One agent: its record and what it holds that is a detection now
+    /// (needs --server: verdicts are read under the rules in force).
+    Show {
+        agent_id: String,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -101,7 +101,7 @@ impl pb::scanner_server::Scanner for ScannerService {
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Result<Response<pb::LookupResponse>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::Lookup).map_err(status)?;
         let req = request.into_inner();
-        answer(self.core.lookups().lookup(&caller, req.sha256, req.brief).await)
+        answer(self.core.lookups().lookup(&caller, req.sha256, req.brief, req.no_sightings).await)
     }
 
     async fn scan(&self, request: Request<Streaming<pb::ScanRequest>>) -> Result<Response<pb::ScanResponse>, Status> {
@@ -242,6 +242,56 @@ impl pb::agents_server::Agents for AgentsService {
     async fn list_agents(&self, request: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::Inventory).map_err(status)?;
         answer(self.core.agents().list(&caller).await)
+    }
+
+    async fn gone(&self, request: Request<pb::GoneRequest>) -> Result<Response<pb::GoneResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::AgentReport).map_err(status)?;
+        let dropped = self.core.sightings().gone(&caller, &request.into_inner().sha256).await.map_err(status)?;
+        Ok(Response::new(pb::GoneResponse { dropped }))
+    }
+
+    type NoticesStream = tokio_stream::wrappers::ReceiverStream<Result<pb::Notice, Status>>;
+
+    async fn notices(&self, request: Request<pb::NoticesRequest>) -> Result<Response<Self::NoticesStream>, Status> {
+        let creds = credentials(&request);
+        let caller = self.core.caller(&creds, Op::AgentReport).map_err(status)?;
+        let mut rx = self.core.notices().subscribe(&caller, request.into_inner().after_ms).await.map_err(status)?;
+        let (tx, out) = tokio::sync::mpsc::channel(16);
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            // A token revoked while its stream is open ends the stream
+            // within REAUTH.
+            const REAUTH: std::time::Duration = std::time::Duration::from_secs(5);
+            loop {
+                tokio::select! {
+                    n = rx.recv() => match n {
+                        Some(n) => if tx.send(Ok(n)).await.is_err() { return },
+                        None => {
+                            let _ = tx.send(Err(Status::resource_exhausted("notices fell behind; reconnect"))).await;
+                            return;
+                        }
+                    },
+                    _ = tokio::time::sleep(REAUTH) => {
+                        if let Err(e) = core.identify(&creds) {
+                            let _ = tx.send(Err(status(e))).await;
+                            return;
+                        }
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(out)))
+    }
+
+    async fn sightings(&self, request: Request<pb::SightingsRequest>) -> Result<Response<pb::SightingsResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Inventory).map_err(status)?;
+        answer(self.core.sightings().holders(&caller, &request.into_inner().hash).await)
+    }
+
+    async fn get_agent(&self, request: Request<pb::GetAgentRequest>) -> Result<Response<pb::GetAgentResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Inventory).map_err(status)?;
+        answer(self.core.sightings().agent(&caller, &request.into_inner().agent_id).await)
     }
 }
 

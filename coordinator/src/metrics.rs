@@ -46,6 +46,9 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub lookups: Counter,
+    pub sightings: Counter,
+    pub sightings_dropped: Counter,
+    pub notices: Counter,
     families: VerdictFamilies,
     pub scan_seconds: Histogram,
     pub errors: Counter,
@@ -88,6 +91,9 @@ impl Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             lookups: Counter::default(),
+            sightings: Counter::default(),
+            sightings_dropped: Counter::default(),
+            notices: Counter::default(),
             families,
             scan_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             errors: Counter::default(),
@@ -100,6 +106,13 @@ impl Metrics {
         registry.register("cache_hits", "Scan calls answered from the store or another scan in flight", m.cache_hits.clone());
         registry.register("cache_misses", "Scan calls that were scanned by a worker", m.cache_misses.clone());
         registry.register("lookup_hashes", "Hashes asked for in lookups", m.lookups.clone());
+        registry.register("sightings_written", "Sightings written to the store (agent, content pairs)", m.sightings.clone());
+        registry.register(
+            "sightings_dropped",
+            "Sightings dropped while the store did not take them (the in-memory batch was full)",
+            m.sightings_dropped.clone(),
+        );
+        registry.register("notices_sent", "Notices sent to connected agents", m.notices.clone());
         registry.register("verdicts", "Verdicts answered, by level", m.families.verdicts.clone());
         registry.register("limits_hit", "Scan limits hit, by kind", m.families.limits_hit.clone());
         registry.register("scan_duration_seconds", "Scan calls from request to verdict (not cached)", m.scan_seconds.clone());

@@ -141,6 +141,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             enrollment: tls.as_ref().map(|t| t.3.clone()),
             join_per_minute: config.enroll_rate,
             actions_per_minute: config.agent_actions_rate,
+            sightings: config.retention.sightings(),
         },
     ));
     if let (Some(t), Some(dir)) = (&tls, &config.tls) {
@@ -175,6 +176,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let mut tasks = vec![
         tokio::spawn(clamd.serve(core.clone(), stop_rx.clone())),
         tokio::spawn(core.iocs().clone().keep_fresh(stop_rx.clone())),
+        tokio::spawn(core.sightings().clone().run(stop_rx.clone())),
+        tokio::spawn(core.notices().clone().run(stop_rx.clone())),
         tokio::spawn({
             let (tls, state, stop) = (tls.as_ref().map(|t| t.4.clone()), http::AppState { core: core.clone() }, stop_rx.clone());
             let max_body = usize::try_from(config.max_file_size).unwrap_or(usize::MAX);

@@ -156,7 +156,7 @@ async fn brief_answers_leave_out_executable_summaries_the_store_keeps_them() {
     assert_eq!(lines[0]["verdict"], "clean", "{lines:?}");
     let sha = qala_tests::sha256_hex(&program);
     let mut client = cluster.scanner().await;
-    let ask = |sha: &str, brief| LookupRequest { sha256: vec![sha.to_string()], brief };
+    let ask = |sha: &str, brief| LookupRequest { sha256: vec![sha.to_string()], brief, ..Default::default() };
     let full = client.lookup(ask(&sha, false)).await.unwrap().into_inner().verdicts.remove(0);
     let brief = client.lookup(ask(&sha, true)).await.unwrap().into_inner().verdicts.remove(0);
     assert!(!full.executables.is_empty(), "the store keeps the whole verdict: {full:?}");

@@ -82,7 +82,8 @@ async fn a_fast_large_upload_is_cut_through_and_a_lying_one_never_scanned() {
     std::thread::sleep(Duration::from_millis(2500)); // a heartbeat
     assert_eq!(scanned(&cluster), Some(before), "the worker scanned an upload that failed verification");
     let mut client = cluster.scanner().await;
-    let found = client.lookup(pb::LookupRequest { sha256: vec![claimed], brief: true }).await.unwrap().into_inner();
+    let found =
+        client.lookup(pb::LookupRequest { sha256: vec![claimed], brief: true, ..Default::default() }).await.unwrap().into_inner();
     assert!(found.verdicts.is_empty(), "nothing stored under the claimed hash");
 }
 

@@ -177,11 +177,19 @@ async fn sightings(s: &dyn VerdictStore) {
     assert!(s.sightings_of(&sha256_hex(b"c0")).await.unwrap().is_empty(), "a dropped sighting is gone by content too");
     assert_eq!(s.sightings_by("a", 10).await.unwrap().0.len(), 2, "other agents keep theirs");
 
+    // An agent that no longer holds a content: its sighting goes, nobody else's.
+    let gone = [sha256_hex(b"y"), sha256_hex(b"never seen")];
+    assert_eq!(s.forget_sightings("a", &gone).await.unwrap(), 1);
+    assert_eq!(s.forget_sightings("a", &gone).await.unwrap(), 0);
+    assert_eq!(s.sightings_by("a", 10).await.unwrap().0.iter().map(|h| h.sha256.clone()).collect::<Vec<_>>(), vec![x.clone()]);
+    assert!(s.sightings_of(&sha256_hex(b"y")).await.unwrap().is_empty());
+    assert_eq!(s.sightings_of(&x).await.unwrap().len(), 2);
+
     // Retention: what was last seen before 1150 goes (b's x), the rest stays.
     assert_eq!(s.purge_sightings(1150).await.unwrap(), 1);
     assert_eq!(s.sightings_of(&x).await.unwrap(), vec![both[0].clone()]);
     assert_eq!(s.sightings_by("b", 10).await.unwrap(), (vec![], false));
-    assert_eq!(s.purge_sightings(10_000).await.unwrap(), 5);
+    assert_eq!(s.purge_sightings(10_000).await.unwrap(), 4);
     assert!(s.sightings_of(&x).await.unwrap().is_empty());
     assert_eq!(s.sightings_by("c", 10).await.unwrap(), (vec![], false), "an agent with nothing left starts afresh");
 }

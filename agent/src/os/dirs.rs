@@ -37,6 +37,8 @@ pub struct PrivateDirs {
     pub hash_cache: Option<PathBuf>,
     /// The certificate revocation lists fetched at check-in.
     pub crl_cache: PathBuf,
+    /// Which paths hold which content ([`crate::held`]).
+    pub held: PathBuf,
 }
 
 impl PrivateDirs {
@@ -50,6 +52,7 @@ impl PrivateDirs {
                 quarantine: d.join("quarantine"),
                 hash_cache: Some(d.join("hashes")),
                 crl_cache: d.join("crls.pem"),
+                held: d.join("held"),
             };
         }
         if root {
@@ -58,6 +61,7 @@ impl PrivateDirs {
                 quarantine: PathBuf::from("/var/lib/qala/quarantine"),
                 hash_cache: Some(PathBuf::from("/var/cache/qala/hashes")),
                 crl_cache: PathBuf::from("/var/lib/qala/crls.pem"),
+                held: PathBuf::from("/var/lib/qala/held"),
             };
         }
         let under = |base: &Option<PathBuf>| base.clone().unwrap_or_else(|| PathBuf::from(".")).join("qala");
@@ -66,6 +70,7 @@ impl PrivateDirs {
             quarantine: under(&user.data).join("quarantine"),
             hash_cache: user.cache.as_ref().map(|c| c.join("qala").join("hashes")),
             crl_cache: under(&user.state).join("crls.pem"),
+            held: under(&user.state).join("held"),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! current and every action taken is reported to it.
 
 pub mod events;
+pub mod notices;
 #[cfg(target_os = "linux")]
 pub mod on_access;
 pub mod pipeline;
@@ -108,7 +109,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
     // defanged; the spool and cache change all the time).
     let mut exclude = cfg.scan.exclude.clone();
     exclude.push(format!("{}/**", glob_escape(&quarantine_dir)));
-    for own in [Some(&spool_path), cache_path.as_ref()].into_iter().flatten() {
+    for own in [Some(&spool_path), cache_path.as_ref(), cfg.paths.held.as_ref()].into_iter().flatten() {
         if let Some(dir) = own.parent() {
             exclude.push(format!("{}/.*.tmp", glob_escape(dir)));
         }
@@ -119,6 +120,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
         cfg.scan.upload_exclude.clone().unwrap_or_else(|| crate::os::PRIVATE_DATA.iter().map(|s| s.to_string()).collect());
     let private = Excludes::new(&private_globs).map_err(|e| ServiceError::Config(format!("scan.upload_exclude: {e}")))?;
     let cache = cache_path.map(|p| Arc::new(crate::cache::HashCache::open(p)));
+    let held = cfg.paths.held.clone().map(|p| Arc::new(crate::held::HeldIndex::open(p)));
     let spool = Arc::new(Spool::open(&spool_path, cfg.paths.spool_max));
     let quarantine = match crate::quarantine::Quarantine::open(&quarantine_dir) {
         Ok(q) => Some(q),
@@ -152,6 +154,9 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
         concurrency: 4,
         online: AtomicBool::new(true),
         cache_saved: std::sync::Mutex::new(std::time::Instant::now()),
+        held: held.clone(),
+        sightings: cfg.scan.sightings(),
+        gone: Default::default(),
     });
     let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<PathBuf>>(256);
     let worker = tokio::spawn(pipeline.clone().run(jobs_rx, stop_rx.clone()));
@@ -222,14 +227,35 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
         });
     }
 
-    // Check-ins: at start, then every few minutes.
+    // Notices about contents this machine holds (only when the coordinator
+    // knows what it holds).
+    let listener = match (&held, cfg.scan.sightings()) {
+        (Some(held), true) => {
+            let l = Arc::new(notices::Listener::new(client.clone(), held.clone(), jobs_tx.clone(), events.clone()));
+            tokio::spawn(l.clone().run(stop_rx.clone()));
+            Some(l)
+        }
+        _ => None,
+    };
+
+    // Check-ins: at start, then every few minutes; each brings what a
+    // notice stream that was down missed.
     let checkin_every = cfg.server.checkin_every();
     {
-        let (client, mut stop) = (client.clone(), stop_rx.clone());
+        let (client, mut stop, listener, pipeline) = (client.clone(), stop_rx.clone(), listener.clone(), pipeline.clone());
         tokio::spawn(async move {
             loop {
-                if let Err(e) = client.checkin(agent_info()).await {
-                    tracing::warn!(error = %e.message(), "check-in failed");
+                let after = listener.as_ref().map_or(0, |l| l.after_ms());
+                match client.checkin(agent_info(), after).await {
+                    Ok(r) => {
+                        if let Some(l) = &listener {
+                            for n in r.notices {
+                                l.handle(n).await;
+                            }
+                        }
+                        pipeline.report_gone().await;
+                    }
+                    Err(e) => tracing::warn!(error = %e.message(), "check-in failed"),
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(checkin_every) => {}
@@ -247,7 +273,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
             "version": env!("CARGO_PKG_VERSION"),
             "watch": watch_paths, "backend": format!("{backend:?}").to_lowercase(),
             "on_access": format!("{:?}", cfg.watch.on_access), "spooled": spool.len(),
-            "quarantine": quarantine_dir, "lookup_only": cfg.scan.lookup_only,
+            "quarantine": quarantine_dir, "lookup_only": cfg.scan.lookup_only, "sightings": cfg.scan.sightings(),
         }),
     );
 
@@ -263,6 +289,7 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
     {
         tracing::warn!(error = %e, "hash cache not saved");
     }
+    pipeline.save_held();
     // Give queued action reports a moment to leave.
     let _ = tokio::time::timeout(Duration::from_secs(2), reporter).await;
     events.emit("stopped", None, json!({"spooled": spool.len()}));

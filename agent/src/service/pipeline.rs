@@ -8,6 +8,7 @@ use super::events::Events;
 use super::spool::{Entry, Spool};
 use crate::client::{Client, retryable};
 use crate::config::{Action, ActionsConfig};
+use crate::held::HeldIndex;
 use crate::os::FileStamp;
 use crate::output::kind;
 use crate::quarantine::Quarantine;
@@ -17,7 +18,7 @@ use qala_proto::VerdictKind;
 use qala_proto::v1 as pb;
 use rand::Rng;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,7 +89,17 @@ pub struct Pipeline {
     pub online: AtomicBool,
     /// When the hash cache was last written.
     pub cache_saved: Mutex<std::time::Instant>,
+    /// Which paths hold which content (notices find files through it).
+    pub held: Option<Arc<HeldIndex>>,
+    /// Whether the coordinator records this agent's sightings (then
+    /// contents no longer held are reported gone).
+    pub sightings: bool,
+    /// Contents no longer held, not reported yet.
+    pub gone: Mutex<HashSet<String>>,
 }
+
+/// Gone contents held for reporting at most (while the coordinator does not answer).
+const GONE_MAX: usize = 100_000;
 
 const CACHE_SAVE_EVERY: Duration = Duration::from_secs(60);
 
@@ -137,15 +148,72 @@ impl Pipeline {
         }
     }
 
+    /// `path` holds `sha256` now (answered).
+    fn held_record(&self, path: &Path, sha256: &str) {
+        if let Some(h) = &self.held {
+            let gone = h.record(path, sha256);
+            let mut g = self.gone.lock().expect("gone lock");
+            g.remove(sha256);
+            if g.len() < GONE_MAX {
+                g.extend(gone);
+            }
+        }
+    }
+
+    /// Nothing is at `path` any more (deleted, quarantined, moved away).
+    fn held_remove(&self, path: &Path) {
+        if let Some(h) = &self.held
+            && let Some(sha) = h.remove(path)
+        {
+            let mut g = self.gone.lock().expect("gone lock");
+            if g.len() < GONE_MAX {
+                g.insert(sha);
+            }
+        }
+    }
+
+    /// Tell the coordinator which contents this machine no longer holds.
+    pub async fn report_gone(&self) {
+        let gone: Vec<String> = std::mem::take(&mut *self.gone.lock().expect("gone lock")).into_iter().collect();
+        if gone.is_empty() || !self.sightings {
+            return;
+        }
+        for chunk in gone.chunks(5000) {
+            if let Err(e) = self.client.gone(chunk.to_vec()).await {
+                tracing::info!(error = %e.message(), "gone contents not reported; trying again later");
+                let mut g = self.gone.lock().expect("gone lock");
+                let room = GONE_MAX.saturating_sub(g.len());
+                g.extend(chunk.iter().take(room).cloned());
+            }
+        }
+    }
+
+    /// Save the held index (at most once a minute while running, and at stop).
+    pub fn save_held(&self) {
+        if let Some(h) = &self.held
+            && let Err(e) = h.save()
+        {
+            tracing::warn!(error = %e, "held index not saved");
+        }
+    }
+
     /// Walk and hash `paths`, then answer every file found.
     pub async fn process(&self, paths: Vec<PathBuf>) {
         let (tx, mut rx) = mpsc::channel::<Found>(4096);
         let (opts, excludes) = (self.walk.clone(), self.excludes.clone());
+        let roots = paths.clone();
         let walker = tokio::task::spawn_blocking(move || walk(&paths, &opts, excludes, Arc::new(WalkStats::default()), tx));
         let mut batch = Vec::new();
+        // Every path the walk met: an indexed path under the roots that it
+        // did not meet may be gone.
+        let mut met: HashSet<PathBuf> = HashSet::new();
+        let track = self.held.as_ref().is_some_and(|h| !h.is_empty());
         loop {
             let next = rx.recv().await;
             let done = next.is_none();
+            if track && let Some(Found::File { path, .. } | Found::Error { path, .. } | Found::Skipped { path, .. }) = &next {
+                met.insert(path.clone());
+            }
             match next {
                 Some(Found::File { path, sha256, size }) => batch.push(File { path, sha256, size }),
                 // A file gone before it settled is no news.
@@ -164,6 +232,16 @@ impl Pipeline {
             }
         }
         let _ = walker.await;
+        if track && let Some(h) = &self.held {
+            for p in h.missing_under(&roots, &met) {
+                // Excluded or unreadable now is still held; only what is no
+                // longer a file there is gone.
+                if !p.symlink_metadata().is_ok_and(|m| m.is_file()) {
+                    self.held_remove(&p);
+                }
+            }
+        }
+        self.report_gone().await;
         // The cache file is rewritten whole: at most once a minute (and at
         // stop), not after every file the watch sends.
         let due = {
@@ -174,11 +252,13 @@ impl Pipeline {
             }
             due
         };
-        if due
-            && let Some(c) = &self.walk.cache
-            && let Err(e) = c.save()
-        {
-            tracing::warn!(error = %e, "hash cache not saved");
+        if due {
+            if let Some(c) = &self.walk.cache
+                && let Err(e) = c.save()
+            {
+                tracing::warn!(error = %e, "hash cache not saved");
+            }
+            self.save_held();
         }
     }
 
@@ -240,6 +320,7 @@ impl Pipeline {
                 answered.push((f.path, f.sha256));
             } else if self.lookup_only || self.private.matches(&f.path) {
                 self.events.emit("unknown", Some(&f.path), json!({"sha256": f.sha256, "reason": "not uploaded (privacy)"}));
+                self.held_record(&f.path, &f.sha256);
                 answered.push((f.path, f.sha256));
             } else {
                 uploads.entry(f.sha256.clone()).or_default().push(f);
@@ -305,6 +386,7 @@ impl Pipeline {
     /// One verdict for one file: the event line, then the action.
     fn verdict(&self, path: &Path, sha256: &str, v: &pb::Verdict, cached: bool) {
         self.memo.put(sha256, v);
+        self.held_record(path, sha256);
         let k = kind(v);
         let rules = rule_names(v);
         self.events.emit(
@@ -321,12 +403,18 @@ impl Pipeline {
         match action {
             Action::Report => {}
             Action::Quarantine => match self.quarantine.as_ref().map(|q| q.add(path, sha256, label, &rules)) {
-                Some(Ok(r)) => self.events.action("quarantine", path, sha256, label, &rules, &r.id),
+                Some(Ok(r)) => {
+                    self.held_remove(path);
+                    self.events.action("quarantine", path, sha256, label, &rules, &r.id)
+                }
                 Some(Err(e)) => self.events.action("quarantine_failed", path, sha256, label, &rules, &e.to_string()),
                 None => self.events.action("quarantine_failed", path, sha256, label, &rules, "no quarantine directory"),
             },
             Action::Delete => match delete_if_same(path, sha256) {
-                Ok(()) => self.events.action("delete", path, sha256, label, &rules, ""),
+                Ok(()) => {
+                    self.held_remove(path);
+                    self.events.action("delete", path, sha256, label, &rules, "")
+                }
                 Err(e) => self.events.action("delete_failed", path, sha256, label, &rules, &e),
             },
         }

@@ -7,6 +7,7 @@
 
 use super::error::CoreError;
 use super::join::JoinLimits;
+use super::notices::Notices;
 use super::rate::PerClient;
 use super::revocation::crls_for;
 use super::shared::Shared;
@@ -31,6 +32,7 @@ pub struct Agents {
     /// Actions reported per agent and minute: forged reports of one agent
     /// cannot flood the SIEM export and the audit log.
     actions: PerClient,
+    notices: Arc<Notices>,
 }
 
 /// Inventory fields come from the endpoint: bounded and printable.
@@ -53,7 +55,7 @@ fn new_agent_id(hostname: &str) -> String {
 }
 
 impl Agents {
-    pub fn new(s: &Shared, join: Arc<JoinLimits>, actions_per_minute: u32) -> Self {
+    pub fn new(s: &Shared, join: Arc<JoinLimits>, actions_per_minute: u32, notices: Arc<Notices>) -> Self {
         Self {
             store: s.store.clone(),
             auth: s.auth.clone(),
@@ -61,6 +63,7 @@ impl Agents {
             siem: s.siem.clone(),
             join,
             actions: PerClient::new("actions", actions_per_minute),
+            notices,
         }
     }
 
@@ -113,7 +116,13 @@ impl Agents {
         record.last_seen_ms = qala_common::now_ms();
         record.last_peer = caller.peer.map(|p| p.to_string()).unwrap_or_default();
         self.store.put(&record).await?;
-        Ok(pb::CheckinResponse { server_time_ms: record.last_seen_ms, crls: crls_for(self.auth.crls(), &req.crl_digest) })
+        // What a notice stream that was down missed.
+        let notices = self.notices.for_agent(&caller.name, req.notices_after_ms).await.unwrap_or_default();
+        Ok(pb::CheckinResponse {
+            server_time_ms: record.last_seen_ms,
+            crls: crls_for(self.auth.crls(), &req.crl_digest),
+            notices,
+        })
     }
 
     pub async fn report_actions(
@@ -126,6 +135,21 @@ impl Agents {
             return Err(CoreError::Invalid(format!("at most {MAX_ACTIONS} actions per report")));
         }
         self.actions.take(&caller.name, req.actions.len() as u32)?;
+        // The last action on each content, for `sightings`.
+        let latest: Vec<pb::ActionRecord> = req
+            .actions
+            .iter()
+            .filter(|a| super::digests::valid_sha256(&a.sha256))
+            .map(|a| pb::ActionRecord {
+                agent_id: caller.name.clone(),
+                sha256: a.sha256.clone(),
+                action: field(&a.action, 64),
+                at_ms: qala_common::now_ms(),
+            })
+            .collect();
+        if !latest.is_empty() {
+            self.store.put_all(&latest).await?;
+        }
         for a in &req.actions {
             let fields = json!({
                 "agent_id": caller.name,

@@ -9,6 +9,7 @@ use super::digests::{hash_kind, valid_sha256};
 use super::error::CoreError;
 use super::iocs::IocLists;
 use super::shared::Shared;
+use super::sightings::Sightings;
 use crate::auth::{Caller, Op};
 use crate::metrics::Metrics;
 use crate::rules::RulesManager;
@@ -31,16 +32,18 @@ pub struct Lookups {
     iocs: Arc<IocLists>,
     answers: Arc<Answers>,
     metrics: Arc<Metrics>,
+    sightings: Arc<Sightings>,
 }
 
 impl Lookups {
-    pub fn new(s: &Shared) -> Self {
+    pub fn new(s: &Shared, sightings: Arc<Sightings>) -> Self {
         Self {
             store: s.store.clone(),
             rules: s.rules.clone(),
             iocs: s.iocs.clone(),
             answers: s.answers.clone(),
             metrics: s.metrics.clone(),
+            sightings,
         }
     }
 
@@ -50,7 +53,15 @@ impl Lookups {
     }
 
     /// The verdicts of `sha256s` known under the current rules.
-    pub async fn lookup(&self, caller: &Caller, sha256s: Vec<String>, brief: bool) -> Result<pb::LookupResponse, CoreError> {
+    /// An agent holds what it asks about: recorded as its sightings unless
+    /// `no_sightings`.
+    pub async fn lookup(
+        &self,
+        caller: &Caller,
+        sha256s: Vec<String>,
+        brief: bool,
+        no_sightings: bool,
+    ) -> Result<pb::LookupResponse, CoreError> {
         caller.require(Op::Lookup)?;
         if sha256s.len() > MAX_LOOKUP {
             return Err(CoreError::Invalid(format!("at most {MAX_LOOKUP} digests per Lookup")));
@@ -60,6 +71,7 @@ impl Lookups {
         }
         let rules = self.rules.current();
         self.metrics.lookups.inc_by(sha256s.len() as u64);
+        self.sightings.seen(caller, &sha256s, no_sightings);
         // With the store down every file is unknown: the agent uploads it
         // and it is scanned again (degraded, never wrong).
         let mut verdicts = self.store.call(|s| s.get_many(&rules.id, &sha256s)).await.unwrap_or_default();

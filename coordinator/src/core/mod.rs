@@ -19,6 +19,8 @@
 //! | [`agents::Agents`] | the fleet: agent enrollment, inventory, actions |
 //! | [`rate::PerClient`] | rates per client of calls the upload quotas do not bound |
 //! | [`feed::Feed`] | the detections feed |
+//! | [`sightings::Sightings`] | which agent holds which content |
+//! | [`notices::Notices`] | notices to the agents that hold a content |
 //! | [`status::Overview`] | status, load, rules listing, metrics |
 
 pub mod admin;
@@ -31,9 +33,11 @@ pub mod feed;
 pub mod iocs;
 pub mod join;
 pub mod lookups;
+pub mod notices;
 pub mod rate;
 pub mod revocation;
 pub mod shared;
+pub mod sightings;
 pub mod status;
 pub mod upload;
 pub mod workers;
@@ -48,9 +52,11 @@ use enrollment::{EnrollSettings, Enrollment};
 use feed::Feed;
 use iocs::IocLists;
 use lookups::Lookups;
+use notices::Notices;
 use revocation::Revocation;
 use serde_json::{Value, json};
 use shared::Shared;
+use sightings::{SightingSettings, Sightings};
 use status::{Overview, UploadLoad};
 use std::sync::Arc;
 use upload::{UploadSettings, Uploads};
@@ -67,6 +73,8 @@ pub struct Settings {
     pub join_per_minute: u32,
     /// Actions an agent may report per minute.
     pub actions_per_minute: u32,
+    /// How sightings are kept.
+    pub sightings: SightingSettings,
 }
 
 pub struct Core {
@@ -82,25 +90,31 @@ pub struct Core {
     agents: Agents,
     feed: Feed,
     status: Overview,
+    sightings: Arc<Sightings>,
+    notices: Arc<Notices>,
 }
 
 impl Core {
     pub fn new(shared: Shared, settings: Settings) -> Self {
         let s = &shared;
         let join = Arc::new(join::JoinLimits::new(s.store.clone(), settings.join_per_minute));
+        let sightings = Arc::new(Sightings::new(s, settings.sightings));
+        let notices = Arc::new(Notices::new(s, sightings.clone()));
         Self {
-            uploads: Uploads::new(settings.uploads, s),
-            lookups: Lookups::new(s),
+            uploads: Uploads::new(settings.uploads, s, sightings.clone()),
+            lookups: Lookups::new(s, sightings.clone()),
             admin: Admin::new(s),
             revocation: Revocation::new(s, settings.enrollment.as_ref().and_then(|e| e.issuing.clone())),
             workers: Workers::new(s, settings.tls),
             enrollment: Enrollment::new(s, settings.enrollment, join.clone()),
-            agents: Agents::new(s, join, settings.actions_per_minute),
+            agents: Agents::new(s, join, settings.actions_per_minute, notices.clone()),
             feed: Feed::new(s),
             status: Overview::new(s),
             iocs: s.iocs.clone(),
             auth: s.auth.clone(),
             audit: s.audit.clone(),
+            sightings,
+            notices,
         }
     }
 
@@ -170,6 +184,14 @@ impl Core {
 
     pub fn feed(&self) -> &Feed {
         &self.feed
+    }
+
+    pub fn sightings(&self) -> &Arc<Sightings> {
+        &self.sightings
+    }
+
+    pub fn notices(&self) -> &Arc<Notices> {
+        &self.notices
     }
 
     pub fn overview(&self) -> &Overview {

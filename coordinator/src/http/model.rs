@@ -287,3 +287,108 @@ pub struct RulesStatus {
     pub last_errors: Vec<RuleError>,
     pub last_error_at_ms: i64,
 }
+
+/// One agent holding a content (`GET /v1/sightings/{hash}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Holder {
+    pub agent_id: String,
+    pub hostname: String,
+    pub sha256: String,
+    pub first_seen_ms: i64,
+    /// The agent held it as of this time.
+    pub last_seen_ms: i64,
+    /// The agent's last check-in (0: none recorded).
+    pub last_checkin_ms: i64,
+    /// False once the agent no longer holds it (listed for its action).
+    pub holds: bool,
+    /// The agent's last action on it (`quarantine`, `delete`, ...), if any.
+    pub action: Option<String>,
+    pub action_ms: Option<i64>,
+}
+
+/// `GET /v1/sightings/{hash}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Sightings {
+    pub hash: String,
+    /// The sha256s the hash names (an md5 or sha1 may name several).
+    pub sha256s: Vec<String>,
+    pub holders: Vec<Holder>,
+}
+
+impl Sightings {
+    pub fn from(hash: String, r: &pb::SightingsResponse) -> Self {
+        let holders = r
+            .holders
+            .iter()
+            .map(|h| Holder {
+                agent_id: h.agent_id.clone(),
+                hostname: h.hostname.clone(),
+                sha256: h.sha256.clone(),
+                first_seen_ms: h.first_seen_ms,
+                last_seen_ms: h.last_seen_ms,
+                last_checkin_ms: h.last_checkin_ms,
+                holds: h.holds,
+                action: (!h.action.is_empty()).then(|| h.action.clone()),
+                action_ms: (!h.action.is_empty()).then_some(h.action_ms),
+            })
+            .collect();
+        Sightings { hash, sha256s: r.sha256s.clone(), holders }
+    }
+}
+
+/// A content an agent holds that is a detection now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Held {
+    pub sha256: String,
+    pub verdict: String,
+    pub rules: Vec<String>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// `GET /v1/agents/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Agent {
+    pub agent_id: String,
+    pub hostname: String,
+    pub os: String,
+    pub version: String,
+    pub enrolled_ms: i64,
+    pub last_checkin_ms: i64,
+    pub actions: u64,
+    pub last_action_ms: i64,
+    /// Sightings of this agent read (most recent first).
+    pub sightings: u64,
+    /// The per-agent cap dropped some of its sightings.
+    pub truncated: bool,
+    pub detections: Vec<Held>,
+}
+
+impl From<&pb::GetAgentResponse> for Agent {
+    fn from(r: &pb::GetAgentResponse) -> Self {
+        let a = r.agent.clone().unwrap_or_default();
+        Agent {
+            agent_id: a.agent_id,
+            hostname: a.hostname,
+            os: a.os,
+            version: a.version,
+            enrolled_ms: a.enrolled_ms,
+            last_checkin_ms: a.last_seen_ms,
+            actions: a.actions,
+            last_action_ms: a.last_action_ms,
+            sightings: r.sightings,
+            truncated: r.truncated,
+            detections: r
+                .detections
+                .iter()
+                .map(|h| Held {
+                    sha256: h.sha256.clone(),
+                    verdict: pb::VerdictKind::try_from(h.verdict).unwrap_or_default().label().into(),
+                    rules: h.rules.clone(),
+                    first_seen_ms: h.first_seen_ms,
+                    last_seen_ms: h.last_seen_ms,
+                })
+                .collect(),
+        }
+    }
+}

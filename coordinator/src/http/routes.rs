@@ -33,8 +33,8 @@ const MAX_LOOKUP: usize = crate::core::lookups::MAX_LOOKUP;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Qala REST API", description = "Verdicts by sha256, sha1 or md5; scans; the detections feed; cluster, rules and IOC lists. Authenticate with `Authorization: Bearer <token>`."),
-    paths(get_verdicts, lookup, scan, detections, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, metrics),
-    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded)),
+    paths(get_verdicts, lookup, scan, detections, sightings, agent, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, metrics),
+    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, model::Sightings, Holder, Agent, Held, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
@@ -97,6 +97,8 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/lookup", post(lookup))
         .route("/v1/scan", post(scan).layer(DefaultBodyLimit::max(max_body)))
         .route("/v1/detections", get(detections))
+        .route("/v1/sightings/{hash}", get(sightings))
+        .route("/v1/agents/{id}", get(agent))
         .route("/v1/cluster", get(cluster))
         .route("/v1/rules", get(rules))
         .route("/v1/iocs", get(iocs::list_iocs).post(iocs::add_iocs))
@@ -282,6 +284,35 @@ async fn detections(
     let page = s.core.feed().page(&caller, &query).await?;
     let (events, next_since) = (page.events, page.next_since);
     Ok(Json(DetectionsPage { events: events.iter().map(DetectionEvent::from).collect(), next_since }))
+}
+
+/// Which agents hold a content (sightings: agent id and sha256, never a
+/// path), by sha256 or the md5/sha1 of a stored submission. Role `analyst`
+/// or `admin`.
+#[utoipa::path(get, path = "/v1/sightings/{hash}", params(("hash" = String, Path, description = "sha256, sha1 or md5 (hex)")),
+    responses((status = 200, body = model::Sightings), (status = 400, body = model::ApiError), (status = 401, body = model::ApiError),
+        (status = 403, body = model::ApiError), (status = 503, body = model::ApiError)))]
+async fn sightings(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    p: Peer,
+    Path(hash): Path<String>,
+) -> Result<Json<model::Sightings>, ApiError> {
+    let caller = s.caller(&headers, peer(&p), Op::Inventory)?;
+    let hash = hash.trim().to_ascii_lowercase();
+    let r = s.core.sightings().holders(&caller, &hash).await?;
+    Ok(Json(model::Sightings::from(hash, &r)))
+}
+
+/// One agent: its inventory record and what it holds that is a detection
+/// now. Role `analyst` or `admin`.
+#[utoipa::path(get, path = "/v1/agents/{id}", params(("id" = String, Path, description = "agent id")),
+    responses((status = 200, body = Agent), (status = 400, body = model::ApiError), (status = 401, body = model::ApiError),
+        (status = 403, body = model::ApiError), (status = 404, body = model::ApiError), (status = 503, body = model::ApiError)))]
+async fn agent(State(s): State<AppState>, headers: HeaderMap, p: Peer, Path(id): Path<String>) -> Result<Json<Agent>, ApiError> {
+    let caller = s.caller(&headers, peer(&p), Op::Inventory)?;
+    let r = s.core.sightings().agent(&caller, &id).await?;
+    Ok(Json(Agent::from(&r)))
 }
 
 /// Workers, their load, and the ruleset in force.

@@ -97,6 +97,10 @@ pub trait VerdictStore: Send + Sync + 'static {
     /// marked truncated.
     async fn record_sightings(&self, seen: &[Sighting], cap: u64) -> Result<(), StoreError>;
 
+    /// `agent_id` no longer holds `sha256s`: their sightings go; how many
+    /// there were.
+    async fn forget_sightings(&self, agent_id: &str, sha256s: &[String]) -> Result<u64, StoreError>;
+
     /// The agents holding `sha256`, by agent id.
     async fn sightings_of(&self, sha256: &str) -> Result<Vec<Sighting>, StoreError>;
 

@@ -21,13 +21,20 @@ const HASHES: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new
 const DETECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("detections_v1");
 /// Counters: `version:TABLE` for each table of records.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
-/// Sightings by (sha256, agent id): (first seen, last seen) in ms.
-const SIGHTINGS: TableDefinition<(&str, &str), (i64, i64)> = TableDefinition::new("sightings_v1");
+/// Sightings by (sha256 as 32 bytes, agent id): (first seen, last seen) in ms.
+const SIGHTINGS: TableDefinition<([u8; 32], &str), (i64, i64)> = TableDefinition::new("sightings_v1");
 /// The same by (agent id, last seen, sha256), for an agent's list, its
 /// cap and retention.
-const SIGHTINGS_BY_AGENT: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("sightings_by_agent_v1");
+const SIGHTINGS_BY_AGENT: TableDefinition<(&str, i64, [u8; 32]), ()> = TableDefinition::new("sightings_by_agent_v1");
 /// Per agent: how many sightings, and whether the cap ever dropped some.
 const SIGHTING_COUNTS: TableDefinition<&str, (u64, bool)> = TableDefinition::new("sighting_counts_v1");
+
+/// A hex sha256 as its 32 bytes (None if it is not one).
+fn raw(sha256: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(sha256, &mut out).ok()?;
+    Some(out)
+}
 
 /// Revoked worker ids -> when (Unix ms), before revocations became records
 /// of [`Revoked`]: moved to its table when the file is opened.
@@ -475,49 +482,54 @@ impl VerdictStore for EmbeddedStore {
     }
 
     async fn record_sightings(&self, seen: &[Sighting], cap: u64) -> Result<(), StoreError> {
-        let seen = seen.to_vec();
+        let seen: Vec<(String, [u8; 32], i64, i64)> = seen
+            .iter()
+            .filter_map(|s| Some((s.agent_id.clone(), raw(&s.sha256)?, s.first_seen_ms.min(s.last_seen_ms), s.last_seen_ms)))
+            .collect();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut by_sha = txn.open_table(SIGHTINGS).map_err(err)?;
                 let mut by_agent = txn.open_table(SIGHTINGS_BY_AGENT).map_err(err)?;
                 let mut counts = txn.open_table(SIGHTING_COUNTS).map_err(err)?;
-                for s in &seen {
-                    let (agent, sha) = (s.agent_id.as_str(), s.sha256.as_str());
-                    let old = by_sha.get((sha, agent)).map_err(err)?.map(|v| v.value());
-                    let (first, last) = match old {
-                        Some((_, last)) if last >= s.last_seen_ms => continue,
-                        Some((first, last)) => {
-                            by_agent.remove((agent, last, sha)).map_err(err)?;
-                            (first, s.last_seen_ms)
+                let mut added: std::collections::BTreeMap<&str, u64> = Default::default();
+                for (agent, sha, first, last) in &seen {
+                    let (agent, sha, first, last) = (agent.as_str(), *sha, *first, *last);
+                    // One write for a new pair (the common case); an update
+                    // is fixed up from the value the write replaced.
+                    let old = by_sha.insert((sha, agent), (first, last)).map_err(err)?.map(|v| v.value());
+                    match old {
+                        None => *added.entry(agent).or_default() += 1,
+                        Some(old @ (_, old_last)) if old_last >= last => {
+                            by_sha.insert((sha, agent), old).map_err(err)?;
+                            continue;
                         }
-                        None => {
-                            let (n, cut) = counts.get(agent).map_err(err)?.map(|v| v.value()).unwrap_or((0, false));
-                            counts.insert(agent, (n + 1, cut)).map_err(err)?;
-                            (s.first_seen_ms.min(s.last_seen_ms), s.last_seen_ms)
+                        Some((old_first, old_last)) => {
+                            by_sha.insert((sha, agent), (old_first.min(first), last)).map_err(err)?;
+                            by_agent.remove((agent, old_last, sha)).map_err(err)?;
                         }
-                    };
-                    by_sha.insert((sha, agent), (first, last)).map_err(err)?;
+                    }
                     by_agent.insert((agent, last, sha), ()).map_err(err)?;
                 }
                 // The cap: each agent's least recently seen go.
-                let agents: std::collections::BTreeSet<&str> = seen.iter().map(|s| s.agent_id.as_str()).collect();
-                for agent in agents {
-                    let (n, _) = counts.get(agent).map_err(err)?.map(|v| v.value()).unwrap_or((0, false));
+                for (agent, more) in added {
+                    let (n, cut) = counts.get(agent).map_err(err)?.map(|v| v.value()).unwrap_or((0, false));
+                    let n = n + more;
                     if n <= cap {
+                        counts.insert(agent, (n, cut)).map_err(err)?;
                         continue;
                     }
                     let over = (n - cap) as usize;
-                    let oldest: Vec<(i64, String)> = by_agent
-                        .range((agent, i64::MIN, "")..(agent, i64::MAX, "\u{10ffff}"))
+                    let oldest: Vec<(i64, [u8; 32])> = by_agent
+                        .range((agent, i64::MIN, [0u8; 32])..=(agent, i64::MAX, [0xffu8; 32]))
                         .map_err(err)?
                         .take(over)
-                        .map(|r| r.map(|(k, _)| (k.value().1, k.value().2.to_string())))
+                        .map(|r| r.map(|(k, _)| (k.value().1, k.value().2)))
                         .collect::<Result<_, _>>()
                         .map_err(err)?;
                     for (last, sha) in &oldest {
-                        by_agent.remove((agent, *last, sha.as_str())).map_err(err)?;
-                        by_sha.remove((sha.as_str(), agent)).map_err(err)?;
+                        by_agent.remove((agent, *last, *sha)).map_err(err)?;
+                        by_sha.remove((*sha, agent)).map_err(err)?;
                     }
                     counts.insert(agent, (n - oldest.len() as u64, true)).map_err(err)?;
                 }
@@ -528,8 +540,40 @@ impl VerdictStore for EmbeddedStore {
         .await
     }
 
+    async fn forget_sightings(&self, agent_id: &str, sha256s: &[String]) -> Result<u64, StoreError> {
+        let (agent, shas) = (agent_id.to_string(), sha256s.iter().filter_map(|s| raw(s)).collect::<Vec<_>>());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            let mut gone = 0u64;
+            {
+                let mut by_sha = txn.open_table(SIGHTINGS).map_err(err)?;
+                let mut by_agent = txn.open_table(SIGHTINGS_BY_AGENT).map_err(err)?;
+                let mut counts = txn.open_table(SIGHTING_COUNTS).map_err(err)?;
+                for sha in &shas {
+                    let old = by_sha.remove((*sha, agent.as_str())).map_err(err)?.map(|v| v.value());
+                    if let Some((_, last)) = old {
+                        by_agent.remove((agent.as_str(), last, *sha)).map_err(err)?;
+                        gone += 1;
+                    }
+                }
+                if gone > 0 {
+                    let (n, cut) = counts.get(agent.as_str()).map_err(err)?.map(|v| v.value()).unwrap_or((0, false));
+                    if n <= gone {
+                        counts.remove(agent.as_str()).map_err(err)?;
+                    } else {
+                        counts.insert(agent.as_str(), (n - gone, cut)).map_err(err)?;
+                    }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(gone)
+        })
+        .await
+    }
+
     async fn sightings_of(&self, sha256: &str) -> Result<Vec<Sighting>, StoreError> {
-        let sha = sha256.to_string();
+        let Some(sha) = raw(sha256) else { return Ok(Vec::new()) };
+        let shown = sha256.to_string();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(err)?;
             let table = match txn.open_table(SIGHTINGS) {
@@ -538,14 +582,19 @@ impl VerdictStore for EmbeddedStore {
                 Err(e) => return Err(err(e)),
             };
             let mut out = Vec::new();
-            for row in table.range((sha.as_str(), "")..).map_err(err)? {
+            for row in table.range((sha, "")..).map_err(err)? {
                 let (k, v) = row.map_err(err)?;
                 let (s, agent) = k.value();
                 if s != sha {
                     break;
                 }
                 let (first, last) = v.value();
-                out.push(Sighting { agent_id: agent.to_string(), sha256: sha.clone(), first_seen_ms: first, last_seen_ms: last });
+                out.push(Sighting {
+                    agent_id: agent.to_string(),
+                    sha256: shown.clone(),
+                    first_seen_ms: first,
+                    last_seen_ms: last,
+                });
             }
             Ok(out)
         })
@@ -564,16 +613,20 @@ impl VerdictStore for EmbeddedStore {
                 };
             let truncated = counts.get(agent.as_str()).map_err(err)?.is_some_and(|v| v.value().1);
             let mut out = Vec::new();
-            for row in
-                by_agent.range((agent.as_str(), i64::MIN, "")..(agent.as_str(), i64::MAX, "\u{10ffff}")).map_err(err)?.rev()
-            {
+            let range = (agent.as_str(), i64::MIN, [0u8; 32])..=(agent.as_str(), i64::MAX, [0xffu8; 32]);
+            for row in by_agent.range(range).map_err(err)?.rev() {
                 if out.len() >= limit {
                     break;
                 }
                 let (k, _) = row.map_err(err)?;
                 let (_, last, sha) = k.value();
                 let first = by_sha.get((sha, agent.as_str())).map_err(err)?.map_or(last, |v| v.value().0);
-                out.push(Sighting { agent_id: agent.clone(), sha256: sha.to_string(), first_seen_ms: first, last_seen_ms: last });
+                out.push(Sighting {
+                    agent_id: agent.clone(),
+                    sha256: hex::encode(sha),
+                    first_seen_ms: first,
+                    last_seen_ms: last,
+                });
             }
             Ok((out, truncated))
         })
@@ -595,15 +648,15 @@ impl VerdictStore for EmbeddedStore {
                     .collect::<Result<_, _>>()
                     .map_err(err)?;
                 for (agent, n, cut) in agents {
-                    let old: Vec<(i64, String)> = by_agent
-                        .range((agent.as_str(), i64::MIN, "")..(agent.as_str(), before_ms, ""))
+                    let old: Vec<(i64, [u8; 32])> = by_agent
+                        .range((agent.as_str(), i64::MIN, [0u8; 32])..(agent.as_str(), before_ms, [0u8; 32]))
                         .map_err(err)?
-                        .map(|r| r.map(|(k, _)| (k.value().1, k.value().2.to_string())))
+                        .map(|r| r.map(|(k, _)| (k.value().1, k.value().2)))
                         .collect::<Result<_, _>>()
                         .map_err(err)?;
                     for (last, sha) in &old {
-                        by_agent.remove((agent.as_str(), *last, sha.as_str())).map_err(err)?;
-                        by_sha.remove((sha.as_str(), agent.as_str())).map_err(err)?;
+                        by_agent.remove((agent.as_str(), *last, *sha)).map_err(err)?;
+                        by_sha.remove((*sha, agent.as_str())).map_err(err)?;
                     }
                     gone += old.len() as u64;
                     let left = n.saturating_sub(old.len() as u64);

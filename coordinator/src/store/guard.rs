@@ -288,6 +288,9 @@ mod tests {
         async fn record_sightings(&self, _: &[crate::store::Sighting], _: u64) -> Result<(), StoreError> {
             self.ping().await
         }
+        async fn forget_sightings(&self, _: &str, _: &[String]) -> Result<u64, StoreError> {
+            self.ping().await.map(|_| 0)
+        }
         async fn sightings_of(&self, _: &str) -> Result<Vec<crate::store::Sighting>, StoreError> {
             self.ping().await.map(|_| Vec::new())
         }

@@ -5,7 +5,7 @@
 //! kind of record is one `impl Record` here.
 
 use super::backend::Table;
-use qala_proto::v1::{AgentRecord, IocEntry, TokenRecord};
+use qala_proto::v1::{ActionRecord, AgentRecord, IocEntry, NoticeRecord, TokenRecord};
 
 /// A kind of record: its table and the key of each record in it.
 pub trait Record: prost::Message + Default + Sized {
@@ -49,6 +49,41 @@ impl Record for IocEntry {
 
     fn key(&self) -> String {
         ioc_key(&self.list, &self.kind, &self.digest)
+    }
+}
+
+/// How long a notice to agents is kept (and so reaches an agent whose
+/// stream was down at its next check-in).
+pub const NOTICE_KEEP_MS: i64 = 86_400_000;
+
+/// Notices to agents, by notice id ([`crate::core::notices`]).
+impl Record for NoticeRecord {
+    const TABLE: Table = Table("notices");
+    const EXPIRES: bool = true;
+
+    fn key(&self) -> String {
+        self.notice.as_ref().map(|n| n.id.clone()).unwrap_or_default()
+    }
+
+    fn expired(&self, now_ms: i64) -> bool {
+        self.notice.as_ref().is_none_or(|n| n.at_ms + NOTICE_KEEP_MS <= now_ms)
+    }
+}
+
+/// How long the last action of an agent on a content is kept.
+pub const ACTION_KEEP_MS: i64 = 90 * 86_400_000;
+
+/// The last action of each agent on each content, by `SHA256:AGENT`.
+impl Record for ActionRecord {
+    const TABLE: Table = Table("actions");
+    const EXPIRES: bool = true;
+
+    fn key(&self) -> String {
+        format!("{}:{}", self.sha256, self.agent_id)
+    }
+
+    fn expired(&self, now_ms: i64) -> bool {
+        self.at_ms + ACTION_KEEP_MS <= now_ms
     }
 }
 

@@ -95,10 +95,16 @@ const OLD_REVOKED_KEY: &str = "qala:v1:revoked-workers";
 
 /// The hash of a table of records (those of tokens, agents and IOC entries
 /// kept their names and contents).
-/// Who holds a content: `qala:v1:sight:SHA256`, a hash of agent id ->
-/// `FIRST_MS:LAST_MS`.
+/// Who holds a content: `qala:v1:sight:SHA256`, a sorted set of agent
+/// ids scored by last seen (`ZADD GT`: never moved back).
 fn sight_key(sha256: &str) -> String {
     format!("qala:v1:sight:{sha256}")
+}
+
+/// When each agent first held a content: `qala:v1:sightfirst:SHA256`, a
+/// hash of agent id -> Unix ms (`HSETNX`: set once).
+fn sight_first_key(sha256: &str) -> String {
+    format!("qala:v1:sightfirst:{sha256}")
 }
 
 /// What an agent holds: `qala:v1:sightby:AGENT`, a sorted set of sha256s
@@ -111,10 +117,9 @@ fn sight_by_key(agent_id: &str) -> String {
 const SIGHT_AGENTS_KEY: &str = "qala:v1:sightagents";
 const SIGHT_CUT_KEY: &str = "qala:v1:sightcut";
 
-fn parse_seen(v: &str) -> Option<(i64, i64)> {
-    let (first, last) = v.split_once(':')?;
-    Some((first.parse().ok()?, last.parse().ok()?))
-}
+/// Commands sent at once on the multiplexed connection: a batch of
+/// sightings costs a few round trips, not one per key.
+const IN_FLIGHT: usize = 256;
 
 fn table_key(t: Table) -> String {
     format!("qala:v1:{}", t.name())
@@ -348,6 +353,30 @@ impl RedisStore {
         }
         result.map_err(|e| err(format!("{}: {e}", self.shown)))
     }
+
+    /// Run `cmds` concurrently on the one multiplexed connection (each may
+    /// name a key on another node of a cluster, which a pipeline may not),
+    /// answers in order.
+    async fn run_all<T: redis::FromRedisValue + Send>(&self, cmds: Vec<Cmd>) -> Result<Vec<T>, StoreError> {
+        use futures::StreamExt;
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn().await?;
+        let results: Vec<redis::RedisResult<T>> = futures::stream::iter(cmds)
+            .map(|cmd| {
+                let mut c = conn.clone();
+                async move { cmd.query_async::<T>(&mut c).await }
+            })
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+        let out: redis::RedisResult<Vec<T>> = results.into_iter().collect();
+        if out.is_err() && matches!(self.target, Target::Sentinel(_)) {
+            *self.conn.lock().await = None;
+        }
+        out.map_err(|e| err(format!("{}: {e}", self.shown)))
+    }
 }
 
 #[async_trait::async_trait]
@@ -419,52 +448,79 @@ impl VerdictStore for RedisStore {
     }
 
     async fn record_sightings(&self, seen: &[Sighting], cap: u64) -> Result<(), StoreError> {
-        // One key per command: each may live on another node of a cluster.
+        let mut cmds = Vec::with_capacity(seen.len() * 3);
         let mut agents = std::collections::BTreeSet::new();
         for s in seen {
-            let hk = sight_key(&s.sha256);
-            let old: Option<String> =
-                self.run(async |c| redis::cmd("HGET").arg(&hk).arg(&s.agent_id).query_async(c).await).await?;
-            let first = match old.as_deref().and_then(parse_seen) {
-                Some((_, last)) if last >= s.last_seen_ms => continue,
-                Some((first, _)) => first,
-                None => s.first_seen_ms.min(s.last_seen_ms),
-            };
-            let value = format!("{first}:{}", s.last_seen_ms);
-            self.run(async |c| redis::cmd("HSET").arg(&hk).arg(&s.agent_id).arg(&value).query_async::<()>(c).await).await?;
-            let zk = sight_by_key(&s.agent_id);
-            self.run(async |c| redis::cmd("ZADD").arg(&zk).arg(s.last_seen_ms).arg(&s.sha256).query_async::<()>(c).await).await?;
+            let first = s.first_seen_ms.min(s.last_seen_ms);
+            cmds.push(redis::cmd("ZADD").arg(sight_key(&s.sha256)).arg("GT").arg(s.last_seen_ms).arg(&s.agent_id).clone());
+            cmds.push(redis::cmd("HSETNX").arg(sight_first_key(&s.sha256)).arg(&s.agent_id).arg(first).clone());
+            cmds.push(redis::cmd("ZADD").arg(sight_by_key(&s.agent_id)).arg("GT").arg(s.last_seen_ms).arg(&s.sha256).clone());
             agents.insert(s.agent_id.as_str());
         }
-        for agent in agents {
-            self.run(async |c| redis::cmd("SADD").arg(SIGHT_AGENTS_KEY).arg(agent).query_async::<()>(c).await).await?;
-            let zk = sight_by_key(agent);
-            let n: u64 = self.run(async |c| redis::cmd("ZCARD").arg(&zk).query_async(c).await).await?;
+        if agents.is_empty() {
+            return Ok(());
+        }
+        let mut add = redis::cmd("SADD");
+        add.arg(SIGHT_AGENTS_KEY).arg(agents.iter().collect::<Vec<_>>());
+        cmds.push(add);
+        self.run_all::<Value>(cmds).await?;
+        // The cap: each agent's least recently seen go.
+        let agents: Vec<&str> = agents.into_iter().collect();
+        let counts: Vec<u64> =
+            self.run_all(agents.iter().map(|a| redis::cmd("ZCARD").arg(sight_by_key(a)).clone()).collect()).await?;
+        for (agent, n) in agents.into_iter().zip(counts) {
             if n <= cap {
                 continue;
             }
+            let zk = sight_by_key(agent);
             let popped: Vec<(String, f64)> =
                 self.run(async |c| redis::cmd("ZPOPMIN").arg(&zk).arg(n - cap).query_async(c).await).await?;
+            let mut cmds = Vec::with_capacity(popped.len() * 2 + 1);
             for (sha, _) in &popped {
-                let hk = sight_key(sha);
-                self.run(async |c| redis::cmd("HDEL").arg(&hk).arg(agent).query_async::<()>(c).await).await?;
+                cmds.push(redis::cmd("ZREM").arg(sight_key(sha)).arg(agent).clone());
+                cmds.push(redis::cmd("HDEL").arg(sight_first_key(sha)).arg(agent).clone());
             }
-            self.run(async |c| redis::cmd("SADD").arg(SIGHT_CUT_KEY).arg(agent).query_async::<()>(c).await).await?;
+            cmds.push(redis::cmd("SADD").arg(SIGHT_CUT_KEY).arg(agent).clone());
+            self.run_all::<Value>(cmds).await?;
         }
         Ok(())
     }
 
+    async fn forget_sightings(&self, agent_id: &str, sha256s: &[String]) -> Result<u64, StoreError> {
+        if sha256s.is_empty() {
+            return Ok(0);
+        }
+        let zk = sight_by_key(agent_id);
+        let gone: u64 = self.run(async |c| redis::cmd("ZREM").arg(&zk).arg(sha256s).query_async(c).await).await?;
+        let mut cmds = Vec::with_capacity(sha256s.len() * 2);
+        for sha in sha256s {
+            cmds.push(redis::cmd("ZREM").arg(sight_key(sha)).arg(agent_id).clone());
+            cmds.push(redis::cmd("HDEL").arg(sight_first_key(sha)).arg(agent_id).clone());
+        }
+        self.run_all::<Value>(cmds).await?;
+        Ok(gone)
+    }
+
     async fn sightings_of(&self, sha256: &str) -> Result<Vec<Sighting>, StoreError> {
-        let hk = sight_key(sha256);
-        let all: std::collections::BTreeMap<String, String> =
-            self.run(async |c| redis::cmd("HGETALL").arg(&hk).query_async(c).await).await?;
-        Ok(all
+        let mut answers: Vec<Value> = self
+            .run_all(vec![
+                redis::cmd("ZRANGE").arg(sight_key(sha256)).arg(0).arg(-1).arg("WITHSCORES").clone(),
+                redis::cmd("HGETALL").arg(sight_first_key(sha256)).clone(),
+            ])
+            .await?;
+        let firsts: std::collections::HashMap<String, i64> =
+            redis::from_redis_value(answers.pop().unwrap_or(Value::Nil)).map_err(err)?;
+        let lasts: Vec<(String, f64)> = redis::from_redis_value(answers.pop().unwrap_or(Value::Nil)).map_err(err)?;
+        let mut out: Vec<Sighting> = lasts
             .into_iter()
-            .filter_map(|(agent, v)| {
-                let (first, last) = parse_seen(&v)?;
-                Some(Sighting { agent_id: agent, sha256: sha256.to_string(), first_seen_ms: first, last_seen_ms: last })
+            .map(|(agent, last)| {
+                let last = last as i64;
+                let first = firsts.get(&agent).copied().unwrap_or(last);
+                Sighting { agent_id: agent, sha256: sha256.to_string(), first_seen_ms: first, last_seen_ms: last }
             })
-            .collect())
+            .collect();
+        out.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        Ok(out)
     }
 
     async fn sightings_by(&self, agent_id: &str, limit: usize) -> Result<(Vec<Sighting>, bool), StoreError> {
@@ -485,14 +541,17 @@ impl VerdictStore for RedisStore {
                     .await
             })
             .await?;
-        let mut out = Vec::with_capacity(held.len());
-        for (sha, last) in held {
-            let hk = sight_key(&sha);
-            let v: Option<String> = self.run(async |c| redis::cmd("HGET").arg(&hk).arg(agent_id).query_async(c).await).await?;
-            let last = last as i64;
-            let first = v.as_deref().and_then(parse_seen).map_or(last, |(first, _)| first);
-            out.push(Sighting { agent_id: agent_id.to_string(), sha256: sha, first_seen_ms: first, last_seen_ms: last });
-        }
+        let firsts: Vec<Option<i64>> = self
+            .run_all(held.iter().map(|(sha, _)| redis::cmd("HGET").arg(sight_first_key(sha)).arg(agent_id).clone()).collect())
+            .await?;
+        let out = held
+            .into_iter()
+            .zip(firsts)
+            .map(|((sha, last), first)| {
+                let last = last as i64;
+                Sighting { agent_id: agent_id.to_string(), sha256: sha, first_seen_ms: first.unwrap_or(last), last_seen_ms: last }
+            })
+            .collect();
         let cut: bool = self.run(async |c| redis::cmd("SISMEMBER").arg(SIGHT_CUT_KEY).arg(agent_id).query_async(c).await).await?;
         Ok((out, cut))
     }
@@ -503,19 +562,33 @@ impl VerdictStore for RedisStore {
         let mut gone = 0u64;
         for agent in agents {
             let zk = sight_by_key(&agent);
-            let old: Vec<String> = self
-                .run(async |c| redis::cmd("ZRANGE").arg(&zk).arg("-inf").arg(&max).arg("BYSCORE").query_async(c).await)
-                .await?;
-            for sha in &old {
-                let hk = sight_key(sha);
-                self.run(async |c| redis::cmd("HDEL").arg(&hk).arg(&agent).query_async::<()>(c).await).await?;
-                self.run(async |c| redis::cmd("ZREM").arg(&zk).arg(sha).query_async::<()>(c).await).await?;
+            loop {
+                let old: Vec<String> = self
+                    .run(async |c| {
+                        redis::cmd("ZRANGE")
+                            .arg(&zk)
+                            .arg("-inf")
+                            .arg(&max)
+                            .arg("BYSCORE")
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(10_000)
+                            .query_async(c)
+                            .await
+                    })
+                    .await?;
+                if old.is_empty() {
+                    break;
+                }
+                gone += self.forget_sightings(&agent, &old).await?;
             }
-            gone += old.len() as u64;
             let left: u64 = self.run(async |c| redis::cmd("ZCARD").arg(&zk).query_async(c).await).await?;
             if left == 0 {
-                self.run(async |c| redis::cmd("SREM").arg(SIGHT_AGENTS_KEY).arg(&agent).query_async::<()>(c).await).await?;
-                self.run(async |c| redis::cmd("SREM").arg(SIGHT_CUT_KEY).arg(&agent).query_async::<()>(c).await).await?;
+                self.run_all::<Value>(vec![
+                    redis::cmd("SREM").arg(SIGHT_AGENTS_KEY).arg(&agent).clone(),
+                    redis::cmd("SREM").arg(SIGHT_CUT_KEY).arg(&agent).clone(),
+                ])
+                .await?;
             }
         }
         Ok(gone)

@@ -1,5 +1,5 @@
 //! `qala-bench-lookups [--store embedded|redis] [--conns N] [--batch N]
-//! [--seconds S] [--known N]`: the hash-first path under load. Starts a
+//! [--seconds S] [--known N] [--only hits|misses|first-seen]`: the hash-first path under load. Starts a
 //! local cluster (one worker), stores `--known` small files' verdicts by
 //! uploading them, then drives `--conns` connections, each its own enrolled
 //! agent token (as a fleet would), sending `Lookup` batches of `--batch`
@@ -23,10 +23,11 @@ struct Args {
     batch: usize,
     seconds: f64,
     known: usize,
+    only: Option<String>,
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { redis: false, conns: 32, batch: 512, seconds: 10.0, known: 2048 };
+    let mut a = Args { redis: false, conns: 32, batch: 512, seconds: 10.0, known: 2048, only: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<String> { it.next().with_context(|| format!("{name} needs a value")) };
@@ -42,6 +43,7 @@ fn args() -> Result<Args> {
             "--batch" => a.batch = value("--batch")?.parse()?,
             "--seconds" => a.seconds = value("--seconds")?.parse()?,
             "--known" => a.known = value("--known")?.parse()?,
+            "--only" => a.only = Some(value("--only")?),
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -110,7 +112,8 @@ async fn drive(
                 let sha256s = digests(c, call);
                 let asked = sha256s.len();
                 let t = Instant::now();
-                let r = client.lookup(pb::LookupRequest { sha256: sha256s, brief: true }).await?.into_inner();
+                let r =
+                    client.lookup(pb::LookupRequest { sha256: sha256s, brief: true, ..Default::default() }).await?.into_inner();
                 mine.push(t.elapsed());
                 if expect_hits && r.verdicts.len() != asked {
                     bail!("asked {asked} known digests, {} answered", r.verdicts.len());
@@ -165,10 +168,24 @@ async fn main() -> Result<()> {
             (0..batch).map(|i| known[(start + i) % known.len()].clone()).collect()
         })
     };
+    // Each agent's own unknown files, asked about again on each pass (its
+    // private or lookup-only files, files not uploaded yet).
+    let unknown: Arc<Vec<Vec<String>>> = Arc::new(
+        (0..a.conns).map(|c| (0..a.known).map(|i| sha256_hex(format!("unknown {c} {i}").as_bytes())).collect()).collect(),
+    );
     let misses: Arc<dyn Fn(usize, u64) -> Vec<String> + Send + Sync> = Arc::new(move |c, call| {
-        (0..batch).map(|i| sha256_hex(format!("miss {c} {call} {i}").as_bytes())).collect()
+        let mine = &unknown[c];
+        let start = call as usize * batch % mine.len();
+        (0..batch).map(|i| mine[(start + i) % mine.len()].clone()).collect()
     });
-    for (mode, f, expect) in [("hits", hits, true), ("misses", misses, false)] {
+    // Digests nobody has asked about before, new ones every call: every
+    // one a first sighting (an agent's first scan).
+    let first: Arc<dyn Fn(usize, u64) -> Vec<String> + Send + Sync> =
+        Arc::new(move |c, call| (0..batch).map(|i| sha256_hex(format!("new {c} {call} {i}").as_bytes())).collect());
+    for (mode, f, expect) in [("hits", hits, true), ("misses", misses, false), ("first-seen", first, false)] {
+        if a.only.as_deref().is_some_and(|o| o != mode) {
+            continue;
+        }
         // A short warm-up (connections, caches), then the measured run.
         drive(&clients, 1.0, f.clone(), expect).await?;
         let (calls, digests, lat) = drive(&clients, a.seconds, f, expect).await?;

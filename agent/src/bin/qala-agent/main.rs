@@ -152,7 +152,8 @@ async fn run(cli: Cli, mut cfg: AgentConfig) -> anyhow::Result<i32> {
     let token = qala_tls::read_token(token_file.as_deref(), cli.token.as_deref())?;
     let identity = cli.cert.clone().zip(cli.key.clone());
     let client =
-        Client::new(&Connect { server, ca, token, identity, insecure: cli.insecure, crl_file: cfg.paths.crl_cache.clone() })?;
+        Client::new(&Connect { server, ca, token, identity, insecure: cli.insecure, crl_file: cfg.paths.crl_cache.clone() })?
+            .with_sightings(cfg.scan.sightings());
     let hostname = || gethostname::gethostname().to_string_lossy().into_owned();
     let agent_id = cli.agent_id.clone().or(cfg.server.agent_id.clone()).unwrap_or_else(hostname);
     match cli.command {
@@ -171,7 +172,8 @@ async fn run(cli: Cli, mut cfg: AgentConfig) -> anyhow::Result<i32> {
                 scan::Asked { json, infected, no_progress, concurrency, threads, flags: flags.clone(), paths: paths.clone() };
             scan::run(&cli, &cfg, client, agent_id, asked).await
         }
-        Command::Lookup { json, sha256 } => lookup::run(&client, json, sha256).await,
+        // Asking about a hash is not holding it: no sightings.
+        Command::Lookup { json, sha256 } => lookup::run(&client.with_sightings(false), json, sha256).await,
         Command::Status { json } => status::run(&client, json).await,
     }
 }

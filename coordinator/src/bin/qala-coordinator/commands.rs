@@ -73,6 +73,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Token { command } => token_command(command).await,
         Command::Agents { command } => agents_command(command).await,
         Command::Ioc { command } => ioc_command(command).await,
+        Command::Sightings { hash, json, target: t } => sightings_command(&hash, json, &t).await,
     }
 }
 
@@ -328,6 +329,99 @@ async fn agents_command(command: AgentsCommand) -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        AgentsCommand::Show { agent_id, json, target: t } => {
+            let r = match target(&t).await? {
+                Target::Store(_) => bail!("agents show needs --server: what is a detection is read under the rules in force"),
+                Target::Server(_, mut c) => c.get_agent(pb::GetAgentRequest { agent_id }).await.map_err(denied)?.into_inner(),
+            };
+            let a = r.agent.unwrap_or_default();
+            let now = qala_common::now_ms();
+            if json {
+                let held: Vec<_> = r
+                    .detections
+                    .iter()
+                    .map(|h| {
+                        serde_json::json!({
+                            "sha256": h.sha256, "verdict": pb::VerdictKind::try_from(h.verdict).unwrap_or_default().label(),
+                            "rules": h.rules, "first_seen_ms": h.first_seen_ms, "last_seen_ms": h.last_seen_ms,
+                        })
+                    })
+                    .collect();
+                let v = serde_json::json!({
+                    "agent_id": a.agent_id, "hostname": a.hostname, "os": a.os, "version": a.version,
+                    "last_checkin_ms": a.last_seen_ms, "sightings": r.sightings, "truncated": r.truncated, "detections": held,
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "{}\t{}\t{}\tqala-agent {}\tchecked in {}",
+                    a.agent_id,
+                    a.hostname,
+                    a.os,
+                    a.version,
+                    ago(now, a.last_seen_ms)
+                );
+                println!(
+                    "holds {} contents{}; {} a detection now:",
+                    r.sightings,
+                    if r.truncated { " (truncated by the per-agent cap)" } else { "" },
+                    r.detections.len()
+                );
+                for h in r.detections {
+                    println!(
+                        "  {}\t{}\t{}\tlast seen {}",
+                        h.sha256,
+                        pb::VerdictKind::try_from(h.verdict).unwrap_or_default().label(),
+                        h.rules.join(","),
+                        ago(now, h.last_seen_ms)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ago(now: i64, ms: i64) -> String {
+    if ms <= 0 { "never".into() } else { format!("{} s ago", (now - ms).max(0) / 1000) }
+}
+
+async fn sightings_command(hash: &str, json: bool, t: &AdminTarget) -> anyhow::Result<()> {
+    let hash = hash.trim().to_ascii_lowercase();
+    let Some(kind) = qala_coordinator::core::digests::hash_kind(&hash) else {
+        bail!("not a hex sha256, sha1 or md5: {hash:?}");
+    };
+    let r = match target(t).await? {
+        Target::Store(s) => qala_coordinator::core::sightings::holders_in(&s, kind, &hash).await?,
+        Target::Server(_, mut c) => c.sightings(pb::SightingsRequest { hash: hash.clone() }).await.map_err(denied)?.into_inner(),
+    };
+    let now = qala_common::now_ms();
+    if r.holders.is_empty() && !json {
+        eprintln!("no agent holds {hash} (as far as sightings say)");
+    }
+    for h in r.holders {
+        if json {
+            let v = serde_json::json!({
+                "agent_id": h.agent_id, "hostname": h.hostname, "sha256": h.sha256, "first_seen_ms": h.first_seen_ms,
+                "last_seen_ms": h.last_seen_ms, "last_checkin_ms": h.last_checkin_ms, "holds": h.holds,
+                "action": h.action, "action_ms": h.action_ms,
+            });
+            println!("{v}");
+        } else {
+            let held = if h.holds {
+                format!("holds it: first seen {}, last seen {}", ago(now, h.first_seen_ms), ago(now, h.last_seen_ms))
+            } else {
+                "no longer holds it".to_string()
+            };
+            let action = if h.action.is_empty() { String::new() } else { format!("\t{} {}", h.action, ago(now, h.action_ms)) };
+            println!(
+                "{}\t{}\t{}\t{held}\tchecked in {}{action}",
+                h.agent_id,
+                if h.hostname.is_empty() { "-" } else { &h.hostname },
+                h.sha256,
+                ago(now, h.last_checkin_ms)
+            );
         }
     }
     Ok(())

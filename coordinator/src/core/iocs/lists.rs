@@ -122,6 +122,14 @@ impl Lists {
         self.all.len()
     }
 
+    /// What changed from `old` that can make a file held somewhere worse:
+    /// block entries added, and allow entries removed (as they were).
+    pub fn worsened_since(&self, old: &Lists) -> Vec<pb::IocEntry> {
+        let added = self.block.iter().filter(|(k, _)| !old.block.contains_key(*k)).map(|(_, &i)| self.all[i].clone());
+        let unallowed = old.allow.iter().filter(|(k, _)| !self.allow.contains_key(*k)).map(|(_, &i)| old.all[i].clone());
+        added.chain(unallowed).collect()
+    }
+
     pub fn blocked(&self, kind: &str, digest: &str) -> Option<&pb::IocEntry> {
         if digest.is_empty() || self.block.is_empty() {
             return None;

@@ -51,12 +51,23 @@ pub struct IocLists {
     audit: Arc<Audit>,
     /// Writes (imports, removals) per token and minute.
     writes: PerClient,
+    /// Block entries added and allow entries removed since the notices
+    /// last took them ([`IocLists::take_worsened`]): the holders of those
+    /// files are told.
+    worsened: std::sync::Mutex<Vec<pb::IocEntry>>,
 }
 
 impl IocLists {
     pub fn new(store: Arc<Guarded>, audit: Arc<Audit>, writes_per_minute: u32) -> Self {
         let writes = PerClient::new("IOC list writes", writes_per_minute);
-        Self { lists: RwLock::default(), version: AtomicU64::new(u64::MAX), store, audit, writes }
+        Self {
+            lists: RwLock::default(),
+            version: AtomicU64::new(u64::MAX),
+            store,
+            audit,
+            writes,
+            worsened: std::sync::Mutex::default(),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Lists> {
@@ -96,11 +107,28 @@ impl IocLists {
         }
         match self.store.all::<pb::IocEntry>().await {
             Ok(entries) => {
-                *self.lists.write().unwrap_or_else(|p| p.into_inner()) = Lists::new(entries);
+                let new = Lists::new(entries);
+                let mut lists = self.lists.write().unwrap_or_else(|p| p.into_inner());
+                // The first read is where this coordinator starts, not a change.
+                if self.version.load(Ordering::Relaxed) != u64::MAX {
+                    let worse = new.worsened_since(&lists);
+                    if !worse.is_empty() {
+                        let mut pending = self.worsened.lock().unwrap_or_else(|p| p.into_inner());
+                        // Bounded: a huge import is told in its first 100,000.
+                        let room = 100_000usize.saturating_sub(pending.len());
+                        pending.extend(worse.into_iter().take(room));
+                    }
+                }
+                *lists = new;
                 self.version.store(version, Ordering::Relaxed);
             }
             Err(e) => warn!(error = %e, "IOC lists: reading them failed; keeping the lists in force"),
         }
+    }
+
+    /// Block entries added and allow entries removed since the last call.
+    pub fn take_worsened(&self) -> Vec<pb::IocEntry> {
+        std::mem::take(&mut *self.worsened.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Keep the lists fresh until `stop`.

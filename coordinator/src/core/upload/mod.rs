@@ -41,6 +41,7 @@ use super::digests::valid_sha256;
 use super::error::CoreError;
 use super::iocs::IocLists;
 use super::shared::Shared;
+use super::sightings::Sightings;
 use crate::auth::{Caller, Op};
 use crate::cluster::Cluster;
 use crate::metrics::Metrics;
@@ -103,10 +104,11 @@ pub struct Uploads {
     iocs: Arc<IocLists>,
     answers: Arc<Answers>,
     metrics: Arc<Metrics>,
+    sightings: Arc<Sightings>,
 }
 
 impl Uploads {
-    pub fn new(settings: UploadSettings, s: &Shared) -> Self {
+    pub fn new(settings: UploadSettings, s: &Shared, sightings: Arc<Sightings>) -> Self {
         let quotas = Quotas::new(settings.client_max_uploads, settings.client_bytes_per_sec, settings.spool_max)
             .with_max_uploads(settings.max_uploads)
             .with_spool_memory(settings.spool_memory);
@@ -124,6 +126,7 @@ impl Uploads {
             iocs: s.iocs.clone(),
             answers: s.answers.clone(),
             metrics: s.metrics.clone(),
+            sightings,
             settings,
         }
     }
@@ -163,6 +166,8 @@ impl Uploads {
         let started = Instant::now();
         let mut result = self.answer(caller, &header, source).await;
         if let Ok(pb::ScanResponse { verdict: Some(v), .. }) = &mut result {
+            // The agent holds what it uploaded (its digest was checked).
+            self.sightings.seen(caller, [&v.sha256], header.no_sightings);
             self.iocs.apply(v);
             Answers::for_caller(caller, v);
             if header.brief {

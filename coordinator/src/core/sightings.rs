@@ -1,0 +1,379 @@
+//! Sightings: which agent holds which content (an agent id and a sha256
+//! with first and last seen, never a path or a file name). Every agent's
+//! lookup and upload says what it holds; they are gathered here, coalesced
+//! in memory (an agent asking about one content twice within a flush is
+//! one write) and written to the store in batches by [`Sightings::run`],
+//! so a lookup never waits for them. Read by analysts and admins only:
+//! who holds a content ([`Sightings::holders`]) and what one agent holds
+//! that is a detection now ([`Sightings::agent`]).
+
+use super::digests::hash_kind;
+use super::error::CoreError;
+use super::iocs::IocLists;
+use super::shared::Shared;
+use crate::audit::Audit;
+use crate::auth::{Caller, Op, Role};
+use crate::metrics::Metrics;
+use crate::rules::RulesManager;
+use crate::store::{Guarded, Sighting};
+use qala_proto::v1 as pb;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+/// How often gathered sightings are written.
+const FLUSH: Duration = Duration::from_secs(1);
+/// Gathered sightings that make a write at once, before [`FLUSH`].
+const BATCH: usize = 20_000;
+/// Sightings held in memory at most while the store does not take them
+/// (degraded): past it new ones are dropped and counted, never a lookup
+/// slowed or refused.
+const MAX_PENDING: usize = 500_000;
+/// A pair written this recently is not written again: repeated lookups of
+/// the same files (every rescan) cost no store write, and `last_seen` is
+/// exact to within twice this.
+const REWRITE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Pairs remembered as recently written, per generation (16 bytes each).
+const RECENT_MAX: usize = 500_000;
+/// Most digests in one `Gone`.
+const MAX_GONE: usize = 10_000;
+/// Sightings of one agent read for its page.
+const AGENT_READ: usize = 100_000;
+/// Verdicts read from the store at a time.
+const CHUNK: usize = 1000;
+
+/// How sightings are kept, from the coordinator's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct SightingSettings {
+    /// Off: nothing is recorded (`--no-sightings`).
+    pub enabled: bool,
+    /// How long a sighting is kept after it was last seen.
+    pub keep: Duration,
+    /// Sightings kept per agent; past it the least recently seen go.
+    pub per_agent: u64,
+}
+
+impl Default for SightingSettings {
+    fn default() -> Self {
+        Self { enabled: true, keep: Duration::from_secs(90 * 86_400), per_agent: 1_000_000 }
+    }
+}
+
+pub struct Sightings {
+    settings: SightingSettings,
+    store: Arc<Guarded>,
+    rules: Arc<RulesManager>,
+    iocs: Arc<IocLists>,
+    audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
+    gathered: Mutex<Gathered>,
+    full: Notify,
+}
+
+/// Sightings not written yet, and those written recently.
+struct Gathered {
+    /// (agent id, sha256) -> (first, last) seen.
+    pending: HashMap<(String, String), (i64, i64)>,
+    /// Fingerprints of the pairs gathered since `rotated`, and in the
+    /// generation before: two generations, so memory stays bounded and a
+    /// pair is written again after [`REWRITE_AFTER`] to [`REWRITE_AFTER`] x 2.
+    current: std::collections::HashSet<u64>,
+    previous: std::collections::HashSet<u64>,
+    rotated: std::time::Instant,
+}
+
+impl Gathered {
+    fn new() -> Self {
+        Self {
+            pending: HashMap::new(),
+            current: Default::default(),
+            previous: Default::default(),
+            rotated: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether the pair is new to both generations (and now in the current one).
+    fn fresh(&mut self, fp: u64) -> bool {
+        if self.current.len() >= RECENT_MAX || self.rotated.elapsed() >= REWRITE_AFTER {
+            self.previous = std::mem::take(&mut self.current);
+            self.rotated = std::time::Instant::now();
+        }
+        !self.previous.contains(&fp) && self.current.insert(fp)
+    }
+
+    fn forget(&mut self, fp: u64) {
+        self.current.remove(&fp);
+        self.previous.remove(&fp);
+    }
+}
+
+/// A pair's fingerprint for [`Gathered`]: a collision only delays one
+/// `last_seen` update (or a first sighting) by at most [`REWRITE_AFTER`] x 2.
+fn fingerprint(agent: &str, sha256: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let mut h = KEYS.get_or_init(Default::default).build_hasher();
+    h.write(agent.as_bytes());
+    h.write_u8(0);
+    h.write(sha256.as_bytes());
+    h.finish()
+}
+
+impl Sightings {
+    pub fn new(s: &Shared, settings: SightingSettings) -> Self {
+        Self {
+            settings,
+            store: s.store.clone(),
+            rules: s.rules.clone(),
+            iocs: s.iocs.clone(),
+            audit: s.audit.clone(),
+            metrics: s.metrics.clone(),
+            gathered: Mutex::new(Gathered::new()),
+            full: Notify::new(),
+        }
+    }
+
+    fn gathered(&self) -> std::sync::MutexGuard<'_, Gathered> {
+        self.gathered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `caller` holds `sha256s` now (checked digests). Only agents' are
+    /// recorded (an analyst looking a hash up holds nothing), and not when
+    /// the agent asked not to (`no_sightings`) or the coordinator records none.
+    pub fn seen<'a>(&self, caller: &Caller, sha256s: impl IntoIterator<Item = &'a String>, no_sightings: bool) {
+        if !self.settings.enabled || no_sightings || caller.role != Role::Agent {
+            return;
+        }
+        let now = qala_common::now_ms();
+        let mut dropped = 0u64;
+        let len = {
+            let mut g = self.gathered();
+            for sha in sha256s {
+                if !g.fresh(fingerprint(&caller.name, sha)) {
+                    continue;
+                }
+                if g.pending.len() < MAX_PENDING {
+                    g.pending.insert((caller.name.clone(), sha.clone()), (now, now));
+                } else {
+                    dropped += 1;
+                }
+            }
+            g.pending.len()
+        };
+        if dropped > 0 {
+            self.metrics.sightings_dropped.inc_by(dropped);
+        }
+        if len >= BATCH {
+            self.full.notify_one();
+        }
+    }
+
+    /// Write what was gathered; kept for the next try if the store fails.
+    pub async fn flush(&self) {
+        let taken: Vec<Sighting> = {
+            let mut g = self.gathered();
+            if g.pending.is_empty() {
+                return;
+            }
+            std::mem::take(&mut g.pending)
+                .into_iter()
+                .map(|((agent_id, sha256), (first, last))| Sighting {
+                    agent_id,
+                    sha256,
+                    first_seen_ms: first,
+                    last_seen_ms: last,
+                })
+                .collect()
+        };
+        let cap = self.settings.per_agent;
+        for chunk in taken.chunks(BATCH) {
+            match self.store.call(|s| s.record_sightings(chunk, cap)).await {
+                Ok(()) => {
+                    self.metrics.sightings.inc_by(chunk.len() as u64);
+                }
+                Err(e) => {
+                    warn!(error = %e, sightings = chunk.len(), "sightings not written; kept for the next try");
+                    let mut g = self.gathered();
+                    for s in chunk {
+                        if g.pending.len() >= MAX_PENDING {
+                            self.metrics.sightings_dropped.inc();
+                            continue;
+                        }
+                        let seen = g.pending.entry((s.agent_id.clone(), s.sha256.clone())).or_insert((s.first_seen_ms, 0));
+                        seen.0 = seen.0.min(s.first_seen_ms);
+                        seen.1 = seen.1.max(s.last_seen_ms);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write gathered sightings every [`FLUSH`] (sooner when a batch is
+    /// full), and drop those past their retention hourly, until `stop`
+    /// (then write what is left).
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if !self.settings.enabled {
+            return;
+        }
+        let mut next_purge = tokio::time::Instant::now();
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(FLUSH) => false,
+                _ = self.full.notified() => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            self.flush().await;
+            if stopping {
+                return;
+            }
+            if tokio::time::Instant::now() >= next_purge && !self.settings.keep.is_zero() {
+                next_purge += Duration::from_secs(3600);
+                let before = qala_common::now_ms() - self.settings.keep.as_millis().min(i64::MAX as u128) as i64;
+                match self.store.call(|s| s.purge_sightings(before)).await {
+                    Ok(n) if n > 0 => info!(sightings = n, "sightings: dropped those past their retention"),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "sightings: purge failed; trying again later"),
+                }
+            }
+        }
+    }
+
+    /// The calling agent no longer holds `sha256s`.
+    pub async fn gone(&self, caller: &Caller, sha256s: &[String]) -> Result<u32, CoreError> {
+        caller.require(Op::AgentReport)?;
+        if sha256s.len() > MAX_GONE {
+            return Err(CoreError::Invalid(format!("at most {MAX_GONE} digests per call")));
+        }
+        if let Some(bad) = sha256s.iter().find(|s| !super::digests::valid_sha256(s)) {
+            return Err(CoreError::Invalid(format!("not a lower-case hex sha256: {bad:?}")));
+        }
+        {
+            let mut g = self.gathered();
+            for sha in sha256s {
+                g.pending.remove(&(caller.name.clone(), sha.clone()));
+                g.forget(fingerprint(&caller.name, sha));
+            }
+        }
+        let n = self.store.call(|s| s.forget_sightings(&caller.name, sha256s)).await?;
+        Ok(n as u32)
+    }
+
+    /// Who holds the content named by `hash` (a sha256, or the md5/sha1 of
+    /// a stored submission): each holder with its host name and last check-in.
+    pub async fn holders(&self, caller: &Caller, hash: &str) -> Result<pb::SightingsResponse, CoreError> {
+        caller.require(Op::Inventory)?;
+        let hash = hash.trim().to_ascii_lowercase();
+        let kind = hash_kind(&hash).ok_or_else(|| CoreError::Invalid(format!("not a hex sha256, sha1 or md5: {hash:?}")))?;
+        // What is gathered now counts too: "who holds it" includes the last second.
+        self.flush().await;
+        let r = holders_in(&self.store, kind, &hash).await?;
+        let holders = &r.holders;
+        self.audit.event("sightings", Some(caller), json!({"hash": hash, "kind": kind, "holders": holders.len()}));
+        Ok(r)
+    }
+
+    /// The agents holding `sha256` (for notices; no caller, no audit line).
+    pub async fn holders_of(&self, sha256: &str) -> Result<Vec<String>, CoreError> {
+        self.flush().await;
+        Ok(self.store.call(|s| s.sightings_of(sha256)).await?.into_iter().map(|s| s.agent_id).collect())
+    }
+
+    /// One agent's record and what it holds that is a detection now (under
+    /// the current rules and IOC lists).
+    pub async fn agent(&self, caller: &Caller, agent_id: &str) -> Result<pb::GetAgentResponse, CoreError> {
+        caller.require(Op::Inventory)?;
+        crate::auth::check_token_name(agent_id).map_err(CoreError::Invalid)?;
+        let Some(agent) = self.store.get::<pb::AgentRecord>(agent_id).await? else {
+            return Err(CoreError::NotFound(format!("no agent {agent_id:?}")));
+        };
+        self.flush().await;
+        let (held, truncated) = self.store.call(|s| s.sightings_by(agent_id, AGENT_READ)).await?;
+        let rules = self.rules.current();
+        let mut detections = Vec::new();
+        for chunk in held.chunks(CHUNK) {
+            let shas: Vec<String> = chunk.iter().map(|s| s.sha256.clone()).collect();
+            let found: HashMap<String, pb::Verdict> =
+                self.store.call(|s| s.get_many(&rules.id, &shas)).await?.into_iter().map(|v| (v.sha256.clone(), v)).collect();
+            for s in chunk {
+                let verdict = match found.get(&s.sha256) {
+                    Some(v) => {
+                        let mut v = v.clone();
+                        self.iocs.apply(&mut v);
+                        Some(v)
+                    }
+                    None => self.iocs.blocked_verdict("sha256", &s.sha256, &rules.id),
+                };
+                let Some(v) = verdict else { continue };
+                if matches!(pb::VerdictKind::try_from(v.verdict), Ok(pb::VerdictKind::Malicious | pb::VerdictKind::Suspicious)) {
+                    detections.push(pb::Held {
+                        sha256: s.sha256.clone(),
+                        first_seen_ms: s.first_seen_ms,
+                        last_seen_ms: s.last_seen_ms,
+                        verdict: v.verdict,
+                        rules: v.detections.iter().map(|d| d.rule.clone()).collect(),
+                    });
+                }
+            }
+        }
+        self.audit.event("agent_holdings", Some(caller), json!({"agent_id": agent_id, "detections": detections.len()}));
+        Ok(pb::GetAgentResponse { agent: Some(agent), detections, sightings: held.len() as u64, truncated })
+    }
+}
+
+/// Who holds the content `hash` of `kind` (`sha256`, or `md5`/`sha1` of a
+/// stored submission) in `store`, with each holder's host name and last
+/// check-in from the inventory (the core's answer, and the offline
+/// `qala-coordinator sightings --store`).
+pub async fn holders_in(store: &Guarded, kind: &str, hash: &str) -> Result<pb::SightingsResponse, CoreError> {
+    let sha256s = match kind {
+        "sha256" => vec![hash.to_string()],
+        _ => store.call(|s| s.resolve(kind, hash)).await?,
+    };
+    let mut holders = Vec::new();
+    let mut records: HashMap<String, Option<pb::AgentRecord>> = HashMap::new();
+    for sha in &sha256s {
+        for s in store.call(|st| st.sightings_of(sha)).await? {
+            if !records.contains_key(&s.agent_id) {
+                records.insert(s.agent_id.clone(), store.get::<pb::AgentRecord>(&s.agent_id).await?);
+            }
+            let record = records.get(&s.agent_id).and_then(Option::as_ref);
+            holders.push(pb::Holder {
+                hostname: record.map(|r| r.hostname.clone()).unwrap_or_default(),
+                last_checkin_ms: record.map_or(0, |r| r.last_seen_ms),
+                agent_id: s.agent_id,
+                sha256: s.sha256,
+                first_seen_ms: s.first_seen_ms,
+                last_seen_ms: s.last_seen_ms,
+                holds: true,
+                ..Default::default()
+            });
+        }
+    }
+    // What was done about it: each agent's last action, also by agents
+    // that no longer hold it (quarantined, deleted).
+    let actions: Vec<pb::ActionRecord> =
+        store.all::<pb::ActionRecord>().await?.into_iter().filter(|a| sha256s.contains(&a.sha256)).collect();
+    for a in actions {
+        if let Some(h) = holders.iter_mut().find(|h| h.agent_id == a.agent_id && h.sha256 == a.sha256) {
+            h.action = a.action;
+            h.action_ms = a.at_ms;
+            continue;
+        }
+        let record = store.get::<pb::AgentRecord>(&a.agent_id).await?;
+        holders.push(pb::Holder {
+            hostname: record.as_ref().map(|r| r.hostname.clone()).unwrap_or_default(),
+            last_checkin_ms: record.as_ref().map_or(0, |r| r.last_seen_ms),
+            agent_id: a.agent_id,
+            sha256: a.sha256,
+            action: a.action,
+            action_ms: a.at_ms,
+            holds: false,
+            ..Default::default()
+        });
+    }
+    holders.sort_by(|a, b| (&a.sha256, &a.agent_id).cmp(&(&b.sha256, &b.agent_id)));
+    Ok(pb::SightingsResponse { sha256s, holders })
+}

@@ -1,0 +1,242 @@
+//! Sightings and notices on real processes: service agents scan what they
+//! hold; the coordinator records which agent holds which content (never a
+//! path); `ioc add` reaches the agents that hold the file, and only them,
+//! which quarantine it and report the action; analysts read who holds what,
+//! agents cannot; an agent with sightings off leaves no record. Embedded
+//! store, and Redis with two coordinators (notices cross between them
+//! through the store).
+
+use qala_tests::{Cluster, Proc, Redis, bin, coordinator_command, pseudo_random, repo_root, sha256_hex, wait_for};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn events(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+struct Agent {
+    home: PathBuf,
+    proc: Proc,
+    quarantine: PathBuf,
+}
+
+impl Agent {
+    fn events(&self) -> Vec<Value> {
+        events(&self.proc.log)
+    }
+
+    /// Whether the service answered `file` (a verdict, or unknown and not
+    /// uploaded when lookup-only).
+    fn answered(&self, file: &str) -> bool {
+        let path = self.home.join(file).display().to_string();
+        self.events().iter().any(|e| (e["event"] == "verdict" || e["event"] == "unknown") && e["path"] == path.as_str())
+    }
+
+    fn action_on(&self, file: &str) -> Option<Value> {
+        let path = self.home.join(file).display().to_string();
+        self.events().into_iter().find(|e| e["event"] == "action" && e["path"] == path.as_str())
+    }
+
+    fn notices_about(&self, sha: &str) -> usize {
+        self.events().iter().filter(|e| e["event"] == "notice" && e["sha256"] == sha).count()
+    }
+}
+
+/// A service agent with its own token, home and state, watching and
+/// scanning `home` at start, quarantining what is malicious.
+fn agent(cluster: &Cluster, url: &str, name: &str, files: &[(&str, &[u8])], scan: &str) -> Agent {
+    let d = cluster.dir.path().join(name);
+    let home = d.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    for (f, data) in files {
+        std::fs::write(home.join(f), data).unwrap();
+    }
+    let config = d.join("agent.toml");
+    let quarantine = d.join("quarantine");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nagent_id = {name:?}\ncheckin_interval = \"2s\"\n\n[scan]\n{scan}\n\n[watch]\npaths = [{home:?}]\ndebounce_ms = 200\nbackend = \"inotify\"\n\n\
+             [schedule]\npaths = [{home:?}]\ninterval = \"1h\"\nat_start = true\n\n[actions]\nmalicious = \"quarantine\"\n\n\
+             [paths]\nquarantine = {quarantine:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\nheld = {:?}\n",
+            d.join("spool"),
+            d.join("hashes"),
+            d.join("crls.pem"),
+            d.join("held"),
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = [
+        "--server",
+        url,
+        "--ca",
+        &cluster.ca().display().to_string(),
+        "--token-file",
+        &cluster.token_file(name).display().to_string(),
+        "--config",
+        &config.display().to_string(),
+        "service",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proc = Proc::spawn(name, &bin("qala-agent"), &args, cluster.dir.path()).unwrap();
+    let a = Agent { home, proc, quarantine };
+    for (f, _) in files {
+        wait_for(&format!("{name} to answer {f}"), Duration::from_secs(60), || a.answered(f).then_some(()))
+            .unwrap_or_else(|e| panic!("{e}: {}", a.proc.log_text()));
+    }
+    a
+}
+
+/// `qala-coordinator sightings HASH --json` at `url` as `token`: one JSON
+/// object per holder, or the error text.
+fn sightings(cluster: &Cluster, url: &str, token: &str, hash: &str) -> Result<Vec<Value>, String> {
+    let out = std::process::Command::new(bin("qala-coordinator"))
+        .args(["sightings", hash, "--json", "--server", url, "--ca"])
+        .arg(cluster.ca())
+        .arg("--token-file")
+        .arg(cluster.token_file(token))
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+}
+
+fn holders(list: &[Value]) -> Vec<(String, bool, String)> {
+    let mut v: Vec<(String, bool, String)> = list
+        .iter()
+        .map(|h| {
+            (
+                h["agent_id"].as_str().unwrap().to_string(),
+                h["holds"].as_bool().unwrap(),
+                h["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ioc_add(cluster: &Cluster, url: &str, sha: &str) {
+    let (ca, admin) = (cluster.ca().display().to_string(), cluster.token_file("admin").display().to_string());
+    coordinator_command(&["ioc", "add", sha, "--name", "Test.Indicator", "--server", url, "--ca", &ca, "--token-file", &admin])
+        .unwrap();
+}
+
+/// The whole flow on one cluster; `urls` are the coordinators agents and
+/// admins use (with two, agents A and B sit on different coordinators
+/// from the one the indicator is added at).
+fn notices_reach_holders(cluster: &Cluster, urls: &[String]) {
+    let (x, y, z) = (pseudo_random(0x51, 3000), pseudo_random(0x52, 3000), pseudo_random(0x53, 3000));
+    let (sx, sy, sz) = (sha256_hex(&x), sha256_hex(&y), sha256_hex(&z));
+    for (role, name) in
+        [("agent", "agent-a"), ("agent", "agent-b"), ("agent", "agent-l"), ("agent", "agent-off"), ("analyst", "analyst")]
+    {
+        cluster.add_token(role, name).unwrap();
+    }
+    let url = |i: usize| urls[i % urls.len()].as_str();
+    // Every coordinator knows the new tokens (each refreshes its own).
+    for u in urls {
+        for name in ["agent-a", "agent-b", "agent-l", "agent-off"] {
+            wait_for(&format!("{u} to know {name}"), Duration::from_secs(30), || {
+                let out = cluster.agent_as(u, name, &["lookup", &"0".repeat(64)]).unwrap();
+                (out.status.code() != Some(2)).then_some(())
+            })
+            .unwrap();
+        }
+    }
+    let a = agent(cluster, url(1), "agent-a", &[("x.bin", &x), ("y.bin", &y)], "");
+    let b = agent(cluster, url(1), "agent-b", &[("y.bin", &y)], "");
+    let l = agent(cluster, url(0), "agent-l", &[("y.bin", &y)], "lookup_only = true");
+    let off = agent(cluster, url(0), "agent-off", &[("x.bin", &x), ("z.bin", &z)], "sightings = false");
+
+    // Who holds what: X on A (and on the agent with sightings off, which
+    // is not recorded), Y on A, B and the lookup-only agent, Z nowhere.
+    let seen = |sha: &str| holders(&sightings(cluster, url(0), "analyst", sha).unwrap());
+    let held = |ids: &[&str]| ids.iter().map(|i| (i.to_string(), true, String::new())).collect::<Vec<_>>();
+    wait_for("sightings of X and Y", Duration::from_secs(15), || {
+        (seen(&sx) == held(&["agent-a"]) && seen(&sy) == held(&["agent-a", "agent-b", "agent-l"])).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: X {:?} Y {:?}", seen(&sx), seen(&sy)));
+    assert!(seen(&sz).is_empty(), "an agent with sightings off leaves no record");
+    // Sightings are for analysts and admins: an agent cannot read them.
+    let denied = sightings(cluster, url(0), "agent-a", &sx).unwrap_err();
+    assert!(denied.contains("PermissionDenied"), "{denied}");
+    // No path and no file name reached the coordinator.
+    let store_and_logs = std::fs::read_dir(cluster.dir.path())
+        .unwrap()
+        .flatten()
+        // The coordinators' logs, audit logs and store; not the agents' own logs.
+        .filter(|e| e.path().is_file() && !e.file_name().to_string_lossy().starts_with("agent-"))
+        .map(|e| String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned())
+        .collect::<String>();
+    assert!(!store_and_logs.contains("x.bin") && !store_and_logs.contains("y.bin"), "a file name left an agent");
+
+    // A block entry for X: A, which holds it, quarantines it; nobody else hears of it.
+    let t = Instant::now();
+    ioc_add(cluster, url(0), &sx);
+    let act = wait_for("agent A to quarantine X", Duration::from_secs(60), || a.action_on("x.bin"))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", a.proc.log_text(), cluster.logs()));
+    println!("ioc add -> quarantined on the holder: {} ms", t.elapsed().as_millis());
+    assert_eq!(act["action"], "quarantine", "{act}");
+    assert_eq!(act["sha256"], sx.as_str());
+    assert!(!a.home.join("x.bin").exists() && a.quarantine.exists());
+    assert!(a.home.join("y.bin").exists(), "only the file with that content");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.notices_about(&sx), 0, "B does not hold X: {}", b.proc.log_text());
+    assert_eq!(l.notices_about(&sx), 0);
+    assert_eq!(off.notices_about(&sx), 0, "sightings off: the coordinator does not know it holds X");
+    assert!(off.home.join("x.bin").exists());
+    // The action is audited, and `sightings X` says what was done.
+    // (in the audit log of the coordinator A reports to)
+    let audit = cluster.audit_log(if urls.len() > 1 { "coordinator-2" } else { "coordinator" });
+    wait_for("the action in the audit log", Duration::from_secs(15), || {
+        events(&audit)
+            .into_iter()
+            .find(|e| e["event"] == "agent_action" && e["sha256"] == sx.as_str() && e["client"] == "agent-a")
+    })
+    .unwrap();
+    wait_for("sightings X to show the quarantine", Duration::from_secs(15), || {
+        (seen(&sx) == vec![("agent-a".to_string(), false, "quarantine".to_string())]).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", seen(&sx)));
+
+    // A block entry for Y: every holder acts, the lookup-only agent too.
+    ioc_add(cluster, url(1), &sy);
+    for (who, ag) in [("A", &a), ("B", &b), ("the lookup-only agent", &l)] {
+        let act =
+            wait_for(&format!("{who} to quarantine Y"), Duration::from_secs(60), || ag.action_on("y.bin")).unwrap_or_else(|e| {
+                let now = cluster.agent_as(url(0), "agent-l", &["lookup", &sy]).unwrap();
+                panic!("{e}: {}\nlookup at {} now: {}", ag.proc.log_text(), url(0), String::from_utf8_lossy(&now.stdout))
+            });
+        assert_eq!(act["action"], "quarantine");
+    }
+    assert_eq!(off.notices_about(&sy), 0);
+}
+
+#[test]
+fn notices_reach_the_holders_only_embedded() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    notices_reach_holders(&cluster, &[cluster.url()]);
+}
+
+#[test]
+fn notices_cross_coordinators_through_redis() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(redis_dir.path()).unwrap();
+    let mut cluster = Cluster::start(&repo_root().join("rules"), Some(&redis.url()), 0).unwrap();
+    let second = cluster.add_coordinator().unwrap();
+    cluster.add_worker("w1").unwrap();
+    cluster.wait_ready(1).unwrap();
+    cluster.wait_ready_at(&second, 1).unwrap();
+    notices_reach_holders(&cluster, &[cluster.url(), second]);
+}
