@@ -218,18 +218,24 @@ fn the_windows_agent_scans_caches_quarantines_and_watches_under_wine() {
     // and Administrators only.
     let watched = d.path().join("watched");
     std::fs::create_dir_all(&watched).unwrap();
+    // A clean file the service holds from its first scan: blocked later by
+    // an indicator, which reaches this agent as a notice.
+    let held = qala_tests::pseudo_random(0x77, 2000);
+    std::fs::write(watched.join("held.txt"), &held).unwrap();
     let qdir = d.path().join("quarantine");
     let qdir_w = win(&qdir);
     let config = d.path().join("agent.toml");
     std::fs::write(
         &config,
         format!(
-            "[watch]\npaths = [{:?}]\ndebounce_ms = 300\n\n[actions]\nmalicious = \"quarantine\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\n",
+            "[watch]\npaths = [{:?}]\ndebounce_ms = 300\n\n[schedule]\npaths = [{:?}]\ninterval = \"1h\"\nat_start = true\n\n[actions]\nmalicious = \"quarantine\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\nheld = {:?}\n",
+            win(&watched),
             win(&watched),
             qdir_w,
             win(&d.path().join("spool")),
             win(&d.path().join("svc-hashes")),
             win(&d.path().join("crls.pem")),
+            win(&d.path().join("held")),
         ),
     )
     .unwrap();
@@ -260,15 +266,41 @@ fn the_windows_agent_scans_caches_quarantines_and_watches_under_wine() {
     assert_eq!(verdict["verdict"], "malicious", "{verdict}");
     wait_for("the file to be quarantined", Duration::from_secs(30), || (!victim.exists()).then_some(()))
         .unwrap_or_else(|e| panic!("{e}: {}", service_log()));
+    // Push: an indicator added for the clean file the service holds
+    // reaches it as a notice, and it quarantines the file.
+    wait_for("the held file to be answered", Duration::from_secs(60), || {
+        events().into_iter().find(|e| e["event"] == "verdict" && e["path"].as_str().is_some_and(|p| p.ends_with("held.txt")))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", service_log()));
+    let admin_file = cluster.token_file("admin").display().to_string();
+    let ca_file = cluster.ca().display().to_string();
+    qala_tests::coordinator_command(&[
+        "ioc",
+        "add",
+        &sha256_hex(&held),
+        "--server",
+        &url,
+        "--ca",
+        &ca_file,
+        "--token-file",
+        &admin_file,
+    ])
+    .unwrap();
+    wait_for("the held file to be quarantined on notice", Duration::from_secs(60), || {
+        events().into_iter().find(|e| e["event"] == "action" && e["path"].as_str().is_some_and(|p| p.ends_with("held.txt")))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", service_log()));
+    assert!(!watched.join("held.txt").exists());
+    assert!(events().iter().any(|e| e["event"] == "notice" && e["sha256"] == sha256_hex(&held).as_str()));
     let _ = svc.kill();
     let _ = svc.wait();
 
     let listed = wine.agent(&["quarantine", "--dir", &qdir_w, "list", "--json"]);
     assert!(listed.status.success(), "{}", text(&listed));
     let items = json_lines(&listed);
-    assert_eq!(items.len(), 1, "{}", text(&listed));
-    let id = items[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(items[0]["original_path"], win(&victim).as_str());
+    assert_eq!(items.len(), 2, "the dropped file and the held one: {}", text(&listed));
+    let item = items.iter().find(|i| i["original_path"] == win(&victim).as_str()).expect("the dropped file");
+    let id = item["id"].as_str().unwrap().to_string();
     let stored: Vec<u8> = std::fs::read_dir(&qdir)
         .unwrap()
         .flatten()
