@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lookups/s before and after: runs qala-bench-lookups against a baseline
-# build (QALA_BASELINE_BIN: a directory with that build's qala-coordinator,
-# qala-worker and qala-bench-lookups) and this tree's build, interleaved,
+# build (QALA_BASELINE_BIN: a directory with that build's qala-coordinator
+# and qala-worker) and this tree's build, interleaved, the same client
+# (this tree's qala-bench-lookups) driving both,
 # ROUNDS times per store, and prints each run and the medians' ratios.
 #   QALA_BASELINE_BIN=/var/tmp/qala-baseline scripts/bench-lookups.sh [embedded|redis]...
 set -euo pipefail
@@ -18,7 +19,7 @@ for store in "${stores[@]}"; do
   for r in $(seq "$ROUNDS"); do
     for side in baseline current; do
       if [ "$side" = baseline ]; then dir=$QALA_BASELINE_BIN; else dir=$(realpath "$target/release"); fi
-      QALA_BIN_DIR=$dir "$dir/qala-bench-lookups" --store "$store" --seconds "$SECONDS_PER" |
+      QALA_BIN_DIR=$dir "$target/release/qala-bench-lookups" --store "$store" --seconds "$SECONDS_PER" |
         awk -v side="$side" -F'|' '/hits|misses|first-seen/ {gsub(/ /,"",$3); gsub(/ /,"",$8); print side, $2, $3, $8}' |
         tee -a "$out"
     done

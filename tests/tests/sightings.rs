@@ -6,7 +6,7 @@
 //! store, and Redis with two coordinators (notices cross between them
 //! through the store).
 
-use qala_tests::{Cluster, Proc, Redis, bin, coordinator_command, pseudo_random, repo_root, sha256_hex, wait_for};
+use qala_tests::{Cluster, Options, Proc, Redis, bin, coordinator_command, pseudo_random, repo_root, sha256_hex, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ impl Agent {
 
 /// A service agent with its own token, home and state, watching and
 /// scanning `home` at start, quarantining what is malicious.
-fn agent(cluster: &Cluster, url: &str, name: &str, files: &[(&str, &[u8])], scan: &str) -> Agent {
+fn agent(cluster: &Cluster, url: &str, name: &str, files: &[(&str, &[u8])], scan: &str, malicious: &str) -> Agent {
     let d = cluster.dir.path().join(name);
     let home = d.join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -63,7 +63,7 @@ fn agent(cluster: &Cluster, url: &str, name: &str, files: &[(&str, &[u8])], scan
         &config,
         format!(
             "[server]\nagent_id = {name:?}\ncheckin_interval = \"2s\"\n\n[scan]\n{scan}\n\n[watch]\npaths = [{home:?}]\ndebounce_ms = 200\nbackend = \"inotify\"\n\n\
-             [schedule]\npaths = [{home:?}]\ninterval = \"1h\"\nat_start = true\n\n[actions]\nmalicious = \"quarantine\"\n\n\
+             [schedule]\npaths = [{home:?}]\ninterval = \"1h\"\nat_start = true\n\n[actions]\nmalicious = {malicious:?}\n\n\
              [paths]\nquarantine = {quarantine:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\nheld = {:?}\n",
             d.join("spool"),
             d.join("hashes"),
@@ -135,7 +135,7 @@ fn ioc_add(cluster: &Cluster, url: &str, sha: &str) {
 /// The whole flow on one cluster; `urls` are the coordinators agents and
 /// admins use (with two, agents A and B sit on different coordinators
 /// from the one the indicator is added at).
-fn notices_reach_holders(cluster: &Cluster, urls: &[String]) {
+fn notices_reach_holders(cluster: &Cluster, urls: &[String], rest: Option<u16>) {
     let (x, y, z) = (pseudo_random(0x51, 3000), pseudo_random(0x52, 3000), pseudo_random(0x53, 3000));
     let (sx, sy, sz) = (sha256_hex(&x), sha256_hex(&y), sha256_hex(&z));
     for (role, name) in
@@ -154,10 +154,11 @@ fn notices_reach_holders(cluster: &Cluster, urls: &[String]) {
             .unwrap();
         }
     }
-    let a = agent(cluster, url(1), "agent-a", &[("x.bin", &x), ("y.bin", &y)], "");
-    let b = agent(cluster, url(1), "agent-b", &[("y.bin", &y)], "");
-    let l = agent(cluster, url(0), "agent-l", &[("y.bin", &y)], "lookup_only = true");
-    let off = agent(cluster, url(0), "agent-off", &[("x.bin", &x), ("z.bin", &z)], "sightings = false");
+    let a = agent(cluster, url(1), "agent-a", &[("x.bin", &x), ("y.bin", &y)], "", "quarantine");
+    // B only reports what is malicious: it keeps holding it.
+    let b = agent(cluster, url(1), "agent-b", &[("y.bin", &y)], "", "report");
+    let l = agent(cluster, url(0), "agent-l", &[("y.bin", &y)], "lookup_only = true", "quarantine");
+    let off = agent(cluster, url(0), "agent-off", &[("x.bin", &x), ("z.bin", &z)], "sightings = false", "quarantine");
 
     // Who holds what: X on A (and on the agent with sightings off, which
     // is not recorded), Y on A, B and the lookup-only agent, Z nowhere.
@@ -212,7 +213,13 @@ fn notices_reach_holders(cluster: &Cluster, urls: &[String]) {
 
     // A block entry for Y: every holder acts, the lookup-only agent too.
     ioc_add(cluster, url(1), &sy);
-    for (who, ag) in [("A", &a), ("B", &b), ("the lookup-only agent", &l)] {
+    wait_for("B to find Y malicious", Duration::from_secs(60), || {
+        let path = b.home.join("y.bin").display().to_string();
+        b.events().into_iter().find(|e| e["event"] == "verdict" && e["path"] == path.as_str() && e["verdict"] == "malicious")
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", b.proc.log_text()));
+    assert!(b.home.join("y.bin").exists(), "B reports only");
+    for (who, ag) in [("A", &a), ("the lookup-only agent", &l)] {
         let act =
             wait_for(&format!("{who} to quarantine Y"), Duration::from_secs(60), || ag.action_on("y.bin")).unwrap_or_else(|e| {
                 let now = cluster.agent_as(url(0), "agent-l", &["lookup", &sy]).unwrap();
@@ -221,12 +228,69 @@ fn notices_reach_holders(cluster: &Cluster, urls: &[String]) {
         assert_eq!(act["action"], "quarantine");
     }
     assert_eq!(off.notices_about(&sy), 0);
+    if let Some(port) = rest {
+        // REST: who holds Y by its md5; what B holds that is a detection now.
+        let md5 = md5_hex(&y);
+        let (status, v) = rest_get(cluster, port, &format!("/v1/sightings/{md5}"), "analyst");
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["sha256s"], serde_json::json!([sy]));
+        let mut ids: Vec<&str> = v["holders"].as_array().unwrap().iter().map(|h| h["agent_id"].as_str().unwrap()).collect();
+        ids.sort();
+        assert_eq!(ids, ["agent-a", "agent-b", "agent-l"], "{v}");
+        let b_row = v["holders"].as_array().unwrap().iter().find(|h| h["agent_id"] == "agent-b").unwrap();
+        assert_eq!((&b_row["holds"], &b_row["action"]), (&Value::from(true), &Value::Null), "{v}");
+        let (status, _) = rest_get(cluster, port, &format!("/v1/sightings/{sy}"), "agent-a");
+        assert_eq!(status, 403, "an agent token cannot read sightings");
+        let (status, v) = rest_get(cluster, port, "/v1/agents/agent-b", "analyst");
+        assert_eq!(status, 200, "{v}");
+        let held: Vec<(&str, &str)> = v["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["sha256"].as_str().unwrap(), d["verdict"].as_str().unwrap()))
+            .collect();
+        assert_eq!(held, [(sy.as_str(), "malicious")], "{v}");
+        let (status, v) = rest_get(cluster, port, "/v1/agents/agent-a", "analyst");
+        assert_eq!(status, 200, "{v}");
+        assert!(v["detections"].as_array().unwrap().is_empty(), "A quarantined both: {v}");
+        assert_eq!(rest_get(cluster, port, "/v1/agents/nobody", "analyst").0, 404);
+    }
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).split_whitespace().next().unwrap().to_string()
+}
+
+/// `GET path` on the REST listener at `port` with the token named `who`.
+fn rest_get(cluster: &Cluster, port: u16, path: &str, who: &str) -> (u16, Value) {
+    let token = std::fs::read_to_string(cluster.token_file(who)).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+        .arg(cluster.ca())
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 #[test]
 fn notices_reach_the_holders_only_embedded() {
-    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
-    notices_reach_holders(&cluster, &[cluster.url()]);
+    let port = qala_tests::free_port();
+    let mut options = Options::default();
+    options.coordinator_args.extend(["--http-listen", &format!("127.0.0.1:{port}")].map(String::from));
+    let cluster = Cluster::start_with(&repo_root().join("rules"), None, 1, options).unwrap();
+    notices_reach_holders(&cluster, &[cluster.url()], Some(port));
 }
 
 #[test]
@@ -238,5 +302,5 @@ fn notices_cross_coordinators_through_redis() {
     cluster.add_worker("w1").unwrap();
     cluster.wait_ready(1).unwrap();
     cluster.wait_ready_at(&second, 1).unwrap();
-    notices_reach_holders(&cluster, &[cluster.url(), second]);
+    notices_reach_holders(&cluster, &[cluster.url(), second], None);
 }

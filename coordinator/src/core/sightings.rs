@@ -80,8 +80,8 @@ struct Gathered {
     /// Fingerprints of the pairs gathered since `rotated`, and in the
     /// generation before: two generations, so memory stays bounded and a
     /// pair is written again after [`REWRITE_AFTER`] to [`REWRITE_AFTER`] x 2.
-    current: std::collections::HashSet<u64>,
-    previous: std::collections::HashSet<u64>,
+    current: Fingerprints,
+    previous: Fingerprints,
     rotated: std::time::Instant,
 }
 
@@ -95,11 +95,19 @@ impl Gathered {
         }
     }
 
-    /// Whether the pair is new to both generations (and now in the current one).
-    fn fresh(&mut self, fp: u64) -> bool {
+    /// A new generation when the current one is full or old (checked
+    /// once per call, the clock read once).
+    fn rotate_if_due(&mut self) {
         if self.current.len() >= RECENT_MAX || self.rotated.elapsed() >= REWRITE_AFTER {
             self.previous = std::mem::take(&mut self.current);
             self.rotated = std::time::Instant::now();
+        }
+    }
+
+    /// Whether the pair is new to both generations (and now in the current one).
+    fn fresh(&mut self, fp: u64) -> bool {
+        if self.current.len() >= RECENT_MAX {
+            self.rotate_if_due();
         }
         !self.previous.contains(&fp) && self.current.insert(fp)
     }
@@ -110,17 +118,43 @@ impl Gathered {
     }
 }
 
-/// A pair's fingerprint for [`Gathered`]: a collision only delays one
-/// `last_seen` update (or a first sighting) by at most [`REWRITE_AFTER`] x 2.
-fn fingerprint(agent: &str, sha256: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    let mut h = KEYS.get_or_init(Default::default).build_hasher();
-    h.write(agent.as_bytes());
-    h.write_u8(0);
-    h.write(sha256.as_bytes());
-    h.finish()
+/// A pair's fingerprint for [`Gathered`]: the agent's (keyed) hash mixed
+/// with the first 64 bits of the digest, which are random already. A
+/// collision only delays one `last_seen` update (or a first sighting) by
+/// at most [`REWRITE_AFTER`] x 2.
+fn fingerprint(agent: u64, sha256: &str) -> u64 {
+    let prefix = sha256.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
+    prefix ^ agent
 }
+
+/// The agent's part of [`fingerprint`], once per call.
+fn agent_key(agent: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one(agent)
+}
+
+/// Fingerprints are random already: hashed as they are.
+#[derive(Default, Clone, Copy)]
+struct AsIs(u64);
+
+impl std::hash::Hasher for AsIs {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Fingerprints = std::collections::HashSet<u64, std::hash::BuildHasherDefault<AsIs>>;
 
 impl Sightings {
     pub fn new(s: &Shared, settings: SightingSettings) -> Self {
@@ -149,10 +183,12 @@ impl Sightings {
         }
         let now = qala_common::now_ms();
         let mut dropped = 0u64;
+        let agent = agent_key(&caller.name);
         let len = {
             let mut g = self.gathered();
+            g.rotate_if_due();
             for sha in sha256s {
-                if !g.fresh(fingerprint(&caller.name, sha)) {
+                if !g.fresh(fingerprint(agent, sha)) {
                     continue;
                 }
                 if g.pending.len() < MAX_PENDING {
@@ -251,10 +287,11 @@ impl Sightings {
             return Err(CoreError::Invalid(format!("not a lower-case hex sha256: {bad:?}")));
         }
         {
+            let agent = agent_key(&caller.name);
             let mut g = self.gathered();
             for sha in sha256s {
                 g.pending.remove(&(caller.name.clone(), sha.clone()));
-                g.forget(fingerprint(&caller.name, sha));
+                g.forget(fingerprint(agent, sha));
             }
         }
         let n = self.store.call(|s| s.forget_sightings(&caller.name, sha256s)).await?;

@@ -95,14 +95,10 @@ const OLD_REVOKED_KEY: &str = "qala:v1:revoked-workers";
 
 /// The hash of a table of records (those of tokens, agents and IOC entries
 /// kept their names and contents).
-/// Who holds a content: `qala:v1:sight:SHA256`, a sorted set of agent
-/// ids scored by last seen (`ZADD GT`: never moved back).
-fn sight_key(sha256: &str) -> String {
-    format!("qala:v1:sight:{sha256}")
-}
-
-/// When each agent first held a content: `qala:v1:sightfirst:SHA256`, a
-/// hash of agent id -> Unix ms (`HSETNX`: set once).
+/// Who holds a content, and since when: `qala:v1:sightfirst:SHA256`, a
+/// hash of agent id -> Unix ms first seen (`HSETNX`: set once). When each
+/// last saw it is the score in the agent's own sorted set (one command per
+/// agent per batch, not per sighting).
 fn sight_first_key(sha256: &str) -> String {
     format!("qala:v1:sightfirst:{sha256}")
 }
@@ -448,24 +444,32 @@ impl VerdictStore for RedisStore {
     }
 
     async fn record_sightings(&self, seen: &[Sighting], cap: u64) -> Result<(), StoreError> {
-        let mut cmds = Vec::with_capacity(seen.len() * 3);
-        let mut agents = std::collections::BTreeSet::new();
+        let mut by_agent: std::collections::BTreeMap<&str, Vec<&Sighting>> = Default::default();
+        let mut cmds = Vec::with_capacity(seen.len() + 64);
         for s in seen {
             let first = s.first_seen_ms.min(s.last_seen_ms);
-            cmds.push(redis::cmd("ZADD").arg(sight_key(&s.sha256)).arg("GT").arg(s.last_seen_ms).arg(&s.agent_id).clone());
             cmds.push(redis::cmd("HSETNX").arg(sight_first_key(&s.sha256)).arg(&s.agent_id).arg(first).clone());
-            cmds.push(redis::cmd("ZADD").arg(sight_by_key(&s.agent_id)).arg("GT").arg(s.last_seen_ms).arg(&s.sha256).clone());
-            agents.insert(s.agent_id.as_str());
+            by_agent.entry(s.agent_id.as_str()).or_default().push(s);
         }
-        if agents.is_empty() {
+        if by_agent.is_empty() {
             return Ok(());
         }
+        for (agent, list) in &by_agent {
+            for chunk in list.chunks(1000) {
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(sight_by_key(agent)).arg("GT");
+                for s in chunk {
+                    zadd.arg(s.last_seen_ms).arg(&s.sha256);
+                }
+                cmds.push(zadd);
+            }
+        }
         let mut add = redis::cmd("SADD");
-        add.arg(SIGHT_AGENTS_KEY).arg(agents.iter().collect::<Vec<_>>());
+        add.arg(SIGHT_AGENTS_KEY).arg(by_agent.keys().collect::<Vec<_>>());
         cmds.push(add);
         self.run_all::<Value>(cmds).await?;
         // The cap: each agent's least recently seen go.
-        let agents: Vec<&str> = agents.into_iter().collect();
+        let agents: Vec<&str> = by_agent.into_keys().collect();
         let counts: Vec<u64> =
             self.run_all(agents.iter().map(|a| redis::cmd("ZCARD").arg(sight_by_key(a)).clone()).collect()).await?;
         for (agent, n) in agents.into_iter().zip(counts) {
@@ -475,11 +479,8 @@ impl VerdictStore for RedisStore {
             let zk = sight_by_key(agent);
             let popped: Vec<(String, f64)> =
                 self.run(async |c| redis::cmd("ZPOPMIN").arg(&zk).arg(n - cap).query_async(c).await).await?;
-            let mut cmds = Vec::with_capacity(popped.len() * 2 + 1);
-            for (sha, _) in &popped {
-                cmds.push(redis::cmd("ZREM").arg(sight_key(sha)).arg(agent).clone());
-                cmds.push(redis::cmd("HDEL").arg(sight_first_key(sha)).arg(agent).clone());
-            }
+            let mut cmds: Vec<Cmd> =
+                popped.iter().map(|(sha, _)| redis::cmd("HDEL").arg(sight_first_key(sha)).arg(agent).clone()).collect();
             cmds.push(redis::cmd("SADD").arg(SIGHT_CUT_KEY).arg(agent).clone());
             self.run_all::<Value>(cmds).await?;
         }
@@ -492,35 +493,27 @@ impl VerdictStore for RedisStore {
         }
         let zk = sight_by_key(agent_id);
         let gone: u64 = self.run(async |c| redis::cmd("ZREM").arg(&zk).arg(sha256s).query_async(c).await).await?;
-        let mut cmds = Vec::with_capacity(sha256s.len() * 2);
-        for sha in sha256s {
-            cmds.push(redis::cmd("ZREM").arg(sight_key(sha)).arg(agent_id).clone());
-            cmds.push(redis::cmd("HDEL").arg(sight_first_key(sha)).arg(agent_id).clone());
-        }
+        let cmds = sha256s.iter().map(|sha| redis::cmd("HDEL").arg(sight_first_key(sha)).arg(agent_id).clone()).collect();
         self.run_all::<Value>(cmds).await?;
         Ok(gone)
     }
 
     async fn sightings_of(&self, sha256: &str) -> Result<Vec<Sighting>, StoreError> {
-        let mut answers: Vec<Value> = self
-            .run_all(vec![
-                redis::cmd("ZRANGE").arg(sight_key(sha256)).arg(0).arg(-1).arg("WITHSCORES").clone(),
-                redis::cmd("HGETALL").arg(sight_first_key(sha256)).clone(),
-            ])
+        let fk = sight_first_key(sha256);
+        let firsts: std::collections::BTreeMap<String, i64> =
+            self.run(async |c| redis::cmd("HGETALL").arg(&fk).query_async(c).await).await?;
+        let lasts: Vec<Option<f64>> = self
+            .run_all(firsts.keys().map(|agent| redis::cmd("ZSCORE").arg(sight_by_key(agent)).arg(sha256).clone()).collect())
             .await?;
-        let firsts: std::collections::HashMap<String, i64> =
-            redis::from_redis_value(answers.pop().unwrap_or(Value::Nil)).map_err(err)?;
-        let lasts: Vec<(String, f64)> = redis::from_redis_value(answers.pop().unwrap_or(Value::Nil)).map_err(err)?;
-        let mut out: Vec<Sighting> = lasts
+        // An agent whose list no longer has it (cut, purged) half-way does not hold it.
+        Ok(firsts
             .into_iter()
-            .map(|(agent, last)| {
-                let last = last as i64;
-                let first = firsts.get(&agent).copied().unwrap_or(last);
-                Sighting { agent_id: agent, sha256: sha256.to_string(), first_seen_ms: first, last_seen_ms: last }
+            .zip(lasts)
+            .filter_map(|((agent, first), last)| {
+                let last = last? as i64;
+                Some(Sighting { agent_id: agent, sha256: sha256.to_string(), first_seen_ms: first, last_seen_ms: last })
             })
-            .collect();
-        out.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        Ok(out)
+            .collect())
     }
 
     async fn sightings_by(&self, agent_id: &str, limit: usize) -> Result<(Vec<Sighting>, bool), StoreError> {
