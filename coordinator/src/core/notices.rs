@@ -46,8 +46,11 @@ pub struct Notices {
     next_id: AtomicU64,
     /// Notice ids this coordinator has sent (or that were there when it started).
     sent: Mutex<HashSet<String>>,
-    /// The table's version when last read.
+    /// The table's version when last read, and what it held then (check-ins
+    /// are answered from it: thousands of agents checking in do not each
+    /// read the table).
     version: AtomicU64,
+    table: std::sync::RwLock<Arc<Vec<pb::NoticeRecord>>>,
     /// A notice was made here: send it now, not at the next poll.
     made: Notify,
 }
@@ -72,6 +75,7 @@ impl Notices {
             next_id: AtomicU64::new(0),
             sent: Mutex::default(),
             version: AtomicU64::new(u64::MAX),
+            table: Default::default(),
             made: Notify::new(),
         }
     }
@@ -163,13 +167,15 @@ impl Notices {
         if after_ms <= 0 {
             return Ok(Vec::new());
         }
-        let mut out: Vec<pb::Notice> = self
-            .store
-            .all::<pb::NoticeRecord>()
-            .await?
-            .into_iter()
+        let table = if self.version.load(Ordering::Relaxed) == u64::MAX {
+            Arc::new(self.store.all::<pb::NoticeRecord>().await?)
+        } else {
+            self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+        };
+        let mut out: Vec<pb::Notice> = table
+            .iter()
             .filter(|r| r.agents.iter().any(|a| a == agent))
-            .filter_map(|r| r.notice)
+            .filter_map(|r| r.notice.clone())
             .filter(|n| n.at_ms > after_ms)
             .collect();
         out.sort_by_key(|n| n.at_ms);
@@ -196,6 +202,7 @@ impl Notices {
                 return;
             }
         };
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(records.clone());
         self.version.store(version, Ordering::Relaxed);
         let fresh: Vec<pb::NoticeRecord> = {
             let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());

@@ -26,8 +26,10 @@ use tracing::{info, warn};
 
 /// How often gathered sightings are written.
 const FLUSH: Duration = Duration::from_secs(1);
-/// Gathered sightings that make a write at once, before [`FLUSH`].
-const BATCH: usize = 20_000;
+/// Gathered sightings that make a write at once, before [`FLUSH`]: large,
+/// as an embedded store's write costs by pages touched (random digests
+/// touch a page each), not by rows.
+const BATCH: usize = 100_000;
 /// Sightings held in memory at most while the store does not take them
 /// (degraded): past it new ones are dropped and counted, never a lookup
 /// slowed or refused.
@@ -194,6 +196,8 @@ impl Sightings {
                 if g.pending.len() < MAX_PENDING {
                     g.pending.insert((caller.name.clone(), sha.clone()), (now, now));
                 } else {
+                    // Not remembered as written: the next lookup tries again.
+                    g.forget(fingerprint(agent, sha));
                     dropped += 1;
                 }
             }

@@ -1,6 +1,6 @@
 //! `qala-bench-sightings [--agents N] [--files N]`: what a sighting costs in
 //! each store. Records N agents x M files through the store's own
-//! interface (the coordinator's batches of 20,000), in an embedded store
+//! interface (the coordinator's batches of 100,000), in an embedded store
 //! (file size) and a fresh Redis (`used_memory`), and prints bytes per
 //! sighting and the write rate. Run by hand; the README's figures come
 //! from it.
@@ -36,13 +36,13 @@ async fn fill(s: &Arc<dyn VerdictStore>, agents: usize, files: usize) -> Result<
     let shared: Vec<String> = (0..files * 9 / 10).map(|i| sha256_hex(format!("shared {i}").as_bytes())).collect();
     let t = Instant::now();
     let now = qala_common::now_ms();
-    let mut batch = Vec::with_capacity(20_000);
+    let mut batch = Vec::with_capacity(100_000);
     for a in 0..agents {
         let id = agent_id(a);
         let own = (0..files - shared.len()).map(|i| sha256_hex(format!("own {a} {i}").as_bytes()));
         for sha in shared.iter().cloned().chain(own) {
             batch.push(Sighting { agent_id: id.clone(), sha256: sha, first_seen_ms: now, last_seen_ms: now });
-            if batch.len() == 20_000 {
+            if batch.len() == 100_000 {
                 s.record_sightings(&batch, 1_000_000).await?;
                 batch.clear();
             }
