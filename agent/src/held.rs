@@ -132,10 +132,21 @@ impl HeldIndex {
     }
 
     /// The indexed paths at or below any of `roots` that are not in
-    /// `found` (candidates for gone: the caller checks they are).
+    /// `found` (candidates for gone: the caller checks they are). Roots
+    /// that are indexed files (what watch events name) are looked up
+    /// directly; the whole index is read only for a directory, or a root
+    /// that is gone (a directory removed with what it held).
     pub fn missing_under(&self, roots: &[PathBuf], found: &HashSet<PathBuf>) -> Vec<PathBuf> {
         let g = self.lock();
-        g.entries.keys().filter(|p| !found.contains(*p) && roots.iter().any(|r| p.starts_with(r))).cloned().collect()
+        let (files, trees): (Vec<&PathBuf>, Vec<&PathBuf>) =
+            roots.iter().partition(|r| g.entries.contains_key(r.as_path()) && !r.is_dir());
+        let mut out: Vec<PathBuf> = files.into_iter().filter(|r| !found.contains(*r)).cloned().collect();
+        if !trees.is_empty() {
+            out.extend(g.entries.keys().filter(|p| !found.contains(*p) && trees.iter().any(|r| p.starts_with(r))).cloned());
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -226,6 +237,10 @@ mod tests {
         let found: HashSet<PathBuf> = HashSet::new();
         assert_eq!(again.missing_under(&[PathBuf::from("/h")], &found), vec![a.to_path_buf()]);
         assert!(again.missing_under(&[PathBuf::from("/other")], &found).is_empty());
+        // A watch event names the file itself: looked up, not searched for.
+        assert_eq!(again.missing_under(&[a.to_path_buf()], &found), vec![a.to_path_buf()]);
+        let met: HashSet<PathBuf> = [a.to_path_buf()].into();
+        assert!(again.missing_under(&[a.to_path_buf(), PathBuf::from("/h")], &met).is_empty());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
