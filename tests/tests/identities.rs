@@ -539,13 +539,14 @@ async fn revoked_serials_are_refused_at_the_handshake() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nurl = {:?}\nca = {:?}\ntoken_file = {:?}\ncheckin_interval = \"1s\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\ncrl_cache = {:?}\n",
+            "[server]\nurl = {:?}\nca = {:?}\ntoken_file = {:?}\ncheckin_interval = \"1s\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\ncrl_cache = {:?}\nheld = {:?}\n",
             cluster.url(),
             cluster.ca(),
             cluster.token_file("agent"),
             cluster.dir.path().join("q"),
             cluster.dir.path().join("spool"),
-            crl_cache
+            crl_cache,
+            cluster.dir.path().join("agent-held")
         ),
     )
     .unwrap();

@@ -116,7 +116,7 @@ fn race(backend: &str) {
     std::fs::write(
         &config,
         format!(
-            "[server]\nurl = {:?}\nca = {:?}\ntoken_file = {:?}\n\n[watch]\npaths = [{:?}]\ndebounce_ms = 20\nbackend = {backend:?}\n\n[actions]\nmalicious = \"quarantine\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\n",
+            "[server]\nurl = {:?}\nca = {:?}\ntoken_file = {:?}\n\n[watch]\npaths = [{:?}]\ndebounce_ms = 20\nbackend = {backend:?}\n\n[actions]\nmalicious = \"quarantine\"\n\n[paths]\nquarantine = {:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\nheld = {:?}\n",
             cluster.url(),
             cluster.ca(),
             cluster.token_file("agent"),
@@ -124,7 +124,8 @@ fn race(backend: &str) {
             d.join("quarantine"),
             d.join("spool"),
             d.join("hashes"),
-            d.join("crls.pem")
+            d.join("crls.pem"),
+            d.join("held")
         ),
     )
     .unwrap();
