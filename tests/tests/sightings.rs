@@ -304,3 +304,42 @@ fn notices_cross_coordinators_through_redis() {
     cluster.wait_ready_at(&second, 1).unwrap();
     notices_reach_holders(&cluster, &[cluster.url(), second], None);
 }
+
+/// The new calls refuse what they should: no token, a token of another
+/// role, digests that are not sha256s, too many at once; a notice stream
+/// for a caller with no token is never opened.
+#[tokio::test(flavor = "multi_thread")]
+async fn gone_and_notices_refuse_bad_callers_and_bad_digests() {
+    use qala_proto::v1::{self as pb, agents_client::AgentsClient};
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 0).unwrap();
+    cluster.add_token("analyst", "analyst").unwrap();
+    let client = |token: Option<String>| {
+        let cluster = &cluster;
+        async move {
+            let channel = cluster.channel(&cluster.url()).await;
+            AgentsClient::with_interceptor(channel, qala_tls::BearerToken::new(token.as_deref()).unwrap())
+        }
+    };
+    let mut nobody = client(None).await;
+    let s = nobody.gone(pb::GoneRequest { sha256: vec!["0".repeat(64)] }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+    let s = nobody.notices(pb::NoticesRequest { after_ms: 1 }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+    let mut analyst = client(Some(cluster.token("analyst"))).await;
+    let s = analyst.gone(pb::GoneRequest { sha256: vec!["0".repeat(64)] }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    let mut agent = client(Some(cluster.token("agent"))).await;
+    for bad in [vec!["not hex".to_string()], vec!["A".repeat(64)], vec!["0".repeat(63)], vec!["0".repeat(64); 10_001]] {
+        let s = agent.gone(pb::GoneRequest { sha256: bad }).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+    }
+    // A digest the agent never held: nothing to drop, no error.
+    let r = agent.gone(pb::GoneRequest { sha256: vec!["0".repeat(64)] }).await.unwrap().into_inner();
+    assert_eq!(r.dropped, 0);
+    let s = agent.sightings(pb::SightingsRequest { hash: "0".repeat(64) }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    let s = analyst.sightings(pb::SightingsRequest { hash: "zz".into() }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+    let s = analyst.get_agent(pb::GetAgentRequest { agent_id: "../x".into() }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+}

@@ -33,7 +33,7 @@ const QUEUE: usize = 1024;
 /// Most notices sent at a check-in or a reconnect.
 const MAX_MISSED: usize = 10_000;
 
-type Subscribers = HashMap<String, Vec<(u64, mpsc::Sender<pb::Notice>)>>;
+type Subscribers = HashMap<String, Vec<mpsc::Sender<pb::Notice>>>;
 
 pub struct Notices {
     store: Arc<Guarded>,
@@ -43,7 +43,6 @@ pub struct Notices {
     metrics: Arc<Metrics>,
     /// The agents with a stream open to this coordinator.
     subscribers: Mutex<Subscribers>,
-    next_id: AtomicU64,
     /// Notice ids this coordinator has sent (or that were there when it started).
     sent: Mutex<HashSet<String>>,
     /// The table's version when last read, and what it held then (check-ins
@@ -72,7 +71,6 @@ impl Notices {
             audit: s.audit.clone(),
             metrics: s.metrics.clone(),
             subscribers: Mutex::default(),
-            next_id: AtomicU64::new(0),
             sent: Mutex::default(),
             version: AtomicU64::new(u64::MAX),
             table: Default::default(),
@@ -151,9 +149,8 @@ impl Notices {
     pub async fn subscribe(&self, caller: &Caller, after_ms: i64) -> Result<mpsc::Receiver<pb::Notice>, CoreError> {
         caller.require(Op::AgentReport)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Registered first, so nothing made meanwhile falls between.
-        self.subscribers().entry(caller.name.clone()).or_default().push((id, tx.clone()));
+        self.subscribers().entry(caller.name.clone()).or_default().push(tx.clone());
         if after_ms > 0 {
             for n in self.for_agent(&caller.name, after_ms).await? {
                 let _ = tx.try_send(n);
@@ -228,7 +225,7 @@ impl Notices {
                     continue;
                 };
                 tracing::debug!(agent, id = notice.id, streams = streams.len(), "notice sent");
-                streams.retain(|(_, tx)| match tx.try_send(notice.clone()) {
+                streams.retain(|tx| match tx.try_send(notice.clone()) {
                     Ok(()) => {
                         self.metrics.notices.inc();
                         true
@@ -249,7 +246,7 @@ impl Notices {
             self.deliver().await;
             // Streams whose agent went away.
             self.subscribers().retain(|_, v| {
-                v.retain(|(_, tx)| !tx.is_closed());
+                v.retain(|tx| !tx.is_closed());
                 !v.is_empty()
             });
             tokio::select! {
@@ -258,10 +255,5 @@ impl Notices {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
-    }
-
-    /// Agents with a notice stream open to this coordinator.
-    pub fn connected(&self) -> usize {
-        self.subscribers().len()
     }
 }
