@@ -240,10 +240,10 @@ impl Client {
 
     /// Open the stream of notices for this agent (no deadline: it lives
     /// until the coordinator or the network ends it); notices made after
-    /// `after_ms` come first.
-    pub async fn notices(&self, after_ms: i64) -> Result<tonic::Streaming<pb::Notice>, Status> {
+    /// `after_ms` come first. `uploads`: this agent uploads what a hunt asks for.
+    pub async fn notices(&self, after_ms: i64, uploads: bool) -> Result<tonic::Streaming<pb::Notice>, Status> {
         let mut c = self.agents.clone();
-        c.notices(pb::NoticesRequest { after_ms }).await.map(|r| r.into_inner()).map_err(explained)
+        c.notices(pb::NoticesRequest { after_ms, uploads }).await.map(|r| r.into_inner()).map_err(explained)
     }
 
     /// Report actions taken on detections (audited by the coordinator).

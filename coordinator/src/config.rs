@@ -243,6 +243,15 @@ pub struct RetentionConfig {
     /// hunts have nothing in scope).
     #[arg(long, env = "QALA_COORDINATOR_NO_SIGHTINGS")]
     pub no_sightings: bool,
+    /// Start a hunt (content sighted in the last 30 days) whenever new
+    /// rules come into force. Off by default: every rule edit would put
+    /// the whole fleet's content in scope.
+    #[arg(long, env = "QALA_COORDINATOR_HUNT_ON_RULES_CHANGE")]
+    pub hunt_on_rules_change: bool,
+    /// Seconds an agent asked by a hunt has to upload the file or decline
+    /// before the next holder is asked.
+    #[arg(long, env = "QALA_COORDINATOR_HUNT_ASK_TIMEOUT_SECS", default_value_t = 120)]
+    pub hunt_ask_timeout_secs: u64,
 }
 
 fn days(d: f64) -> std::time::Duration {
@@ -255,6 +264,13 @@ impl RetentionConfig {
             enabled: !self.no_sightings,
             keep: days(self.sightings_keep_days),
             per_agent: self.sightings_per_agent.max(1),
+        }
+    }
+
+    pub fn hunts(&self) -> crate::core::hunts::HuntSettings {
+        crate::core::hunts::HuntSettings {
+            on_rules_change: self.hunt_on_rules_change,
+            ask_timeout: std::time::Duration::from_secs(self.hunt_ask_timeout_secs.max(1)),
         }
     }
 
@@ -330,6 +346,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Hunts: content agents were seen holding, judged again under the
+    /// rules in force (with --server: start and cancel need an admin token,
+    /// status an analyst or admin one).
+    Hunt {
+        #[command(subcommand)]
+        command: HuntCommand,
+    },
     /// Which agents hold a content (by sha256, or the md5/sha1 of a stored
     /// submission): agent id, host, first and last seen, last check-in (an
     /// analyst or admin token with --server).
@@ -345,6 +368,53 @@ pub enum Command {
     Ioc {
         #[command(subcommand)]
         command: IocCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HuntCommand {
+    /// Count the content sighted since --since whose verdict under the
+    /// rules in force is unknown (printed first), and queue a hunt of it.
+    Start {
+        /// The window: content last seen this long ago or since (`30d`, `12h`, `90m`).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Only content whose last known type is this (`pe`, `zip`, ...); repeatable.
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Only content whose last known size is at most this (`10M`, `512K`, bytes).
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Uploads asked per second at most (default 5).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Count the scope only; queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait for it to finish, printing its progress.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// One hunt's progress, or every hunt's.
+    Status {
+        id: Option<String>,
+        /// Wait for it to finish, printing its progress.
+        #[arg(long, requires = "id")]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Stop a queued or running hunt.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        target: AdminTarget,
     },
 }
 

@@ -255,7 +255,8 @@ impl pb::agents_server::Agents for AgentsService {
     async fn notices(&self, request: Request<pb::NoticesRequest>) -> Result<Response<Self::NoticesStream>, Status> {
         let creds = credentials(&request);
         let caller = self.core.caller(&creds, Op::AgentReport).map_err(status)?;
-        let mut rx = self.core.notices().subscribe(&caller, request.into_inner().after_ms).await.map_err(status)?;
+        let req = request.into_inner();
+        let mut rx = self.core.notices().subscribe(&caller, req.after_ms, req.uploads).await.map_err(status)?;
         let (tx, out) = tokio::sync::mpsc::channel(16);
         let core = self.core.clone();
         tokio::spawn(async move {
@@ -267,7 +268,12 @@ impl pb::agents_server::Agents for AgentsService {
                     n = rx.recv() => match n {
                         Some(n) => if tx.send(Ok(n)).await.is_err() { return },
                         None => {
-                            let _ = tx.send(Err(Status::resource_exhausted("notices fell behind; reconnect"))).await;
+                            let end = if core.notices().closing() {
+                                Status::unavailable("the coordinator is shutting down; reconnect")
+                            } else {
+                                Status::resource_exhausted("notices fell behind; reconnect")
+                            };
+                            let _ = tx.send(Err(end)).await;
                             return;
                         }
                     },
@@ -292,6 +298,39 @@ impl pb::agents_server::Agents for AgentsService {
     async fn get_agent(&self, request: Request<pb::GetAgentRequest>) -> Result<Response<pb::GetAgentResponse>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::Inventory).map_err(status)?;
         answer(self.core.sightings().agent(&caller, &request.into_inner().agent_id).await)
+    }
+}
+
+pub struct HuntsService {
+    core: Arc<Core>,
+}
+
+impl HuntsService {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::hunts_server::Hunts for HuntsService {
+    async fn start_hunt(&self, request: Request<pb::StartHuntRequest>) -> Result<Response<pb::Hunt>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
+        answer(self.core.hunts().start(&caller, request.into_inner()).await)
+    }
+
+    async fn get_hunt(&self, request: Request<pb::GetHuntRequest>) -> Result<Response<pb::Hunt>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Inventory).map_err(status)?;
+        answer(self.core.hunts().get(&caller, &request.into_inner().id).await)
+    }
+
+    async fn list_hunts(&self, request: Request<pb::ListHuntsRequest>) -> Result<Response<pb::ListHuntsResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Inventory).map_err(status)?;
+        answer(self.core.hunts().list(&caller).await)
+    }
+
+    async fn cancel_hunt(&self, request: Request<pb::GetHuntRequest>) -> Result<Response<pb::Hunt>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
+        answer(self.core.hunts().cancel(&caller, &request.into_inner().id).await)
     }
 }
 

@@ -11,7 +11,8 @@ use crate::error::Error;
 use crate::store::records::CoordinatorNames;
 use crate::{audit, auth, clamd, cluster, config::Config, grpc, http, rules, siem, store};
 use qala_proto::v1::{
-    admin_server::AdminServer, agents_server::AgentsServer, cluster_server::ClusterServer, scanner_server::ScannerServer,
+    admin_server::AdminServer, agents_server::AgentsServer, cluster_server::ClusterServer, hunts_server::HuntsServer,
+    scanner_server::ScannerServer,
 };
 use qala_tls::{ClientAuth, CrlSet, PeerCert, ServerTls, ServerTlsFiles, pki};
 use std::future::Future;
@@ -142,6 +143,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             join_per_minute: config.enroll_rate,
             actions_per_minute: config.agent_actions_rate,
             sightings: config.retention.sightings(),
+            hunts: config.retention.hunts(),
         },
     ));
     if let (Some(t), Some(dir)) = (&tls, &config.tls) {
@@ -178,6 +180,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         tokio::spawn(core.iocs().clone().keep_fresh(stop_rx.clone())),
         tokio::spawn(core.sightings().clone().run(stop_rx.clone())),
         tokio::spawn(core.notices().clone().run(stop_rx.clone())),
+        tokio::spawn({
+            // Live uploads first: a hunt asks for nothing while they fill
+            // half the upload slots.
+            let (c, half) = (core.clone(), config.max_uploads.div_ceil(2).max(1));
+            core.hunts().clone().run(move || c.uploads().in_progress() >= half, stop_rx.clone())
+        }),
         tokio::spawn({
             let (tls, state, stop) = (tls.as_ref().map(|t| t.4.clone()), http::AppState { core: core.clone() }, stop_rx.clone());
             let max_body = usize::try_from(config.max_file_size).unwrap_or(usize::MAX);
@@ -257,18 +265,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     );
     let agents = tonic::service::interceptor::InterceptedService::new(
         AgentsServer::new(grpc::AgentsService::new(core.clone())),
-        admission,
+        admission.clone(),
     );
+    let hunts =
+        tonic::service::interceptor::InterceptedService::new(HuntsServer::new(grpc::HuntsService::new(core.clone())), admission);
     let cluster_service = ClusterServer::new(grpc::ClusterService::new(core.clone()));
 
     // One shutdown for both servers.
     let (down_tx, down_rx) = watch::channel(false);
     tokio::spawn({
-        let health = health.clone();
+        let (health, core) = (health.clone(), core.clone());
         async move {
             shutdown.await;
             info!("shutdown requested: finishing in-flight requests");
             health.set_not_serving::<ScannerServer<grpc::ScannerService>>().await;
+            core.notices().close_streams();
             let _ = down_tx.send(true);
         }
     });
@@ -290,6 +301,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         .add_service(scanner)
         .add_service(admin)
         .add_service(agents)
+        .add_service(hunts)
         .serve_with_incoming_shutdown(
             qala_tls::incoming(listeners.api, tls.as_ref().map(|t| t.0.clone())),
             down(down_rx.clone()),

@@ -6,6 +6,8 @@
 //! or in `$QALA_BIN_DIR`. `cargo test --workspace` builds them, because each
 //! binary's own package has integration tests.
 
+pub mod fleet;
+
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::io::{Read, Write};

@@ -6,110 +6,10 @@
 //! store, and Redis with two coordinators (notices cross between them
 //! through the store).
 
-use qala_tests::{Cluster, Options, Proc, Redis, bin, coordinator_command, pseudo_random, repo_root, sha256_hex, wait_for};
+use qala_tests::fleet::{agent, events, sightings};
+use qala_tests::{Cluster, Options, Redis, coordinator_command, pseudo_random, repo_root, sha256_hex, wait_for};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn events(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-struct Agent {
-    home: PathBuf,
-    proc: Proc,
-    quarantine: PathBuf,
-}
-
-impl Agent {
-    fn events(&self) -> Vec<Value> {
-        events(&self.proc.log)
-    }
-
-    /// Whether the service answered `file` (a verdict, or unknown and not
-    /// uploaded when lookup-only).
-    fn answered(&self, file: &str) -> bool {
-        let path = self.home.join(file).display().to_string();
-        self.events().iter().any(|e| (e["event"] == "verdict" || e["event"] == "unknown") && e["path"] == path.as_str())
-    }
-
-    fn action_on(&self, file: &str) -> Option<Value> {
-        let path = self.home.join(file).display().to_string();
-        self.events().into_iter().find(|e| e["event"] == "action" && e["path"] == path.as_str())
-    }
-
-    fn notices_about(&self, sha: &str) -> usize {
-        self.events().iter().filter(|e| e["event"] == "notice" && e["sha256"] == sha).count()
-    }
-}
-
-/// A service agent with its own token, home and state, watching and
-/// scanning `home` at start, quarantining what is malicious.
-fn agent(cluster: &Cluster, url: &str, name: &str, files: &[(&str, &[u8])], scan: &str, malicious: &str) -> Agent {
-    let d = cluster.dir.path().join(name);
-    let home = d.join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    for (f, data) in files {
-        std::fs::write(home.join(f), data).unwrap();
-    }
-    let config = d.join("agent.toml");
-    let quarantine = d.join("quarantine");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nagent_id = {name:?}\ncheckin_interval = \"2s\"\n\n[scan]\n{scan}\n\n[watch]\npaths = [{home:?}]\ndebounce_ms = 200\nbackend = \"inotify\"\n\n\
-             [schedule]\npaths = [{home:?}]\ninterval = \"1h\"\nat_start = true\n\n[actions]\nmalicious = {malicious:?}\n\n\
-             [paths]\nquarantine = {quarantine:?}\nspool = {:?}\nhash_cache = {:?}\ncrl_cache = {:?}\nheld = {:?}\n",
-            d.join("spool"),
-            d.join("hashes"),
-            d.join("crls.pem"),
-            d.join("held"),
-        ),
-    )
-    .unwrap();
-    let args: Vec<String> = [
-        "--server",
-        url,
-        "--ca",
-        &cluster.ca().display().to_string(),
-        "--token-file",
-        &cluster.token_file(name).display().to_string(),
-        "--config",
-        &config.display().to_string(),
-        "service",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let proc = Proc::spawn(name, &bin("qala-agent"), &args, cluster.dir.path()).unwrap();
-    let a = Agent { home, proc, quarantine };
-    for (f, _) in files {
-        wait_for(&format!("{name} to answer {f}"), Duration::from_secs(60), || a.answered(f).then_some(()))
-            .unwrap_or_else(|e| panic!("{e}: {}", a.proc.log_text()));
-    }
-    a
-}
-
-/// `qala-coordinator sightings HASH --json` at `url` as `token`: one JSON
-/// object per holder, or the error text.
-fn sightings(cluster: &Cluster, url: &str, token: &str, hash: &str) -> Result<Vec<Value>, String> {
-    let out = std::process::Command::new(bin("qala-coordinator"))
-        .args(["sightings", hash, "--json", "--server", url, "--ca"])
-        .arg(cluster.ca())
-        .arg("--token-file")
-        .arg(cluster.token_file(token))
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect())
-}
 
 fn holders(list: &[Value]) -> Vec<(String, bool, String)> {
     let mut v: Vec<(String, bool, String)> = list
@@ -323,7 +223,7 @@ async fn gone_and_notices_refuse_bad_callers_and_bad_digests() {
     let mut nobody = client(None).await;
     let s = nobody.gone(pb::GoneRequest { sha256: vec!["0".repeat(64)] }).await.unwrap_err();
     assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
-    let s = nobody.notices(pb::NoticesRequest { after_ms: 1 }).await.unwrap_err();
+    let s = nobody.notices(pb::NoticesRequest { after_ms: 1, uploads: false }).await.unwrap_err();
     assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
     let mut analyst = client(Some(cluster.token("analyst"))).await;
     let s = analyst.gone(pb::GoneRequest { sha256: vec!["0".repeat(64)] }).await.unwrap_err();

@@ -177,6 +177,15 @@ async fn sightings(s: &dyn VerdictStore) {
     assert!(s.sightings_of(&sha256_hex(b"c0")).await.unwrap().is_empty(), "a dropped sighting is gone by content too");
     assert_eq!(s.sightings_by("a", 10).await.unwrap().0.len(), 2, "other agents keep theirs");
 
+    // Content sighted since a time, each once whoever holds it (what a hunt scopes).
+    let mut want: Vec<String> = ["x", "c3", "c4"].map(|c| sha256_hex(c.as_bytes())).to_vec();
+    want.sort();
+    assert_eq!(s.sighted_since(2003, 100).await.unwrap(), (want.clone(), false));
+    assert_eq!(s.sighted_since(0, 100).await.unwrap().0.len(), 5, "x is held by two agents and counted once");
+    let (some, cut) = s.sighted_since(2003, 2).await.unwrap();
+    assert!(cut && some.len() == 2 && some.iter().all(|h| want.contains(h)), "the limit holds and says so: {some:?}");
+    assert_eq!(s.sighted_since(6000, 100).await.unwrap(), (vec![], false));
+
     // An agent that no longer holds a content: its sighting goes, nobody else's.
     let gone = [sha256_hex(b"y"), sha256_hex(b"never seen")];
     assert_eq!(s.forget_sightings("a", &gone).await.unwrap(), 1);

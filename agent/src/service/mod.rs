@@ -231,7 +231,10 @@ pub async fn run(cfg: AgentConfig, client: Client, agent_id: String) -> Result<(
     // knows what it holds).
     let listener = match (&held, cfg.scan.sightings()) {
         (Some(held), true) => {
-            let l = Arc::new(notices::Listener::new(client.clone(), held.clone(), jobs_tx.clone(), events.clone()));
+            let private = Excludes::new(&private_globs).map_err(|e| ServiceError::Config(format!("scan.upload_exclude: {e}")))?;
+            let uploads = !cfg.scan.lookup_only;
+            let l =
+                Arc::new(notices::Listener::new(client.clone(), held.clone(), jobs_tx.clone(), events.clone(), uploads, private));
             tokio::spawn(l.clone().run(stop_rx.clone()));
             Some(l)
         }

@@ -8,10 +8,19 @@
 //! (hashed again if changed, through the hash cache), looked up, and acted
 //! on by the action policy, as any watch event is; each action is
 //! reported as usual.
+//!
+//! A hunt's "upload" notice asks this machine for a content the
+//! coordinator wants to scan under new rules: the paths the held index
+//! names for it that are not private, hashed again, go through the
+//! ordinary pipeline (a lookup first, then the upload if the verdict is
+//! still unknown) only if they still hold that content; otherwise, or on
+//! a lookup-only agent, the agent declines (a `hunt_declined` action), so
+//! the hunt asks another holder.
 
 use super::events::Events;
 use crate::client::Client;
 use crate::held::HeldIndex;
+use crate::walk::Excludes;
 use qala_proto::v1 as pb;
 use rand::Rng;
 use serde_json::json;
@@ -33,6 +42,10 @@ pub struct Listener {
     pub held: Arc<HeldIndex>,
     pub jobs: mpsc::Sender<Vec<PathBuf>>,
     pub events: Events,
+    /// Whether it uploads what a hunt asks for (not lookup-only), and the
+    /// private paths it never uploads from.
+    uploads: bool,
+    private: Excludes,
     /// The newest notice's time: a reconnect or check-in asks for what
     /// came after.
     after_ms: AtomicI64,
@@ -40,12 +53,21 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(client: Client, held: Arc<HeldIndex>, jobs: mpsc::Sender<Vec<PathBuf>>, events: Events) -> Self {
+    pub fn new(
+        client: Client,
+        held: Arc<HeldIndex>,
+        jobs: mpsc::Sender<Vec<PathBuf>>,
+        events: Events,
+        uploads: bool,
+        private: Excludes,
+    ) -> Self {
         Self {
             client,
             held,
             jobs,
             events,
+            uploads,
+            private,
             after_ms: AtomicI64::new(qala_common::now_ms() - FIRST_LOOK_BACK_MS),
             seen: Mutex::default(),
         }
@@ -89,8 +111,53 @@ impl Listener {
                     let _ = self.jobs.send(paths).await;
                 }
             }
+            "upload" => match self.uploadable(&n.sha256).await {
+                Ok(paths) => {
+                    self.events.emit("hunt_upload", None, json!({"sha256": n.sha256, "hunt": n.hunt_id, "paths": paths.len()}));
+                    let _ = self.jobs.send(paths).await;
+                }
+                Err(why) => {
+                    self.events.emit("hunt_declined", None, json!({"sha256": n.sha256, "hunt": n.hunt_id, "reason": why}));
+                    let declined = pb::AgentAction {
+                        action: "hunt_declined".into(),
+                        sha256: n.sha256.clone(),
+                        at_ms: qala_common::now_ms(),
+                        detail: format!("{}: {why}", n.hunt_id),
+                        ..Default::default()
+                    };
+                    if let Err(e) = self.client.report_actions(vec![declined]).await {
+                        tracing::warn!(error = %e.message(), "declining a hunt's upload: the report failed");
+                    }
+                }
+            },
             other => tracing::debug!(kind = other, "notice of a kind this agent does not handle"),
         }
+    }
+
+    /// The paths a hunt's upload of `sha256` may come from: held here, not
+    /// private, and still that content; or why there are none.
+    async fn uploadable(&self, sha256: &str) -> Result<Vec<PathBuf>, &'static str> {
+        if !self.uploads {
+            return Err("lookup-only agent");
+        }
+        let held = self.held.paths_of(sha256);
+        if held.is_empty() {
+            return Err("not held here");
+        }
+        let open: Vec<PathBuf> = held.into_iter().filter(|p| !self.private.matches(p)).collect();
+        if open.is_empty() {
+            return Err("held only on private paths");
+        }
+        let want = sha256.to_string();
+        let same = tokio::task::spawn_blocking(move || {
+            open.into_iter().filter(|p| crate::walk::hash_file(p).is_ok_and(|(h, _)| h == want)).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        if same.is_empty() {
+            return Err("the file changed or is gone");
+        }
+        Ok(same)
     }
 
     /// Keep a notice stream open until `stop`, reconnecting with backoff.
@@ -98,7 +165,7 @@ impl Listener {
         let mut delay = Duration::from_millis(500);
         loop {
             let opened = tokio::select! {
-                r = self.client.notices(self.after_ms()) => r,
+                r = self.client.notices(self.after_ms(), self.uploads) => r,
                 _ = stop.changed() => return,
             };
             match opened {

@@ -21,6 +21,7 @@
 //! | [`feed::Feed`] | the detections feed |
 //! | [`sightings::Sightings`] | which agent holds which content |
 //! | [`notices::Notices`] | notices to the agents that hold a content |
+//! | [`hunts::Hunts`] | content sighted on agents, judged again under new rules |
 //! | [`status::Overview`] | status, load, rules listing, metrics |
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod digests;
 pub mod enrollment;
 pub mod error;
 pub mod feed;
+pub mod hunts;
 pub mod iocs;
 pub mod join;
 pub mod lookups;
@@ -50,6 +52,7 @@ use admin::Admin;
 use agents::Agents;
 use enrollment::{EnrollSettings, Enrollment};
 use feed::Feed;
+use hunts::{HuntSettings, Hunts};
 use iocs::IocLists;
 use lookups::Lookups;
 use notices::Notices;
@@ -75,6 +78,7 @@ pub struct Settings {
     pub actions_per_minute: u32,
     /// How sightings are kept.
     pub sightings: SightingSettings,
+    pub hunts: HuntSettings,
 }
 
 pub struct Core {
@@ -92,6 +96,7 @@ pub struct Core {
     status: Overview,
     sightings: Arc<Sightings>,
     notices: Arc<Notices>,
+    hunts: Arc<Hunts>,
 }
 
 impl Core {
@@ -100,6 +105,7 @@ impl Core {
         let join = Arc::new(join::JoinLimits::new(s.store.clone(), settings.join_per_minute));
         let sightings = Arc::new(Sightings::new(s, settings.sightings));
         let notices = Arc::new(Notices::new(s, sightings.clone()));
+        let hunts = Arc::new(Hunts::new(s, sightings.clone(), notices.clone(), settings.hunts));
         Self {
             uploads: Uploads::new(settings.uploads, s, sightings.clone()),
             lookups: Lookups::new(s, sightings.clone()),
@@ -115,6 +121,7 @@ impl Core {
             audit: s.audit.clone(),
             sightings,
             notices,
+            hunts,
         }
     }
 
@@ -192,6 +199,10 @@ impl Core {
 
     pub fn notices(&self) -> &Arc<Notices> {
         &self.notices
+    }
+
+    pub fn hunts(&self) -> &Arc<Hunts> {
+        &self.hunts
     }
 
     pub fn overview(&self) -> &Overview {

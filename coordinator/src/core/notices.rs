@@ -16,6 +16,7 @@ use crate::audit::Audit;
 use crate::auth::{Caller, Op};
 use crate::metrics::Metrics;
 use crate::store::Guarded;
+use crate::store::records::Presence;
 use qala_proto::v1 as pb;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -32,6 +33,10 @@ const POLL: Duration = Duration::from_millis(250);
 const QUEUE: usize = 1024;
 /// Most notices sent at a check-in or a reconnect.
 const MAX_MISSED: usize = 10_000;
+/// How often this coordinator says which agents have a stream open to it,
+/// and how long each saying holds.
+const PRESENCE_EVERY: Duration = Duration::from_secs(20);
+const PRESENCE_FOR: Duration = Duration::from_secs(60);
 
 type Subscribers = HashMap<String, Vec<mpsc::Sender<pb::Notice>>>;
 
@@ -43,6 +48,8 @@ pub struct Notices {
     metrics: Arc<Metrics>,
     /// The agents with a stream open to this coordinator.
     subscribers: Mutex<Subscribers>,
+    /// Of those, the ones that upload what a hunt asks for.
+    uploaders: Mutex<HashSet<String>>,
     /// Notice ids this coordinator has sent (or that were there when it started).
     sent: Mutex<HashSet<String>>,
     /// The table's version when last read, and what it held then (check-ins
@@ -52,6 +59,12 @@ pub struct Notices {
     table: std::sync::RwLock<Arc<Vec<pb::NoticeRecord>>>,
     /// A notice was made here: send it now, not at the next poll.
     made: Notify,
+    /// The coordinator is shutting down: streams are ended, none opened.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+fn presence(agent: &str, uploads: bool) -> Presence {
+    Presence { agent_id: agent.to_string(), until_ms: qala_common::now_ms() + PRESENCE_FOR.as_millis() as i64, uploads }
 }
 
 /// A notice id: unique, and the same for the same cause wherever it is
@@ -71,11 +84,27 @@ impl Notices {
             audit: s.audit.clone(),
             metrics: s.metrics.clone(),
             subscribers: Mutex::default(),
+            uploaders: Mutex::default(),
             sent: Mutex::default(),
             version: AtomicU64::new(u64::MAX),
             table: Default::default(),
             made: Notify::new(),
+            closing: Default::default(),
         }
+    }
+
+    /// End every notice stream (the coordinator is shutting down: a
+    /// graceful shutdown waits for open calls, and these never end by
+    /// themselves); agents reconnect to another coordinator or this one
+    /// when it is back.
+    pub fn close_streams(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.subscribers().clear();
+    }
+
+    /// Whether streams are being ended for a shutdown.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     fn subscribers(&self) -> std::sync::MutexGuard<'_, Subscribers> {
@@ -145,12 +174,31 @@ impl Notices {
     }
 
     /// Open a stream for the calling agent: notices made after `after_ms`
-    /// first, then new ones as they come.
-    pub async fn subscribe(&self, caller: &Caller, after_ms: i64) -> Result<mpsc::Receiver<pb::Notice>, CoreError> {
+    /// first, then new ones as they come. `uploads`: the agent uploads what
+    /// a hunt asks for; it is said present in the store (for hunts run by
+    /// any coordinator) while its stream stays open.
+    pub async fn subscribe(
+        &self,
+        caller: &Caller,
+        after_ms: i64,
+        uploads: bool,
+    ) -> Result<mpsc::Receiver<pb::Notice>, CoreError> {
         caller.require(Op::AgentReport)?;
+        if self.closing() {
+            return Err(CoreError::Unavailable("the coordinator is shutting down".into()));
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         // Registered first, so nothing made meanwhile falls between.
         self.subscribers().entry(caller.name.clone()).or_default().push(tx.clone());
+        {
+            let mut up = self.uploaders.lock().unwrap_or_else(|p| p.into_inner());
+            if uploads {
+                up.insert(caller.name.clone());
+            } else {
+                up.remove(&caller.name);
+            }
+        }
+        self.store.put(&presence(&caller.name, uploads)).await?;
         if after_ms > 0 {
             for n in self.for_agent(&caller.name, after_ms).await? {
                 let _ = tx.try_send(n);
@@ -239,8 +287,25 @@ impl Notices {
         subs.retain(|_, v| !v.is_empty());
     }
 
+    /// Say again which agents have a stream open here.
+    async fn renew_presence(&self) {
+        let agents: Vec<String> = self.subscribers().keys().cloned().collect();
+        if agents.is_empty() {
+            return;
+        }
+        let records: Vec<Presence> = {
+            let mut up = self.uploaders.lock().unwrap_or_else(|p| p.into_inner());
+            up.retain(|a| agents.contains(a));
+            agents.iter().map(|a| presence(a, up.contains(a))).collect()
+        };
+        if let Err(e) = self.store.put_all(&records).await {
+            warn!(error = %e, "notices: saying which agents are connected failed");
+        }
+    }
+
     /// Turn IOC changes into notices and send notices, until `stop`.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut presence_at = std::time::Instant::now();
         loop {
             self.ioc_changes().await;
             self.deliver().await;
@@ -249,6 +314,10 @@ impl Notices {
                 v.retain(|tx| !tx.is_closed());
                 !v.is_empty()
             });
+            if presence_at.elapsed() >= PRESENCE_EVERY {
+                presence_at = std::time::Instant::now();
+                self.renew_presence().await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = self.made.notified() => {}

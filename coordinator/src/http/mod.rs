@@ -8,7 +8,9 @@
 //! role, applies quotas and audits; errors are JSON with a stable `code`.
 
 mod error;
+mod hunts;
 pub mod model;
+mod request;
 mod routes;
 mod state;
 

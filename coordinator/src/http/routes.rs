@@ -3,6 +3,7 @@
 
 use super::error::ApiError;
 use super::model::{self, *};
+use super::request::{Peer, drain, json_body, peer, refused};
 use super::state::AppState;
 use crate::auth::Op;
 use crate::core::digests::hash_kind;
@@ -13,19 +14,12 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use futures::StreamExt;
 use qala_proto::v1 as pb;
-use qala_tls::PeerInfo;
 use serde::Deserialize;
 use std::time::Duration;
 use utoipa::OpenApi;
-
-type Peer = Option<Extension<PeerInfo>>;
-
-fn peer(p: &Peer) -> Option<&PeerInfo> {
-    p.as_ref().map(|Extension(p)| p)
-}
 
 /// Most digests in one `POST /v1/lookup`.
 const MAX_LOOKUP: usize = crate::core::lookups::MAX_LOOKUP;
@@ -33,8 +27,8 @@ const MAX_LOOKUP: usize = crate::core::lookups::MAX_LOOKUP;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Qala REST API", description = "Verdicts by sha256, sha1 or md5; scans; the detections feed; cluster, rules and IOC lists. Authenticate with `Authorization: Bearer <token>`."),
-    paths(get_verdicts, lookup, scan, detections, sightings, agent, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, metrics),
-    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, model::Sightings, Holder, Agent, Held, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded)),
+    paths(get_verdicts, lookup, scan, detections, sightings, agent, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, crate::http::hunts::start_hunt, crate::http::hunts::list_hunts, crate::http::hunts::get_hunt, crate::http::hunts::cancel_hunt, metrics),
+    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, model::Sightings, Holder, Agent, Held, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded, super::hunts::HuntStart, super::hunts::Hunt, super::hunts::HuntList)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
@@ -50,47 +44,6 @@ impl utoipa::Modify for Bearer {
     }
 }
 
-/// The JSON body of `request`, read (up to axum's 2 MB) only once the
-/// caller has been checked: a stranger's body is never buffered.
-async fn json_body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, ApiError> {
-    let Json(v) = <Json<T> as axum::extract::FromRequest<()>>::from_request(request, &())
-        .await
-        .map_err(|e| ApiError::bad_request(e.body_text()))?;
-    Ok(v)
-}
-
-/// How much of a refused body is still read (and dropped) before the
-/// refusal is sent. A client still sending sees the answer, not a reset:
-/// over HTTP/2 an answer sent before the body ends is followed by a reset
-/// of the stream, and curl (7.88) then reports the reset, not the answer.
-/// A larger body announced is not read at all.
-const REFUSED_DRAIN: usize = 16 << 20;
-
-/// Answer `e` to a caller refused before its body was read.
-async fn refused(request: Request, e: ApiError) -> ApiError {
-    let announced =
-        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if announced.is_none_or(|n| n <= REFUSED_DRAIN) {
-        drain(request.into_body().into_data_stream(), Duration::from_secs(1)).await;
-    }
-    e
-}
-
-/// Read and drop what is left of a refused body, up to [`REFUSED_DRAIN`]
-/// bytes, for at most `stall` between pieces and 10 s in all; past either
-/// the stream is closed under it.
-async fn drain<E>(mut body: impl futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin, stall: Duration) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut left = REFUSED_DRAIN;
-    while left > 0 {
-        let next = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + stall), body.next());
-        match next.await {
-            Ok(Some(Ok(piece))) => left = left.saturating_sub(piece.len()),
-            _ => return,
-        }
-    }
-}
-
 pub fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/v1/verdicts/{hash}", get(get_verdicts))
@@ -103,6 +56,8 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/rules", get(rules))
         .route("/v1/iocs", get(iocs::list_iocs).post(iocs::add_iocs))
         .route("/v1/iocs/{list}/{kind}/{digest}", axum::routing::delete(iocs::remove_ioc))
+        .route("/v1/hunts", get(super::hunts::list_hunts).post(super::hunts::start_hunt))
+        .route("/v1/hunts/{id}", get(super::hunts::get_hunt).delete(super::hunts::cancel_hunt))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint: see /v1/openapi.json") })
@@ -474,9 +429,9 @@ pub mod iocs {
     ) -> Result<Json<IocAdded>, ApiError> {
         let caller = match s.caller(&headers, peer(&p), Op::Admin) {
             Ok(c) => c,
-            Err(e) => return Err(super::refused(request, e).await),
+            Err(e) => return Err(refused(request, e).await),
         };
-        let req: IocAdd = super::json_body(request).await?;
+        let req: IocAdd = json_body(request).await?;
         let mut text = req.text;
         for e in &req.entries {
             text.push_str(&format!("\n{},{}", e.digest, e.name.replace([',', '\n'], " ")));

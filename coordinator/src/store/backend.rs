@@ -108,6 +108,10 @@ pub trait VerdictStore: Send + Sync + 'static {
     /// and whether the cap ever dropped some of its sightings.
     async fn sightings_by(&self, agent_id: &str, limit: usize) -> Result<(Vec<Sighting>, bool), StoreError>;
 
+    /// The distinct contents any agent was last seen holding at or after
+    /// `since_ms`, at most `limit` (and whether some were left out).
+    async fn sighted_since(&self, since_ms: i64, limit: usize) -> Result<(Vec<String>, bool), StoreError>;
+
     /// Drop the sightings last seen before `before_ms`; how many went.
     async fn purge_sightings(&self, before_ms: i64) -> Result<u64, StoreError>;
 

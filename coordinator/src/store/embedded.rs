@@ -601,6 +601,37 @@ impl VerdictStore for EmbeddedStore {
         .await
     }
 
+    async fn sighted_since(&self, since_ms: i64, limit: usize) -> Result<(Vec<String>, bool), StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let (by_agent, counts) = match (txn.open_table(SIGHTINGS_BY_AGENT), txn.open_table(SIGHTING_COUNTS)) {
+                (Ok(a), Ok(c)) => (a, c),
+                (Err(redb::TableError::TableDoesNotExist(_)), _) | (_, Err(redb::TableError::TableDoesNotExist(_))) => {
+                    return Ok((Vec::new(), false));
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(err(e)),
+            };
+            let mut seen = std::collections::BTreeSet::new();
+            let mut truncated = false;
+            'agents: for row in counts.iter().map_err(err)? {
+                let (agent, _) = row.map_err(err)?;
+                let agent = agent.value();
+                let range = (agent, since_ms, [0u8; 32])..=(agent, i64::MAX, [0xffu8; 32]);
+                for row in by_agent.range(range).map_err(err)? {
+                    let (k, _) = row.map_err(err)?;
+                    let sha = k.value().2;
+                    if seen.len() >= limit && !seen.contains(&sha) {
+                        truncated = true;
+                        break 'agents;
+                    }
+                    seen.insert(sha);
+                }
+            }
+            Ok((seen.into_iter().map(hex::encode).collect(), truncated))
+        })
+        .await
+    }
+
     async fn sightings_by(&self, agent_id: &str, limit: usize) -> Result<(Vec<Sighting>, bool), StoreError> {
         let agent = agent_id.to_string();
         self.blocking(move |db| {

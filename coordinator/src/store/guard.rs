@@ -300,6 +300,9 @@ mod tests {
         async fn purge_sightings(&self, _: i64) -> Result<u64, StoreError> {
             self.ping().await.map(|_| 0)
         }
+        async fn sighted_since(&self, _: i64, _: usize) -> Result<(Vec<String>, bool), StoreError> {
+            self.ping().await.map(|_| (Vec::new(), false))
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             if self.down.load(Ordering::Relaxed) { Err(StoreError::Redis("connection refused".into())) } else { Ok(()) }
         }

@@ -14,7 +14,7 @@ pub mod records;
 mod redis;
 pub mod retention;
 
-pub use backend::{Sighting, StoreError, Table, VerdictStore, key};
+pub use backend::{Sighting, StoreError, Table, VerdictStore, expired, key};
 pub use embedded::EmbeddedStore;
 pub use guard::Guarded;
 pub use records::{Poisoned, Record, Revoked};

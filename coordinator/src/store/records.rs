@@ -5,7 +5,7 @@
 //! kind of record is one `impl Record` here.
 
 use super::backend::Table;
-use qala_proto::v1::{ActionRecord, AgentRecord, IocEntry, NoticeRecord, TokenRecord};
+use qala_proto::v1::{ActionRecord, AgentRecord, Hunt, IocEntry, NoticeRecord, TokenRecord};
 
 /// A kind of record: its table and the key of each record in it.
 pub trait Record: prost::Message + Default + Sized {
@@ -84,6 +84,61 @@ impl Record for ActionRecord {
 
     fn expired(&self, now_ms: i64) -> bool {
         self.at_ms + ACTION_KEEP_MS <= now_ms
+    }
+}
+
+/// Hunts, queued, running and done, by id ([`crate::core::hunts`]).
+impl Record for Hunt {
+    const TABLE: Table = Table("hunts");
+
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// A ruleset that was in force, by id: a hunt finds a content's verdict
+/// before the rules in force under the most recent of them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RulesetSeen {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// When a coordinator first had it in force.
+    #[prost(int64, tag = "2")]
+    pub first_ms: i64,
+}
+
+impl Record for RulesetSeen {
+    const TABLE: Table = Table("rulesets");
+
+    fn key(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// An agent with a notice stream open to some coordinator, until
+/// `until_ms` unless renewed (each coordinator renews its agents'): the
+/// agents a hunt may ask for a file.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Presence {
+    #[prost(string, tag = "1")]
+    pub agent_id: String,
+    #[prost(int64, tag = "2")]
+    pub until_ms: i64,
+    /// It uploads what a hunt asks for (not lookup-only).
+    #[prost(bool, tag = "3")]
+    pub uploads: bool,
+}
+
+impl Record for Presence {
+    const TABLE: Table = Table("presence");
+    const EXPIRES: bool = true;
+
+    fn key(&self) -> String {
+        self.agent_id.clone()
+    }
+
+    fn expired(&self, now_ms: i64) -> bool {
+        self.until_ms <= now_ms
     }
 }
 

@@ -549,6 +549,26 @@ impl VerdictStore for RedisStore {
         Ok((out, cut))
     }
 
+    async fn sighted_since(&self, since_ms: i64, limit: usize) -> Result<(Vec<String>, bool), StoreError> {
+        let agents: Vec<String> = self.run(async |c| redis::cmd("SMEMBERS").arg(SIGHT_AGENTS_KEY).query_async(c).await).await?;
+        let mut seen = std::collections::BTreeSet::new();
+        // A few agents' lists at a time, each command to its own node.
+        for chunk in agents.chunks(64) {
+            let cmds = chunk
+                .iter()
+                .map(|a| redis::cmd("ZRANGE").arg(sight_by_key(a)).arg(since_ms).arg("+inf").arg("BYSCORE").clone())
+                .collect();
+            let lists: Vec<Vec<String>> = self.run_all(cmds).await?;
+            for sha in lists.into_iter().flatten() {
+                if seen.len() >= limit && !seen.contains(&sha) {
+                    return Ok((seen.into_iter().collect(), true));
+                }
+                seen.insert(sha);
+            }
+        }
+        Ok((seen.into_iter().collect(), false))
+    }
+
     async fn purge_sightings(&self, before_ms: i64) -> Result<u64, StoreError> {
         let agents: Vec<String> = self.run(async |c| redis::cmd("SMEMBERS").arg(SIGHT_AGENTS_KEY).query_async(c).await).await?;
         let max = format!("({before_ms}");

@@ -3,69 +3,17 @@
 //! coordinator runs on it: the embedded store is locked by a running one)
 //! or through a running coordinator's admin API.
 
+use crate::target::{Target, denied, target};
 use anyhow::{Context, bail};
 use qala_coordinator::auth::{self, NewToken, Role};
 use qala_coordinator::config::{AdminTarget, AgentsCommand, Command, IocCommand, PkiCommand, TokenCommand};
 use qala_coordinator::core::digests::hash_kind;
 use qala_coordinator::core::iocs::{MAX_PAGE, import};
 use qala_coordinator::core::revocation::{certificates_of, pem_or_der, revoke_in_store};
+use qala_coordinator::store::Revoked;
 use qala_coordinator::store::records::{CrlRecord, IssuedCert, ioc_key};
-use qala_coordinator::store::{self, Guarded, Revoked};
-use qala_proto::v1::{self as pb, admin_client::AdminClient, agents_client::AgentsClient};
-use qala_tls::{BearerToken, pki};
-use std::sync::Arc;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-
-type Admin = AdminClient<InterceptedService<Channel, BearerToken>>;
-type Agents = AgentsClient<InterceptedService<Channel, BearerToken>>;
-
-enum Target {
-    Store(Arc<Guarded>),
-    Server(Box<Admin>, Box<Agents>),
-}
-
-async fn target(t: &AdminTarget) -> anyhow::Result<Target> {
-    qala_tls::install_crypto_provider();
-    match (&t.store, &t.server) {
-        (Some(spec), None) => {
-            let s = store::open(&t.store_auth.spec(spec)?).await.with_context(|| format!("opening {spec}"))?;
-            Ok(Target::Store(Guarded::new(s)))
-        }
-        (None, Some(url)) => {
-            let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-            if t.insecure {
-                qala_tls::check_plaintext_url(url)?;
-            } else {
-                if !url.starts_with("https://") {
-                    bail!("{url}: use https:// (or --insecure for a loopback coordinator without TLS)");
-                }
-                // The root's list beside the CA file, if there is one: a
-                // revoked coordinator is refused here too.
-                let crls = qala_tls::CrlSet::new();
-                if let Some(ca) = &t.ca {
-                    let beside = ca.with_file_name(pki::CRL);
-                    if let Err(e) = crls.load(&beside) {
-                        eprintln!("qala-coordinator: {e} (not checking revocation)");
-                    }
-                }
-                endpoint = qala_tls::secure_endpoint(endpoint, t.ca.as_deref(), None, crls, qala_tls::Expect::Coordinator)?;
-            }
-            let token = qala_tls::read_token(t.token_file.as_deref(), t.token.as_deref())?
-                .context("an admin token is needed: --token-file FILE or QALA_TOKEN")?;
-            let channel = endpoint.connect().await.with_context(|| format!("connecting to {url}"))?;
-            let agents = AgentsClient::with_interceptor(channel.clone(), BearerToken::new(Some(&token))?);
-            let admin = AdminClient::with_interceptor(channel, BearerToken::new(Some(&token))?)
-                .max_decoding_message_size(qala_proto::MAX_MESSAGE_BYTES);
-            Ok(Target::Server(Box::new(admin), Box::new(agents)))
-        }
-        _ => bail!("say where: --store SPEC (no coordinator running on it) or --server URL --ca FILE --token-file FILE"),
-    }
-}
-
-fn denied(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
-}
+use qala_proto::v1 as pb;
+use qala_tls::pki;
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -74,6 +22,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Agents { command } => agents_command(command).await,
         Command::Ioc { command } => ioc_command(command).await,
         Command::Sightings { hash, json, target: t } => sightings_command(&hash, json, &t).await,
+        Command::Hunt { command } => crate::hunts::command(command).await,
     }
 }
 
@@ -170,7 +119,7 @@ async fn revoke(
     }
     // The cluster: the id refused, the certificates the store knows revoked.
     let answer = match (target(&t).await?, &id, &serial) {
-        (Target::Server(mut c, _), id, serial) => {
+        (Target::Server(mut c, ..), id, serial) => {
             let req = pb::RevokeWorkerRequest {
                 worker_id: id.clone().unwrap_or_default(),
                 client,
@@ -218,7 +167,7 @@ async fn publish_crl(bytes: &[u8], t: &AdminTarget) -> anyhow::Result<()> {
     let der = pem_or_der(bytes).map_err(anyhow::Error::msg)?;
     let list = qala_tls::Crl::parse(&der)?;
     match target(t).await? {
-        Target::Server(mut c, _) => {
+        Target::Server(mut c, ..) => {
             let r = c.publish_crl(pb::PublishCrlRequest { crl: der }).await.map_err(denied)?.into_inner();
             println!("revocation list of {} number {} published ({} revoked)", r.issuer, r.number, r.revoked);
         }
@@ -248,7 +197,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             let new = NewToken { role, valid: expires.map(Into::into), max_uses: uses.unwrap_or(0), replace };
             let (token, record) = match target(&t).await? {
                 Target::Store(s) => auth::add_token(&s, &name, &new).await.map_err(|e| anyhow::anyhow!("{e}"))?,
-                Target::Server(mut c, _) => {
+                Target::Server(mut c, ..) => {
                     let req = pb::AddTokenRequest {
                         name: name.clone(),
                         role: role.label().into(),
@@ -273,7 +222,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::List { target: t } => {
             let tokens = match target(&t).await? {
                 Target::Store(s) => s.all::<pb::TokenRecord>().await?,
-                Target::Server(mut c, _) => c.list_tokens(pb::ListTokensRequest {}).await.map_err(denied)?.into_inner().tokens,
+                Target::Server(mut c, ..) => c.list_tokens(pb::ListTokensRequest {}).await.map_err(denied)?.into_inner().tokens,
             };
             let mut tokens = tokens;
             tokens.sort_by(|a, b| a.name.cmp(&b.name));
@@ -286,7 +235,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Revoke { name, target: t } => {
             let revoked = match target(&t).await? {
                 Target::Store(s) => s.delete::<pb::TokenRecord>(&name).await?,
-                Target::Server(mut c, _) => {
+                Target::Server(mut c, ..) => {
                     c.revoke_token(pb::RevokeTokenRequest { name: name.clone() }).await.map_err(denied)?.into_inner().revoked
                 }
             };
@@ -304,7 +253,7 @@ async fn agents_command(command: AgentsCommand) -> anyhow::Result<()> {
         AgentsCommand::List { json, target: t } => {
             let mut agents = match target(&t).await? {
                 Target::Store(s) => s.all::<pb::AgentRecord>().await?,
-                Target::Server(_, mut c) => c.list_agents(pb::ListAgentsRequest {}).await.map_err(denied)?.into_inner().agents,
+                Target::Server(_, mut c, _) => c.list_agents(pb::ListAgentsRequest {}).await.map_err(denied)?.into_inner().agents,
             };
             agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
             let now = qala_common::now_ms();
@@ -333,7 +282,7 @@ async fn agents_command(command: AgentsCommand) -> anyhow::Result<()> {
         AgentsCommand::Show { agent_id, json, target: t } => {
             let r = match target(&t).await? {
                 Target::Store(_) => bail!("agents show needs --server: what is a detection is read under the rules in force"),
-                Target::Server(_, mut c) => c.get_agent(pb::GetAgentRequest { agent_id }).await.map_err(denied)?.into_inner(),
+                Target::Server(_, mut c, _) => c.get_agent(pb::GetAgentRequest { agent_id }).await.map_err(denied)?.into_inner(),
             };
             let a = r.agent.unwrap_or_default();
             let now = qala_common::now_ms();
@@ -394,7 +343,9 @@ async fn sightings_command(hash: &str, json: bool, t: &AdminTarget) -> anyhow::R
     };
     let r = match target(t).await? {
         Target::Store(s) => qala_coordinator::core::sightings::holders_in(&s, kind, &hash).await?,
-        Target::Server(_, mut c) => c.sightings(pb::SightingsRequest { hash: hash.clone() }).await.map_err(denied)?.into_inner(),
+        Target::Server(_, mut c, _) => {
+            c.sightings(pb::SightingsRequest { hash: hash.clone() }).await.map_err(denied)?.into_inner()
+        }
     };
     let now = qala_common::now_ms();
     if r.holders.is_empty() && !json {
@@ -435,7 +386,7 @@ async fn ioc_import(t: &AdminTarget, list: &str, text: String) -> anyhow::Result
             s.put_all(&entries).await?;
             entries.len() as u64
         }
-        Target::Server(mut c, _) => {
+        Target::Server(mut c, ..) => {
             // Checked whole here first, then sent in pieces well under the message limit.
             import::parse(list, &text, "", 0).map_err(anyhow::Error::msg)?;
             let mut added = 0;
@@ -477,7 +428,7 @@ async fn ioc_command(command: IocCommand) -> anyhow::Result<()> {
             let kind = hash_kind(&digest).context("not a sha256, sha1 or md5")?;
             let removed = match target(&t).await? {
                 Target::Store(s) => s.delete::<pb::IocEntry>(&ioc_key(&list, kind, &digest)).await?,
-                Target::Server(mut c, _) => {
+                Target::Server(mut c, ..) => {
                     c.remove_ioc(pb::RemoveIocRequest { list: list.clone(), kind: kind.into(), digest: digest.clone() })
                         .await
                         .map_err(denied)?
@@ -498,7 +449,7 @@ async fn ioc_command(command: IocCommand) -> anyhow::Result<()> {
                     all
                 }
                 // Pages come in order.
-                Target::Server(mut c, _) => {
+                Target::Server(mut c, ..) => {
                     let mut all = Vec::new();
                     let mut after = String::new();
                     loop {

@@ -3,6 +3,8 @@
 //! `agents` or `ioc` command ([`commands`]).
 
 mod commands;
+mod hunts;
+mod target;
 
 use clap::Parser;
 use qala_coordinator::{Cli, Listeners};

@@ -1,0 +1,246 @@
+//! Hunts on real processes: content agents hold, clean under the old
+//! rules, is judged again when a rule that matches it comes into force.
+//! One holder uploads it once; every holder acts on the new verdict; a
+//! lookup-only agent is never asked; a private path is declined; the
+//! coordinator restarted mid-hunt finishes it; agent and analyst tokens
+//! cannot start one; a hunt with nothing new to find uploads nothing.
+
+use qala_tests::fleet::{Agent, agent};
+use qala_tests::{Cluster, Options, pseudo_random, repo_root, sha256_hex, wait_for};
+use serde_json::Value;
+use std::time::Duration;
+
+const MARKER: &[u8] = b"QALA-HUNT-TEST-MARKER-5d1c9e";
+
+/// `qala-coordinator hunt ARGS --json` as the token `who`: the JSON lines
+/// printed, or the error text.
+fn hunt(cluster: &Cluster, who: &str, args: &[&str]) -> Result<Vec<Value>, String> {
+    let (ca, token) = (cluster.ca().display().to_string(), cluster.token_file(who).display().to_string());
+    let mut all: Vec<&str> = vec!["hunt"];
+    all.extend_from_slice(args);
+    let url = cluster.url();
+    all.extend(["--json", "--server", &url, "--ca", &ca, "--token-file", &token]);
+    let out = std::process::Command::new(qala_tests::bin("qala-coordinator")).args(&all).output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect())
+}
+
+fn status(cluster: &Cluster, id: &str) -> Value {
+    hunt(cluster, "analyst", &["status", id]).unwrap().remove(0)
+}
+
+fn n(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} in {v}"))
+}
+
+/// Uploads of `sha` the coordinators scanned (not answered from the store).
+fn scans_of(cluster: &Cluster, sha: &str) -> usize {
+    let names = ["coordinator", "coordinator-2"];
+    let lines: String = names.iter().map(|n| std::fs::read_to_string(cluster.audit_log(n)).unwrap_or_default()).collect();
+    lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "scan" && e["sha256"] == sha && e["cached"] == false)
+        .count()
+}
+
+fn audit_events(cluster: &Cluster, event: &str) -> Vec<Value> {
+    let names = ["coordinator", "coordinator-2"];
+    let lines: String = names.iter().map(|n| std::fs::read_to_string(cluster.audit_log(n)).unwrap_or_default()).collect();
+    lines.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|e| e["event"] == event).collect()
+}
+
+fn acted(a: &Agent, file: &str) -> Value {
+    wait_for(&format!("{} to act on {file}", a.proc.name), Duration::from_secs(60), || a.action_on(file))
+        .unwrap_or_else(|e| panic!("{e}: {}", a.proc.log_text()))
+}
+
+/// A copy of the repository's rules, to add one to.
+fn rules() -> tempfile::TempDir {
+    let rules = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(repo_root().join("rules")).unwrap().flatten() {
+        std::fs::copy(f.path(), rules.path().join(f.file_name())).unwrap();
+    }
+    rules
+}
+
+/// Every coordinator's flags (REST on `port`: one coordinator only).
+fn options(port: Option<u16>) -> Options {
+    let mut options = Options::default();
+    options.coordinator_args.extend(["--hunt-ask-timeout-secs", "20"].map(String::from));
+    if let Some(port) = port {
+        options.coordinator_args.extend(["--http-listen".to_string(), format!("127.0.0.1:{port}")]);
+    }
+    options
+}
+
+#[test]
+fn a_hunt_finds_what_new_rules_catch_on_every_holder_and_survives_a_restart() {
+    let (port, rules) = (qala_tests::free_port(), rules());
+    let mut cluster = Cluster::start_with(rules.path(), None, 1, options(Some(port))).unwrap();
+    let url = cluster.url();
+    hunt_flow(&mut cluster, &url, rules.path(), Some(port));
+}
+
+/// The same through Redis with two coordinators: the agents sit on the
+/// second, the hunt is started at (and restarted with) the first.
+#[test]
+fn a_hunt_crosses_coordinators_through_redis() {
+    let redis_dir = tempfile::tempdir().unwrap();
+    let redis = qala_tests::Redis::start(redis_dir.path()).unwrap();
+    let rules = rules();
+    let mut cluster = Cluster::start_with(rules.path(), Some(&redis.url()), 0, options(None)).unwrap();
+    let second = cluster.add_coordinator().unwrap();
+    cluster.add_worker("w1").unwrap();
+    cluster.wait_ready(1).unwrap();
+    cluster.wait_ready_at(&second, 1).unwrap();
+    hunt_flow(&mut cluster, &second, rules.path(), None);
+}
+
+/// Agents on `url`; the hunt at the first coordinator (REST on `port`, if given).
+fn hunt_flow(cluster: &mut Cluster, url: &str, rules: &std::path::Path, port: Option<u16>) {
+    for (role, name) in [("agent", "agent-a"), ("agent", "agent-b"), ("agent", "agent-l"), ("analyst", "analyst")] {
+        cluster.add_token(role, name).unwrap();
+    }
+    // Y: clean under the old rules, caught by the new one; Z1-Z3 clean
+    // under both; P only on A's private path; W only on the lookup-only agent.
+    let mut y = pseudo_random(0x61, 4000);
+    y.extend_from_slice(MARKER);
+    let zs: Vec<Vec<u8>> = (0..3).map(|i| pseudo_random(0x70 + i, 2000 + 100 * i as usize)).collect();
+    let (p, w) = (pseudo_random(0x81, 1500), pseudo_random(0x82, 1600));
+    let sy = sha256_hex(&y);
+    // Every coordinator knows the new tokens.
+    for u in cluster.urls() {
+        for name in ["agent-a", "agent-b", "agent-l"] {
+            wait_for(&format!("{u} to know {name}"), Duration::from_secs(30), || {
+                let out = cluster.agent_as(&u, name, &["lookup", &"0".repeat(64)]).unwrap();
+                (out.status.code() != Some(2)).then_some(())
+            })
+            .unwrap();
+        }
+    }
+    let a_files: Vec<(&str, &[u8])> =
+        vec![("y.bin", &y), ("z1.bin", &zs[0]), ("z2.bin", &zs[1]), ("z3.bin", &zs[2]), ("private/p.bin", &p)];
+    let a = agent(cluster, url, "agent-a", &a_files, "upload_exclude = [\"**/private/**\"]", "quarantine");
+    let b = agent(cluster, url, "agent-b", &[("y.bin", &y)], "", "quarantine");
+    let l = agent(cluster, url, "agent-l", &[("y.bin", &y), ("w.bin", &w)], "lookup_only = true", "quarantine");
+    assert_eq!(scans_of(cluster, &sy), 1, "Y was scanned once, clean, under the old rules");
+
+    // Only admins start hunts; analysts read them.
+    for who in ["agent-a", "analyst"] {
+        let e = hunt(cluster, who, &["start", "--dry-run"]).unwrap_err();
+        assert!(e.contains("PermissionDenied"), "{who}: {e}");
+    }
+    // Before the rule: only what was never scanned is unknown (P, W).
+    // (sightings reach the store within a second or so: each coordinator
+    // writes them in batches)
+    let dry = wait_for("P and W in scope", Duration::from_secs(15), || {
+        let d = hunt(cluster, "admin", &["start", "--dry-run"]).unwrap().remove(0);
+        (n(&d, "in_scope") == 2).then_some(d)
+    })
+    .unwrap();
+    assert_eq!(n(&dry, "size_unknown"), 2, "{dry}");
+    assert_eq!(dry["state"], "dry run");
+    assert!(hunt(cluster, "analyst", &["status"]).unwrap().is_empty(), "a dry run queues nothing");
+
+    // A rule that matches Y comes into force: all six contents are unknown now.
+    let marker = String::from_utf8_lossy(MARKER);
+    std::fs::write(rules.join("hunt.yar"), format!("rule Hunt_Test_Marker {{ strings: $m = \"{marker}\" condition: $m }}\n"))
+        .unwrap();
+    let dry = wait_for("the new rules in force", Duration::from_secs(60), || {
+        let d = hunt(cluster, "admin", &["start", "--dry-run"]).unwrap().remove(0);
+        (n(&d, "in_scope") == 6).then_some(d)
+    })
+    .unwrap();
+    let known: u64 = [y.len(), zs[0].len(), zs[1].len(), zs[2].len()].iter().map(|l| *l as u64).sum();
+    assert_eq!((n(&dry, "bytes_in_scope"), n(&dry, "size_unknown")), (known, 2), "{dry}");
+
+    // The hunt, slowly (one upload asked every 2 s), with the coordinator
+    // restarted once it has rescanned something.
+    let started = hunt(cluster, "admin", &["start", "--since", "1h", "--rate", "0.5"]).unwrap().remove(0);
+    assert_eq!((n(&started, "in_scope"), started["state"].as_str()), (6, Some("queued")), "the scope is printed first");
+    let id = started["id"].as_str().unwrap().to_string();
+    wait_for("the hunt to rescan something", Duration::from_secs(60), || {
+        let s = status(cluster, &id);
+        (n(&s, "rescanned") >= 1).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}\n{}", status(cluster, &id), cluster.logs()));
+    let before = status(cluster, &id);
+    assert_eq!(before["state"], "running", "{before}");
+    cluster.coordinator.take().unwrap().terminate().unwrap();
+    cluster.start_coordinator().unwrap();
+    cluster.wait_ready(1).unwrap();
+    let done = wait_for("the hunt to finish after the restart", Duration::from_secs(180), || {
+        let s = hunt(cluster, "analyst", &["status", &id]).ok()?.remove(0);
+        (s["state"] == "done").then_some(s)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}\n{}", status(cluster, &id), cluster.logs()));
+    println!("before the restart: {before}\nafter: {done}");
+    assert_eq!(n(&done, "rescanned") + n(&done, "judged_meanwhile"), 4, "Y, Z1, Z2, Z3: {done}");
+    assert_eq!(n(&done, "changed"), 1, "Y only: {done}");
+    assert_eq!(n(&done, "declined"), 1, "P is on a private path: {done}");
+    assert_eq!(n(&done, "no_holder_online"), 1, "W is held by the lookup-only agent only: {done}");
+    assert_eq!(n(&done, "unanswered"), 0, "{done}");
+
+    // Every holder of Y acts on the new verdict, the lookup-only one too;
+    // Y was uploaded once more in all (by one of them).
+    for ag in [&a, &b, &l] {
+        let act = acted(ag, "y.bin");
+        assert_eq!((act["action"].as_str(), act["sha256"].as_str()), (Some("quarantine"), Some(sy.as_str())), "{act}");
+        assert!(!ag.home.join("y.bin").exists());
+    }
+    assert_eq!(scans_of(cluster, &sy), 2, "Y uploaded and scanned once by the hunt");
+    for f in ["z1.bin", "z2.bin", "z3.bin", "private/p.bin"] {
+        assert!(a.home.join(f).exists() && a.action_on(f).is_none(), "{f} is clean");
+    }
+    // Nobody asked the lookup-only agent; A declined P itself.
+    let asks = audit_events(cluster, "hunt_ask");
+    assert!(!asks.is_empty() && asks.iter().all(|e| e["agent_id"] != "agent-l"), "{asks:?}");
+    assert!(l.events().iter().all(|e| e["event"] != "hunt_upload" && e["event"] != "hunt_declined"));
+    let declined: Vec<Value> = a.events().into_iter().filter(|e| e["event"] == "hunt_declined").collect();
+    // (once, or again if the restart came between its answer and the
+    // hunt's next save)
+    assert!(!declined.is_empty(), "{}", a.proc.log_text());
+    assert_eq!(declined[0]["sha256"], sha256_hex(&p).as_str());
+    assert_eq!(declined[0]["reason"], "held only on private paths");
+
+    if let Some(port) = port {
+        // REST: analysts read hunts, agents do not, analysts start none.
+        let token = |who: &str| std::fs::read_to_string(cluster.token_file(who)).unwrap().trim().to_string();
+        let curl = |who: &str, method: &str, path: &str| -> (u16, Value) {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "-w", "\n%{http_code}", "-X", method, "-H", "Content-Type: application/json", "--data-binary"])
+                .arg(if method == "POST" { "{\"dry_run\": true}" } else { "" })
+                .arg("--cacert")
+                .arg(cluster.ca())
+                .arg("-H")
+                .arg(format!("Authorization: Bearer {}", token(who)))
+                .arg(format!("https://127.0.0.1:{port}{path}"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (body, code) = text.rsplit_once('\n').unwrap();
+            (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+        };
+        let (code, v) = curl("analyst", "GET", &format!("/v1/hunts/{id}"));
+        assert_eq!((code, v["state"].as_str(), v["changed"].as_u64()), (200, Some("done"), Some(1)), "{v}");
+        assert_eq!(curl("agent-a", "GET", &format!("/v1/hunts/{id}")).0, 403);
+        assert_eq!(curl("analyst", "POST", "/v1/hunts").0, 403);
+        let (code, v) = curl("admin", "POST", "/v1/hunts");
+        assert_eq!(
+            (code, v["state"].as_str(), v["in_scope"].as_u64()),
+            (200, Some("dry run"), Some(2)),
+            "P and W stay unknown: {v}"
+        );
+    }
+
+    // Again, with nothing new to find: P and W are in scope, nothing is
+    // uploaded and nothing changes.
+    let again = hunt(cluster, "admin", &["start", "--since", "1h", "--rate", "50", "--wait"]).unwrap();
+    let last = again.last().unwrap();
+    assert_eq!(last["state"], "done", "{again:?}");
+    assert_eq!((n(last, "in_scope"), n(last, "rescanned"), n(last, "changed")), (2, 0, 0), "{last}");
+    assert_eq!(scans_of(cluster, &sy), 2);
+}
