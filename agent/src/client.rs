@@ -372,7 +372,30 @@ impl Client {
             agent_id: agent_id.to_string(),
             brief,
             no_sightings: self.no_sightings,
+            hunt_id: String::new(),
         };
+        self.send_file(path, header).await
+    }
+
+    /// Upload `path` for a what-if hunt that asked for it (`hunt_id`): the
+    /// coordinator scans it with that hunt's rules only and stores no
+    /// verdict; the answer is for the log, never acted on.
+    pub async fn upload_for_hunt(&self, path: &Path, sha256: &str, size: u64, hunt_id: &str) -> Result<Uploaded, Status> {
+        let header = pb::ScanHeader {
+            sha256: sha256.to_string(),
+            size,
+            brief: true,
+            no_sightings: self.no_sightings,
+            hunt_id: hunt_id.to_string(),
+            ..Default::default()
+        };
+        self.send_file(path, header).await
+    }
+
+    /// Stream `path` under `header` and wait for the answer, retrying
+    /// transient failures.
+    async fn send_file(&self, path: &Path, header: pb::ScanHeader) -> Result<Uploaded, Status> {
+        let size = header.size;
         let sent = Arc::new(AtomicU64::new(0));
         let response = self
             .retry(|mut c| {

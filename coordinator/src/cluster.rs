@@ -78,7 +78,11 @@ impl WorkerHandle {
             .bytes
             .chunks(RULES_CHUNK)
             .enumerate()
-            .map(|(i, c)| pb::RulesChunk { ruleset_id: if i == 0 { rules.id.clone() } else { String::new() }, data: c.to_vec() })
+            .map(|(i, c)| pb::RulesChunk {
+                ruleset_id: if i == 0 { rules.id.clone() } else { String::new() },
+                data: c.to_vec(),
+                what_if: i == 0 && rules.what_if,
+            })
             .collect();
         let start = Instant::now();
         let resp = self.client.clone().load_rules(tokio_stream::iter(chunks)).await.map_err(|e| {
@@ -94,7 +98,9 @@ impl WorkerHandle {
         );
         loaded.push_front(rules.id.clone());
         loaded.truncate(WORKER_RULESETS);
-        *self.loaded_id.write().unwrap_or_else(|p| p.into_inner()) = rules.id.clone();
+        if !rules.what_if {
+            *self.loaded_id.write().unwrap_or_else(|p| p.into_inner()) = rules.id.clone();
+        }
         Ok(())
     }
 

@@ -391,6 +391,11 @@ pub enum HuntCommand {
         /// Count the scope only; queue nothing.
         #[arg(long)]
         dry_run: bool,
+        /// A what-if hunt with the rules in this file or directory (`.yar`,
+        /// `.yara`) only: every content in the window is scanned with them,
+        /// matches are reported (`hunt matches ID`), no verdict changes.
+        #[arg(long)]
+        rules: Option<PathBuf>,
         /// Wait for it to finish, printing its progress.
         #[arg(long)]
         wait: bool,
@@ -405,6 +410,14 @@ pub enum HuntCommand {
         /// Wait for it to finish, printing its progress.
         #[arg(long, requires = "id")]
         wait: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// The contents a what-if hunt's rules matched, with the rules.
+    Matches {
+        id: String,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

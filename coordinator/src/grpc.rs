@@ -328,6 +328,11 @@ impl pb::hunts_server::Hunts for HuntsService {
         answer(self.core.hunts().list(&caller).await)
     }
 
+    async fn hunt_matches(&self, request: Request<pb::GetHuntRequest>) -> Result<Response<pb::HuntMatchesResponse>, Status> {
+        let caller = self.core.caller(&credentials(&request), Op::Inventory).map_err(status)?;
+        answer(self.core.hunts().matches(&caller, &request.into_inner().id).await)
+    }
+
     async fn cancel_hunt(&self, request: Request<pb::GetHuntRequest>) -> Result<Response<pb::Hunt>, Status> {
         let caller = self.core.caller(&credentials(&request), Op::Admin).map_err(status)?;
         answer(self.core.hunts().cancel(&caller, &request.into_inner().id).await)

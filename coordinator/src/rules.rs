@@ -23,6 +23,8 @@ pub struct LoadedRules {
     /// Each file compiled: its path relative to the rules path, and its size.
     pub files: Vec<(String, u64)>,
     pub loaded_at_ms: i64,
+    /// A what-if hunt's rules: shipped beside the rules in force, never current.
+    pub what_if: bool,
 }
 
 #[derive(Default, Clone)]
@@ -57,6 +59,7 @@ fn compile(path: PathBuf, policy: Limits) -> Result<(LoadedRules, String), Rules
             file_count: ruleset.file_count as u32,
             files: ruleset.files.clone(),
             loaded_at_ms: now_ms(),
+            what_if: false,
         },
         fingerprint,
     ))
@@ -68,7 +71,62 @@ async fn compile_off_runtime(path: PathBuf, policy: Limits) -> Result<(LoadedRul
     })
 }
 
+/// Most bytes of rules a what-if hunt may bring.
+pub const MAX_WHAT_IF_BYTES: usize = 16 << 20;
+
+/// Compile a what-if hunt's rules, `(file name, text)`, with the scan
+/// policy in force; errors name the files as given.
+pub fn compile_what_if(sources: &[(String, String)], policy: &Limits) -> Result<LoadedRules, RulesError> {
+    let bad = |message: String| RulesError::Compile(vec![RuleFileError { path: PathBuf::new(), message }]);
+    if sources.is_empty() {
+        return Err(bad("no rules given".into()));
+    }
+    if sources.iter().map(|(n, t)| n.len() + t.len()).sum::<usize>() > MAX_WHAT_IF_BYTES {
+        return Err(bad(format!("more than {} MiB of rules", MAX_WHAT_IF_BYTES >> 20)));
+    }
+    let dir = tempfile::tempdir().map_err(|e| bad(format!("a directory to compile in: {e}")))?;
+    for (i, (name, text)) in sources.iter().enumerate() {
+        // Only the file's own name, made safe; numbered so two files never clash.
+        let stem: String = std::path::Path::new(name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect())
+            .unwrap_or_default();
+        std::fs::write(dir.path().join(format!("{i:04}_{stem}.yar")), text).map_err(|e| bad(format!("{name}: {e}")))?;
+    }
+    let ruleset = compile_rules(dir.path(), policy).map_err(|e| match e {
+        RulesError::Compile(errors) => RulesError::Compile(
+            errors
+                .into_iter()
+                .map(|mut f| {
+                    let shown = f.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                    let i: usize = shown.get(..4).and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
+                    let name = sources.get(i).map_or(shown.clone(), |s| s.0.clone());
+                    f.message = f.message.replace(&f.path.display().to_string(), &name);
+                    f.path = PathBuf::from(name);
+                    f
+                })
+                .collect(),
+        ),
+        other => other,
+    })?;
+    let bytes = ruleset.to_bytes()?;
+    Ok(LoadedRules {
+        id: ruleset.id.clone(),
+        bytes: Arc::new(bytes),
+        rule_count: ruleset.rule_count as u32,
+        file_count: ruleset.file_count as u32,
+        files: sources.iter().map(|(n, t)| (n.clone(), t.len() as u64)).collect(),
+        loaded_at_ms: now_ms(),
+        what_if: true,
+    })
+}
+
 impl RulesManager {
+    /// The scan policy compiled into every ruleset.
+    pub fn policy(&self) -> &Limits {
+        &self.policy
+    }
+
     /// Compile the rules at `path`; fails if they do not compile (a
     /// coordinator never starts without rules).
     pub async fn load(path: PathBuf, policy: Limits) -> Result<Arc<Self>, RulesError> {

@@ -42,7 +42,7 @@ fn scans_of(cluster: &Cluster, sha: &str) -> usize {
     lines
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["event"] == "scan" && e["sha256"] == sha && e["cached"] == false)
+        .filter(|e| e["event"] == "scan" && e["sha256"] == sha && e["cached"] == false && e["what_if"].is_null())
         .count()
 }
 
@@ -235,6 +235,48 @@ fn hunt_flow(cluster: &mut Cluster, url: &str, rules: &std::path::Path, port: Op
             "P and W stay unknown: {v}"
         );
     }
+
+    // A what-if hunt with a rule that matches Z1 only: every content in
+    // the window is scanned with it, Z1 is reported, nothing changes.
+    let sz: Vec<String> = zs.iter().map(|z| sha256_hex(z)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("broken.yar"), "rule broken {\n  condition: no_such_thing\n}\n").unwrap();
+    let e = hunt(cluster, "admin", &["start", "--rules", &bad.display().to_string()]).unwrap_err();
+    assert!(e.contains("InvalidArgument") && e.contains("broken.yar") && e.contains("no_such_thing"), "{e}");
+    let good = dir.path().join("good");
+    std::fs::create_dir(&good).unwrap();
+    let z1_hex: String = zs[0][..24].iter().map(|b| format!("{b:02x} ")).collect();
+    std::fs::write(good.join("z.yar"), format!("rule What_If_Z1 {{ strings: $z = {{ {z1_hex}}} condition: $z }}\n")).unwrap();
+    let e = hunt(cluster, "analyst", &["start", "--rules", &good.display().to_string()]).unwrap_err();
+    assert!(e.contains("PermissionDenied"), "{e}");
+    let wi =
+        hunt(cluster, "admin", &["start", "--since", "1h", "--rate", "50", "--rules", &good.display().to_string(), "--wait"])
+            .unwrap();
+    let last = wi.last().unwrap();
+    println!("what-if: {last}");
+    assert_eq!(
+        (last["state"].as_str(), last["what_if"].as_bool(), n(last, "what_if_rules")),
+        (Some("done"), Some(true), 1),
+        "{last}"
+    );
+    assert_eq!((n(last, "rescanned"), n(last, "matched"), n(last, "changed")), (3, 1, 0), "Z1-Z3 scanned, Z1 matched: {last}");
+    assert_eq!(n(last, "in_scope"), n(last, "rescanned") + n(last, "declined") + n(last, "no_holder_online"), "{last}");
+    let id = last["id"].as_str().unwrap();
+    let matches = hunt(cluster, "analyst", &["matches", id]).unwrap();
+    assert_eq!(matches.len(), 1, "{matches:?}");
+    assert_eq!((matches[0]["sha256"].as_str(), &matches[0]["rules"]), (Some(sz[0].as_str()), &serde_json::json!(["What_If_Z1"])));
+    // No verdict changed: Z1 is still clean and where it was, its verdict
+    // scanned once (the what-if scans are not verdicts).
+    let out = cluster.agent_as(url, "agent-a", &["lookup", &sz[0]]).unwrap();
+    assert_eq!(out.status.code(), Some(0), "Z1 is clean: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(a.home.join("z1.bin").exists() && a.action_on("z1.bin").is_none());
+    for z in &sz {
+        assert_eq!(scans_of(cluster, z), 2, "once clean under the old rules, once under the new");
+    }
+    let what_if_uploads = a.events().into_iter().filter(|e| e["event"] == "hunt_upload" && e["what_if"] == true).count();
+    assert_eq!(what_if_uploads, 3, "{}", a.proc.log_text());
 
     // Again, with nothing new to find: P and W are in scope, nothing is
     // uploaded and nothing changes.

@@ -88,7 +88,7 @@ async fn a_worker_certificate_cannot_push_rules_or_files_to_a_peer() {
         .to_string();
     let (cert, key) = identity(&cluster.worker_tls("w2").unwrap());
     let mut as_w2 = WorkerClient::new(cluster.channel_as(&w1, Some((&cert, &key))).await);
-    let junk = pb::RulesChunk { ruleset_id: "evil".into(), data: b"not rules".to_vec() };
+    let junk = pb::RulesChunk { ruleset_id: "evil".into(), data: b"not rules".to_vec(), what_if: false };
     let e = as_w2.load_rules(tokio_stream::iter([junk])).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let header = pb::WorkerScanRequest {
@@ -107,7 +107,7 @@ async fn a_worker_certificate_cannot_push_rules_or_files_to_a_peer() {
     let endpoint = tonic::transport::Endpoint::from_shared(w1.clone()).unwrap().tls_config(channel).unwrap();
     let r = async {
         let mut c = WorkerClient::new(endpoint.connect().await?);
-        c.load_rules(tokio_stream::iter([pb::RulesChunk { ruleset_id: "x".into(), data: vec![] }])).await?;
+        c.load_rules(tokio_stream::iter([pb::RulesChunk { ruleset_id: "x".into(), data: vec![], what_if: false }])).await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     }
     .await;
@@ -115,7 +115,10 @@ async fn a_worker_certificate_cannot_push_rules_or_files_to_a_peer() {
     // The coordinator's own certificate is still served.
     let mut coordinator = WorkerClient::new(cluster.worker_channel(&w1).await);
     let id = status["rules"]["ruleset_id"].as_str().unwrap().to_string();
-    let r = coordinator.load_rules(tokio_stream::iter([pb::RulesChunk { ruleset_id: id.clone(), data: vec![] }])).await.unwrap();
+    let r = coordinator
+        .load_rules(tokio_stream::iter([pb::RulesChunk { ruleset_id: id.clone(), data: vec![], what_if: false }]))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().ruleset_id, id);
 }
 

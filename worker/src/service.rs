@@ -156,17 +156,22 @@ impl pb::worker_server::Worker for WorkerService {
         self.check_coordinator(&request, "LoadRules")?;
         let mut stream = request.into_inner();
         let mut id = String::new();
+        let mut what_if = false;
         let mut bytes = Vec::new();
         while let Some(chunk) = self.next(&mut stream).await? {
             if id.is_empty() {
                 id = chunk.ruleset_id;
+                what_if = chunk.what_if;
                 if id.is_empty() {
                     return Err(Status::invalid_argument("LoadRules: the first chunk must carry ruleset_id"));
                 }
                 // Already held (a rolling update going back and forth): make
-                // it current and answer before the rest is sent.
+                // it current (unless it is a what-if hunt's) and answer
+                // before the rest is sent.
                 if let Some(r) = self.state.rules.get(&id) {
-                    self.state.rules.insert(r.clone());
+                    if !what_if {
+                        self.state.rules.insert(r.clone());
+                    }
                     return Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count: r.rule_count }));
                 }
             }
@@ -192,6 +197,13 @@ impl pb::worker_server::Worker for WorkerService {
         .map_err(|e| Status::internal(format!("rules loader failed: {e}")))??;
         let rule_count = shipped.rule_count;
         let shipped = Arc::new(shipped);
+        if what_if {
+            // Kept beside the rules in force; no scan child is switched to
+            // them until a scan names them.
+            self.state.rules.insert_what_if(shipped);
+            info!(ruleset_id = id, rule_count, "what-if rules loaded");
+            return Ok(Response::new(pb::LoadRulesResponse { ruleset_id: id, rule_count }));
+        }
         self.state.rules.insert(shipped.clone());
         // Answered once the idle scan children hold the rules: the JIT
         // compile of a child's load is not paid by the first files.

@@ -111,26 +111,53 @@ impl Listener {
                     let _ = self.jobs.send(paths).await;
                 }
             }
+            "upload" if n.what_if => match self.uploadable(&n.sha256).await {
+                Ok(paths) => self.what_if(&n, &paths[0]).await,
+                Err(why) => self.decline(&n, why).await,
+            },
             "upload" => match self.uploadable(&n.sha256).await {
                 Ok(paths) => {
                     self.events.emit("hunt_upload", None, json!({"sha256": n.sha256, "hunt": n.hunt_id, "paths": paths.len()}));
                     let _ = self.jobs.send(paths).await;
                 }
-                Err(why) => {
-                    self.events.emit("hunt_declined", None, json!({"sha256": n.sha256, "hunt": n.hunt_id, "reason": why}));
-                    let declined = pb::AgentAction {
-                        action: "hunt_declined".into(),
-                        sha256: n.sha256.clone(),
-                        at_ms: qala_common::now_ms(),
-                        detail: format!("{}: {why}", n.hunt_id),
-                        ..Default::default()
-                    };
-                    if let Err(e) = self.client.report_actions(vec![declined]).await {
-                        tracing::warn!(error = %e.message(), "declining a hunt's upload: the report failed");
-                    }
-                }
+                Err(why) => self.decline(&n, why).await,
             },
             other => tracing::debug!(kind = other, "notice of a kind this agent does not handle"),
+        }
+    }
+
+    /// Tell the coordinator this agent will not upload what a hunt asked for.
+    async fn decline(&self, n: &pb::Notice, why: &str) {
+        self.events.emit("hunt_declined", None, json!({"sha256": n.sha256, "hunt": n.hunt_id, "reason": why}));
+        let declined = pb::AgentAction {
+            action: "hunt_declined".into(),
+            sha256: n.sha256.clone(),
+            at_ms: qala_common::now_ms(),
+            detail: format!("{}: {why}", n.hunt_id),
+            ..Default::default()
+        };
+        if let Err(e) = self.client.report_actions(vec![declined]).await {
+            tracing::warn!(error = %e.message(), "declining a hunt's upload: the report failed");
+        }
+    }
+
+    /// Upload `path` for a what-if hunt: scanned with its rules only; what
+    /// it finds is logged, never acted on (no verdict changed).
+    async fn what_if(&self, n: &pb::Notice, path: &std::path::Path) {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        match self.client.upload_for_hunt(path, &n.sha256, size, &n.hunt_id).await {
+            Ok(up) => {
+                let verdict = up.response.verdict.as_ref().map(|v| qala_proto::VerdictKind::of(v).label()).unwrap_or("none");
+                self.events.emit(
+                    "hunt_upload",
+                    None,
+                    json!({"sha256": n.sha256, "hunt": n.hunt_id, "what_if": true, "verdict": verdict}),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message(), hunt = n.hunt_id, "a what-if hunt's upload failed");
+                self.decline(n, "the upload failed").await;
+            }
         }
     }
 

@@ -105,9 +105,10 @@ impl Core {
         let join = Arc::new(join::JoinLimits::new(s.store.clone(), settings.join_per_minute));
         let sightings = Arc::new(Sightings::new(s, settings.sightings));
         let notices = Arc::new(Notices::new(s, sightings.clone()));
-        let hunts = Arc::new(Hunts::new(s, sightings.clone(), notices.clone(), settings.hunts));
+        let what_ifs = Arc::new(hunts::what_if::WhatIfs::new(s.store.clone(), s.rules.clone()));
+        let hunts = Arc::new(Hunts::new(s, sightings.clone(), notices.clone(), what_ifs.clone(), settings.hunts));
         Self {
-            uploads: Uploads::new(settings.uploads, s, sightings.clone()),
+            uploads: Uploads::new(settings.uploads, s, sightings.clone(), what_ifs),
             lookups: Lookups::new(s, sightings.clone()),
             admin: Admin::new(s),
             revocation: Revocation::new(s, settings.enrollment.as_ref().and_then(|e| e.issuing.clone())),

@@ -111,37 +111,35 @@ impl Notices {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Tell the holders of `sha256` (all, or only `only` when given) that
-    /// `kind` (`verdict`, `upload`); `cause` names it uniquely (the same
-    /// cause twice makes one notice). Returns how many agents it is for.
-    pub async fn notify(
-        &self,
-        kind: &str,
-        sha256: &str,
-        reason: &str,
-        cause: &str,
-        hunt_id: &str,
-        only: Option<Vec<String>>,
-    ) -> Result<usize, CoreError> {
+    /// Send `notice` (its kind, sha256, reason and hunt; its id and time
+    /// are set here) to the holders of its content (all, or only `only`
+    /// when given); `cause` names it uniquely (the same cause twice makes
+    /// one notice). Returns how many agents it is for.
+    pub async fn notify(&self, mut notice: pb::Notice, cause: &str, only: Option<Vec<String>>) -> Result<usize, CoreError> {
         let agents = match only {
             Some(a) => a,
-            None => self.sightings.holders_of(sha256).await?,
+            None => self.sightings.holders_of(&notice.sha256).await?,
         };
         if agents.is_empty() {
             return Ok(0);
         }
-        let notice = pb::Notice {
-            id: notice_id(cause, sha256),
-            kind: kind.to_string(),
-            sha256: sha256.to_string(),
-            reason: reason.to_string(),
-            at_ms: qala_common::now_ms(),
-            hunt_id: hunt_id.to_string(),
-        };
+        notice.id = notice_id(cause, &notice.sha256);
+        notice.at_ms = qala_common::now_ms();
         let n = agents.len();
         self.store.put(&pb::NoticeRecord { notice: Some(notice), agents }).await?;
         self.made.notify_one();
         Ok(n)
+    }
+
+    /// A notice that `sha256`'s verdict changed, for `reason`.
+    pub fn verdict_changed(sha256: &str, reason: &str, hunt_id: &str) -> pb::Notice {
+        pb::Notice {
+            kind: "verdict".into(),
+            sha256: sha256.into(),
+            reason: reason.into(),
+            hunt_id: hunt_id.into(),
+            ..Default::default()
+        }
     }
 
     /// The IOC changes since the last call, as notices to the holders of
@@ -164,7 +162,7 @@ impl Notices {
                 },
             };
             for sha in sha256s {
-                match self.notify("verdict", &sha, &reason, &cause, "", None).await {
+                match self.notify(Self::verdict_changed(&sha, &reason, ""), &cause, None).await {
                     Ok(0) => {}
                     Ok(n) => self.audit.event("notice", None, json!({"sha256": sha, "reason": reason, "agents": n})),
                     Err(err) => warn!(error = %err, sha256 = sha, "notices: a notice was not made"),

@@ -30,6 +30,33 @@ pub struct HuntStart {
     /// Count the scope only; queue nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// A what-if hunt with these rules only: matches are reported, no
+    /// verdict is stored or changed.
+    #[serde(default)]
+    pub rules: Vec<RuleFile>,
+}
+
+/// One rule file of a what-if hunt.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// What a what-if hunt's rules matched.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HuntMatch {
+    pub sha256: String,
+    pub verdict: String,
+    pub rules: Vec<String>,
+    pub size: u64,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HuntMatches {
+    pub matches: Vec<HuntMatch>,
 }
 
 /// A hunt and its progress.
@@ -63,6 +90,10 @@ pub struct Hunt {
     pub judged_meanwhile: u64,
     /// Uploads asked of agents.
     pub asked: u64,
+    /// A what-if hunt, its rule count, and the contents its rules matched.
+    pub what_if: bool,
+    pub what_if_rules: u32,
+    pub matched: u64,
 }
 
 impl From<pb::Hunt> for Hunt {
@@ -90,6 +121,9 @@ impl From<pb::Hunt> for Hunt {
             unanswered: h.unanswered,
             judged_meanwhile: h.judged_meanwhile,
             asked: h.asked,
+            what_if: h.what_if,
+            what_if_rules: h.what_if_rules,
+            matched: h.matched,
         }
     }
 }
@@ -123,6 +157,7 @@ pub async fn start_hunt(
         max_size: req.max_size,
         rate: req.rate,
         dry_run: req.dry_run,
+        rules: req.rules.into_iter().map(|r| pb::RuleSource { name: r.name, text: r.text }).collect(),
     };
     Ok(Json(s.core.hunts().start(&caller, req).await?.into()))
 }
@@ -148,6 +183,32 @@ pub async fn get_hunt(
 ) -> Result<Json<Hunt>, ApiError> {
     let caller = s.caller(&headers, peer(&p), Op::Inventory)?;
     Ok(Json(s.core.hunts().get(&caller, &id).await?.into()))
+}
+
+/// What a what-if hunt's rules matched (an analyst or admin token).
+#[utoipa::path(get, path = "/v1/hunts/{id}/matches", params(("id" = String, Path)),
+    responses((status = 200, body = HuntMatches), (status = 404, body = super::model::ApiError), (status = 409, body = super::model::ApiError),
+        (status = 401, body = super::model::ApiError), (status = 403, body = super::model::ApiError)))]
+pub async fn hunt_matches(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    p: Peer,
+    Path(id): Path<String>,
+) -> Result<Json<HuntMatches>, ApiError> {
+    let caller = s.caller(&headers, peer(&p), Op::Inventory)?;
+    let r = s.core.hunts().matches(&caller, &id).await?;
+    let matches = r
+        .matches
+        .into_iter()
+        .map(|m| HuntMatch {
+            verdict: qala_proto::VerdictKind::try_from(m.verdict).unwrap_or_default().label().to_string(),
+            sha256: m.sha256,
+            rules: m.rules,
+            size: m.size,
+            at_ms: m.at_ms,
+        })
+        .collect();
+    Ok(Json(HuntMatches { matches }))
 }
 
 /// Stop a queued or running hunt (an admin token).

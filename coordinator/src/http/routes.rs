@@ -27,8 +27,8 @@ const MAX_LOOKUP: usize = crate::core::lookups::MAX_LOOKUP;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Qala REST API", description = "Verdicts by sha256, sha1 or md5; scans; the detections feed; cluster, rules and IOC lists. Authenticate with `Authorization: Bearer <token>`."),
-    paths(get_verdicts, lookup, scan, detections, sightings, agent, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, crate::http::hunts::start_hunt, crate::http::hunts::list_hunts, crate::http::hunts::get_hunt, crate::http::hunts::cancel_hunt, metrics),
-    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, model::Sightings, Holder, Agent, Held, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded, super::hunts::HuntStart, super::hunts::Hunt, super::hunts::HuntList)),
+    paths(get_verdicts, lookup, scan, detections, sightings, agent, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, crate::http::hunts::start_hunt, crate::http::hunts::list_hunts, crate::http::hunts::get_hunt, crate::http::hunts::cancel_hunt, crate::http::hunts::hunt_matches, metrics),
+    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, model::Sightings, Holder, Agent, Held, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded, super::hunts::HuntStart, super::hunts::RuleFile, super::hunts::Hunt, super::hunts::HuntList, super::hunts::HuntMatch, super::hunts::HuntMatches)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
@@ -58,6 +58,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/iocs/{list}/{kind}/{digest}", axum::routing::delete(iocs::remove_ioc))
         .route("/v1/hunts", get(super::hunts::list_hunts).post(super::hunts::start_hunt))
         .route("/v1/hunts/{id}", get(super::hunts::get_hunt).delete(super::hunts::cancel_hunt))
+        .route("/v1/hunts/{id}/matches", get(super::hunts::hunt_matches))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint: see /v1/openapi.json") })

@@ -5,7 +5,7 @@
 //! kind of record is one `impl Record` here.
 
 use super::backend::Table;
-use qala_proto::v1::{ActionRecord, AgentRecord, Hunt, IocEntry, NoticeRecord, TokenRecord};
+use qala_proto::v1::{ActionRecord, AgentRecord, Hunt, HuntMatch, IocEntry, NoticeRecord, RuleSource, TokenRecord};
 
 /// A kind of record: its table and the key of each record in it.
 pub trait Record: prost::Message + Default + Sized {
@@ -93,6 +93,33 @@ impl Record for Hunt {
 
     fn key(&self) -> String {
         self.id.clone()
+    }
+}
+
+/// A what-if hunt's rules, by hunt id: whichever coordinator runs the
+/// hunt, or receives an upload for it, compiles them from here.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HuntRules {
+    #[prost(string, tag = "1")]
+    pub hunt_id: String,
+    #[prost(message, repeated, tag = "2")]
+    pub sources: Vec<RuleSource>,
+}
+
+impl Record for HuntRules {
+    const TABLE: Table = Table("hunt_rules");
+
+    fn key(&self) -> String {
+        self.hunt_id.clone()
+    }
+}
+
+/// What a what-if hunt's scan of one content found, by `HUNT:SHA256`.
+impl Record for HuntMatch {
+    const TABLE: Table = Table("hunt_results");
+
+    fn key(&self) -> String {
+        format!("{}:{}", self.hunt_id, self.sha256)
     }
 }
 

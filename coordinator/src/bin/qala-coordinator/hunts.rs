@@ -2,18 +2,22 @@
 //! coordinator (hunts run there).
 
 use crate::target::{Hunts, Target, denied, target};
-use anyhow::bail;
+use anyhow::{Context, bail};
 use qala_coordinator::config::{AdminTarget, HuntCommand};
 use qala_proto::v1 as pb;
 use std::time::Duration;
 
 pub async fn command(command: HuntCommand) -> anyhow::Result<()> {
     match command {
-        HuntCommand::Start { since, types, max_size, rate, dry_run, wait, json, target: t } => {
+        HuntCommand::Start { since, types, max_size, rate, dry_run, rules, wait, json, target: t } => {
             let since_ms = qala_common::now_ms() - duration(&since)?.as_millis() as i64;
             let max_size = max_size.as_deref().map(size).transpose()?.unwrap_or(0);
+            let rules = match rules {
+                Some(path) => rule_sources(&path)?,
+                None => Vec::new(),
+            };
             let mut c = hunts(&t).await?;
-            let req = pb::StartHuntRequest { since_ms, types, max_size, rate, dry_run };
+            let req = pb::StartHuntRequest { since_ms, types, max_size, rate, dry_run, rules };
             let h = c.start_hunt(req).await.map_err(denied)?.into_inner();
             print(&h, json);
             if wait && !dry_run {
@@ -38,6 +42,21 @@ pub async fn command(command: HuntCommand) -> anyhow::Result<()> {
                 print(&h, json);
             }
         }
+        HuntCommand::Matches { id, json, target: t } => {
+            let r = hunts(&t).await?.hunt_matches(pb::GetHuntRequest { id: id.clone() }).await.map_err(denied)?.into_inner();
+            if r.matches.is_empty() && !json {
+                eprintln!("{id}: its rules matched nothing");
+            }
+            for m in r.matches {
+                let verdict = qala_proto::VerdictKind::try_from(m.verdict).unwrap_or_default().label();
+                if json {
+                    let v = serde_json::json!({"sha256": m.sha256, "verdict": verdict, "rules": m.rules, "size": m.size, "at_ms": m.at_ms});
+                    println!("{v}");
+                } else {
+                    println!("{}\t{verdict}\t{}\t{}", m.sha256, bytes(m.size), m.rules.join(","));
+                }
+            }
+        }
         HuntCommand::Cancel { id, target: t } => {
             let h = hunts(&t).await?.cancel_hunt(pb::GetHuntRequest { id }).await.map_err(denied)?.into_inner();
             print(&h, false);
@@ -51,6 +70,49 @@ async fn hunts(t: &AdminTarget) -> anyhow::Result<Hunts> {
         Target::Server(_, _, c) => Ok(*c),
         Target::Store(_) => bail!("hunts run in a coordinator: use --server URL (not --store)"),
     }
+}
+
+/// The rule files at `path` (a file, or the `.yar`/`.yara` files under a
+/// directory), named relative to it.
+fn rule_sources(path: &std::path::Path) -> anyhow::Result<Vec<pb::RuleSource>> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+        for e in std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p.extension().is_some_and(|x| x == "yar" || x == "yara") {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    if path.is_dir() {
+        walk(path, &mut files)?;
+    } else {
+        files.push(path.to_path_buf());
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no .yar or .yara files", path.display());
+    }
+    let base = if path.is_dir() { path } else { path.parent().unwrap_or(path) };
+    let mut total = 0usize;
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
+        total += text.len();
+        if total > qala_coordinator::core::hunts::what_if::MAX_WHAT_IF_BYTES {
+            bail!(
+                "{}: more than {} MiB of rules",
+                path.display(),
+                qala_coordinator::core::hunts::what_if::MAX_WHAT_IF_BYTES >> 20
+            );
+        }
+        let name = f.strip_prefix(base).unwrap_or(&f).display().to_string();
+        out.push(pb::RuleSource { name, text });
+    }
+    Ok(out)
 }
 
 /// Print the hunt's progress each time it moves, until it is over.
@@ -78,15 +140,21 @@ fn print(h: &pb::Hunt, json: bool) {
             "ruleset_id": h.ruleset_id, "in_scope": h.in_scope, "bytes_in_scope": h.bytes_in_scope, "size_unknown": h.size_unknown,
             "scope_truncated": h.scope_truncated, "rescanned": h.rescanned, "changed": h.changed,
             "no_holder_online": h.no_holder_online, "declined": h.declined, "unanswered": h.unanswered,
-            "judged_meanwhile": h.judged_meanwhile, "asked": h.asked,
+            "judged_meanwhile": h.judged_meanwhile, "asked": h.asked, "what_if": h.what_if,
+            "what_if_rules": h.what_if_rules, "matched": h.matched,
         });
         println!("{v}");
         return;
     }
     let unknown = if h.size_unknown > 0 { format!(" + {} never scanned (size unknown)", h.size_unknown) } else { String::new() };
     let cut = if h.scope_truncated { " (sightings read up to their limit)" } else { "" };
+    let what_if = if h.what_if {
+        format!("what-if ({} rules, {} matched; no verdict changes); ", h.what_if_rules, h.matched)
+    } else {
+        String::new()
+    };
     println!(
-        "{} {}: {} in scope ({}{unknown}){cut}; rescanned {}, changed {}, no holder online {}, declined {}, unanswered {}, judged meanwhile {}; {} uploads asked",
+        "{} {}: {what_if}{} in scope ({}{unknown}){cut}; rescanned {}, changed {}, no holder online {}, declined {}, unanswered {}, judged meanwhile {}; {} uploads asked",
         h.id,
         h.state,
         h.in_scope,

@@ -39,6 +39,7 @@ pub mod verdict;
 use super::answer::Answers;
 use super::digests::valid_sha256;
 use super::error::CoreError;
+use super::hunts::what_if::WhatIfs;
 use super::iocs::IocLists;
 use super::shared::Shared;
 use super::sightings::Sightings;
@@ -105,10 +106,11 @@ pub struct Uploads {
     answers: Arc<Answers>,
     metrics: Arc<Metrics>,
     sightings: Arc<Sightings>,
+    what_ifs: Arc<WhatIfs>,
 }
 
 impl Uploads {
-    pub fn new(settings: UploadSettings, s: &Shared, sightings: Arc<Sightings>) -> Self {
+    pub fn new(settings: UploadSettings, s: &Shared, sightings: Arc<Sightings>, what_ifs: Arc<WhatIfs>) -> Self {
         let quotas = Quotas::new(settings.client_max_uploads, settings.client_bytes_per_sec, settings.spool_max)
             .with_max_uploads(settings.max_uploads)
             .with_spool_memory(settings.spool_memory);
@@ -127,6 +129,7 @@ impl Uploads {
             answers: s.answers.clone(),
             metrics: s.metrics.clone(),
             sightings,
+            what_ifs,
             settings,
         }
     }
@@ -181,7 +184,10 @@ impl Uploads {
             Ok(r) => {
                 let none = pb::Verdict::default();
                 let v = r.verdict.as_ref().unwrap_or(&none);
-                let fields = json!({"sha256": header.sha256, "size": header.size, "verdict": qala_proto::VerdictKind::of(v).label(), "cached": r.cached});
+                let mut fields = json!({"sha256": header.sha256, "size": header.size, "verdict": qala_proto::VerdictKind::of(v).label(), "cached": r.cached});
+                if !header.hunt_id.is_empty() {
+                    fields["what_if"] = json!(header.hunt_id);
+                }
                 audit.event("scan", Some(caller), fields);
                 self.answers.served(caller, "scan", v);
             }
@@ -200,6 +206,9 @@ impl Uploads {
         // on the poison list, or too large for any worker.
         if !valid_sha256(&header.sha256) {
             return Err(CoreError::Invalid(format!("header sha256 is not a lower-case hex sha256: {:?}", header.sha256)));
+        }
+        if !header.hunt_id.is_empty() {
+            return self.what_if(caller, header, source).await;
         }
         if let Some(v) = self.iocs.blocked_verdict("sha256", &header.sha256, &rules.id) {
             return cached(v);
@@ -268,6 +277,37 @@ impl Uploads {
             }
         }
         Err(CoreError::Unavailable("could not complete the scan after repeated failures of concurrent scans".into()))
+    }
+
+    /// An upload a what-if hunt asked for: received and checked as any,
+    /// scanned with that hunt's rules only, recorded in its results; no
+    /// cache, no coalescing with uploads under the rules in force, nothing
+    /// stored as a verdict.
+    async fn what_if(&self, caller: &Caller, header: &pb::ScanHeader, source: Source) -> Result<pb::ScanResponse, CoreError> {
+        // Agents upload what a hunt asked of them; nobody else scans with its rules.
+        caller.require(Op::AgentReport)?;
+        let rules = self.what_ifs.rules_of(&header.hunt_id).await?;
+        let max = self.max_file_size();
+        if header.size > max {
+            return Ok(pb::ScanResponse { verdict: Some(verdict::too_big(header, max, &rules.id)), cached: false });
+        }
+        let (_admitted, mut spool, digests) = match source {
+            Source::Body(body) => {
+                let mut admitted = self.quotas.admit(&caller.name, header.size, self.coalescer.len())?;
+                let spool = Spool::new(admitted.memory.take()).reusing(self.spill.clone(), header.size);
+                let Received { spool, digests, .. } =
+                    receive::receive(header, body, &admitted.client, spool, self.settings.upload_stall, None).await?;
+                (admitted, spool, digests)
+            }
+            Source::Spooled(held) => {
+                let (spool, admitted, digests) = *held;
+                (admitted, spool, digests)
+            }
+        };
+        let (mut v, _worker) = self.dispatcher.dispatch(&caller.name, header, &mut spool, &rules).await?;
+        with_digests(&mut v, &digests);
+        self.what_ifs.record(&header.hunt_id, &v).await?;
+        Ok(pb::ScanResponse { verdict: Some(v), cached: false })
     }
 
     /// Dispatch a received upload and store the verdict.

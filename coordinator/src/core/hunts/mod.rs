@@ -23,6 +23,8 @@
 //! before it is settled) are saved as it goes, so a coordinator that
 //! restarts, or another one sharing the store, resumes it.
 
+pub mod what_if;
+
 use super::error::CoreError;
 use super::notices::Notices;
 use super::shared::Shared;
@@ -31,7 +33,7 @@ use crate::audit::Audit;
 use crate::auth::{Caller, Op};
 use crate::rules::RulesManager;
 use crate::store::Guarded;
-use crate::store::records::{Presence, RulesetSeen};
+use crate::store::records::{HuntRules, Presence, RulesetSeen};
 use futures::StreamExt;
 use qala_proto::v1::{self as pb, VerdictKind};
 use serde_json::json;
@@ -40,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
+use what_if::WhatIfs;
 
 /// Most contents one hunt takes in scope.
 pub const MAX_SCOPE: usize = 1_000_000;
@@ -100,6 +103,10 @@ enum Settled {
     Rescanned {
         changed: bool,
     },
+    /// Scanned with a what-if hunt's rules; whether they matched.
+    WhatIf {
+        matched: bool,
+    },
     JudgedMeanwhile {
         changed: bool,
     },
@@ -118,6 +125,7 @@ pub struct Hunts {
     rules: Arc<RulesManager>,
     sightings: Arc<Sightings>,
     notices: Arc<Notices>,
+    what_ifs: Arc<WhatIfs>,
     audit: Arc<Audit>,
     settings: HuntSettings,
     /// This coordinator's lock token.
@@ -145,12 +153,19 @@ fn check_types(types: &[String]) -> Result<(), CoreError> {
 }
 
 impl Hunts {
-    pub fn new(s: &Shared, sightings: Arc<Sightings>, notices: Arc<Notices>, settings: HuntSettings) -> Self {
+    pub fn new(
+        s: &Shared,
+        sightings: Arc<Sightings>,
+        notices: Arc<Notices>,
+        what_ifs: Arc<WhatIfs>,
+        settings: HuntSettings,
+    ) -> Self {
         Self {
             store: s.store.clone(),
             rules: s.rules.clone(),
             sightings,
             notices,
+            what_ifs,
             audit: s.audit.clone(),
             settings,
             token: format!("{:032x}", rand::random::<u128>()),
@@ -183,16 +198,25 @@ impl Hunts {
             created_ms: now,
             ..Default::default()
         };
+        if !req.rules.is_empty() {
+            // Checked now: a what-if hunt whose rules do not compile is refused.
+            let compiled = self.what_ifs.compile(&req.rules).await?;
+            hunt.what_if = true;
+            hunt.what_if_rules = compiled.rule_count;
+        }
         self.count(&mut hunt).await?;
         if req.dry_run {
             hunt.state = "dry run".into();
             return Ok(hunt);
         }
+        if hunt.what_if {
+            self.store.put(&HuntRules { hunt_id: hunt.id.clone(), sources: req.rules }).await?;
+        }
         self.store.put(&hunt).await?;
         self.audit.event(
             "hunt_start",
             Some(caller),
-            json!({"hunt": hunt.id, "since_ms": since_ms, "types": hunt.types, "max_size": hunt.max_size, "rate": rate,
+            json!({"hunt": hunt.id, "since_ms": since_ms, "types": hunt.types, "max_size": hunt.max_size, "rate": rate, "what_if_rules": hunt.what_if_rules,
                    "in_scope": hunt.in_scope, "bytes_in_scope": hunt.bytes_in_scope}),
         );
         self.wake.notify_one();
@@ -222,6 +246,20 @@ impl Hunts {
         Ok(pb::ListHuntsResponse { hunts })
     }
 
+    /// What a what-if hunt's rules matched.
+    pub async fn matches(&self, caller: &Caller, id: &str) -> Result<pb::HuntMatchesResponse, CoreError> {
+        let hunt = self.get(caller, id).await?;
+        if !hunt.what_if {
+            return Err(CoreError::FailedPrecondition(format!(
+                "{id} is not a what-if hunt: its changes are verdicts, in sightings"
+            )));
+        }
+        let mut matches: Vec<pb::HuntMatch> =
+            self.store.all::<pb::HuntMatch>().await?.into_iter().filter(|m| m.hunt_id == id && detection(m.verdict)).collect();
+        matches.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        Ok(pb::HuntMatchesResponse { matches })
+    }
+
     /// Stop a queued or running hunt (a running one stops within seconds).
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<pb::Hunt, CoreError> {
         caller.require(Op::Admin)?;
@@ -247,6 +285,11 @@ impl Hunts {
         earlier.retain(|r| r.id != current);
         earlier.sort_by_key(|r| std::cmp::Reverse(r.first_ms));
         earlier.truncate(EARLIER);
+        if hunt.what_if {
+            // Every content in the window, whatever its verdict: what is
+            // known of it (type, size) comes from the rules in force first.
+            earlier.insert(0, RulesetSeen { id: current.clone(), first_ms: 0 });
+        }
         let mut scope = Scope { items: Vec::new(), bytes: 0, size_unknown: 0, truncated };
         for chunk in sighted.chunks(CHUNK) {
             let judged: BTreeSet<String> = self
@@ -254,7 +297,7 @@ impl Hunts {
                 .call(|s| s.get_many(&current, chunk))
                 .await?
                 .into_iter()
-                .filter(|v| !crate::store::expired(v) && judged_since.is_none_or(|t| v.scanned_at_ms < t))
+                .filter(|v| !hunt.what_if && !crate::store::expired(v) && judged_since.is_none_or(|t| v.scanned_at_ms < t))
                 .map(|v| v.sha256)
                 .collect();
             let mut before: HashMap<String, pb::Verdict> = HashMap::new();
@@ -457,6 +500,10 @@ impl Hunts {
                         h.rescanned += 1;
                         h.changed += changed as u64;
                     }
+                    Settled::WhatIf { matched } => {
+                        h.rescanned += 1;
+                        h.matched += matched as u64;
+                    }
                     Settled::JudgedMeanwhile { changed } => {
                         h.judged_meanwhile += 1;
                         h.changed += changed as u64;
@@ -499,6 +546,7 @@ impl Hunts {
                        "judged_meanwhile": h.judged_meanwhile, "asked": h.asked}),
             );
         }
+        self.what_ifs.forget(&id);
         self.store.unlock(&lock_key(&id), &self.token).await;
     }
 
@@ -542,9 +590,9 @@ impl Hunts {
         stop: watch::Receiver<bool>,
     ) -> Settled {
         let sha = &item.sha256;
-        let (hunt_id, rate) = {
+        let (hunt_id, rate, what_if) = {
             let h = run.hunt.lock().unwrap_or_else(|p| p.into_inner());
-            (h.id.clone(), h.rate)
+            (h.id.clone(), h.rate, h.what_if)
         };
         let mut tried = 0;
         let mut declined = 0;
@@ -559,8 +607,12 @@ impl Hunts {
             if run.stopped.load(std::sync::atomic::Ordering::Relaxed) || *stop.borrow() {
                 return Settled::Stopped;
             }
+            // Scanned for this what-if hunt already (before a restart).
+            if what_if && let Ok(Some(m)) = self.store.get::<pb::HuntMatch>(&format!("{hunt_id}:{sha}")).await {
+                return Settled::WhatIf { matched: detection(m.verdict) };
+            }
             // Judged meanwhile (a live upload, another holder's rescan).
-            if let Ok(Some(v)) = self.judged(sha).await {
+            if !what_if && let Ok(Some(v)) = self.judged(sha).await {
                 // A changed detection reaches the holders whoever made it
                 // (a live upload, this hunt before a restart).
                 let changed = self.rescanned(&hunt_id, item, &v).await;
@@ -588,14 +640,24 @@ impl Hunts {
             tried += 1;
             run.asked();
             let asked_ms = qala_common::now_ms();
-            let reason = format!("{hunt_id}: scan under the rules in force");
+            let reason =
+                if what_if { format!("{hunt_id}: what-if scan") } else { format!("{hunt_id}: scan under the rules in force") };
             let cause = format!("{hunt_id}:{agent}:{sha}:{asked_ms}");
-            if let Err(e) = self.notices.notify("upload", sha, &reason, &cause, &hunt_id, Some(vec![agent.clone()])).await {
+            let ask = pb::Notice {
+                kind: "upload".into(),
+                sha256: sha.clone(),
+                reason,
+                hunt_id: hunt_id.clone(),
+                what_if,
+                ..Default::default()
+            };
+            if let Err(e) = self.notices.notify(ask, &cause, Some(vec![agent.clone()])).await {
                 warn!(hunt = hunt_id, error = %e, "hunts: asking for an upload failed");
                 continue;
             }
             self.audit.event("hunt_ask", None, json!({"hunt": hunt_id, "sha256": sha, "agent_id": agent}));
-            match self.wait(sha, &agent, asked_ms, stop.clone()).await {
+            match self.wait(&hunt_id, what_if, sha, &agent, asked_ms, stop.clone()).await {
+                Answer::WhatIf(matched) => return Settled::WhatIf { matched },
                 Answer::Verdict(v) => return Settled::Rescanned { changed: self.rescanned(&hunt_id, item, &v).await },
                 Answer::Declined => declined += 1,
                 Answer::Nothing => {}
@@ -606,7 +668,16 @@ impl Hunts {
 
     /// Wait for `agent`'s upload of `sha` (the verdict stored under the
     /// rules in force) or its refusal, within the ask timeout.
-    async fn wait(&self, sha: &str, agent: &str, asked_ms: i64, mut stop: watch::Receiver<bool>) -> Answer {
+    async fn wait(
+        &self,
+        hunt_id: &str,
+        what_if: bool,
+        sha: &str,
+        agent: &str,
+        asked_ms: i64,
+        mut stop: watch::Receiver<bool>,
+    ) -> Answer {
+        let result_key = format!("{hunt_id}:{sha}");
         let deadline = Instant::now() + self.settings.ask_timeout;
         let action_key = format!("{sha}:{agent}");
         while Instant::now() < deadline {
@@ -614,7 +685,11 @@ impl Hunts {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = stop.wait_for(|s| *s) => return Answer::Stopped,
             }
-            if let Ok(Some(v)) = self.judged(sha).await {
+            if what_if {
+                if let Ok(Some(m)) = self.store.get::<pb::HuntMatch>(&result_key).await {
+                    return Answer::WhatIf(detection(m.verdict));
+                }
+            } else if let Ok(Some(v)) = self.judged(sha).await {
                 return Answer::Verdict(Box::new(v));
             }
             if let Ok(Some(a)) = self.store.get::<pb::ActionRecord>(&action_key).await
@@ -644,7 +719,7 @@ impl Hunts {
             let rules: Vec<&str> = v.detections.iter().map(|d| d.rule.as_str()).take(8).collect();
             let reason = format!("{hunt_id}: {}", rules.join(", "));
             let cause = format!("{hunt_id}:verdict:{}", v.ruleset_id);
-            match self.notices.notify("verdict", &item.sha256, &reason, &cause, hunt_id, None).await {
+            match self.notices.notify(Notices::verdict_changed(&item.sha256, &reason, hunt_id), &cause, None).await {
                 Ok(n) => self.audit.event("notice", None, json!({"sha256": item.sha256, "reason": reason, "agents": n})),
                 Err(e) => warn!(hunt = hunt_id, error = %e, "hunts: a changed verdict's notice was not made"),
             }
@@ -655,6 +730,7 @@ impl Hunts {
 
 enum Answer {
     Verdict(Box<pb::Verdict>),
+    WhatIf(bool),
     Declined,
     Nothing,
     Stopped,
