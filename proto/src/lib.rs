@@ -23,6 +23,11 @@ impl VerdictKind {
         VerdictKind::try_from(verdict.verdict).unwrap_or_default()
     }
 
+    /// Malicious or suspicious: what agents act on.
+    pub fn is_detection(self) -> bool {
+        matches!(self, VerdictKind::Malicious | VerdictKind::Suspicious)
+    }
+
     /// Short lower-case name used in CLI output and JSON (`clean`, `malicious`, ...).
     pub fn label(self) -> &'static str {
         match self {

@@ -286,3 +286,40 @@ fn hunt_flow(cluster: &mut Cluster, url: &str, rules: &std::path::Path, port: Op
     assert_eq!((n(last, "in_scope"), n(last, "rescanned"), n(last, "changed")), (2, 0, 0), "{last}");
     assert_eq!(scans_of(cluster, &sy), 2);
 }
+
+/// With `--hunt-on-rules-change`, new rules start a hunt by themselves:
+/// a content they catch is quarantined on its holder without anyone
+/// starting one (the time from the rule file written to the quarantine is
+/// printed, not asserted).
+#[test]
+fn new_rules_start_a_hunt_when_asked_to() {
+    let rules = rules();
+    let mut opts = options(None);
+    opts.coordinator_args.push("--hunt-on-rules-change".into());
+    let cluster = Cluster::start_with(rules.path(), None, 1, opts).unwrap();
+    cluster.add_token("agent", "agent-a").unwrap();
+    cluster.add_token("analyst", "analyst").unwrap();
+    let mut y = pseudo_random(0x91, 3000);
+    y.extend_from_slice(MARKER);
+    let a = agent(&cluster, &cluster.url(), "agent-a", &[("y.bin", &y)], "", "quarantine");
+    assert!(hunt(&cluster, "analyst", &["status"]).unwrap().is_empty(), "no rule change yet, no hunt");
+    let marker = String::from_utf8_lossy(MARKER);
+    let t = std::time::Instant::now();
+    std::fs::write(
+        rules.path().join("hunt.yar"),
+        format!("rule Hunt_Test_Marker {{ strings: $m = \"{marker}\" condition: $m }}\n"),
+    )
+    .unwrap();
+    let written_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let act = acted(&a, "y.bin");
+    println!(
+        "rule file written -> quarantined by the rules-change hunt: {} ms (action at {}, written at {written_ms})",
+        t.elapsed().as_millis(),
+        act["ts_ms"]
+    );
+    assert_eq!((act["action"].as_str(), act["sha256"].as_str()), (Some("quarantine"), Some(sha256_hex(&y).as_str())));
+    let hunts = hunt(&cluster, "analyst", &["status"]).unwrap();
+    assert_eq!(hunts.len(), 1, "{hunts:?}");
+    assert_eq!(hunts[0]["started_by"], "rules change");
+    assert!(hunts[0]["id"].as_str().unwrap().starts_with("rules-"));
+}

@@ -137,7 +137,7 @@ pub struct Hunts {
 
 /// Whether a verdict is a detection.
 fn detection(kind: i32) -> bool {
-    matches!(VerdictKind::try_from(kind), Ok(VerdictKind::Malicious | VerdictKind::Suspicious))
+    VerdictKind::try_from(kind).unwrap_or_default().is_detection()
 }
 
 fn check_types(types: &[String]) -> Result<(), CoreError> {
@@ -546,7 +546,9 @@ impl Hunts {
                        "judged_meanwhile": h.judged_meanwhile, "asked": h.asked}),
             );
         }
-        self.what_ifs.forget(&id);
+        if run.hunt.lock().unwrap_or_else(|p| p.into_inner()).what_if {
+            self.what_ifs.finish(&id).await;
+        }
         self.store.unlock(&lock_key(&id), &self.token).await;
     }
 

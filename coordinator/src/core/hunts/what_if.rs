@@ -8,6 +8,7 @@ use crate::core::error::CoreError;
 pub use crate::rules::MAX_WHAT_IF_BYTES;
 use crate::rules::{LoadedRules, RulesManager, compile_what_if};
 use crate::store::Guarded;
+use crate::store::Record;
 use crate::store::records::HuntRules;
 use qala_proto::v1 as pb;
 use std::collections::HashMap;
@@ -70,9 +71,26 @@ impl WhatIfs {
         Ok(rules)
     }
 
-    /// Forget a finished hunt's compiled rules.
-    pub fn forget(&self, hunt_id: &str) {
+    /// A what-if hunt is done: its compiled rules and their sources go,
+    /// and of its results only the matches stay.
+    pub async fn finish(&self, hunt_id: &str) {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner()).remove(hunt_id);
+        let clean: Vec<String> = match self.store.all::<pb::HuntMatch>().await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|m| m.hunt_id == hunt_id && !pb::VerdictKind::try_from(m.verdict).unwrap_or_default().is_detection())
+                .map(|m| m.key())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(hunt = hunt_id, error = %e, "what-if hunt: reading its results failed; they stay");
+                return;
+            }
+        };
+        let dropped = self.store.call(|s| s.delete_rows(<pb::HuntMatch as Record>::TABLE, &clean)).await;
+        let rules = self.store.delete::<HuntRules>(hunt_id).await;
+        if let Err(e) = dropped.map(|_| ()).and(rules.map(|_| ())) {
+            tracing::warn!(hunt = hunt_id, error = %e, "what-if hunt: tidying up failed");
+        }
     }
 
     /// Record what hunt `hunt_id`'s rules made of one content.
