@@ -323,3 +323,67 @@ fn new_rules_start_a_hunt_when_asked_to() {
     assert_eq!(hunts[0]["started_by"], "rules change");
     assert!(hunts[0]["id"].as_str().unwrap().starts_with("rules-"));
 }
+
+/// The hunt calls refuse what they should: no token, the wrong role, bad
+/// types, rates and windows, rules that do not compile, hunts that do not
+/// exist; an upload naming a what-if hunt that is not running is refused,
+/// and so is one from a token that may not upload.
+#[tokio::test(flavor = "multi_thread")]
+async fn hunt_calls_refuse_bad_callers_and_bad_requests() {
+    use qala_proto::v1::{self as pb, hunts_client::HuntsClient, scan_request::Msg, scanner_client::ScannerClient};
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    cluster.add_token("analyst", "analyst").unwrap();
+    let channel = cluster.channel(&cluster.url()).await;
+    let hunts = |token: Option<String>| {
+        HuntsClient::with_interceptor(channel.clone(), qala_tls::BearerToken::new(token.as_deref()).unwrap())
+    };
+    let start = |r: pb::StartHuntRequest| pb::StartHuntRequest { dry_run: true, ..r };
+    let s = hunts(None).start_hunt(start(Default::default())).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+    for who in ["agent", "analyst"] {
+        let s = hunts(Some(cluster.token(who))).start_hunt(start(Default::default())).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{who}: {s:?}");
+    }
+    let s = hunts(Some(cluster.token("analyst"))).cancel_hunt(pb::GetHuntRequest { id: "x".into() }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    let mut admin = hunts(Some(cluster.token("admin")));
+    let now = qala_common::now_ms();
+    let rule = |text: &str| vec![pb::RuleSource { name: "x.yar".into(), text: text.into() }];
+    for bad in [
+        pb::StartHuntRequest { types: vec!["../pe".into()], ..Default::default() },
+        pb::StartHuntRequest { types: vec![String::new()], ..Default::default() },
+        pb::StartHuntRequest { types: vec!["pe".into(); 33], ..Default::default() },
+        pb::StartHuntRequest { rate: -1.0, ..Default::default() },
+        pb::StartHuntRequest { rate: f64::NAN, ..Default::default() },
+        pb::StartHuntRequest { rate: 1e9, ..Default::default() },
+        pb::StartHuntRequest { since_ms: now + 3_600_000, ..Default::default() },
+        pb::StartHuntRequest { since_ms: -5, ..Default::default() },
+        pb::StartHuntRequest { rules: rule("rule broken {"), ..Default::default() },
+        pb::StartHuntRequest { rules: rule("import \"nope\" rule r { condition: true }"), ..Default::default() },
+        pb::StartHuntRequest { rules: rule("include \"/etc/passwd\" rule r { condition: true }"), ..Default::default() },
+    ] {
+        let shown = format!("{bad:?}");
+        let s = admin.start_hunt(start(bad)).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{shown}: {s:?}");
+    }
+    let ok = admin.start_hunt(start(Default::default())).await.unwrap().into_inner();
+    assert_eq!((ok.state.as_str(), ok.in_scope), ("dry run", 0));
+    let s = admin.get_hunt(pb::GetHuntRequest { id: "hunt-nope".into() }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
+    let real = admin.start_hunt(pb::StartHuntRequest::default()).await.unwrap().into_inner();
+    let s = admin.hunt_matches(pb::GetHuntRequest { id: real.id.clone() }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "not a what-if hunt: {s:?}");
+
+    // An upload for a what-if hunt that is not running, or by a role that uploads nothing.
+    let data = pseudo_random(0x99, 1000);
+    for (who, code) in [("agent", tonic::Code::FailedPrecondition), ("analyst", tonic::Code::PermissionDenied)] {
+        let mut msgs = qala_tests::scan_messages(&data, "");
+        if let Some(Msg::Header(h)) = &mut msgs[0].msg {
+            h.hunt_id = real.id.clone();
+        }
+        let mut scanner =
+            ScannerClient::with_interceptor(channel.clone(), qala_tls::BearerToken::new(Some(&cluster.token(who))).unwrap());
+        let s = scanner.scan(tokio_stream::iter(msgs)).await.unwrap_err();
+        assert_eq!(s.code(), code, "{who}: {s:?}");
+    }
+}

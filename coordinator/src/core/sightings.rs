@@ -19,6 +19,7 @@ use crate::store::{Guarded, Sighting};
 use qala_proto::v1 as pb;
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -38,8 +39,8 @@ const MAX_PENDING: usize = 500_000;
 /// the same files (every rescan) cost no store write, and `last_seen` is
 /// exact to within twice this.
 const REWRITE_AFTER: Duration = Duration::from_secs(15 * 60);
-/// Pairs remembered as recently written, per generation (16 bytes each).
-const RECENT_MAX: usize = 500_000;
+/// Slots of the table of pairs written recently (8 bytes each: 16 MiB).
+const RECENT_SLOTS: usize = 1 << 21;
 /// Most digests in one `Gone`.
 const MAX_GONE: usize = 10_000;
 /// Sightings of one agent read for its page.
@@ -72,51 +73,59 @@ pub struct Sightings {
     audit: Arc<Audit>,
     metrics: Arc<Metrics>,
     gathered: Mutex<Gathered>,
+    recent: Recent,
     full: Notify,
 }
 
-/// Sightings not written yet, and those written recently.
-struct Gathered {
-    /// (agent id, sha256) -> (first, last) seen.
-    pending: HashMap<(String, String), (i64, i64)>,
-    /// Fingerprints of the pairs gathered since `rotated`, and in the
-    /// generation before: two generations, so memory stays bounded and a
-    /// pair is written again after [`REWRITE_AFTER`] to [`REWRITE_AFTER`] x 2.
-    current: Fingerprints,
-    previous: Fingerprints,
-    rotated: std::time::Instant,
+/// Sightings not written yet: (agent id, sha256) -> (first, last) seen.
+type Gathered = HashMap<(String, String), (i64, i64)>;
+
+/// The pairs written recently, by fingerprint: a fixed table of atomics,
+/// read and written without a lock or an allocation (a lookup of digests
+/// an agent asked about before costs one load per digest). A slot holds a
+/// fingerprint's upper 56 bits and the generation ([`REWRITE_AFTER`] long,
+/// 8 bits) it was gathered in; a pair is fresh unless its slot holds it
+/// from this generation or the one before, so it is written again after
+/// [`REWRITE_AFTER`] to twice that. Two pairs sharing a slot push each
+/// other out: the other is written again sooner, nothing is lost.
+struct Recent {
+    slots: Box<[AtomicU64]>,
+    started: std::time::Instant,
 }
 
-impl Gathered {
-    fn new() -> Self {
-        Self {
-            pending: HashMap::new(),
-            current: Default::default(),
-            previous: Default::default(),
-            rotated: std::time::Instant::now(),
-        }
+impl Recent {
+    fn new(slots: usize) -> Self {
+        Self { slots: (0..slots).map(|_| AtomicU64::new(0)).collect(), started: std::time::Instant::now() }
     }
 
-    /// A new generation when the current one is full or old (checked
-    /// once per call, the clock read once).
-    fn rotate_if_due(&mut self) {
-        if self.current.len() >= RECENT_MAX || self.rotated.elapsed() >= REWRITE_AFTER {
-            self.previous = std::mem::take(&mut self.current);
-            self.rotated = std::time::Instant::now();
-        }
+    /// The generation now (read once per call).
+    fn generation(&self) -> u64 {
+        (self.started.elapsed().as_secs() / REWRITE_AFTER.as_secs()) & 0xff
     }
 
-    /// Whether the pair is new to both generations (and now in the current one).
-    fn fresh(&mut self, fp: u64) -> bool {
-        if self.current.len() >= RECENT_MAX {
-            self.rotate_if_due();
-        }
-        !self.previous.contains(&fp) && self.current.insert(fp)
+    fn slot(&self, fp: u64) -> Option<&AtomicU64> {
+        self.slots.get(fp as usize & self.slots.len().wrapping_sub(1))
     }
 
-    fn forget(&mut self, fp: u64) {
-        self.current.remove(&fp);
-        self.previous.remove(&fp);
+    /// Whether the pair was not gathered in generation `generation` or
+    /// the one before (and mark it gathered now).
+    fn fresh(&self, fp: u64, generation: u64) -> bool {
+        let Some(slot) = self.slot(fp) else { return true };
+        let tag = fp & !0xff;
+        let held = slot.load(Ordering::Relaxed);
+        if held & !0xff == tag && generation.wrapping_sub(held & 0xff) & 0xff <= 1 {
+            return false;
+        }
+        slot.store(tag | generation, Ordering::Relaxed);
+        true
+    }
+
+    fn forget(&self, fp: u64) {
+        if let Some(slot) = self.slot(fp)
+            && slot.load(Ordering::Relaxed) & !0xff == fp & !0xff
+        {
+            slot.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -136,28 +145,6 @@ fn agent_key(agent: &str) -> u64 {
     KEYS.get_or_init(Default::default).hash_one(agent)
 }
 
-/// Fingerprints are random already: hashed as they are.
-#[derive(Default, Clone, Copy)]
-struct AsIs(u64);
-
-impl std::hash::Hasher for AsIs {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Fingerprints = std::collections::HashSet<u64, std::hash::BuildHasherDefault<AsIs>>;
-
 impl Sightings {
     pub fn new(s: &Shared, settings: SightingSettings) -> Self {
         Self {
@@ -167,7 +154,8 @@ impl Sightings {
             iocs: s.iocs.clone(),
             audit: s.audit.clone(),
             metrics: s.metrics.clone(),
-            gathered: Mutex::new(Gathered::new()),
+            gathered: Mutex::default(),
+            recent: Recent::new(if settings.enabled { RECENT_SLOTS } else { 0 }),
             full: Notify::new(),
         }
     }
@@ -183,25 +171,28 @@ impl Sightings {
         if !self.settings.enabled || no_sightings || caller.role != Role::Agent {
             return;
         }
+        let agent = agent_key(&caller.name);
+        let generation = self.recent.generation();
+        // Most digests of a lookup were asked about before: those cost a
+        // load each, and take no lock.
+        let mut fresh = sha256s.into_iter().filter(|sha| self.recent.fresh(fingerprint(agent, sha), generation)).peekable();
+        if fresh.peek().is_none() {
+            return;
+        }
         let now = qala_common::now_ms();
         let mut dropped = 0u64;
-        let agent = agent_key(&caller.name);
         let len = {
             let mut g = self.gathered();
-            g.rotate_if_due();
-            for sha in sha256s {
-                if !g.fresh(fingerprint(agent, sha)) {
-                    continue;
-                }
-                if g.pending.len() < MAX_PENDING {
-                    g.pending.insert((caller.name.clone(), sha.clone()), (now, now));
+            for sha in fresh {
+                if g.len() < MAX_PENDING {
+                    g.insert((caller.name.clone(), sha.clone()), (now, now));
                 } else {
                     // Not remembered as written: the next lookup tries again.
-                    g.forget(fingerprint(agent, sha));
+                    self.recent.forget(fingerprint(agent, sha));
                     dropped += 1;
                 }
             }
-            g.pending.len()
+            g.len()
         };
         if dropped > 0 {
             self.metrics.sightings_dropped.inc_by(dropped);
@@ -215,10 +206,10 @@ impl Sightings {
     pub async fn flush(&self) {
         let taken: Vec<Sighting> = {
             let mut g = self.gathered();
-            if g.pending.is_empty() {
+            if g.is_empty() {
                 return;
             }
-            std::mem::take(&mut g.pending)
+            std::mem::take(&mut *g)
                 .into_iter()
                 .map(|((agent_id, sha256), (first, last))| Sighting {
                     agent_id,
@@ -238,11 +229,11 @@ impl Sightings {
                     warn!(error = %e, sightings = chunk.len(), "sightings not written; kept for the next try");
                     let mut g = self.gathered();
                     for s in chunk {
-                        if g.pending.len() >= MAX_PENDING {
+                        if g.len() >= MAX_PENDING {
                             self.metrics.sightings_dropped.inc();
                             continue;
                         }
-                        let seen = g.pending.entry((s.agent_id.clone(), s.sha256.clone())).or_insert((s.first_seen_ms, 0));
+                        let seen = g.entry((s.agent_id.clone(), s.sha256.clone())).or_insert((s.first_seen_ms, 0));
                         seen.0 = seen.0.min(s.first_seen_ms);
                         seen.1 = seen.1.max(s.last_seen_ms);
                     }
@@ -294,8 +285,8 @@ impl Sightings {
             let agent = agent_key(&caller.name);
             let mut g = self.gathered();
             for sha in sha256s {
-                g.pending.remove(&(caller.name.clone(), sha.clone()));
-                g.forget(fingerprint(agent, sha));
+                g.remove(&(caller.name.clone(), sha.clone()));
+                self.recent.forget(fingerprint(agent, sha));
             }
         }
         let n = self.store.call(|s| s.forget_sightings(&caller.name, sha256s)).await?;
@@ -417,4 +408,30 @@ pub async fn holders_in(store: &Guarded, kind: &str, hash: &str) -> Result<pb::S
     }
     holders.sort_by(|a, b| (&a.sha256, &a.agent_id).cmp(&(&b.sha256, &b.agent_id)));
     Ok(pb::SightingsResponse { sha256s, holders })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_is_written_again_only_after_a_generation_has_passed() {
+        let r = Recent::new(1 << 10);
+        let (a, b) = (fingerprint(agent_key("a"), &"ab".repeat(32)), fingerprint(agent_key("b"), &"ab".repeat(32)));
+        assert!(r.fresh(a, 7) && !r.fresh(a, 7), "gathered once");
+        assert!(r.fresh(b, 7), "another agent, the same content: its own pair");
+        assert!(!r.fresh(a, 8), "still recent in the next generation");
+        assert!(r.fresh(a, 9), "written again two generations on");
+        assert!(!r.fresh(a, 9));
+        // The generation wraps at 256.
+        assert!(r.fresh(a, 255) && !r.fresh(a, 0) && r.fresh(a, 1));
+        r.forget(a);
+        assert!(r.fresh(a, 1), "forgotten (gone): fresh again");
+        // A pair sharing a slot pushes the other out: written again, not lost.
+        let other = a ^ (1 << 40);
+        assert!(r.fresh(other, 1) && r.fresh(a, 1));
+        let off = Recent::new(0);
+        assert!(off.fresh(a, 1) && off.fresh(a, 1), "no table: everything is fresh");
+        off.forget(a);
+    }
 }

@@ -473,6 +473,7 @@ impl Hunts {
             pace: tokio::sync::Mutex::new(Instant::now()),
         });
         if !self.save(&run, true).await {
+            self.store.unlock(&lock_key(&id), &self.token).await;
             return;
         }
         let order: Vec<String> = items.iter().map(|i| i.sha256.clone()).collect();

@@ -284,7 +284,7 @@ impl Uploads {
     /// cache, no coalescing with uploads under the rules in force, nothing
     /// stored as a verdict.
     async fn what_if(&self, caller: &Caller, header: &pb::ScanHeader, source: Source) -> Result<pb::ScanResponse, CoreError> {
-        // Agents upload what a hunt asked of them; nobody else scans with its rules.
+        // Agents (and admins) upload what a hunt asked of them.
         caller.require(Op::AgentReport)?;
         let rules = self.what_ifs.rules_of(&header.hunt_id).await?;
         let max = self.max_file_size();
