@@ -107,12 +107,22 @@ impl Recent {
         self.slots.get(fp as usize & self.slots.len().wrapping_sub(1))
     }
 
+    /// What the pair's slot holds now.
+    fn peek(&self, fp: u64) -> u64 {
+        self.slot(fp).map_or(0, |s| s.load(Ordering::Relaxed))
+    }
+
     /// Whether the pair was not gathered in generation `generation` or
     /// the one before (and mark it gathered now).
+    #[cfg(test)]
     fn fresh(&self, fp: u64, generation: u64) -> bool {
+        self.fresh_given(fp, self.peek(fp), generation)
+    }
+
+    /// [`Recent::fresh`], its slot read already (`held`).
+    fn fresh_given(&self, fp: u64, held: u64, generation: u64) -> bool {
         let Some(slot) = self.slot(fp) else { return true };
         let tag = fp & !0xff;
-        let held = slot.load(Ordering::Relaxed);
         if held & !0xff == tag && generation.wrapping_sub(held & 0xff) & 0xff <= 1 {
             return false;
         }
@@ -129,13 +139,17 @@ impl Recent {
     }
 }
 
-/// A pair's fingerprint for [`Gathered`]: the agent's (keyed) hash mixed
-/// with the first 64 bits of the digest, which are random already. A
-/// collision only delays one `last_seen` update (or a first sighting) by
-/// at most [`REWRITE_AFTER`] x 2.
+/// A pair's fingerprint for [`Recent`]: the agent's (keyed) hash mixed
+/// with the digest's first 32 hex characters (128 random bits), read as
+/// two words and multiplied through, without decoding the hex (this runs
+/// for every digest of every lookup). A collision only delays one
+/// `last_seen` update (or a first sighting) by at most [`REWRITE_AFTER`] x 2.
 fn fingerprint(agent: u64, sha256: &str) -> u64 {
-    let prefix = sha256.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
-    prefix ^ agent
+    let b = sha256.as_bytes();
+    let word = |i: usize| b.get(i..i + 8).and_then(|w| w.try_into().ok()).map_or(0, u64::from_le_bytes);
+    let x = (word(0) ^ agent).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ word(8).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let y = (x ^ word(16)).wrapping_mul(0x1656_67B1_9E37_79F9) ^ word(24);
+    (y ^ (y >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ (y >> 32)
 }
 
 /// The agent's part of [`fingerprint`], once per call.
@@ -174,8 +188,17 @@ impl Sightings {
         let agent = agent_key(&caller.name);
         let generation = self.recent.generation();
         // Most digests of a lookup were asked about before: those cost a
-        // load each, and take no lock.
-        let mut fresh = sha256s.into_iter().filter(|sha| self.recent.fresh(fingerprint(agent, sha), generation)).peekable();
+        // load each, and take no lock. The slots are read first, all at
+        // once (random reads of a 16 MiB table: the CPU overlaps them),
+        // then decided on.
+        let asked: Vec<(&String, u64)> = sha256s.into_iter().map(|sha| (sha, fingerprint(agent, sha))).collect();
+        let held: Vec<u64> = asked.iter().map(|(_, fp)| self.recent.peek(*fp)).collect();
+        let mut fresh = asked
+            .iter()
+            .zip(held)
+            .filter(|((_, fp), held)| self.recent.fresh_given(*fp, *held, generation))
+            .map(|((sha, _), _)| *sha)
+            .peekable();
         if fresh.peek().is_none() {
             return;
         }
