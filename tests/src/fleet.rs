@@ -107,3 +107,20 @@ pub fn sightings(cluster: &Cluster, url: &str, token: &str, hash: &str) -> Resul
     }
     Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect())
 }
+
+/// `METHOD path` on the coordinator's REST listener at `port` as the token
+/// named `who`, with `body` as JSON when given: the status and the JSON
+/// answer (Null if it is not JSON).
+pub fn rest(cluster: &Cluster, port: u16, method: &str, path: &str, who: &str, body: Option<&str>) -> (u16, Value) {
+    let token = std::fs::read_to_string(cluster.token_file(who)).unwrap();
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(cluster.ca());
+    cmd.arg("-H").arg(format!("Authorization: Bearer {}", token.trim()));
+    if let Some(body) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", body]);
+    }
+    let out = cmd.arg(format!("https://127.0.0.1:{port}{path}")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+}

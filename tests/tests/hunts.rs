@@ -208,21 +208,9 @@ fn hunt_flow(cluster: &mut Cluster, url: &str, rules: &std::path::Path, port: Op
 
     if let Some(port) = port {
         // REST: analysts read hunts, agents do not, analysts start none.
-        let token = |who: &str| std::fs::read_to_string(cluster.token_file(who)).unwrap().trim().to_string();
-        let curl = |who: &str, method: &str, path: &str| -> (u16, Value) {
-            let out = std::process::Command::new("curl")
-                .args(["-sS", "-w", "\n%{http_code}", "-X", method, "-H", "Content-Type: application/json", "--data-binary"])
-                .arg(if method == "POST" { "{\"dry_run\": true}" } else { "" })
-                .arg("--cacert")
-                .arg(cluster.ca())
-                .arg("-H")
-                .arg(format!("Authorization: Bearer {}", token(who)))
-                .arg(format!("https://127.0.0.1:{port}{path}"))
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let (body, code) = text.rsplit_once('\n').unwrap();
-            (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+        let curl = |who: &str, method: &str, path: &str| {
+            let body = (method == "POST").then_some("{\"dry_run\": true}");
+            qala_tests::fleet::rest(cluster, port, method, path, who, body)
         };
         let (code, v) = curl("analyst", "GET", &format!("/v1/hunts/{id}"));
         assert_eq!((code, v["state"].as_str(), v["changed"].as_u64()), (200, Some("done"), Some(1)), "{v}");

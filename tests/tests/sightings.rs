@@ -170,18 +170,7 @@ fn md5_hex(data: &[u8]) -> String {
 
 /// `GET path` on the REST listener at `port` with the token named `who`.
 fn rest_get(cluster: &Cluster, port: u16, path: &str, who: &str) -> (u16, Value) {
-    let token = std::fs::read_to_string(cluster.token_file(who)).unwrap();
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
-        .arg(cluster.ca())
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {}", token.trim()))
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+    qala_tests::fleet::rest(cluster, port, "GET", path, who, None)
 }
 
 #[test]
