@@ -4,12 +4,15 @@
 # and qala-worker) and this tree's build, interleaved, the same client
 # (this tree's qala-bench-lookups) driving both,
 # ROUNDS times per store, and prints each run and the medians' ratios.
+# FILL verdicts (default 200,000) are written into the store first: a
+# realistic keyspace, the same on both sides.
 #   QALA_BASELINE_BIN=/var/tmp/qala-baseline scripts/bench-lookups.sh [embedded|redis]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${QALA_BASELINE_BIN:?set QALA_BASELINE_BIN to a directory holding the baseline build}"
 ROUNDS=${ROUNDS:-5}
 SECONDS_PER=${SECONDS_PER:-10}
+FILL=${FILL:-200000}
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --workspace --bins >&2
 stores=("$@")
@@ -19,7 +22,7 @@ for store in "${stores[@]}"; do
   for r in $(seq "$ROUNDS"); do
     for side in baseline current; do
       if [ "$side" = baseline ]; then dir=$QALA_BASELINE_BIN; else dir=$(realpath "$target/release"); fi
-      QALA_BIN_DIR=$dir "$target/release/qala-bench-lookups" --store "$store" --seconds "$SECONDS_PER" |
+      QALA_BIN_DIR=$dir "$target/release/qala-bench-lookups" --store "$store" --seconds "$SECONDS_PER" --fill "$FILL" |
         awk -v side="$side" -F'|' '/hits|misses|first-seen/ {gsub(/ /,"",$3); gsub(/ /,"",$8); print side, $2, $3, $8}' |
         tee -a "$out"
     done

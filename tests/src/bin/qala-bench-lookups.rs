@@ -1,7 +1,9 @@
 //! `qala-bench-lookups [--store embedded|redis] [--conns N] [--batch N]
-//! [--seconds S] [--known N] [--only hits|misses|first-seen]`: the hash-first path under load. Starts a
+//! [--seconds S] [--known N] [--fill N] [--only hits|misses|first-seen]`: the hash-first path under load. Starts a
 //! local cluster (one worker), stores `--known` small files' verdicts by
-//! uploading them, then drives `--conns` connections, each its own enrolled
+//! uploading them and `--fill` more written straight into the store (default
+//! 200,000: a store as small as 2,048 verdicts answers from the CPU's caches
+//! and hides what a larger keyspace costs each lookup), then drives `--conns` connections, each its own enrolled
 //! agent token (as a fleet would), sending `Lookup` batches of `--batch`
 //! digests as fast as answers come back: first only digests the store knows
 //! (hits), then digests nobody has seen (misses, new ones every call). One
@@ -23,11 +25,12 @@ struct Args {
     batch: usize,
     seconds: f64,
     known: usize,
+    fill: usize,
     only: Option<String>,
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { redis: false, conns: 32, batch: 512, seconds: 10.0, known: 2048, only: None };
+    let mut a = Args { redis: false, conns: 32, batch: 512, seconds: 10.0, known: 2048, fill: 200_000, only: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<String> { it.next().with_context(|| format!("{name} needs a value")) };
@@ -43,6 +46,7 @@ fn args() -> Result<Args> {
             "--batch" => a.batch = value("--batch")?.parse()?,
             "--seconds" => a.seconds = value("--seconds")?.parse()?,
             "--known" => a.known = value("--known")?.parse()?,
+            "--fill" => a.fill = value("--fill")?.parse()?,
             "--only" => a.only = Some(value("--only")?),
             other => bail!("unknown argument {other:?}"),
         }
@@ -87,6 +91,35 @@ async fn store_known(cluster: &Cluster, n: usize) -> Result<Vec<String>> {
     }
     let v = shas.lock().await.clone();
     Ok(v)
+}
+
+/// Write `n` more clean verdicts under `ruleset_id` straight into the
+/// store (nobody asks for them): the keyspace a store that has served a
+/// while holds.
+async fn fill(store: &str, ruleset_id: &str, n: usize) -> Result<()> {
+    let store = qala_coordinator::store::open(&store.into()).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    const WRITERS: usize = 16;
+    for w in 0..WRITERS {
+        let (store, ruleset_id) = (store.clone(), ruleset_id.to_string());
+        tasks.spawn(async move {
+            for i in (w..n).step_by(WRITERS) {
+                let v = pb::Verdict {
+                    sha256: sha256_hex(format!("filler {i}").as_bytes()),
+                    ruleset_id: ruleset_id.clone(),
+                    size: 512 + i as u64 % 4096,
+                    scanned_at_ms: qala_common::now_ms(),
+                    ..Default::default()
+                };
+                store.put(&v, None).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
 }
 
 /// Drive lookups on every connection for `seconds`; `digests(conn, call)`
@@ -153,6 +186,22 @@ async fn main() -> Result<()> {
     cluster.add_worker("w1")?;
     cluster.wait_ready(1)?;
     let known = Arc::new(store_known(&cluster, a.known).await?);
+    if a.fill > 0 {
+        let ruleset_id = cluster.scanner().await.lookup(pb::LookupRequest::default()).await?.into_inner().ruleset_id;
+        // The embedded store is one process's file: written between two
+        // runs of the coordinator.
+        let restart = !a.redis;
+        if restart {
+            cluster.coordinator.take().context("no coordinator")?.terminate()?;
+        }
+        let t = Instant::now();
+        fill(&cluster.store, &ruleset_id, a.fill).await?;
+        eprintln!("{} filler verdicts written in {:.1} s", a.fill, t.elapsed().as_secs_f64());
+        if restart {
+            cluster.start_coordinator()?;
+            cluster.wait_ready(1)?;
+        }
+    }
     let mut clients = Vec::new();
     for c in 0..a.conns {
         clients.push(cluster.scanner_with(&cluster.url(), Some(&format!("bench-agent-{c:04}"))).await);
