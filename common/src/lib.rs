@@ -2,10 +2,12 @@
 //! nor TLS (`qala-tls`): the wall clock in the unit every record uses, the
 //! pool of kept spill files the coordinator and the worker write large
 //! uploads to, and (feature `metrics`) the Prometheus families both count
-//! verdicts and limits in, and files written safely ([`files`]). Small and
+//! verdicts and limits in, files written safely ([`files`]), and the
+//! exec probes' client of the health endpoints ([`health`]). Small and
 //! synchronous: the agent links it too.
 
 pub mod files;
+pub mod health;
 pub mod kept;
 #[cfg(feature = "metrics")]
 pub mod metrics;

@@ -44,6 +44,11 @@ pub struct WorkerHandle {
     /// A call to it failed: out of the ring until its next heartbeat (a
     /// killed worker never sends one; a restarted one registers anew).
     suspect: AtomicBool,
+    /// Learned from the store (it registered with another coordinator),
+    /// not registered here: its liveness is the heartbeats recorded there.
+    pub shared: bool,
+    /// What it registered with (written to the store for the others).
+    pub registration: pb::RegisterRequest,
     /// Calls this coordinator may have open on the worker at once: as many
     /// as the worker admits (`max_in_flight` when it registered). A file
     /// waits for one in the coordinator's spool, not as an unread stream on
@@ -53,6 +58,20 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Heard of at `at_ms` (a heartbeat here, or one recorded in the store).
+    fn heard(&self, at_ms: i64, in_flight: u64, scanned: u64) {
+        let ago = Duration::from_millis((qala_common::now_ms() - at_ms).max(0) as u64);
+        *self.last_seen.write().unwrap_or_else(|p| p.into_inner()) = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+        self.last_heartbeat_ms.store(at_ms.max(0) as u64, Ordering::Relaxed);
+        self.in_flight.store(in_flight, Ordering::Relaxed);
+        self.scanned.store(scanned, Ordering::Relaxed);
+        self.suspect.store(false, Ordering::Relaxed);
+    }
+
+    fn slots_total(&self) -> usize {
+        slots_of(&self.registration)
+    }
+
     pub fn loaded_ruleset(&self) -> String {
         self.loaded_id.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -111,6 +130,14 @@ impl WorkerHandle {
     }
 }
 
+/// The calls a worker admits at once: what it said, else two per thread.
+fn slots_of(req: &pb::RegisterRequest) -> usize {
+    match req.max_in_flight {
+        0 => req.threads.max(1) as usize * 2,
+        n => n as usize,
+    }
+}
+
 /// The right to have one `ScanFile` call open on `worker`.
 pub struct Slot {
     pub worker: Arc<WorkerHandle>,
@@ -161,6 +188,36 @@ impl Cluster {
 
     /// Add or replace a worker and ship it the rules in the background.
     pub fn register(self: &Arc<Self>, req: pb::RegisterRequest) -> Result<Arc<WorkerHandle>, CoreError> {
+        self.insert(req, None)
+    }
+
+    /// Take in a worker another coordinator registered (from the store),
+    /// last heard of at `heartbeat_ms`: a new one is added; one known from
+    /// the store is refreshed (added anew if its address changed); one
+    /// registered here is left as it is.
+    pub fn adopt(self: &Arc<Self>, req: pb::RegisterRequest, heartbeat_ms: i64, in_flight: u64, scanned: u64) {
+        let known = self.workers.read().unwrap_or_else(|p| p.into_inner()).get(&req.worker_id).cloned();
+        match known {
+            Some(w) if !w.shared => {}
+            Some(w) if w.address == req.address && w.slots_total() == slots_of(&req) => {
+                if heartbeat_ms > w.last_heartbeat_ms.load(Ordering::Relaxed) as i64 {
+                    w.heard(heartbeat_ms, in_flight, scanned);
+                }
+            }
+            _ => {
+                if let Ok(w) = self.insert(req, Some(heartbeat_ms)) {
+                    w.heard(heartbeat_ms, in_flight, scanned);
+                }
+            }
+        }
+    }
+
+    /// Workers registered here (not learned from the store) and live.
+    pub fn own(&self) -> Vec<Arc<WorkerHandle>> {
+        self.live().into_iter().filter(|w| !w.shared).collect()
+    }
+
+    fn insert(self: &Arc<Self>, req: pb::RegisterRequest, shared: Option<i64>) -> Result<Arc<WorkerHandle>, CoreError> {
         if req.worker_id.is_empty() {
             return Err(CoreError::Invalid("worker_id is empty".into()));
         }
@@ -198,16 +255,20 @@ impl Cluster {
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
-            slots: FairSlots::new(
-                match req.max_in_flight {
-                    0 => req.threads.max(1) as usize * 2,
-                    n => n as usize,
-                },
-                req.threads.max(1) as usize,
-            ),
+            slots: FairSlots::new(slots_of(&req), req.threads.max(1) as usize),
+            shared: shared.is_some(),
+            registration: req.clone(),
         });
         self.workers.write().unwrap_or_else(|p| p.into_inner()).insert(req.worker_id.clone(), handle.clone());
-        info!(worker = req.worker_id, address = req.address, threads = req.threads, "worker registered");
+        if shared.is_some() {
+            info!(
+                worker = req.worker_id,
+                address = req.address,
+                "worker registered with another coordinator: taken from the store"
+            );
+        } else {
+            info!(worker = req.worker_id, address = req.address, threads = req.threads, "worker registered");
+        }
         let (w, rules) = (handle.clone(), self.rules.current());
         tokio::spawn(async move {
             let _ = w.ensure_rules(&rules).await;
@@ -215,15 +276,13 @@ impl Cluster {
         Ok(handle)
     }
 
-    /// Record a heartbeat; false if the worker is unknown (it must register).
+    /// Record a heartbeat; false if the worker is unknown here, or known
+    /// only from the store (it must register: then it is this
+    /// coordinator's to record).
     pub fn heartbeat(&self, req: &pb::HeartbeatRequest) -> bool {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
-        let Some(w) = workers.get(&req.worker_id) else { return false };
-        *w.last_seen.write().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        w.last_heartbeat_ms.store(qala_common::now_ms() as u64, Ordering::Relaxed);
-        w.in_flight.store(req.in_flight, Ordering::Relaxed);
-        w.scanned.store(req.scanned, Ordering::Relaxed);
-        w.suspect.store(false, Ordering::Relaxed);
+        let Some(w) = workers.get(&req.worker_id).filter(|w| !w.shared) else { return false };
+        w.heard(qala_common::now_ms(), req.in_flight, req.scanned);
         true
     }
 

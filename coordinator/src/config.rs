@@ -147,6 +147,12 @@ pub struct Config {
     /// IOC list writes (imports, removals) one token may make per minute.
     #[arg(long, env = "QALA_COORDINATOR_IOC_WRITE_RATE", default_value_t = 60)]
     pub ioc_write_rate: u32,
+    /// Address of a plain-HTTP listener of Prometheus `/metrics` (no token)
+    /// and the probes' `/healthz` and `/readyz`, e.g. 127.0.0.1:9300 (off
+    /// unless given; on a container's address, keep it to the cluster's
+    /// network). `qala-coordinator health` asks it.
+    #[arg(long, env = "QALA_COORDINATOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Address of the REST/JSON API and Prometheus `/metrics`, e.g.
     /// 127.0.0.1:7080 (off unless given); same TLS and tokens as gRPC.
     #[arg(long, env = "QALA_COORDINATOR_HTTP_LISTEN")]
@@ -362,6 +368,20 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         target: AdminTarget,
+    },
+    /// Ask a running coordinator whether it is ready (`/readyz`: rules in
+    /// force, a live worker holding them) or alive (--live), on its
+    /// --metrics-listen; exit 0 if so (exec probes).
+    Health {
+        /// The coordinator's --metrics-listen address (0.0.0.0 reaches this host).
+        #[arg(long, env = "QALA_COORDINATOR_METRICS_LISTEN", default_value = "127.0.0.1:9300")]
+        address: String,
+        /// Only whether the coordinator answers (/healthz).
+        #[arg(long)]
+        live: bool,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
     },
     /// Hash IOC lists: block (sha256, sha1, md5: answered malicious without
     /// a scan) and allow (sha256 only: answered clean, a false-positive override).

@@ -175,6 +175,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         }
         None => None,
     };
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| Error::Io(format!("--metrics-listen {addr}"), e))?),
+        None => None,
+    };
     let mut tasks = vec![
         tokio::spawn(clamd.serve(core.clone(), stop_rx.clone())),
         tokio::spawn(core.iocs().clone().keep_fresh(stop_rx.clone())),
@@ -195,9 +199,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
                 }
             }
         }),
+        tokio::spawn({
+            let (core, stop) = (core.clone(), stop_rx.clone());
+            async move {
+                if let Some(l) = metrics_listener {
+                    http::health::serve(l, core, stop).await
+                }
+            }
+        }),
         tokio::spawn(store.clone().purge_feed(config.retention.detections(), stop_rx.clone())),
         tokio::spawn(rules.clone().watch(hup, Duration::from_millis(config.rules_poll_ms.max(100)), stop_rx.clone())),
         tokio::spawn(cluster.clone().maintain(stop_rx.clone())),
+        tokio::spawn({
+            let (core, stop) = (core.clone(), stop_rx.clone());
+            async move { core.workers().share(stop).await }
+        }),
         tokio::spawn(store.clone().probe(stop_rx.clone())),
         tokio::spawn({
             let cluster = cluster.clone();

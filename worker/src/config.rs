@@ -5,7 +5,12 @@ use clap::Parser;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "qala-worker", version, about = "Qala scan worker: registers with a coordinator and scans the files it sends")]
+#[command(
+    name = "qala-worker",
+    version,
+    about = "Qala scan worker: registers with a coordinator and scans the files it sends",
+    after_help = "`qala-worker health [--address ADDR] [--live]` asks a running worker whether it is ready (exec probes)."
+)]
 pub struct Config {
     /// URL of a coordinator's cluster listener, e.g. https://qala.example.org:7001;
     /// with several coordinators (sharing a Redis store), each one's own
@@ -48,8 +53,10 @@ pub struct Config {
     /// Address to listen on for the coordinator's calls (port 0 picks a free port).
     #[arg(long, env = "QALA_WORKER_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// Address of the Prometheus `/metrics` listener (plain HTTP; keep it on
-    /// loopback, e.g. 127.0.0.1:9310); off unless given.
+    /// Address of the plain-HTTP listener of Prometheus `/metrics` and the
+    /// probes' `/healthz` and `/readyz` (e.g. 127.0.0.1:9310; on a
+    /// container's address, keep it to the cluster's network); off unless
+    /// given. `qala-worker health` asks it.
     #[arg(long, env = "QALA_WORKER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
     /// URL the coordinator should dial; defaults to https://<the first

@@ -11,6 +11,7 @@
 pub mod config;
 mod convert;
 pub mod error;
+mod health;
 mod identity;
 mod metrics;
 mod pool;

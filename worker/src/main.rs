@@ -11,6 +11,9 @@ fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == qala_worker::sandbox::CHILD_ARG) {
         qala_worker::sandbox::child::main();
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "health") {
+        health();
+    }
     if let Err(e) = run() {
         eprintln!("qala-worker: {}", format!("{e:#}").replace('\n', " "));
         std::process::exit(1);
@@ -38,5 +41,38 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// `qala-worker health`: an exec probe of a running worker's health
+/// endpoints (on its `--metrics-listen`).
+#[derive(clap::Parser)]
+#[command(
+    name = "qala-worker health",
+    about = "Ask a running worker whether it is ready (/readyz) or alive (--live); exit 0 if so"
+)]
+struct HealthArgs {
+    /// The worker's --metrics-listen address (0.0.0.0 reaches this host).
+    #[arg(long, env = "QALA_WORKER_METRICS_LISTEN", default_value = "127.0.0.1:9310")]
+    address: String,
+    /// Only whether the worker answers (/healthz), not whether it can scan.
+    #[arg(long)]
+    live: bool,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5)]
+    timeout_secs: u64,
+}
+
+fn health() -> ! {
+    let a = HealthArgs::parse_from(std::env::args_os().skip(1));
+    match qala_common::health::check(&a.address, a.live, std::time::Duration::from_secs(a.timeout_secs)) {
+        Ok(body) => {
+            println!("{}", body.trim());
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("qala-worker health: {e}");
+            std::process::exit(1)
+        }
     }
 }

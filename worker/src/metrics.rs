@@ -1,6 +1,7 @@
 //! The worker's Prometheus metrics (prometheus-client), on a listener of
-//! its own (`--metrics-listen`, plain HTTP, meant for loopback: the scan
-//! listener only accepts the coordinator's certificate). Counts scans by
+//! its own (`--metrics-listen`, plain HTTP, with the health endpoints:
+//! [`crate::health`]; the scan listener only accepts the coordinator's
+//! certificate). Counts scans by
 //! verdict, their latency, bytes scanned, limits hit, scan children lost
 //! and busy refusals; reports slots in use.
 
@@ -11,9 +12,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use qala_common::metrics::VerdictFamilies;
 use qala_proto::{VerdictKind, limits};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{info, warn};
 
 pub struct Metrics {
     registry: Registry,
@@ -81,33 +79,4 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Serve `GET /metrics` on `listener` until `stop`, each scrape answered
-/// with what `render` gives then.
-pub async fn serve(
-    listener: TcpListener,
-    render: impl Fn() -> String + Clone + Send + Sync + 'static,
-    mut stop: watch::Receiver<bool>,
-) {
-    let addr = listener.local_addr().ok();
-    if addr.is_some_and(|a| !a.ip().is_loopback()) {
-        warn!(?addr, "metrics listener on a non-loopback address: anyone who reaches it can read the counters");
-    }
-    info!(?addr, "metrics listener (Prometheus) listening");
-    let app =
-        axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let text = render();
-                async move {
-                    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-                }
-            }),
-        );
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
 }

@@ -3,6 +3,7 @@
 //! worker registers again.
 
 use crate::error::Error;
+use crate::health::Health;
 use crate::identity::Identity;
 use crate::service::WorkerState;
 use qala_proto::v1::{self as pb, cluster_client::ClusterClient};
@@ -32,6 +33,7 @@ pub async fn run(
     coordinator: String,
     request: pb::RegisterRequest,
     state: Arc<WorkerState>,
+    health: Arc<Health>,
     mut stop: watch::Receiver<bool>,
     identity: Option<Identity>,
 ) {
@@ -63,6 +65,7 @@ pub async fn run(
                     backoff = Duration::from_millis(100);
                     let interval = Duration::from_millis(resp.heartbeat_interval_ms.clamp(100, 60_000) as u64);
                     registered = Some(interval);
+                    health.registered(true);
                     interval
                 }
                 Err(e) => {
@@ -89,11 +92,13 @@ pub async fn run(
                     Ok(_) => {
                         info!(coordinator, "coordinator does not know this worker; registering again");
                         registered = None;
+                        health.registered(false);
                         Duration::ZERO
                     }
                     Err(e) => {
                         warn!(coordinator, error = %e.message(), "heartbeat failed");
                         registered = None;
+                        health.registered(false);
                         backoff
                     }
                 }

@@ -3,14 +3,19 @@
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::{identity, metrics, pool, register, sandbox, service};
+use crate::health::{self, Health};
+use crate::{identity, pool, register, sandbox, service};
 use qala_proto::v1::worker_server::WorkerServer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+/// How long a worker whose join token was refused waits before it reads
+/// the token file and tries again (with a health listener only).
+const ENROLL_RETRY: Duration = Duration::from_secs(30);
 
 /// Run a worker on `listener` until `shutdown` resolves. In-flight scans are
 /// finished before this returns.
@@ -42,8 +47,52 @@ pub async fn run(
     if config.enroll_token_file.is_some() {
         qala_tls::pki::check_name("worker id (--id, or this host's name)", &asked_id)?;
     }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (shut_tx, mut shut_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = shut_tx.send(true);
+    });
+    // Health first: a probe sees why the worker is not ready yet.
+    let health = Health::new(coordinators.len());
+    let mut background = Vec::new();
+    if let Some(addr) = &config.metrics_listen {
+        let l = TcpListener::bind(addr).await.map_err(|e| Error::Io(format!("--metrics-listen {addr}"), e))?;
+        background.push(tokio::spawn(health::serve(l, health.clone(), stop_rx.clone())));
+    }
     info!("establishing this worker's identity");
-    let (identity, enrolled) = identity::establish(&config, &asked_id, &config.cert_hosts).await?;
+    health.starting("establishing this worker's identity");
+    let (identity, enrolled) = loop {
+        let attempt = tokio::select! {
+            r = identity::establish(&config, &asked_id, &config.cert_hosts) => r,
+            _ = shut_rx.wait_for(|s| *s) => {
+                let _ = stop_tx.send(true);
+                info!("stopped before the worker's identity was established");
+                return Ok(());
+            }
+        };
+        match attempt {
+            Ok(done) => break done,
+            // With a health listener (a probe watches it, as under
+            // Kubernetes) a refused join token is reported and tried again:
+            // a Secret rotated in place is picked up without a restart.
+            Err(e @ (Error::Enrollment { .. } | Error::Transport { .. })) if config.metrics_listen.is_some() => {
+                error!(error = %e, retry_secs = ENROLL_RETRY.as_secs(), "enrollment failed; the join token file is read again before the next try");
+                health.starting(format!("enrollment failed: {e}"));
+                tokio::select! {
+                    _ = tokio::time::sleep(ENROLL_RETRY) => {}
+                    _ = shut_rx.wait_for(|s| *s) => {
+                        let _ = stop_tx.send(true);
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                return Err(e);
+            }
+        }
+    };
     let worker_id = match &identity {
         Some(i) => {
             let id = i.worker_id()?;
@@ -97,11 +146,7 @@ pub async fn run(
         .with_crls(identity.as_ref().map(|i| i.crls.clone())),
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics_listener = match &config.metrics_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| Error::Io(format!("--metrics-listen {addr}"), e))?),
-        None => None,
-    };
+    health.serving(state.clone());
     let request = qala_proto::v1::RegisterRequest {
         worker_id: worker_id.clone(),
         address: advertise.clone(),
@@ -111,13 +156,6 @@ pub async fn run(
         max_file_size: config.max_file_size,
         crl_digest: String::new(),
     };
-    let mut background = Vec::new();
-    if let Some(l) = metrics_listener {
-        let state = state.clone();
-        let render =
-            move || state.metrics.render(state.in_flight.load(std::sync::atomic::Ordering::Relaxed), state.max_in_flight());
-        background.push(tokio::spawn(metrics::serve(l, render, stop_rx.clone())));
-    }
     if let Some((enrolled, lifetime)) = enrolled {
         background.push(tokio::spawn(identity::renew(enrolled, lifetime, stop_rx.clone())));
     }
@@ -130,7 +168,14 @@ pub async fn run(
         .into_iter()
         .map(|coordinator| {
             info!(coordinator, advertise, "registering with coordinator");
-            tokio::spawn(register::run(coordinator, request.clone(), state.clone(), stop_rx.clone(), identity.clone()))
+            tokio::spawn(register::run(
+                coordinator,
+                request.clone(),
+                state.clone(),
+                health.clone(),
+                stop_rx.clone(),
+                identity.clone(),
+            ))
         })
         .collect();
 
@@ -157,7 +202,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(svc)
         .serve_with_incoming_shutdown(qala_tls::incoming(listener, server_tls), async move {
-            shutdown.await;
+            let _ = shut_rx.wait_for(|s| *s).await;
             info!(in_flight = state.in_flight.load(std::sync::atomic::Ordering::Relaxed), "draining: finishing in-flight scans");
             let _ = stop_tx.send(true);
             let _ = draining_tx.send(true);

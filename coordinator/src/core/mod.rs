@@ -223,4 +223,10 @@ impl Core {
     pub fn metrics(&self, caller: &Caller) -> Result<String, CoreError> {
         self.status.metrics(caller, self.load())
     }
+
+    /// The same text for the plain metrics listener (no caller: it is
+    /// kept to the cluster's network).
+    pub fn plain_metrics(&self) -> String {
+        self.status.render_metrics(self.load())
+    }
 }

@@ -137,14 +137,56 @@ impl Overview {
         Ok(RulesStatus { status: self.rules_status(), files })
     }
 
+    /// Whether this coordinator can answer scans (`/readyz`), and why not:
+    /// ready = rules in force and a live worker holding them. A store that
+    /// does not answer leaves it ready (it scans without the cache, never
+    /// wrongly) and is named under `degraded`.
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        let rules = self.rules.current();
+        let live = self.cluster.live();
+        let holding = live.iter().filter(|w| w.loaded_ruleset() == rules.id).count();
+        let mut reasons = Vec::new();
+        if rules.id.is_empty() {
+            reasons.push("no rules in force".to_string());
+        }
+        if live.is_empty() {
+            reasons.push("no live worker".to_string());
+        } else if holding == 0 {
+            reasons.push("no live worker holds the rules in force yet".to_string());
+        }
+        let mut degraded = Vec::new();
+        if !self.store.healthy() {
+            degraded.push(format!("verdict store not answering: {}", self.store.last_error()));
+        }
+        let ready = reasons.is_empty();
+        (
+            ready,
+            serde_json::json!({
+                "ready": ready,
+                "reasons": reasons,
+                "degraded": degraded,
+                "ruleset_id": rules.id,
+                "workers": live.len(),
+                "workers_holding_rules": holding,
+                "store": self.store.describe(),
+                "store_healthy": self.store.healthy(),
+            }),
+        )
+    }
+
     /// The Prometheus text exposition, gauges read now.
     pub fn metrics(&self, caller: &Caller, load: UploadLoad) -> Result<String, CoreError> {
         caller.require(Op::Metrics)?;
+        Ok(self.render_metrics(load))
+    }
+
+    /// The exposition without a caller: for the plain metrics listener.
+    pub fn render_metrics(&self, load: UploadLoad) -> String {
         let cluster = self.cluster_load();
         let (rule_reloads, rule_reload_failures) = self.rules.reload_counts();
         let (ioc_block, ioc_allow) = self.iocs.counts();
         let (siem_sent, siem_dropped) = self.siem.counts();
-        Ok(self.metrics.render(&Gauges {
+        self.metrics.render(&Gauges {
             workers_alive: cluster.workers as i64,
             slots: cluster.threads as i64,
             slots_in_use: self.cluster.live().iter().map(|w| w.in_flight.load(Ordering::Relaxed) as i64).sum(),
@@ -159,6 +201,6 @@ impl Overview {
             ioc_allow: ioc_allow as i64,
             siem_sent: siem_sent as i64,
             siem_dropped: siem_dropped as i64,
-        }))
+        })
     }
 }

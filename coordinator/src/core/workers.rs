@@ -1,7 +1,9 @@
 //! The workers' side of the cluster: registration and heartbeats, with the
 //! checks that make a worker prove who it is, and the revocation lists
-//! handed to workers with their answers. Enrollment is in
-//! [`super::enrollment`].
+//! handed to workers with their answers, and (with a shared store) the
+//! registrations every coordinator shares, so that a worker registered
+//! with one replica behind a Service is dispatched to by all of them.
+//! Enrollment is in [`super::enrollment`].
 
 use super::error::CoreError;
 use super::revocation::crls_for;
@@ -10,10 +12,12 @@ use crate::auth::Auth;
 use crate::cluster::Cluster;
 use crate::rules::RulesManager;
 use crate::store::Guarded;
-use crate::store::records::IssuedCert;
+use crate::store::records::{IssuedCert, SharedWorker};
 use qala_proto::v1 as pb;
 use qala_tls::PeerCert;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 pub struct Workers {
@@ -110,5 +114,60 @@ impl Workers {
             ruleset_id: self.rules.current().id.clone(),
             crls: crls_for(self.auth.crls(), &req.crl_digest),
         })
+    }
+}
+
+impl Workers {
+    /// With a shared store, until `stop`: every heartbeat interval, write
+    /// the workers registered here, and take in those registered with the
+    /// other coordinators (a revoked one never). Nothing with the
+    /// embedded store: one coordinator has it.
+    pub async fn share(&self, mut stop: watch::Receiver<bool>) {
+        if !self.store.shared() {
+            return;
+        }
+        let every = self.cluster.heartbeat_interval;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let own: Vec<SharedWorker> = self
+                .cluster
+                .own()
+                .iter()
+                .map(|w| {
+                    let heartbeat_ms = w.last_heartbeat_ms.load(Ordering::Relaxed) as i64;
+                    SharedWorker {
+                        registration: Some(w.registration.clone()),
+                        heartbeat_ms,
+                        until_ms: heartbeat_ms + self.cluster.dead_after.as_millis() as i64,
+                        in_flight: w.in_flight.load(Ordering::Relaxed),
+                        scanned: w.scanned.load(Ordering::Relaxed),
+                    }
+                })
+                .collect();
+            if !own.is_empty()
+                && let Err(e) = self.store.put_all(&own).await
+            {
+                debug!(error = %e, "workers registered here not shared");
+            }
+            let all = match self.store.all::<SharedWorker>().await {
+                Ok(all) => all,
+                Err(e) => {
+                    debug!(error = %e, "workers of the other coordinators not read");
+                    continue;
+                }
+            };
+            for w in all {
+                let Some(reg) = w.registration else { continue };
+                if self.auth.worker_revoked(&reg.worker_id) || reg.engine_version != qala_engine::ENGINE_VERSION {
+                    continue;
+                }
+                self.cluster.adopt(reg, w.heartbeat_ms, w.in_flight, w.scanned);
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! role, applies quotas and audits; errors are JSON with a stable `code`.
 
 mod error;
+pub mod health;
 mod hunts;
 pub mod model;
 mod request;

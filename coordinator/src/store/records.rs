@@ -169,6 +169,39 @@ impl Record for Presence {
     }
 }
 
+/// A worker registered with some coordinator, as that coordinator last
+/// heard it (written every heartbeat interval while it heartbeats there):
+/// with a shared store every coordinator dispatches to every live worker,
+/// so a worker needs one address for all of them (a Service).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SharedWorker {
+    #[prost(message, optional, tag = "1")]
+    pub registration: Option<qala_proto::v1::RegisterRequest>,
+    /// Its last heartbeat (Unix ms).
+    #[prost(int64, tag = "2")]
+    pub heartbeat_ms: i64,
+    /// Gone from the table after this, unless written again.
+    #[prost(int64, tag = "3")]
+    pub until_ms: i64,
+    #[prost(uint64, tag = "4")]
+    pub in_flight: u64,
+    #[prost(uint64, tag = "5")]
+    pub scanned: u64,
+}
+
+impl Record for SharedWorker {
+    const TABLE: Table = Table("workers");
+    const EXPIRES: bool = true;
+
+    fn key(&self) -> String {
+        self.registration.as_ref().map(|r| r.worker_id.clone()).unwrap_or_default()
+    }
+
+    fn expired(&self, now_ms: i64) -> bool {
+        self.until_ms <= now_ms
+    }
+}
+
 /// The key of an IOC entry: `LIST:KIND:DIGEST`.
 pub fn ioc_key(list: &str, kind: &str, digest: &str) -> String {
     format!("{list}:{kind}:{digest}")

@@ -21,6 +21,12 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Token { command } => token_command(command).await,
         Command::Agents { command } => agents_command(command).await,
         Command::Ioc { command } => ioc_command(command).await,
+        Command::Health { address, live, timeout_secs } => {
+            let body = qala_common::health::check(&address, live, std::time::Duration::from_secs(timeout_secs))
+                .map_err(|e| anyhow::anyhow!("health: {e}"))?;
+            println!("{}", body.trim());
+            Ok(())
+        }
         Command::Sightings { hash, json, target: t } => sightings_command(&hash, json, &t).await,
         Command::Hunt { command } => crate::hunts::command(command).await,
     }
