@@ -21,8 +21,19 @@ pub fn probe(address: &str, path: &str, timeout: Duration) -> Result<(u16, Strin
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{address}: {e}"))?;
     s.set_read_timeout(Some(timeout)).and_then(|()| s.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n").map_err(|e| format!("{address}: {e}"))?;
+    // Read to the end; a reset after the answer came (a server that closed
+    // without reading all of the request) keeps what was read.
     let mut answer = Vec::new();
-    s.take(MAX_ANSWER).read_to_end(&mut answer).map_err(|e| format!("{address}: {e}"))?;
+    let mut buf = [0u8; 4096];
+    while (answer.len() as u64) < MAX_ANSWER {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) if !answer.is_empty() => break,
+            Err(e) => return Err(format!("{address}: {e}")),
+        }
+    }
     let text = String::from_utf8_lossy(&answer);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let code = head
@@ -53,9 +64,17 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
+            // The whole request, then the answer, then a clean close.
+            let mut request = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = c.read(&mut buf);
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
             c.write_all(answer.as_bytes()).unwrap();
+            let _ = c.shutdown(std::net::Shutdown::Write);
         });
         addr
     }

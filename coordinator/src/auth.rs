@@ -159,6 +159,15 @@ pub fn new_token() -> String {
     format!("qala_{}", hex::encode(bytes))
 }
 
+/// A token made elsewhere must be as hard to guess as one made here: 32
+/// to 512 printable ASCII characters, no spaces.
+fn check_given_token(t: &str) -> Result<(), String> {
+    if !(32..=512).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("a given token must be 32 to 512 printable characters without spaces (e.g. qala_ and 64 hex digits)".into());
+    }
+    Ok(())
+}
+
 pub fn token_sha256(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -181,11 +190,15 @@ pub struct NewToken {
     pub max_uses: u64,
     /// Replace a token of the same name (else an existing name is refused).
     pub replace: bool,
+    /// This token instead of a new one (made elsewhere: a deployment's
+    /// secret). Adding it again, same name, role and token, changes
+    /// nothing (the uses spent stay).
+    pub given: Option<String>,
 }
 
 impl NewToken {
     pub fn of(role: Role) -> Self {
-        Self { role, valid: None, max_uses: 0, replace: false }
+        Self { role, valid: None, max_uses: 0, replace: false, given: None }
     }
 }
 
@@ -200,12 +213,22 @@ pub async fn add_token(store: &Guarded, name: &str, new: &NewToken) -> Result<(S
             new.role.label()
         )));
     }
-    if !new.replace && store.get::<TokenRecord>(name).await?.is_some() {
+    if let Some(t) = &new.given {
+        check_given_token(t).map_err(CoreError::Invalid)?;
+    }
+    let held = store.get::<TokenRecord>(name).await?;
+    if let (Some(held), Some(t)) = (&held, &new.given)
+        && held.sha256 == token_sha256(t)
+        && held.role == new.role.label()
+    {
+        return Ok((t.clone(), held.clone()));
+    }
+    if !new.replace && held.is_some() {
         return Err(CoreError::AlreadyExists(format!(
             "a token named {name:?} exists: revoke it first, or replace it (--replace)"
         )));
     }
-    let token = new_token();
+    let token = new.given.clone().unwrap_or_else(new_token);
     let now = qala_common::now_ms();
     let record = TokenRecord {
         name: name.to_string(),

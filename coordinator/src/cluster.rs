@@ -44,9 +44,10 @@ pub struct WorkerHandle {
     /// A call to it failed: out of the ring until its next heartbeat (a
     /// killed worker never sends one; a restarted one registers anew).
     suspect: AtomicBool,
-    /// Learned from the store (it registered with another coordinator),
-    /// not registered here: its liveness is the heartbeats recorded there.
-    pub shared: bool,
+    /// Learned from the store (it heartbeats with another coordinator),
+    /// not here: its liveness is the heartbeats recorded there. A heartbeat
+    /// here makes it this coordinator's again.
+    shared: AtomicBool,
     /// What it registered with (written to the store for the others).
     pub registration: pb::RegisterRequest,
     /// Calls this coordinator may have open on the worker at once: as many
@@ -66,6 +67,10 @@ impl WorkerHandle {
         self.in_flight.store(in_flight, Ordering::Relaxed);
         self.scanned.store(scanned, Ordering::Relaxed);
         self.suspect.store(false, Ordering::Relaxed);
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Relaxed)
     }
 
     fn slots_total(&self) -> usize {
@@ -198,7 +203,19 @@ impl Cluster {
     pub fn adopt(self: &Arc<Self>, req: pb::RegisterRequest, heartbeat_ms: i64, in_flight: u64, scanned: u64) {
         let known = self.workers.read().unwrap_or_else(|p| p.into_inner()).get(&req.worker_id).cloned();
         match known {
-            Some(w) if !w.shared => {}
+            // Registered here: it stays this coordinator's while it
+            // heartbeats here; once silent here but heard elsewhere (its
+            // connection went to another replica behind the same name), the
+            // store's word is taken.
+            Some(w) if !w.is_shared() => {
+                if !w.alive(self.dead_after)
+                    && heartbeat_ms > w.last_heartbeat_ms.load(Ordering::Relaxed) as i64
+                    && w.address == req.address
+                {
+                    w.shared.store(true, Ordering::Relaxed);
+                    w.heard(heartbeat_ms, in_flight, scanned);
+                }
+            }
             Some(w) if w.address == req.address && w.slots_total() == slots_of(&req) => {
                 if heartbeat_ms > w.last_heartbeat_ms.load(Ordering::Relaxed) as i64 {
                     w.heard(heartbeat_ms, in_flight, scanned);
@@ -214,7 +231,7 @@ impl Cluster {
 
     /// Workers registered here (not learned from the store) and live.
     pub fn own(&self) -> Vec<Arc<WorkerHandle>> {
-        self.live().into_iter().filter(|w| !w.shared).collect()
+        self.live().into_iter().filter(|w| !w.is_shared()).collect()
     }
 
     fn insert(self: &Arc<Self>, req: pb::RegisterRequest, shared: Option<i64>) -> Result<Arc<WorkerHandle>, CoreError> {
@@ -256,7 +273,7 @@ impl Cluster {
             scanned: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
             slots: FairSlots::new(slots_of(&req), req.threads.max(1) as usize),
-            shared: shared.is_some(),
+            shared: AtomicBool::new(shared.is_some()),
             registration: req.clone(),
         });
         self.workers.write().unwrap_or_else(|p| p.into_inner()).insert(req.worker_id.clone(), handle.clone());
@@ -276,13 +293,14 @@ impl Cluster {
         Ok(handle)
     }
 
-    /// Record a heartbeat; false if the worker is unknown here, or known
-    /// only from the store (it must register: then it is this
-    /// coordinator's to record).
+    /// Record a heartbeat; false if the worker is unknown (it must
+    /// register). One known from the store is this coordinator's from now
+    /// on (it is written to the store from here).
     pub fn heartbeat(&self, req: &pb::HeartbeatRequest) -> bool {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
-        let Some(w) = workers.get(&req.worker_id).filter(|w| !w.shared) else { return false };
+        let Some(w) = workers.get(&req.worker_id) else { return false };
         w.heard(qala_common::now_ms(), req.in_flight, req.scanned);
+        w.shared.store(false, Ordering::Relaxed);
         true
     }
 
@@ -359,14 +377,22 @@ impl Cluster {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tick.tick() => {
-                    let mut workers = self.workers.write().unwrap_or_else(|p| p.into_inner());
-                    workers.retain(|id, w| {
+                    self.workers.write().unwrap_or_else(|p| p.into_inner()).retain(|id, w| {
                         let alive = w.alive(self.dead_after * 3);
                         if !alive {
                             warn!(worker = id, "worker missed heartbeats; removed");
                         }
                         alive
                     });
+                    // A push that failed (the worker was not listening yet)
+                    // is tried again, one at a time per worker.
+                    let current = self.rules.current();
+                    for w in self.live() {
+                        if w.loaded_ruleset() != current.id && w.loaded.try_lock().is_ok() {
+                            let r = current.clone();
+                            tokio::spawn(async move { let _ = w.ensure_rules(&r).await; });
+                        }
+                    }
                 }
                 Ok(()) = rules.changed() => {
                     let current = rules.borrow_and_update().clone();

@@ -612,6 +612,11 @@ pub enum TokenCommand {
         /// Replace the token of this name (its holders are locked out).
         #[arg(long)]
         replace: bool,
+        /// Register the token in this file (made elsewhere: a deployment's
+        /// secret) instead of making one; with --store only. Adding the
+        /// same token again under the same name and role changes nothing.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
         #[command(flatten)]
         target: AdminTarget,
     },

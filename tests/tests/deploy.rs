@@ -97,3 +97,91 @@ fn agent_deb_installs_into_a_scratch_root() {
     eprintln!("qala-agent.service: exposure {score}");
     assert!(score <= 3.0, "qala-agent.service exposure {score}\n{text}");
 }
+
+/// A deployment brings its own tokens (a Kubernetes Secret made before the
+/// store existed): `token add --from-file` registers one by its hash;
+/// adding it again changes nothing (an init container runs at every start);
+/// another token under that name, a weak one, or one through a server are
+/// refused; the token then works, and is never printed.
+#[test]
+fn a_deployment_registers_the_tokens_it_brings() {
+    use qala_tests::{Cluster, Options, coordinator_command, write_token};
+    let mut cluster = Cluster::prepare(&repo_root().join("rules"), None, Options::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("ops.token");
+    let token = format!("qala_{}", "5e".repeat(32));
+    write_token(&mine, &token).unwrap();
+    let add = |file: &std::path::Path, role: &str| {
+        coordinator_command(&[
+            "token",
+            "add",
+            "--role",
+            role,
+            "ops",
+            "--from-file",
+            file.to_str().unwrap(),
+            "--store",
+            &cluster.store,
+        ])
+    };
+    let out = add(&mine, "admin").unwrap();
+    assert!(out.contains("registered from") && !out.contains(&token), "{out}");
+    let again = add(&mine, "admin").unwrap();
+    assert!(again.contains("registered from"), "the same token again is no change: {again}");
+    let other = dir.path().join("other.token");
+    write_token(&other, &format!("qala_{}", "7a".repeat(32))).unwrap();
+    let e = add(&other, "admin").unwrap_err().to_string();
+    assert!(e.contains("exists"), "another token under the name: {e}");
+    let e = add(&mine, "agent").unwrap_err().to_string();
+    assert!(e.contains("exists"), "the same token under another role: {e}");
+    let weak = dir.path().join("weak.token");
+    write_token(&weak, "hunter2").unwrap();
+    let e = coordinator_command(&[
+        "token",
+        "add",
+        "--role",
+        "admin",
+        "weak",
+        "--from-file",
+        weak.to_str().unwrap(),
+        "--store",
+        &cluster.store,
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("32 to 512 printable"), "{e}");
+
+    cluster.start_coordinator().unwrap();
+    let out = cluster.agent_as(&cluster.url(), "admin", &["status", "--json"]).unwrap();
+    assert!(out.status.success(), "the cluster's own admin token: {out:?}");
+    let status = Command::new(qala_tests::bin("qala-agent"))
+        .args([
+            "--server",
+            &cluster.url(),
+            "--ca",
+            cluster.ca().to_str().unwrap(),
+            "--token-file",
+            mine.to_str().unwrap(),
+            "status",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "the registered token works: {}", String::from_utf8_lossy(&status.stderr));
+    let e = coordinator_command(&[
+        "token",
+        "add",
+        "--role",
+        "admin",
+        "ops2",
+        "--from-file",
+        mine.to_str().unwrap(),
+        "--server",
+        &cluster.url(),
+        "--ca",
+        cluster.ca().to_str().unwrap(),
+        "--token-file",
+        cluster.token_file("admin").to_str().unwrap(),
+    ]);
+    assert!(e.is_err(), "through a server: {e:?}");
+}

@@ -31,6 +31,7 @@ impl Admin {
             valid: (req.valid_secs > 0).then(|| std::time::Duration::from_secs(req.valid_secs)),
             max_uses: req.max_uses,
             replace: req.replace,
+            given: None,
         };
         let name = req.name.as_str();
         let (token, mut record) = auth::add_token(&self.store, name, &new).await?;

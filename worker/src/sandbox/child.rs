@@ -29,7 +29,9 @@ pub fn main() -> ! {
 }
 
 fn run() -> Result<(), String> {
-    confine::die_with_parent()?;
+    // The worker's pid follows CHILD_ARG.
+    let worker = std::env::args().nth(2).and_then(|p| p.parse().ok());
+    confine::die_with_parent(worker)?;
     confine::close_inherited();
     // SAFETY: the worker started us with our end of the socket as stdin.
     let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(0) });

@@ -33,11 +33,19 @@ pub fn close_inherited() {
     }
 }
 
-/// Die with the worker (a child never outlives it).
-pub fn die_with_parent() -> Result<(), String> {
+/// Die with the worker (a child never outlives it). `worker` is the pid
+/// the worker gave (it may be 1: a worker that is a container's first
+/// process); without it, a parent that is pid 1 means the worker is gone.
+pub fn die_with_parent(worker: Option<i32>) -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| format!("prctl PDEATHSIG: {e}"))?;
-    // The worker may have died before the line above.
-    if nix::unistd::getppid().as_raw() == 1 {
+    // The worker may have died before the line above: then this process
+    // has another parent (init, or a subreaper).
+    let parent = nix::unistd::getppid().as_raw();
+    let gone = match worker {
+        Some(w) => parent != w,
+        None => parent == 1,
+    };
+    if gone {
         return Err("the worker is gone".into());
     }
     Ok(())

@@ -354,6 +354,7 @@ fn start(rules: Option<&Shipped>, settings: &Settings) -> Result<(std::process::
     let (mut ours, theirs) = UnixStream::pair().map_err(|e| fail("socketpair", &e))?;
     let mut child = Command::new(&settings.exe)
         .arg(CHILD_ARG)
+        .arg(std::process::id().to_string())
         .env_clear()
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::null())

@@ -198,10 +198,19 @@ async fn publish_crl(bytes: &[u8], t: &AdminTarget) -> anyhow::Result<()> {
 
 async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Add { role, name, expires, uses, replace, target: t } => {
+        TokenCommand::Add { role, name, expires, uses, replace, from_file, target: t } => {
             let role = Role::parse(&role).map_err(anyhow::Error::msg)?;
-            let new = NewToken { role, valid: expires.map(Into::into), max_uses: uses.unwrap_or(0), replace };
+            let given = match &from_file {
+                Some(f) => {
+                    Some(std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?.trim().to_string())
+                }
+                None => None,
+            };
+            let new = NewToken { role, valid: expires.map(Into::into), max_uses: uses.unwrap_or(0), replace, given };
             let (token, record) = match target(&t).await? {
+                Target::Server(..) if from_file.is_some() => {
+                    anyhow::bail!("--from-file registers a token on the store directly: give --store, not --server")
+                }
                 Target::Store(s) => auth::add_token(&s, &name, &new).await.map_err(|e| anyhow::anyhow!("{e}"))?,
                 Target::Server(mut c, ..) => {
                     let req = pb::AddTokenRequest {
@@ -221,6 +230,10 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             }
             if record.max_uses != 0 {
                 limits.push_str(&format!(", {} enrollments", record.max_uses));
+            }
+            if let Some(f) = &from_file {
+                println!("token {name:?} (role {}{limits}) registered from {}", role.label(), f.display());
+                return Ok(());
             }
             println!("token {name:?} (role {}{limits}), shown only this once:", role.label());
             println!("{token}");
