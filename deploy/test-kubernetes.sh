@@ -6,7 +6,8 @@
 #     (and the KEDA ScaledObject, which it only warns about);
 #   - the overlay run with `podman kube play` (Redis, coordinator, worker
 #     with its probes, Secrets, the rules ConfigMap), ready by /readyz, and
-#     a tree with EICAR in a zip scanned through it from this host;
+#     a tree with EICAR in a zip scanned through it from this host; the
+#     rules ConfigMap changed in place and picked up without a restart;
 #   - deploy/install.sh into a staging root, and `systemd-analyze verify`
 #     on every unit in deploy/.
 set -euo pipefail
@@ -30,6 +31,8 @@ cleanup() {
     done
   fi
   [ -e "$work/play.yaml" ] && podman kube down "$work/play.yaml" >/dev/null 2>&1 || true
+  # kube play keeps each ConfigMap as a volume of its name.
+  podman volume rm -f qala-rules qala-coordinator-tls qala-store qala-tokens qala-worker-enroll qala-redis >/dev/null 2>&1 || true
   podman network rm -f "$net" >/dev/null 2>&1 || true
   rm -rf "$work" deploy/kubernetes/base/generated deploy/kubernetes/podman/generated
   exit $status
@@ -79,7 +82,32 @@ cat "$work/scan.json"
 [ "$code" = 1 ] && grep '"invoice.zip' "$work/scan.json" | grep -q '"verdict":"malicious"' ||
   { echo "EICAR in the zip not detected through kube play (exit $code)" >&2; exit 1; }
 step "EICAR in a zip detected through the pods"
+
+# The rules ConfigMap changed in place, as the kubelet does it (kube play
+# keeps a ConfigMap as a volume of that name; it has no update command, so
+# the new key is written into the volume, renamed into place at once):
+# the coordinator compiles it without a restart, and a file only the new
+# rule matches is detected.
+rules_vol=$(podman volume inspect qala-rules --format '{{.Mountpoint}}')
+before=$(curl -s "http://127.0.0.1:$metrics/readyz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ruleset_id"])')
+printf 'rule Qala_ConfigMap_Update {\n  strings:\n    $a = "qala-configmap-update-marker"\n  condition:\n    $a\n}\n' > "$rules_vol/.new.yar.tmp"
+mv "$rules_vol/.new.yar.tmp" "$rules_vol/configmap_update.yar"
+changed() { [ "$(curl -s "http://127.0.0.1:$metrics/readyz" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["ruleset_id"] if d["ready"] else "")')" != "$before" ]; }
+until=$(( $(date +%s) + 60 ))
+until changed; do
+  [ "$(date +%s)" -lt "$until" ] || { echo "the rules change was not picked up" >&2; exit 1; }
+  sleep 0.5
+done
+printf 'qala-configmap-update-marker\n' > "$work/tree/marker.txt"
+set +e
+QALA_TOKEN_FILE=$g/tokens/agent.token "$bin/qala-agent" --server "https://localhost:$api" --ca "$g/pki/ca.pem" \
+  scan --json --no-progress --no-cache --cache "$work/hashes" "$work/tree/marker.txt" > "$work/marker.json"
+set -e
+grep -q '"rule":"Qala_ConfigMap_Update"' "$work/marker.json" ||
+  { cat "$work/marker.json"; echo "the new rule did not match" >&2; exit 1; }
+step "rules ConfigMap changed in place: new ruleset without a restart, the new rule matches"
 podman kube down "$work/play.yaml" >/dev/null
+podman volume rm -f qala-rules qala-coordinator-tls qala-store qala-tokens qala-worker-enroll qala-redis >/dev/null 2>&1 || true
 
 # Hosts without containers: install.sh into a staging root; every unit verified.
 deploy/install.sh --root "$work/root" --bin-dir "$bin" --host scan.example.org >/dev/null
