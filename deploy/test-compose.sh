@@ -17,9 +17,11 @@ if [ ${#need[@]} -gt 0 ]; then
   python3 -m pip install --quiet "${need[@]}" 2>/dev/null || python3 -m pip install --quiet --break-system-packages "${need[@]}"
 fi
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p qala-agent --bins -q
+# The workspace's build (what the tests ran; a per-package build would
+# unify features differently and build again).
+cargo build --release --workspace --bins -q
 agent=$(realpath "$target/release/qala-agent")
-deploy/build-images.sh
+QALA_BIN_DIR=$(realpath "$target/release") deploy/build-images.sh
 step "images built"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
