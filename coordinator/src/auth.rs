@@ -428,6 +428,20 @@ impl Auth {
         }
     }
 
+    /// The caller a token's hash stands for while that token is valid: a
+    /// console session keeps the hash, never the token, and ends when the
+    /// token is revoked, replaced or expires.
+    pub fn by_token_hash(&self, sha256: &str, peer: Option<SocketAddr>) -> Result<Caller, CoreError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        match state.by_hash.get(sha256) {
+            Some(k) if k.expires_ms != 0 && k.expires_ms <= qala_common::now_ms() => {
+                Err(CoreError::Unauthenticated(format!("token {:?} expired at {}", k.name, utc(k.expires_ms))))
+            }
+            Some(k) => Ok(Caller { name: k.name.clone(), role: k.role, peer }),
+            None => Err(CoreError::Unauthenticated("the session's token was revoked or replaced: log in again".into())),
+        }
+    }
+
     pub fn worker_revoked(&self, id: &str) -> bool {
         self.state.read().unwrap_or_else(|p| p.into_inner()).revoked_workers.contains(id)
     }

@@ -258,6 +258,12 @@ pub struct RetentionConfig {
     /// before the next holder is asked.
     #[arg(long, env = "QALA_COORDINATOR_HUNT_ASK_TIMEOUT_SECS", default_value_t = 120)]
     pub hunt_ask_timeout_secs: u64,
+    /// A console session unused this many seconds ends.
+    #[arg(long, env = "QALA_COORDINATOR_SESSION_IDLE_SECS", default_value_t = 1800)]
+    pub session_idle_secs: u64,
+    /// A console session ends this many seconds after login, used or not.
+    #[arg(long, env = "QALA_COORDINATOR_SESSION_MAX_SECS", default_value_t = 43_200)]
+    pub session_max_secs: u64,
 }
 
 fn days(d: f64) -> std::time::Duration {
@@ -277,6 +283,14 @@ impl RetentionConfig {
         crate::core::hunts::HuntSettings {
             on_rules_change: self.hunt_on_rules_change,
             ask_timeout: std::time::Duration::from_secs(self.hunt_ask_timeout_secs.max(1)),
+        }
+    }
+
+    pub fn sessions(&self) -> crate::core::sessions::SessionSettings {
+        let absolute = std::time::Duration::from_secs(self.session_max_secs.max(1));
+        crate::core::sessions::SessionSettings {
+            idle: std::time::Duration::from_secs(self.session_idle_secs.max(1)).min(absolute),
+            absolute,
         }
     }
 

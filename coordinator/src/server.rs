@@ -144,6 +144,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             actions_per_minute: config.agent_actions_rate,
             sightings: config.retention.sightings(),
             hunts: config.retention.hunts(),
+            sessions: config.retention.sessions(),
         },
     ));
     if let (Some(t), Some(dir)) = (&tls, &config.tls) {

@@ -607,7 +607,21 @@ impl Cluster {
         bail!("the coordinator could not bind its ports:{}", self.logs())
     }
 
+    /// Start another coordinator with `extra` flags replacing the
+    /// options' flags of the same names (its own `--http-listen`, say); its URL.
+    pub fn add_coordinator_with(&mut self, extra: &[String]) -> Result<String> {
+        let (port, cluster_port) = (free_port(), free_port());
+        let name = format!("coordinator-{}", self.peers.len() + 2);
+        let proc = self.spawn_coordinator_with(&name, port, cluster_port, extra)?;
+        self.peers.push((port, cluster_port, proc));
+        Ok(format!("https://127.0.0.1:{port}"))
+    }
+
     fn spawn_coordinator(&self, name: &str, port: u16, cluster_port: u16) -> Result<Proc> {
+        self.spawn_coordinator_with(name, port, cluster_port, &[])
+    }
+
+    fn spawn_coordinator_with(&self, name: &str, port: u16, cluster_port: u16, extra: &[String]) -> Result<Proc> {
         let mut args: Vec<String> = vec![
             "--listen".into(),
             format!("127.0.0.1:{port}"),
@@ -630,7 +644,19 @@ impl Cluster {
             "--auth-cache".into(),
             self.dir.path().join(format!("{name}-auth-cache.json")).display().to_string(),
         ];
-        args.extend(self.options.coordinator_args.iter().cloned());
+        // The options' flags, but those `extra` gives (each a flag and its value).
+        let given: Vec<&String> = extra.iter().filter(|a| a.starts_with("--")).collect();
+        let mut options = self.options.coordinator_args.iter().peekable();
+        while let Some(a) = options.next() {
+            if given.contains(&a) {
+                if options.peek().is_some_and(|v| !v.starts_with("--")) {
+                    options.next();
+                }
+                continue;
+            }
+            args.push(a.clone());
+        }
+        args.extend(extra.iter().cloned());
         Proc::spawn(name, &bin("qala-coordinator"), &args, self.dir.path())
     }
 

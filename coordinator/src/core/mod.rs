@@ -38,6 +38,7 @@ pub mod lookups;
 pub mod notices;
 pub mod rate;
 pub mod revocation;
+pub mod sessions;
 pub mod shared;
 pub mod sightings;
 pub mod status;
@@ -79,6 +80,7 @@ pub struct Settings {
     /// How sightings are kept.
     pub sightings: SightingSettings,
     pub hunts: HuntSettings,
+    pub sessions: sessions::SessionSettings,
 }
 
 pub struct Core {
@@ -97,6 +99,7 @@ pub struct Core {
     sightings: Arc<Sightings>,
     notices: Arc<Notices>,
     hunts: Arc<Hunts>,
+    sessions: sessions::Sessions,
 }
 
 impl Core {
@@ -123,7 +126,12 @@ impl Core {
             sightings,
             notices,
             hunts,
+            sessions: sessions::Sessions::new(s, settings.sessions),
         }
+    }
+
+    pub fn sessions(&self) -> &sessions::Sessions {
+        &self.sessions
     }
 
     /// Authenticate `creds` and check that the caller may do `op`; a refusal

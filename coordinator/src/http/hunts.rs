@@ -146,7 +146,7 @@ pub async fn start_hunt(
     p: Peer,
     request: Request,
 ) -> Result<Json<Hunt>, ApiError> {
-    let caller = match s.caller(&headers, peer(&p), Op::Admin) {
+    let caller = match s.caller(&headers, peer(&p), Op::Admin).await {
         Ok(c) => c,
         Err(e) => return Err(refused(request, e).await),
     };
@@ -166,7 +166,7 @@ pub async fn start_hunt(
 #[utoipa::path(get, path = "/v1/hunts",
     responses((status = 200, body = HuntList), (status = 401, body = super::model::ApiError), (status = 403, body = super::model::ApiError)))]
 pub async fn list_hunts(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Json<HuntList>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Inventory)?;
+    let caller = s.caller(&headers, peer(&p), Op::Inventory).await?;
     let r = s.core.hunts().list(&caller).await?;
     Ok(Json(HuntList { hunts: r.hunts.into_iter().map(Hunt::from).collect() }))
 }
@@ -181,7 +181,7 @@ pub async fn get_hunt(
     p: Peer,
     Path(id): Path<String>,
 ) -> Result<Json<Hunt>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Inventory)?;
+    let caller = s.caller(&headers, peer(&p), Op::Inventory).await?;
     Ok(Json(s.core.hunts().get(&caller, &id).await?.into()))
 }
 
@@ -195,7 +195,7 @@ pub async fn hunt_matches(
     p: Peer,
     Path(id): Path<String>,
 ) -> Result<Json<HuntMatches>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Inventory)?;
+    let caller = s.caller(&headers, peer(&p), Op::Inventory).await?;
     let r = s.core.hunts().matches(&caller, &id).await?;
     let matches = r
         .matches
@@ -221,6 +221,6 @@ pub async fn cancel_hunt(
     p: Peer,
     Path(id): Path<String>,
 ) -> Result<Json<Hunt>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Admin)?;
+    let caller = s.caller(&headers, peer(&p), Op::Admin).await?;
     Ok(Json(s.core.hunts().cancel(&caller, &id).await?.into()))
 }

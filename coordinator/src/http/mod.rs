@@ -13,6 +13,7 @@ mod hunts;
 pub mod model;
 mod request;
 mod routes;
+mod session;
 mod state;
 
 use futures::StreamExt;

@@ -27,8 +27,8 @@ const MAX_LOOKUP: usize = crate::core::lookups::MAX_LOOKUP;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Qala REST API", description = "Verdicts by sha256, sha1 or md5; scans; the detections feed; cluster, rules and IOC lists. Authenticate with `Authorization: Bearer <token>`."),
-    paths(get_verdicts, lookup, scan, detections, sightings, agent, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, crate::http::hunts::start_hunt, crate::http::hunts::list_hunts, crate::http::hunts::get_hunt, crate::http::hunts::cancel_hunt, crate::http::hunts::hunt_matches, metrics),
-    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, model::Sightings, Holder, Agent, Held, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded, super::hunts::HuntStart, super::hunts::RuleFile, super::hunts::Hunt, super::hunts::HuntList, super::hunts::HuntMatch, super::hunts::HuntMatches)),
+    paths(get_verdicts, lookup, scan, detections, sightings, agent, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, crate::http::hunts::start_hunt, crate::http::hunts::list_hunts, crate::http::hunts::get_hunt, crate::http::hunts::cancel_hunt, crate::http::hunts::hunt_matches, crate::http::session::login, crate::http::session::whoami, crate::http::session::logout, metrics),
+    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, model::Sightings, Holder, Agent, Held, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded, super::hunts::HuntStart, super::hunts::RuleFile, super::hunts::Hunt, super::hunts::HuntList, super::hunts::HuntMatch, super::hunts::HuntMatches, super::session::Login, super::session::WhoAmI)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
@@ -59,9 +59,12 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/hunts", get(super::hunts::list_hunts).post(super::hunts::start_hunt))
         .route("/v1/hunts/{id}", get(super::hunts::get_hunt).delete(super::hunts::cancel_hunt))
         .route("/v1/hunts/{id}/matches", get(super::hunts::hunt_matches))
+        .route("/v1/session", get(super::session::whoami).post(super::session::login).delete(super::session::logout))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint: see /v1/openapi.json") })
+        .layer(axum::middleware::from_fn(super::session::csrf_guard))
+        .layer(axum::middleware::from_fn(super::session::security_headers))
         .with_state(state)
 }
 
@@ -84,7 +87,7 @@ async fn get_verdicts(
     p: Peer,
     Path(hash): Path<String>,
 ) -> Result<Json<VerdictsByHash>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
+    let caller = s.caller(&headers, peer(&p), Op::GetVerdict).await?;
     let hash = hash.trim().to_ascii_lowercase();
     let verdicts = s.core.lookups().by_hash(&caller, &hash, "rest_verdicts").await?;
     let verdicts: Vec<Verdict> = verdicts.iter().map(Verdict::from).collect();
@@ -105,7 +108,7 @@ async fn lookup(
     p: Peer,
     request: Request,
 ) -> Result<Json<LookupResponse>, ApiError> {
-    let caller = match s.caller(&headers, peer(&p), Op::Lookup) {
+    let caller = match s.caller(&headers, peer(&p), Op::Lookup).await {
         Ok(c) => c,
         Err(e) => return Err(refused(request, e).await),
     };
@@ -140,7 +143,7 @@ async fn lookup(
         (status = 403, body = model::ApiError), (status = 413, body = model::ApiError), (status = 429, body = model::ApiError),
         (status = 503, body = model::ApiError)))]
 async fn scan(State(s): State<AppState>, headers: HeaderMap, p: Peer, request: Request) -> Result<Json<ScanResponse>, ApiError> {
-    let caller = match s.caller(&headers, peer(&p), Op::Scan) {
+    let caller = match s.caller(&headers, peer(&p), Op::Scan).await {
         Ok(c) => c,
         Err(e) => return Err(refused(request, e).await),
     };
@@ -233,7 +236,7 @@ async fn detections(
     p: Peer,
     q: Result<Query<DetectionsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DetectionsPage>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
+    let caller = s.caller(&headers, peer(&p), Op::GetVerdict).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let query =
         FeedQuery { since: q.since.unwrap_or(0), rule: q.rule, technique: q.technique, limit: q.limit.map_or(0, |l| l.max(1)) };
@@ -254,7 +257,7 @@ async fn sightings(
     p: Peer,
     Path(hash): Path<String>,
 ) -> Result<Json<model::Sightings>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Inventory)?;
+    let caller = s.caller(&headers, peer(&p), Op::Inventory).await?;
     let hash = hash.trim().to_ascii_lowercase();
     let r = s.core.sightings().holders(&caller, &hash).await?;
     Ok(Json(model::Sightings::from(hash, &r)))
@@ -266,7 +269,7 @@ async fn sightings(
     responses((status = 200, body = Agent), (status = 400, body = model::ApiError), (status = 401, body = model::ApiError),
         (status = 403, body = model::ApiError), (status = 404, body = model::ApiError), (status = 503, body = model::ApiError)))]
 async fn agent(State(s): State<AppState>, headers: HeaderMap, p: Peer, Path(id): Path<String>) -> Result<Json<Agent>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Inventory)?;
+    let caller = s.caller(&headers, peer(&p), Op::Inventory).await?;
     let r = s.core.sightings().agent(&caller, &id).await?;
     Ok(Json(Agent::from(&r)))
 }
@@ -275,7 +278,7 @@ async fn agent(State(s): State<AppState>, headers: HeaderMap, p: Peer, Path(id):
 #[utoipa::path(get, path = "/v1/cluster",
     responses((status = 200, body = ClusterStatus), (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
 async fn cluster(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Json<ClusterStatus>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Status)?;
+    let caller = s.caller(&headers, peer(&p), Op::Status).await?;
     let st = s.core.status(&caller)?;
     let threads: u64 = st.workers.iter().map(|w| u64::from(w.threads)).sum();
     let busy = st.workers.iter().map(|w| w.in_flight).sum::<u64>().min(threads);
@@ -308,7 +311,7 @@ async fn cluster(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Resu
 #[utoipa::path(get, path = "/v1/rules",
     responses((status = 200, body = RulesStatus), (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
 async fn rules(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Json<RulesStatus>, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Status)?;
+    let caller = s.caller(&headers, peer(&p), Op::Status).await?;
     let r = s.core.overview().rules(&caller)?;
     let st = r.status;
     Ok(Json(RulesStatus {
@@ -327,7 +330,7 @@ async fn rules(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
         (status = 401, body = model::ApiError), (status = 403, body = model::ApiError)))]
 async fn metrics(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result<Response, ApiError> {
-    let caller = s.caller(&headers, peer(&p), Op::Metrics)?;
+    let caller = s.caller(&headers, peer(&p), Op::Metrics).await?;
     let text = s.core.metrics(&caller)?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }
@@ -412,7 +415,7 @@ pub mod iocs {
         p: Peer,
         q: Result<Query<IocQuery>, axum::extract::rejection::QueryRejection>,
     ) -> Result<Json<IocList>, ApiError> {
-        let caller = s.caller(&headers, peer(&p), Op::GetVerdict)?;
+        let caller = s.caller(&headers, peer(&p), Op::GetVerdict).await?;
         let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
         let page = s.core.iocs().list(&caller, q.after.as_deref().unwrap_or(""), q.limit.unwrap_or(0)).await?;
         Ok(Json(IocList { entries: page.entries.into_iter().map(IocEntry::from).collect(), next: page.next, total: page.total }))
@@ -428,7 +431,7 @@ pub mod iocs {
         p: Peer,
         request: Request,
     ) -> Result<Json<IocAdded>, ApiError> {
-        let caller = match s.caller(&headers, peer(&p), Op::Admin) {
+        let caller = match s.caller(&headers, peer(&p), Op::Admin).await {
             Ok(c) => c,
             Err(e) => return Err(refused(request, e).await),
         };
@@ -452,7 +455,7 @@ pub mod iocs {
         p: Peer,
         Path((list, kind, digest)): Path<(String, String, String)>,
     ) -> Result<StatusCode, ApiError> {
-        let caller = s.caller(&headers, peer(&p), Op::Admin)?;
+        let caller = s.caller(&headers, peer(&p), Op::Admin).await?;
         if s.core.iocs().remove(&caller, &list, &kind, &digest.to_ascii_lowercase()).await? {
             Ok(StatusCode::NO_CONTENT)
         } else {

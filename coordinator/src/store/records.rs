@@ -202,6 +202,42 @@ impl Record for SharedWorker {
     }
 }
 
+/// A console session: a browser's cookie stands for the token it logged in
+/// with. Keyed by the sha256 of the session id (the cookie's value is never
+/// stored); holds the token's hash, never the token.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionRecord {
+    #[prost(string, tag = "1")]
+    pub id_sha256: String,
+    #[prost(string, tag = "2")]
+    pub token_sha256: String,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(int64, tag = "4")]
+    pub created_ms: i64,
+    /// Last use written (at most once a minute).
+    #[prost(int64, tag = "5")]
+    pub last_ms: i64,
+    /// Idle expiry, then absolute expiry (Unix ms).
+    #[prost(int64, tag = "6")]
+    pub idle_until_ms: i64,
+    #[prost(int64, tag = "7")]
+    pub until_ms: i64,
+}
+
+impl Record for SessionRecord {
+    const TABLE: Table = Table("sessions");
+    const EXPIRES: bool = true;
+
+    fn key(&self) -> String {
+        self.id_sha256.clone()
+    }
+
+    fn expired(&self, now_ms: i64) -> bool {
+        self.until_ms <= now_ms || self.idle_until_ms <= now_ms
+    }
+}
+
 /// The key of an IOC entry: `LIST:KIND:DIGEST`.
 pub fn ioc_key(list: &str, kind: &str, digest: &str) -> String {
     format!("{list}:{kind}:{digest}")
