@@ -36,6 +36,11 @@ command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(gcc-mingw-w64-x86
 command -v wixl >/dev/null 2>&1 || missing+=(wixl)
 command -v msiinfo >/dev/null 2>&1 || missing+=(msitools)
 command -v osslsigncode >/dev/null 2>&1 || missing+=(osslsigncode)
+# The analyst console's browser test: Debian's Chromium, driven from Node.js
+# by playwright-core (pinned in tests/browser/package-lock.json).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (needed by the tests)"
@@ -54,6 +59,11 @@ python3 -c 'import openapi_spec_validator' >/dev/null 2>&1 || pip_need+=(openapi
 if [ ${#pip_need[@]} -gt 0 ]; then
   echo "installing ${pip_need[*]} (needed by the tests)"
   python3 -m pip install --quiet "${pip_need[@]}" || python3 -m pip install --quiet --break-system-packages "${pip_need[@]}"
+fi
+# playwright-core for the console's browser test, from the lockfile (it
+# never downloads a browser: the test drives /usr/bin/chromium).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 # The Windows agent the Wine tests run (incremental: seconds when built).
 ./scripts/build-windows.sh

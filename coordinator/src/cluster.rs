@@ -41,6 +41,10 @@ pub struct WorkerHandle {
     loaded_id: RwLock<String>,
     pub in_flight: AtomicU64,
     pub scanned: AtomicU64,
+    /// Bytes it scanned since it started, and its recent p99 scan time (us),
+    /// as its last heartbeat said.
+    pub bytes_scanned: AtomicU64,
+    pub p99_us: AtomicU64,
     /// A call to it failed: out of the ring until its next heartbeat (a
     /// killed worker never sends one; a restarted one registers anew).
     suspect: AtomicBool,
@@ -58,14 +62,36 @@ pub struct WorkerHandle {
     slots: FairSlots,
 }
 
+/// What a worker's heartbeat says of its load.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    pub in_flight: u64,
+    pub scanned: u64,
+    pub bytes_scanned: u64,
+    pub p99_us: u64,
+}
+
+impl Load {
+    pub fn of(w: &WorkerHandle) -> Load {
+        Load {
+            in_flight: w.in_flight.load(Ordering::Relaxed),
+            scanned: w.scanned.load(Ordering::Relaxed),
+            bytes_scanned: w.bytes_scanned.load(Ordering::Relaxed),
+            p99_us: w.p99_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl WorkerHandle {
     /// Heard of at `at_ms` (a heartbeat here, or one recorded in the store).
-    fn heard(&self, at_ms: i64, in_flight: u64, scanned: u64) {
+    fn heard(&self, at_ms: i64, load: Load) {
         let ago = Duration::from_millis((qala_common::now_ms() - at_ms).max(0) as u64);
         *self.last_seen.write().unwrap_or_else(|p| p.into_inner()) = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
         self.last_heartbeat_ms.store(at_ms.max(0) as u64, Ordering::Relaxed);
-        self.in_flight.store(in_flight, Ordering::Relaxed);
-        self.scanned.store(scanned, Ordering::Relaxed);
+        self.in_flight.store(load.in_flight, Ordering::Relaxed);
+        self.scanned.store(load.scanned, Ordering::Relaxed);
+        self.bytes_scanned.store(load.bytes_scanned, Ordering::Relaxed);
+        self.p99_us.store(load.p99_us, Ordering::Relaxed);
         self.suspect.store(false, Ordering::Relaxed);
     }
 
@@ -200,7 +226,7 @@ impl Cluster {
     /// last heard of at `heartbeat_ms`: a new one is added; one known from
     /// the store is refreshed (added anew if its address changed); one
     /// registered here is left as it is.
-    pub fn adopt(self: &Arc<Self>, req: pb::RegisterRequest, heartbeat_ms: i64, in_flight: u64, scanned: u64) {
+    pub fn adopt(self: &Arc<Self>, req: pb::RegisterRequest, heartbeat_ms: i64, load: Load) {
         let known = self.workers.read().unwrap_or_else(|p| p.into_inner()).get(&req.worker_id).cloned();
         match known {
             // Registered here: it stays this coordinator's while it
@@ -213,17 +239,17 @@ impl Cluster {
                     && w.address == req.address
                 {
                     w.shared.store(true, Ordering::Relaxed);
-                    w.heard(heartbeat_ms, in_flight, scanned);
+                    w.heard(heartbeat_ms, load);
                 }
             }
             Some(w) if w.address == req.address && w.slots_total() == slots_of(&req) => {
                 if heartbeat_ms > w.last_heartbeat_ms.load(Ordering::Relaxed) as i64 {
-                    w.heard(heartbeat_ms, in_flight, scanned);
+                    w.heard(heartbeat_ms, load);
                 }
             }
             _ => {
                 if let Ok(w) = self.insert(req, Some(heartbeat_ms)) {
-                    w.heard(heartbeat_ms, in_flight, scanned);
+                    w.heard(heartbeat_ms, load);
                 }
             }
         }
@@ -271,6 +297,8 @@ impl Cluster {
             loaded_id: RwLock::new(String::new()),
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
+            bytes_scanned: AtomicU64::new(0),
+            p99_us: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
             slots: FairSlots::new(slots_of(&req), req.threads.max(1) as usize),
             shared: AtomicBool::new(shared.is_some()),
@@ -299,7 +327,10 @@ impl Cluster {
     pub fn heartbeat(&self, req: &pb::HeartbeatRequest) -> bool {
         let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
         let Some(w) = workers.get(&req.worker_id) else { return false };
-        w.heard(qala_common::now_ms(), req.in_flight, req.scanned);
+        w.heard(
+            qala_common::now_ms(),
+            Load { in_flight: req.in_flight, scanned: req.scanned, bytes_scanned: req.bytes_scanned, p99_us: req.p99_us },
+        );
         w.shared.store(false, Ordering::Relaxed);
         true
     }

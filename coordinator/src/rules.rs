@@ -22,6 +22,8 @@ pub struct LoadedRules {
     pub file_count: u32,
     /// Each file compiled: its path relative to the rules path, and its size.
     pub files: Vec<(String, u64)>,
+    /// The compiler's warnings: file (relative to the rules path), message.
+    pub warnings: Vec<(String, String)>,
     pub loaded_at_ms: i64,
     /// A what-if hunt's rules: shipped beside the rules in force, never current.
     pub what_if: bool,
@@ -58,6 +60,11 @@ fn compile(path: PathBuf, policy: Limits) -> Result<(LoadedRules, String), Rules
             rule_count: ruleset.rule_count as u32,
             file_count: ruleset.file_count as u32,
             files: ruleset.files.clone(),
+            warnings: ruleset
+                .warnings
+                .iter()
+                .map(|w| (w.path.strip_prefix(&path).unwrap_or(&w.path).display().to_string(), w.message.clone()))
+                .collect(),
             loaded_at_ms: now_ms(),
             what_if: false,
         },
@@ -116,6 +123,7 @@ pub fn compile_what_if(sources: &[(String, String)], policy: &Limits) -> Result<
         rule_count: ruleset.rule_count as u32,
         file_count: ruleset.file_count as u32,
         files: sources.iter().map(|(n, t)| (n.clone(), t.len() as u64)).collect(),
+        warnings: Vec::new(),
         loaded_at_ms: now_ms(),
         what_if: true,
     })

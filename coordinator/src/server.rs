@@ -185,6 +185,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         tokio::spawn(core.iocs().clone().keep_fresh(stop_rx.clone())),
         tokio::spawn(core.sightings().clone().run(stop_rx.clone())),
         tokio::spawn(core.notices().clone().run(stop_rx.clone())),
+        tokio::spawn(core.history().clone().run(stop_rx.clone())),
         tokio::spawn({
             // Live uploads first: a hunt asks for nothing while they fill
             // half the upload slots.

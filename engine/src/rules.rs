@@ -39,6 +39,9 @@ pub struct Ruleset {
     /// Each source file compiled: its path relative to the rules path, and
     /// its size in bytes (empty for rules loaded from bytes).
     pub files: Vec<(String, u64)>,
+    /// What the compiler warned of (slow patterns, always-true conditions,
+    /// ...), file by file: the whole report, with its ` --> file:line:col`.
+    pub warnings: Vec<RuleFileError>,
     /// The rules import `elf` but no rule source mentions its symbol tables
     /// (`symtab`, `dynsym`, `import_md5`, `telfhash`): the engine then hands
     /// yara-x the elf module's output without them, which saves converting
@@ -166,6 +169,7 @@ pub fn compile_rules(root: &Path, limits: &Limits) -> Result<Ruleset, RulesError
     id.update((policy.len() as u64).to_le_bytes());
     id.update(&policy);
     let mut errors = Vec::new();
+    let mut warnings: Vec<RuleFileError> = Vec::new();
     let mut mentions_elf_symbols = false;
     let mut listed = Vec::with_capacity(files.len());
     for path in &files {
@@ -186,6 +190,9 @@ pub fn compile_rules(root: &Path, limits: &Limits) -> Result<Ruleset, RulesError
         if let Err(e) = compiler.add_source(yara_x::SourceCode::from(&source[..]).with_origin(origin)) {
             errors.push(RuleFileError { path: path.clone(), message: e.to_string() });
         }
+        for w in &compiler.warnings()[warnings.len()..] {
+            warnings.push(RuleFileError { path: path.clone(), message: w.to_string() });
+        }
     }
     if !errors.is_empty() {
         return Err(RulesError::Compile(errors));
@@ -199,6 +206,7 @@ pub fn compile_rules(root: &Path, limits: &Limits) -> Result<Ruleset, RulesError
         rule_count,
         file_count: files.len(),
         files: listed,
+        warnings,
         trim_elf_symbols,
         limits: limits.clone(),
     })
@@ -248,7 +256,7 @@ impl Ruleset {
         let rules = yara_x::Rules::deserialize(compiled).map_err(|e| RulesError::Deserialize(e.to_string()))?;
         let rule_count = rules.iter().len();
         let trim_elf_symbols = flags & FLAG_TRIM_ELF_SYMBOLS != 0 && imports_elf(&rules);
-        Ok(Ruleset { id, rules, rule_count, file_count: 0, files: Vec::new(), trim_elf_symbols, limits })
+        Ok(Ruleset { id, rules, rule_count, file_count: 0, files: Vec::new(), warnings: Vec::new(), trim_elf_symbols, limits })
     }
 }
 
@@ -260,6 +268,22 @@ mod tests {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn warnings_are_kept_with_their_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "a.yar", "rule fine { condition: filesize > 10 }");
+        write(
+            d.path(),
+            "b.yar",
+            "rule other { condition: filesize > 10 }\n\nrule slow {\n  strings:\n    $a = \"x\"\n  condition:\n    $a\n}\n",
+        );
+        let r = compile_rules(d.path(), &Limits::default()).unwrap();
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        let w = &r.warnings[0];
+        assert!(w.path.ends_with("b.yar"), "{w:?}");
+        assert!(w.message.contains("b.yar:5:"), "the line of the pattern: {}", w.message);
     }
 
     #[test]

@@ -162,6 +162,50 @@ fn console_sessions_are_cookies_that_hold_no_token_and_refuse_cross_site_writes(
     .unwrap();
     assert_eq!((there.code, there.body["name"].as_str()), (200, Some("ana")), "{}", there.body);
 
+    // The live feed at the second coordinator shows a detection stored
+    // through the first (read from the store), and its cluster view lists
+    // the first one's worker with the worker's own load.
+    let mut stream = std::process::Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "30", "--cacert"])
+        .arg(cluster.ca())
+        .args(["-H", &format!("Cookie: {}", with_cookie(&id))])
+        .arg(format!("{base2}/v1/detections/stream?level=malicious&since={}", qala_common::now_ms()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sample =
+        qala_tests::zip_of(&[("eicar.com", &qala_tests::eicar()), ("noise.bin", &qala_tests::pseudo_random(0xfeed, 4096))]);
+    let sample_path = cluster.dir.path().join("stream-sample.zip");
+    std::fs::write(&sample_path, &sample).unwrap();
+    let sha = qala_tests::sha256_hex(&sample);
+    let t0 = std::time::Instant::now();
+    let (code, _) = cluster.scan_at(&cluster.url(), &[&sample_path]).unwrap();
+    assert_eq!(code, 1, "a detection");
+    let scanned = t0.elapsed();
+    let mut seen = None;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stream.stdout.take().unwrap())) {
+        let line = line.unwrap();
+        if line.starts_with("data:") && line.contains(&sha) {
+            let event: Value = serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+            assert_eq!(event["verdict"], "malicious", "{event}");
+            seen = Some(t0.elapsed());
+            break;
+        }
+    }
+    let _ = stream.kill();
+    let _ = stream.wait();
+    let seen = seen.expect("the detection in the second coordinator's live feed");
+    eprintln!("live feed at the other coordinator: scan answered after {scanned:?}, event after {seen:?}");
+    let (w_id, w_bytes) =
+        wait_for("the first coordinator's worker, with its load, at the second", Duration::from_secs(20), || {
+            let c = http(&cluster, "GET", &format!("{base2}/v1/cluster"), &[("Cookie", &with_cookie(&id))], None);
+            let w = c.body["workers"].as_array()?.first()?.clone();
+            (w["bytes_scanned"].as_u64()? > 0 && w["p99_ms"].as_f64()? > 0.0)
+                .then(|| (w["worker_id"].clone(), w["bytes_scanned"].clone()))
+        })
+        .unwrap();
+    eprintln!("second coordinator lists worker {w_id} with {w_bytes} bytes scanned");
+
     // Logout ends it everywhere (within the 2 s a session is cached).
     let out =
         http(&cluster, "DELETE", &format!("{base}/v1/session"), &[("Cookie", &with_cookie(&admin)), ("x-qala-csrf", "1")], None);

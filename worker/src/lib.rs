@@ -13,6 +13,7 @@ mod convert;
 pub mod error;
 mod health;
 mod identity;
+mod latency;
 mod metrics;
 mod pool;
 mod register;

@@ -80,6 +80,8 @@ pub async fn run(
                     ruleset_id: state.rules.current_id(),
                     in_flight: state.in_flight.load(Ordering::Relaxed),
                     scanned: state.scanned.load(Ordering::Relaxed),
+                    bytes_scanned: state.bytes_scanned.load(Ordering::Relaxed),
+                    p99_us: state.recent.p99_us(),
                     crl_digest: digest(&identity),
                 };
                 match client.heartbeat(hb).await {

@@ -28,6 +28,9 @@ pub struct WorkerState {
     pub max_file_size: u64,
     pub in_flight: AtomicU64,
     pub scanned: AtomicU64,
+    /// Bytes of the files scanned, and the recent scan times (heartbeats).
+    pub bytes_scanned: AtomicU64,
+    pub recent: crate::latency::Recent,
     pub metrics: crate::metrics::Metrics,
     /// Disk-held uploads' files kept for later ones (`--upload-keep-bytes`).
     pub kept_uploads: Arc<crate::sandbox::KeptUploads>,
@@ -67,6 +70,8 @@ impl WorkerState {
             max_file_size,
             in_flight: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
+            bytes_scanned: AtomicU64::new(0),
+            recent: Default::default(),
             metrics: crate::metrics::Metrics::new(),
             kept_uploads: crate::sandbox::KeptUploads::new(0, crate::sandbox::KEEP_FILES),
             crls: None,
@@ -306,6 +311,8 @@ impl pb::worker_server::Worker for WorkerService {
             }
         };
         self.state.scanned.fetch_add(1, Ordering::Relaxed);
+        self.state.bytes_scanned.fetch_add(verdict.size, Ordering::Relaxed);
+        self.state.recent.record(verdict.scan_duration_us);
         self.state.metrics.scanned(&verdict);
         info!(sha256 = %verdict.sha256, verdict = pb::VerdictKind::try_from(verdict.verdict).unwrap_or_default().label(),
               us = verdict.scan_duration_us, "scanned");

@@ -32,6 +32,8 @@ pub struct FeedQuery {
     pub technique: Option<String>,
     /// Events per page (0: [`DEFAULT_PAGE`]; at most [`MAX_PAGE`]).
     pub limit: usize,
+    /// Only events whose verdict is at least this (`suspicious`: both).
+    pub level: Option<pb::VerdictKind>,
 }
 
 pub struct FeedPage {
@@ -57,7 +59,13 @@ impl FeedQuery {
                 .flat_map(|d| &d.techniques)
                 .any(|x| x == t || x.strip_prefix(t).is_some_and(|rest| rest.starts_with('.')))
         });
-        rule_ok && technique_ok
+        let (suspicious, malicious) = (pb::VerdictKind::Suspicious as i32, pb::VerdictKind::Malicious as i32);
+        let level_ok = match self.level {
+            None => true,
+            Some(pb::VerdictKind::Suspicious) => e.verdict == suspicious || e.verdict == malicious,
+            Some(l) => e.verdict == l as i32,
+        };
+        rule_ok && technique_ok && level_ok
     }
 }
 
@@ -68,6 +76,24 @@ impl Feed {
 
     /// One page of the feed as `q` asks.
     pub async fn page(&self, caller: &Caller, q: &FeedQuery) -> Result<FeedPage, CoreError> {
+        let page = self.read(caller, q).await?;
+        self.audit.event("rest_detections", Some(caller), json!({"events": page.events.len()}));
+        Ok(page)
+    }
+
+    /// A live watch of the feed begins (audited once, not each poll).
+    pub fn watching(&self, caller: &Caller, q: &FeedQuery) -> Result<(), CoreError> {
+        caller.require(Op::GetVerdict)?;
+        self.audit.event(
+            "detections_stream",
+            Some(caller),
+            json!({"since": q.since, "rule": q.rule, "technique": q.technique, "level": q.level.map(|l| l.label())}),
+        );
+        Ok(())
+    }
+
+    /// One page, unaudited: a live watch's poll.
+    pub async fn read(&self, caller: &Caller, q: &FeedQuery) -> Result<FeedPage, CoreError> {
         caller.require(Op::GetVerdict)?;
         let limit = if q.limit == 0 { DEFAULT_PAGE } else { q.limit.min(MAX_PAGE) };
         let technique = q.technique.as_deref().map(str::to_ascii_uppercase);
@@ -103,7 +129,6 @@ impl Feed {
             }
             next_since = Some(if events.last().is_some_and(|e| e.at_ms == boundary) { boundary + 1 } else { boundary });
         }
-        self.audit.event("rest_detections", Some(caller), json!({"events": events.len()}));
         Ok(FeedPage { events, next_since })
     }
 }

@@ -23,6 +23,8 @@
 //! | [`notices::Notices`] | notices to the agents that hold a content |
 //! | [`hunts::Hunts`] | content sighted on agents, judged again under new rules |
 //! | [`status::Overview`] | status, load, rules listing, metrics |
+//! | [`history::History`] | the last hour of the cluster's load, for the console |
+//! | [`sessions::Sessions`] | the console's sessions |
 
 pub mod admin;
 pub mod agents;
@@ -31,6 +33,7 @@ pub mod digests;
 pub mod enrollment;
 pub mod error;
 pub mod feed;
+pub mod history;
 pub mod hunts;
 pub mod iocs;
 pub mod join;
@@ -100,6 +103,7 @@ pub struct Core {
     notices: Arc<Notices>,
     hunts: Arc<Hunts>,
     sessions: sessions::Sessions,
+    history: Arc<history::History>,
 }
 
 impl Core {
@@ -127,11 +131,16 @@ impl Core {
             notices,
             hunts,
             sessions: sessions::Sessions::new(s, settings.sessions),
+            history: Arc::new(history::History::new(s)),
         }
     }
 
     pub fn sessions(&self) -> &sessions::Sessions {
         &self.sessions
+    }
+
+    pub fn history(&self) -> &Arc<history::History> {
+        &self.history
     }
 
     /// Authenticate `creds` and check that the caller may do `op`; a refusal

@@ -336,9 +336,27 @@ impl Sightings {
         Ok(self.store.call(|s| s.sightings_of(sha256)).await?.into_iter().map(|s| s.agent_id).collect())
     }
 
+    /// The contents agent `agent_id` holds (its most recent sightings, up
+    /// to the per-agent read), for a feed filtered by agent.
+    pub async fn held_by(&self, caller: &Caller, agent_id: &str) -> Result<std::collections::HashSet<String>, CoreError> {
+        caller.require(Op::Inventory)?;
+        crate::auth::check_token_name(agent_id).map_err(CoreError::Invalid)?;
+        self.flush().await;
+        let (held, _) = self.store.call(|s| s.sightings_by(agent_id, AGENT_READ)).await?;
+        Ok(held.into_iter().map(|s| s.sha256).collect())
+    }
+
     /// One agent's record and what it holds that is a detection now (under
     /// the current rules and IOC lists).
     pub async fn agent(&self, caller: &Caller, agent_id: &str) -> Result<pb::GetAgentResponse, CoreError> {
+        let r = self.holdings(caller, agent_id).await?;
+        self.audit.event("agent_holdings", Some(caller), json!({"agent_id": agent_id, "detections": r.detections.len()}));
+        Ok(r)
+    }
+
+    /// [`Sightings::agent`] without its audit line: one row of the fleet
+    /// view (audited once, as the whole list).
+    pub async fn holdings(&self, caller: &Caller, agent_id: &str) -> Result<pb::GetAgentResponse, CoreError> {
         caller.require(Op::Inventory)?;
         crate::auth::check_token_name(agent_id).map_err(CoreError::Invalid)?;
         let Some(agent) = self.store.get::<pb::AgentRecord>(agent_id).await? else {
@@ -373,7 +391,6 @@ impl Sightings {
                 }
             }
         }
-        self.audit.event("agent_holdings", Some(caller), json!({"agent_id": agent_id, "detections": detections.len()}));
         Ok(pb::GetAgentResponse { agent: Some(agent), detections, sightings: held.len() as u64, truncated })
     }
 }

@@ -44,6 +44,8 @@ pub struct RuleFile {
 pub struct RulesStatus {
     pub status: pb::RulesStatus,
     pub files: Vec<RuleFile>,
+    /// The compiler's warnings on the rules in force: file, report.
+    pub warnings: Vec<(String, String)>,
 }
 
 pub struct Overview {
@@ -115,6 +117,8 @@ impl Overview {
                 last_heartbeat_ms: w.last_heartbeat_ms.load(Ordering::Relaxed) as i64,
                 in_flight: w.in_flight.load(Ordering::Relaxed),
                 scanned: w.scanned.load(Ordering::Relaxed),
+                bytes_scanned: w.bytes_scanned.load(Ordering::Relaxed),
+                p99_us: w.p99_us.load(Ordering::Relaxed),
             })
             .collect();
         let healthy = self.store.healthy();
@@ -132,9 +136,9 @@ impl Overview {
     /// The rules in force, file by file, and the last failed reload.
     pub fn rules(&self, caller: &Caller) -> Result<RulesStatus, CoreError> {
         caller.require(Op::Status)?;
-        let files =
-            self.rules.current().files.iter().map(|(path, bytes)| RuleFile { path: path.clone(), bytes: *bytes }).collect();
-        Ok(RulesStatus { status: self.rules_status(), files })
+        let current = self.rules.current();
+        let files = current.files.iter().map(|(path, bytes)| RuleFile { path: path.clone(), bytes: *bytes }).collect();
+        Ok(RulesStatus { status: self.rules_status(), files, warnings: current.warnings.clone() })
     }
 
     /// Whether this coordinator can answer scans (`/readyz`), and why not:

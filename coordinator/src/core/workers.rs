@@ -9,7 +9,7 @@ use super::error::CoreError;
 use super::revocation::crls_for;
 use super::shared::Shared;
 use crate::auth::Auth;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Load};
 use crate::rules::RulesManager;
 use crate::store::Guarded;
 use crate::store::records::{IssuedCert, SharedWorker};
@@ -146,6 +146,8 @@ impl Workers {
                         until_ms: heartbeat_ms + self.cluster.dead_after.as_millis() as i64,
                         in_flight: w.in_flight.load(Ordering::Relaxed),
                         scanned: w.scanned.load(Ordering::Relaxed),
+                        bytes_scanned: w.bytes_scanned.load(Ordering::Relaxed),
+                        p99_us: w.p99_us.load(Ordering::Relaxed),
                     }
                 })
                 .collect();
@@ -166,7 +168,8 @@ impl Workers {
                 if self.auth.worker_revoked(&reg.worker_id) || reg.engine_version != qala_engine::ENGINE_VERSION {
                     continue;
                 }
-                self.cluster.adopt(reg, w.heartbeat_ms, w.in_flight, w.scanned);
+                let load = Load { in_flight: w.in_flight, scanned: w.scanned, bytes_scanned: w.bytes_scanned, p99_us: w.p99_us };
+                self.cluster.adopt(reg, w.heartbeat_ms, load);
             }
         }
     }

@@ -23,6 +23,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
     }
 
+    /// The stable code and the message, for an error sent inside a stream.
+    pub fn parts(&self) -> (&'static str, &str) {
+        (self.code, &self.message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

@@ -7,6 +7,7 @@
 //! CA. A thin adapter: every call goes to the [`crate::core::Core`], which checks the
 //! role, applies quotas and audits; errors are JSON with a stable `code`.
 
+mod console;
 mod error;
 pub mod health;
 mod hunts;
@@ -15,6 +16,7 @@ mod request;
 mod routes;
 mod session;
 mod state;
+mod views;
 
 use futures::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

@@ -81,6 +81,88 @@ pub struct Verdict {
     pub objects: Vec<ObjectDigests>,
     /// Some objects were left out of `objects` (more than 10,000).
     pub objects_truncated: bool,
+    /// What the engine read of each executable object.
+    pub executables: Vec<Executable>,
+    /// Metadata of objects that carry some (a message's headers).
+    pub object_meta: Vec<ObjectMeta>,
+    /// Microseconds the worker spent on it.
+    pub scan_duration_us: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Section {
+    pub name: String,
+    pub virtual_address: u64,
+    pub virtual_size: u64,
+    pub raw_size: u64,
+    pub entropy: f64,
+    /// `r`, `w`, `x` or `-` for each.
+    pub flags: String,
+}
+
+/// One executable object of the submission.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Executable {
+    pub object: String,
+    /// `pe`, `elf`, `macho`.
+    pub format: String,
+    pub arch: String,
+    pub is_64: bool,
+    pub entry_point: u64,
+    pub entry_section: String,
+    pub sections: Vec<Section>,
+    pub imports: u32,
+    pub exports: u32,
+    /// `library!name`, at most 1,000.
+    pub import_names: Vec<String>,
+    pub export_names: Vec<String>,
+    pub overlay_size: u64,
+    pub resources: u32,
+    /// An Authenticode directory is present (not verified).
+    pub signed: bool,
+    pub facts: Vec<String>,
+    /// Set when the object could not be parsed.
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObjectMeta {
+    pub object: String,
+    pub meta: BTreeMap<String, String>,
+}
+
+impl From<&pb::ExecutableSummary> for Executable {
+    fn from(e: &pb::ExecutableSummary) -> Self {
+        Executable {
+            object: e.object.clone(),
+            format: e.format.clone(),
+            arch: e.arch.clone(),
+            is_64: e.is_64,
+            entry_point: e.entry_point,
+            entry_section: e.entry_section.clone(),
+            sections: e
+                .sections
+                .iter()
+                .map(|s| Section {
+                    name: s.name.clone(),
+                    virtual_address: s.virtual_address,
+                    virtual_size: s.virtual_size,
+                    raw_size: s.raw_size,
+                    entropy: s.entropy,
+                    flags: s.flags.clone(),
+                })
+                .collect(),
+            imports: e.imports,
+            exports: e.exports,
+            import_names: e.import_names.clone(),
+            export_names: e.export_names.clone(),
+            overlay_size: e.overlay_size,
+            resources: e.resources,
+            signed: e.signed,
+            facts: e.facts.clone(),
+            error: e.error.clone(),
+        }
+    }
 }
 
 /// The IOC list entry that decided a verdict.
@@ -153,6 +235,16 @@ impl From<&pb::Verdict> for Verdict {
                 })
                 .collect(),
             objects_truncated: v.objects_truncated,
+            executables: v.executables.iter().map(Executable::from).collect(),
+            object_meta: v
+                .object_meta
+                .iter()
+                .map(|m| ObjectMeta {
+                    object: m.object.clone(),
+                    meta: m.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                })
+                .collect(),
+            scan_duration_us: v.scan_duration_us,
         }
     }
 }
@@ -244,6 +336,10 @@ pub struct Worker {
     /// Scans in progress on it.
     pub in_flight: u64,
     pub scanned: u64,
+    /// Bytes it scanned since it started.
+    pub bytes_scanned: u64,
+    /// Its 99th percentile scan time over the last five minutes (ms).
+    pub p99_ms: f64,
     pub ruleset_id: String,
     pub last_heartbeat_ms: i64,
 }
@@ -261,6 +357,10 @@ pub struct ClusterStatus {
     pub store_healthy: bool,
     pub store_error: String,
     pub busy_rejections: u64,
+    /// Scan calls this coordinator answered from the store (or another scan
+    /// in flight), and those a worker scanned, since it started.
+    pub cache_hits: u64,
+    pub cache_misses: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -269,10 +369,33 @@ pub struct RuleFile {
     pub bytes: u64,
 }
 
+/// A compile error or warning of one rule file.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RuleError {
     pub path: String,
+    /// The line it points at (0: none given).
+    pub line: u32,
     pub message: String,
+}
+
+impl RuleError {
+    /// From a compiler report, whose ` --> file:line:col` names the line.
+    pub fn of(path: String, message: String) -> Self {
+        RuleError { line: line_of(&message), path, message }
+    }
+}
+
+/// The line in a yara-x report's first ` --> origin:line:col`.
+pub fn line_of(message: &str) -> u32 {
+    message
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("--> "))
+        .and_then(|loc| {
+            let mut parts = loc.rsplitn(3, ':');
+            let _col = parts.next()?;
+            parts.next()?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// `GET /v1/rules`.
@@ -286,6 +409,8 @@ pub struct RulesStatus {
     /// Errors of the last reload that failed (the ruleset above stays in force).
     pub last_errors: Vec<RuleError>,
     pub last_error_at_ms: i64,
+    /// The compiler's warnings on the rules in force.
+    pub warnings: Vec<RuleError>,
 }
 
 /// One agent holding a content (`GET /v1/sightings/{hash}`).
@@ -364,6 +489,28 @@ pub struct Agent {
     pub detections: Vec<Held>,
 }
 
+/// One agent of the fleet (`GET /v1/agents`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetAgent {
+    pub agent_id: String,
+    pub hostname: String,
+    pub os: String,
+    pub version: String,
+    pub enrolled_ms: i64,
+    pub last_checkin_ms: i64,
+    pub actions: u64,
+    pub last_action_ms: i64,
+    /// Contents it holds that are detections now (absent when not counted:
+    /// fleets of over 500 agents; open the agent).
+    pub detections: Option<u64>,
+}
+
+/// `GET /v1/agents`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Fleet {
+    pub agents: Vec<FleetAgent>,
+}
+
 impl From<&pb::GetAgentResponse> for Agent {
     fn from(r: &pb::GetAgentResponse) -> Self {
         let a = r.agent.clone().unwrap_or_default();
@@ -390,5 +537,18 @@ impl From<&pb::GetAgentResponse> for Agent {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_is_read_from_the_report() {
+        let m = "warning[slow_pattern]: slow pattern\n --> /etc/qala/rules/a b:c.yar:12:5\n  |\n12 | $a";
+        assert_eq!(line_of(m), 12);
+        assert_eq!(line_of("no location"), 0);
+        assert_eq!(RuleError::of("x".into(), m.into()).line, 12);
     }
 }

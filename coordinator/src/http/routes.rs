@@ -27,8 +27,8 @@ const MAX_LOOKUP: usize = crate::core::lookups::MAX_LOOKUP;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Qala REST API", description = "Verdicts by sha256, sha1 or md5; scans; the detections feed; cluster, rules and IOC lists. Authenticate with `Authorization: Bearer <token>`."),
-    paths(get_verdicts, lookup, scan, detections, sightings, agent, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, crate::http::hunts::start_hunt, crate::http::hunts::list_hunts, crate::http::hunts::get_hunt, crate::http::hunts::cancel_hunt, crate::http::hunts::hunt_matches, crate::http::session::login, crate::http::session::whoami, crate::http::session::logout, metrics),
-    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, model::Sightings, Holder, Agent, Held, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded, super::hunts::HuntStart, super::hunts::RuleFile, super::hunts::Hunt, super::hunts::HuntList, super::hunts::HuntMatch, super::hunts::HuntMatches, super::session::Login, super::session::WhoAmI)),
+    paths(get_verdicts, lookup, scan, detections, sightings, agent, cluster, rules, crate::http::routes::iocs::list_iocs, crate::http::routes::iocs::add_iocs, crate::http::routes::iocs::remove_ioc, crate::http::hunts::start_hunt, crate::http::hunts::list_hunts, crate::http::hunts::get_hunt, crate::http::hunts::cancel_hunt, crate::http::hunts::hunt_matches, crate::http::session::login, crate::http::session::whoami, crate::http::session::logout, crate::http::views::fleet, crate::http::views::history, crate::http::views::stream, crate::http::views::reload, metrics),
+    components(schemas(model::ApiError, Verdict, Detection, LimitHit, model::IocMatch, model::ObjectDigests, VerdictsByHash, LookupRequest, LookupResponse, LookupResult, ScanResponse, DetectionEvent, DetectionsPage, model::Sightings, Holder, Agent, Held, ClusterStatus, Worker, RulesStatus, RuleFile, RuleError, iocs::IocEntry, iocs::IocList, iocs::IocAdd, iocs::IocAdded, super::hunts::HuntStart, super::hunts::RuleFile, super::hunts::Hunt, super::hunts::HuntList, super::hunts::HuntMatch, super::hunts::HuntMatches, super::session::Login, super::session::WhoAmI, model::Fleet, model::FleetAgent, model::Executable, model::Section, model::ObjectMeta, super::views::History, super::views::Reloaded, crate::core::history::Sample, crate::core::history::WorkerSample)),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]
@@ -59,6 +59,14 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/hunts", get(super::hunts::list_hunts).post(super::hunts::start_hunt))
         .route("/v1/hunts/{id}", get(super::hunts::get_hunt).delete(super::hunts::cancel_hunt))
         .route("/v1/hunts/{id}/matches", get(super::hunts::hunt_matches))
+        .route("/v1/agents", get(super::views::fleet))
+        .route("/v1/history", get(super::views::history))
+        .route("/v1/detections/stream", get(super::views::stream))
+        .route("/v1/rules/reload", post(super::views::reload))
+        .route("/", get(super::console::root))
+        .route("/console", get(super::console::root))
+        .route("/console/", get(super::console::index))
+        .route("/console/{*path}", get(super::console::asset))
         .route("/v1/session", get(super::session::whoami).post(super::session::login).delete(super::session::logout))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
@@ -238,8 +246,13 @@ async fn detections(
 ) -> Result<Json<DetectionsPage>, ApiError> {
     let caller = s.caller(&headers, peer(&p), Op::GetVerdict).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let query =
-        FeedQuery { since: q.since.unwrap_or(0), rule: q.rule, technique: q.technique, limit: q.limit.map_or(0, |l| l.max(1)) };
+    let query = FeedQuery {
+        since: q.since.unwrap_or(0),
+        rule: q.rule,
+        technique: q.technique,
+        limit: q.limit.map_or(0, |l| l.max(1)),
+        level: None,
+    };
     let page = s.core.feed().page(&caller, &query).await?;
     let (events, next_since) = (page.events, page.next_since);
     Ok(Json(DetectionsPage { events: events.iter().map(DetectionEvent::from).collect(), next_since }))
@@ -282,6 +295,8 @@ async fn cluster(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Resu
     let st = s.core.status(&caller)?;
     let threads: u64 = st.workers.iter().map(|w| u64::from(w.threads)).sum();
     let busy = st.workers.iter().map(|w| w.in_flight).sum::<u64>().min(threads);
+    let now = s.core.history().now();
+    let (hits, misses) = (now.cache_hits, now.cache_misses);
     Ok(Json(ClusterStatus {
         version: st.version,
         ruleset_id: st.rules.map(|r| r.ruleset_id).unwrap_or_default(),
@@ -296,6 +311,8 @@ async fn cluster(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Resu
                 threads: w.threads,
                 in_flight: w.in_flight,
                 scanned: w.scanned,
+                bytes_scanned: w.bytes_scanned,
+                p99_ms: w.p99_us as f64 / 1000.0,
                 ruleset_id: w.ruleset_id,
                 last_heartbeat_ms: w.last_heartbeat_ms,
             })
@@ -304,6 +321,8 @@ async fn cluster(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Resu
         store_healthy: st.store_healthy,
         store_error: st.store_error,
         busy_rejections: st.busy_rejections,
+        cache_hits: hits,
+        cache_misses: misses,
     }))
 }
 
@@ -320,8 +339,9 @@ async fn rules(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Result
         file_count: st.file_count,
         loaded_at_ms: st.loaded_at_ms,
         files: r.files.into_iter().map(|f| RuleFile { path: f.path, bytes: f.bytes }).collect(),
-        last_errors: st.last_errors.into_iter().map(|e| RuleError { path: e.path, message: e.message }).collect(),
+        last_errors: st.last_errors.into_iter().map(|e| RuleError::of(e.path, e.message)).collect(),
         last_error_at_ms: st.last_error_at_ms,
+        warnings: r.warnings.into_iter().map(|(path, message)| RuleError::of(path, message)).collect(),
     }))
 }
 
@@ -363,6 +383,9 @@ pub mod iocs {
         pub next: String,
         /// Entries on all lists.
         pub total: u64,
+        /// Entries on the block list and on the allow list.
+        pub block: u64,
+        pub allow: u64,
     }
 
     #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -418,7 +441,14 @@ pub mod iocs {
         let caller = s.caller(&headers, peer(&p), Op::GetVerdict).await?;
         let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
         let page = s.core.iocs().list(&caller, q.after.as_deref().unwrap_or(""), q.limit.unwrap_or(0)).await?;
-        Ok(Json(IocList { entries: page.entries.into_iter().map(IocEntry::from).collect(), next: page.next, total: page.total }))
+        let (block, allow) = s.core.iocs().counts();
+        Ok(Json(IocList {
+            entries: page.entries.into_iter().map(IocEntry::from).collect(),
+            next: page.next,
+            total: page.total,
+            block: block as u64,
+            allow: allow as u64,
+        }))
     }
 
     /// Add entries to a list (an admin token).

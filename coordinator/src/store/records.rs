@@ -187,6 +187,10 @@ pub struct SharedWorker {
     pub in_flight: u64,
     #[prost(uint64, tag = "5")]
     pub scanned: u64,
+    #[prost(uint64, tag = "6")]
+    pub bytes_scanned: u64,
+    #[prost(uint64, tag = "7")]
+    pub p99_us: u64,
 }
 
 impl Record for SharedWorker {
