@@ -177,6 +177,52 @@ await check('an admin sees the buttons, and blocking the file from its page work
   await shot(p, '04-iocs-admin');
 });
 
+await check('an admin imports a file into the block list; the counts follow', async () => {
+  const p = admin.page;
+  await visit(p, 'iocs', 'p.counts');
+  const before = await p.textContent('p.counts');
+  const digests = [createHash('sha256').update('import-a').digest('hex'), createHash('md5').update('import-b').digest('hex')];
+  const forms = p.locator('main form.row');
+  await forms.nth(1).locator('input[type=file]').setInputFiles({ name: 'list.csv', mimeType: 'text/csv',
+    buffer: Buffer.from(`${digests[0]},Imported.One\n${digests[1]},Imported.Two\n`) });
+  await forms.nth(1).locator('button[type=submit]').click();
+  for (const d of digests) await p.waitForSelector(`tr[data-digest="${d}"]`, { timeout: 10000 });
+  const after = await p.textContent('p.counts');
+  assert(after !== before, `counts changed: ${before} -> ${after}`);
+  // And one removed again.
+  await p.click(`tr[data-digest="${digests[1]}"] button`);
+  await p.waitForSelector(`tr[data-digest="${digests[1]}"]`, { state: 'detached', timeout: 10000 });
+});
+
+await check('every field has a label, every page a heading, and rows and links are reachable by keyboard', async () => {
+  const p = admin.page;
+  const missing = [];
+  for (const route of ['', `file/${cfg.zip.sha256}`, 'feed', 'fleet', 'hunts', 'health', 'rules', 'iocs']) {
+    await visit(p, route, 'main h1');
+    const bad = await p.evaluate(() => [...document.querySelectorAll('input, select, textarea')]
+      .filter((el) => el.type !== 'hidden' && !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+      .map((el) => el.outerHTML.slice(0, 60)));
+    missing.push(...bad.map((b) => `${route || 'home'}: ${b}`));
+  }
+  assert(!missing.length, `fields without a label: ${missing.join('; ')}`);
+  // Tab from the top reaches the skip link first, then the navigation.
+  await visit(p, 'fleet', 'tr[data-agent]');
+  // A fresh load, so the focus starts at the top of the document.
+  await p.reload();
+  await p.waitForSelector('tr[data-agent]');
+  await p.keyboard.press('Tab');
+  const first = await p.evaluate(() => document.activeElement.className);
+  assert(first === 'skip', `first stop: ${first}`);
+  await p.keyboard.press('Enter');
+  await p.waitForFunction(() => document.activeElement.id === 'main');
+  assert(await p.locator('tr[data-agent]').count() > 0, 'the skip link keeps the page');
+  // A row of the feed opens its file with Enter.
+  await visit(p, 'feed', `tr[data-sha256="${cfg.zip.sha256}"]`);
+  await p.focus(`tr[data-sha256="${cfg.zip.sha256}"]`);
+  await p.keyboard.press('Enter');
+  await p.waitForSelector(`article.verdict[data-sha256="${cfg.zip.sha256}"]`);
+});
+
 await check('a cookie-authenticated POST without the CSRF header is refused', async () => {
   const p = admin.page;
   const status = await p.evaluate(async () => {

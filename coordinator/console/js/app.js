@@ -149,7 +149,9 @@ async function start() {
   } catch (_) {
     ctx.me = null;
   }
-  window.addEventListener('hashchange', render);
+  // The skip link moves the focus; it is not a route.
+  document.querySelector('.skip').addEventListener('click', (e) => { e.preventDefault(); main().focus(); });
+  window.addEventListener('hashchange', () => { if (location.hash.startsWith('#/') || location.hash === '') render(); });
   await render();
 }
 
