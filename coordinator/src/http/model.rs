@@ -471,9 +471,9 @@ pub struct Held {
     pub last_seen_ms: i64,
 }
 
-/// `GET /v1/agents/{id}`.
+/// An agent's inventory record.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Agent {
+pub struct AgentRecord {
     pub agent_id: String,
     pub hostname: String,
     pub os: String,
@@ -482,6 +482,28 @@ pub struct Agent {
     pub last_checkin_ms: i64,
     pub actions: u64,
     pub last_action_ms: i64,
+}
+
+impl From<pb::AgentRecord> for AgentRecord {
+    fn from(a: pb::AgentRecord) -> Self {
+        AgentRecord {
+            agent_id: a.agent_id,
+            hostname: a.hostname,
+            os: a.os,
+            version: a.version,
+            enrolled_ms: a.enrolled_ms,
+            last_checkin_ms: a.last_seen_ms,
+            actions: a.actions,
+            last_action_ms: a.last_action_ms,
+        }
+    }
+}
+
+/// `GET /v1/agents/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Agent {
+    #[serde(flatten)]
+    pub record: AgentRecord,
     /// Sightings of this agent read (most recent first).
     pub sightings: u64,
     /// The per-agent cap dropped some of its sightings.
@@ -492,14 +514,8 @@ pub struct Agent {
 /// One agent of the fleet (`GET /v1/agents`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FleetAgent {
-    pub agent_id: String,
-    pub hostname: String,
-    pub os: String,
-    pub version: String,
-    pub enrolled_ms: i64,
-    pub last_checkin_ms: i64,
-    pub actions: u64,
-    pub last_action_ms: i64,
+    #[serde(flatten)]
+    pub record: AgentRecord,
     /// Contents it holds that are detections now (absent when not counted:
     /// fleets of over 500 agents; open the agent).
     pub detections: Option<u64>,
@@ -513,16 +529,8 @@ pub struct Fleet {
 
 impl From<&pb::GetAgentResponse> for Agent {
     fn from(r: &pb::GetAgentResponse) -> Self {
-        let a = r.agent.clone().unwrap_or_default();
         Agent {
-            agent_id: a.agent_id,
-            hostname: a.hostname,
-            os: a.os,
-            version: a.version,
-            enrolled_ms: a.enrolled_ms,
-            last_checkin_ms: a.last_seen_ms,
-            actions: a.actions,
-            last_action_ms: a.last_action_ms,
+            record: AgentRecord::from(r.agent.clone().unwrap_or_default()),
             sightings: r.sightings,
             truncated: r.truncated,
             detections: r

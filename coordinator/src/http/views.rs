@@ -4,7 +4,7 @@
 //! rest of the REST door, and usable from scripts with a bearer token.
 
 use super::error::ApiError;
-use super::model::{self, DetectionEvent, Fleet, FleetAgent, RuleError};
+use super::model::{self, AgentRecord, DetectionEvent, Fleet, FleetAgent, RuleError};
 use super::request::{Peer, peer};
 use super::state::AppState;
 use crate::auth::{Caller, Op};
@@ -48,17 +48,7 @@ pub async fn fleet(State(s): State<AppState>, headers: HeaderMap, p: Peer) -> Re
         } else {
             None
         };
-        agents.push(FleetAgent {
-            agent_id: a.agent_id,
-            hostname: a.hostname,
-            os: a.os,
-            version: a.version,
-            enrolled_ms: a.enrolled_ms,
-            last_checkin_ms: a.last_seen_ms,
-            actions: a.actions,
-            last_action_ms: a.last_action_ms,
-            detections,
-        });
+        agents.push(FleetAgent { record: AgentRecord::from(a), detections });
     }
     s.core.audit("fleet", Some(&caller), serde_json::json!({"agents": agents.len(), "counted": count}));
     Ok(Json(Fleet { agents }))
