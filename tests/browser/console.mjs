@@ -320,6 +320,9 @@ await check('hunts: an admin counts a dry run, then starts a hunt and watches it
   // Its progress, until it is done (the holder is online and uploads).
   await p.waitForFunction((done) => document.querySelector('main dl.facts dd').textContent === done, en['hunt.done'], { timeout: 60000 });
   await shot(p, '10-hunt');
+  // What it changed: the detections stored since it began.
+  await p.click('main a[href^="#/feed?since="]');
+  await p.waitForSelector('main p.note');
   await visit(p, 'hunts', `tr[data-hunt="${id}"]`);
   return `hunt ${id} done`;
 });

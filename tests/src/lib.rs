@@ -131,8 +131,25 @@ pub fn reset_peak_rss(pid: u32) {
     }
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port for a server a test starts (bound then released).
+///
+/// Taken below Linux's ephemeral range (32768-60999): a port the kernel
+/// handed out for `:0` and that was released can be given again at once as
+/// the source port of any outgoing connection (a client of another test),
+/// and the server then fails with "address in use" (seen in CI). Each
+/// test process walks its own stretch of 20000-31999, one port per call.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id().wrapping_mul(2_654_435_761) >> 4) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 

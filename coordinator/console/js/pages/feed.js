@@ -20,6 +20,7 @@ export function feedPage(m, _arg, _ctx, params) {
     e.preventDefault();
     const p = new URLSearchParams();
     for (const [k, el] of Object.entries(inputs)) if (el.value.trim()) p.set(k, el.value.trim());
+    if (params.get('since')) p.set('since', params.get('since'));
     location.hash = `#/feed?${p}`;
   };
   m.append(h('form', { class: 'filters', onsubmit: apply },
@@ -34,7 +35,8 @@ export function feedPage(m, _arg, _ctx, params) {
   m.append(status, tbl);
   let shown = 0;
   const q = new URLSearchParams();
-  for (const k of ['rule', 'technique', 'level', 'agent']) if (params.get(k)) q.set(k, params.get(k));
+  for (const k of ['rule', 'technique', 'level', 'agent', 'since']) if (params.get(k)) q.set(k, params.get(k));
+  if (params.get('since')) m.insertBefore(h('p', { class: 'note' }, t('feed.since', { when: fmtTime(Number(params.get('since'))) })), status);
   const source = new EventSource(`/v1/detections/stream?${q}`);
   source.addEventListener('open', () => { status.textContent = t('feed.live', { n: shown }); });
   source.addEventListener('detection', (ev) => {

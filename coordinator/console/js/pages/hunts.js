@@ -96,6 +96,13 @@ export async function huntPage(m, id, ctx) {
         [t('hunt.what_if'), x.what_if ? t('hunt.what_if_yes', { n: x.what_if_rules }) : t('dom.no')],
       ]),
     ];
+    // Verdicts a hunt changed into detections are stored as new
+    // detections: the feed since it began shows them.
+    if (!x.what_if && x.started_ms) {
+      const a = h('a', { href: '#/feed' }, t('hunt.see_changes'));
+      a.setAttribute('href', `#/feed?since=${x.started_ms}`);
+      parts.push(h('p', {}, a));
+    }
     if (x.what_if) {
       const mm = await api('GET', `/v1/hunts/${encodeURIComponent(id)}/matches`);
       parts.push(h('h2', {}, t('hunt.matches')), table(null, [t('file.sha256'), t('feed.verdict'), t('feed.rules'), t('file.size'), t('feed.time')],
