@@ -110,6 +110,32 @@ fn console_sessions_are_cookies_that_hold_no_token_and_refuse_cross_site_writes(
         http(&cluster, "POST", &format!("{base}/v1/iocs"), &[("Cookie", &with_cookie(&id)), ("x-qala-csrf", "1")], Some(&ioc));
     assert_eq!(denied.code, 403, "{}", denied.body);
 
+    // The console's own doors refuse what they should: no credentials, a
+    // wrong role, a bad filter, a file that is not the console's.
+    for path in ["/v1/agents", "/v1/history", "/v1/detections/stream"] {
+        let a = http(&cluster, "GET", &format!("{base}{path}"), &[], None);
+        assert_eq!(a.code, 401, "{path} without credentials: {}", a.body);
+    }
+    let reload =
+        http(&cluster, "POST", &format!("{base}/v1/rules/reload"), &[("Cookie", &with_cookie(&id)), ("x-qala-csrf", "1")], None);
+    assert_eq!(reload.code, 403, "an analyst may not reload rules: {}", reload.body);
+    let level =
+        http(&cluster, "GET", &format!("{base}/v1/detections/stream?level=%3Cx%3E"), &[("Cookie", &with_cookie(&id))], None);
+    assert_eq!(level.code, 400, "a bad level: {}", level.body);
+    let since = http(&cluster, "GET", &format!("{base}/v1/detections/stream?since=soon"), &[("Cookie", &with_cookie(&id))], None);
+    assert_eq!(since.code, 400, "a bad since: {}", since.body);
+    for path in ["/console/../Cargo.toml", "/console/js/..%2f..%2fsrc%2flib.rs", "/console/nope.js"] {
+        let a = http(&cluster, "GET", &format!("{base}{path}"), &[], None);
+        assert_eq!(a.code, 404, "{path}: {}", a.body);
+    }
+    let page = http(&cluster, "GET", &format!("{base}/console/"), &[], None);
+    assert_eq!(page.code, 200);
+    let csp = &page.headers["content-security-policy"][0];
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("require-trusted-types-for 'script'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+
     // Refused at login: an agent token, an unknown token; both audited.
     for (who, code) in [("agent", 403), ("nobody", 401)] {
         let t = if who == "nobody" { format!("qala_{}", "0".repeat(64)) } else { token(&cluster, who) };
