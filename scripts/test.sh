@@ -41,6 +41,14 @@ command -v osslsigncode >/dev/null 2>&1 || missing+=(osslsigncode)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The engine's round trip through every tool that writes an archive
+# (engine/tests/roundtrip.rs): 7-Zip as the oracle, and the writers.
+roundtrip_pkgs=(7zip arj jlha-utils lzip plzip lzop zpaq ncompress sharutils cpio pax genisoimage xorriso gcab
+  brotli lrzip rzip dar mtools dosfstools nsis kgb lzma zip pigz pbzip2 pixz fp-utils rpm mpack uudeview
+  macutils zopfli makeself arc nulib2 mscompress util-linux-extra fdisk ntfs-3g qemu-utils lz4 zstd xz-utils)
+for p in "${roundtrip_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (needed by the tests)"

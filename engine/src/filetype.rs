@@ -22,6 +22,12 @@ pub enum FileType {
     /// A raw LZMA stream with the 13-byte "LZMA alone" header (`.lzma`).
     Lzma,
     Zstd,
+    /// lzip (`.lz`): LZMA members with a CRC and sizes.
+    Lzip,
+    /// LZ4 frames (`.lz4`) and the legacy format of `lz4 -l`.
+    Lz4,
+    /// Unix `compress` (`.Z`): LZW.
+    CompressZ,
     SevenZip,
     Rar,
     Cab,
@@ -61,7 +67,7 @@ pub enum FileType {
 
 impl FileType {
     /// Every type.
-    pub const ALL: [FileType; 37] = [
+    pub const ALL: [FileType; 40] = [
         FileType::Zip,
         FileType::Docx,
         FileType::Xlsx,
@@ -76,6 +82,9 @@ impl FileType {
         FileType::Xz,
         FileType::Lzma,
         FileType::Zstd,
+        FileType::Lzip,
+        FileType::Lz4,
+        FileType::CompressZ,
         FileType::SevenZip,
         FileType::Rar,
         FileType::Cab,
@@ -118,6 +127,9 @@ impl FileType {
             FileType::Xz => "xz",
             FileType::Lzma => "lzma",
             FileType::Zstd => "zstd",
+            FileType::Lzip => "lzip",
+            FileType::Lz4 => "lz4",
+            FileType::CompressZ => "compress",
             FileType::SevenZip => "7z",
             FileType::Rar => "rar",
             FileType::Cab => "cab",
@@ -158,6 +170,9 @@ impl FileType {
                 | FileType::Xz
                 | FileType::Lzma
                 | FileType::Zstd
+                | FileType::Lzip
+                | FileType::Lz4
+                | FileType::CompressZ
                 | FileType::Mail
                 | FileType::Mbox
                 | FileType::Ole2

@@ -34,6 +34,8 @@ pub struct ObjectDigests {
     /// 1-based index, in the same list, of the container it came out of;
     /// 0: the submission itself. Always lower than the object's own index.
     pub parent: u32,
+    /// Bytes read of it (all of it unless `truncated`).
+    pub size: u64,
     pub sha256: [u8; 32],
     pub md5: Option<[u8; 16]>,
     pub sha1: Option<[u8; 20]>,

@@ -6,4 +6,4 @@
 /// same build) and the revision of what the unpackers see through:
 /// `formats.N` goes up whenever a format module is added or finds more, so
 /// files judged before are scanned again rather than answered from the cache.
-pub const ENGINE_VERSION: &str = concat!("qala-engine/", env!("CARGO_PKG_VERSION"), "+formats.8 yara-x/1.22");
+pub const ENGINE_VERSION: &str = concat!("qala-engine/", env!("CARGO_PKG_VERSION"), "+formats.9 yara-x/1.22");

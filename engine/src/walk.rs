@@ -241,7 +241,8 @@ impl<I: Inspect> Walker for Unpacker<'_, I> {
         }
         let parent = walk.current;
         let truncated = member.truncated;
-        walk.digests.push(ObjectDigests { object: child.to_string(), parent, sha256: digest, md5, sha1, truncated });
+        let size = member.data.len() as u64;
+        walk.digests.push(ObjectDigests { object: child.to_string(), parent, size, sha256: digest, md5, sha1, truncated });
         walk.current = walk.digests.len() as u32;
         let ty = formats::detect(&member.data);
         let held = member.data.len() as u64;

@@ -718,6 +718,30 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("lzma", lzma_alone(&tar)),
         ("bzip2", bz.finish().unwrap()),
         ("zstd", ruzstd::encoding::compress_to_vec(&tar[..], ruzstd::encoding::CompressionLevel::Fastest)),
+        ("lzip", {
+            let mut w = lzma_rust2::LzipWriter::new(Vec::new(), lzma_rust2::LzipOptions::default());
+            w.write_all(&tar).unwrap();
+            w.finish().unwrap()
+        }),
+        ("lz4", {
+            let mut w = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            w.write_all(&tar).unwrap();
+            w.finish().unwrap()
+        }),
+        ("compress_z", compress_literals(payload)),
+        ("records", {
+            let mut y = b"=ybegin line=128 size=39 name=seed.txt\n".to_vec();
+            for &b in payload {
+                let e = b.wrapping_add(42);
+                if matches!(e, 0 | b'\n' | b'\r' | b'=') {
+                    y.extend_from_slice(&[b'=', e.wrapping_add(64)]);
+                } else {
+                    y.push(e);
+                }
+            }
+            y.extend_from_slice(b"\n=yend size=39\n");
+            y
+        }),
         ("tar", tar.clone()),
         ("cpio", cpio_newc(&[("bin/x.com", payload), ("TRAILER!!!", b"")])),
         ("ar", ar_of(&[("debian-binary", b"2.0\n"), ("data.tar", &tar)])),
@@ -858,6 +882,27 @@ fn tiny_macho() -> Vec<u8> {
     m.extend_from_slice(&[0x31, 0xC0, 0xC3]);
     m.resize(0x200, 0);
     m
+}
+
+/// A Unix `compress` stream of `data` in 9-bit literal codes only (valid
+/// while fewer than 255 codes fill the table: no width change).
+fn compress_literals(data: &[u8]) -> Vec<u8> {
+    assert!(data.len() < 255);
+    let mut out = vec![0x1F, 0x9D, 0x90];
+    let (mut acc, mut bits) = (0u32, 0);
+    for &b in data {
+        acc |= u32::from(b) << bits;
+        bits += 9;
+        while bits >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            bits -= 8;
+        }
+    }
+    if bits > 0 {
+        out.push(acc as u8);
+    }
+    out
 }
 
 /// A fat (universal) Mach-O holding `thin` once.

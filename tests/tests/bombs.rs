@@ -152,3 +152,77 @@ fn a_verdict_larger_than_the_message_cap_is_bounded() {
     assert_eq!(again[0]["cached"], true);
     assert_eq!(cluster.status().unwrap()["workers"].as_array().unwrap().len(), 1);
 }
+
+/// Output of a Debian tool fed `input` on stdin.
+fn tool(cmd: &str, input: &[u8]) -> Vec<u8> {
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(out.status.success(), "{cmd}");
+    out.stdout
+}
+
+/// The decoders added for the tool-by-tool round trip, on hostile input:
+/// `.Z` and LZ4 bombs, an lzip header asking a 512 MiB dictionary, 20,000
+/// empty zstd frames, a yEnc block that never ends, and Intel HEX whose
+/// records jump about. Each gets a verdict with its limit or error, within
+/// the worker's memory bound.
+#[test]
+fn new_stream_decoders_are_bounded() {
+    let cluster = Cluster::start(&repo_root().join("rules"), None, 1).unwrap();
+    let worker_pid = cluster.workers[0].pid();
+    let zeros = vec![0u8; 512 << 20];
+    let mut lzip = b"LZIP\x01\x1D".to_vec();
+    lzip.extend_from_slice(&[0x5A; 4096]);
+    let empty_frame = tool("zstd -q -c", b"");
+    let mut yenc = b"=ybegin line=128 size=99999999 name=a.exe\n".to_vec();
+    yenc.extend(std::iter::repeat_n(b"qala yenc body without an end line ".as_slice(), 150_000).flatten());
+    let mut ihex = String::new();
+    for i in 0..50_000u32 {
+        let addr = (i * 7919) as u16;
+        let rec = [0x04u8, (addr >> 8) as u8, addr as u8, 0, 1, 2, 3, 4];
+        let sum = rec.iter().fold(0u8, |s, &b| s.wrapping_add(b)).wrapping_neg();
+        ihex.push_str(&format!(":{}{sum:02X}\n", rec.iter().map(|b| format!("{b:02X}")).collect::<String>()));
+    }
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("zeros.Z", tool("compress -c", &zeros)),
+        ("zeros.lz4", tool("lz4 -q -c", &zeros)),
+        ("dictionary.lz", lzip),
+        ("frames.zst", empty_frame.repeat(20_000)),
+        ("endless.yenc", yenc),
+        ("jumps.hex", ihex.into_bytes()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (name, data) in &files {
+        assert!(data.len() < 16 << 20, "{name} is {} bytes", data.len());
+        std::fs::write(dir.path().join(name), data).unwrap();
+    }
+    let start = std::time::Instant::now();
+    let (_, lines) = cluster.scan(&[dir.path()]).unwrap();
+    let took = start.elapsed();
+    assert_eq!(lines.len(), files.len(), "{lines:#?}\n{}", cluster.logs());
+    for l in &lines {
+        let path = l["path"].as_str().unwrap();
+        let (limits, errors) = (l["limits_hit"].as_array().unwrap(), l["errors"].as_array().unwrap());
+        eprintln!("{path}: {} ({} objects), limits {limits:?}, errors {errors:?}", l["file_type"], l["objects_scanned"]);
+        if path.ends_with(".Z") || path.ends_with(".lz4") {
+            assert!(!limits.is_empty(), "a bomb without its limit: {l}");
+        }
+        if path.ends_with(".lz") || path.ends_with(".yenc") || path.ends_with(".hex") {
+            assert!(!errors.is_empty(), "say what was wrong: {l}");
+        }
+        assert_ne!(l["verdict"], "error", "{l}");
+    }
+    let peak = tree_peak_rss_kib(worker_pid);
+    eprintln!("{took:?}, worker and scan children peak RSS {} MiB", peak / 1024);
+    assert!(peak < 512 * 1024, "worker and scan children peak RSS {peak} KiB");
+    assert!(took < std::time::Duration::from_secs(120), "{took:?}");
+}

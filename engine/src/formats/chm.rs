@@ -116,8 +116,11 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
             _ => Err("chm: compressed section without its content, control data or reset table".into()),
         });
     }
-    if let Some(Err(e)) = &section1 {
-        c.error(e);
+    match &section1 {
+        Some(Err(e)) => c.error(e),
+        // Decoded in part: say why (the files past that point come out short).
+        Some(Ok(MemberData { error: Some(e), .. })) => c.error(e),
+        _ => {}
     }
     for e in files {
         let name = e.name.trim_start_matches('/');
@@ -175,7 +178,10 @@ fn lzx_section(
     let frames: Vec<usize> = (0..entries.min(1 << 20))
         .map_while(|i| u64_at(reset, header_len + 8 * i).and_then(|o| usize::try_from(o).ok()))
         .collect();
-    let want = want.min(total);
+    // The table's length can fall short of what the directory places in
+    // the section (chmcmd's does, by the files it adds last): decode as far
+    // as the files need, within the cap the caller gave.
+    let total = total.max(want);
     let mut lzx = lzxd::Lzxd::new(window);
     let mut out = Vec::new();
     for (i, &start) in frames.iter().enumerate() {
@@ -192,7 +198,8 @@ fn lzx_section(
         let Some(chunk) = content.get(start..end) else {
             return Ok(MemberData { data: out, truncated: false, error: Some(format!("chm: frame {i} outside the content")) });
         };
-        let size = (total - out.len() as u64).min(0x8000) as usize;
+        // Every frame but the last is whole, whatever the table's length says.
+        let size = if i + 1 < frames.len() { 0x8000 } else { (total.saturating_sub(out.len() as u64)).min(0x8000) as usize };
         match lzx.decompress_next(chunk, size) {
             Ok(frame) => out.extend_from_slice(frame),
             Err(e) => return Ok(MemberData { data: out, truncated: false, error: Some(format!("chm: lzx frame {i}: {e}")) }),

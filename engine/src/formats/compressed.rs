@@ -1,6 +1,8 @@
 //! Single-stream compression: gzip (`flate2`, multi-member), bzip2
-//! (`bzip2`, multi-stream), xz and lzma-alone (`lzma-rust2`, with a decoder
-//! memory limit) and zstd (`ruzstd`, pure Rust). One child, read with the
+//! (`bzip2`, multi-stream), xz, lzma-alone and lzip (`lzma-rust2`, with a
+//! decoder memory limit; lzip's checked here first), zstd (`ruzstd`, pure
+//! Rust, every frame), LZ4 frames and the legacy format (`lz4_flex`) and
+//! Unix `compress` (own LZW, [`super::lzw`]). One child, read with the
 //! walk's cap and stopped at the deadline.
 
 use super::Container;
@@ -9,19 +11,24 @@ use crate::filetype::FileType;
 use crate::limits::Deadline;
 use std::io::Cursor;
 
-register!(COMPRESSED: "compressed", rank 60, unpacks [Gzip, Bzip2, Xz, Lzma, Zstd]);
+register!(COMPRESSED: "compressed", rank 60, unpacks [Gzip, Bzip2, Xz, Lzma, Zstd, Lzip, Lz4, CompressZ]);
 
 /// Magics of the compressed streams.
-const MAGICS: [(&[u8], FileType); 4] = [
+pub(crate) const MAGICS: [(&[u8], FileType); 8] = [
     (&[0x1F, 0x8B], FileType::Gzip),
     (b"BZh", FileType::Bzip2),
     (&[0xFD, b'7', b'z', b'X', b'Z', 0x00], FileType::Xz),
     (&[0x28, 0xB5, 0x2F, 0xFD], FileType::Zstd),
+    (b"LZIP\x01", FileType::Lzip),
+    (&[0x04, 0x22, 0x4D, 0x18], FileType::Lz4),
+    (&[0x02, 0x21, 0x4C, 0x18], FileType::Lz4),
+    (&[0x1F, 0x9D], FileType::CompressZ),
 ];
 
-/// gzip, bzip2, xz and zstd by their magics.
+/// The compressed streams by their magics (`.Z` also by a sane flags byte).
 fn sniff(data: &[u8]) -> Option<FileType> {
-    MAGICS.iter().find(|(magic, _)| data.starts_with(magic)).map(|(_, ty)| *ty)
+    let ty = MAGICS.iter().find(|(magic, _)| data.starts_with(magic)).map(|(_, ty)| *ty)?;
+    (ty != FileType::CompressZ || data.get(2).is_some_and(|f| f & 0x60 == 0 && (9..=16).contains(&(f & 0x1F)))).then_some(ty)
 }
 
 // A raw LZMA stream, told last of all: it has no magic.
@@ -50,6 +57,9 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         FileType::Xz => Codec::Xz,
         FileType::Lzma => Codec::Lzma,
         FileType::Zstd => Codec::Zstd,
+        FileType::Lzip => Codec::Lzip,
+        FileType::Lz4 => Codec::Lz4,
+        FileType::CompressZ => Codec::CompressZ,
         _ => return,
     };
     let name = codec.child_name(c.path.rsplit('/').next().unwrap_or(c.path));
@@ -69,6 +79,9 @@ enum Codec {
     /// LZMA alone (`.lzma`): a 13-byte header, then one LZMA stream.
     Lzma,
     Zstd,
+    Lzip,
+    Lz4,
+    CompressZ,
 }
 
 impl Codec {
@@ -84,6 +97,9 @@ impl Codec {
                 Codec::Xz => "xz",
                 Codec::Lzma => "lzma",
                 Codec::Zstd => "zstd",
+                Codec::Lzip => "lzip",
+                Codec::Lz4 => "lz4",
+                Codec::CompressZ => "compress",
             };
             return format!("{codec}.decompressed");
         }
@@ -94,6 +110,9 @@ impl Codec {
             Codec::Xz => (&[".xz"], &[".txz"]),
             Codec::Lzma => (&[".lzma"], &[".tlz"]),
             Codec::Zstd => (&[".zst", ".zstd"], &[".tzst"]),
+            Codec::Lzip => (&[".lz"], &[".tlz"]),
+            Codec::Lz4 => (&[".lz4"], &[]),
+            Codec::CompressZ => (&[".z"], &[".taz"]),
         };
         for e in exts {
             if lower.ends_with(e) && lower.len() > e.len() {
@@ -120,10 +139,75 @@ impl Codec {
                 Ok(r) => read_capped(r, cap, 0, d),
                 Err(e) => MemberData::failed(format!("lzma: {e}")),
             },
-            Codec::Zstd => match ruzstd::decoding::StreamingDecoder::new(Cursor::new(data)) {
-                Ok(r) => read_capped(r, cap, 0, d),
-                Err(e) => MemberData::failed(format!("zstd: {e}")),
+            Codec::Zstd => read_capped(ZstdFrames { data: Cursor::new(data), frame: None }, cap, 0, d),
+            Codec::Lzip => match lzip_dictionaries_fit(data) {
+                Ok(()) => read_capped(lzma_rust2::LzipReader::new(data), cap, 0, d),
+                Err(e) => MemberData::failed(e),
             },
+            Codec::Lz4 => read_capped(lz4_flex::frame::FrameDecoder::new(data), cap, 0, d),
+            Codec::CompressZ => match super::lzw::Lzw::new(data) {
+                Ok(r) => read_capped(r, cap, 0, d),
+                Err(e) => MemberData::failed(e.to_string()),
+            },
+        }
+    }
+}
+
+/// lzip's reader allocates each member's dictionary as its header says (up
+/// to 512 MiB) and takes no limit: refuse a stream where any member header
+/// asks more than the xz limit before it is read.
+fn lzip_dictionaries_fit(data: &[u8]) -> Result<(), String> {
+    for at in memchr::memmem::find_iter(data, b"LZIP\x01") {
+        let Some(&b) = data.get(at + 5) else { break };
+        let base = 1u64 << (b & 0x1F);
+        let dict = base - (base / 16) * u64::from(b >> 5);
+        if dict > u64::from(XZ_MEM_LIMIT_KIB) * 1024 {
+            return Err(format!("lzip: a {} MiB dictionary is over the decoder's limit", dict >> 20));
+        }
+    }
+    Ok(())
+}
+
+/// Every frame of a zstd stream (`zstd` writes one per input, and
+/// concatenated files stay valid), skippable frames passed over.
+struct ZstdFrames<'a> {
+    data: Cursor<&'a [u8]>,
+    frame: Option<ruzstd::decoding::StreamingDecoder<Cursor<&'a [u8]>, ruzstd::decoding::FrameDecoder>>,
+}
+
+impl std::io::Read for ZstdFrames<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(frame) = &mut self.frame {
+                let n = frame.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                // The frame is done: go on after it.
+                let at = frame.get_ref().position();
+                self.data.set_position(at);
+                self.frame = None;
+            }
+            let at = self.data.position() as usize;
+            let rest = &self.data.get_ref()[at.min(self.data.get_ref().len())..];
+            if rest.len() < 8 {
+                return Ok(0);
+            }
+            let magic = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+            if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+                let len = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+                self.data.set_position(at as u64 + 8 + u64::from(len));
+                continue;
+            }
+            if magic != 0xFD2F_B528 {
+                return Ok(0);
+            }
+            let mut inner = Cursor::new(*self.data.get_ref());
+            inner.set_position(at as u64);
+            match ruzstd::decoding::StreamingDecoder::new(inner) {
+                Ok(f) => self.frame = Some(f),
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("zstd: {e}"))),
+            }
         }
     }
 }

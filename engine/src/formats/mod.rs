@@ -22,7 +22,7 @@
 //! | `zip` | zip, OOXML, JAR, APK | `zip` (central directory), reads capped here |
 //! | `tar` | tar (ustar, GNU, pax) | `tar` |
 //! | `ar`, `cpio`, `iso` | ar/deb, cpio (4 encodings), ISO 9660 | own bounded readers (no crate reads them from memory safely) |
-//! | `compressed` | gzip, bzip2, xz, lzma, zstd | `flate2`, `bzip2`, `lzma-rust2`, `ruzstd` |
+//! | `compressed` (+ `lzw`) | gzip, bzip2, xz, lzma, lzip, zstd (every frame), LZ4 (frames, legacy), Unix compress `.Z` | `flate2`, `bzip2`, `lzma-rust2`, `ruzstd`, `lz4_flex`; LZW own |
 //! | `sevenz` | 7z | `sevenz-rust2` |
 //! | `cab` | Microsoft cabinet | `cab` |
 //! | `ole2` (+ `vba`, `ppt`, `ole1`) | OLE2 compound files, MSI stream names, VBA macro source, PowerPoint `ExOleObjStg`, OLE1 `Ole10Native` and Packager objects | `cfb`; MS-OVBA decompression, record walks own; zlib via `flate2` |
@@ -45,7 +45,7 @@
 //! | `wim` (+ `lzx`) | Windows Imaging (stored, XPRESS and LZX resources; paths from the metadata; LZMS reported) | own reader, XPRESS and LZX decoders |
 //! | `squashfs` | SquashFS v4 (gzip, lz4) | `backhand` |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
-//! | `text` (+ `binhex`) | uuencode, xxencode, BinHex 4.0, base64 `data:` URIs and long runs, quoted-printable, in any text | own bounded decoders |
+//! | `text` (+ `binhex`, `records`) | uuencode, xxencode, BinHex 4.0, yEnc, Intel HEX, S-records, base64 `data:` URIs and long runs, quoted-printable, in any text; containers after a script (makeself) carved | own bounded decoders |
 
 /// Add the format module this is written in to [`FORMATS`], with its
 /// `sniff` and `unpack` functions: `register!(ZIP: "zip", rank 10, unpacks
@@ -80,6 +80,7 @@ mod installshield;
 mod iscab;
 pub(crate) mod iso;
 pub(crate) mod lha;
+pub(crate) mod lzw;
 mod lzx;
 pub(crate) mod mail;
 pub(crate) mod msexpand;
@@ -91,18 +92,19 @@ mod pdf;
 pub(crate) mod pe_image;
 mod ppt;
 mod rar;
+mod records;
 mod rtf;
 mod sevenz;
 pub(crate) mod sis;
 pub(crate) mod squashfs;
-mod tar;
+pub(crate) mod tar;
 mod text;
 pub(crate) mod tnef;
 mod upx;
 mod vba;
 pub(crate) mod wim;
 mod wwpack;
-mod zip;
+pub(crate) mod zip;
 
 use crate::filetype::FileType;
 use crate::limits::{Deadline, Limits};

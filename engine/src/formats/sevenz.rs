@@ -18,7 +18,7 @@ fn sniff(data: &[u8]) -> Option<FileType> {
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     let mut archive = match sevenz_rust2::ArchiveReader::new(std::io::Cursor::new(data), sevenz_rust2::Password::default()) {
         Ok(a) => a,
-        Err(sevenz_rust2::Error::PasswordRequired) => return c.encrypted(None),
+        Err(e) if encrypted(&e) => return c.encrypted(None),
         Err(e) => return c.error(format!("7z: {e}")),
     };
     let result = archive.for_each_entries(|entry, reader| {
@@ -35,7 +35,17 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     });
     match result {
         Ok(()) => {}
-        Err(sevenz_rust2::Error::PasswordRequired | sevenz_rust2::Error::MaybeBadPassword(_)) => c.encrypted(None),
+        Err(e) if encrypted(&e) => c.encrypted(None),
         Err(e) => c.error(format!("7z: {e}")),
+    }
+}
+
+/// A password is wanted: asked for, or the AES method (which this build of
+/// the reader leaves out: no password is ever tried).
+fn encrypted(e: &sevenz_rust2::Error) -> bool {
+    match e {
+        sevenz_rust2::Error::PasswordRequired | sevenz_rust2::Error::MaybeBadPassword(_) => true,
+        sevenz_rust2::Error::UnsupportedCompressionMethod(m) => m.contains("AES"),
+        _ => false,
     }
 }

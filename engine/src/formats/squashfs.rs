@@ -1,6 +1,6 @@
 //! SquashFS images (v4, little-endian), with the `backhand` crate
 //! (MIT/Apache-2.0) for the structure and our own block decompressor
-//! plugged into it: gzip (`flate2`), xz (`lzma-rust2`), zstd (`ruzstd`),
+//! plugged into it: gzip (`flate2`), xz and lzma (`lzma-rust2`), zstd (`ruzstd`),
 //! lz4 (`lz4_flex`), all pure Rust and each block bounded by the image's
 //! block size (backhand's own xz and zstd need C libraries, its lzo feature
 //! is GPL; LZO images are reported, not read). Every regular file is streamed through
@@ -60,6 +60,8 @@ impl CompressionAction for Blocks {
             Compressor::Uncompressed => Box::new(bytes),
             Compressor::Gzip => Box::new(flate2::read::ZlibDecoder::new(bytes)),
             Compressor::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(bytes, false, 128 * 1024)),
+            // Each block an "LZMA alone" stream (13-byte header).
+            Compressor::Lzma => Box::new(lzma_rust2::LzmaReader::new_mem_limit(bytes, 128 * 1024, None).map_err(bad)?),
             Compressor::Zstd => {
                 Box::new(ruzstd::decoding::StreamingDecoder::new(bytes).map_err(|_| BackhandError::CorruptedOrInvalidSquashfs)?)
             }

@@ -1,7 +1,9 @@
 //! Binary payloads written as text, wherever they sit in a text object (a
 //! mail body, an HTML page, a script, a log): uuencode and xxencode blocks
-//! (`begin 644 name` ... `end`), BinHex 4.0, base64 `data:` URIs, long
-//! base64 runs, and quoted-printable bodies. Own bounded decoders (the
+//! (`begin 644 name` ... `end`), BinHex 4.0, yEnc, Intel HEX and
+//! S-records ([`super::records`]), base64 `data:` URIs, long base64 runs,
+//! and quoted-printable bodies; and containers after a script's text
+//! (shell self-extractors), carved. Own bounded decoders (the
 //! `uuencoding` and `binhex` crates allocate from declared sizes or are
 //! GPL): every decoder grows its output as it decodes, stops at the walk's
 //! cap, and a text object yields at most [`MAX_CARVED`] children, so a page
@@ -11,6 +13,7 @@ use super::Container;
 use super::Flow;
 use super::binhex::{self, Fork};
 use super::bytes::MemberData;
+use super::{carve, records};
 use crate::filetype::FileType;
 use memchr::memmem;
 
@@ -20,6 +23,10 @@ register!(TEXT: "text", rank 300, unpacks [Text]);
 /// control characters.
 fn sniff(data: &[u8]) -> Option<FileType> {
     let sample = &data[..data.len().min(8192)];
+    // yEnc is 8-bit (control characters too) but line-based text.
+    if records::yenc_blocks(sample).next().is_some() {
+        return Some(FileType::Text);
+    }
     if sample.contains(&0) {
         return None;
     }
@@ -50,8 +57,34 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
             return;
         }
     }
+    // yEnc.
+    for (n, (at, name)) in records::yenc_blocks(data).enumerate() {
+        let block = &data[at..];
+        let name = name.unwrap_or_else(|| format!("yenc-{n}"));
+        if emit(c, name, block.len() as u64, &mut |cap| records::yenc_decode(block, cap)) == Flow::Stop {
+            return;
+        }
+    }
+    // A whole object of Intel HEX or S-records (what `objcopy` writes).
+    for (is, srec, name) in [(records::is_ihex as fn(&[u8]) -> bool, false, "ihex.data"), (records::is_srec, true, "srec.data")] {
+        if is(data)
+            && emit(c, name.into(), data.len() as u64, &mut |cap| records::hex_records_decode(data, srec, cap)) == Flow::Stop
+        {
+            return;
+        }
+    }
+    // A script with binary data after it (makeself and other shell
+    // self-extractors): what follows is carved as from unknown data.
+    if let Some(nul) = memchr::memchr(0, data) {
+        let hits: Vec<_> = carve::signatures(&data[nul.saturating_sub(4096)..])
+            .into_iter()
+            .map(|(at, sig)| (at + nul.saturating_sub(4096), sig))
+            .filter(|&(_, sig)| sig != carve::Sig::Text)
+            .collect();
+        carve::unpack(c, data, &hits);
+    }
     // BinHex 4.0.
-    if let Some(start) = memmem::find(data, b"(This file must be converted with BinHex") {
+    if let Some(start) = memmem::find(data, b"(This file must be converted") {
         let body = &data[start..];
         let stored = body.len() as u64;
         for (fork, name) in [(Fork::Data, "binhex.data"), (Fork::Resource, "binhex.resource")] {
@@ -212,6 +245,8 @@ fn begin_blocks(data: &[u8]) -> impl Iterator<Item = Block<'_>> {
 fn base64_runs(data: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut run: Option<(usize, usize)> = None; // start, end
+    // The length of the run's first line: encoders write fixed-width lines.
+    let mut width: Option<usize> = None;
     let close = |run: &mut Option<(usize, usize)>, out: &mut Vec<(usize, usize)>| {
         if let Some((s, e)) = run.take()
             && e - s >= MIN_BASE64_RUN
@@ -224,9 +259,27 @@ fn base64_runs(data: &[u8]) -> Vec<(usize, usize)> {
         let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |p| start + p);
         let line = &data[start..end];
         let body = line.strip_suffix(b"\r").unwrap_or(line);
-        if body.len() >= 16 && memchr::memchr2(b' ', b'\t', body).is_none() && body.iter().all(|&b| is_base64(b) || b == b'=') {
+        let all_base64 = memchr::memchr2(b' ', b'\t', body).is_none() && body.iter().all(|&b| is_base64(b) || b == b'=');
+        if body.len() >= 16 && all_base64 {
+            if width.is_some_and(|w| body.len() > w) {
+                close(&mut run, &mut out);
+            }
+            if run.is_none() {
+                width = Some(body.len());
+            }
             run = Some((run.map_or(start, |(s, _)| s), start + body.len()));
+            // A line shorter than the run's is its last.
+            if width.is_some_and(|w| body.len() < w) {
+                close(&mut run, &mut out);
+                width = None;
+            }
+        } else if let Some((s, _)) = run.filter(|_| all_base64 && !body.is_empty() && body.len() < 16) {
+            // The short last line of an encoder's fixed-width run.
+            run = Some((s, start + body.len()));
+            close(&mut run, &mut out);
+            width = None;
         } else {
+            width = None;
             close(&mut run, &mut out);
             if body.len() >= MIN_BASE64_RUN {
                 let mut i = 0;
