@@ -60,6 +60,12 @@ pub enum FileType {
     Squashfs,
     /// Windows Imaging (WIM) file.
     Wim,
+    /// FAT12/16/32 file-system image.
+    Fat,
+    /// A disk's partition table (MBR or GPT) and its partitions.
+    Disk,
+    /// A virtual disk (VHD) holding a disk image.
+    Vhd,
     Text,
     Empty,
     Binary,
@@ -67,7 +73,7 @@ pub enum FileType {
 
 impl FileType {
     /// Every type.
-    pub const ALL: [FileType; 40] = [
+    pub const ALL: [FileType; 43] = [
         FileType::Zip,
         FileType::Docx,
         FileType::Xlsx,
@@ -105,6 +111,9 @@ impl FileType {
         FileType::Lha,
         FileType::Squashfs,
         FileType::Wim,
+        FileType::Fat,
+        FileType::Disk,
+        FileType::Vhd,
         FileType::Text,
         FileType::Empty,
         FileType::Binary,
@@ -150,6 +159,9 @@ impl FileType {
             FileType::Lha => "lha",
             FileType::Squashfs => "squashfs",
             FileType::Wim => "wim",
+            FileType::Fat => "fat",
+            FileType::Disk => "disk",
+            FileType::Vhd => "vhd",
             FileType::Text => "text",
             FileType::Empty => "empty",
             FileType::Binary => "binary",
@@ -193,6 +205,9 @@ impl FileType {
                 | FileType::Lha
                 | FileType::Squashfs
                 | FileType::Wim
+                | FileType::Fat
+                | FileType::Disk
+                | FileType::Vhd
         )
     }
 

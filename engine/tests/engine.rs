@@ -729,6 +729,9 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
             w.finish().unwrap()
         }),
         ("compress_z", compress_literals(payload)),
+        ("fat", fat_image(payload)),
+        ("disk", mbr_disk(&fat_image(payload))),
+        ("vhd", dynamic_vhd(&mbr_disk(&fat_image(payload)))),
         ("records", {
             let mut y = b"=ybegin line=128 size=39 name=seed.txt\n".to_vec();
             for &b in payload {
@@ -903,6 +906,63 @@ fn compress_literals(data: &[u8]) -> Vec<u8> {
         out.push(acc as u8);
     }
     out
+}
+
+/// A 1 MiB FAT image (formatted by `fatfs`) holding `payload` as
+/// `DIR/PAYLOAD.TXT`.
+fn fat_image(payload: &[u8]) -> Vec<u8> {
+    let mut disk = std::io::Cursor::new(vec![0u8; 1 << 20]);
+    fatfs::format_volume(&mut disk, fatfs::FormatVolumeOptions::new()).unwrap();
+    {
+        let fs = fatfs::FileSystem::new(&mut disk, fatfs::FsOptions::new()).unwrap();
+        let dir = fs.root_dir().create_dir("dir").unwrap();
+        dir.create_file("payload.txt").unwrap().write_all(payload).unwrap();
+    }
+    disk.into_inner()
+}
+
+/// An MBR disk with `partition` as its one partition, at sector 1.
+fn mbr_disk(partition: &[u8]) -> Vec<u8> {
+    let mut d = vec![0u8; 512];
+    d[446 + 4] = 0x0C;
+    d[446 + 8..446 + 12].copy_from_slice(&1u32.to_le_bytes());
+    d[446 + 12..446 + 16].copy_from_slice(&((partition.len() / 512) as u32).to_le_bytes());
+    d[510] = 0x55;
+    d[511] = 0xAA;
+    d.extend_from_slice(partition);
+    d
+}
+
+/// A dynamic VHD of `disk` in 4 KiB blocks (the all-zero ones left
+/// unallocated, as in a real sparse disk).
+fn dynamic_vhd(disk: &[u8]) -> Vec<u8> {
+    let blocks = disk.len().div_ceil(4096);
+    let mut footer = vec![0u8; 512];
+    footer[..8].copy_from_slice(b"conectix");
+    footer[16..24].copy_from_slice(&512u64.to_be_bytes());
+    footer[48..56].copy_from_slice(&(disk.len() as u64).to_be_bytes());
+    footer[60..64].copy_from_slice(&3u32.to_be_bytes());
+    let mut header = vec![0u8; 1024];
+    header[..8].copy_from_slice(b"cxsparse");
+    let bat_at = 1536u64;
+    header[16..24].copy_from_slice(&bat_at.to_be_bytes());
+    header[28..32].copy_from_slice(&(blocks as u32).to_be_bytes());
+    header[32..36].copy_from_slice(&4096u32.to_be_bytes());
+    let bat_len = (blocks * 4).div_ceil(512) * 512;
+    let mut bat = vec![0xFFu8; bat_len];
+    let mut body = Vec::new();
+    let first = (1536 + bat_len) / 512;
+    for (n, chunk) in disk.chunks(4096).enumerate() {
+        if chunk.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let sector = (first + body.len() / 512) as u32;
+        bat[4 * n..4 * n + 4].copy_from_slice(&sector.to_be_bytes());
+        body.extend_from_slice(&[0xFF; 512]);
+        body.extend_from_slice(chunk);
+        body.resize(body.len() + (4096 - chunk.len()), 0);
+    }
+    [footer.clone(), header, bat, body, footer].concat()
 }
 
 /// A fat (universal) Mach-O holding `thin` once.

@@ -43,7 +43,9 @@
 //! | `rar` | RAR 1.3 to 7 | `rars` |
 //! | `lha` | LHA/LZH | `delharc` |
 //! | `wim` (+ `lzx`) | Windows Imaging (stored, XPRESS and LZX resources; paths from the metadata; LZMS reported) | own reader, XPRESS and LZX decoders |
-//! | `squashfs` | SquashFS v4 (gzip, lz4) | `backhand` |
+//! | `squashfs` | SquashFS v4 (gzip, xz, lzma, zstd, lz4) | `backhand` |
+//! | `fat` | FAT12/16/32 images | `fatfs` (read-only over the bytes) |
+//! | `disk`, `vhd` | MBR and GPT partition tables; VHD disks (fixed, dynamic) | own readers |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`, `records`) | uuencode, xxencode, BinHex 4.0, yEnc, Intel HEX, S-records, base64 `data:` URIs and long runs, quoted-printable, in any text; containers after a script (makeself) carved | own bounded decoders |
 
@@ -75,7 +77,9 @@ pub(crate) mod carve;
 mod chm;
 mod compressed;
 mod cpio;
+mod disk;
 mod executable;
+mod fat;
 mod installshield;
 mod iscab;
 pub(crate) mod iso;
@@ -102,6 +106,7 @@ mod text;
 pub(crate) mod tnef;
 mod upx;
 mod vba;
+mod vhd;
 pub(crate) mod wim;
 mod wwpack;
 pub(crate) mod zip;

@@ -448,14 +448,7 @@ pub const GAPS: &[(&str, &str)] = &[
         "file-system image, left: `ext4-view` (Apache-2.0/MIT) reads ext2/3/4 read-only; glue, bounds and fuzzing about half a day",
     ),
     ("ext4", "file-system image, left (as ext2)"),
-    ("fat", "file-system image, left: `fatfs` (MIT) wants a writable device; an own FAT12/16/32 reader is about half a day"),
     ("ntfs", "file-system image, left: the `ntfs` crate (MIT/Apache-2.0) reads it; glue and fuzzing about a day"),
-    ("mbr-fat", "disk image, left: a partition table over a file system Qala does not read (FAT)"),
-    ("vhd-fat", "virtual disk, left: VHD's block table over a partition and file system Qala does not read"),
-    ("vmdk-fat", "virtual disk, left: VMDK's grain tables over a file system Qala does not read"),
-    ("qcow2-fat", "virtual disk, left: QCOW2's L1/L2 tables over a file system Qala does not read"),
-    ("vdi-fat", "virtual disk, left: VDI's block map over a file system Qala does not read"),
-    ("vhdx-fat", "virtual disk, left: VHDX's log and block table over a file system Qala does not read"),
 ];
 
 /// Read alone, not after a program's bytes: formats with nothing to find
