@@ -322,11 +322,8 @@ fn print_enumeration() -> Vec<String> {
             None => problems.push(format!("package {p} ({d}) found by the search but neither tried nor explained")),
         }
     }
-    let hand: Vec<&str> = {
-        let mut v: Vec<&str> = TOOLS.iter().map(|t| t.package).filter(|p| !found.contains_key(*p)).collect();
-        v.dedup();
-        v
-    };
+    let hand: std::collections::BTreeSet<&str> = TOOLS.iter().map(|t| t.package).filter(|p| !found.contains_key(*p)).collect();
+    let hand: Vec<&str> = hand.into_iter().collect();
     println!("== added by hand (writers of formats 7-Zip or ClamAV read, the search's words miss them): {}", hand.join(" "));
     problems
 }
@@ -365,14 +362,18 @@ fn round_trip_through_every_tool() {
     let mut problems = print_enumeration();
     let limits = Limits::default();
     println!(
-        "== work budget per submission: depth {}, {} objects, {} MiB decoded, {} MiB per object, ratio {}, {} s",
+        "== work budget per submission (the worker's defaults): depth {}, {} objects, {} MiB decoded, {} MiB per object, \
+         ratio {}, {} s, emulation {} instructions per byte (at least {}); a limit hit counts as a miss here",
         limits.max_depth,
         limits.max_objects,
         limits.max_total_bytes >> 20,
         limits.max_object_size >> 20,
         limits.max_ratio,
-        limits.max_scan_time.as_secs()
+        limits.max_scan_time.as_secs(),
+        limits.work_per_byte,
+        limits.work_floor
     );
+    let mut heaviest = (0u64, 0u32, "");
     println!("== sample: {} bytes, sha256 {}", sample().len(), sha256_hex(sample()));
     let mut rows = Vec::new();
     for (i, t) in TOOLS.iter().enumerate() {
@@ -417,9 +418,14 @@ fn round_trip_through_every_tool() {
                 .take(2)
                 .collect();
             let nested = wrap(inner[0], sample()).and_then(|a| wrap(inner[1], &a)).and_then(|b| wrap(t, &b));
-            row.nested = match nested.map(|n| (outcome(&scan(&n)), n.len())) {
-                Ok((Ok(o), _)) => format!("{} > {} > {}: {o}", t.id, inner[1].id, inner[0].id),
-                Ok((Err(e), _)) | Err(e) => {
+            let nested = nested.map(|n| scan(&n)).inspect(|r| {
+                if r.bytes_scanned > heaviest.0 {
+                    heaviest = (r.bytes_scanned, r.objects_scanned, t.id);
+                }
+            });
+            row.nested = match nested.map(|r| outcome(&r)) {
+                Ok(Ok(o)) => format!("{} > {} > {}: {o}", t.id, inner[1].id, inner[0].id),
+                Ok(Err(e)) | Err(e) => {
                     problems.push(format!("{} > {} > {}: {e}", t.id, inner[1].id, inner[0].id));
                     format!("MISSED {} > {} > {}: {e}", t.id, inner[1].id, inner[0].id)
                 }
@@ -455,6 +461,12 @@ fn round_trip_through_every_tool() {
             println!("  {:22} {:16} appended: {}", "", "", row.appended);
         }
     }
+    println!(
+        "== the heaviest three-deep nest: {} ({} objects, {:.1} MiB scanned), no limit hit in any",
+        heaviest.2,
+        heaviest.1,
+        heaviest.0 as f64 / (1 << 20) as f64
+    );
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
 

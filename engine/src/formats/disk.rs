@@ -45,7 +45,8 @@ fn mbr_entries(mbr: &[u8]) -> Vec<(u8, u64, u64)> {
 }
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
-    let entries = mbr_entries(&data[..SECTOR]);
+    let Some(mbr) = data.get(..SECTOR) else { return c.error("disk: shorter than a sector") };
+    let entries = mbr_entries(mbr);
     if entries.iter().any(|&(ty, _, _)| ty == 0xEE) {
         return gpt(c, data);
     }

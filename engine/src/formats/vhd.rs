@@ -35,7 +35,7 @@ fn sniff_vhd(data: &[u8]) -> Option<FileType> {
 }
 
 pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
-    let Some(f) = footer(data) else { return };
+    let Some(f) = footer(data) else { return c.error("vhd: no footer") };
     let disk_size = be_u64(f, 48).unwrap_or(0);
     match be_u32(f, 60) {
         // Fixed: the disk is everything before the footer.
