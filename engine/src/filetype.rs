@@ -62,6 +62,8 @@ pub enum FileType {
     Wim,
     /// FAT12/16/32 file-system image.
     Fat,
+    /// NTFS file-system image.
+    Ntfs,
     /// A disk's partition table (MBR or GPT) and its partitions.
     Disk,
     /// A virtual disk (VHD) holding a disk image.
@@ -73,7 +75,7 @@ pub enum FileType {
 
 impl FileType {
     /// Every type.
-    pub const ALL: [FileType; 43] = [
+    pub const ALL: [FileType; 44] = [
         FileType::Zip,
         FileType::Docx,
         FileType::Xlsx,
@@ -112,6 +114,7 @@ impl FileType {
         FileType::Squashfs,
         FileType::Wim,
         FileType::Fat,
+        FileType::Ntfs,
         FileType::Disk,
         FileType::Vhd,
         FileType::Text,
@@ -160,6 +163,7 @@ impl FileType {
             FileType::Squashfs => "squashfs",
             FileType::Wim => "wim",
             FileType::Fat => "fat",
+            FileType::Ntfs => "ntfs",
             FileType::Disk => "disk",
             FileType::Vhd => "vhd",
             FileType::Text => "text",
@@ -206,6 +210,7 @@ impl FileType {
                 | FileType::Squashfs
                 | FileType::Wim
                 | FileType::Fat
+                | FileType::Ntfs
                 | FileType::Disk
                 | FileType::Vhd
         )

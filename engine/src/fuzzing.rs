@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("compress_z", Some(FileType::CompressZ)),
     ("records", Some(FileType::Text)),
     ("fat", Some(FileType::Fat)),
+    ("ntfs", Some(FileType::Ntfs)),
     ("disk", Some(FileType::Disk)),
     ("vhd", Some(FileType::Vhd)),
     ("tar", Some(FileType::Tar)),

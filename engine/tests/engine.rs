@@ -730,6 +730,7 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         }),
         ("compress_z", compress_literals(payload)),
         ("fat", fat_image(payload)),
+        ("ntfs", ntfs_image(payload)),
         ("disk", mbr_disk(&fat_image(payload))),
         ("vhd", dynamic_vhd(&mbr_disk(&fat_image(payload)))),
         ("records", {
@@ -919,6 +920,19 @@ fn fat_image(payload: &[u8]) -> Vec<u8> {
         dir.create_file("payload.txt").unwrap().write_all(payload).unwrap();
     }
     disk.into_inner()
+}
+
+/// A 2 MiB NTFS image from `mkntfs` holding `payload.txt` (no Rust crate
+/// writes NTFS): the image in the fuzz corpus, made with 68 `Q`s as the
+/// file (copied in by `ntfscp`), which are overwritten here with the
+/// payload, padded with newlines.
+fn ntfs_image(payload: &[u8]) -> Vec<u8> {
+    let mut image = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/ntfs/seed-mkntfs")).unwrap();
+    let at = image.windows(68).position(|w| w == [b'Q'; 68]).expect("the placeholder");
+    assert!(payload.len() <= 68);
+    image[at..at + 68].fill(b'\n');
+    image[at..at + payload.len()].copy_from_slice(payload);
+    image
 }
 
 /// An MBR disk with `partition` as its one partition, at sector 1.

@@ -78,6 +78,7 @@ const SIGNATURES: &[(&[u8], Sig, usize)] = &[
     (b"FAT16   ", Sig::Other(FileType::Fat), 54),
     (b"FAT32   ", Sig::Other(FileType::Fat), 82),
     (b"conectix", Sig::Other(FileType::Vhd), 0),
+    (b"NTFS    ", Sig::Other(FileType::Ntfs), 3),
     (b"begin 6", Sig::Text, 0),
     (b"begin-base64 ", Sig::Text, 0),
     (b"(This file must be converted", Sig::Text, 0),

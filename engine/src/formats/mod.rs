@@ -45,6 +45,7 @@
 //! | `wim` (+ `lzx`) | Windows Imaging (stored, XPRESS and LZX resources; paths from the metadata; LZMS reported) | own reader, XPRESS and LZX decoders |
 //! | `squashfs` | SquashFS v4 (gzip, xz, lzma, zstd, lz4) | `backhand` |
 //! | `fat` | FAT12/16/32 images | `fatfs` (read-only over the bytes) |
+//! | `ntfs` | NTFS images | `ntfs` |
 //! | `disk`, `vhd` | MBR and GPT partition tables; VHD disks (fixed, dynamic) | own readers |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`, `records`) | uuencode, xxencode, BinHex 4.0, yEnc, Intel HEX, S-records, base64 `data:` URIs and long runs, quoted-printable, in any text; containers after a script (makeself) carved | own bounded decoders |
@@ -89,6 +90,7 @@ mod lzx;
 pub(crate) mod mail;
 pub(crate) mod msexpand;
 mod nsis_installer;
+mod ntfs;
 mod ole1;
 mod ole2;
 mod packed;

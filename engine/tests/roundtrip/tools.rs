@@ -448,7 +448,6 @@ pub const GAPS: &[(&str, &str)] = &[
         "file-system image, left: `ext4-view` (Apache-2.0/MIT) reads ext2/3/4 read-only; glue, bounds and fuzzing about half a day",
     ),
     ("ext4", "file-system image, left (as ext2)"),
-    ("ntfs", "file-system image, left: the `ntfs` crate (MIT/Apache-2.0) reads it; glue and fuzzing about a day"),
 ];
 
 /// Read alone, not after a program's bytes: formats with nothing to find
