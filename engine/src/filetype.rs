@@ -64,6 +64,8 @@ pub enum FileType {
     Fat,
     /// NTFS file-system image.
     Ntfs,
+    /// ext2/3/4 file-system image.
+    Ext,
     /// A disk's partition table (MBR or GPT) and its partitions.
     Disk,
     /// A virtual disk (VHD) holding a disk image.
@@ -75,7 +77,7 @@ pub enum FileType {
 
 impl FileType {
     /// Every type.
-    pub const ALL: [FileType; 44] = [
+    pub const ALL: [FileType; 45] = [
         FileType::Zip,
         FileType::Docx,
         FileType::Xlsx,
@@ -115,6 +117,7 @@ impl FileType {
         FileType::Wim,
         FileType::Fat,
         FileType::Ntfs,
+        FileType::Ext,
         FileType::Disk,
         FileType::Vhd,
         FileType::Text,
@@ -164,6 +167,7 @@ impl FileType {
             FileType::Wim => "wim",
             FileType::Fat => "fat",
             FileType::Ntfs => "ntfs",
+            FileType::Ext => "ext",
             FileType::Disk => "disk",
             FileType::Vhd => "vhd",
             FileType::Text => "text",
@@ -211,6 +215,7 @@ impl FileType {
                 | FileType::Wim
                 | FileType::Fat
                 | FileType::Ntfs
+                | FileType::Ext
                 | FileType::Disk
                 | FileType::Vhd
         )

@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Option<FileType>)] = &[
     ("records", Some(FileType::Text)),
     ("fat", Some(FileType::Fat)),
     ("ntfs", Some(FileType::Ntfs)),
+    ("ext", Some(FileType::Ext)),
     ("disk", Some(FileType::Disk)),
     ("vhd", Some(FileType::Vhd)),
     ("tar", Some(FileType::Tar)),

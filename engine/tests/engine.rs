@@ -731,6 +731,7 @@ fn seeds(payload: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         ("compress_z", compress_literals(payload)),
         ("fat", fat_image(payload)),
         ("ntfs", ntfs_image(payload)),
+        ("ext", placeholder_image("ext/seed-mke2fs", payload)),
         ("disk", mbr_disk(&fat_image(payload))),
         ("vhd", dynamic_vhd(&mbr_disk(&fat_image(payload)))),
         ("records", {
@@ -927,7 +928,13 @@ fn fat_image(payload: &[u8]) -> Vec<u8> {
 /// file (copied in by `ntfscp`), which are overwritten here with the
 /// payload, padded with newlines.
 fn ntfs_image(payload: &[u8]) -> Vec<u8> {
-    let mut image = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/ntfs/seed-mkntfs")).unwrap();
+    placeholder_image("ntfs/seed-mkntfs", payload)
+}
+
+/// A file-system image in the fuzz corpus (`mkntfs`, `mke2fs -d`) whose
+/// one file is 68 `Q`s, overwritten with `payload` padded with newlines.
+fn placeholder_image(seed: &str, payload: &[u8]) -> Vec<u8> {
+    let mut image = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(seed)).unwrap();
     let at = image.windows(68).position(|w| w == [b'Q'; 68]).expect("the placeholder");
     assert!(payload.len() <= 68);
     image[at..at + 68].fill(b'\n');

@@ -475,8 +475,9 @@ fn round_trip_through_every_tool() {
 /// compared, names not.
 const STREAMS: &[&str] = &["gzip", "bzip2", "xz", "lzma", "zstd", "Z", "MsLZ", "Base64", "IHex"];
 
-/// Whether Qala's name of a member is 7-Zip's (NTFS metadata files, which
-/// 7-Zip shows under `[SYSTEM]`, are not compared). Two differences are by
+/// Whether Qala's name of a member is 7-Zip's (NTFS metadata files and
+/// ext's journal, which 7-Zip shows under `[SYSTEM]` and `[SYS]`, are not
+/// compared). Two differences are by
 /// design and allowed: NSIS members are named `nsis/<file name>` (the
 /// installer's output directories are not followed), and ISO 9660 names
 /// are the primary volume's (upper case, where 7-Zip shows the Joliet or
@@ -593,9 +594,9 @@ fn members_match_sevenzips_listing() {
             {
                 problems.push(format!("{}: 7-Zip lists {path} at {} bytes and extracts {}", t.id, l.size, bytes.len()));
             }
-            // NTFS metadata ($MFT, $LogFile, ...): 7-Zip shows them under
-            // `[SYSTEM]`; Qala does not take them for members.
-            if format == "NTFS" && path.starts_with("[SYSTEM]") {
+            // NTFS metadata ($MFT, $LogFile, ...) and ext's journal: 7-Zip
+            // shows them under `[SYSTEM]` and `[SYS]`; they are not members.
+            if (format == "NTFS" && path.starts_with("[SYSTEM]")) || (format == "Ext" && path.starts_with("[SYS]")) {
                 continue;
             }
             if !bytes.is_empty() {

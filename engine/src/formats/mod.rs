@@ -46,6 +46,7 @@
 //! | `squashfs` | SquashFS v4 (gzip, xz, lzma, zstd, lz4) | `backhand` |
 //! | `fat` | FAT12/16/32 images | `fatfs` (read-only over the bytes) |
 //! | `ntfs` | NTFS images | `ntfs` |
+//! | `ext` | ext2/3/4 images | `ext4-view` |
 //! | `disk`, `vhd` | MBR and GPT partition tables; VHD disks (fixed, dynamic) | own readers |
 //! | `sis` | Symbian SIS (EPOC 3-6) | own reader; zlib via `flate2` |
 //! | `text` (+ `binhex`, `records`) | uuencode, xxencode, BinHex 4.0, yEnc, Intel HEX, S-records, base64 `data:` URIs and long runs, quoted-printable, in any text; containers after a script (makeself) carved | own bounded decoders |
@@ -80,6 +81,7 @@ mod compressed;
 mod cpio;
 mod disk;
 mod executable;
+mod ext;
 mod fat;
 mod installshield;
 mod iscab;

@@ -443,11 +443,6 @@ pub const GAPS: &[(&str, &str)] = &[
         "cramfs",
         "file-system image, left: own read-only reader (zlib pages, inode table) about half a day; ClamAV does not read it",
     ),
-    (
-        "ext2",
-        "file-system image, left: `ext4-view` (Apache-2.0/MIT) reads ext2/3/4 read-only; glue, bounds and fuzzing about half a day",
-    ),
-    ("ext4", "file-system image, left (as ext2)"),
 ];
 
 /// Read alone, not after a program's bytes: formats with nothing to find
@@ -459,6 +454,8 @@ pub const APPENDED_GAPS: &[(&str, &str)] = &[
     ("base64", "bare base64 has no marker line: inside a program's bytes it is data (7-Zip does not find it there either)"),
     ("ihex", "Intel HEX has no marker line: told only at the start of an object"),
     ("srec", "S-records have no marker line: told only at the start of an object"),
+    ("ext2", "an ext superblock's magic is two bytes 1,080 bytes in: too weak to carve from other data"),
+    ("ext4", "an ext superblock's magic is two bytes 1,080 bytes in: too weak to carve from other data"),
 ];
 
 pub fn gap(id: &str) -> Option<&'static str> {
