@@ -551,9 +551,11 @@ impl Cluster {
     }
 
     /// Make a token in the store directly (no coordinator running on an
-    /// embedded store); written to `<dir>/<name>.token`, returned.
+    /// embedded store); written to `<dir>/<name>.token`, returned. One of
+    /// the same name from an earlier run on a kept store (`qala-demo`'s) is
+    /// replaced.
     pub fn add_token_offline(&self, role: &str, name: &str) -> Result<String> {
-        let out = coordinator_command(&["token", "add", "--role", role, name, "--store", &self.store])?;
+        let out = coordinator_command(&["token", "add", "--replace", "--role", role, name, "--store", &self.store])?;
         let token = out.lines().last().unwrap_or("").trim().to_string();
         write_token(&self.token_file(name), &token)?;
         Ok(token)
