@@ -27,7 +27,7 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         Ok(fs) => fs,
         Err(e) => return c.error(format!("ext: {e}")),
     };
-    let mut listed = 0usize;
+    let mut listed = super::Listing::default();
     let mut dirs = vec![(PathBuf::new("/"), 0usize)];
     while let Some((dir, depth)) = dirs.pop() {
         let entries = match fs.read_dir(&dir) {
@@ -38,10 +38,9 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
             }
         };
         for entry in entries {
-            if listed >= super::MAX_LISTED || c.deadline().passed() {
+            if !listed.next(c, "ext") {
                 return;
             }
-            listed += 1;
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {

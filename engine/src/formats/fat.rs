@@ -63,14 +63,13 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         Ok(fs) => fs,
         Err(e) => return c.error(format!("fat: {e}")),
     };
-    let mut listed = 0usize;
+    let mut listed = super::Listing::default();
     let mut dirs = vec![(fs.root_dir(), String::new(), 0usize)];
     while let Some((dir, prefix, depth)) = dirs.pop() {
         for entry in dir.iter() {
-            if listed >= super::MAX_LISTED || c.deadline().passed() {
+            if !listed.next(c, "fat") {
                 return;
             }
-            listed += 1;
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {

@@ -302,6 +302,23 @@ pub(crate) struct Slot {
 /// this bounds the listing itself.
 pub(crate) const MAX_LISTED: usize = 100_000;
 
+/// The entries a file-system walk (`fat`, `ntfs`, `ext`) has listed: it
+/// stops at [`MAX_LISTED`] of them, saying so, or at the deadline.
+#[derive(Default)]
+pub(crate) struct Listing(usize);
+
+impl Listing {
+    /// Whether one more entry may be listed.
+    pub(crate) fn next(&mut self, c: &mut Container<'_>, kind: &str) -> bool {
+        if self.0 >= MAX_LISTED {
+            c.error(format!("{kind}: more than {MAX_LISTED} entries; the rest not listed"));
+            return false;
+        }
+        self.0 += 1;
+        !c.deadline().passed()
+    }
+}
+
 /// Hand the members of an uncompressed archive to the walk, read straight
 /// from the input slice.
 pub(crate) fn unpack_slots(c: &mut Container<'_>, data: &[u8], slots: Vec<Slot>, error: Option<String>) {

@@ -39,7 +39,7 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
     };
     let mut seen = HashSet::from([root.file_record_number()]);
     let mut dirs: Vec<(NtfsFile<'_>, String, usize)> = vec![(root, String::new(), 0)];
-    let mut listed = 0usize;
+    let mut listed = super::Listing::default();
     while let Some((dir, prefix, depth)) = dirs.pop() {
         let index = match dir.directory_index(&mut fs) {
             Ok(i) => i,
@@ -50,10 +50,9 @@ pub(super) fn unpack(c: &mut Container<'_>, data: &[u8]) {
         };
         let mut entries = index.entries();
         while let Some(entry) = entries.next(&mut fs) {
-            if listed >= super::MAX_LISTED || c.deadline().passed() {
+            if !listed.next(c, "ntfs") {
                 return;
             }
-            listed += 1;
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
