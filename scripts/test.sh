@@ -45,7 +45,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 # (engine/tests/roundtrip.rs): 7-Zip as the oracle, and the writers.
 roundtrip_pkgs=(7zip arj jlha-utils lzip plzip lzop zpaq ncompress sharutils cpio pax genisoimage xorriso gcab
   brotli lrzip rzip dar mtools dosfstools nsis kgb lzma zip pigz pbzip2 pixz fp-utils rpm mpack uudeview
-  macutils zopfli makeself arc nulib2 mscompress util-linux-extra fdisk ntfs-3g qemu-utils lz4 zstd xz-utils)
+  macutils zopfli makeself arc nulib2 mscompress util-linux-extra fdisk ntfs-3g qemu-utils lz4 zstd xz-utils e2fsprogs)
 for p in "${roundtrip_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
