@@ -1027,6 +1027,46 @@ fn fuzz_seeds_reach_their_parsers() {
     assert_eq!(seeds.len(), targets.len() - 1, "one seed per target but `any`");
 }
 
+/// Disk images that lie about their size cost what they hold: a dynamic
+/// VHD declaring a 1 TiB disk and four billion table entries, and an MBR
+/// partition and GPT claiming sectors far past the end, give errors and
+/// read what the file holds, allocating nothing from the declared sizes.
+#[test]
+fn disk_images_declaring_huge_sizes_cost_what_they_hold() {
+    let image = mbr_disk(&fat_image(b"harmless"));
+    let mut vhd = dynamic_vhd(&image);
+    let end = vhd.len() - 512;
+    for footer in [0, end] {
+        vhd[footer + 48..footer + 56].copy_from_slice(&(1u64 << 40).to_be_bytes());
+    }
+    vhd[512 + 28..512 + 32].copy_from_slice(&u32::MAX.to_be_bytes());
+    // Its block table said to lie at the end of the address space.
+    let mut far = vhd.clone();
+    far[512 + 16..512 + 24].copy_from_slice(&(u64::MAX - 2).to_be_bytes());
+    let mut mbr = image.clone();
+    mbr[446 + 12..446 + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut gpt = vec![0u8; 1024];
+    gpt[446 + 4] = 0xEE;
+    gpt[446 + 8] = 1;
+    gpt[446 + 12..446 + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+    gpt[510] = 0x55;
+    gpt[511] = 0xAA;
+    gpt[512..520].copy_from_slice(b"EFI PART");
+    gpt[512 + 72..512 + 80].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    gpt[512 + 80..512 + 84].copy_from_slice(&u32::MAX.to_le_bytes());
+    gpt[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+    let mut engine = Engine::new(bundled(), Limits::default());
+    for (name, data) in [("vhd", vhd), ("vhd-far", far), ("mbr", mbr), ("gpt", gpt)] {
+        let r = engine.scan(&data, name);
+        assert!(!r.errors.is_empty(), "{name} must say what was wrong: {r:?}");
+        // Said by the reader, not a contained panic (the GPT one overflowed).
+        assert!(!format!("{:?}", r.errors).contains("panic"), "{name}: {:?}", r.errors);
+        // What is really in it (a 1 MiB disk: its partition and file), not
+        // the terabyte declared.
+        assert!(r.bytes_scanned < 8 << 20, "{name}: {} bytes scanned", r.bytes_scanned);
+    }
+}
+
 /// Deterministic mutations (bit flips, overwrites, truncations, inserted
 /// runs) of every seed: the engine must answer each with a report, never a
 /// panic escaping `scan`, and stay within its limits. A bounded stand-in

@@ -90,7 +90,7 @@ fn gpt(c: &mut Container<'_>, data: &[u8]) {
     }
     let base = usize::try_from(at).ok().and_then(|a| a.checked_mul(SECTOR)).unwrap_or(usize::MAX);
     for n in 0..count.min(MAX_GPT_ENTRIES) {
-        let Some(e) = base.checked_add(n * size).and_then(|o| data.get(o..o + size)) else {
+        let Some(e) = base.checked_add(n * size).and_then(|o| data.get(o..o.checked_add(size)?)) else {
             return c.error(format!("disk: GPT entry {n} outside the image"));
         };
         if e[..16].iter().all(|&b| b == 0) {

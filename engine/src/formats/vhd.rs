@@ -16,11 +16,11 @@ register!(VHD: "vhd", rank 246, unpacks [Vhd], sniff sniff_vhd);
 const FOOTER: usize = 512;
 
 fn be_u32(d: &[u8], o: usize) -> Option<u32> {
-    d.get(o..o + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    d.get(o..o.checked_add(4)?).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn be_u64(d: &[u8], o: usize) -> Option<u64> {
-    d.get(o..o + 8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    d.get(o..o.checked_add(8)?).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
 }
 
 /// The footer: at the end of every VHD, and copied at the start of a
@@ -76,7 +76,10 @@ fn dynamic(data: &[u8], f: &[u8], disk_size: u64, cap: u64, deadline: &crate::li
             return Ok(MemberData { data: out, truncated: false, error: Some(super::bytes::OUT_OF_TIME.into()) });
         }
         let take = block.min(want - out.len());
-        let sector = be_u32(data, bat_at + 4 * n).ok_or_else(|| format!("vhd: block table entry {n} outside the file"))?;
+        let sector = bat_at
+            .checked_add(4 * n)
+            .and_then(|o| be_u32(data, o))
+            .ok_or_else(|| format!("vhd: block table entry {n} outside the file"))?;
         if sector == u32::MAX {
             out.resize(out.len() + take, 0);
             continue;
